@@ -1,0 +1,276 @@
+"""The pipeline config: pydantic models for the YAML, loading with clear errors, and the pipeline hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PIPELINES_DIR = REPO_ROOT / "pipelines"
+PROMPTS_DIR = REPO_ROOT / "prompts"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackendSpec(Strict):
+    """One named model endpoint. `type` picks the implementation from the backend registry."""
+
+    type: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 120.0
+    structured_outputs: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class InputPolicy(Strict):
+    """What a record must satisfy before any model sees it (bad input becomes `invalid_input`)."""
+
+    max_side: int = 1024
+    max_pixels: int = 64_000_000
+    max_text_chars: int = 4000
+    truncate_long_text: bool = False
+    allow_remote_images: bool = False
+    remote_timeout_s: float = 20.0
+    remote_max_bytes: int = 20_000_000
+
+
+class SourceSpec(Strict):
+    """Where VQA records come from. `spec` is `scenes`, `hf:<name>[:config][@split]`, or a path."""
+
+    spec: str = "scenes"
+    preset: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    image_root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    shuffle: bool = False
+    subject_key: str | None = None
+    subject_caps: dict[str, int] = Field(default_factory=dict)
+
+
+class StageBase(Strict):
+    backend: str
+    concurrency: int = Field(default=16, ge=1, le=4096)
+    prompt: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClassifySpec(StageBase):
+    enabled: bool = True
+    trust_source_category: bool = True
+    drop_categories: list[str] = Field(default_factory=lambda: ["multi-choice", "yes_no", "others"])
+    category_caps: dict[str, int] = Field(default_factory=dict)
+    prompt: str | None = "classify.txt"
+
+
+class RewriteSpec(StageBase):
+    prompt: str | None = "rewrite/{category}.txt"
+    leak_check: bool = True
+    aesthetics_directive: str = ""
+
+
+class EditSpec(StageBase):
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    give_reference_answer: bool = True
+    prompt: str | None = "edit.txt"
+
+
+class JudgeSpec(StageBase):
+    prompt: str | None = "judge.txt"
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_scores(cls, value: dict[str, float]) -> dict[str, float]:
+        known = {"instruction_following", "visual_quality", "coherence"}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"unknown score name(s) {sorted(unknown)}; known: {sorted(known)}")
+        return value
+
+
+class Stages(Strict):
+    classify: ClassifySpec
+    rewrite: RewriteSpec
+    edit: EditSpec
+    judge: JudgeSpec
+
+
+class EngineSpec(Strict):
+    kind: Literal["ray", "inline"] = "ray"
+    workers: int = Field(default=2, ge=1, le=1024)
+    shard_size: int = Field(default=50, ge=1, le=1_000_000)
+    shards_in_flight_per_worker: int = Field(default=2, ge=1, le=64)
+    ray_address: str | None = None
+
+
+class RateLimit(Strict):
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+
+
+class Limits(Strict):
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+
+
+class RetrySpec(Strict):
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    initial_s: float = Field(default=1.0, ge=0)
+    max_s: float = Field(default=60.0, ge=0)
+    jitter_s: float = Field(default=1.0, ge=0)
+
+
+class Price(Strict):
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    per_image_in: float = 0.0
+    per_image_out: float = 0.0
+
+
+class PipelineConfig(Strict):
+    """A whole pipeline: source, backends, the four stages, engine, limits, prices."""
+
+    name: str = "pipeline"
+    seed: int = 0
+    limit: int | None = Field(default=None, ge=0)
+    source: SourceSpec = Field(default_factory=SourceSpec)
+    input: InputPolicy = Field(default_factory=InputPolicy)
+    backends: dict[str, BackendSpec]
+    stages: Stages
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    limits: Limits = Field(default_factory=Limits)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    prompts_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _stage_backends_exist(self) -> PipelineConfig:
+        for stage_name in ("classify", "rewrite", "edit", "judge"):
+            stage = getattr(self.stages, stage_name)
+            if stage.backend not in self.backends:
+                raise ValueError(
+                    f"stages.{stage_name}.backend '{stage.backend}' is not defined under `backends` "
+                    f"(defined: {sorted(self.backends)})"
+                )
+        return self
+
+    def prompts_path(self) -> Path:
+        return Path(self.prompts_dir) if self.prompts_dir else PROMPTS_DIR
+
+    def hashed_view(self) -> dict[str, Any]:
+        """The part of the config that decides the output rows; a change here is a config change.
+
+        Left out on purpose: how fast and where it runs (workers, concurrency, engine kind, Ray address),
+        how much to spend (limit, budget, rate limits, retries, prices) and where keys and servers live.
+        """
+        view = self.model_dump(mode="json")
+        view.pop("limit", None)
+        view.pop("limits", None)
+        view.pop("retry", None)
+        view.pop("prices", None)
+        view.pop("prompts_dir", None)
+        view["engine"] = {"shard_size": self.engine.shard_size}
+        for backend in view["backends"].values():
+            for volatile in ("base_url", "api_key_env", "timeout_s"):
+                backend.pop(volatile, None)
+        for stage in view["stages"].values():
+            stage.pop("concurrency", None)
+        return view
+
+
+def pipeline_hash(config: PipelineConfig, prompt_hashes: dict[str, str]) -> str:
+    blob = json.dumps({"config": config.hashed_view(), "prompts": prompt_hashes}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_pipeline_path(name_or_path: str) -> Path:
+    """`default` → pipelines/default.yaml; anything with a suffix or slash is a path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not path.exists():
+            raise ConfigError(f"pipeline file not found: {name_or_path}")
+        return path
+    candidate = PIPELINES_DIR / f"{name_or_path}.yaml"
+    if not candidate.exists():
+        known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown pipeline '{name_or_path}'; built-in pipelines: {', '.join(known)}")
+    return candidate
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    parts = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return f"invalid pipeline config {origin}: " + "; ".join(parts)
+
+
+def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML; `overrides` is a nested dict merged on top (from CLI flags)."""
+    path = resolve_pipeline_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML at{where}: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a pipeline file must be a YAML mapping, got {type(raw).__name__}")
+    return parse_pipeline(raw, origin=str(path), overrides=overrides)
+
+
+def parse_pipeline(
+    raw: dict[str, Any], origin: str = "<dict>", overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
+    merged = deep_merge(raw, overrides or {})
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def diff_views(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Human-readable differences between two hashed views ('stages.judge.thresholds.coherence: 3 → 4')."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{where}: added ({json.dumps(new[key])})")
+            elif key not in new:
+                out.append(f"{where}: removed (was {json.dumps(old[key])})")
+            else:
+                out.extend(diff_views(old[key], new[key], where))
+        return out
+    if old != new:
+        return [f"{prefix}: {json.dumps(old)} → {json.dumps(new)}"]
+    return []

@@ -1,0 +1,41 @@
+"""The exceptions a user can cause; the CLI prints them as one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class UniEditError(Exception):
+    """Base of every error caused by user input or environment (config, source, output dir, keys)."""
+
+    exit_code = 2
+
+
+class ConfigError(UniEditError):
+    """The pipeline YAML or a CLI option is invalid."""
+
+
+class SourceError(UniEditError):
+    """A VQA source cannot be opened or read at all (single bad records are rejects, not errors)."""
+
+
+class OutputDirError(UniEditError):
+    """The output directory cannot be used (locked, unwritable, made with another config)."""
+
+
+class RunLockedError(OutputDirError):
+    """Another live process holds the output directory's lock."""
+
+
+class ConfigChangedError(OutputDirError):
+    """The output directory was made with a different pipeline config."""
+
+
+class BackendConfigError(UniEditError):
+    """A backend is unknown, misconfigured or lacks its API key."""
+
+
+class AuthenticationFailed(UniEditError):
+    """A provider rejected the API key (HTTP 401/403): the run stops, nothing more is paid."""
+
+
+class DiskFullError(OutputDirError):
+    """The output filesystem is full or refused a write; the run stops and can be resumed later."""

@@ -1,0 +1,75 @@
+"""Prompt templates from `prompts/`: loading, hashing, and rendering with untrusted text kept as data.
+
+Templates use `string.Template` syntax (`$question`, `${answer}`), so JSON examples with braces need no
+escaping. Every value from a VQA source is inserted inside a delimited field
+(`<vqa_question>…</vqa_question>`) with any delimiter-looking text neutralised, so "ignore previous
+instructions" in a question stays data: it can never close the field or reach the system text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+_TAG_LIKE = re.compile(r"</?\s*(vqa_[a-z_]+|system|assistant|user)\s*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    system: str
+    user: str
+    sha: str
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}@{self.sha[:10]}"
+
+    def render(self, **fields: str) -> str:
+        """Fill the user template; values go in as delimited, neutralised data fields."""
+        safe = {key: data_field(key, value) for key, value in fields.items()}
+        try:
+            return string.Template(self.user).substitute(safe)
+        except KeyError as exc:
+            raise ConfigError(f"prompt {self.name} uses ${exc.args[0]} which the stage does not provide") from None
+
+
+def neutralise(text: str) -> str:
+    """Break anything that looks like one of our field delimiters or a chat role tag."""
+    return _TAG_LIKE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+
+
+def data_field(name: str, value: str | None) -> str:
+    return f"<vqa_{name}>{neutralise(value or '')}</vqa_{name}>"
+
+
+SYSTEM_MARKER = "\n=== USER ===\n"
+
+
+@lru_cache(maxsize=256)
+def _read(path: Path, mtime: float) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def load_prompt(prompts_dir: Path, relative: str) -> Prompt:
+    """Load `prompts/<relative>`; the text before a line `=== USER ===` is the system prompt."""
+    path = (prompts_dir / relative).resolve()
+    if not path.is_file():
+        raise ConfigError(f"prompt template not found: {path} (set prompts_dir or fix the stage's `prompt`)")
+    text = _read(path, path.stat().st_mtime)
+    if SYSTEM_MARKER in text:
+        system, user = text.split(SYSTEM_MARKER, 1)
+    else:
+        system, user = "", text
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    return Prompt(name=relative, system=system.strip(), user=user.strip() + "\n", sha=sha)
+
+
+def prompt_hashes(prompts_dir: Path, relatives: list[str]) -> dict[str, str]:
+    return {rel: load_prompt(prompts_dir, rel).sha for rel in sorted(set(relatives))}
