@@ -55,6 +55,8 @@ class VQARecord(BaseModel):
     category: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     invalid: str | None = None
+    #: set by the engine: 0 for the first record with this id, n for its n-th repeat (rejected as duplicate_id)
+    duplicate: int = 0
 
 
 def content_key(*parts: bytes | str) -> str:

@@ -1,0 +1,66 @@
+# uniedit-synth — `make demo` runs the offline demo, `make test` runs the whole test suite.
+# Both create .venv and install everything they need on a fresh machine with only Python 3.10+.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= runs/demo
+# Prefer a local CPU build of torch when the machine has one (much smaller than the CUDA wheel);
+# otherwise pip picks torch as usual. Override with `make test TORCH=torch==2.5.1`.
+TORCH  ?= $(or $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl)),torch)
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: help setup setup-train browser demo test test-fast lint bench clean
+
+help:
+	@echo "make demo   - install into $(VENV) and run uniedit synth on the offline world ($(OUT))"
+	@echo "make test   - install (with the train extra and chromium) and run the whole test suite"
+	@echo "make test-fast - unit tests only (no Ray, no subprocess e2e)"
+	@echo "make lint   - ruff"
+	@echo "make bench  - run the benchmarks in benchmarks/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import uniedit_synth, ray, pyarrow, datasets, openai, google.genai"
+	touch $@
+
+$(VENV)/.installed-train: $(VENV)/.installed
+	$(PIP) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[train]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, transformers"
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-train: $(VENV)/.installed-train
+
+# Debian's chromium for the report's browser test (playwright's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; } \
+	  || echo "chromium could not be installed: the browser test will be skipped"
+
+demo: setup
+	$(BIN)/uniedit synth --pipeline default --out $(OUT)
+	$(BIN)/uniedit stats $(OUT)
+
+# pytest exits 5 when it collected nothing: that is a failure here too (make stops on any non-zero code).
+test: setup-train browser
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+test-fast: setup
+	$(BIN)/python -m pytest -q tests/unit -m "not ray and not train and not browser"
+
+lint: setup
+	$(BIN)/ruff check uniedit_synth tests benchmarks examples
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,238 @@
+"""The `uniedit` command line: synth, stats, export, report, inspect."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .errors import UniEditError
+
+app = typer.Typer(
+    name="uniedit",
+    help=(
+        "Turn VQA data into reasoning-heavy image-editing training data (the Uni-Edit method).\n\n"
+        "Start with `uniedit synth` (runs offline on the built-in scene world), then `uniedit stats`, "
+        "`uniedit report` and `uniedit export`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_BUDGET = 3
+EXIT_INTERRUPTED = 130
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    elif verbose == 1:
+        level = logging.INFO
+    elif verbose > 1:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "google_genai", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """CLI flags → a nested dict merged over the pipeline YAML."""
+    out: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        if value is None:
+            return
+        node = out
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+
+    put("source.spec", flags.get("source"))
+    put("source.image_root", flags.get("image_root"))
+    put("source.preset", flags.get("preset"))
+    put("limit", flags.get("limit"))
+    put("seed", flags.get("seed"))
+    put("engine.shard_size", flags.get("shard_size"))
+    put("engine.workers", flags.get("workers"))
+    put("engine.kind", flags.get("engine"))
+    put("engine.ray_address", flags.get("ray_address"))
+    put("limits.max_cost_usd", flags.get("max_cost"))
+    if flags.get("concurrency") is not None:
+        for stage in ("classify", "rewrite", "edit", "judge"):
+            put(f"stages.{stage}.concurrency", flags["concurrency"])
+    return out
+
+
+@app.command()
+def synth(
+    pipeline: str = typer.Option(
+        "default", "--pipeline", "-p",
+        help="Pipeline name from pipelines/ (default, uniedit, openai, local-vllm) or a path to a YAML file.",
+    ),
+    source: Optional[str] = typer.Option(
+        None, "--source", "-s",
+        help="VQA source, overriding the pipeline's: `scenes` (built-in offline world), "
+        "`hf:<name or saved dir>[:config][@split]`, or a path to .parquet / .jsonl / .json / .csv / an image folder.",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output directory (default: runs/<pipeline name>). Re-run to resume."
+    ),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=0, help="Read at most this many records."),
+    shard_size: Optional[int] = typer.Option(
+        None, "--shard-size", min=1, help="Records per shard: the unit of work, resume and output files."
+    ),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets all four stages)."
+    ),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Number of shard workers (Ray actors)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the scene world, shuffling and builtin models."),
+    image_root: Optional[Path] = typer.Option(
+        None, "--image-root", help="Folder that relative image paths in the source are resolved against."
+    ),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Column preset for the source (vqav2, gqa, aokvqa, scienceqa, textvqa, chartqa, clevr, llava)."
+    ),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="`ray` (default; in-process unless --ray-address/RAY_ADDRESS) or `inline` (no Ray, for debugging)."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting one (also RAY_ADDRESS)."
+    ),
+    max_cost: Optional[float] = typer.Option(
+        None, "--max-cost", min=0, help="Stop starting paid calls once this many USD are spent (resumable with a higher budget)."
+    ),
+    force_new_config: bool = typer.Option(
+        False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
+    ),
+    log_format: str = typer.Option("text", "--log-format", help="`text` (progress bar) or `json` (one JSON line per shard)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
+) -> None:
+    """Synthesise Uni-Edit samples from a VQA source into an output directory (resumable).
+
+    Examples:\n
+      uniedit synth                                   # 300 records of the offline scene world\n
+      uniedit synth --source data/vqa.jsonl --image-root data/images --out runs/mine\n
+      uniedit synth --pipeline uniedit --source hf:./my_saved_vqa --max-cost 50
+    """
+    from .config import load_pipeline
+    from .engine.driver import run_synth
+
+    _setup_logging(verbose, quiet)
+    if log_format not in ("text", "json"):
+        raise UniEditError(f"--log-format must be text or json, not {log_format!r}")
+    if engine not in (None, "ray", "inline"):
+        raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
+    overrides = _overrides(
+        source=source, image_root=str(image_root) if image_root else None, preset=preset, limit=limit,
+        seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
+        max_cost=max_cost, concurrency=concurrency,
+    )
+    config = load_pipeline(pipeline, overrides)
+    out_dir = out or Path("runs") / config.name
+    summary = run_synth(
+        config, str(out_dir), force_new_config=force_new_config, log_format=log_format,
+        progress=not (no_progress or quiet),
+    )
+    if log_format == "json":
+        print(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True))
+    elif not quiet:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.reject_reasons.items(), key=lambda kv: -kv[1]))
+        calls = sum(summary.calls.values())
+        hits = sum(summary.cache_hits.values())
+        print(f"uniedit synth: {summary.read} records -> {summary.accepted} accepted, {summary.rejected} rejected"
+              + (f" ({reasons})" if reasons else ""))
+        print(f"  output:  {out_dir}/  (data/ accepted, rejects/ rejected, stats.json, manifest.jsonl)")
+        print(f"  shards:  {summary.shards_done} run, {summary.shards_skipped} already done"
+              + (f", {summary.shards_retried} retried" if summary.shards_retried else ""))
+        print(f"  calls:   {calls} made, {hits} from cache; cost ${summary.cost_usd:.4f} "
+              f"(this invocation ${summary.spent_now_usd:.4f}); {summary.elapsed_s:.1f} s")
+        print(f"  next:    uniedit stats {out_dir}  |  uniedit report {out_dir}  |  "
+              f"uniedit export {out_dir} --format hf --out {out_dir}-hf")
+    if summary.stopped_by_budget:
+        typer.echo(
+            f"stopped by --max-cost: {summary.budget_exhausted} record(s) not processed; run again with a higher "
+            "--max-cost to finish them (nothing already paid for is paid again)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_BUDGET)
+
+
+@app.command()
+def stats(
+    run: Path = typer.Argument(..., help="A run's output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
+) -> None:
+    """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
+    from .store import RunDir, summarise
+
+    run_dir = RunDir(run)
+    if not run_dir.manifest.exists() and not run_dir.run_json.exists():
+        raise UniEditError(f"{run} is not a uniedit run directory (no manifest.jsonl or run.json)")
+    totals = summarise(list(run_dir.latest_by_shard().values()))
+    if as_json:
+        print(json.dumps(totals, indent=2, sort_keys=True))
+        return
+    print(format_stats(totals))
+
+
+def format_stats(t: dict[str, Any]) -> str:
+    lines = [
+        f"records: {t['read']}   accepted: {t['accepted']}   rejected: {t['rejected']}   "
+        f"shards: {t['shards']}   cost: ${t['cost_usd']:.4f}",
+        "",
+        "by stage            in     out   calls  cache_hits",
+    ]
+    for stage, s in t["stages"].items():
+        lines.append(
+            f"  {stage:<14}{s.get('in', 0):>7} {s.get('out', 0):>7} {s.get('calls', 0):>7} {s.get('cache_hits', 0):>11}"
+        )
+    lines += ["", "by category         read  accepted  rejected"]
+    for cat, c in t["categories"].items():
+        lines.append(f"  {cat:<14}{c.get('read', 0):>7} {c.get('accepted', 0):>9} {c.get('rejected', 0):>9}")
+    lines += ["", "rejects by reason"]
+    if not t["reject_reasons"]:
+        lines.append("  (none)")
+    for reason, n in sorted(t["reject_reasons"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {reason:<20}{n:>7}")
+    if len(t.get("shards_by_node", {})) > 1:
+        lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Console entry point: user errors print one line (no traceback) and exit non-zero."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        app(standalone_mode=False)
+    except UniEditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are saved; run the same command again to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

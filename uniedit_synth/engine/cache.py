@@ -1,0 +1,86 @@
+"""The response cache: every backend reply stored under `<out>/cache/`, keyed by sha256 of its full request.
+
+One file per entry (`cache/ab/abcdef….entry`), written to a temp name and renamed, so readers never see a
+half-written entry and any number of worker processes can share the directory. An entry is a JSON header
+line followed by a binary payload (an edited image); the header holds the payload's length and sha256,
+so a torn or truncated entry is detected, dropped with a warning and treated as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheEntry:
+    meta: dict[str, Any]
+    payload: bytes = b""
+
+
+class ResponseCache:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+        self.corrupt = 0
+
+    def path_for(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.entry"
+
+    def get(self, key: str) -> CacheEntry | None:
+        path = self.path_for(key)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        entry = self._decode(blob)
+        if entry is None:
+            self.corrupt += 1
+            self.misses += 1
+            log.warning("cache entry %s is corrupt (torn write?); dropping it, the call will be made again", path)
+            path.unlink(missing_ok=True)
+            return None
+        self.hits += 1
+        return entry
+
+    def put(self, key: str, meta: dict[str, Any], payload: bytes = b"") -> None:
+        header = dict(meta)
+        header["_payload_len"] = len(payload)
+        header["_payload_sha256"] = hashlib.sha256(payload).hexdigest()
+        line = json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(line)
+            fh.write(payload)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _decode(blob: bytes) -> CacheEntry | None:
+        newline = blob.find(b"\n")
+        if newline < 0:
+            return None
+        try:
+            header = json.loads(blob[:newline])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        payload = blob[newline + 1 :]
+        if not isinstance(header, dict) or header.pop("_payload_len", None) != len(payload):
+            return None
+        if header.pop("_payload_sha256", None) != hashlib.sha256(payload).hexdigest():
+            return None
+        return CacheEntry(meta=header, payload=payload)
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt}

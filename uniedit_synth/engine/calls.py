@@ -1,0 +1,202 @@
+"""One backend call as the engine makes it: cache lookup, budget check, rate limit, retries, cost ledger.
+
+Backends are thin protocol adapters; everything that must be the same for every provider lives here:
+- a reply (or a final refusal: safety block, bad request, malformed reply) is cached by the sha256 of the
+  full request, so re-running never repeats a call that returned;
+- the cluster-wide coordinator spaces calls per provider+model and is told about every Retry-After;
+- retries (tenacity) cover 429/5xx/timeouts/connection errors with jittered exponential back-off, never
+  400/401/403; a 401 aborts the run;
+- the cost of each call is priced from the config's table and charged to the shared budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from ..backends.base import (
+    AuthError,
+    BackendError,
+    BadRequest,
+    EditReply,
+    EditRequest,
+    MalformedReply,
+    RateLimited,
+    RetryableError,
+    SafetyBlocked,
+    TextReply,
+    TextRequest,
+    Usage,
+    request_key,
+)
+from ..config import Price, RetrySpec
+from ..errors import AuthenticationFailed
+from .cache import ResponseCache
+
+log = logging.getLogger(__name__)
+
+_FINAL_ERRORS: dict[str, type[BackendError]] = {
+    "safety_blocked": SafetyBlocked,
+    "bad_request": BadRequest,
+    "malformed": MalformedReply,
+}
+
+
+class BudgetExhausted(Exception):
+    """The run's --max-cost is spent: no new paid call is started."""
+
+
+class CoordinatorLike(Protocol):
+    async def acquire(self, bucket: str, tokens: int = 0) -> float: ...
+    async def pause(self, bucket: str, seconds: float) -> None: ...
+    async def budget_left(self) -> bool: ...
+    async def spend(self, usd: float) -> bool: ...
+
+
+@dataclass
+class Ledger:
+    """What one record's calls cost and took, summed over stages (cached calls count at their original
+    cost and latency, so a resumed run writes the same rows as an uninterrupted one)."""
+
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    calls: dict[str, int] = field(default_factory=dict)
+    cache_hits: dict[str, int] = field(default_factory=dict)
+    spent_now_usd: float = 0.0
+
+    def add(self, stage: str, cost: float, latency: float, cached: bool) -> None:
+        self.cost_usd += cost
+        self.latency_s += latency
+        bucket = self.cache_hits if cached else self.calls
+        bucket[stage] = bucket.get(stage, 0) + 1
+        if not cached:
+            self.spent_now_usd += cost
+
+
+def price(prices: dict[str, Price], model: str, usage: Usage) -> float:
+    p = prices.get(model)
+    if p is None:
+        return 0.0
+    return (
+        usage.input_tokens * p.input_per_mtok / 1e6
+        + usage.output_tokens * p.output_per_mtok / 1e6
+        + usage.images_in * p.per_image_in
+        + usage.images_out * p.per_image_out
+    )
+
+
+def estimate_tokens(request: TextRequest | EditRequest) -> int:
+    text = request.prompt if isinstance(request, TextRequest) else request.instruction
+    images = len(request.images) if isinstance(request, TextRequest) else 1
+    return len(text) // 4 + 800 * images
+
+
+class ModelCaller:
+    """Makes the calls of one stage through one backend, for every record a worker handles."""
+
+    def __init__(
+        self,
+        stage: str,
+        backend: Any,
+        *,
+        cache: ResponseCache,
+        coordinator: CoordinatorLike,
+        prices: dict[str, Price],
+        retry: RetrySpec,
+        rate_limited: bool,
+        sleep=asyncio.sleep,
+    ):
+        self.stage = stage
+        self.backend = backend
+        self.cache = cache
+        self.coordinator = coordinator
+        self.prices = prices
+        self.retry = retry
+        self.rate_limited = rate_limited
+        self.bucket = f"{backend.provider}/{backend.spec.model}" if hasattr(backend, "spec") else stage
+        self._sleep = sleep
+
+    async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
+        entry = await self._call("text", request, ledger)
+        return TextReply.model_validate(entry[0])
+
+    async def edit(self, request: EditRequest, ledger: Ledger) -> EditReply:
+        meta, payload = await self._call("edit", request, ledger)
+        return EditReply.model_validate({**meta, "image": payload})
+
+    async def _call(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger) -> tuple[dict, bytes]:
+        key = request_key(kind, request)
+        hit = self.cache.get(key)
+        if hit is not None:
+            info = hit.meta.pop("_call")
+            ledger.add(self.stage, info["cost_usd"], info["latency_s"], cached=True)
+            if "error" in info:
+                raise _FINAL_ERRORS[info["error"]](info["detail"])
+            return hit.meta, hit.payload
+
+        if not await self.coordinator.budget_left():
+            raise BudgetExhausted()
+        started = time.monotonic()
+        try:
+            reply = await self._with_retries(kind, request)
+        except (SafetyBlocked, BadRequest, MalformedReply) as exc:
+            latency = time.monotonic() - started
+            code = next(name for name, cls in _FINAL_ERRORS.items() if isinstance(exc, cls))
+            info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500]}
+            self.cache.put(key, {"_call": info})
+            ledger.add(self.stage, 0.0, latency, cached=False)
+            raise
+        latency = time.monotonic() - started
+        cost = price(self.prices, reply.model or request.model, reply.usage)
+        await self.coordinator.spend(cost)
+        ledger.add(self.stage, cost, latency, cached=False)
+        meta = reply.model_dump(exclude={"image"})
+        payload = reply.image if isinstance(reply, EditReply) else b""
+        self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency}}, payload)
+        return meta, payload
+
+    async def _with_retries(self, kind: str, request: TextRequest | EditRequest) -> TextReply | EditReply:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(RetryableError),
+            reraise=True,
+            sleep=self._sleep,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if self.rate_limited:
+                    delay = await self.coordinator.acquire(self.bucket, estimate_tokens(request))
+                    if delay > 0:
+                        await self._sleep(delay)
+                try:
+                    if kind == "text":
+                        return await self.backend.complete(request)
+                    return await self.backend.edit(request)
+                except RateLimited as exc:
+                    if exc.retry_after:
+                        await self.coordinator.pause(self.bucket, exc.retry_after)
+                    raise
+                except AuthError as exc:
+                    raise AuthenticationFailed(
+                        f"{self.bucket}: the provider rejected the API key ({exc}); check your API key "
+                        "environment variable and the backend's base_url"
+                    ) from None
+                except asyncio.TimeoutError:
+                    raise RetryableError("timed out") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        backoff = wait_exponential_jitter(
+            initial=self.retry.initial_s, max=self.retry.max_s, jitter=self.retry.jitter_s
+        )(retry_state)
+        if isinstance(exc, RetryableError) and exc.retry_after:
+            # the coordinator already holds the bucket; wait at least as long as the server asked
+            return max(float(exc.retry_after), min(backoff, self.retry.max_s))
+        return backoff

@@ -1,0 +1,193 @@
+"""The run's single coordinator: cluster-wide rate limits, the cost budget, live progress and category caps.
+
+There is exactly one Coordinator per run. Under Ray it is an async actor every worker talks to, so a
+429's Retry-After pauses a provider+model bucket for *every* worker and the budget is shared; under
+`--engine inline` the same class is used in-process. All methods are coroutines, so both work alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Bucket:
+    """A GCRA limiter (virtual scheduling): requests, and tokens, are spaced so the long-run rate never
+    exceeds rpm (tpm); a burst of one extra interval is tolerated."""
+
+    rpm: float | None
+    tpm: float | None
+    tat_requests: float = 0.0  # theoretical arrival time of the next request
+    tat_tokens: float = 0.0
+    paused_until: float = 0.0
+    granted: int = 0
+    pauses: int = 0
+
+    def reserve(self, now: float, tokens: int) -> float:
+        """Reserve a slot for one request of `tokens` tokens; returns how long the caller must wait."""
+        at = max(now, self.paused_until)
+        if self.rpm:
+            interval = 60.0 / self.rpm
+            tat = max(self.tat_requests, at)
+            at = max(at, tat - interval)
+            self.tat_requests = tat + interval
+        if self.tpm and tokens:
+            span = tokens * 60.0 / self.tpm
+            tat = max(self.tat_tokens, at)
+            at = max(at, tat - span)
+            self.tat_tokens = tat + span
+        self.granted += 1
+        return max(0.0, at - now)
+
+    def pause(self, now: float, seconds: float) -> None:
+        self.pauses += 1
+        self.paused_until = max(self.paused_until, now + seconds)
+
+
+@dataclass
+class Progress:
+    records: int = 0
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    cost_usd: float = 0.0
+    calls: Counter = field(default_factory=Counter)
+    cache_hits: Counter = field(default_factory=Counter)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        rate_limits: dict[str, dict[str, float | None]],
+        max_cost_usd: float | None = None,
+        spent_before_usd: float = 0.0,
+        category_caps: dict[str, int] | None = None,
+        admitted_before: dict[str, int] | None = None,
+    ):
+        self._buckets = {key: Bucket(rpm=v.get("rpm"), tpm=v.get("tpm")) for key, v in rate_limits.items()}
+        self._max_cost = max_cost_usd
+        self._spent = spent_before_usd
+        self._progress = Progress()
+        self._caps = dict(category_caps or {})
+        self._admitted: Counter = Counter(admitted_before or {})
+        self._registered: list[int] = []
+        self._decided: dict[int, list[bool]] = {}
+        self._pending: dict[int, list[str]] = {}
+        self._waiters: dict[int, asyncio.Future] = {}
+        self._node_shards: dict[str, list[int]] = defaultdict(list)
+        self._request_log: list[tuple[float, str]] = []
+
+    # -- rate limits -------------------------------------------------------------------------------
+    async def acquire(self, bucket: str, tokens: int = 0) -> float:
+        """Reserve a request slot in `bucket`; the caller sleeps the returned number of seconds."""
+        limiter = self._buckets.get(bucket)
+        if limiter is None:
+            return 0.0
+        now = time.monotonic()
+        delay = limiter.reserve(now, tokens)
+        self._request_log.append((time.time() + delay, bucket))
+        return delay
+
+    async def pause(self, bucket: str, seconds: float) -> None:
+        """A provider said Retry-After: hold every worker's calls to this bucket for `seconds`."""
+        limiter = self._buckets.get(bucket)
+        if limiter is None:
+            limiter = self._buckets[bucket] = Bucket(rpm=None, tpm=None)
+        limiter.pause(time.monotonic(), seconds)
+
+    async def limiter_stats(self) -> dict[str, Any]:
+        return {
+            key: {"granted": b.granted, "pauses": b.pauses, "rpm": b.rpm, "tpm": b.tpm}
+            for key, b in self._buckets.items()
+        }
+
+    async def request_times(self) -> list[tuple[float, str]]:
+        return list(self._request_log)
+
+    # -- budget --------------------------------------------------------------------------------------
+    async def budget_left(self) -> bool:
+        return self._max_cost is None or self._spent < self._max_cost
+
+    async def spend(self, usd: float) -> bool:
+        """Record money spent; returns whether budget is left."""
+        self._spent += usd
+        return self._max_cost is None or self._spent < self._max_cost
+
+    async def spent(self) -> float:
+        return self._spent
+
+    # -- progress ------------------------------------------------------------------------------------
+    async def report(self, delta: dict[str, Any]) -> None:
+        p = self._progress
+        p.records += delta.get("records", 0)
+        p.accepted += delta.get("accepted", 0)
+        p.rejected.update(delta.get("rejected", {}))
+        p.cost_usd += delta.get("cost_usd", 0.0)
+        p.calls.update(delta.get("calls", {}))
+        p.cache_hits.update(delta.get("cache_hits", {}))
+
+    async def progress(self) -> dict[str, Any]:
+        p = self._progress
+        return {
+            "records": p.records,
+            "accepted": p.accepted,
+            "rejected": dict(p.rejected),
+            "cost_usd": p.cost_usd,
+            "spent_usd": self._spent,
+            "calls": dict(p.calls),
+            "cache_hits": dict(p.cache_hits),
+        }
+
+    # -- category caps, admitted in shard order so the outcome never depends on timing ---------------
+    async def register_shard(self, shard: int, preset: dict[str, int] | None = None) -> None:
+        """Called by the driver in increasing shard order, for every shard it dispatches, and (with the
+        counts from the manifest as `preset`) for every finished shard it skips."""
+        if shard not in self._registered:
+            self._registered.append(shard)
+            self._registered.sort()
+        if preset is not None and shard not in self._decided:
+            self._admitted.update(preset)
+            self._decided[shard] = []
+            self._advance()
+
+    async def admit(self, shard: int, categories: list[str]) -> list[bool]:
+        """Which of this shard's records (by category) fit under the caps, deciding shards in order."""
+        if not self._caps:
+            return [True] * len(categories)
+        if shard in self._decided:  # a retried shard gets the same answer
+            return self._decided[shard]
+        self._pending[shard] = categories
+        self._advance()
+        if shard not in self._decided:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters[shard] = fut
+            await fut
+        return self._decided[shard]
+
+    def _advance(self) -> None:
+        for shard in self._registered:
+            if shard in self._decided:
+                continue
+            if shard not in self._pending:
+                return  # an earlier shard has not classified yet: later ones wait for it
+            verdicts = []
+            for category in self._pending.pop(shard):
+                cap = self._caps.get(category, self._caps.get("*"))
+                ok = cap is None or self._admitted[category] < cap
+                if ok:
+                    self._admitted[category] += 1
+                verdicts.append(ok)
+            self._decided[shard] = verdicts
+            waiter = self._waiters.pop(shard, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    # -- where shards ran ----------------------------------------------------------------------------
+    async def ran_on(self, node: str, shard: int) -> None:
+        self._node_shards[node].append(shard)
+
+    async def nodes(self) -> dict[str, list[int]]:
+        return dict(self._node_shards)

@@ -1,0 +1,326 @@
+"""The run driver: reads the source into shards, skips finished ones, dispatches the rest, records the results.
+
+Resume rests on three facts: the source order is deterministic, so shard k always holds the same records
+(checked by a digest of its ids); a shard is finished only once its files are renamed into place and its
+manifest line is written; and every backend reply is cached, so a shard redone after a crash replays its
+calls from the cache instead of paying for them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import PipelineConfig, pipeline_hash
+from ..errors import UniEditError
+from ..prompts import prompt_hashes
+from ..records import VQARecord
+from ..sources import open_source
+from ..store import RunDir, locked
+from .runtime import InlineRuntime, RayRuntime, WorkerLost
+from .worker import ids_digest
+
+log = logging.getLogger(__name__)
+
+MAX_SHARD_RETRIES = 3
+
+
+@dataclass
+class RunSummary:
+    out_dir: str
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    shards_done: int = 0
+    shards_skipped: int = 0
+    shards_retried: int = 0
+    cost_usd: float = 0.0
+    spent_now_usd: float = 0.0
+    budget_exhausted: int = 0
+    elapsed_s: float = 0.0
+    calls: dict[str, int] = field(default_factory=dict)
+    cache_hits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stopped_by_budget(self) -> bool:
+        return self.budget_exhausted > 0
+
+
+def prompt_files(config: PipelineConfig) -> list[str]:
+    """Every template the pipeline can use (rewrite expands `{category}` over the files that exist)."""
+    stages = config.stages
+    names = [p for p in (stages.classify.prompt, stages.edit.prompt, stages.judge.prompt) if p]
+    template = stages.rewrite.prompt or "rewrite/{category}.txt"
+    if "{category}" in template:
+        folder = (config.prompts_path() / template).parent
+        pattern = Path(template).name.replace("{category}", "*")
+        rel_folder = Path(template).parent
+        names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
+    else:
+        names.append(template)
+    return names
+
+
+def redact_url(url: str | None) -> str | None:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return url
+
+
+def versions() -> dict[str, str]:
+    out = {"uniedit-synth": __version__, "python": platform.python_version()}
+    for name in ("ray", "pyarrow", "pydantic", "openai", "google.genai", "datasets", "PIL"):
+        module = sys.modules.get(name)
+        if module is not None:
+            out[name] = getattr(module, "__version__", "?")
+    return out
+
+
+class Driver:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        out_dir: str,
+        *,
+        force_new_config: bool = False,
+        log_format: str = "text",
+        progress: bool = True,
+        stream: TextIO | None = None,
+    ):
+        self.config = config
+        self.run_dir = RunDir(out_dir)
+        self.force_new_config = force_new_config
+        self.log_format = log_format
+        self.show_progress = progress and log_format == "text"
+        self.stream = stream or sys.stdout
+        self.prompt_hashes = prompt_hashes(config.prompts_path(), prompt_files(config))
+        self.pipeline_hash = pipeline_hash(config, self.prompt_hashes)
+
+    # -- entry point -------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        self.run_dir.create_dirs()
+        with locked(self.run_dir):
+            self.run_dir.check_config(
+                self.config.hashed_view(), self.prompt_hashes, self.pipeline_hash, self.force_new_config
+            )
+            self.run_dir.clean_temp_files()
+            return asyncio.run(self._run())
+
+    def _run_json(self, started: str, status: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+        config = self.config.model_dump(mode="json")
+        for backend in config["backends"].values():
+            backend["base_url"] = redact_url(backend.get("base_url"))
+        return {
+            "pipeline_hash": self.pipeline_hash,
+            "prompt_hashes": self.prompt_hashes,
+            "config_view": self.config.hashed_view(),
+            "config": config,
+            "versions": versions(),
+            "created_at": (previous or {}).get("created_at", started),
+            "started_at": started,
+            "finished_at": None if status == "running" else time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "status": status,
+            "invocations": (previous or {}).get("invocations", 0) + (1 if status == "running" else 0),
+        }
+
+    async def _run(self) -> RunSummary:
+        started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
+        t0 = time.monotonic()
+        previous = self.run_dir.read_run_json()
+        run_json = self._run_json(started_wall, "running", previous)
+        self.run_dir.write_run_json(run_json)
+
+        finished = self.run_dir.latest_by_shard()
+        spent_before = sum(e.get("spent_usd", 0.0) for e in finished.values())
+        coordinator_args = {
+            "rate_limits": {k: v.model_dump() for k, v in self.config.limits.rate_limits.items()},
+            "max_cost_usd": self.config.limits.max_cost_usd,
+            "spent_before_usd": spent_before,
+            "category_caps": self.config.stages.classify.category_caps,
+        }
+        source = open_source(
+            self.config.source, seed=self.config.seed, limit=self.config.limit, policy=self.config.input
+        )
+        engine = self.config.engine
+        if engine.kind == "inline":
+            runtime: Any = InlineRuntime(self.config, str(self.run_dir.path), self.pipeline_hash, coordinator_args)
+        else:
+            runtime = RayRuntime(
+                self.config, str(self.run_dir.path), self.pipeline_hash, coordinator_args, engine.ray_address
+            )
+        summary = RunSummary(out_dir=str(self.run_dir.path))
+        status = "failed"
+        limiter: dict[str, Any] = {}
+        try:
+            await self._dispatch(runtime, source, finished, summary)
+            status = "budget_exhausted" if summary.stopped_by_budget else "finished"
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            status = "interrupted"
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                limiter = await runtime.coordinator.limiter_stats()
+            await runtime.close()
+            summary.elapsed_s = round(time.monotonic() - t0, 3)
+            totals = self.run_dir.write_stats(
+                {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
+                 "rate_limits": limiter}
+            )
+            run_json["status"] = status
+            run_json["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            self.run_dir.write_run_json(run_json)
+        summary.read = totals["read"]
+        summary.accepted = totals["accepted"]
+        summary.rejected = totals["rejected"]
+        summary.reject_reasons = totals["reject_reasons"]
+        summary.cost_usd = totals["cost_usd"]
+        summary.budget_exhausted = totals["reject_reasons"].get("budget_exhausted", 0)
+        return summary
+
+    # -- the dispatch loop -------------------------------------------------------------------------------
+    async def _dispatch(self, runtime: Any, source: Any, finished: dict[int, dict], summary: RunSummary) -> None:
+        engine = self.config.engine
+        max_in_flight = runtime.workers * engine.shards_in_flight_per_worker
+        total = source.estimated_len()
+        bar = tqdm(total=total, unit="rec", desc="synth", disable=not self.show_progress, dynamic_ncols=True,
+                   file=sys.stderr)
+        base_records = 0
+        in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int]] = {}
+        load = Counter[int]()
+        caps = bool(self.config.stages.classify.category_caps)
+        shards = iter_shards(source, engine.shard_size)
+        poller = asyncio.create_task(self._poll_progress(runtime, bar, lambda: base_records))
+        try:
+            while True:
+                item = await asyncio.to_thread(next, shards, None)
+                if item is None:
+                    break
+                shard, records = item
+                done = finished.get(shard)
+                if (
+                    done is not None
+                    and done.get("ids_sha256") == ids_digest(records)
+                    and not done.get("budget_exhausted")
+                    and self.run_dir.shard_files_intact(done)
+                ):
+                    summary.shards_skipped += 1
+                    base_records += len(records)
+                    if caps:
+                        await runtime.coordinator.register_shard(shard, done.get("admitted", {}))
+                    continue
+                while len(in_flight) >= max_in_flight:
+                    await self._collect(runtime, in_flight, load, summary)
+                await runtime.coordinator.register_shard(shard)
+                exhausted = not await runtime.coordinator.budget_left()
+                worker = min(range(runtime.workers), key=lambda w: load[w])
+                self._start(runtime, in_flight, load, worker, shard, records, exhausted, 0)
+            while in_flight:
+                await self._collect(runtime, in_flight, load, summary)
+        except BaseException:
+            for task in in_flight:
+                task.cancel()
+            raise
+        finally:
+            poller.cancel()
+            with contextlib.suppress(BaseException):
+                await self._refresh_bar(runtime, bar, base_records)
+            bar.close()
+
+    def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries) -> None:
+        task = asyncio.ensure_future(runtime.submit(worker, shard, records, exhausted))
+        in_flight[task] = (shard, records, worker, tries)
+        load[worker] += 1
+
+    async def _collect(self, runtime, in_flight, load, summary: RunSummary) -> None:
+        done, _ = await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            shard, records, worker, tries = in_flight.pop(task)
+            load[worker] -= 1
+            try:
+                entry = task.result()
+            except WorkerLost as exc:
+                if tries + 1 > MAX_SHARD_RETRIES:
+                    raise UniEditError(f"shard {shard} failed {tries + 1} times: {exc}") from None
+                log.warning("%s; retrying it on a fresh worker", exc)
+                summary.shards_retried += 1
+                await runtime.replace_worker(worker)
+                exhausted = not await runtime.coordinator.budget_left()
+                self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
+                continue
+            self.run_dir.append_manifest(entry)
+            summary.shards_done += 1
+            summary.spent_now_usd += entry.get("spent_usd", 0.0)
+            for stage, n in entry.get("calls", {}).items():
+                summary.calls[stage] = summary.calls.get(stage, 0) + n
+            for stage, n in entry.get("cache_hits", {}).items():
+                summary.cache_hits[stage] = summary.cache_hits.get(stage, 0) + n
+            if self.log_format == "json":
+                self._emit({"event": "shard", **{k: entry[k] for k in (
+                    "shard", "records", "accepted", "rejected", "reject_reasons", "cost_usd", "spent_usd",
+                    "calls", "cache_hits", "node", "worker", "elapsed_s")}})
+
+    async def _poll_progress(self, runtime, bar, base) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._refresh_bar(runtime, bar, base())
+
+    async def _refresh_bar(self, runtime, bar, base_records: int) -> None:
+        if bar.disable:
+            return
+        p = await runtime.coordinator.progress()
+        bar.n = base_records + p["records"]
+        rejected = p["rejected"]
+        top = max(rejected.items(), key=lambda kv: kv[1]) if rejected else None
+        postfix = {"ok": p["accepted"], "rej": sum(rejected.values())}
+        if top:
+            postfix["top"] = f"{top[0]}:{top[1]}"
+        postfix["$"] = f"{p['spent_usd']:.4f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.refresh()
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(payload, sort_keys=True) + "\n")
+        self.stream.flush()
+
+
+def iter_shards(source: Any, shard_size: int) -> Iterator[tuple[int, list[VQARecord]]]:
+    """Consecutive runs of `shard_size` records, with repeated ids marked (rejected later as duplicate_id)."""
+    seen: Counter[str] = Counter()
+    records = iter(source)
+    index = 0
+    while True:
+        batch = list(islice(records, shard_size))
+        if not batch:
+            return
+        for record in batch:
+            seen[record.id] += 1
+            if seen[record.id] > 1:
+                record.duplicate = seen[record.id] - 1
+        yield index, batch
+        index += 1
+
+
+def run_synth(config: PipelineConfig, out_dir: str, **kwargs: Any) -> RunSummary:
+    return Driver(config, out_dir, **kwargs).run()

@@ -1,0 +1,311 @@
+"""The shard worker: runs one shard's records through validate → classify → rewrite → edit ⇄ judge and writes it.
+
+The same ShardProcessor runs inside a Ray async actor (engine/ray_runtime.py) or in-process
+(`--engine inline`). Records of a shard run concurrently; each stage has its own semaphore (the stage's
+`concurrency`), shared by all shards this worker holds. Every record leaves exactly once, as a Sample
+that is accepted or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..backends.registry import create_backend
+from ..config import PipelineConfig
+from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
+from ..stages.base import Rejected, StageContext, WorkItem
+from ..stages.classify import ClassifyStage
+from ..stages.edit import EditStage
+from ..stages.judge import JudgeStage
+from ..stages.rewrite import RewriteStage
+from ..store import disk_error, write_shard_table
+from .cache import ResponseCache
+from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
+
+log = logging.getLogger(__name__)
+
+EXHAUSTED = Rejected(RejectReason.budget_exhausted, "the run's --max-cost was reached before this record")
+
+STAGES = ("classify", "rewrite", "edit", "judge")
+CAPABILITY = {"classify": "text", "rewrite": "text", "edit": "edit", "judge": "text"}
+
+
+def ids_digest(records: list[VQARecord]) -> str:
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(record.id.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
+
+
+class ShardProcessor:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        out_dir: str,
+        pipeline_hash: str,
+        coordinator: CoordinatorLike,
+        worker_label: str = "inline",
+    ):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.pipeline_hash = pipeline_hash
+        self.coordinator = coordinator
+        self.worker_label = worker_label
+        self.node = os.environ.get("UNIEDIT_NODE_LABEL") or socket.gethostname()
+        self.cache = ResponseCache(self.out_dir / "cache")
+        self._backends: dict[tuple[str, str], Any] = {}
+        callers: dict[str, ModelCaller] = {}
+        models: dict[str, str] = {}
+        for stage_name in STAGES:
+            stage_spec = getattr(config.stages, stage_name)
+            backend = self._backend(stage_spec.backend, CAPABILITY[stage_name])
+            models[stage_name] = config.backends[stage_spec.backend].model
+            callers[stage_name] = ModelCaller(
+                stage_name,
+                backend,
+                cache=self.cache,
+                coordinator=coordinator,
+                prices=config.prices,
+                retry=config.retry,
+                rate_limited=backend.provider != "builtin",
+            )
+        self.ctx = StageContext(config=config, callers=callers, models=models)
+        self.classify = ClassifyStage(self.ctx)
+        self.rewrite = RewriteStage(self.ctx)
+        self.edit = EditStage(self.ctx)
+        self.judge = JudgeStage(self.ctx)
+        self.model_names = ModelNames(
+            classifier=models["classify"], rewriter=models["rewrite"], editor=models["edit"], judge=models["judge"]
+        )
+        self._sems = {name: asyncio.Semaphore(getattr(config.stages, name).concurrency) for name in STAGES}
+        self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
+        self._pending_report: dict[str, Any] = {}
+
+    def _backend(self, name: str, capability: str) -> Any:
+        key = (name, capability)
+        if key not in self._backends:
+            self._backends[key] = create_backend(name, self.config.backends[name], capability, seed=self.config.seed)
+        return self._backends[key]
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
+
+    # -- one shard ---------------------------------------------------------------------------------------
+    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> dict[str, Any]:
+        started = time.monotonic()
+        funnel: dict[str, Counter] = {s: Counter() for s in ("validate", *STAGES)}
+        items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
+        outcomes: list[Sample | None] = [None] * len(items)
+        reporter = asyncio.create_task(self._report_loop())
+        try:
+            # phase 1: validate + classify (cheap) for every record
+            await asyncio.gather(
+                *(self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items))
+            )
+            # phase 2: category caps, decided in shard order by the coordinator (deterministic)
+            survivors = [i for i, outcome in enumerate(outcomes) if outcome is None]
+            verdicts = await self.coordinator.admit(shard, [items[i].task_category or "others" for i in survivors])
+            admitted: Counter = Counter()
+            for i, ok in zip(survivors, verdicts):
+                if ok:
+                    admitted[items[i].task_category or "others"] += 1
+                else:
+                    capped = Rejected(RejectReason.category_capped, f"cap reached for {items[i].task_category}")
+                    self._finish(i, items[i], self._reject(items[i], capped), outcomes)
+            # phase 3: rewrite → edit ⇄ judge
+            await asyncio.gather(
+                *(self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts) if ok)
+            )
+        finally:
+            reporter.cancel()
+            await self._flush_report()
+        samples = [s for s in outcomes if s is not None]
+        if len(samples) != len(records):
+            raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
+        return self._write(shard, items, samples, funnel, admitted, started)
+
+    async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
+        from ..sources.validate import InvalidInput, validate_record
+
+        try:
+            funnel["validate"]["in"] += 1
+            if item.record.duplicate:
+                raise Rejected(RejectReason.duplicate_id, "an earlier record has the same id")
+            try:
+                async with self._validate_sem:
+                    clean = await asyncio.to_thread(
+                        validate_record, item.record, self.config.input, self._image_root()
+                    )
+            except InvalidInput as exc:
+                raise Rejected(RejectReason.invalid_input, exc.detail) from None
+            item.record = clean
+            item.image = clean.image or b""
+            funnel["validate"]["out"] += 1
+            if exhausted:
+                raise BudgetExhausted()
+            funnel["classify"]["in"] += 1
+            async with self._sems["classify"]:
+                await self.classify(item)
+            funnel["classify"]["out"] += 1
+        except Rejected as rej:
+            self._finish(i, item, self._reject(item, rej), outcomes)
+        except BudgetExhausted:
+            self._finish(i, item, self._reject(item, EXHAUSTED), outcomes)
+
+    async def _back(self, i: int, item: WorkItem, outcomes: list, funnel: dict) -> None:
+        try:
+            funnel["rewrite"]["in"] += 1
+            async with self._sems["rewrite"]:
+                await self.rewrite(item)
+            funnel["rewrite"]["out"] += 1
+            accepted = False
+            for attempt in range(self.config.stages.edit.max_attempts):
+                funnel["edit"]["in"] += 1
+                async with self._sems["edit"]:
+                    await self.edit(item, attempt)
+                funnel["edit"]["out"] += 1
+                funnel["judge"]["in"] += 1
+                async with self._sems["judge"]:
+                    accepted = await self.judge(item)
+                if accepted:
+                    funnel["judge"]["out"] += 1
+                    break
+            if not accepted:
+                raise Rejected(RejectReason.low_score, self.judge.failed_thresholds(item))
+            self._finish(i, item, self._sample(item, accepted=True), outcomes)
+        except Rejected as rej:
+            self._finish(i, item, self._reject(item, rej), outcomes)
+        except BudgetExhausted:
+            self._finish(i, item, self._reject(item, EXHAUSTED), outcomes)
+
+    # -- samples -------------------------------------------------------------------------------------------
+    def _sample(self, item: WorkItem, accepted: bool, reason: RejectReason | None = None, detail: str = "") -> Sample:
+        record = item.record
+        sample_id = f"{record.id}~dup{record.duplicate}" if record.duplicate else record.id
+        return Sample(
+            id=sample_id,
+            source=record.source,
+            shard=item.shard,
+            task_category=item.task_category,
+            original_question=record.question,
+            original_answer=record.answer,
+            process_answer=item.process_answer,
+            edit_instruction=item.instruction,
+            source_image=item.image or record.image,
+            source_image_path=record.image_path,
+            edited_image=item.edited_image,
+            scores=Scores(**item.scores),
+            score=item.score,
+            analysis=item.analysis,
+            accepted=accepted,
+            reject_reason=reason,
+            reject_detail=detail[:2000] or None,
+            models=self.model_names,
+            prompt_versions=item.prompt_versions,
+            attempts=item.attempts,
+            cost_usd=round(item.ledger.cost_usd, 8),
+            latency_s=round(item.ledger.latency_s, 4),
+            pipeline_hash=self.pipeline_hash,
+            edit_program=item.edit_program,
+            record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
+        )
+
+    def _reject(self, item: WorkItem, rej: Rejected) -> Sample:
+        sample = self._sample(item, accepted=False, reason=rej.reason, detail=rej.detail)
+        if item.record.image is None and not item.image:
+            sample.source_image = None
+        return sample
+
+    def _finish(self, i: int, item: WorkItem, sample: Sample, outcomes: list[Sample | None]) -> None:
+        """Record a record's single exit, and queue it for the live progress report."""
+        outcomes[i] = sample
+        report = self._pending_report
+        report["records"] = report.get("records", 0) + 1
+        if sample.accepted:
+            report["accepted"] = report.get("accepted", 0) + 1
+        elif sample.reject_reason:
+            rejected = report.setdefault("rejected", Counter())
+            rejected[sample.reject_reason.value] += 1
+        report["cost_usd"] = report.get("cost_usd", 0.0) + item.ledger.spent_now_usd
+        report.setdefault("calls", Counter()).update(item.ledger.calls)
+        report.setdefault("cache_hits", Counter()).update(item.ledger.cache_hits)
+
+    def _write(
+        self,
+        shard: int,
+        items: list[WorkItem],
+        samples: list[Sample],
+        funnel: dict[str, Counter],
+        admitted: Counter,
+        started: float,
+    ) -> dict[str, Any]:
+        accepted = [s for s in samples if s.accepted]
+        rejected = [s for s in samples if not s.accepted]
+        try:
+            files = {
+                "data": write_shard_table(self.out_dir, "data", shard, samples_to_table(accepted)),
+                "rejects": write_shard_table(self.out_dir, "rejects", shard, samples_to_table(rejected)),
+            }
+        except OSError as exc:  # pragma: no cover - write_shard_table already maps OSError
+            raise disk_error(exc, f"shard {shard}") from None
+        reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
+        categories: dict[str, Counter] = {}
+        for s in samples:
+            if s.task_category:
+                c = categories.setdefault(s.task_category, Counter())
+                c["read"] += 1
+                c["accepted" if s.accepted else "rejected"] += 1
+        calls: Counter = Counter()
+        hits: Counter = Counter()
+        for item in items:
+            calls.update(item.ledger.calls)
+            hits.update(item.ledger.cache_hits)
+        spent = sum(item.ledger.spent_now_usd for item in items)
+        records = [item.record for item in items]
+        return {
+            "shard": shard,
+            "records": len(records),
+            "ids_sha256": ids_digest(records),
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "reject_reasons": dict(reasons),
+            "budget_exhausted": reasons.get(RejectReason.budget_exhausted.value, 0),
+            "categories": {k: dict(v) for k, v in categories.items()},
+            "admitted": dict(admitted),
+            "funnel": {k: dict(v) for k, v in funnel.items()},
+            "cost_usd": round(sum(s.cost_usd for s in samples), 8),
+            "calls": dict(calls),
+            "cache_hits": dict(hits),
+            "spent_usd": round(spent, 8),
+            "files": files,
+            "node": self.node,
+            "worker": self.worker_label,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def _image_root(self) -> Path | None:
+        root = self.config.source.image_root
+        return Path(root) if root else None
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            await self._flush_report()
+
+    async def _flush_report(self) -> None:
+        if self._pending_report:
+            delta, self._pending_report = self._pending_report, {}
+            await self.coordinator.report(delta)
+
+

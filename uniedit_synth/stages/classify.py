@@ -1,0 +1,57 @@
+"""The classify stage: task category and reference answer (`process_answer`) for each VQA pair."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
+from ..records import TASK_CATEGORIES, RejectReason
+from .base import Rejected, StageContext, WorkItem
+from .schemas import CLASSIFY_SCHEMA, ClassifyReply
+from .text import normalise_answer
+
+
+class ClassifyStage:
+    name = "classify"
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+        self.spec = ctx.config.stages.classify
+
+    async def __call__(self, item: WorkItem) -> WorkItem:
+        record = item.record
+        known = record.category if record.category in TASK_CATEGORIES else None
+        if not self.spec.enabled or (self.spec.trust_source_category and known):
+            item.task_category = known or "others"
+            item.process_answer = normalise_answer(record.answer)
+        else:
+            prompt = self.ctx.prompt(self.spec.prompt or "classify.txt")
+            item.prompt_versions[self.name] = prompt.version
+            request = TextRequest(
+                task="classify",
+                model=self.ctx.models[self.name],
+                system=prompt.system,
+                prompt=prompt.render(question=record.question, answer=record.answer),
+                response_schema=CLASSIFY_SCHEMA,
+                schema_name="classification",
+                params=self.spec.params,
+                context={
+                    "question": record.question,
+                    "answer": record.answer,
+                    "source_category": record.category,
+                    "meta": record.meta,
+                },
+            )
+            try:
+                reply = await self.ctx.callers[self.name].text(request, item.ledger)
+                parsed = ClassifyReply.model_validate(reply.data)
+            except SafetyBlocked as exc:
+                raise Rejected(RejectReason.safety_blocked, f"classify: {exc}") from None
+            except (BackendError, ValidationError) as exc:
+                detail = str(exc).splitlines()[0] if not isinstance(exc, MalformedReply) else str(exc)
+                raise Rejected(RejectReason.rewrite_failed, f"classify: {detail}") from None
+            item.task_category = parsed.task_category
+            item.process_answer = parsed.process_answer.strip() or normalise_answer(record.answer)
+        if item.task_category in self.spec.drop_categories:
+            raise Rejected(RejectReason.filtered_category, f"category {item.task_category} is dropped")
+        return item

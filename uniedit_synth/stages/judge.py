@@ -1,0 +1,69 @@
+"""The judge stage: scores an edit (instruction following, visual quality, coherence) against thresholds."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from ..backends.base import BackendError, SafetyBlocked, TextRequest
+from ..records import RejectReason
+from .base import Rejected, StageContext, WorkItem
+from .schemas import JUDGE_SCHEMA, JudgeReply
+
+
+class JudgeStage:
+    name = "judge"
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+        self.spec = ctx.config.stages.judge
+
+    async def __call__(self, item: WorkItem) -> bool:
+        """Score the item's current edit; returns whether it passes every threshold."""
+        record = item.record
+        prompt = self.ctx.prompt(self.spec.prompt or "judge.txt")
+        item.prompt_versions[self.name] = prompt.version
+        request = TextRequest(
+            task="judge",
+            model=self.ctx.models[self.name],
+            system=prompt.system,
+            prompt=prompt.render(
+                instruction=item.instruction or "",
+                question=record.question,
+                process_answer=item.process_answer or "",
+            ),
+            images=[item.image, item.edited_image or b""],
+            response_schema=JUDGE_SCHEMA,
+            schema_name="judgement",
+            params=self.spec.params,
+            context={
+                "instruction": item.instruction,
+                "edit_program": item.edit_program,
+                "meta": record.meta,
+                "question": record.question,
+                "process_answer": item.process_answer,
+                "task_category": item.task_category,
+            },
+        )
+        try:
+            reply = await self.ctx.callers[self.name].text(request, item.ledger)
+            parsed = JudgeReply.model_validate(reply.data)
+        except SafetyBlocked as exc:
+            raise Rejected(RejectReason.safety_blocked, f"judge: {exc}") from None
+        except (BackendError, ValidationError) as exc:
+            raise Rejected(RejectReason.judge_failed, str(exc).splitlines()[0]) from None
+        item.scores = {
+            "instruction_following": parsed.instruction_following,
+            "visual_quality": parsed.visual_quality,
+            "coherence": parsed.coherence,
+        }
+        item.score = round(sum(item.scores.values()) / 3, 4)
+        item.analysis = parsed.analysis
+        return all(item.scores[name] >= bar for name, bar in self.spec.thresholds.items())
+
+    def failed_thresholds(self, item: WorkItem) -> str:
+        misses = [
+            f"{name} {item.scores.get(name)} < {bar}"
+            for name, bar in self.spec.thresholds.items()
+            if item.scores.get(name, 0) < bar
+        ]
+        return "; ".join(misses)

@@ -1,0 +1,61 @@
+"""The structured replies the text stages ask for: pydantic models and the strict JSON schemas sent to models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from ..records import TASK_CATEGORIES
+
+
+class ClassifyReply(BaseModel):
+    task_category: str
+    process_answer: str
+
+    @field_validator("task_category")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        value = value.strip().lower().replace(" ", "_")
+        value = {"multi_choice": "multi-choice", "multichoice": "multi-choice", "yes/no": "yes_no"}.get(value, value)
+        if value not in TASK_CATEGORIES:
+            raise ValueError(f"task_category {value!r} is not one of {TASK_CATEGORIES}")
+        return value
+
+
+class RewriteReply(BaseModel):
+    edit_instruction: str = Field(min_length=8)
+    edit_program: dict[str, Any] | None = None
+
+
+class JudgeReply(BaseModel):
+    instruction_following: float = Field(ge=1, le=5)
+    visual_quality: float = Field(ge=1, le=5)
+    coherence: float = Field(ge=1, le=5)
+    analysis: str = ""
+
+
+def _strict(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+CLASSIFY_SCHEMA = _strict(
+    {
+        "task_category": {"type": "string", "enum": list(TASK_CATEGORIES)},
+        "process_answer": {"type": "string"},
+    }
+)
+REWRITE_SCHEMA = _strict({"edit_instruction": {"type": "string"}})
+JUDGE_SCHEMA = _strict(
+    {
+        "instruction_following": {"type": "integer", "minimum": 1, "maximum": 5},
+        "visual_quality": {"type": "integer", "minimum": 1, "maximum": 5},
+        "coherence": {"type": "integer", "minimum": 1, "maximum": 5},
+        "analysis": {"type": "string"},
+    }
+)
