@@ -1,0 +1,331 @@
+"""A fake Gemini API (generateContent) on 127.0.0.1, with scripted faults and safety blocks.
+
+Speaks the real REST protocol, so tests drive the unmodified `google-genai` SDK against it:
+`POST /{v1|v1beta|v1alpha}/models/{model}:generateContent` with the key in `x-goog-api-key`, JSON bodies
+(`contents[].parts[]` with `text` / `inlineData`, `systemInstruction`, `generationConfig`), replies with
+`candidates[0].content.parts[]` (`text`, or `inlineData {mimeType, data}` for image output) and `usageMetadata`.
+A request whose `generationConfig.responseModalities` includes IMAGE is an edit: the reply image is the first
+input image with a coloured rectangle drawn on it (a real PNG).
+
+Fault kinds (spec syntax in `tests/fakes/base.py`):
+  ok | 400 | 401 | 403 | 404 | 422 | 429[:retry_after_s] | 500 | 502 | 503 | 504
+      (429 with an arg sends both a Retry-After header and a google.rpc.RetryInfo detail)
+  quota[:seconds]  429 with the delay only in the body (google.rpc.RetryInfo retryDelay), no Retry-After header
+  bad_key          400 INVALID_ARGUMENT with reason API_KEY_INVALID (what Gemini really sends for a wrong key)
+  slow[:seconds]   reply after `seconds` (default 30)              drop   close the connection, no reply
+  safety | image_safety | prohibited | recitation    finishReason SAFETY / IMAGE_SAFETY / PROHIBITED_CONTENT /
+                                                     RECITATION and no content parts
+  blocked_prompt[:REASON]   promptFeedback.blockReason (default SAFETY), no candidates
+  noimage[:FINISH]  a text-only reply ("I can't edit this image.") with finishReason FINISH (default STOP)
+  invalid_json | truncated (finishReason MAX_TOKENS) | fenced     for text (JSON) replies
+
+CLI: `python -m tests.fakes.gemini_server --port 0 --latency 0.05` prints the base URL and serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+from typing import Any
+
+from .base import (
+    FakeServer,
+    Fault,
+    RecordedRequest,
+    Reply,
+    b64,
+    b64decode_any,
+    detect_task,
+    edited_png,
+    serve_forever_cli,
+)
+from .base import token_estimate as tok
+
+_ROUTE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):generateContent$")
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    422: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_FINISH_FAULTS = {
+    "safety": "SAFETY",
+    "image_safety": "IMAGE_SAFETY",
+    "prohibited": "PROHIBITED_CONTENT",
+    "recitation": "RECITATION",
+}
+IMAGE_INPUT_TOKENS = 258  # Gemini bills a small input image as 258 tokens
+IMAGE_OUTPUT_TOKENS = 1120  # a 1K image from gemini-3-pro-image-preview
+
+
+def error_reply(
+    status: int,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+    }
+    if details:
+        error["details"] = details
+    return Reply(status, {"error": error}, headers=headers)
+
+
+def _bad_key_reply() -> Reply:
+    return error_reply(
+        400,
+        "API key not valid. Please pass a valid API key.",
+        details=[
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+            }
+        ],
+    )
+
+
+def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> Any:
+    """Read a field the SDK may send in camelCase (REST) or snake_case."""
+    if camel in obj:
+        return obj[camel]
+    return obj.get(snake, default)
+
+
+class FakeGemini(FakeServer):
+    """`with FakeGemini() as server: genai.Client(api_key=..., http_options={"base_url": server.base_url})`."""
+
+    RANDOM_FAULTS = ("429:0.01", "500", "503")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.thoughts_tokens = 0
+        self._ids = itertools.count(1)
+
+    def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
+        match = _ROUTE.match(record.path.split("?", 1)[0])
+        if record.method != "POST" or match is None:
+            return error_reply(404, f"Invalid URL {record.method} {record.path}")
+        record.model = match.group(2)
+        body = record.body if isinstance(record.body, dict) else {}
+        config = _get(body, "generationConfig", "generation_config", {}) or {}
+        modalities = [
+            str(m).upper() for m in _get(config, "responseModalities", "response_modalities", []) or []
+        ]
+        texts, images = self._inputs(body)
+        if "IMAGE" in modalities:
+            record.task = "edit"
+        else:
+            schema = _get(config, "responseJsonSchema", "response_json_schema") or _get(
+                config, "responseSchema", "response_schema"
+            )
+            record.task = detect_task(schema, "", texts)
+        if not presented_key:
+            return error_reply(
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity.",
+            )
+        if self.api_key is not None and presented_key != self.api_key:
+            return _bad_key_reply()
+        fault = self._next_fault(record)
+        record.fault = str(fault)
+        reply = self._fault_reply(fault, record, texts, images)
+        if reply is not None:
+            return reply
+        if fault.kind == "slow":
+            self._sleep(fault.float_arg if fault.float_arg is not None else 30.0)
+        if record.task == "edit":
+            return self._edit(record, modalities, texts, images, fault)
+        return self._text(record, config, texts, images, fault)
+
+    @staticmethod
+    def _inputs(body: dict[str, Any]) -> tuple[list[str], list[bytes]]:
+        texts: list[str] = []
+        images: list[bytes] = []
+        contents = list(body.get("contents") or [])
+        system = _get(body, "systemInstruction", "system_instruction")
+        if isinstance(system, dict):
+            contents.append(system)
+        for content in contents:
+            for part in content.get("parts") or []:
+                if "text" in part:
+                    texts.append(str(part["text"]))
+                inline = _get(part, "inlineData", "inline_data")
+                if isinstance(inline, dict) and inline.get("data"):
+                    images.append(b64decode_any(inline["data"]))
+        return texts, images
+
+    def _usage(self, record: RecordedRequest, texts: list[str], images: list[bytes], out_tokens: int) -> dict:
+        usage = self.usage_override or {
+            "promptTokenCount": tok("\n".join(texts)) + IMAGE_INPUT_TOKENS * len(images),
+            "candidatesTokenCount": out_tokens,
+        }
+        usage = dict(usage)
+        if self.thoughts_tokens and "thoughtsTokenCount" not in usage:
+            usage["thoughtsTokenCount"] = self.thoughts_tokens
+        usage["totalTokenCount"] = sum(
+            int(usage.get(k, 0)) for k in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
+        )
+        record.usage = usage
+        return usage
+
+    def _envelope(
+        self,
+        record: RecordedRequest,
+        candidates: list[dict] | None,
+        usage: dict,
+        prompt_feedback: dict | None = None,
+    ) -> Reply:
+        body: dict[str, Any] = {
+            "usageMetadata": usage,
+            "modelVersion": record.model,
+            "responseId": f"fake-{next(self._ids)}",
+        }
+        if candidates is not None:
+            body["candidates"] = candidates
+        if prompt_feedback is not None:
+            body["promptFeedback"] = prompt_feedback
+        return Reply(200, body)
+
+    def _fault_reply(
+        self, fault: Fault, record: RecordedRequest, texts: list[str], images: list[bytes]
+    ) -> Reply | None:
+        kind = fault.kind
+        if kind.isdigit():
+            status = int(kind)
+            headers: dict[str, str] = {}
+            details = None
+            if status == 429 and fault.arg is not None:
+                headers["Retry-After"] = fault.arg
+                details = [
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fault.arg}s"}
+                ]
+            message = {
+                401: "Request had invalid authentication credentials.",
+                403: "The caller does not have permission.",
+                404: f"models/{record.model} is not found for API version v1beta.",
+                429: "Resource has been exhausted (e.g. check quota).",
+            }.get(status, "An internal error has occurred." if status >= 500 else f"Fake error {status}.")
+            return error_reply(status, message, details=details, headers=headers)
+        if kind == "quota":
+            details = [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fault.arg or 1}s"}
+            ]
+            return error_reply(429, "You exceeded your current quota.", details=details)
+        if kind == "bad_key":
+            return _bad_key_reply()
+        if kind == "drop":
+            return Reply(drop=True)
+        if kind in _FINISH_FAULTS:
+            candidate = {
+                "finishReason": _FINISH_FAULTS[kind],
+                "index": 0,
+                "safetyRatings": [
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
+                ],
+            }
+            return self._envelope(record, [candidate], self._usage(record, texts, images, 0))
+        if kind == "blocked_prompt":
+            feedback = {"blockReason": (fault.arg or "SAFETY").upper()}
+            return self._envelope(record, None, self._usage(record, texts, images, 0), feedback)
+        if kind == "noimage":
+            text = fault.text or "I can't edit this image."
+            candidate = {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": (fault.arg or "STOP").upper(),
+                "index": 0,
+            }
+            return self._envelope(record, [candidate], self._usage(record, texts, images, tok(text)))
+        return None
+
+    def _text(
+        self,
+        record: RecordedRequest,
+        config: dict[str, Any],
+        texts: list[str],
+        images: list[bytes],
+        fault: Fault,
+    ) -> Reply:
+        schema = _get(config, "responseJsonSchema", "response_json_schema") or _get(
+            config, "responseSchema", "response_schema"
+        )
+        content = self._reply_content(record.task, schema, fault)
+        text = fault.text if fault.text is not None else json.dumps(content)
+        finish = "STOP"
+        if fault.kind == "invalid_json":
+            text = "Here you go: {task_category: color, oops"
+        elif fault.kind == "truncated":
+            text, finish = text[: max(1, len(text) // 2)], "MAX_TOKENS"
+        elif fault.kind == "fenced":
+            text = f"```json\n{text}\n```"
+        candidate = {
+            "content": {"role": "model", "parts": [{"text": text}]},
+            "finishReason": finish,
+            "index": 0,
+        }
+        return self._envelope(record, [candidate], self._usage(record, texts, images, tok(text)))
+
+    def _edit(
+        self,
+        record: RecordedRequest,
+        modalities: list[str],
+        texts: list[str],
+        images: list[bytes],
+        fault: Fault,
+    ) -> Reply:
+        if not images:
+            return error_reply(400, "An input image is required for this fake edit endpoint.")
+        try:
+            png = edited_png(images[0])
+        except Exception:  # noqa: BLE001 - an undecodable upload is the client's fault
+            return error_reply(
+                400,
+                "Unable to process input image. Please retry or report in "
+                "https://developers.generativeai.google/guide/troubleshooting",
+            )
+        parts: list[dict[str, Any]] = []
+        out_tokens = IMAGE_OUTPUT_TOKENS
+        if "TEXT" in modalities:
+            note = fault.text or "Here is the edited image."
+            parts.append({"text": note})
+            out_tokens += tok(note)
+        parts.append({"inlineData": {"mimeType": "image/png", "data": b64(png)}})
+        candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+        return self._envelope(record, [candidate], self._usage(record, texts, images, out_tokens))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a fake Gemini API server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of requests answered with a fault"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="if set, other keys get 400 API_KEY_INVALID")
+    args = parser.parse_args(argv)
+    server = FakeGemini(
+        latency=args.latency,
+        port=args.port,
+        fault_rate=args.fault_rate,
+        fault_seed=args.seed,
+        api_key=args.api_key,
+    )
+    serve_forever_cli(server, "fake-gemini")
+
+
+if __name__ == "__main__":
+    main()

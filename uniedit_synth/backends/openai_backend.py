@@ -1,0 +1,362 @@
+"""The OpenAI backends: Chat Completions for text (`openai`, `openai-compatible`) and Images Edits for editing.
+
+Thin protocol adapters over the official `openai` SDK (AsyncOpenAI). The SDK's own retries are off
+(`max_retries=0`): the engine owns retrying, rate limiting and caching. Every SDK error is mapped onto the
+backend contract in `base.py`; the API key never appears in an exception message or a log record.
+
+`spec.options` recognised here: `json_mode` (bool; ask for `response_format={"type": "json_object"}` when
+structured outputs are off), `image_detail` ("auto" | "low" | "high"; detail of input images), `organization`,
+`project`. Call parameters (temperature, max_tokens, seed, size, quality, n, …) come from the stage's
+`params`; parameters the SDK method does not know travel in `extra_body` (vLLM's `top_k`, …).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import inspect
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar, NoReturn
+
+import openai
+from openai import AsyncOpenAI
+from openai.resources.chat.completions import AsyncCompletions
+from openai.resources.images import AsyncImages
+
+from ..config import BackendSpec
+from ..errors import BackendConfigError
+from .base import (
+    AuthError,
+    BackendError,
+    BadRequest,
+    EditReply,
+    EditRequest,
+    MalformedReply,
+    RateLimited,
+    RetryableError,
+    SafetyBlocked,
+    TextReply,
+    TextRequest,
+    Usage,
+)
+from .replies import (
+    Redactor,
+    image_mime,
+    json_instructions,
+    parse_reply,
+    repair_message,
+    retry_after_seconds,
+    truncate,
+    with_reference_hint,
+)
+
+log = logging.getLogger(__name__)
+
+#: 400 error codes (and types) that mean the provider's safety system refused: a reject, never a retry
+SAFETY_CODES = frozenset(
+    {"moderation_blocked", "content_policy_violation", "content_filter", "safety_violation"}
+)
+_KNOWN_OPTIONS = frozenset({"json_mode", "image_detail", "organization", "project"})
+_RESERVED_CHAT = frozenset(
+    {
+        "messages",
+        "model",
+        "stream",
+        "response_format",
+        "extra_body",
+        "extra_headers",
+        "extra_query",
+        "timeout",
+    }
+)
+_RESERVED_EDIT = frozenset(
+    {"image", "prompt", "model", "stream", "extra_body", "extra_headers", "extra_query", "timeout"}
+)
+_CHAT_PARAMS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"} - _RESERVED_CHAT
+_EDIT_PARAMS = frozenset(inspect.signature(AsyncImages.edit).parameters) - {"self"} - _RESERVED_EDIT
+
+
+def split_params(params: dict[str, Any], known: frozenset[str], reserved: frozenset[str]) -> dict[str, Any]:
+    """SDK keyword arguments from call params; unknown names go in `extra_body` for compatible servers."""
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in reserved:
+            raise BackendConfigError(f"parameter '{key}' is set by the backend and cannot be given in params")
+        (kwargs if key in known else extra)[key] = value
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
+def strict_schema(schema: Any) -> Any:
+    """A copy of `schema` that OpenAI's strict structured outputs accept: every object closed
+    (`additionalProperties: false`) with all its properties required. Optional fields should be nullable
+    (`anyOf` with null, as pydantic writes `X | None`) so the model can still leave them empty."""
+    if isinstance(schema, list):
+        return [strict_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict_schema(value) for key, value in schema.items()}
+    if out.get("type") == "object" or "properties" in out:
+        out.setdefault("additionalProperties", False)
+        out["required"] = list(out.get("properties", {}))
+    return out
+
+
+class _OpenAIBase:
+    """Client construction, key handling and error mapping shared by the text and edit backends."""
+
+    name: ClassVar[str] = "openai"
+
+    def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
+        self.spec = spec
+        self.seed = seed
+        self.model = spec.model
+        compatible = self.name == "openai-compatible" or spec.type == "openai-compatible"
+        self.provider: str = "openai-compatible" if compatible else "openai"
+        unknown = set(spec.options) - _KNOWN_OPTIONS
+        if unknown:
+            raise BackendConfigError(
+                f"backend {spec.type} ({spec.model}): unknown option(s) {sorted(unknown)}; "
+                f"known: {sorted(_KNOWN_OPTIONS)}"
+            )
+        self._api_key = self._resolve_key()
+        self._redact = Redactor([self._api_key])
+        self._base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if self.provider == "openai-compatible" and not self._base_url:
+            raise BackendConfigError(
+                f"backend openai-compatible ({spec.model}) needs base_url (e.g. http://127.0.0.1:8000/v1)"
+            )
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncOpenAI]
+        self._clients = weakref.WeakKeyDictionary()
+
+    def _resolve_key(self) -> str:
+        env = self.spec.api_key_env or "OPENAI_API_KEY"
+        key = os.environ.get(env, "").strip()
+        if key:
+            return key
+        # Local OpenAI-compatible servers usually run without a key; a named api_key_env is always required.
+        if self.provider != "openai-compatible" or self.spec.api_key_env:
+            raise BackendConfigError(
+                f"backend {self.spec.type} ({self.spec.model}) needs an API key: set the environment "
+                f"variable {env}" + ("" if self.spec.api_key_env else " (or name another one in api_key_env)")
+            )
+        return "not-needed"
+
+    def _client(self) -> AsyncOpenAI:
+        """One client per event loop: an httpx pool must not be shared across loops (Ray actors, tests)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self._base_url,
+                organization=self.spec.options.get("organization"),
+                project=self.spec.options.get("project"),
+                max_retries=0,  # the engine retries (and honours Retry-After cluster-wide)
+                timeout=self.spec.timeout_s,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close this loop's client; clients of other loops are dropped (they cannot be awaited here)."""
+        clients, self._clients = self._clients, weakref.WeakKeyDictionary()
+        client = clients.get(asyncio.get_running_loop())
+        if client is not None:
+            await client.close()
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return await fn()
+        except openai.OpenAIError as exc:
+            self._raise_mapped(exc)
+
+    def _raise_mapped(self, exc: openai.OpenAIError) -> NoReturn:
+        where = f"{self.provider} {self.model}"
+        if isinstance(exc, openai.APITimeoutError):
+            raise RetryableError(f"{where}: request timed out after {self.spec.timeout_s:g}s") from None
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            detail = f" ({type(cause).__name__})" if cause is not None else ""
+            raise RetryableError(f"{where}: connection error{detail}") from None
+        if isinstance(exc, openai.APIResponseValidationError):
+            raise MalformedReply(f"{where}: reply did not match the API schema", raw="") from None
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            code = str(exc.code or "")
+            kind = str(exc.type or "")
+            message = self._redact(truncate(_error_message(exc)))
+            text = f"{where}: HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+            if status == 429:
+                raise RateLimited(
+                    text, retry_after=retry_after_seconds(exc.response.headers), status=429
+                ) from None
+            if status in (401, 403):
+                raise AuthError(text) from None
+            if status == 400 and (
+                code in SAFETY_CODES or kind in SAFETY_CODES or _mentions_safety(kind, message)
+            ):
+                raise SafetyBlocked(text) from None
+            if status >= 500 or status in (408, 409):
+                raise RetryableError(text, status=status) from None
+            raise BadRequest(text) from None
+        raise BackendError(f"{where}: {type(exc).__name__}: {self._redact(truncate(str(exc)))}") from None
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return exc.message
+
+
+def _mentions_safety(kind: str, message: str) -> bool:
+    return kind == "image_generation_user_error" and "safety system" in message.lower()
+
+
+def _usage_from_chat(completion: Any) -> tuple[int, int]:
+    usage = getattr(completion, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
+
+
+class OpenAIText(_OpenAIBase):
+    """Chat Completions with JSON-schema structured output (classify, rewrite, judge)."""
+
+    name: ClassVar[str] = "openai"
+
+    async def complete(self, request: TextRequest) -> TextReply:
+        schema = request.response_schema
+        structured = self.spec.structured_outputs and schema is not None
+        system = request.system
+        if not structured:
+            system = (system + "\n\n" if system else "") + json_instructions(schema)
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": self._user_content(request)})
+
+        kwargs = split_params({"seed": self.seed, **request.params}, _CHAT_PARAMS, _RESERVED_CHAT)
+        if structured:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": strict_schema(schema), "strict": True},
+            }
+        elif self.spec.options.get("json_mode"):
+            kwargs["response_format"] = {"type": "json_object"}
+
+        usage = Usage()
+        text = await self._chat(request, messages, kwargs, usage)
+        try:
+            data = parse_reply(text, schema)
+        except MalformedReply as first:
+            if structured:
+                raise MalformedReply(f"{self.provider} {self.model}: {first}", raw=first.raw) from None
+            log.info("%s %s: unusable JSON reply (%s); one repair attempt", self.provider, self.model, first)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": repair_message(str(first), schema)},
+            ]
+            text = await self._chat(request, messages, kwargs, usage)
+            try:
+                data = parse_reply(text, schema)
+            except MalformedReply as second:
+                raise MalformedReply(
+                    f"{self.provider} {self.model}: {second} (after one repair attempt)", raw=second.raw
+                ) from None
+        # The configured name, not the snapshot the API resolved it to: prices and rate limits are keyed by it.
+        return TextReply(data=data, text=text, usage=usage, model=request.model or self.model)
+
+    def _user_content(self, request: TextRequest) -> str | list[dict[str, Any]]:
+        if not request.images:
+            return request.prompt
+        detail = self.spec.options.get("image_detail")
+        parts: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        for image in request.images:
+            url = f"data:{image_mime(image)};base64,{base64.b64encode(image).decode()}"
+            image_url: dict[str, Any] = {"url": url}
+            if detail:
+                image_url["detail"] = detail
+            parts.append({"type": "image_url", "image_url": image_url})
+        return parts
+
+    async def _chat(
+        self, request: TextRequest, messages: list[dict[str, Any]], kwargs: dict[str, Any], usage: Usage
+    ) -> str:
+        """One Chat Completions call; adds its usage to `usage` and returns the content."""
+        completion = await self._call(
+            lambda: self._client().chat.completions.create(
+                model=request.model or self.model, messages=messages, **kwargs
+            )
+        )
+        prompt_tokens, completion_tokens = _usage_from_chat(completion)
+        usage.input_tokens += prompt_tokens
+        usage.output_tokens += completion_tokens
+        usage.images_in += len(request.images)
+        where = f"{self.provider} {self.model}"
+        if not completion.choices:
+            raise MalformedReply(f"{where}: reply has no choices")
+        choice = completion.choices[0]
+        message = choice.message
+        refusal = getattr(message, "refusal", None)
+        if choice.finish_reason == "content_filter" or refusal:
+            reason = f"refused: {self._redact(truncate(refusal))}" if refusal else "content filter"
+            raise SafetyBlocked(f"{where}: {reason}")
+        return message.content or ""
+
+
+class OpenAICompatibleText(OpenAIText):
+    """Chat Completions on any OpenAI-compatible server (vLLM, SGLang, Ollama) at `base_url`.
+
+    Set `structured_outputs: false` for servers without JSON-schema output: the schema then goes into the
+    system text, and a bad reply gets one repair round-trip before MalformedReply. The key is optional
+    unless `api_key_env` is named.
+    """
+
+    name: ClassVar[str] = "openai-compatible"
+
+
+class OpenAIEditor(_OpenAIBase):
+    """Images Edits (`gpt-image-1` and compatible): the source image + instruction → one edited image."""
+
+    name: ClassVar[str] = "openai"
+
+    async def edit(self, request: EditRequest) -> EditReply:
+        prompt = with_reference_hint(request.instruction, request.reference_answer)
+        mime = image_mime(request.image)
+        filename = "image." + mime.split("/", 1)[1].replace("jpeg", "jpg")
+        kwargs = split_params(dict(request.params), _EDIT_PARAMS, _RESERVED_EDIT)
+        response = await self._call(
+            lambda: self._client().images.edit(
+                model=request.model or self.model,
+                image=(filename, request.image, mime),
+                prompt=prompt,
+                **kwargs,
+            )
+        )
+        where = f"{self.provider} {self.model}"
+        items = list(response.data or [])
+        encoded = next((item.b64_json for item in items if getattr(item, "b64_json", None)), None)
+        if encoded is None:
+            if any(getattr(item, "url", None) for item in items):
+                raise MalformedReply(
+                    f"{where}: reply holds only an image URL (not fetched); set params.response_format: b64_json"
+                )
+            raise MalformedReply(f"{where}: reply holds no image")
+        try:
+            image = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedReply(f"{where}: reply image is not valid base64") from None
+        usage = Usage(images_in=1, images_out=len(items))
+        if response.usage is not None:
+            usage.input_tokens = int(response.usage.input_tokens or 0)
+            usage.output_tokens = int(response.usage.output_tokens or 0)
+        return EditReply(image=image, usage=usage, model=request.model or self.model)
