@@ -1,0 +1,213 @@
+"""Hugging Face `datasets` sources: hub data sets, saved data sets (`save_to_disk`) and local builder data
+(`hf:parquet` + `data_files`), map-style or streaming. Rows are read as Arrow, so images stay undecoded
+bytes until validation."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import SourceError
+from ..records import VQARecord
+from .arrange import PositionalSource
+from .base import Source
+from .files import map_row
+from .rows import RowMapper
+
+HF_OPTIONS = frozenset(
+    {"streaming", "data_files", "data_dir", "revision", "cache_dir", "images", "image_key", "join_on"}
+)
+SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_BATCH = 64
+
+
+def parse_hf_spec(text: str) -> tuple[str, str | None, str | None]:
+    """`hf:<name or path>[:config][@split]` → (name, config, split)."""
+    body = text[3:] if text.startswith("hf:") else text
+    split: str | None = None
+    if "@" in body:
+        body, split = body.rsplit("@", 1)
+        split = split or None
+    config: str | None = None
+    if ":" in body:
+        head, tail = body.rsplit(":", 1)
+        if tail and "/" not in tail and head:
+            body, config = head, tail
+    if not body:
+        raise SourceError(f"'{text}': missing data set name; use hf:<name or path>[:config][@split]")
+    return body, config, split
+
+
+def is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).exists() for marker in SAVED_DATASET_MARKERS)
+
+
+def load_hf(name: str, config: str | None, split: str | None, options: Mapping[str, Any]) -> Any:
+    """A `datasets.Dataset` (or `IterableDataset` when streaming) for one split."""
+    import datasets
+
+    streaming = bool(options.get("streaming", False))
+    where = f"hf:{name}" + (f":{config}" if config else "") + (f"@{split}" if split else "")
+    try:
+        if is_saved_dataset(Path(name)):
+            loaded = datasets.load_from_disk(name)
+            if streaming:
+                loaded = (
+                    loaded.to_iterable_dataset()
+                    if isinstance(loaded, datasets.Dataset)
+                    else datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()})
+                )
+        else:
+            kwargs: dict[str, Any] = {"streaming": streaming}
+            for key in ("data_files", "data_dir", "revision", "cache_dir"):
+                if options.get(key) is not None:
+                    kwargs[key] = options[key]
+            loaded = datasets.load_dataset(name, config, split=split, **kwargs)
+    except SourceError:
+        raise
+    except FileNotFoundError as exc:
+        raise SourceError(f"{where}: data set not found ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 — datasets raises many types (hub, builder, config errors)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"{where}: cannot load the data set: {message}") from None
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        splits = list(loaded.keys())
+        if split is not None:
+            if split not in loaded:
+                raise SourceError(f"{where}: no split '{split}'; splits: {', '.join(splits)}")
+            return loaded[split]
+        if len(splits) == 1:
+            return loaded[splits[0]]
+        if "train" in loaded:
+            return loaded["train"]
+        raise SourceError(f"{where}: several splits ({', '.join(splits)}); pick one with @<split>")
+    return loaded
+
+
+def _class_label_names(features: Any) -> dict[str, list[str]]:
+    from datasets import ClassLabel
+
+    if not features:
+        return {}
+    return {name: list(f.names) for name, f in features.items() if isinstance(f, ClassLabel)}
+
+
+class ImageJoin:
+    """Images kept in a separate table (GQA's `*_images` configs), looked up by key for each row."""
+
+    def __init__(self, images: Any, *, key_column: str, on: str, image_column: str = "image") -> None:
+        missing = [c for c in (key_column, image_column) if c not in images.column_names]
+        if missing:
+            raise SourceError(
+                f"images table lacks column(s) {missing}; it has {images.column_names} "
+                "(set source.options.image_key to its key column)"
+            )
+        self.on = on
+        self.image_column = image_column
+        self._arrow = images.with_format("arrow")
+        keys = images.select_columns([key_column]).with_format("arrow")[:].column(key_column).to_pylist()
+        self._index = {str(key): position for position, key in enumerate(keys)}
+
+    def image_for(self, key: Any) -> Any:
+        position = self._index.get(str(key))
+        if position is None:
+            return None
+        return self._arrow[position].column(self.image_column)[0].as_py()
+
+
+class _RowAdapter:
+    """Raw Arrow rows → the values a mapper expects: class labels as names, joined images filled in."""
+
+    def __init__(self, features: Any, join: ImageJoin | None, image_column: str | None) -> None:
+        self.class_labels = _class_label_names(features)
+        self.join = join
+        self.image_column = image_column
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        for column, names in self.class_labels.items():
+            value = row.get(column)
+            if isinstance(value, int) and 0 <= value < len(names):
+                row[column] = names[value]
+        if self.join is not None and self.image_column and row.get(self.image_column) is None:
+            row[self.image_column] = self.join.image_for(row.get(self.join.on))
+        return row
+
+
+class HFSource(PositionalSource):
+    """A map-style `datasets.Dataset`: random access by position, Arrow rows in batches of 64."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        mapper: RowMapper,
+        label: str,
+        image_root: Path,
+        description: dict[str, Any],
+        join: ImageJoin | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.mapper = mapper
+        self.label = label
+        self.image_root = image_root
+        self._description = description
+        self._arrow = dataset.with_format("arrow")
+        self._adapt = _RowAdapter(dataset.features, join, mapper.image_column)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def records_at(self, positions: Iterable[int]) -> Iterator[VQARecord]:
+        iterator = iter(positions)
+        while True:
+            chunk = list(itertools.islice(iterator, _BATCH))
+            if not chunk:
+                return
+            rows = self._arrow[chunk].to_pylist()
+            for position, row in zip(chunk, rows, strict=True):
+                yield from map_row(self.mapper, self.label, self._adapt(row), position)
+
+    def subjects(self, key: str) -> Sequence[Any]:
+        if key not in self.dataset.column_names:
+            return super().subjects(key)
+        values = self.dataset.select_columns([key]).with_format("arrow")[:].column(key).to_pylist()
+        names = self._adapt.class_labels.get(key)
+        if names:
+            values = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in values]
+        return values
+
+    def estimated_len(self) -> int | None:
+        return len(self.dataset)
+
+    def describe(self) -> dict:
+        return dict(self._description, label=self.label)
+
+
+class HFStreamingSource(Source):
+    """A streaming `datasets.IterableDataset` (read in order; shuffling uses a bounded buffer)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        mapper: RowMapper,
+        label: str,
+        image_root: Path,
+        description: dict[str, Any],
+        join: ImageJoin | None = None,
+    ) -> None:
+        self.dataset = dataset.decode(False) if hasattr(dataset, "decode") else dataset
+        self.mapper = mapper
+        self.label = label
+        self.image_root = image_root
+        self._description = description
+        self._adapt = _RowAdapter(getattr(dataset, "features", None), join, mapper.image_column)
+
+    def __iter__(self) -> Iterator[VQARecord]:
+        for position, row in enumerate(self.dataset):
+            yield from map_row(self.mapper, self.label, self._adapt(dict(row)), position)
+
+    def describe(self) -> dict:
+        return dict(self._description, label=self.label)
