@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+import yaml
 
 from .errors import UniEditError
 
@@ -69,6 +70,15 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     if flags.get("concurrency") is not None:
         for stage in ("classify", "rewrite", "edit", "judge"):
             put(f"stages.{stage}.concurrency", flags["concurrency"])
+    for assignment in flags.get("settings") or []:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UniEditError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        put(key.strip(), value)
     return out
 
 
@@ -113,6 +123,10 @@ def synth(
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
+    settings: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
+        "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
+    ),
     log_format: str = typer.Option("text", "--log-format", help="`text` (progress bar) or `json` (one JSON line per shard)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
@@ -136,7 +150,7 @@ def synth(
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
-        max_cost=max_cost, concurrency=concurrency,
+        max_cost=max_cost, concurrency=concurrency, settings=settings,
     )
     config = load_pipeline(pipeline, overrides)
     out_dir = out or Path("runs") / config.name

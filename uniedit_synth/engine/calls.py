@@ -68,8 +68,15 @@ class Ledger:
     calls: dict[str, int] = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=dict)
     spent_now_usd: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, stage: str, cost: float, latency: float, cached: bool) -> None:
+    def add(
+        self, stage: str, cost: float, latency: float, cached: bool, key: str = "", error: str | None = None
+    ) -> None:
+        self.events.append(
+            {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
+             "error": error}
+        )
         self.cost_usd += cost
         self.latency_s += latency
         bucket = self.cache_hits if cached else self.calls
@@ -134,7 +141,7 @@ class ModelCaller:
         hit = self.cache.get(key)
         if hit is not None:
             info = hit.meta.pop("_call")
-            ledger.add(self.stage, info["cost_usd"], info["latency_s"], cached=True)
+            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"))
             if "error" in info:
                 raise _FINAL_ERRORS[info["error"]](info["detail"])
             return hit.meta, hit.payload
@@ -149,12 +156,12 @@ class ModelCaller:
             code = next(name for name, cls in _FINAL_ERRORS.items() if isinstance(exc, cls))
             info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500]}
             self.cache.put(key, {"_call": info})
-            ledger.add(self.stage, 0.0, latency, cached=False)
+            ledger.add(self.stage, 0.0, latency, False, key, code)
             raise
         latency = time.monotonic() - started
         cost = price(self.prices, reply.model or request.model, reply.usage)
         await self.coordinator.spend(cost)
-        ledger.add(self.stage, cost, latency, cached=False)
+        ledger.add(self.stage, cost, latency, False, key)
         meta = reply.model_dump(exclude={"image"})
         payload = reply.image if isinstance(reply, EditReply) else b""
         self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency}}, payload)

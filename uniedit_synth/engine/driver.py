@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tqdm import tqdm
 
 from .. import __version__
+from ..backends.registry import create_backend
 from ..config import PipelineConfig, pipeline_hash
 from ..errors import UniEditError
 from ..prompts import prompt_hashes
@@ -33,7 +34,7 @@ from ..records import VQARecord
 from ..sources import open_source
 from ..store import RunDir, locked
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
-from .worker import ids_digest
+from .worker import CAPABILITY, ids_digest
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +146,19 @@ class Driver:
             "invocations": (previous or {}).get("invocations", 0) + (1 if status == "running" else 0),
         }
 
+    async def _preflight(self) -> None:
+        """Build every stage's backend once here, so an unknown type or a missing API key is a clear error
+        before any worker starts (and before anything is paid for)."""
+        for stage_name, capability in CAPABILITY.items():
+            backend_name = getattr(self.config.stages, stage_name).backend
+            backend = create_backend(backend_name, self.config.backends[backend_name], capability,
+                                     seed=self.config.seed)
+            await backend.aclose()
+
     async def _run(self) -> RunSummary:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
         t0 = time.monotonic()
+        await self._preflight()
         previous = self.run_dir.read_run_json()
         run_json = self._run_json(started_wall, "running", previous)
         self.run_dir.write_run_json(run_json)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -26,7 +27,8 @@ from ..stages.classify import ClassifyStage
 from ..stages.edit import EditStage
 from ..stages.judge import JudgeStage
 from ..stages.rewrite import RewriteStage
-from ..store import disk_error, write_shard_table
+from ..sources import image_root_for
+from ..store import atomic_write_bytes, write_shard_table
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -89,6 +91,7 @@ class ShardProcessor:
         self._sems = {name: asyncio.Semaphore(getattr(config.stages, name).concurrency) for name in STAGES}
         self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
         self._pending_report: dict[str, Any] = {}
+        self._root = image_root_for(config.source)
 
     def _backend(self, name: str, capability: str) -> Any:
         key = (name, capability)
@@ -251,13 +254,11 @@ class ShardProcessor:
     ) -> dict[str, Any]:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
-        try:
-            files = {
-                "data": write_shard_table(self.out_dir, "data", shard, samples_to_table(accepted)),
-                "rejects": write_shard_table(self.out_dir, "rejects", shard, samples_to_table(rejected)),
-            }
-        except OSError as exc:  # pragma: no cover - write_shard_table already maps OSError
-            raise disk_error(exc, f"shard {shard}") from None
+        self._write_call_index(shard, items, samples)
+        files = {
+            "data": write_shard_table(self.out_dir, "data", shard, samples_to_table(accepted)),
+            "rejects": write_shard_table(self.out_dir, "rejects", shard, samples_to_table(rejected)),
+        }
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
         for s in samples:
@@ -294,9 +295,18 @@ class ShardProcessor:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
+    def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
+        """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
+        lines = []
+        for item, sample in zip(items, samples):
+            for event in item.ledger.events:
+                lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
+        index_dir = self.out_dir / "cache" / "index"
+        index_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(index_dir / f"shard-{shard:05d}.jsonl", ("\n".join(lines) + "\n").encode(), fsync=False)
+
     def _image_root(self) -> Path | None:
-        root = self.config.source.image_root
-        return Path(root) if root else None
+        return self._root
 
     async def _report_loop(self) -> None:
         while True:
