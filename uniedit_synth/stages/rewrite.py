@@ -54,6 +54,7 @@ class RewriteStage:
                 "process_answer": item.process_answer,
                 "task_category": category,
                 "meta": record.meta,
+                "aesthetics": self.spec.aesthetics_directive or None,
             },
         )
         try:

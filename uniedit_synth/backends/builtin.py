@@ -1,0 +1,358 @@
+"""The builtin offline backends: a text backend (classify, rewrite, judge) and an image editor that need no
+network and no keys.
+
+They read the structured `request.context` the stages send, not the prose prompt. On records from the
+offline world (`meta["world"] == "scenes"`) they work on the scene graph: the rewriter writes a nested-logic
+instruction plus a machine-checkable edit program, the editor applies the program and re-renders, the judge
+compares pixels with the expected render. On any other image they use the generic mode of
+`scenes.program`. Everything is seeded by (backend seed, request content), so replies are reproducible.
+
+Deliberate, configurable imperfection (`BackendSpec.options`), so the engine's checks have work to do:
+`leak_rate` (text, default 0.0) — share of instructions that state the answer; `error_rate` (edit, default
+0.15) — share of edits that go visibly wrong (re-seeded per `attempt`, so a retry can succeed);
+`latency_s` (both, default 0) — asynchronous sleep per call, for benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import random
+import re
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from ..config import BackendSpec
+from ..errors import BackendConfigError
+from ..records import TASK_CATEGORIES
+from ..scenes.instructions import AESTHETICS_DIRECTIVE, generic_instruction, scene_instruction
+from ..scenes.program import (
+    FLAWS,
+    ProgramError,
+    expected_edited_png,
+    flawed_edit,
+    generic_program,
+    scene_of,
+    scene_program,
+    verify,
+)
+from ..scenes.questions import QueryError, mentions_answer, normalise_answer
+from .base import (
+    BadRequest,
+    EditReply,
+    EditRequest,
+    TextReply,
+    TextRequest,
+    Usage,
+    request_key,
+)
+
+CALL_LOG_ENV = "UNIEDIT_CALL_LOG"
+REWRITE_TRIES = 16
+
+
+def log_call(task: str, digest: str) -> None:
+    """Append one line per real call to $UNIEDIT_CALL_LOG (one O_APPEND write, safe across processes)."""
+    path = os.environ.get(CALL_LOG_ENV)
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{task}\t{digest}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def seeded_rng(*parts: Any) -> random.Random:
+    blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return random.Random(hashlib.sha256(blob.encode()).hexdigest())
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def is_scene_record(meta: dict[str, Any]) -> bool:
+    return meta.get("world") == "scenes" and "scene" in meta and "question_spec" in meta
+
+
+_CHOICES = re.compile(r"(^|\s|\()\(?[A-Da-d][).:]\s", re.MULTILINE)
+_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "math",
+        (
+            r"\bcalculate\b",
+            r"\bsum of\b",
+            r"\bplus\b",
+            r"\bminus\b",
+            r"\bmultipl",
+            r"\bdivided\b",
+            r"\bequation\b",
+            r"\bsolve\b",
+            r"\d\s*[-+*/x×÷]\s*\d",
+            r"\bresult of\b",
+            r"\bhow much\b",
+            r"\btotal cost\b",
+        ),
+    ),
+    ("count", (r"\bhow many\b", r"\bnumber of\b", r"\bcount\b")),
+    ("color", (r"\bwhat colou?rs?\b", r"\bcolou?r of\b", r"\bwhich colou?r\b", r"\bcolou?r is\b")),
+    ("shape", (r"\bwhat shape\b", r"\bshape of\b", r"\bwhich shape\b", r"\bshaped\b")),
+    (
+        "ocr",
+        (
+            r"\bwritten\b",
+            r"\bwhat does the .* say\b",
+            r"\bread\b",
+            r"\btext\b",
+            r"\bword\b",
+            r"\btitle\b",
+            r"\bsign say",
+            r"\blabel\b",
+            r"\bbrand\b",
+            r"\bletters?\b",
+            r"\bnumber on\b",
+        ),
+    ),
+    (
+        "location",
+        (
+            r"\bwhere\b",
+            r"\bleft of\b",
+            r"\bright of\b",
+            r"\bwhich side\b",
+            r"\bbehind\b",
+            r"\bin front of\b",
+            r"\bposition\b",
+            r"\blocated\b",
+            r"\bnext to\b",
+            r"\bon top of\b",
+            r"\bbelow\b",
+            r"\babove\b",
+        ),
+    ),
+    (
+        "caption",
+        (
+            r"\bdescribe\b",
+            r"\bcaption\b",
+            r"\bwhat is happening\b",
+            r"\bwhat is going on\b",
+            r"\bwhat is shown\b",
+        ),
+    ),
+    (
+        "knowledge",
+        (
+            r"\bwhy\b",
+            r"\bwhat year\b",
+            r"\bwho (invented|painted|wrote|made|designed)\b",
+            r"\bwhich country\b",
+            r"\bused for\b",
+            r"\bmade of\b",
+            r"\bfamous\b",
+            r"\bspecies\b",
+            r"\bwhat kind of\b",
+            r"\bwhat type of\b",
+            r"\bwould\b",
+            r"\bcapital of\b",
+        ),
+    ),
+)
+
+
+def heuristic_category(question: str, answer: str) -> str:
+    """Keyword classification for records from outside the offline world."""
+    norm = normalise_answer(answer)
+    if norm in ("yes", "no"):
+        return "yes_no"
+    if (
+        _CHOICES.search(question)
+        or re.fullmatch(r"\(?[a-d]\)?", norm)
+        and re.search(r"\b(options?|choices?)\b", question, re.I)
+    ):
+        return "multi-choice"
+    lowered = question.lower()
+    for category, patterns in _KEYWORDS:
+        if any(re.search(p, lowered) for p in patterns):
+            return category
+    return "others"
+
+
+class _Builtin:
+    name: ClassVar[str] = "builtin"
+
+    def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
+        self.spec = spec
+        self.seed = seed
+        self.provider = "builtin"
+        self.latency_s = self._option("latency_s", 0.0, upper=3600.0)
+
+    def _option(self, key: str, default: float, upper: float = 1.0) -> float:
+        raw = self.spec.options.get(key, default)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise BackendConfigError(
+                f"builtin backend: options.{key} must be a number, got {raw!r}"
+            ) from None
+        if not 0.0 <= value <= upper:
+            raise BackendConfigError(
+                f"builtin backend: options.{key} must be between 0 and {upper}, got {value}"
+            )
+        return value
+
+    async def _pause(self) -> None:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BuiltinText(_Builtin):
+    """classify / rewrite / judge from the request's structured context."""
+
+    def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
+        super().__init__(spec, seed)
+        self.leak_rate = self._option("leak_rate", 0.0)
+
+    async def complete(self, request: TextRequest) -> TextReply:
+        await self._pause()
+        handlers = {"classify": self._classify, "rewrite": self._rewrite, "judge": self._judge}
+        handler = handlers.get(request.task)
+        if handler is None:
+            raise BadRequest(
+                f"builtin text backend has no task {request.task!r} (known: {', '.join(handlers)})"
+            )
+        data = handler(request)
+        text = json.dumps(data, ensure_ascii=False, sort_keys=True)
+        usage = Usage(
+            input_tokens=estimate_tokens(request.system + request.prompt),
+            output_tokens=estimate_tokens(text),
+            images_in=len(request.images),
+        )
+        log_call(request.task, request_key("text", request))  # logged as it returns: a call that returned
+        return TextReply(data=data, text=text, usage=usage, model=self.spec.model)
+
+    @staticmethod
+    def _context(request: TextRequest, *keys: str) -> dict[str, Any]:
+        missing = [k for k in keys if k not in request.context]
+        if missing:
+            raise BadRequest(f"builtin {request.task}: request.context lacks {', '.join(missing)}")
+        return request.context
+
+    def _classify(self, request: TextRequest) -> dict[str, Any]:
+        ctx = self._context(request, "question", "answer")
+        meta = ctx.get("meta") or {}
+        if is_scene_record(meta):
+            category = str(meta["question_spec"]["category"])
+        else:
+            category = heuristic_category(str(ctx["question"]), str(ctx["answer"]))
+        if category not in TASK_CATEGORIES:
+            category = "others"
+        return {"task_category": category, "process_answer": normalise_answer(str(ctx["answer"]))}
+
+    def _rewrite(self, request: TextRequest) -> dict[str, Any]:
+        ctx = self._context(request, "question", "answer")
+        question, answer = str(ctx["question"]), str(ctx["answer"])
+        process_answer = str(ctx.get("process_answer") or normalise_answer(answer))
+        category = str(ctx.get("task_category") or "others")
+        meta = ctx.get("meta") or {}
+        key = (self.seed, question, answer, process_answer, category, meta)
+        instruction, program, problem = "", None, ""
+        for attempt in range(REWRITE_TRIES):  # redraw until the text keeps the answer out
+            rng = seeded_rng("rewrite", key, attempt)
+            try:
+                if is_scene_record(meta):
+                    scene = scene_of(meta)
+                    candidate = scene_program(scene, meta["question_spec"], rng, avoid=answer)
+                    text = scene_instruction(candidate, question, category, scene, rng)
+                else:
+                    candidate = generic_program(question, answer, category, image_size(request, meta), rng)
+                    text = generic_instruction(candidate, question, rng)
+            except (ProgramError, QueryError, KeyError, TypeError, ValueError) as exc:
+                problem = repr(exc)
+                continue
+            instruction, program = text, candidate
+            if not (mentions_answer(text, answer) or mentions_answer(text, process_answer)):
+                break
+        if program is None:
+            raise BadRequest(f"builtin rewriter found no edit program for this record: {problem}")
+        if seeded_rng("leak", key).random() < self.leak_rate:
+            hint = f"(Hint: the answer is {answer.strip()}.)"
+            instruction = instruction.replace(AESTHETICS_DIRECTIVE, f"{hint} {AESTHETICS_DIRECTIVE}")
+        directive = request.context.get("aesthetics")
+        if directive:  # the pipeline's own aesthetics directive replaces the built-in one
+            instruction = instruction.replace(AESTHETICS_DIRECTIVE, directive)
+        return {"edit_instruction": instruction, "edit_program": program}
+
+    def _judge(self, request: TextRequest) -> dict[str, Any]:
+        ctx = self._context(request, "edit_program")
+        program = ctx["edit_program"]
+        if not isinstance(program, dict) or program.get("kind") not in ("scene", "generic"):
+            raise BadRequest(
+                "builtin judge needs the edit_program that the builtin rewriter writes; "
+                "use a real judge backend with a real rewriter"
+            )
+        if len(request.images) != 2:
+            raise BadRequest(f"builtin judge needs [source, edited] images, got {len(request.images)}")
+        result = verify(request.images[0], request.images[1], program, ctx.get("meta") or {})
+        return {**result.scores, "analysis": result.analysis}
+
+
+def image_size(request: TextRequest, meta: dict[str, Any]) -> tuple[int, int] | None:
+    """The source image's size when the request carries it (header read only), else from meta, else None."""
+    if request.images:
+        try:
+            with Image.open(io.BytesIO(request.images[0])) as image:
+                return image.size
+        except Exception:  # an undecodable image is the editor's and judge's problem, not the rewriter's
+            return None
+    width, height = meta.get("width"), meta.get("height")
+    return (int(width), int(height)) if isinstance(width, int) and isinstance(height, int) else None
+
+
+class BuiltinEditor(_Builtin):
+    """Applies the edit program (scene re-render or generic panel/tint), erring at `error_rate`."""
+
+    def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
+        super().__init__(spec, seed)
+        self.error_rate = self._option("error_rate", 0.15)
+
+    async def edit(self, request: EditRequest) -> EditReply:
+        await self._pause()
+        meta = request.context.get("meta") or {}
+        program = request.context.get("edit_program") or self._fallback_program(request)
+        rng = seeded_rng(
+            "edit", self.seed, program, hashlib.sha256(request.image).hexdigest(), request.attempt
+        )
+        try:
+            if rng.random() < self.error_rate:
+                image = flawed_edit(request.image, program, meta, rng.choice(FLAWS), rng)
+            else:
+                image = expected_edited_png(request.image, program, meta)
+        except (ProgramError, KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f"builtin editor cannot apply this program: {exc!r}") from None
+        usage = Usage(
+            input_tokens=estimate_tokens(request.instruction), output_tokens=0, images_in=1, images_out=1
+        )
+        log_call("edit", request_key("edit", request))
+        return EditReply(image=image, usage=usage, model=self.spec.model)
+
+    def _fallback_program(self, request: EditRequest) -> dict[str, Any]:
+        """A generic edit for instructions that came without a program (a real LLM rewrote them): the
+        reference answer drawn on a panel or swatch. Visible and deterministic, but it cannot follow free
+        prose, so expect a real judge to reject most of these."""
+        try:
+            with Image.open(io.BytesIO(request.image)) as image:
+                size: tuple[int, int] | None = image.size
+        except Exception:
+            raise BadRequest("builtin editor: the source image cannot be decoded") from None
+        rng = seeded_rng("fallback", self.seed, request.instruction, request.reference_answer)
+        category = str(request.context.get("task_category") or "others")
+        return generic_program(request.instruction, request.reference_answer or "", category, size, rng)

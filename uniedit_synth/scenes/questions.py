@@ -1,0 +1,443 @@
+"""Questions over the scene graph: selectors and queries (what a question *means*), their evaluation on a
+scene, the seeded question generator per category, and answer normalisation / leak matching.
+
+A question is a `question_spec` dict, JSON-serialisable and evaluated by `answer_query`:
+`{"category": "color", "kind": "attr", "query": {"type": "attr", "attr": "color", "ref": {"shape": "cube"}}}`.
+The same query later decides which branch of an edit program runs, so question and edit can never disagree.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from .world import GRID_COLS, GRID_ROWS, Scene, SceneObject, Sign, generate_scene
+
+SCENE_CATEGORIES: tuple[str, ...] = ("count", "color", "shape", "location", "ocr", "math", "knowledge")
+ATTRS: tuple[str, ...] = ("size", "color", "material", "shape")
+RELATIONS: dict[str, tuple[int, int]] = {  # direction -> (dcol, drow) of the step away from the anchor
+    "left_of": (-1, 0),
+    "right_of": (1, 0),
+    "behind": (0, -1),
+    "in_front_of": (0, 1),
+}
+RELATION_PHRASES = {
+    "left_of": "directly to the left of",
+    "right_of": "directly to the right of",
+    "behind": "directly behind",
+    "in_front_of": "directly in front of",
+}
+# The knowledge-lite fact table: properties of shapes and materials that a question can reason over.
+ROLLING_SHAPES = frozenset({"sphere", "cylinder"})
+FLAT_TOP_SHAPES = frozenset({"cube", "cylinder"})
+POINTED_SHAPES = frozenset({"cone"})
+MAGNETIC_MATERIALS = frozenset({"metal"})
+WARM_COLORS = frozenset({"red", "orange", "yellow", "brown", "pink"})
+
+
+class QueryError(ValueError):
+    """A query does not have exactly one answer on this scene (no or several referents)."""
+
+
+# ---------------------------------------------------------------- selectors and queries
+
+
+def matches(obj: SceneObject, where: dict[str, Any]) -> bool:
+    for key, wanted in where.items():
+        if key == "relation":
+            continue
+        if key == "shape_in":
+            if obj.shape not in wanted:
+                return False
+        elif getattr(obj, key) != wanted:
+            return False
+    return True
+
+
+def select(scene: Scene, selector: dict[str, Any]) -> list[SceneObject]:
+    """Objects a selector picks: attribute filters, optionally "the object directly <dir> the <anchor>"."""
+    relation = selector.get("relation")
+    if relation is None:
+        return [o for o in scene.objects if matches(o, selector)]
+    anchors = select(scene, relation["anchor"])
+    if len(anchors) != 1:
+        raise QueryError(f"relation anchor matches {len(anchors)} objects")
+    anchor = anchors[0]
+    dcol, drow = RELATIONS[relation["dir"]]
+    by_cell = {(o.col, o.row): o for o in scene.objects}
+    col, row = anchor.col + dcol, anchor.row + drow
+    while 0 <= col < GRID_COLS and 0 <= row < GRID_ROWS:
+        if (col, row) in by_cell:
+            found = by_cell[(col, row)]
+            return [found] if matches(found, selector) else []
+        col, row = col + dcol, row + drow
+    return []
+
+
+def select_one(scene: Scene, selector: dict[str, Any]) -> SceneObject:
+    found = select(scene, selector)
+    if len(found) != 1:
+        raise QueryError(f"selector {selector} matches {len(found)} objects, expected exactly one")
+    return found[0]
+
+
+def answer_query(scene: Scene, query: dict[str, Any]) -> int | str:
+    """The value a query has on a scene (int for counts and arithmetic, str otherwise)."""
+    kind = query["type"]
+    if kind == "count":
+        return len(select(scene, query["filter"]))
+    if kind == "attr":
+        return str(getattr(select_one(scene, query["ref"]), query["attr"]))
+    if kind == "side":
+        return select_one(scene, query["ref"]).side
+    if kind == "read":
+        item = scene.wall_item(query["slot"])
+        if not isinstance(item, Sign) or not item.text:
+            raise QueryError(f"no sign with text in slot {query['slot']}")
+        return item.text
+    if kind == "board":
+        board = next((b for b in scene.boards if b.slot == query["slot"]), None)
+        if board is None:
+            raise QueryError(f"no board in slot {query['slot']}")
+        return board.value()
+    if kind == "count_arith":
+        first, second = (len(select(scene, f)) for f in query["filters"])
+        return first + second if query["op"] == "+" else first - second
+    raise QueryError(f"unknown query type {kind!r}")
+
+
+# ---------------------------------------------------------------- answers and leak matching
+
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_word(n: int) -> str:
+    if 0 <= n < 20:
+        return _NUMBER_WORDS[n]
+    if 20 <= n < 100:
+        tens, unit = divmod(n, 10)
+        return _TENS[tens - 2] + ("" if unit == 0 else f" {_NUMBER_WORDS[unit]}")
+    return str(n)
+
+
+_WORD_TO_NUMBER = {number_word(n): str(n) for n in range(100)}
+
+
+def normalise_answer(answer: str) -> str:
+    """Lowercase, trimmed, no trailing full stop or leading article, number words as digits."""
+    text = " ".join(answer.strip().lower().split())
+    text = text.rstrip(".!").strip()
+    text = re.sub(r"^(the|a|an) ", "", text)
+    text = _WORD_TO_NUMBER.get(text.replace("-", " "), text)
+    if re.fullmatch(r"-?\d+\.0+", text):
+        text = text.split(".")[0]
+    return text
+
+
+def _tokens(text: str) -> list[str]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+@lru_cache(maxsize=4096)
+def answer_forms(answer: str) -> tuple[tuple[str, ...], ...]:
+    """Token sequences that count as stating the answer (digits and number words both count)."""
+    norm = normalise_answer(answer)
+    forms = [_tokens(norm)]
+    if re.fullmatch(r"\d+", norm):
+        forms.append(_tokens(number_word(int(norm))))
+    if norm == "gray":
+        forms.append(["grey"])
+    return tuple(tuple(f) for f in forms if f)
+
+
+def mentions_answer(text: str, answer: str) -> bool:
+    """True when `text` states `answer` as whole words (case, plural and number-word insensitive)."""
+    words = _tokens(text)
+    vocabulary = set(words)
+    for form in answer_forms(answer):
+        n = len(form)
+        if n == 1:
+            if form[0] in vocabulary:
+                return True
+        elif any(tuple(words[i : i + n]) == form for i in range(len(words) - n + 1)):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- phrasing of references
+
+
+def noun_phrase(where: dict[str, Any], plural: bool = False) -> str:
+    """An indefinite noun phrase for a filter: "large red metal cube", "rubber objects", "spheres or cylinders"."""
+    words = [where[k] for k in ("size", "color", "material") if k in where]
+    if "shape" in where:
+        noun = where["shape"]
+    elif "shape_in" in where:
+        noun = " or ".join(where["shape_in"])
+    else:
+        noun = "object"
+    if plural:
+        noun = " or ".join(f"{n}s" for n in noun.split(" or "))
+    return " ".join([*words, noun])
+
+
+def describe(selector: dict[str, Any]) -> str:
+    """The definite description of a unique referent: "the small blue sphere", "the object directly…"."""
+    relation = selector.get("relation")
+    if relation is None:
+        return f"the {noun_phrase(selector)}"
+    return f"the object {RELATION_PHRASES[relation['dir']]} {describe(relation['anchor'])}"
+
+
+def unique_filter(
+    scene: Scene, obj: SceneObject, rng: random.Random, exclude: tuple[str, ...] = (), avoid: str = ""
+) -> dict[str, Any] | None:
+    """The shortest attribute filter that picks `obj` alone, without the `exclude` attributes and without any
+    value that would state `avoid` (an answer); None if no such filter exists."""
+    usable = [
+        a for a in ATTRS if a not in exclude and not (avoid and mentions_answer(getattr(obj, a), avoid))
+    ]
+    subsets: list[tuple[str, ...]] = []
+    for size in range(1, len(usable) + 1):
+        group = [s for s in _combinations(usable, size)]
+        rng.shuffle(group)
+        subsets.extend(group)
+    for subset in subsets:
+        where = {a: getattr(obj, a) for a in ATTRS if a in subset}
+        if len(select(scene, where)) == 1:
+            return where
+    return None
+
+
+def _combinations(items: list[str], k: int) -> list[tuple[str, ...]]:
+    if k == 0:
+        return [()]
+    if len(items) < k:
+        return []
+    head, tail = items[0], items[1:]
+    return [(head, *rest) for rest in _combinations(tail, k - 1)] + _combinations(tail, k)
+
+
+def slot_phrase(scene: Scene, slot: str, noun: str) -> str:
+    """How to name a wall item: "the sign" when it is the only one of its kind, else "the sign on the left"."""
+    same_kind = [s for s in scene.signs if s.text] if noun == "sign" else scene.boards
+    if len(same_kind) == 1:
+        return f"the {noun}"
+    where = "in the middle" if slot == "middle" else f"on the {slot}"
+    return f"the {noun} {where}"
+
+
+# ---------------------------------------------------------------- question generators
+
+COUNT_FILTERS: tuple[tuple[str, ...], ...] = (
+    ("shape",),
+    ("color",),
+    ("size",),
+    ("material",),
+    ("color", "shape"),
+    ("size", "shape"),
+    ("material", "shape"),
+)
+COUNT_FILTER_WEIGHTS = (4, 2, 3, 3, 1, 1, 1)
+QuestionDraft = tuple[str, dict[str, Any]]  # question text, query
+Generator = Callable[[Scene, random.Random], QuestionDraft | None]
+
+
+def _count_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    obj = rng.choice(scene.objects)
+    # broad filters more often than narrow ones, so counts spread beyond 1
+    keys = rng.choices(COUNT_FILTERS, weights=COUNT_FILTER_WEIGHTS)[0]
+    where = {k: getattr(obj, k) for k in keys}
+    plural = noun_phrase(where, plural=True)
+    text = rng.choice(
+        (
+            f"How many {plural} are there?",
+            f"How many {plural} are in the picture?",
+            f"What is the number of {plural} in the scene?",
+        )
+    )
+    return text, {"type": "count", "filter": where}
+
+
+def _attr_question(attr: str) -> Generator:
+    def generate(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+        obj = rng.choice(scene.objects)
+        where = unique_filter(scene, obj, rng, exclude=(attr,))
+        if where is None:
+            return None
+        ref = describe(where)
+        word = "color" if attr == "color" else "shape"
+        text = rng.choice(
+            (f"What {word} is {ref}?", f"What is the {word} of {ref}?", f"Which {word} does {ref} have?")
+        )
+        return text, {"type": "attr", "attr": attr, "ref": where}
+
+    return generate
+
+
+def _location_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    obj = rng.choice(scene.objects)
+    if rng.random() < 0.4:
+        where = unique_filter(scene, obj, rng)
+        if where is None:
+            return None
+        ref = describe(where)
+        text = rng.choice(
+            (
+                f"On which side of the image is {ref}?",
+                f"Which half of the picture is {ref} in?",
+                f"Which side of the scene does {ref} stand on?",
+            )
+        )
+        return text, {"type": "side", "ref": where}
+    direction = rng.choice(tuple(RELATIONS))
+    anchor = unique_filter(scene, obj, rng)
+    if anchor is None:
+        return None
+    ref = {"relation": {"dir": direction, "anchor": anchor}}
+    if len(select(scene, ref)) != 1:
+        return None
+    attr = rng.choice(("color", "shape"))
+    text = f"What {attr} is {describe(ref)}?"
+    return text, {"type": "attr", "attr": attr, "ref": ref}
+
+
+def _ocr_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    signs = [s for s in scene.signs if s.text]
+    if not signs:
+        return None
+    sign = rng.choice(signs)
+    where = slot_phrase(scene, sign.slot, "sign")
+    text = rng.choice(
+        (
+            f"What word is written on {where}?",
+            f"What does {where} say?",
+            f"Which word can be read on {where}?",
+        )
+    )
+    return text, {"type": "read", "slot": sign.slot}
+
+
+def _math_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    if scene.boards and rng.random() < 0.7:
+        board = rng.choice(scene.boards)
+        where = slot_phrase(scene, board.slot, "board")
+        text = rng.choice(
+            (
+                f"What is the result of the calculation on {where}?",
+                f"What number should replace the question mark on {where}?",
+                f"What does the sum on {where} come to?",
+            )
+        )
+        return text, {"type": "board", "slot": board.slot}
+    shapes = sorted({o.shape for o in scene.objects})
+    if len(shapes) < 2:
+        return None
+    first, second = rng.sample(shapes, 2)
+    f1, f2 = {"shape": first}, {"shape": second}
+    p1, p2 = noun_phrase(f1, plural=True), noun_phrase(f2, plural=True)
+    n1, n2 = len(select(scene, f1)), len(select(scene, f2))
+    if n1 > n2 and rng.random() < 0.5:
+        return f"How many more {p1} than {p2} are there?", {
+            "type": "count_arith",
+            "op": "-",
+            "filters": [f1, f2],
+        }
+    text = rng.choice(
+        (
+            f"What is the number of {p1} plus the number of {p2}?",
+            f"How many {p1} and {p2} are there in total?",
+        )
+    )
+    return text, {"type": "count_arith", "op": "+", "filters": [f1, f2]}
+
+
+def _knowledge_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    choice = rng.randrange(4)
+    if choice == 0:
+        metal = [o for o in scene.objects if o.material in MAGNETIC_MATERIALS]
+        if len(metal) != 1:
+            return None
+        text = "A magnet is held just above the scene. What color is the one object it would attract?"
+        return text, {"type": "attr", "attr": "color", "ref": {"material": "metal"}}
+    if choice == 1:
+        if not any(o.shape in ROLLING_SHAPES for o in scene.objects):
+            return None
+        text = "If the floor were tilted, how many objects would roll away?"
+        return text, {"type": "count", "filter": {"shape_in": sorted(ROLLING_SHAPES)}}
+    if choice == 2:
+        if not any(o.material in MAGNETIC_MATERIALS for o in scene.objects):
+            return None
+        text = "How many objects in the scene would stick to a magnet?"
+        return text, {"type": "count", "filter": {"material": "metal"}}
+    cones = [o for o in scene.objects if o.shape in POINTED_SHAPES]
+    if len(cones) != 1:
+        return None
+    text = "What color is the only object with a sharp pointed tip?"
+    return text, {"type": "attr", "attr": "color", "ref": {"shape": "cone"}}
+
+
+GENERATORS: dict[str, Generator] = {
+    "count": _count_question,
+    "color": _attr_question("color"),
+    "shape": _attr_question("shape"),
+    "location": _location_question,
+    "ocr": _ocr_question,
+    "math": _math_question,
+    "knowledge": _knowledge_question,
+}
+SCENE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "ocr": ("sign", "free_slot"),
+    "math": ("board",),
+}
+
+
+def format_answer(value: int | str) -> str:
+    return str(value)
+
+
+def generate_question(
+    scene: Scene, category: str, rng: random.Random, tries: int = 24
+) -> tuple[str, str, dict]:
+    """(question, answer, question_spec) for `category` on `scene`; raises QueryError if none fits the scene.
+
+    A question never states its own answer (a question like that would leak it into the instruction).
+    """
+    generator = GENERATORS[category]
+    for _ in range(tries):
+        draft = generator(scene, rng)
+        if draft is None:
+            continue
+        text, query = draft
+        try:
+            value = answer_query(scene, query)
+        except QueryError:
+            continue
+        answer = format_answer(value)
+        if mentions_answer(text, answer):
+            continue
+        return text, answer, {"category": category, "query": query}
+    raise QueryError(f"no {category} question fits this scene")
+
+
+def generate_vqa(
+    rng: random.Random, category: str, size: int = 256
+) -> tuple[Scene, str, str, dict[str, Any]]:
+    """A scene plus one question of `category` about it, drawn only from `rng` (new scenes until one fits)."""
+    if category not in GENERATORS:
+        raise ValueError(f"unknown scene category {category!r} (known: {', '.join(SCENE_CATEGORIES)})")
+    while True:
+        scene = generate_scene(rng, size=size, require=SCENE_REQUIREMENTS.get(category, ()))
+        try:
+            question, answer, spec = generate_question(scene, category, rng)
+        except QueryError:
+            continue
+        return scene, question, answer, spec
