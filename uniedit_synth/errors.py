@@ -39,3 +39,7 @@ class AuthenticationFailed(UniEditError):
 
 class DiskFullError(OutputDirError):
     """The output filesystem is full or refused a write; the run stops and can be resumed later."""
+
+
+class ExportError(UniEditError):
+    """An export cannot run: the run dir is missing or not a run, the out dir is in the way, or an option is invalid."""

@@ -1,0 +1,253 @@
+"""`uniedit export`: turning a finished run into a training dataset (uniedit-jsonl, hf or bagel).
+
+``export_run`` reads a run directory, selects samples (``selection``), optionally computes edit masks
+(``masks``), hands every row to one format writer (one module per format) and writes into a staging directory
+next to ``out_dir`` that replaces ``out_dir`` only when the export is complete, so an interrupted export never
+leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from tqdm.auto import tqdm
+
+from ..errors import ExportError
+from ..records import Sample
+from .card import CardStats
+from .options import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS, ExportOptions
+from .run_reader import RunReader
+from .selection import PreferencePair, Selection, mask_and_weight, split_of
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("uniedit-jsonl", "hf", "bagel")
+SUMMARY_FILE = "export.json"
+
+__all__ = ["FORMATS", "ExportSummary", "ExportOptions", "PreferencePair", "export_run", "split_of"]
+
+
+class FormatWriter(Protocol):
+    """What export_run needs from a format module's writer."""
+
+    def add(self, sample: Sample, split: str, masked: tuple[np.ndarray, float] | None) -> None: ...
+
+    def add_pair(self, pair: PreferencePair, split: str) -> None: ...
+
+    def finish(self, stats: CardStats) -> list[Path]: ...
+
+
+class ExportSummary(BaseModel):
+    """What an export wrote (also saved as `<out>/export.json`)."""
+
+    format: str
+    run_dir: str
+    out_dir: str
+    rows: dict[str, int]
+    pairs: dict[str, int]
+    categories: dict[str, int]
+    skipped: dict[str, int]
+    unpaired_rejects: int = 0
+    rejects_without_edit: int = 0
+    with_masks: bool = False
+    files: list[str]
+    seconds: float
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def _writer(
+    fmt: str, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]
+) -> FormatWriter:
+    if fmt == "uniedit-jsonl":
+        from .uniedit_jsonl import UniEditJsonlWriter
+
+        return UniEditJsonlWriter(root, final_dir, options, run_info)
+    if fmt == "hf":
+        from .hf import HfWriter
+
+        return HfWriter(root, final_dir, options, run_info)
+    from .bagel import BagelWriter
+
+    return BagelWriter(root, final_dir, options, run_info)
+
+
+def _check_out_dir(out: Path, run_root: Path, overwrite: bool) -> None:
+    if out == run_root or out.is_relative_to(run_root) or run_root.is_relative_to(out):
+        raise ExportError(f"the export dir {out} must be outside the run dir {run_root} (and not contain it)")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is a file; choose a directory for the export")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ExportError(
+            f"{out} is not empty; pass --overwrite to replace a previous export, or choose another dir"
+        )
+    if not (out / SUMMARY_FILE).exists():
+        # --overwrite deletes the directory: only ever do that to something `uniedit export` made
+        raise ExportError(
+            f"{out} is not empty and is not a uniedit export (no {SUMMARY_FILE}); refusing to replace it"
+        )
+
+
+def _options(fmt: str, **values: Any) -> ExportOptions:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if values["shard_rows"] is None:
+        values["shard_rows"] = DEFAULT_SHARD_ROWS[fmt]
+    if values["row_group_rows"] is None:
+        values["row_group_rows"] = DEFAULT_ROW_GROUP_ROWS[fmt]
+    if values["categories"] is not None:
+        values["categories"] = tuple(values["categories"])
+    try:
+        options = ExportOptions(format=fmt, **values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ExportError(f"invalid export options: {problems}") from None
+    if fmt == "bagel" and options.include_rejects:
+        raise ExportError(
+            "the bagel format has no preference pairs; drop --include-rejects or export to hf/uniedit-jsonl"
+        )
+    if fmt == "bagel" and options.with_masks:
+        raise ExportError(
+            "BAGEL's trainer cannot use edit masks; drop --with-masks or export to hf/uniedit-jsonl"
+        )
+    return options
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    fmt: str,
+    *,
+    min_score: float | None = None,
+    categories: Iterable[str] | None = None,
+    include_rejects: bool = False,
+    val_fraction: float = 0.0,
+    shard_rows: int | None = None,
+    row_group_rows: int | None = None,
+    with_masks: bool = False,
+    mask_grid: int | tuple[int, int] | None = None,
+    weight_fn: str = "log",
+    bagel_data_dir: str | None = None,
+    bagel_name: str = "uniedit",
+    push_to_hub: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ExportSummary:
+    """Export the accepted samples of `run_dir` to `out_dir` in format `fmt` (one of FORMATS).
+
+    Filters: `min_score` (accepted samples with a lower or missing score are left out), `categories` (task
+    categories to keep). `include_rejects` adds preference pairs (see selection.py for who pairs with whom).
+    `val_fraction` sends a stable, id-hashed share of samples to a `validation` split. `shard_rows` rows per
+    output file and `row_group_rows` rows per parquet row group default per format (options.py).
+    `with_masks` computes an edit mask (at `mask_grid`, or full resolution) and a region weight (`weight_fn`)
+    per sample (uniedit-jsonl and hf). `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
+    `push_to_hub` (hf only) uploads the finished export to that dataset repo.
+    Raises ExportError for a missing or non-run `run_dir`, a non-empty `out_dir` without `overwrite`, an
+    unknown format or invalid options.
+    """
+    started = time.monotonic()
+    options = _options(
+        fmt,
+        min_score=min_score,
+        categories=categories,
+        include_rejects=include_rejects,
+        val_fraction=val_fraction,
+        shard_rows=shard_rows,
+        row_group_rows=row_group_rows,
+        with_masks=with_masks,
+        mask_grid=mask_grid,
+        weight_fn=weight_fn,
+        bagel_data_dir=bagel_data_dir,
+        bagel_name=bagel_name,
+    )
+    if push_to_hub and fmt != "hf":
+        raise ExportError("--push-to-hub works with the hf format only")
+    reader = RunReader(run_dir)
+    out = Path(out_dir).expanduser().resolve()
+    _check_out_dir(out, reader.root.resolve(), overwrite)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as exc:
+        raise ExportError(f"cannot create the export next to {out}: {exc.strerror or exc}") from exc
+    try:
+        summary = _export_into(staging, out, reader, options, progress)
+        summary.seconds = round(time.monotonic() - started, 3)
+        (staging / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n")
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %d rows of %s to %s (%s)", summary.total_rows, reader.root, out, fmt)
+    if push_to_hub:
+        from .hf import push_to_hub as upload
+
+        upload(out, push_to_hub)
+    return summary
+
+
+def _export_into(
+    staging: Path, out: Path, reader: RunReader, options: ExportOptions, progress: bool
+) -> ExportSummary:
+    writer = _writer(options.format, staging, out, options, reader.run_info())
+    selection = Selection(reader, options)
+    stats = CardStats()
+    with tqdm(
+        total=selection.candidate_count(),
+        desc=f"export {options.format}",
+        unit="row",
+        disable=None if progress else True,  # None: a bar on terminals only
+    ) as bar:
+        for sample, split in selection.samples():
+            masked = mask_and_weight(sample, options) if options.with_masks else None
+            writer.add(sample, split, masked)
+            stats.add(sample, split, masked[1] if masked else None)
+            bar.update(selection.rows_seen - bar.n)
+        for pair, split in selection.pairs():
+            writer.add_pair(pair, split)
+            stats.add_pair(pair, split)
+            bar.update(selection.rows_seen - bar.n)
+        bar.update(selection.rows_seen - bar.n)
+    files = writer.finish(stats)
+    return ExportSummary(
+        format=options.format,
+        run_dir=str(reader.root.resolve()),
+        out_dir=str(out),
+        rows={split: count for split, count in stats.rows.items() if count},
+        pairs={split: count for split, count in stats.pairs.items() if count},
+        categories=stats.categories(),
+        skipped=dict(selection.skipped),
+        unpaired_rejects=selection.unpaired_rejects,
+        rejects_without_edit=selection.rejects_without_edit,
+        with_masks=options.with_masks,
+        files=sorted(str(path.relative_to(staging)) for path in files),
+        seconds=0.0,
+    )
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Move the finished staging dir to out, replacing a previous export (already checked to be ours or empty)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

@@ -1,0 +1,49 @@
+"""The options of one export (filters, split, sharding, masks), validated once, shared by every format."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..masks import DEFAULT_DILATION, DEFAULT_MIN_COMPONENT_FRAC, DEFAULT_THRESHOLD
+from ..records import TASK_CATEGORIES
+
+SPLITS = ("train", "validation")
+
+#: rows per file when the caller does not say: JSONL is text only; parquet shards carry two images per row
+DEFAULT_SHARD_ROWS = {"uniedit-jsonl": 10_000, "hf": 500, "bagel": 1_000}
+#: rows per parquet row group: BAGEL hands row groups (not files) to its ranks × workers, so keep them small
+DEFAULT_ROW_GROUP_ROWS = {"uniedit-jsonl": 0, "hf": 100, "bagel": 32}
+
+
+class ExportOptions(BaseModel):
+    """Everything that decides which samples an export takes and how it lays them out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str
+    min_score: float | None = None
+    categories: tuple[str, ...] | None = None
+    include_rejects: bool = False
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    shard_rows: int = Field(..., gt=0)
+    row_group_rows: int = Field(..., ge=0)
+    with_masks: bool = False
+    mask_grid: int | tuple[int, int] | None = None
+    mask_threshold: float = DEFAULT_THRESHOLD
+    mask_dilation: int = Field(DEFAULT_DILATION, ge=0)
+    mask_min_component_frac: float = Field(DEFAULT_MIN_COMPONENT_FRAC, ge=0.0, le=1.0)
+    weight_fn: Literal["log", "linear", "exp_root", "quad_root"] = "log"
+    bagel_data_dir: str | None = None
+    bagel_name: str = "uniedit"
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(TASK_CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {', '.join(TASK_CATEGORIES)}")
+        return tuple(value)

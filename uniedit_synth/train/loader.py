@@ -1,0 +1,271 @@
+"""Torch datasets over a run dir or an `hf` export: source/target tensors, instruction, VQA pair, edit mask, weight.
+
+Two flavours over the same rows and the same item dicts:
+
+* ``EditPairDataset`` (map-style): random access by index; the DataLoader shuffles (``shuffle=True``). Each
+  access reads the parquet row group holding the row (a small per-process cache keeps the last few), so it is
+  cheap on exports with small row groups (hf: 100 rows) and slower on run shards written as one big group.
+* ``EditPairIterableDataset``: streams row groups in a seeded, per-epoch shuffled order (across all shards),
+  splits them between DataLoader workers (``get_worker_info``) and, if asked, between distributed ranks, and
+  shuffles rows within a buffer. Every row is yielded exactly once per epoch over all workers.
+
+Each item::
+
+    {"id": str, "source": float[3,H,W] in [-1, 1], "target": float[3,H,W] in [-1, 1],
+     "instruction": str, "question": str, "answer": str,
+     "mask": bool[h,w] (the edit mask at ``mask_grid``), "weight": float32 scalar (w of masks.region_weight)}
+
+The per-token/pixel weight map is ``torch.where(mask, weight, 1.0)``. Masks come from masks.edit_mask on the
+resized pair, or from the export's ``edit_mask`` column when it has one. Parquet files are opened lazily in
+whichever process reads them: nothing that holds a file handle is pickled to workers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from ..masks import (
+    DEFAULT_DILATION,
+    DEFAULT_MIN_COMPONENT_FRAC,
+    DEFAULT_THRESHOLD,
+    Grid,
+    WeightFn,
+    edit_mask,
+    mask_from_image,
+    max_pool,
+    region_weight,
+    to_rgb,
+)
+
+COLUMNS = ("id", "edit_instruction", "original_question", "original_answer", "source_image", "edited_image")
+OPTIONAL_COLUMNS = ("edit_mask",)
+
+
+def shard_files(path: str | Path, split: str = "train") -> list[Path]:
+    """The parquet files of a run dir (`data/shard-*.parquet`), an hf export (`data/<split>-*.parquet`), a
+    directory of parquet files, or a single parquet file."""
+    root = Path(path).expanduser()
+    if root.is_file():
+        return [root]
+    for pattern in ("data/shard-*.parquet", f"data/{split}-*.parquet", "*.parquet"):
+        files = sorted(root.glob(pattern))
+        if files:
+            return files
+    raise FileNotFoundError(
+        f"no parquet shards under {root} (looked for data/shard-*.parquet, data/{split}-*.parquet, *.parquet); "
+        "pass a run dir or an `uniedit export --format hf` dir"
+    )
+
+
+def _row_groups(files: list[Path]) -> list[tuple[str, int, int]]:
+    """(path, row group, rows) for every non-empty row group of the files."""
+    groups = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            if rows:
+                groups.append((str(path), group, rows))
+    return groups
+
+
+def _read_group(path: str, group: int) -> pa.Table:
+    with pq.ParquetFile(path) as parquet:
+        names = set(parquet.schema_arrow.names)
+        missing = [col for col in COLUMNS if col not in names]
+        if missing:
+            raise ValueError(f"{path} lacks columns {missing}: not a uniedit run shard or hf export")
+        columns = list(COLUMNS) + [col for col in OPTIONAL_COLUMNS if col in names]
+        return parquet.read_row_group(group, columns=columns)
+
+
+class EditItemTransform:
+    """A raw parquet row (undecoded image structs) → the training item dict."""
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = 256,
+        mask_grid: Grid | None = 16,
+        weight_fn: WeightFn = "log",
+        mask_threshold: float = DEFAULT_THRESHOLD,
+        mask_dilation: int = DEFAULT_DILATION,
+        mask_min_component_frac: float = DEFAULT_MIN_COMPONENT_FRAC,
+    ) -> None:
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        self.size = (int(width), int(height))  # PIL order
+        self.mask_grid = mask_grid
+        self.weight_fn = weight_fn
+        self.mask_threshold = mask_threshold
+        self.mask_dilation = mask_dilation
+        self.mask_min_component_frac = mask_min_component_frac
+
+    def _image(self, struct: dict[str, Any] | None, what: str, sample_id: str) -> Image.Image:
+        if not struct or struct.get("bytes") is None:
+            raise ValueError(f"sample {sample_id!r} has no {what} image bytes")
+        return to_rgb(struct["bytes"]).resize(self.size, Image.Resampling.BICUBIC)
+
+    @staticmethod
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        """[3,H,W] float32 in [-1, 1]."""
+        array = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        return array.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+    def _mask(self, row: dict[str, Any], source: Image.Image, target: Image.Image) -> np.ndarray:
+        stored = row.get("edit_mask")
+        if stored and stored.get("bytes") is not None:
+            mask = mask_from_image(stored["bytes"])
+            grid = self.mask_grid or (self.size[1], self.size[0])
+            return max_pool(mask, grid)
+        return edit_mask(
+            source,
+            target,
+            threshold=self.mask_threshold,
+            dilation=self.mask_dilation,
+            min_component_frac=self.mask_min_component_frac,
+            grid=self.mask_grid,
+        )
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        sample_id = row["id"]
+        source = self._image(row["source_image"], "source", sample_id)
+        target = self._image(row["edited_image"], "edited", sample_id)
+        mask = self._mask(row, source, target)
+        return {
+            "id": sample_id,
+            "source": self.to_tensor(source),
+            "target": self.to_tensor(target),
+            "instruction": row.get("edit_instruction") or "",
+            "question": row.get("original_question") or "",
+            "answer": row.get("original_answer") or "",
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)),
+            "weight": torch.tensor(region_weight(mask, self.weight_fn), dtype=torch.float32),
+        }
+
+
+class EditPairDataset(Dataset):
+    """Map-style dataset over every row of a run dir or hf export (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        split: str = "train",
+        transform: EditItemTransform | None = None,
+        cache_row_groups: int = 2,
+        **transform_options: Any,
+    ) -> None:
+        self.files = shard_files(path, split)
+        self.groups = _row_groups(self.files)
+        self.starts = [0]
+        for _path, _group, rows in self.groups:
+            self.starts.append(self.starts[-1] + rows)
+        self.transform = transform or EditItemTransform(**transform_options)
+        self.cache_row_groups = cache_row_groups
+        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def _table(self, unit: int) -> pa.Table:
+        if unit in self._cache:
+            self._cache.move_to_end(unit)
+            return self._cache[unit]
+        path, group, _rows = self.groups[unit]
+        table = _read_group(path, group)
+        self._cache[unit] = table
+        while len(self._cache) > self.cache_row_groups:
+            self._cache.popitem(last=False)
+        return table
+
+    def row(self, index: int) -> dict[str, Any]:
+        """The raw parquet row at index (images undecoded)."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} rows")
+        unit = bisect.bisect_right(self.starts, index) - 1
+        return self._table(unit).slice(index - self.starts[unit], 1).to_pylist()[0]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.transform(self.row(index))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()  # decoded tables stay in the process that read them
+        return state
+
+
+class EditPairIterableDataset(IterableDataset):
+    """Streaming dataset: row groups shuffled per epoch across all shards, split over workers (and ranks)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int = 0,
+        buffer_size: int = 64,
+        rank: int = 0,
+        world_size: int = 1,
+        transform: EditItemTransform | None = None,
+        **transform_options: Any,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.files = shard_files(path, split)
+        self.groups = _row_groups(self.files)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.buffer_size = max(1, buffer_size)
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.transform = transform or EditItemTransform(**transform_options)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the shuffle order (call before each epoch, as with DistributedSampler)."""
+        self.epoch = epoch
+
+    @property
+    def num_rows(self) -> int:
+        """Rows over all ranks and workers (a rank sees about 1/world_size of them per epoch)."""
+        return sum(rows for _path, _group, rows in self.groups)
+
+    def _my_groups(self) -> list[tuple[str, int, int]]:
+        groups = list(self.groups)
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(groups)
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        slots = self.world_size * workers
+        return groups[self.rank * workers + worker :: slots]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank * 101 + worker)
+        buffer: list[dict[str, Any]] = []
+        for path, group, _rows in self._my_groups():
+            for row in _read_group(path, group).to_pylist():
+                if not self.shuffle:
+                    yield self.transform(row)
+                    continue
+                buffer.append(row)
+                if len(buffer) >= self.buffer_size:
+                    yield self.transform(buffer.pop(rng.randrange(len(buffer))))
+        rng.shuffle(buffer)
+        for row in buffer:
+            yield self.transform(row)
