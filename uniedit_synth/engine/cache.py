@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..store import disk_error
+
 log = logging.getLogger(__name__)
 
 
@@ -59,12 +61,16 @@ class ResponseCache:
         header["_payload_sha256"] = hashlib.sha256(payload).hexdigest()
         line = json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n"
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(line)
-            fh.write(payload)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(line)
+                fh.write(payload)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise disk_error(exc, f"the response cache ({self.root})") from None
 
     @staticmethod
     def _decode(blob: bytes) -> CacheEntry | None:

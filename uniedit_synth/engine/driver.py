@@ -32,7 +32,7 @@ from ..errors import UniEditError
 from ..prompts import prompt_hashes
 from ..records import VQARecord
 from ..sources import open_source
-from ..store import RunDir, locked
+from ..store import RunDir, locked, summarise
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, ids_digest
 
@@ -186,7 +186,10 @@ class Driver:
         limiter: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
-            status = "budget_exhausted" if summary.stopped_by_budget else "finished"
+            exhausted = summarise(list(self.run_dir.latest_by_shard().values()))["reject_reasons"].get(
+                "budget_exhausted", 0
+            )
+            status = "budget_exhausted" if exhausted else "finished"
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
             raise
@@ -195,13 +198,17 @@ class Driver:
                 limiter = await runtime.coordinator.limiter_stats()
             await runtime.close()
             summary.elapsed_s = round(time.monotonic() - t0, 3)
-            totals = self.run_dir.write_stats(
-                {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                 "rate_limits": limiter}
-            )
             run_json["status"] = status
             run_json["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-            self.run_dir.write_run_json(run_json)
+            # best effort on the way out of a failure (a full disk must not hide the real error)
+            failed = status not in ("finished", "budget_exhausted")
+            with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
+                self.run_dir.write_stats(
+                    {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
+                     "rate_limits": limiter}
+                )
+                self.run_dir.write_run_json(run_json)
+        totals = summarise(list(self.run_dir.latest_by_shard().values()))
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
         summary.rejected = totals["rejected"]

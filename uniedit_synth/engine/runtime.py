@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from ..config import PipelineConfig
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 # environment a worker needs that is not a secret (keys reach local workers by inheritance, and on a real
 # cluster they are set on the nodes: they are never shipped through Ray's runtime_env, which Ray records)
 FORWARDED_ENV_PREFIXES = ("UNIEDIT_",)
+
+
+def remove_stale_temp_dirs() -> None:
+    """Delete Ray temp dirs left by killed runs (named after their driver's pid, which is gone)."""
+    for path in Path("/tmp").glob("uniedit-ray-*-*"):
+        pid = path.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class WorkerLost(Exception):
@@ -113,7 +122,8 @@ class RayRuntime:
                 if address:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
                 else:
-                    self._temp_dir = tempfile.mkdtemp(prefix="uniedit-ray-", dir="/tmp")
+                    remove_stale_temp_dirs()
+                    self._temp_dir = tempfile.mkdtemp(prefix=f"uniedit-ray-{os.getpid()}-", dir="/tmp")
                     ray.init(
                         address="local",
                         num_cpus=max(2, os.cpu_count() or 2),

@@ -47,7 +47,7 @@ def leaks_answer(instruction: str, *answers: str | None) -> str | None:
     for answer in answers:
         if not answer:
             continue
-        for form in answer_forms(answer):
+        for form in sorted(answer_forms(answer), key=lambda f: (-len(f), f)):
             if len(form) < 2 and not form.isdigit():
                 continue
             if f" {form} " in text or f" {form} " in digits:
