@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 import yaml
@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -88,7 +89,7 @@ def synth(
         "default", "--pipeline", "-p",
         help="Pipeline name from pipelines/ (default, uniedit, openai, local-vllm) or a path to a YAML file.",
     ),
-    source: Optional[str] = typer.Option(
+    source: str | None = typer.Option(
         None, "--source", "-s",
         help="VQA source, overriding the pipeline's: `scenes` (built-in offline world), "
         "`hf:<name or saved dir>[:config][@split]`, or a path to .parquet / .jsonl / .json / .csv / an image folder.",
@@ -96,34 +97,34 @@ def synth(
     out: Path = typer.Option(
         None, "--out", "-o", help="Output directory (default: runs/<pipeline name>). Re-run to resume."
     ),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=0, help="Read at most this many records."),
-    shard_size: Optional[int] = typer.Option(
+    limit: int | None = typer.Option(None, "--limit", "-n", min=0, help="Read at most this many records."),
+    shard_size: int | None = typer.Option(
         None, "--shard-size", min=1, help="Records per shard: the unit of work, resume and output files."
     ),
-    concurrency: Optional[int] = typer.Option(
+    concurrency: int | None = typer.Option(
         None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets all four stages)."
     ),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Number of shard workers (Ray actors)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the scene world, shuffling and builtin models."),
-    image_root: Optional[Path] = typer.Option(
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Number of shard workers (Ray actors)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for the scene world, shuffling and builtin models."),
+    image_root: Path | None = typer.Option(
         None, "--image-root", help="Folder that relative image paths in the source are resolved against."
     ),
-    preset: Optional[str] = typer.Option(
+    preset: str | None = typer.Option(
         None, "--preset", help="Column preset for the source (vqav2, gqa, aokvqa, scienceqa, textvqa, chartqa, clevr, llava)."
     ),
-    engine: Optional[str] = typer.Option(
+    engine: str | None = typer.Option(
         None, "--engine", help="`ray` (default; in-process unless --ray-address/RAY_ADDRESS) or `inline` (no Ray, for debugging)."
     ),
-    ray_address: Optional[str] = typer.Option(
+    ray_address: str | None = typer.Option(
         None, "--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting one (also RAY_ADDRESS)."
     ),
-    max_cost: Optional[float] = typer.Option(
+    max_cost: float | None = typer.Option(
         None, "--max-cost", min=0, help="Stop starting paid calls once this many USD are spent (resumable with a higher budget)."
     ),
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
-    settings: Optional[list[str]] = typer.Option(
+    settings: list[str] | None = typer.Option(
         None, "--set", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
     ),
@@ -134,9 +135,13 @@ def synth(
 ) -> None:
     """Synthesise Uni-Edit samples from a VQA source into an output directory (resumable).
 
-    Examples:\n
-      uniedit synth                                   # 300 records of the offline scene world\n
-      uniedit synth --source data/vqa.jsonl --image-root data/images --out runs/mine\n
+    Interrupt it at any time and run the same command again: finished shards are kept, partial ones are
+    redone from the response cache, and no model call that already returned is made (or paid) again.
+
+    \b
+    Examples:
+      uniedit synth                                  # 300 records of the offline scene world
+      uniedit synth --source vqa.jsonl --image-root images/ --out runs/mine
       uniedit synth --pipeline uniedit --source hf:./my_saved_vqa --max-cost 50
     """
     from .config import load_pipeline
@@ -198,6 +203,95 @@ def stats(
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
     print(format_stats(totals))
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="A run's output directory (from uniedit synth)."),
+    fmt: str = typer.Option(
+        ..., "--format", "-f",
+        help="uniedit-jsonl (the Uni-Edit-148k release layout: JSONL + image files), hf (parquet with HF Image "
+        "features + dataset card) or bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet).",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Export directory (must be new or empty, or use --overwrite)."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Keep accepted samples with aggregate score >= this."),
+    categories: str | None = typer.Option(
+        None, "--categories", help="Comma-separated task categories to keep, e.g. color,count,ocr."
+    ),
+    include_rejects: bool = typer.Option(
+        False, "--include-rejects",
+        help="Add preference pairs: an accepted edit (chosen) and a judged, rejected edit of the same record and "
+        "instruction (rejected), e.g. a failed first attempt (hf and uniedit-jsonl).",
+    ),
+    val_fraction: float = typer.Option(
+        0.0, "--val-fraction", min=0.0, max=0.5, help="Share of ids (stable, by id hash) put in a validation split."
+    ),
+    with_masks: bool = typer.Option(
+        False, "--with-masks", help="Compute UniWorld-V1 edit masks and region weights per sample (hf, uniedit-jsonl)."
+    ),
+    mask_grid: int | None = typer.Option(None, "--mask-grid", help="Max-pool masks to this latent grid (e.g. 32)."),
+    weight_fn: str = typer.Option("log", "--weight-fn", help="Region weight: log (w=log2(x)+1), linear, exp_root, quad_root."),
+    shard_rows: int | None = typer.Option(None, "--shard-rows", min=1, help="Rows per output file (default per format)."),
+    bagel_data_dir: str | None = typer.Option(
+        None, "--bagel-data-dir", help="bagel: the path where BAGEL will read the export (default: --out)."
+    ),
+    push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="hf: upload the export to this dataset repo id."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, or BAGEL)."""
+    from .export import FORMATS, export_run
+
+    _setup_logging(0, quiet)
+    if fmt not in FORMATS:
+        raise UniEditError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    summary = export_run(
+        run, out, fmt, min_score=min_score,
+        categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
+        include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
+        with_masks=with_masks, mask_grid=mask_grid, weight_fn=weight_fn, bagel_data_dir=bagel_data_dir,
+        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet,
+    )
+    rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
+    pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())
+    print(f"uniedit export: {summary.total_rows} samples ({rows}) -> {summary.out_dir} [{summary.format}]"
+          + (f"; preference pairs: {pairs}" if pairs else ""))
+    if summary.skipped:
+        print("  left out: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())))
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run's output directory."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report directory (default: <run>/report)."),
+    page_size: int = typer.Option(60, "--page-size", min=1, max=1000, help="Samples per gallery page."),
+    thumb_px: int = typer.Option(192, "--thumb-px", min=32, max=1024, help="Thumbnail size in pixels."),
+    no_rejects: bool = typer.Option(False, "--no-rejects", help="Leave rejected samples out of the gallery."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write a static HTML gallery of a run (opens from file://, no server): charts, filters, samples."""
+    from .report import build_report
+
+    _setup_logging(0, quiet)
+    index = build_report(run, out, page_size=page_size, thumb_px=thumb_px, include_rejects=not no_rejects,
+                         progress=not quiet)
+    print(f"uniedit report: open file://{index.resolve()}")
+
+
+@app.command()
+def inspect(
+    run: Path = typer.Argument(..., help="A run's output directory."),
+    sample_id: str = typer.Option(..., "--id", help="The sample id (see `uniedit report` or the parquet `id` column)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    scan_cache: bool = typer.Option(
+        False, "--scan-cache", help="For runs without a call index: match cache entries by content (a guess)."
+    ),
+) -> None:
+    """One sample with its prompts' versions, every call (cached or made), replies, attempts and costs."""
+    from .report import format_inspection, inspect_sample
+
+    info = inspect_sample(run, sample_id, scan_cache=scan_cache)
+    print(json.dumps(info, indent=2, sort_keys=True, default=str) if as_json else format_inspection(info))
 
 
 def format_stats(t: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The run's output directory: lock, run.json, manifest, atomic shard files and stats.json.
 
 Layout (DESIGN §5): `run.json`, `manifest.jsonl`, `data/shard-NNNNN.parquet`, `rejects/shard-NNNNN.parquet`,
-`cache/`, `stats.json`, and `.lock` while a run holds the directory. A shard file is written to a hidden
+`attempts/shard-NNNNN.parquet` (judged edits that failed before a retry: preference negatives), `cache/`, `stats.json`, and `.lock` while a run holds the directory. A shard file is written to a hidden
 temp name, fsynced and renamed, so a reader (or a resumed run) never sees half a shard; the manifest line
 is appended only after both of a shard's files are in place.
 """
@@ -168,13 +168,14 @@ class RunDir:
         self.stats_json = self.path / "stats.json"
         self.data_dir = self.path / "data"
         self.rejects_dir = self.path / "rejects"
+        self.attempts_dir = self.path / "attempts"
         self.cache_dir = self.path / "cache"
         self.lock = RunLock(self.path / ".lock")
 
     # -- opening ---------------------------------------------------------------------------------------
     def create_dirs(self) -> None:
         try:
-            for d in (self.path, self.data_dir, self.rejects_dir, self.cache_dir):
+            for d in (self.path, self.data_dir, self.rejects_dir, self.attempts_dir, self.cache_dir):
                 d.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_bytes(b"ok")
@@ -187,7 +188,7 @@ class RunDir:
     def clean_temp_files(self) -> int:
         """Remove temp files a killed run left behind (they are never read as shards)."""
         removed = 0
-        for d in (self.data_dir, self.rejects_dir, self.path):
+        for d in (self.data_dir, self.rejects_dir, self.attempts_dir, self.path):
             for tmp in d.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
                 removed += 1
@@ -226,7 +227,7 @@ class RunDir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         if self.manifest.exists():
             self.manifest.rename(self.path / f"manifest.{stamp}.jsonl")
-        for d in (self.data_dir, self.rejects_dir):
+        for d in (self.data_dir, self.rejects_dir, self.attempts_dir):
             for f in d.glob("shard-*.parquet"):
                 f.unlink()
         log.warning("config changed (%s): starting the shards over; the old manifest is kept as manifest.%s.jsonl",

@@ -55,6 +55,14 @@ class ResponseCache:
         self.hits += 1
         return entry
 
+    def peek(self, key: str) -> tuple[CacheEntry | None, bool]:
+        """Read an entry without side effects: (entry, exists). A corrupt entry is (None, True)."""
+        try:
+            blob = self.path_for(key).read_bytes()
+        except FileNotFoundError:
+            return None, False
+        return self._decode(blob), True
+
     def put(self, key: str, meta: dict[str, Any], payload: bytes = b"") -> None:
         header = dict(meta)
         header["_payload_len"] = len(payload)

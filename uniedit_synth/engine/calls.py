@@ -69,13 +69,24 @@ class Ledger:
     cache_hits: dict[str, int] = field(default_factory=dict)
     spent_now_usd: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: the edit attempt the next edit/judge calls belong to (set by the worker)
+    attempt: int | None = None
 
     def add(
-        self, stage: str, cost: float, latency: float, cached: bool, key: str = "", error: str | None = None
+        self,
+        stage: str,
+        cost: float,
+        latency: float,
+        cached: bool,
+        key: str = "",
+        error: str | None = None,
+        kind: str = "text",
+        model: str = "",
     ) -> None:
         self.events.append(
             {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
-             "error": error}
+             "error": error, "kind": kind, "model": model,
+             "attempt": self.attempt if stage in ("edit", "judge") else None}
         )
         self.cost_usd += cost
         self.latency_s += latency
@@ -141,7 +152,7 @@ class ModelCaller:
         hit = self.cache.get(key)
         if hit is not None:
             info = hit.meta.pop("_call")
-            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"))
+            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind, request.model)
             if "error" in info:
                 raise _FINAL_ERRORS[info["error"]](info["detail"])
             return hit.meta, hit.payload
@@ -156,12 +167,12 @@ class ModelCaller:
             code = next(name for name, cls in _FINAL_ERRORS.items() if isinstance(exc, cls))
             info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500]}
             self.cache.put(key, {"_call": info})
-            ledger.add(self.stage, 0.0, latency, False, key, code)
+            ledger.add(self.stage, 0.0, latency, False, key, code, kind, request.model)
             raise
         latency = time.monotonic() - started
         cost = price(self.prices, reply.model or request.model, reply.usage)
         await self.coordinator.spend(cost)
-        ledger.add(self.stage, cost, latency, False, key)
+        ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
         meta = reply.model_dump(exclude={"image"})
         payload = reply.image if isinstance(reply, EditReply) else b""
         self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency}}, payload)

@@ -22,12 +22,12 @@ from typing import Any
 from ..backends.registry import create_backend
 from ..config import PipelineConfig
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
+from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.classify import ClassifyStage
 from ..stages.edit import EditStage
 from ..stages.judge import JudgeStage
 from ..stages.rewrite import RewriteStage
-from ..sources import image_root_for
 from ..store import atomic_write_bytes, write_shard_table
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
@@ -119,7 +119,7 @@ class ShardProcessor:
             survivors = [i for i, outcome in enumerate(outcomes) if outcome is None]
             verdicts = await self.coordinator.admit(shard, [items[i].task_category or "others" for i in survivors])
             admitted: Counter = Counter()
-            for i, ok in zip(survivors, verdicts):
+            for i, ok in zip(survivors, verdicts, strict=True):
                 if ok:
                     admitted[items[i].task_category or "others"] += 1
                 else:
@@ -127,7 +127,7 @@ class ShardProcessor:
                     self._finish(i, items[i], self._reject(items[i], capped), outcomes)
             # phase 3: rewrite → edit ⇄ judge
             await asyncio.gather(
-                *(self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts) if ok)
+                *(self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts, strict=True) if ok)
             )
         finally:
             reporter.cancel()
@@ -173,6 +173,7 @@ class ShardProcessor:
             funnel["rewrite"]["out"] += 1
             accepted = False
             for attempt in range(self.config.stages.edit.max_attempts):
+                item.ledger.attempt = attempt
                 funnel["edit"]["in"] += 1
                 async with self._sems["edit"]:
                     await self.edit(item, attempt)
@@ -183,6 +184,11 @@ class ShardProcessor:
                 if accepted:
                     funnel["judge"]["out"] += 1
                     break
+                if attempt + 1 < self.config.stages.edit.max_attempts:
+                    # a judged failure before a retry: kept in attempts/ as a preference negative
+                    item.failed_attempts.append(
+                        self._sample(item, False, RejectReason.low_score, self.judge.failed_thresholds(item))
+                    )
             if not accepted:
                 raise Rejected(RejectReason.low_score, self.judge.failed_thresholds(item))
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
@@ -254,10 +260,12 @@ class ShardProcessor:
     ) -> dict[str, Any]:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
+        attempts = [failed for item in items for failed in item.failed_attempts]
         self._write_call_index(shard, items, samples)
         files = {
             "data": write_shard_table(self.out_dir, "data", shard, samples_to_table(accepted)),
             "rejects": write_shard_table(self.out_dir, "rejects", shard, samples_to_table(rejected)),
+            "attempts": write_shard_table(self.out_dir, "attempts", shard, samples_to_table(attempts)),
         }
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
@@ -298,7 +306,7 @@ class ShardProcessor:
     def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
         """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
         lines = []
-        for item, sample in zip(items, samples):
+        for item, sample in zip(items, samples, strict=True):
             for event in item.ledger.events:
                 lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
         index_dir = self.out_dir / "cache" / "index"

@@ -47,7 +47,8 @@ class RunReader:
             )
         # shard files appear by atomic rename (store.write_shard_table): whatever is listed is complete
         self.data_files = self.run_dir.shard_paths("data")
-        self.reject_files = self.run_dir.shard_paths("rejects")
+        # failed attempts of records accepted later are the natural preference negatives
+        self.reject_files = self.run_dir.shard_paths("rejects") + self.run_dir.shard_paths("attempts")
         if not self.data_files and not self.reject_files:
             raise ExportError(
                 f"run {self.root} has no finished shards yet (data/shard-*.parquet); nothing to export"

@@ -1,6 +1,7 @@
 """Which samples an export takes and where they go: filters, the stable train/validation split, preference pairs.
 
-Preference pairs (``include_rejects``): a pair is an accepted sample (chosen) and a reject of the **same id
+Preference pairs (``include_rejects``): a pair is an accepted sample (chosen) and a reject (from `rejects/` or
+`attempts/`, where the engine keeps judged attempts that failed before a retry) of the **same id
 and the same edit instruction** that reached the judge and so kept its edited image (rejected). Each such
 reject makes one pair, so an id with several judged rejects yields several pairs. What happens otherwise:
 

@@ -9,7 +9,7 @@ from typing import Any
 from ..config import PipelineConfig
 from ..engine.calls import Ledger, ModelCaller
 from ..prompts import Prompt, load_prompt
-from ..records import RejectReason, VQARecord
+from ..records import RejectReason, Sample, VQARecord
 
 
 class Rejected(Exception):
@@ -39,6 +39,8 @@ class WorkItem:
     attempts: int = 0
     ledger: Ledger = field(default_factory=Ledger)
     prompt_versions: dict[str, str] = field(default_factory=dict)
+    #: judged edits that failed before a later attempt (rows of attempts/, preference negatives)
+    failed_attempts: list[Sample] = field(default_factory=list)
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""The call index: one JSON line per backend call of a sample, so `inspect` can find the sample's cached replies.
+
+The response cache is keyed by sha256 of the full request (backends/base.py `request_key`), which cannot be
+recomputed from a finished sample. The engine (engine/worker.py) therefore writes, when it writes a shard,
+the calls its records made:
+
+    <run>/cache/index/shard-NNNNN.jsonl        (NNNNN = the shard number, as in data/shard-NNNNN.parquet)
+
+written atomically, so a redone shard replaces its file and a resumed run never lists a call twice. One JSON
+object per line, a sample's calls in the order they were made; blank lines are allowed; readers ignore unknown
+keys and skip a torn or malformed line:
+
+    {"id": "scenes/000123", "stage": "judge", "key": "<64 hex>", "cached": false, "cost_usd": 0.00123,
+     "latency_s": 1.84, "error": null, "attempt": 1, "kind": "text", "model": "gpt-4o-mini"}
+
+Required:
+- `id`        the sample id exactly as written to parquet (including a `~dupN` suffix).
+- `stage`     classify | rewrite | edit | judge.
+- `key`       the cache key; the reply is at `cache/<key[:2]>/<key>.entry`.
+Optional (shown when present):
+- `cached`    true when the reply came from the cache, false when the call was made now.
+- `cost_usd`, `latency_s`   what the ledger charged (a cached call at its original cost and latency).
+- `error`     null, or the final refusal cached for the call: safety_blocked | bad_request | malformed.
+- `attempt`   the edit attempt (0-based) an edit or judge call belongs to.
+- `seq`       the call's position among the sample's calls; default: its order in the file.
+- `kind`      the `request_key` kind, "text" or "edit".
+- `model`     the model that answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = Path("cache") / "index"
+
+
+class CallRecord(BaseModel):
+    """One line of the call index."""
+
+    id: str
+    stage: str
+    key: str
+    cached: bool = False
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    error: str | None = None
+    attempt: int | None = None
+    seq: int | None = None
+    kind: str | None = None
+    model: str | None = None
+
+
+def index_path(run_dir: Path, shard: int) -> Path:
+    return Path(run_dir) / INDEX_DIR / f"shard-{shard:05d}.jsonl"
+
+
+def read_call_index(run_dir: Path, shard: int, sample_id: str | None = None) -> list[CallRecord]:
+    """The calls of one shard (of one sample when given), in order; [] when the shard has no index.
+
+    A line without `seq` gets its position among its sample's lines.
+    """
+    counters: dict[str, int] = {}
+    calls = []
+    for call in _read_lines(index_path(run_dir, shard)):
+        position = counters.get(call.id, 0)
+        counters[call.id] = position + 1
+        if call.seq is None:
+            call.seq = position
+        if sample_id is None or call.id == sample_id:
+            calls.append(call)
+    return calls
+
+
+def iter_call_index(run_dir: Path) -> Iterator[CallRecord]:
+    """Every call of every indexed shard, shard by shard (one line in memory at a time)."""
+    for path in sorted((Path(run_dir) / INDEX_DIR).glob("shard-*.jsonl")):
+        yield from _read_lines(path)
+
+
+def has_call_index(run_dir: Path) -> bool:
+    return any((Path(run_dir) / INDEX_DIR).glob("shard-*.jsonl"))
+
+
+def _read_lines(path: Path) -> Iterator[CallRecord]:
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return
+    bad = 0
+    with handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                yield CallRecord.model_validate(json.loads(line))
+            except (ValueError, ValidationError):
+                bad += 1
+    if bad:
+        log.warning("%s: skipped %d malformed line(s)", path, bad)
