@@ -12,6 +12,7 @@ from typing import Any
 import typer
 import yaml
 
+from .config import Replace
 from .errors import UniEditError
 
 app = typer.Typer(
@@ -49,8 +50,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     """CLI flags → a nested dict merged over the pipeline YAML."""
     out: dict[str, Any] = {}
 
-    def put(path: str, value: Any) -> None:
-        if value is None:
+    def put(path: str, value: Any, explicit: bool = False) -> None:
+        if value is None and not explicit:  # a flag not given; `--set key=null` does clear a key
             return
         node = out
         *parents, leaf = path.split(".")
@@ -79,7 +80,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        put(key.strip(), value)
+        put(key.strip(), Replace(value) if isinstance(value, dict) else value, explicit=True)
     return out
 
 
@@ -322,7 +323,8 @@ def main() -> None:
     """Console entry point: user errors print one line (no traceback) and exit non-zero."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        app(standalone_mode=False)
+        # not standalone, click hands back a command's `typer.Exit(code)` as the return value
+        code = app(standalone_mode=False)
     except UniEditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -340,6 +342,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

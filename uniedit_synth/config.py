@@ -112,7 +112,8 @@ class EngineSpec(Strict):
     kind: Literal["ray", "inline"] = "ray"
     workers: int = Field(default=2, ge=1, le=1024)
     shard_size: int = Field(default=50, ge=1, le=1_000_000)
-    shards_in_flight_per_worker: int = Field(default=2, ge=1, le=64)
+    #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
+    shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None
 
 
@@ -248,10 +249,19 @@ def parse_pipeline(
         raise ConfigError(format_validation_error(exc, origin)) from None
 
 
+class Replace:
+    """An override value that replaces the base value instead of being merged into it (`--set k={}`)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, Replace):
+            out[key] = value.value
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = value

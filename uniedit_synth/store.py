@@ -331,7 +331,7 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
             stage: {**dict(funnel.get(stage, {})), "calls": calls.get(stage, 0), "cache_hits": hits.get(stage, 0)}
             for stage in ("validate", "classify", "rewrite", "edit", "judge")
         },
-        "cost_usd": round(cost, 6),
+        "cost_usd": round(cost, 8),  # rows and manifest keep 8 decimals: the ledger stays exact
         "shards_by_node": dict(nodes),
     }
 

@@ -171,11 +171,12 @@ class ModelCaller:
             raise
         latency = time.monotonic() - started
         cost = price(self.prices, reply.model or request.model, reply.usage)
-        await self.coordinator.spend(cost)
-        ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
         meta = reply.model_dump(exclude={"image"})
         payload = reply.image if isinstance(reply, EditReply) else b""
+        # persist first: the only window in which a kill loses a paid reply is this one write
         self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency}}, payload)
+        ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
+        await self.coordinator.spend(cost)
         return meta, payload
 
     async def _with_retries(self, kind: str, request: TextRequest | EditRequest) -> TextReply | EditReply:

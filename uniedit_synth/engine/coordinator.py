@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+REQUEST_LOG_SIZE = 10_000
 
 
 @dataclass
@@ -78,7 +80,8 @@ class Coordinator:
         self._pending: dict[int, list[str]] = {}
         self._waiters: dict[int, asyncio.Future] = {}
         self._node_shards: dict[str, list[int]] = defaultdict(list)
-        self._request_log: list[tuple[float, str]] = []
+        # the latest grants only (for tests and debugging): a run makes millions of calls
+        self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     # -- rate limits -------------------------------------------------------------------------------
     async def acquire(self, bucket: str, tokens: int = 0) -> float:
@@ -97,6 +100,11 @@ class Coordinator:
         if limiter is None:
             limiter = self._buckets[bucket] = Bucket(rpm=None, tpm=None)
         limiter.pause(time.monotonic(), seconds)
+
+    async def pauses(self) -> dict[str, float]:
+        """Seconds left of every active Retry-After pause, by bucket (workers poll this for unlimited buckets)."""
+        now = time.monotonic()
+        return {key: b.paused_until - now for key, b in self._buckets.items() if b.paused_until > now}
 
     async def limiter_stats(self) -> dict[str, Any]:
         return {
@@ -126,6 +134,7 @@ class Coordinator:
         p.accepted += delta.get("accepted", 0)
         p.rejected.update(delta.get("rejected", {}))
         p.cost_usd += delta.get("cost_usd", 0.0)
+        self._spent += delta.get("spent_usd", 0.0)  # money a worker summed locally (no budget to check)
         p.calls.update(delta.get("calls", {}))
         p.cache_hits.update(delta.get("cache_hits", {}))
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import platform
 import sys
 import time
@@ -164,7 +165,9 @@ class Driver:
         self.run_dir.write_run_json(run_json)
 
         finished = self.run_dir.latest_by_shard()
-        spent_before = sum(e.get("spent_usd", 0.0) for e in finished.values())
+        # each manifest line holds only what its invocation paid: a shard redone after a budget stop has
+        # several, and the budget counts them all (its latest line alone would forget the earlier money)
+        spent_before = sum(e.get("spent_usd", 0.0) for e in self.run_dir.manifest_entries())
         coordinator_args = {
             "rate_limits": {k: v.model_dump() for k, v in self.config.limits.rate_limits.items()},
             "max_cost_usd": self.config.limits.max_cost_usd,
@@ -220,7 +223,7 @@ class Driver:
     # -- the dispatch loop -------------------------------------------------------------------------------
     async def _dispatch(self, runtime: Any, source: Any, finished: dict[int, dict], summary: RunSummary) -> None:
         engine = self.config.engine
-        max_in_flight = runtime.workers * engine.shards_in_flight_per_worker
+        max_in_flight = runtime.workers * shards_per_worker(self.config)
         total = source.estimated_len()
         bar = tqdm(total=total, unit="rec", desc="synth", disable=not self.show_progress, dynamic_ncols=True,
                    file=sys.stderr)
@@ -267,6 +270,9 @@ class Driver:
             bar.close()
 
     def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries) -> None:
+        if self.log_format == "json":
+            self._emit({"event": "dispatch", "shard": shard, "records": len(records), "worker": worker,
+                        "retry": tries})
         task = asyncio.ensure_future(runtime.submit(worker, shard, records, exhausted))
         in_flight[task] = (shard, records, worker, tries)
         load[worker] += 1
@@ -283,7 +289,7 @@ class Driver:
                     raise UniEditError(f"shard {shard} failed {tries + 1} times: {exc}") from None
                 log.warning("%s; retrying it on a fresh worker", exc)
                 summary.shards_retried += 1
-                await runtime.replace_worker(worker)
+                await runtime.replace_worker(worker, exc.generation)
                 exhausted = not await runtime.coordinator.budget_left()
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
                 continue
@@ -321,6 +327,22 @@ class Driver:
     def _emit(self, payload: dict[str, Any]) -> None:
         self.stream.write(json.dumps(payload, sort_keys=True) + "\n")
         self.stream.flush()
+
+
+def shards_per_worker(config: PipelineConfig) -> int:
+    """How many shards a worker holds at once (unless engine.shards_in_flight_per_worker pins it).
+
+    A stage can keep its `concurrency` calls in flight only while records wait for it, and a record is in one
+    stage at a time; a shard's records also wait for each other after classify (the category-cap barrier)
+    and at its end. So a worker holds twice the stages' summed concurrency in records, plus one shard that
+    is classifying while the others finish. With 2 per worker (the old fixed value) and shards of 50, a
+    concurrency of 64 ran at 0.44 of its bound (benchmarks/throughput.py).
+    """
+    engine = config.engine
+    if engine.shards_in_flight_per_worker is not None:
+        return engine.shards_in_flight_per_worker
+    slots = sum(getattr(config.stages, stage).concurrency for stage in CAPABILITY)
+    return max(2, math.ceil(2 * slots / engine.shard_size) + 1)
 
 
 def iter_shards(source: Any, shard_size: int) -> Iterator[tuple[int, list[VQARecord]]]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,11 @@ def remove_stale_temp_dirs() -> None:
 class WorkerLost(Exception):
     """A worker process died while holding a shard; the shard is retried on a fresh worker."""
 
+    def __init__(self, message: str, worker: int, generation: int):
+        super().__init__(message)
+        self.worker = worker
+        self.generation = generation
+
 
 class InlineRuntime:
     kind = "inline"
@@ -52,7 +59,7 @@ class InlineRuntime:
     def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool):
         return self.processor.process(shard, records, exhausted)
 
-    async def replace_worker(self, worker: int) -> None:  # pragma: no cover - inline workers do not die alone
+    async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
 
     async def close(self) -> None:
@@ -60,10 +67,57 @@ class InlineRuntime:
 
 
 class RemoteCoordinator:
-    """Awaitable facade over the coordinator actor, so workers call it like the in-process one."""
+    """Awaitable facade over the coordinator actor, so workers call it like the in-process one.
 
-    def __init__(self, handle: Any):
+    A worker's facade (given `limited`, the rate-limited buckets) answers two per-call questions locally,
+    because an actor round trip per model call costs both processes real CPU and tells nothing new:
+    - `acquire` for a bucket with no configured limit: it waits only for a Retry-After pause, which this
+      worker knows at once when it hit the 429 itself, and learns from the coordinator (`pauses`, polled
+      at most every PAUSE_POLL_S) when another worker did;
+    - `budget_left` / `spend` when the run has no --max-cost: the money is summed here and sent with the
+      next progress report.
+    """
+
+    PAUSE_POLL_S = 0.2
+
+    def __init__(self, handle: Any, limited: frozenset[str] | None = None, budget: bool = True):
         self._handle = handle
+        self._limited = limited  # None: ask the coordinator about every bucket
+        self._budget = budget
+        self._paused: dict[str, float] = {}  # bucket -> local monotonic end of its pause
+        self._polled = -math.inf
+        self._unspent = 0.0
+
+    async def acquire(self, bucket: str, tokens: int = 0) -> float:
+        if self._limited is None or bucket in self._limited:
+            return await self._handle.acquire.remote(bucket, tokens)
+        now = time.monotonic()
+        if now - self._polled >= self.PAUSE_POLL_S:
+            self._polled = now  # one poll at a time; concurrent callers use what is known
+            for name, seconds in (await self._handle.pauses.remote()).items():
+                self._pause_locally(name, seconds)
+        return max(0.0, self._paused.get(bucket, 0.0) - time.monotonic())
+
+    async def pause(self, bucket: str, seconds: float) -> None:
+        self._pause_locally(bucket, seconds)
+        await self._handle.pause.remote(bucket, seconds)
+
+    def _pause_locally(self, bucket: str, seconds: float) -> None:
+        self._paused[bucket] = max(self._paused.get(bucket, 0.0), time.monotonic() + seconds)
+
+    async def budget_left(self) -> bool:
+        return True if not self._budget else await self._handle.budget_left.remote()
+
+    async def spend(self, usd: float) -> bool:
+        if not self._budget:
+            self._unspent += usd
+            return True
+        return await self._handle.spend.remote(usd)
+
+    async def report(self, delta: dict[str, Any]) -> None:
+        if self._unspent:
+            delta, self._unspent = {**delta, "spent_usd": self._unspent}, 0.0
+        await self._handle.report.remote(delta)
 
     def __getattr__(self, name: str):
         method = getattr(self._handle, name)
@@ -91,7 +145,9 @@ class _ShardWorkerActor:
         if self._processor is None:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
-            self._processor = ShardProcessor(config, out_dir, pipeline_hash, RemoteCoordinator(coordinator), label)
+            remote = RemoteCoordinator(coordinator, limited=frozenset(config.limits.rate_limits),
+                                       budget=config.limits.max_cost_usd is not None)
+            self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted)
 
     async def pid(self) -> int:
@@ -148,29 +204,36 @@ class RayRuntime:
             num_cpus=0, max_concurrency=1000, scheduling_strategy="SPREAD", max_restarts=0
         )
         self.workers = config.engine.workers
-        self._generation = 0
+        self._generations = [0] * self.workers
         self._actors = [self._new_actor(i) for i in range(self.workers)]
 
     def _new_actor(self, index: int):
-        self._generation += 1
-        label = f"ray-{index}.{self._generation}"
+        self._generations[index] += 1
+        label = f"ray-{index}.{self._generations[index]}"
         return self._actor_cls.remote(
             self._config_json, self._out_dir, self._hash, self.coordinator_handle, label, self._env
         )
 
     async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> dict[str, Any]:
         ray = self._ray
+        generation = self._generations[worker]
         try:
             return await self._actors[worker].process.remote(shard, records, exhausted)
         except ray.exceptions.RayActorError as exc:
-            raise WorkerLost(f"worker {worker} died while processing shard {shard}: {type(exc).__name__}") from None
+            raise WorkerLost(
+                f"worker {worker} died while processing shard {shard}: {type(exc).__name__}", worker, generation
+            ) from None
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):
                 raise cause from None
             raise
 
-    async def replace_worker(self, worker: int) -> None:
+    async def replace_worker(self, worker: int, generation: int) -> None:
+        """Start a fresh actor in slot `worker`, unless the actor that died was already replaced (several
+        shards in flight on one dead actor each report the loss)."""
+        if self._generations[worker] != generation:
+            return
         old = self._actors[worker]
         try:
             self._ray.kill(old, no_restart=True)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,6 +41,19 @@ STAGES = ("classify", "rewrite", "edit", "judge")
 CAPABILITY = {"classify": "text", "rewrite": "text", "edit": "edit", "judge": "text"}
 
 
+def node_label() -> str:
+    """Where this worker runs, for the manifest: $UNIEDIT_NODE_LABEL, else the host name, plus the Ray node id
+    inside a Ray worker (several Ray nodes can share a host, and the host name alone would merge them)."""
+    label = os.environ.get("UNIEDIT_NODE_LABEL")
+    if label:
+        return label
+    host = socket.gethostname()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return f"{host}/{ray.get_runtime_context().get_node_id()[:12]}"
+    return host
+
+
 def ids_digest(records: list[VQARecord]) -> str:
     digest = hashlib.sha256()
     for record in records:
@@ -62,7 +76,7 @@ class ShardProcessor:
         self.pipeline_hash = pipeline_hash
         self.coordinator = coordinator
         self.worker_label = worker_label
-        self.node = os.environ.get("UNIEDIT_NODE_LABEL") or socket.gethostname()
+        self.node = node_label()
         self.cache = ResponseCache(self.out_dir / "cache")
         self._backends: dict[tuple[str, str], Any] = {}
         callers: dict[str, ModelCaller] = {}

@@ -1,0 +1,184 @@
+"""Chaos run: SIGKILL `uniedit synth` at seeded random moments, restart it each time, and check nothing was lost.
+
+Prints a tally: kills, shards redone (dispatched by a killed invocation and finished by a later one), calls
+repeated (backend calls that had returned to the engine — their reply was in the response cache when the
+kill landed — and were made again: must be 0), calls lost in flight (the backend had answered but the kill
+landed before the engine stored the reply: the one unavoidable window, reported, not hidden), whether any
+partial parquet file was ever visible as a shard, and whether the final output equals an uninterrupted run
+with the same seed (same ids, same rows; only `latency_s`, wall-clock time, may differ).
+
+    python benchmarks/chaos.py --kills 10 --records 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parent.parent
+VOLATILE = {"latency_s"}
+
+
+def synth_args(records: int, engine: str) -> list[str]:
+    return [
+        "synth", "--engine", engine, "--limit", str(records), "--shard-size", "20", "--concurrency", "4",
+        "--log-format", "json", "--set", "backends.editor.options.latency_s=0.04",
+        "--set", "backends.text.options.latency_s=0.004",
+    ]
+
+
+def start(out: Path, args: list[str], call_log: Path, stdout: Path) -> subprocess.Popen:
+    env = {**os.environ, "UNIEDIT_CALL_LOG": str(call_log), "RAY_USAGE_STATS_ENABLED": "0"}
+    with open(stdout, "wb") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uniedit_synth.cli", *args, "--out", str(out)],
+            cwd=REPO, env=env, stdout=fh, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def rows(out: Path) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for kind in ("data", "rejects"):
+        for path in sorted((out / kind).glob("shard-*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                if row["id"] in found:
+                    raise AssertionError(f"duplicate id {row['id']}")
+                found[row["id"]] = {k: v for k, v in row.items() if k not in VOLATILE}
+    return found
+
+
+def unreadable_shards(out: Path) -> list[str]:
+    bad = []
+    for kind in ("data", "rejects", "attempts"):
+        for path in (out / kind).glob("shard-*.parquet"):
+            try:
+                pq.read_table(path)
+            except Exception:  # noqa: BLE001 - any failure means a partial file was visible
+                bad.append(str(path))
+    return bad
+
+
+def events(stdout: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in stdout.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # the line the kill cut off
+    return out
+
+
+def call_lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def calls(log: Path) -> Counter[str]:
+    return Counter(call_lines(log))
+
+
+def cached_keys(out: Path) -> set[str]:
+    return {path.stem for path in (out / "cache").glob("??/*.entry")}
+
+
+def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600, engine: str = "inline",
+              max_delay_s: float | None = None) -> dict[str, Any]:
+    """Kill moments are drawn uniformly from [0.3 s, max_delay_s] after each start (default: 25 % of the
+    uninterrupted run's time), so most invocations die mid-work rather than during start-up."""
+    args = synth_args(records, engine)
+    reference, chaotic = work / "reference", work / "chaos"
+    ref_log, chaos_log = work / "reference.calls", work / "chaos.calls"
+
+    t0 = time.monotonic()
+    proc = start(reference, args, ref_log, work / "reference.out")
+    if proc.wait() != 0:
+        raise RuntimeError("the reference run failed")
+    reference_s = time.monotonic() - t0
+
+    max_delay_s = max_delay_s or max(1.0, 0.25 * reference_s)
+    rng = random.Random(seed)
+    tally: dict[str, Any] = {"kills": 0, "shards_redone": 0, "unreadable_shards": [], "invocations": 0}
+    in_flight_at_kill: set[int] = set()
+    # per kill: how many calls had been logged, and which replies the engine had stored in its cache
+    kill_points: list[tuple[int, set[str]]] = []
+    while tally["kills"] < kills:
+        stdout = work / f"chaos-{tally['invocations']}.out"  # one file per invocation: json events
+        proc = start(chaotic, args, chaos_log, stdout)
+        tally["invocations"] += 1
+        try:
+            proc.wait(timeout=rng.uniform(0.3, max_delay_s))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            tally["kills"] += 1
+            kill_points.append((len(call_lines(chaos_log)), cached_keys(chaotic)))
+        else:
+            if proc.returncode != 0:
+                raise RuntimeError(f"invocation {tally['invocations']} failed with {proc.returncode}")
+            break  # it finished before the next kill
+        finished = [e for e in events(stdout) if e.get("event") in ("dispatch", "shard")]
+        dispatched = {e["shard"] for e in finished if e["event"] == "dispatch"}
+        done = {e["shard"] for e in finished if e["event"] == "shard"}
+        in_flight_at_kill |= dispatched - done
+        tally["unreadable_shards"] += unreadable_shards(chaotic)
+
+    final_out = work / "chaos-final.out"
+    proc = start(chaotic, args, chaos_log, final_out)
+    if proc.wait() != 0:
+        raise RuntimeError("the final (resumed) run failed")
+    tally["invocations"] += 1
+    tally["shards_redone"] = len(in_flight_at_kill)
+
+    ref_calls, chaos_calls = calls(ref_log), calls(chaos_log)
+    extra = chaos_calls - ref_calls
+    lines = call_lines(chaos_log)
+    repeated = 0
+    for line in extra:
+        first = lines.index(line)
+        # the first kill after this call was made: had the engine stored its reply by then?
+        stored = next((keys for logged, keys in kill_points if logged > first), set())
+        repeated += extra[line] if line.split("\t")[-1] in stored else 0
+    tally["calls_reference"] = sum(ref_calls.values())
+    tally["calls_chaos"] = sum(chaos_calls.values())
+    tally["calls_repeated"] = repeated
+    tally["calls_lost_in_flight"] = sum(extra.values()) - repeated
+    tally["calls_missing"] = sum((ref_calls - chaos_calls).values())
+    tally["same_output"] = rows(chaotic) == rows(reference)
+    tally["reference_s"] = round(reference_s, 2)
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--records", type=int, default=600)
+    parser.add_argument("--engine", choices=("inline", "ray"), default="inline")
+    parser.add_argument("--max-delay", type=float, default=None,
+                        help="latest kill moment after a start, seconds (default: 25%% of the uninterrupted run)")
+    args = parser.parse_args()
+    max_delay = args.max_delay
+    with tempfile.TemporaryDirectory(prefix="uniedit-chaos-") as tmp:
+        tally = run_chaos(Path(tmp), kills=args.kills, seed=args.seed, records=args.records, engine=args.engine,
+                          max_delay_s=max_delay)
+    print(json.dumps(tally, indent=2))
+    ok = tally["calls_repeated"] == 0 and tally["same_output"] and not tally["unreadable_shards"]
+    print("chaos: " + ("PASS" if ok else "FAIL")
+          + f" — {tally['kills']} kills, {tally['shards_redone']} shards redone, "
+          f"{tally['calls_repeated']} calls repeated, output identical: {tally['same_output']}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
