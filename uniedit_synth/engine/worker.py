@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,19 @@ def node_label() -> str:
     if ray is not None and ray.is_initialized():
         return f"{host}/{ray.get_runtime_context().get_node_id()[:12]}"
     return host
+
+
+async def gather_or_cancel(coros: Iterable[Awaitable[Any]]) -> None:
+    """Run a shard's records together. Records turn their own failures into rejects, so an exception here
+    ends the run (a rejected API key, a full disk): the other records are cancelled at once instead of
+    going on making paid calls, as plain `asyncio.gather` would let them."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def ids_digest(records: list[VQARecord]) -> str:
@@ -126,8 +140,8 @@ class ShardProcessor:
         reporter = asyncio.create_task(self._report_loop())
         try:
             # phase 1: validate + classify (cheap) for every record
-            await asyncio.gather(
-                *(self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items))
+            await gather_or_cancel(
+                self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items)
             )
             # phase 2: category caps, decided in shard order by the coordinator (deterministic)
             survivors = [i for i, outcome in enumerate(outcomes) if outcome is None]
@@ -140,8 +154,8 @@ class ShardProcessor:
                     capped = Rejected(RejectReason.category_capped, f"cap reached for {items[i].task_category}")
                     self._finish(i, items[i], self._reject(items[i], capped), outcomes)
             # phase 3: rewrite → edit ⇄ judge
-            await asyncio.gather(
-                *(self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts, strict=True) if ok)
+            await gather_or_cancel(
+                self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts, strict=True) if ok
             )
         finally:
             reporter.cancel()
