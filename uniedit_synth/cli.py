@@ -31,6 +31,7 @@ app = typer.Typer(
 
 EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted: finished shards are saved; run the same command again to resume"
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -329,7 +330,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted: finished shards are saved; run the same command again to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -342,6 +343,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
+        print(INTERRUPTED, file=sys.stderr)
     if isinstance(code, int) and code:
         sys.exit(code)
 

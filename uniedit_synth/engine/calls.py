@@ -71,6 +71,7 @@ class Ledger:
     events: list[dict[str, Any]] = field(default_factory=list)
     #: the edit attempt the next edit/judge calls belong to (set by the worker)
     attempt: int | None = None
+    _counted: set[str] = field(default_factory=set)
 
     def add(
         self,
@@ -83,6 +84,9 @@ class Ledger:
         kind: str = "text",
         model: str = "",
     ) -> None:
+        if cached and key in self._counted:
+            cost = 0.0  # the same reply used twice for one record (an identical retry) was paid once
+        self._counted.add(key)
         self.events.append(
             {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
              "error": error, "kind": kind, "model": model,

@@ -214,9 +214,9 @@ class ShardProcessor:
                     break
                 if attempt + 1 < self.config.stages.edit.max_attempts:
                     # a judged failure before a retry: kept in attempts/ as a preference negative
-                    item.failed_attempts.append(
-                        self._sample(item, False, RejectReason.low_score, self.judge.failed_thresholds(item))
-                    )
+                    snapshot = self._sample(item, False, RejectReason.low_score, self.judge.failed_thresholds(item))
+                    snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
+                    item.failed_attempts.append(snapshot)
             if not accepted:
                 raise Rejected(RejectReason.low_score, self.judge.failed_thresholds(item))
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
