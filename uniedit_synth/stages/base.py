@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
 from ..config import PipelineConfig
 from ..engine.calls import Ledger, ModelCaller
 from ..prompts import Prompt, load_prompt
@@ -57,3 +60,44 @@ class StageContext:
 
     def prompt(self, relative: str) -> Prompt:
         return load_prompt(self.prompts_dir, relative)
+
+    async def ask(
+        self,
+        stage: str,
+        item: WorkItem,
+        prompt: Prompt,
+        fields: dict[str, str],
+        *,
+        reply_model: type[ReplyT],
+        schema: dict[str, Any],
+        schema_name: str,
+        context: dict[str, Any],
+        failure: RejectReason,
+        images: list[bytes] | None = None,
+    ) -> ReplyT:
+        """One structured text call for `stage`: render the prompt (VQA text as delimited data), call the
+        model through the engine (cache, limits, retries, cost), validate the reply. A safety refusal becomes
+        a `safety_blocked` reject, any other failure a `failure` reject."""
+        item.prompt_versions[stage] = prompt.version
+        request = TextRequest(
+            task=stage,
+            model=self.models[stage],
+            system=prompt.system,
+            prompt=prompt.render(**fields),
+            images=images or [],
+            response_schema=schema,
+            schema_name=schema_name,
+            params=getattr(self.config.stages, stage).params,
+            context=context,
+        )
+        try:
+            reply = await self.callers[stage].text(request, item.ledger)
+            return reply_model.model_validate(reply.data)
+        except SafetyBlocked as exc:
+            raise Rejected(RejectReason.safety_blocked, f"{stage}: {exc}") from None
+        except (BackendError, ValidationError) as exc:
+            detail = str(exc) if isinstance(exc, MalformedReply) else str(exc).splitlines()[0]
+            raise Rejected(failure, f"{stage}: {detail}") from None
+
+
+ReplyT = TypeVar("ReplyT", bound=BaseModel)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
 from ..records import TASK_CATEGORIES, RejectReason
 from .base import Rejected, StageContext, WorkItem
 from .schemas import CLASSIFY_SCHEMA, ClassifyReply
@@ -25,31 +22,22 @@ class ClassifyStage:
             item.task_category = known or "others"
             item.process_answer = normalise_answer(record.answer)
         else:
-            prompt = self.ctx.prompt(self.spec.prompt or "classify.txt")
-            item.prompt_versions[self.name] = prompt.version
-            request = TextRequest(
-                task="classify",
-                model=self.ctx.models[self.name],
-                system=prompt.system,
-                prompt=prompt.render(question=record.question, answer=record.answer),
-                response_schema=CLASSIFY_SCHEMA,
+            parsed = await self.ctx.ask(
+                self.name,
+                item,
+                self.ctx.prompt(self.spec.prompt or "classify.txt"),
+                {"question": record.question, "answer": record.answer},
+                reply_model=ClassifyReply,
+                schema=CLASSIFY_SCHEMA,
                 schema_name="classification",
-                params=self.spec.params,
                 context={
                     "question": record.question,
                     "answer": record.answer,
                     "source_category": record.category,
                     "meta": record.meta,
                 },
+                failure=RejectReason.rewrite_failed,
             )
-            try:
-                reply = await self.ctx.callers[self.name].text(request, item.ledger)
-                parsed = ClassifyReply.model_validate(reply.data)
-            except SafetyBlocked as exc:
-                raise Rejected(RejectReason.safety_blocked, f"classify: {exc}") from None
-            except (BackendError, ValidationError) as exc:
-                detail = str(exc).splitlines()[0] if not isinstance(exc, MalformedReply) else str(exc)
-                raise Rejected(RejectReason.rewrite_failed, f"classify: {detail}") from None
             item.task_category = parsed.task_category
             item.process_answer = parsed.process_answer.strip() or normalise_answer(record.answer)
         if item.task_category in self.spec.drop_categories:

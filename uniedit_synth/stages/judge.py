@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-from ..backends.base import BackendError, SafetyBlocked, TextRequest
 from ..records import RejectReason
-from .base import Rejected, StageContext, WorkItem
+from .base import StageContext, WorkItem
 from .schemas import JUDGE_SCHEMA, JudgeReply
 
 
@@ -20,21 +17,19 @@ class JudgeStage:
     async def __call__(self, item: WorkItem) -> bool:
         """Score the item's current edit; returns whether it passes every threshold."""
         record = item.record
-        prompt = self.ctx.prompt(self.spec.prompt or "judge.txt")
-        item.prompt_versions[self.name] = prompt.version
-        request = TextRequest(
-            task="judge",
-            model=self.ctx.models[self.name],
-            system=prompt.system,
-            prompt=prompt.render(
-                instruction=item.instruction or "",
-                question=record.question,
-                process_answer=item.process_answer or "",
-            ),
-            images=[item.image, item.edited_image or b""],
-            response_schema=JUDGE_SCHEMA,
+        parsed = await self.ctx.ask(
+            self.name,
+            item,
+            self.ctx.prompt(self.spec.prompt or "judge.txt"),
+            {
+                "instruction": item.instruction or "",
+                "question": record.question,
+                "process_answer": item.process_answer or "",
+            },
+            reply_model=JudgeReply,
+            schema=JUDGE_SCHEMA,
             schema_name="judgement",
-            params=self.spec.params,
+            images=[item.image, item.edited_image or b""],
             context={
                 "instruction": item.instruction,
                 "edit_program": item.edit_program,
@@ -43,14 +38,8 @@ class JudgeStage:
                 "process_answer": item.process_answer,
                 "task_category": item.task_category,
             },
+            failure=RejectReason.judge_failed,
         )
-        try:
-            reply = await self.ctx.callers[self.name].text(request, item.ledger)
-            parsed = JudgeReply.model_validate(reply.data)
-        except SafetyBlocked as exc:
-            raise Rejected(RejectReason.safety_blocked, f"judge: {exc}") from None
-        except (BackendError, ValidationError) as exc:
-            raise Rejected(RejectReason.judge_failed, str(exc).splitlines()[0]) from None
         item.scores = {
             "instruction_following": parsed.instruction_following,
             "visual_quality": parsed.visual_quality,

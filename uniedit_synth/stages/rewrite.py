@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-from ..backends.base import BackendError, SafetyBlocked, TextRequest
 from ..prompts import Prompt
 from ..records import RejectReason
 from .base import Rejected, StageContext, WorkItem
@@ -32,22 +29,20 @@ class RewriteStage:
     async def __call__(self, item: WorkItem) -> WorkItem:
         record = item.record
         category = item.task_category or "others"
-        prompt = self.prompt_for(category)
-        item.prompt_versions[self.name] = prompt.version
-        request = TextRequest(
-            task="rewrite",
-            model=self.ctx.models[self.name],
-            system=prompt.system,
-            prompt=prompt.render(
-                question=record.question,
-                answer=record.answer,
-                process_answer=item.process_answer or "",
-                category=category,
-                aesthetics=self.aesthetics,
-            ),
-            response_schema=REWRITE_SCHEMA,
+        parsed = await self.ctx.ask(
+            self.name,
+            item,
+            self.prompt_for(category),
+            {
+                "question": record.question,
+                "answer": record.answer,
+                "process_answer": item.process_answer or "",
+                "category": category,
+                "aesthetics": self.aesthetics,
+            },
+            reply_model=RewriteReply,
+            schema=REWRITE_SCHEMA,
             schema_name="edit_instruction",
-            params=self.spec.params,
             context={
                 "question": record.question,
                 "answer": record.answer,
@@ -56,14 +51,8 @@ class RewriteStage:
                 "meta": record.meta,
                 "aesthetics": self.spec.aesthetics_directive or None,
             },
+            failure=RejectReason.rewrite_failed,
         )
-        try:
-            reply = await self.ctx.callers[self.name].text(request, item.ledger)
-            parsed = RewriteReply.model_validate(reply.data)
-        except SafetyBlocked as exc:
-            raise Rejected(RejectReason.safety_blocked, f"rewrite: {exc}") from None
-        except (BackendError, ValidationError) as exc:
-            raise Rejected(RejectReason.rewrite_failed, str(exc).splitlines()[0]) from None
         item.instruction = parsed.edit_instruction.strip()
         item.edit_program = parsed.edit_program
         if self.spec.leak_check:
