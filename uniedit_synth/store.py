@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from .errors import ConfigChangedError, DiskFullError, OutputDirError, RunLocked
 log = logging.getLogger(__name__)
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://, file:// (not C:/)
 
 
 def shard_name(index: int) -> str:
@@ -162,6 +164,12 @@ class RunDir:
     """Everything a run reads and writes in its output directory, except the cache (engine/cache.py)."""
 
     def __init__(self, path: str | os.PathLike[str]):
+        if URI_SCHEME.match(str(path)):  # `s3://b/x` arrives as `s3:/b/x` once it has been a Path
+            raise OutputDirError(
+                f"{path}: a run directory must be a filesystem path; object-storage URIs are not supported yet "
+                "(the run dir relies on POSIX renames and appends). Use a shared filesystem such as NFS on every "
+                "node, or mount the bucket with a FUSE filesystem that supports both (gcsfuse, s3fs), and pass its path"
+            )
         self.path = Path(path)
         self.run_json = self.path / "run.json"
         self.manifest = self.path / "manifest.jsonl"

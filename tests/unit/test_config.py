@@ -52,3 +52,12 @@ def test_hash_ignores_speed_settings_but_not_content():
     assert pipeline_hash(base, {}) != pipeline_hash(stricter, {})
     changes = diff_views(base.hashed_view(), stricter.hashed_view())
     assert changes == ["stages.judge.thresholds.coherence: 3.0 → 5.0"]
+
+
+def test_set_a_mapping_under_a_key_the_pipeline_lacks():
+    from uniedit_synth.cli import _overrides
+
+    # default.yaml has no `limits:`; `--set` replaces mappings, and that must work where there is nothing to replace
+    overrides = _overrides(settings=["limits.rate_limits={openai/gpt-4o: {rpm: 60}}"])
+    config = load_pipeline("default", overrides)
+    assert config.limits.rate_limits["openai/gpt-4o"].rpm == 60

@@ -199,10 +199,10 @@ class RayRuntime:
         self._config_json = config.model_dump_json()
         self._out_dir = out_dir
         self._hash = pipeline_hash
-        self._env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-        self._actor_cls = ray.remote(_ShardWorkerActor).options(
-            num_cpus=0, max_concurrency=1000, scheduling_strategy="SPREAD", max_restarts=0
-        )
+        # a node's label is its own (set where the node starts): the driver's would name every node alike
+        self._env = {k: v for k, v in os.environ.items()
+                     if k.startswith(FORWARDED_ENV_PREFIXES) and k != "UNIEDIT_NODE_LABEL"}
+        self._actor_cls = ray.remote(_ShardWorkerActor)
         self.workers = config.engine.workers
         self._generations = [0] * self.workers
         self._actors = [self._new_actor(i) for i in range(self.workers)]
@@ -210,9 +210,22 @@ class RayRuntime:
     def _new_actor(self, index: int):
         self._generations[index] += 1
         label = f"ray-{index}.{self._generations[index]}"
-        return self._actor_cls.remote(
+        options = {"num_cpus": 0, "max_concurrency": 1000, "max_restarts": 0}
+        return self._actor_cls.options(scheduling_strategy=self._placement(index), **options).remote(
             self._config_json, self._out_dir, self._hash, self.coordinator_handle, label, self._env
         )
+
+    def _placement(self, index: int) -> Any:
+        """Worker i goes to the i-th alive node with CPUs (round robin over the nodes alive now, so a lost
+        node's replacement goes to another). SPREAD alone is best effort, and so is a soft affinity: either
+        can put every worker on one node."""
+        nodes = sorted(n["NodeID"] for n in self._ray.nodes()
+                       if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
+        if len(nodes) < 2:
+            return "SPREAD"
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
     async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> dict[str, Any]:
         ray = self._ray

@@ -1,0 +1,115 @@
+"""Training loader speed: samples/s of the torch datasets (uniedit_synth.train.loader) with 0 and 2 DataLoader
+workers, side by side with a raw decode of the same rows (pyarrow read + PIL decode of both images).
+
+The rows come from an offline builtin run made first (accepted samples in data/). One epoch over every row
+per measurement, after one warm-up epoch (page cache, imports, and the start of the workers, which are
+persistent). The datasets do more than the raw decode: they resize both images to --size, turn them into
+[-1, 1] tensors and compute the edit mask and region weight; the map-style one, shuffled, also reads a whole
+row group (up to 64 rows in a run shard) for each row it misses in its small cache.
+
+    python benchmarks/loader.py                       # ~500 rows of 256 px scenes, items at 256 px
+    python benchmarks/loader.py --records 1000 --size 512 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import run_synth  # noqa: E402
+
+
+def raw_decode(files: list[Path]) -> int:
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rows = 0
+    for path in files:
+        table = pq.read_table(path, columns=["id", "edit_instruction", "source_image", "edited_image"])
+        for column in ("source_image", "edited_image"):
+            for struct in table.column(column).to_pylist():
+                with Image.open(io.BytesIO(struct["bytes"])) as image:
+                    image.convert("RGB").load()
+        rows += table.num_rows
+    return rows
+
+
+def epoch(loader) -> int:
+    rows = 0
+    for batch in loader:
+        rows += len(batch["id"])
+    return rows
+
+
+def timed(fn, repeats: int) -> tuple[float, int]:
+    fn()  # warm-up
+    best = float("inf")
+    rows = 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rows = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=600, help="records of the builtin run (~85%% accepted)")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the scene images in the run (px)")
+    parser.add_argument("--size", type=int, default=256, help="item image size (the datasets resize to it)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers values")
+    parser.add_argument("--repeats", type=int, default=2, help="timed epochs per measurement (best is kept)")
+    parser.add_argument("--run", type=Path, default=None, help="use this run dir instead of making one")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the run goes (default: a temp dir)")
+    args = parser.parse_args()
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from uniedit_synth.train.loader import EditPairDataset, EditPairIterableDataset, shard_files
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="uniedit-loader-", dir=args.workdir) as tmp:
+        run = args.run
+        if run is None:
+            run = Path(tmp) / "run"
+            print(f"making a {args.records}-record run ...", file=sys.stderr, flush=True)
+            run_synth(["--out", str(run), "--limit", str(args.records), "--engine", "inline",
+                       "--set", f"source.options.image_size={args.image_size}"], sample=False)
+        files = shard_files(run)
+        results = []
+        seconds, rows = timed(lambda: raw_decode(files), args.repeats)
+        results.append(("raw: pyarrow read + PIL decode of both images", 0, rows, seconds))
+        for workers in args.workers:
+            for name, make in (
+                ("EditPairDataset (map-style, shuffle)",
+                 lambda w: DataLoader(EditPairDataset(run, image_size=args.size), batch_size=args.batch_size,
+                                      shuffle=True, num_workers=w, persistent_workers=w > 0,
+                                      generator=torch.Generator().manual_seed(0))),
+                ("EditPairIterableDataset (streaming)",
+                 lambda w: DataLoader(EditPairIterableDataset(run, image_size=args.size), batch_size=args.batch_size,
+                                      num_workers=w, persistent_workers=w > 0)),
+            ):
+                loader = make(workers)
+                seconds, rows = timed(lambda loader=loader: epoch(loader), args.repeats)
+                results.append((name, workers, rows, seconds))
+
+    raw_rate = results[0][2] / results[0][3]
+    print(f"loader benchmark: {results[0][2]} rows ({args.image_size} px in the run), items at {args.size} px, "
+          f"batch {args.batch_size}, {os.cpu_count()} cores, torch threads 1; best of {args.repeats} epochs")
+    print(f"{'what':<48} {'workers':>7} {'rows':>6} {'seconds':>8} {'samples/s':>10} {'vs raw':>7}")
+    for name, workers, rows, seconds in results:
+        rate = rows / seconds
+        print(f"{name:<48} {workers:>7} {rows:>6} {seconds:>8.2f} {rate:>10.0f} {rate / raw_rate:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
