@@ -363,3 +363,13 @@ def test_programs_exist_for_scenes_of_look_alike_objects() -> None:
             program = prog.scene_program(scene, spec, random.Random(seed), avoid=answer)
             results = [prog.apply_branch(scene, program, b).model_dump() for b in (True, False)]
             assert scene.model_dump() not in results and results[0] != results[1]
+
+
+def test_deferred_render_gives_the_same_image_in_validation() -> None:
+    from uniedit_synth.config import InputPolicy
+    from uniedit_synth.sources.validate import validate_record
+
+    eager = ScenesSource(count=3, seed=2).record(2)
+    lazy = ScenesSource(count=3, seed=2, defer_render=True).record(2)
+    assert lazy.image is None and lazy.id == eager.id
+    assert validate_record(lazy, InputPolicy()).image == validate_record(eager, InputPolicy()).image

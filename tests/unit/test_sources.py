@@ -757,7 +757,10 @@ def test_scenes_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = SourceSpec(spec="scenes", options={"image_size": 128, "shuffle_buffer": 10})
     assert len(read(spec, seed=3, limit=5)) == 5
     read(SourceSpec(spec="scenes"), seed=4)
-    assert calls == [{"count": 5, "seed": 3, "image_size": 128}, {"count": 300, "seed": 4}]
+    assert calls == [
+        {"count": 5, "seed": 3, "defer_render": True, "image_size": 128},
+        {"count": 300, "seed": 4, "defer_render": True},
+    ]
 
 
 # ------------------------------------------------------------------------------------ order and caps

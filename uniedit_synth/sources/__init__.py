@@ -96,7 +96,7 @@ def _open_scenes(spec: SourceSpec, *, seed: int, limit: int | None) -> Source:
 
     options = {k: v for k, v in spec.options.items() if k not in COMMON_OPTIONS}
     try:
-        return ScenesSource(count=limit or 300, seed=seed, **options)
+        return ScenesSource(count=limit or 300, seed=seed, defer_render=True, **options)
     except TypeError as exc:
         raise SourceError(f"scenes: invalid source.options ({exc})") from None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..config import InputPolicy
 from ..images import ImageRejected, load_image_bytes, normalise_image
 from ..records import VQARecord
+from .scenes import render_record_image
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -42,6 +43,8 @@ def validate_record(
             raw = record.image
         elif record.image_path:
             raw = load_image_bytes(record.image_path, image_root=image_root, policy=policy)
+        elif (rendered := render_record_image(record.meta)) is not None:
+            raw = rendered  # the offline world renders in the worker (ScenesSource defer_render)
         else:
             raise InvalidInput("no image")
         image = normalise_image(raw, policy)
