@@ -10,6 +10,7 @@ from ..records import VQARecord
 from ..scenes.questions import SCENE_CATEGORIES, generate_vqa
 from ..scenes.render import render_png
 from ..scenes.world import Scene
+from .base import Source
 
 
 def render_record_image(meta: dict) -> bytes | None:
@@ -17,7 +18,6 @@ def render_record_image(meta: dict) -> bytes | None:
     if meta.get("world") != "scenes" or "scene" not in meta:
         return None
     return render_png(Scene.model_validate(meta["scene"]))
-from .base import Source
 
 
 class ScenesSource(Source):
