@@ -20,6 +20,7 @@ import json
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -363,6 +364,12 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024  # benchmarks open hundreds of connections at once
     allow_reuse_address = True
     fake: FakeServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout, closed pool) resets its connection: expected here, not an error."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeServer:
