@@ -189,10 +189,8 @@ class Driver:
         limiter: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
-            exhausted = summarise(list(self.run_dir.latest_by_shard().values()))["reject_reasons"].get(
-                "budget_exhausted", 0
-            )
-            status = "budget_exhausted" if exhausted else "finished"
+            totals = summarise(list(self.run_dir.latest_by_shard().values()))
+            status = "budget_exhausted" if totals["reject_reasons"].get("budget_exhausted") else "finished"
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
             raise
@@ -211,7 +209,6 @@ class Driver:
                      "rate_limits": limiter}
                 )
                 self.run_dir.write_run_json(run_json)
-        totals = summarise(list(self.run_dir.latest_by_shard().values()))
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
         summary.rejected = totals["rejected"]
