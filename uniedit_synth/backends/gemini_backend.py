@@ -14,10 +14,8 @@ null keeps the model's choice), `image_size` (default "1K") and `response_modali
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
@@ -27,7 +25,6 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from ..config import BackendSpec
 from ..errors import BackendConfigError
 from .base import (
     AuthError,
@@ -43,8 +40,8 @@ from .base import (
     TextRequest,
     Usage,
 )
+from .provider import ProviderBackend
 from .replies import (
-    Redactor,
     duration_seconds,
     image_mime,
     json_instructions,
@@ -92,25 +89,12 @@ def _enum_name(value: Any) -> str:
     return str(getattr(value, "value", value)).upper()
 
 
-class _GeminiBase:
+class _GeminiBase(ProviderBackend[genai.Client]):
     """Client construction, key handling, parameter mapping and error mapping shared by text and edit."""
 
     name: ClassVar[str] = "gemini"
-
-    def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
-        self.spec = spec
-        self.seed = seed
-        self.model = spec.model
-        self.provider: str = "gemini"
-        unknown = set(spec.options) - _KNOWN_OPTIONS
-        if unknown:
-            raise BackendConfigError(
-                f"backend gemini ({spec.model}): unknown option(s) {sorted(unknown)}; known: {sorted(_KNOWN_OPTIONS)}"
-            )
-        self._api_key = self._resolve_key()
-        self._redact = Redactor([self._api_key])
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, genai.Client]
-        self._clients = weakref.WeakKeyDictionary()
+    known_options = _KNOWN_OPTIONS
+    provider: str = "gemini"
 
     def _resolve_key(self) -> str:
         names = [self.spec.api_key_env] if self.spec.api_key_env else ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
@@ -123,32 +107,22 @@ class _GeminiBase:
             + " or ".join(names)
         )
 
-    def _client(self) -> genai.Client:
-        """One client per event loop: an httpx pool must not be shared across loops (Ray actors, tests)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            options = types.HttpOptions(
-                base_url=self.spec.base_url or None,
-                api_version=str(self.spec.options.get("api_version", "v1beta")),
-                timeout=int(self.spec.timeout_s * 1000),  # milliseconds
-                retry_options=None,  # no SDK retries: the engine's retry layer decides
-            )
-            pool = self.spec.options.get("max_connections")
-            if pool:
-                limits = httpx2.Limits(max_connections=int(pool), max_keepalive_connections=int(pool))
-                options.async_client_args = {"limits": limits}
-            client = genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
-            self._clients[loop] = client
-        return client
+    def _make_client(self) -> genai.Client:
+        options = types.HttpOptions(
+            base_url=self.spec.base_url or None,
+            api_version=str(self.spec.options.get("api_version", "v1beta")),
+            timeout=int(self.spec.timeout_s * 1000),  # milliseconds
+            retry_options=None,  # no SDK retries: the engine's retry layer decides
+        )
+        pool = self.spec.options.get("max_connections")
+        if pool:
+            limits = httpx2.Limits(max_connections=int(pool), max_keepalive_connections=int(pool))
+            options.async_client_args = {"limits": limits}
+        return genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
 
-    async def aclose(self) -> None:
-        """Close this loop's client; clients of other loops are dropped (they cannot be awaited here)."""
-        clients, self._clients = self._clients, weakref.WeakKeyDictionary()
-        client = clients.get(asyncio.get_running_loop())
-        if client is not None:
-            await client.aio.aclose()
-            client.close()
+    async def _close_client(self, client: genai.Client) -> None:
+        await client.aio.aclose()
+        client.close()
 
     def _config(self, params: dict[str, Any], **fixed: Any) -> types.GenerateContentConfig:
         values: dict[str, Any] = {}

@@ -12,13 +12,11 @@ structured outputs are off), `image_detail` ("auto" | "low" | "high"; detail of 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import inspect
 import logging
 import os
-import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
@@ -43,8 +41,8 @@ from .base import (
     TextRequest,
     Usage,
 )
+from .provider import ProviderBackend
 from .replies import (
-    Redactor,
     image_mime,
     json_instructions,
     parse_reply,
@@ -108,32 +106,21 @@ def strict_schema(schema: Any) -> Any:
     return out
 
 
-class _OpenAIBase:
+class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
     """Client construction, key handling and error mapping shared by the text and edit backends."""
 
     name: ClassVar[str] = "openai"
+    known_options = _KNOWN_OPTIONS
 
     def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
-        self.spec = spec
-        self.seed = seed
-        self.model = spec.model
         compatible = self.name == "openai-compatible" or spec.type == "openai-compatible"
         self.provider: str = "openai-compatible" if compatible else "openai"
-        unknown = set(spec.options) - _KNOWN_OPTIONS
-        if unknown:
-            raise BackendConfigError(
-                f"backend {spec.type} ({spec.model}): unknown option(s) {sorted(unknown)}; "
-                f"known: {sorted(_KNOWN_OPTIONS)}"
-            )
-        self._api_key = self._resolve_key()
-        self._redact = Redactor([self._api_key])
+        super().__init__(spec, seed)
         self._base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL") or None
         if self.provider == "openai-compatible" and not self._base_url:
             raise BackendConfigError(
                 f"backend openai-compatible ({spec.model}) needs base_url (e.g. http://127.0.0.1:8000/v1)"
             )
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncOpenAI]
-        self._clients = weakref.WeakKeyDictionary()
 
     def _resolve_key(self) -> str:
         env = self.spec.api_key_env or "OPENAI_API_KEY"
@@ -148,28 +135,18 @@ class _OpenAIBase:
             )
         return "not-needed"
 
-    def _client(self) -> AsyncOpenAI:
-        """One client per event loop: an httpx pool must not be shared across loops (Ray actors, tests)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self._base_url,
-                organization=self.spec.options.get("organization"),
-                project=self.spec.options.get("project"),
-                max_retries=0,  # the engine retries (and honours Retry-After cluster-wide)
-                timeout=self.spec.timeout_s,
-            )
-            self._clients[loop] = client
-        return client
+    def _make_client(self) -> AsyncOpenAI:
+        return AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            organization=self.spec.options.get("organization"),
+            project=self.spec.options.get("project"),
+            max_retries=0,  # the engine retries (and honours Retry-After cluster-wide)
+            timeout=self.spec.timeout_s,
+        )
 
-    async def aclose(self) -> None:
-        """Close this loop's client; clients of other loops are dropped (they cannot be awaited here)."""
-        clients, self._clients = self._clients, weakref.WeakKeyDictionary()
-        client = clients.get(asyncio.get_running_loop())
-        if client is not None:
-            await client.close()
+    async def _close_client(self, client: AsyncOpenAI) -> None:
+        await client.close()
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         try:
