@@ -63,6 +63,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     put("source.spec", flags.get("source"))
     put("source.image_root", flags.get("image_root"))
     put("source.preset", flags.get("preset"))
+    put("source.shuffle", flags.get("shuffle") or None)
     put("limit", flags.get("limit"))
     put("seed", flags.get("seed"))
     put("engine.shard_size", flags.get("shard_size"))
@@ -96,8 +97,10 @@ def synth(
         help="VQA source, overriding the pipeline's: `scenes` (built-in offline world), "
         "`hf:<name or saved dir>[:config][@split]`, or a path to .parquet / .jsonl / .json / .csv / an image folder.",
     ),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Output directory (default: runs/<pipeline name>). Re-run to resume."
+    out: str | None = typer.Option(
+        None, "--out", "-o",
+        help="Output directory (default: runs/<pipeline name>), or a pyarrow filesystem URI such as "
+        "s3://bucket/prefix. Re-run to resume.",
     ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=0, help="Read at most this many records."),
     shard_size: int | None = typer.Option(
@@ -113,6 +116,9 @@ def synth(
     ),
     preset: str | None = typer.Option(
         None, "--preset", help="Column preset for the source (vqav2, gqa, aokvqa, scienceqa, textvqa, chartqa, clevr, llava)."
+    ),
+    shuffle: bool = typer.Option(
+        False, "--shuffle", help="Shuffle the source deterministically with --seed (a larger --limit only appends)."
     ),
     engine: str | None = typer.Option(
         None, "--engine", help="`ray` (default; in-process unless --ray-address/RAY_ADDRESS) or `inline` (no Ray, for debugging)."
@@ -148,6 +154,7 @@ def synth(
     """
     from .config import load_pipeline
     from .engine.driver import run_synth
+    from .runfs import is_uri, redact_location
 
     _setup_logging(verbose, quiet)
     if log_format not in ("text", "json"):
@@ -155,16 +162,17 @@ def synth(
     if engine not in (None, "ray", "inline"):
         raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
     overrides = _overrides(
-        source=source, image_root=str(image_root) if image_root else None, preset=preset, limit=limit,
+        source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
         max_cost=max_cost, concurrency=concurrency, settings=settings,
     )
     config = load_pipeline(pipeline, overrides)
-    out_dir = out or Path("runs") / config.name
+    location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / config.name)
     summary = run_synth(
-        config, str(out_dir), force_new_config=force_new_config, log_format=log_format,
+        config, location, force_new_config=force_new_config, log_format=log_format,
         progress=not (no_progress or quiet),
     )
+    out_dir = redact_location(location)  # a URI is shown without keys or query
     if log_format == "json":
         print(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True))
     elif not quiet:
@@ -191,15 +199,15 @@ def synth(
 
 @app.command()
 def stats(
-    run: Path = typer.Argument(..., help="A run's output directory."),
+    run: str = typer.Argument(..., help="A run's output directory or URI."),
     as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
 ) -> None:
     """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
     from .store import RunDir, summarise
 
     run_dir = RunDir(run)
-    if not run_dir.manifest.exists() and not run_dir.run_json.exists():
-        raise UniEditError(f"{run} is not a uniedit run directory (no manifest.jsonl or run.json)")
+    if not run_dir.is_run():
+        raise UniEditError(f"{run_dir.display} is not a uniedit run directory (no manifest or run.json)")
     totals = summarise(list(run_dir.latest_by_shard().values()))
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
@@ -209,7 +217,7 @@ def stats(
 
 @app.command("export")
 def export_cmd(
-    run: Path = typer.Argument(..., help="A run's output directory (from uniedit synth)."),
+    run: str = typer.Argument(..., help="A run's output directory or URI (from uniedit synth)."),
     fmt: str = typer.Option(
         ..., "--format", "-f",
         help="uniedit-jsonl (the Uni-Edit-148k release layout: JSONL + image files), hf (parquet with HF Image "
@@ -264,8 +272,10 @@ def export_cmd(
 
 @app.command()
 def report(
-    run: Path = typer.Argument(..., help="A run's output directory."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report directory (default: <run>/report)."),
+    run: str = typer.Argument(..., help="A run's output directory or URI."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report directory (default: <run>/report; required for a run on a URI)."
+    ),
     page_size: int = typer.Option(60, "--page-size", min=1, max=1000, help="Samples per gallery page."),
     thumb_px: int = typer.Option(192, "--thumb-px", min=32, max=1024, help="Thumbnail size in pixels."),
     no_rejects: bool = typer.Option(False, "--no-rejects", help="Leave rejected samples out of the gallery."),
@@ -282,7 +292,7 @@ def report(
 
 @app.command()
 def inspect(
-    run: Path = typer.Argument(..., help="A run's output directory."),
+    run: str = typer.Argument(..., help="A run's output directory or URI."),
     sample_id: str = typer.Option(..., "--id", help="The sample id (see `uniedit report` or the parquet `id` column)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     scan_cache: bool = typer.Option(

@@ -4,19 +4,24 @@ Layout (DESIGN §5): `run.json`, `manifest.jsonl`, `data/shard-NNNNN.parquet`, `
 `attempts/shard-NNNNN.parquet` (judged edits that failed before a retry: preference negatives), `cache/`, `stats.json`, and `.lock` while a run holds the directory. A shard file is written to a hidden
 temp name, fsynced and renamed, so a reader (or a resumed run) never sees half a shard; the manifest line
 is appended only after both of a shard's files are in place.
+
+On object storage (any pyarrow filesystem URI; runfs.py) a file is one upload that becomes visible only when
+complete, so the same guarantees hold without renames; what differs: a manifest object per finished shard
+(`manifest/shard-NNNNN.<unix-ns>.json`, since an object cannot be appended to), a lock object checked and
+then written (no O_EXCL), and no temp files to clean up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
-import re
 import socket
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,50 +30,30 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigChangedError, DiskFullError, OutputDirError, RunLockedError
+from .errors import ConfigChangedError, OutputDirError, RunLockedError
+from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
+
+__all__ = ["DISK_ERRNOS", "RunDir", "RunLock", "atomic_write_bytes", "disk_error", "locked", "summarise",
+           "write_shard_table"]
 
 log = logging.getLogger(__name__)
 
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
-URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://, file:// (not C:/)
+MANIFEST_DIR = "manifest"  # object stores: one manifest object per finished shard
+HEARTBEAT_S = 30.0  # the lock holder rewrites its heartbeat this often
+STALE_AFTER_S = 180.0  # a lock held from another host (or on object storage) with an older heartbeat is stale
 
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
 
-def disk_error(exc: OSError, what: str) -> OutputDirError:
-    """Turn an OSError from writing into the right one-line user error."""
-    if exc.errno in DISK_ERRNOS:
-        return DiskFullError(
-            f"cannot write {what}: {os.strerror(exc.errno)}. Free some space (or fix the filesystem) and "
-            "run the same command again: finished shards are kept and the run resumes."
-        )
-    return OutputDirError(f"cannot write {what}: {exc.strerror or exc}")
-
-
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise disk_error(exc, str(path)) from None
-
-
-def write_shard_table(run_dir: Path, kind: str, index: int, table: pa.Table) -> dict[str, Any]:
+def write_shard_table(run_dir: Path | RunFS, kind: str, index: int, table: pa.Table) -> dict[str, Any]:
     """Write one shard file atomically; returns its manifest record (path, rows, sha256)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=max(1, min(table.num_rows, 64)), compression="zstd")
     data = sink.getvalue().to_pybytes()
     rel = f"{kind}/{shard_name(index)}"
-    atomic_write_bytes(run_dir / rel, data)
+    as_run_fs(run_dir).write_bytes(rel, data, fsync=True)
     return {"path": rel, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
@@ -91,54 +76,116 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """`.lock` in the output dir, holding pid, host and process start time. A lock whose process is gone
-    (same host) is stale: it is taken over with a warning, so nobody deletes lock files by hand."""
+    """`.lock` in the output dir: pid, host, process start time, a run id and a heartbeat (unix time) that the
+    holder rewrites every HEARTBEAT_S seconds from a background thread. Nobody deletes lock files by hand:
 
-    def __init__(self, path: Path):
-        self.path = path
+    - same host: the lock is stale once its process is gone (pid and start time), and is taken over with a
+      warning;
+    - another host (a preempted VM, another node on NFS): a pid cannot be checked there, so the lock is stale
+      once its heartbeat is older than STALE_AFTER_S (a lock without one: its file's mtime).
+
+    A local lock is created with O_EXCL. An object store has no O_EXCL: the lock object is read, written if
+    absent or stale, and read back (a second writer in between wins and the first refuses). Two runs that
+    start within the same moment can still both pass that check-then-put (a window of one round trip);
+    starting two runs on one output location at once is the user error this lock exists to report, not a
+    race it can fully settle without conditional writes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fs: RunFS | None = None):
+        if fs is None:  # a local lock file given by its path
+            fs = open_run_fs(Path(path).parent)
+            path = Path(path).name
+        self.fs = fs
+        self.name = str(path)
+        self.path = fs.local_root / self.name if fs.local_root is not None else fs.display_path(self.name)
+        self.run_id = uuid.uuid4().hex
         self.held = False
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
-    def acquire(self) -> None:
-        me = {
+    def _record(self) -> dict[str, Any]:
+        return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "start": _process_start_time(os.getpid()),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "run_id": self.run_id,
+            "heartbeat": time.time(),
         }
+
+    def acquire(self) -> None:
+        me = self._record()
         for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._stale():
-                    continue
-                holder = self._read()
-                raise RunLockedError(
-                    f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish or use another --out"
-                ) from None
-            except OSError as exc:
-                raise disk_error(exc, f"lock file {self.path}") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self.held = True
-            return
+            if self.fs.remote:
+                taken = self._put_if_free(me)
+            else:
+                taken = self._create_exclusive(me)
+            if taken:
+                self.held = True
+                self._start_heartbeat(me)
+                return
         raise RunLockedError(f"could not take the lock {self.path}; another run keeps taking it")
+
+    def _create_exclusive(self, me: dict[str, Any]) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if self._stale():
+                return False
+            raise self._locked_error() from None
+        except OSError as exc:
+            raise disk_error(exc, f"lock file {self.path}") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        return True
+
+    def _put_if_free(self, me: dict[str, Any]) -> bool:
+        if self.fs.exists(self.name) and not self._stale():
+            raise self._locked_error()
+        self.fs.write_bytes(self.name, json.dumps(me).encode(), what=f"lock object {self.path}")
+        if self._read().get("run_id") != self.run_id:
+            raise self._locked_error()  # another run wrote its lock between our check and our write
+        return True
+
+    def _locked_error(self) -> RunLockedError:
+        holder = self._read()
+        where = self.fs.local_root if self.fs.local_root is not None else self.fs.display
+        return RunLockedError(
+            f"{where} is in use by another run (pid {holder.get('pid')} on "
+            f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish or use another --out"
+        )
 
     def _read(self) -> dict[str, Any]:
         try:
-            return json.loads(self.path.read_text())
+            holder = json.loads(self.fs.read_bytes(self.name) or b"")
         except (OSError, ValueError):
             return {}
+        return holder if isinstance(holder, dict) else {}
 
     def _stale(self) -> bool:
         holder = self._read()
         if not holder:
             # empty or torn lock file: its writer died between create and write
-            age = time.time() - self.path.stat().st_mtime if self.path.exists() else 999
+            mtime = self.fs.mtime(self.name)
+            age = time.time() - mtime if mtime is not None else 999
             if age < 5:
                 return False
+            why = "an empty lock file"
         elif holder.get("host") != socket.gethostname():
-            return False  # cannot check a pid on another machine
+            # cannot check a pid on another machine: its heartbeat says whether the run is still alive
+            beat = holder.get("heartbeat")
+            if not isinstance(beat, (int, float)):
+                beat = self.fs.mtime(self.name) or time.time()
+            age = time.time() - beat
+            if age < STALE_AFTER_S:
+                return False
+            log.warning(
+                "taking over the lock of pid %s on %s: its heartbeat is %.0f s old (limit %.0f s), so that run "
+                "is gone (a preempted or killed machine); resuming", holder.get("pid"), holder.get("host"), age,
+                STALE_AFTER_S,
+            )
+            self.fs.delete(self.name)
+            return True
         else:
             pid = int(holder.get("pid", -1))
             alive = _pid_alive(pid) and (
@@ -146,42 +193,80 @@ class RunLock:
             )
             if alive:
                 return False
-        log.warning(
-            "removing a stale lock left by pid %s (process no longer running); resuming", holder.get("pid")
-        )
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            why = f"pid {holder.get('pid')}"
+        log.warning("removing a stale lock left by %s (process no longer running); resuming", why)
+        self.fs.delete(self.name)
         return True
 
+    # -- heartbeat ---------------------------------------------------------------------------------------
+    def _start_heartbeat(self, me: dict[str, Any]) -> None:
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, args=(dict(me),), name="uniedit-lock-heartbeat",
+                                      daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self, me: dict[str, Any]) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            holder = self._read()
+            if holder.get("run_id") != self.run_id:
+                log.error("the lock %s was taken over by pid %s on %s; this run no longer holds its output",
+                          self.path, holder.get("pid"), holder.get("host"))
+                return
+            me["heartbeat"] = time.time()
+            try:
+                self.fs.write_bytes(self.name, json.dumps(me).encode(), what=f"lock {self.path}")
+            except OutputDirError as exc:  # a full disk or a network blip: try again at the next beat
+                log.warning("could not refresh the lock heartbeat: %s", exc)
+
     def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
+            self._beat = None
         if self.held:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            if self._read().get("run_id", self.run_id) == self.run_id:
+                self.fs.delete(self.name)
             self.held = False
 
 
 class RunDir:
-    """Everything a run reads and writes in its output directory, except the cache (engine/cache.py)."""
+    """Everything a run reads and writes in its output directory, except the cache (engine/cache.py).
 
-    def __init__(self, path: str | os.PathLike[str]):
-        if URI_SCHEME.match(str(path)):  # `s3://b/x` arrives as `s3:/b/x` once it has been a Path
-            raise OutputDirError(
-                f"{path}: a run directory must be a filesystem path; object-storage URIs are not supported yet "
-                "(the run dir relies on POSIX renames and appends). Use a shared filesystem such as NFS on every "
-                "node, or mount the bucket with a FUSE filesystem that supports both (gcsfuse, s3fs), and pass its path"
-            )
-        self.path = Path(path)
-        self.run_json = self.path / "run.json"
-        self.manifest = self.path / "manifest.jsonl"
-        self.stats_json = self.path / "stats.json"
-        self.data_dir = self.path / "data"
-        self.rejects_dir = self.path / "rejects"
-        self.attempts_dir = self.path / "attempts"
-        self.cache_dir = self.path / "cache"
-        self.lock = RunLock(self.path / ".lock")
+    `path` and the other Path attributes exist for a local directory; a run on a pyarrow filesystem URI
+    (runfs.py) has them as None and is reached through `fs` alone."""
+
+    KINDS = ("data", "rejects", "attempts")
+
+    def __init__(self, path: str | os.PathLike[str] | RunFS):
+        self.fs = as_run_fs(path)
+        self.location = self.fs.location
+        self.remote = self.fs.remote
+        self.path = self.fs.local_root
+        local = self.path is not None
+        self.run_json = self.path / "run.json" if local else None
+        self.manifest = self.path / "manifest.jsonl" if local else None
+        self.stats_json = self.path / "stats.json" if local else None
+        self.data_dir = self.path / "data" if local else None
+        self.rejects_dir = self.path / "rejects" if local else None
+        self.attempts_dir = self.path / "attempts" if local else None
+        self.cache_dir = self.path / "cache" if local else None
+        self.lock = RunLock(".lock", fs=self.fs)
+
+    @property
+    def display(self) -> str:
+        """Where the run is, safe to print (a URI without keys or query)."""
+        return self.fs.display
+
+    def is_run(self) -> bool:
+        """Whether anything a run writes first is here (run.json or a manifest)."""
+        return (self.fs.exists("run.json") or self.fs.exists("manifest.jsonl")
+                or bool(self.fs.list(MANIFEST_DIR, "shard-*.json")))
 
     # -- opening ---------------------------------------------------------------------------------------
     def create_dirs(self) -> None:
+        if self.path is None:
+            self._probe_remote()
+            return
         try:
             for d in (self.path, self.data_dir, self.rejects_dir, self.attempts_dir, self.cache_dir):
                 d.mkdir(parents=True, exist_ok=True)
@@ -193,8 +278,25 @@ class RunDir:
                 f"output directory {self.path} is not writable: {exc.strerror or exc}; choose another --out"
             ) from None
 
+    def _probe_remote(self) -> None:
+        """Object stores have no folders to create: write and delete a probe, so a missing bucket or missing
+        credentials are a clear error before any worker starts."""
+        probe = f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.fs.write_bytes(probe, b"ok")
+            self.fs.delete(probe)
+        except (OutputDirError, OSError) as exc:
+            raise OutputDirError(
+                f"output location {self.display} is not writable ({exc}); check that the bucket exists and that "
+                "credentials are set in the environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), "
+                "or choose another --out"
+            ) from None
+
     def clean_temp_files(self) -> int:
-        """Remove temp files a killed run left behind (they are never read as shards)."""
+        """Remove temp files a killed run left behind (they are never read as shards). Object stores have none:
+        an upload cut short never becomes an object."""
+        if self.path is None:
+            return 0
         removed = 0
         for d in (self.data_dir, self.rejects_dir, self.attempts_dir, self.path):
             for tmp in d.glob(".*.tmp"):
@@ -205,10 +307,11 @@ class RunDir:
         return removed
 
     def read_run_json(self) -> dict[str, Any] | None:
-        if not self.run_json.exists():
+        raw = self.fs.read_bytes("run.json")
+        if raw is None:
             return None
         try:
-            return json.loads(self.run_json.read_text())
+            return json.loads(raw)
         except ValueError:
             log.warning("run.json is unreadable; it will be rewritten")
             return None
@@ -229,25 +332,33 @@ class RunDir:
         what = "; ".join(changes[:6]) or "pipeline hash differs"
         if not force_new_config:
             raise ConfigChangedError(
-                f"{self.path} was made with a different pipeline config ({what}); use --force-new-config "
+                f"{self.display} was made with a different pipeline config ({what}); use --force-new-config "
                 "to start its shards over with the new config (cached replies are reused), or use another --out"
             )
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        if self.manifest.exists():
-            self.manifest.rename(self.path / f"manifest.{stamp}.jsonl")
-        for d in (self.data_dir, self.rejects_dir, self.attempts_dir):
-            for f in d.glob("shard-*.parquet"):
-                f.unlink()
-        log.warning("config changed (%s): starting the shards over; the old manifest is kept as manifest.%s.jsonl",
-                    what, stamp)
+        if self.fs.exists("manifest.jsonl"):
+            self.fs.move("manifest.jsonl", f"manifest.{stamp}.jsonl")
+        for name in self.fs.list(MANIFEST_DIR, "shard-*.json"):
+            self.fs.move(f"{MANIFEST_DIR}/{name}", f"{MANIFEST_DIR}.{stamp}/{name}")
+        for kind in self.KINDS:
+            for name in self.fs.list(kind, "shard-*.parquet"):
+                self.fs.delete(f"{kind}/{name}")
+        log.warning("config changed (%s): starting the shards over; the old manifest is kept as manifest.%s%s",
+                    what, stamp, "/" if self.remote else ".jsonl")
 
     def write_run_json(self, payload: dict[str, Any]) -> None:
-        atomic_write_bytes(self.run_json, json.dumps(payload, indent=2, sort_keys=True).encode(), fsync=False)
+        self.fs.write_bytes("run.json", json.dumps(payload, indent=2, sort_keys=True).encode(), fsync=False)
 
     # -- manifest --------------------------------------------------------------------------------------
     def manifest_entries(self) -> list[dict[str, Any]]:
-        """All manifest lines; a torn last line (killed mid-append) is cut off with a warning."""
-        if not self.manifest.exists():
+        """All manifest entries, oldest first: the lines of manifest.jsonl (local), then the objects of
+        manifest/ (object stores) in the order of the time in their names.
+
+        A torn last line of manifest.jsonl (killed mid-append) is cut off with a warning."""
+        return self._manifest_lines() + self.manifest_objects()
+
+    def _manifest_lines(self) -> list[dict[str, Any]]:
+        if self.manifest is None or not self.manifest.exists():
             return []
         raw = self.manifest.read_bytes()
         entries: list[dict[str, Any]] = []
@@ -268,6 +379,21 @@ class RunDir:
                 fh.truncate(good_until)
         return entries
 
+    def manifest_objects(self) -> list[dict[str, Any]]:
+        """The entries of manifest/ (a run on object storage), oldest first; read-only."""
+
+        def written_ns(name: str) -> tuple[int, str]:
+            stamp = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else ""
+            return (int(stamp) if stamp.isdigit() else 0, name)
+
+        entries = []
+        for name in sorted(self.fs.list(MANIFEST_DIR, "shard-*.json"), key=written_ns):
+            try:
+                entries.append(json.loads(self.fs.read_bytes(f"{MANIFEST_DIR}/{name}") or b""))
+            except ValueError:  # an upload is all or nothing: this one was not written by us
+                log.warning("manifest object %s is unreadable; ignoring it", name)
+        return entries
+
     def latest_by_shard(self) -> dict[int, dict[str, Any]]:
         latest: dict[int, dict[str, Any]] = {}
         for entry in self.manifest_entries():
@@ -275,6 +401,10 @@ class RunDir:
         return latest
 
     def append_manifest(self, entry: dict[str, Any]) -> None:
+        if self.manifest is None:  # no appends on object storage: one object per finished shard
+            name = f"{MANIFEST_DIR}/shard-{int(entry['shard']):05d}.{time.time_ns()}.json"
+            self.fs.write_bytes(name, json.dumps(entry, sort_keys=True).encode())
+            return
         line = json.dumps(entry, sort_keys=True) + "\n"
         try:
             with open(self.manifest, "a", encoding="utf-8") as fh:
@@ -287,11 +417,7 @@ class RunDir:
     def shard_files_intact(self, entry: dict[str, Any]) -> bool:
         """A finished shard counts only while its files exist with the size the manifest recorded."""
         for record in entry.get("files", {}).values():
-            path = self.path / record["path"]
-            try:
-                if path.stat().st_size != record["bytes"]:
-                    return False
-            except OSError:
+            if self.fs.size(record["path"]) != record["bytes"]:
                 return False
         return True
 
@@ -299,11 +425,12 @@ class RunDir:
     def write_stats(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         stats = summarise(list(self.latest_by_shard().values()))
         stats.update(extra or {})
-        atomic_write_bytes(self.stats_json, json.dumps(stats, indent=2, sort_keys=True).encode(), fsync=False)
+        self.fs.write_bytes("stats.json", json.dumps(stats, indent=2, sort_keys=True).encode(), fsync=False)
         return stats
 
-    def shard_paths(self, kind: str = "data") -> list[Path]:
-        return sorted((self.path / kind).glob("shard-*.parquet"))
+    def shard_files(self, kind: str = "data") -> list[str]:
+        """The finished shard files of `kind`, as paths relative to the run (`data/shard-00001.parquet`)."""
+        return [f"{kind}/{name}" for name in self.fs.list(kind, "shard-*.parquet")]
 
 
 def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The response cache: every backend reply stored under `<out>/cache/`, keyed by sha256 of its full request.
 
-One file per entry (`cache/ab/abcdef….entry`), written to a temp name and renamed, so readers never see a
-half-written entry and any number of worker processes can share the directory. An entry is a JSON header
+One file per entry (`cache/ab/abcdef….entry`), written to a temp name and renamed (on object storage: one
+upload, visible only once complete; runfs.py), so readers never see a half-written entry and any number of
+worker processes can share the directory. An entry is a JSON header
 line followed by a binary payload (an edited image); the header holds the payload's length and sha256,
 so a torn or truncated entry is detected, dropped with a warning and treated as a miss.
 """
@@ -12,12 +13,11 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import disk_error
+from ..runfs import RunFS, as_run_fs
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +29,44 @@ class CacheEntry:
 
 
 class ResponseCache:
-    def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike[str] | RunFS):
+        """`root`: the cache folder (`<run>/cache`), a path, a pyarrow filesystem URI or a RunFS."""
+        self.fs = as_run_fs(root)
+        self.root = self.fs.local_root  # None on a remote filesystem
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
 
-    def path_for(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.entry"
+    @staticmethod
+    def rel_path(key: str) -> str:
+        return f"{key[:2]}/{key}.entry"
+
+    def path_for(self, key: str) -> Path | str:
+        """Where the entry lives: a Path for a local cache, else its (redacted) URI."""
+        if self.root is not None:
+            return self.root / key[:2] / f"{key}.entry"
+        return self.fs.display_path(self.rel_path(key))
 
     def get(self, key: str) -> CacheEntry | None:
-        path = self.path_for(key)
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
+        blob = self.fs.read_bytes(self.rel_path(key))
+        if blob is None:
             self.misses += 1
             return None
         entry = self._decode(blob)
         if entry is None:
             self.corrupt += 1
             self.misses += 1
-            log.warning("cache entry %s is corrupt (torn write?); dropping it, the call will be made again", path)
-            path.unlink(missing_ok=True)
+            log.warning("cache entry %s is corrupt (torn write?); dropping it, the call will be made again",
+                        self.path_for(key))
+            self.fs.delete(self.rel_path(key))
             return None
         self.hits += 1
         return entry
 
     def peek(self, key: str) -> tuple[CacheEntry | None, bool]:
         """Read an entry without side effects: (entry, exists). A corrupt entry is (None, True)."""
-        try:
-            blob = self.path_for(key).read_bytes()
-        except FileNotFoundError:
+        blob = self.fs.read_bytes(self.rel_path(key))
+        if blob is None:
             return None, False
         return self._decode(blob), True
 
@@ -68,17 +75,7 @@ class ResponseCache:
         header["_payload_len"] = len(payload)
         header["_payload_sha256"] = hashlib.sha256(payload).hexdigest()
         line = json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-        path = self.path_for(key)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(line)
-                fh.write(payload)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise disk_error(exc, f"the response cache ({self.root})") from None
+        self.fs.write_bytes(self.rel_path(key), line + payload, what=f"the response cache ({self.fs.display})")
 
     @staticmethod
     def _decode(blob: bytes) -> CacheEntry | None:

@@ -179,12 +179,12 @@ class Driver:
         )
         engine = self.config.engine
         if engine.kind == "inline":
-            runtime: Any = InlineRuntime(self.config, str(self.run_dir.path), self.pipeline_hash, coordinator_args)
+            runtime: Any = InlineRuntime(self.config, self.run_dir.location, self.pipeline_hash, coordinator_args)
         else:
             runtime = RayRuntime(
-                self.config, str(self.run_dir.path), self.pipeline_hash, coordinator_args, engine.ray_address
+                self.config, self.run_dir.location, self.pipeline_hash, coordinator_args, engine.ray_address
             )
-        summary = RunSummary(out_dir=str(self.run_dir.path))
+        summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
         try:

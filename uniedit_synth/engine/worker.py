@@ -24,13 +24,14 @@ from typing import Any
 from ..backends.registry import create_backend
 from ..config import PipelineConfig
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
+from ..runfs import open_run_fs
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.classify import ClassifyStage
 from ..stages.edit import EditStage
 from ..stages.judge import JudgeStage
 from ..stages.rewrite import RewriteStage
-from ..store import atomic_write_bytes, write_shard_table
+from ..store import write_shard_table
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -86,12 +87,12 @@ class ShardProcessor:
         worker_label: str = "inline",
     ):
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.out = open_run_fs(out_dir)  # a path or a pyarrow filesystem URI (rebuilt in this process)
         self.pipeline_hash = pipeline_hash
         self.coordinator = coordinator
         self.worker_label = worker_label
         self.node = node_label()
-        self.cache = ResponseCache(self.out_dir / "cache")
+        self.cache = ResponseCache(self.out.child("cache"))
         self._backends: dict[tuple[str, str], Any] = {}
         callers: dict[str, ModelCaller] = {}
         models: dict[str, str] = {}
@@ -291,9 +292,9 @@ class ShardProcessor:
         attempts = [failed for item in items for failed in item.failed_attempts]
         self._write_call_index(shard, items, samples)
         files = {
-            "data": write_shard_table(self.out_dir, "data", shard, samples_to_table(accepted)),
-            "rejects": write_shard_table(self.out_dir, "rejects", shard, samples_to_table(rejected)),
-            "attempts": write_shard_table(self.out_dir, "attempts", shard, samples_to_table(attempts)),
+            "data": write_shard_table(self.out, "data", shard, samples_to_table(accepted)),
+            "rejects": write_shard_table(self.out, "rejects", shard, samples_to_table(rejected)),
+            "attempts": write_shard_table(self.out, "attempts", shard, samples_to_table(attempts)),
         }
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
@@ -337,9 +338,7 @@ class ShardProcessor:
         for item, sample in zip(items, samples, strict=True):
             for event in item.ledger.events:
                 lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        index_dir = self.out_dir / "cache" / "index"
-        index_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(index_dir / f"shard-{shard:05d}.jsonl", ("\n".join(lines) + "\n").encode(), fsync=False)
+        self.out.write_bytes(f"cache/index/shard-{shard:05d}.jsonl", ("\n".join(lines) + "\n").encode(), fsync=False)
 
     def _image_root(self) -> Path | None:
         return self._root

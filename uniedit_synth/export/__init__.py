@@ -82,8 +82,9 @@ def _writer(
     return BagelWriter(root, final_dir, options, run_info)
 
 
-def _check_out_dir(out: Path, run_root: Path, overwrite: bool) -> None:
-    if out == run_root or out.is_relative_to(run_root) or run_root.is_relative_to(out):
+def _check_out_dir(out: Path, run_root: Path | None, overwrite: bool) -> None:
+    """`run_root` is the run's local directory (None for a run on a URI: it cannot overlap a local out)."""
+    if run_root is not None and (out == run_root or out.is_relative_to(run_root) or run_root.is_relative_to(out)):
         raise ExportError(f"the export dir {out} must be outside the run dir {run_root} (and not contain it)")
     if not out.exists():
         return
@@ -178,7 +179,7 @@ def export_run(
         raise ExportError("--push-to-hub works with the hf format only")
     reader = RunReader(run_dir)
     out = Path(out_dir).expanduser().resolve()
-    _check_out_dir(out, reader.root.resolve(), overwrite)
+    _check_out_dir(out, reader.root.resolve() if reader.root is not None else None, overwrite)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +196,7 @@ def export_run(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("exported %d rows of %s to %s (%s)", summary.total_rows, reader.root, out, fmt)
+    log.info("exported %d rows of %s to %s (%s)", summary.total_rows, reader.label, out, fmt)
     if push_to_hub:
         from .hf import push_to_hub as upload
 
@@ -228,7 +229,7 @@ def _export_into(
     files = writer.finish(stats)
     return ExportSummary(
         format=options.format,
-        run_dir=str(reader.root.resolve()),
+        run_dir=reader.label,
         out_dir=str(out),
         rows={split: count for split, count in stats.rows.items() if count},
         pairs={split: count for split, count in stats.pairs.items() if count},

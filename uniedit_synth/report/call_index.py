@@ -36,9 +36,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from ..runfs import RunFS, as_run_fs
+
 log = logging.getLogger(__name__)
 
-INDEX_DIR = Path("cache") / "index"
+INDEX_DIR = "cache/index"
 
 
 class CallRecord(BaseModel):
@@ -57,18 +59,19 @@ class CallRecord(BaseModel):
     model: str | None = None
 
 
-def index_path(run_dir: Path, shard: int) -> Path:
-    return Path(run_dir) / INDEX_DIR / f"shard-{shard:05d}.jsonl"
+def index_path(shard: int) -> str:
+    """The index file of a shard, relative to the run."""
+    return f"{INDEX_DIR}/shard-{shard:05d}.jsonl"
 
 
-def read_call_index(run_dir: Path, shard: int, sample_id: str | None = None) -> list[CallRecord]:
+def read_call_index(run_dir: Path | RunFS, shard: int, sample_id: str | None = None) -> list[CallRecord]:
     """The calls of one shard (of one sample when given), in order; [] when the shard has no index.
 
     A line without `seq` gets its position among its sample's lines.
     """
     counters: dict[str, int] = {}
     calls = []
-    for call in _read_lines(index_path(run_dir, shard)):
+    for call in _read_lines(as_run_fs(run_dir), index_path(shard)):
         position = counters.get(call.id, 0)
         counters[call.id] = position + 1
         if call.seq is None:
@@ -78,29 +81,28 @@ def read_call_index(run_dir: Path, shard: int, sample_id: str | None = None) -> 
     return calls
 
 
-def iter_call_index(run_dir: Path) -> Iterator[CallRecord]:
-    """Every call of every indexed shard, shard by shard (one line in memory at a time)."""
-    for path in sorted((Path(run_dir) / INDEX_DIR).glob("shard-*.jsonl")):
-        yield from _read_lines(path)
+def iter_call_index(run_dir: Path | RunFS) -> Iterator[CallRecord]:
+    """Every call of every indexed shard, shard by shard (one shard's file in memory at a time)."""
+    run = as_run_fs(run_dir)
+    for name in run.list(INDEX_DIR, "shard-*.jsonl"):
+        yield from _read_lines(run, f"{INDEX_DIR}/{name}")
 
 
-def has_call_index(run_dir: Path) -> bool:
-    return any((Path(run_dir) / INDEX_DIR).glob("shard-*.jsonl"))
+def has_call_index(run_dir: Path | RunFS) -> bool:
+    return bool(as_run_fs(run_dir).list(INDEX_DIR, "shard-*.jsonl"))
 
 
-def _read_lines(path: Path) -> Iterator[CallRecord]:
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
+def _read_lines(run: RunFS, rel: str) -> Iterator[CallRecord]:
+    raw = run.read_bytes(rel)
+    if raw is None:
         return
     bad = 0
-    with handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                yield CallRecord.model_validate(json.loads(line))
-            except (ValueError, ValidationError):
-                bad += 1
+    for line in raw.decode("utf-8", errors="replace").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            yield CallRecord.model_validate(json.loads(line))
+        except (ValueError, ValidationError):
+            bad += 1
     if bad:
-        log.warning("%s: skipped %d malformed line(s)", path, bad)
+        log.warning("%s: skipped %d malformed line(s)", run.display_path(rel), bad)

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..export.files import safe_stem, write_image
+from ..runfs import RunFS
 from .assets import REPORT_CSS, REPORT_JS
 from .errors import ReportError
 from .page import PageContext, render_index
@@ -56,7 +57,7 @@ INDEX_VERSION = 1
 
 
 def build_report(
-    run_dir: Path,
+    run_dir: str | Path,
     out_dir: Path | None = None,
     *,
     page_size: int = 60,
@@ -66,15 +67,21 @@ def build_report(
 ) -> Path:
     """Build the report of `run_dir` into `out_dir` (default `<run>/report/`); returns the path of index.html.
 
-    An existing report in out_dir is replaced; any other non-empty out_dir is refused (ReportError).
+    `run_dir` may be a pyarrow filesystem URI (s3://…); the report is then written to `out_dir`, which must be
+    given (a local directory). An existing report in out_dir is replaced; any other non-empty out_dir is
+    refused (ReportError).
     """
     if page_size < 1:
         raise ReportError(f"page size must be at least 1 (got {page_size})")
     if not 16 <= thumb_px <= 2048:
         raise ReportError(f"thumbnail size must be between 16 and 2048 pixels (got {thumb_px})")
-    run = open_run(Path(run_dir))
-    out = Path(out_dir).expanduser() if out_dir is not None else run / "report"
-    _check_out_dir(out, run)
+    run = open_run(run_dir)
+    if out_dir is None and run.local_root is None:
+        raise ReportError(
+            f"{run.display} is not a local directory: pass --out with a local directory for the report"
+        )
+    out = Path(out_dir).expanduser() if out_dir is not None else run.local_root / "report"
+    _check_out_dir(out, run.local_root)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -94,9 +101,10 @@ def build_report(
     return out / "index.html"
 
 
-def _check_out_dir(out: Path, run: Path) -> None:
+def _check_out_dir(out: Path, run: Path | None) -> None:
+    """`run` is the run's local directory (None for a run on a URI: it cannot overlap a local out)."""
     resolved = out.resolve()
-    if resolved == run.resolve() or run.resolve().is_relative_to(resolved):
+    if run is not None and (resolved == run.resolve() or run.resolve().is_relative_to(resolved)):
         raise ReportError(
             f"the report cannot be written to {out}: it holds the run itself; choose another --out"
         )
@@ -119,13 +127,13 @@ def _swap_in(staging: Path, out: Path) -> None:
 
 # -- the build ----------------------------------------------------------------------------------------------
 def _build(
-    run: Path, root: Path, *, page_size: int, thumb_px: int, include_rejects: bool, progress: bool
+    run: RunFS, root: Path, *, page_size: int, thumb_px: int, include_rejects: bool, progress: bool
 ) -> None:
     for sub in ("assets", "data", "thumbs", "images"):
         (root / sub).mkdir(parents=True)
     kinds = ("data", "rejects") if include_rejects else ("data",)
     shards = shard_files(run, kinds)
-    total = count_rows(shards)
+    total = count_rows(run, shards)
     summary = RunSummary()
     index = _IndexColumns()
     pages = _ChunkWriter(root / "data", "page", page_size)
@@ -158,8 +166,8 @@ def _build(
     _write_text(root / "assets" / "report.css", REPORT_CSS.lstrip())
     _write_text(root / "assets" / "report.js", REPORT_JS.lstrip())
     context = PageContext(
-        run_name=run.resolve().name,
-        run_info=read_json(run / "run.json"),
+        run_name=run.local_root.resolve().name if run.local_root is not None else run.display.rsplit("/", 1)[-1],
+        run_info=read_json(run, "run.json"),
         stats=stats,
         summary=summary,
         cost_by_stage=cost_by_stage_from_index(run),

@@ -17,14 +17,15 @@ import hashlib
 import io
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from PIL import Image
 
 from ..engine.cache import ResponseCache
 from ..records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
+from ..runfs import RunFS
 from .call_index import has_call_index, index_path, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, shard_files
@@ -33,12 +34,12 @@ from .summary import status_of
 MAX_SUGGESTIONS = 5
 
 
-def inspect_sample(run_dir: Path, sample_id: str, *, scan_cache: bool = False) -> dict[str, Any]:
-    """The sample's fields, image digests and cached calls, as a JSON-ready dict.
+def inspect_sample(run_dir: str | Path, sample_id: str, *, scan_cache: bool = False) -> dict[str, Any]:
+    """The sample's fields, image digests and cached calls, as a JSON-ready dict (`run_dir` may be a URI).
 
     Raises SampleNotFoundError (a UniEditError) when no shard file holds the id.
     """
-    run = open_run(Path(run_dir))
+    run = open_run(run_dir)
     found = _find_row(run, sample_id)
     if found is None:
         raise SampleNotFoundError(_not_found_message(run, sample_id))
@@ -53,17 +54,17 @@ def inspect_sample(run_dir: Path, sample_id: str, *, scan_cache: bool = False) -
     info: dict[str, Any] = {
         "id": sample_id,
         "status": status_of(row),
-        "location": {"kind": kind, "file": path.relative_to(run).as_posix(), "row": index, "shard": shard},
+        "location": {"kind": kind, "file": path, "row": index, "shard": shard},
         "sample": row,
         "images": images,
         "calls": [],
         "calls_source": "none",
         "notes": [],
     }
-    cache = ResponseCache(run / "cache")
+    cache = ResponseCache(run.child("cache"))
     calls = read_call_index(run, shard, sample_id)
     if calls:
-        info["calls_source"] = f"{index_path(run, shard).relative_to(run).as_posix()}"
+        info["calls_source"] = index_path(shard)
         for call in sorted(calls, key=lambda c: c.seq or 0):
             entry = call.model_dump()
             entry["reply"] = _read_entry(cache, call.key)
@@ -84,11 +85,11 @@ def inspect_sample(run_dir: Path, sample_id: str, *, scan_cache: bool = False) -
 
 
 # -- finding the row ----------------------------------------------------------------------------------------
-def _find_row(run: Path, sample_id: str) -> tuple[str, Path, int, int, dict[str, Any]] | None:
+def _find_row(run: RunFS, sample_id: str) -> tuple[str, str, int, int, dict[str, Any]] | None:
     known = set(SAMPLE_SCHEMA.names)
     for shard in shard_files(run):
         for kind, path in shard.files.items():
-            parquet = pq.ParquetFile(path)
+            parquet = run.parquet_file(path)
             ids = parquet.read(columns=["id"]).column(0).to_pylist()
             if sample_id not in ids:
                 continue
@@ -104,11 +105,11 @@ def _find_row(run: Path, sample_id: str) -> tuple[str, Path, int, int, dict[str,
     return None
 
 
-def _not_found_message(run: Path, sample_id: str) -> str:
+def _not_found_message(run: RunFS, sample_id: str) -> str:
     ids: list[str] = []
     for shard in shard_files(run):
         for path in shard.files.values():
-            ids.extend(pq.read_table(path, columns=["id"]).column(0).to_pylist())
+            ids.extend(run.parquet_file(path).read(columns=["id"]).column(0).to_pylist())
     needle = sample_id.lower()
     similar = [i for i in ids if needle and needle in i.lower()][:MAX_SUGGESTIONS]
     similar = similar or difflib.get_close_matches(sample_id, ids, n=MAX_SUGGESTIONS, cutoff=0.6)
@@ -120,7 +121,7 @@ def _not_found_message(run: Path, sample_id: str) -> str:
         else "the run has no rows"
     )
     return (
-        f"no sample with id {sample_id!r} in {run} ({len(ids):,} samples); {hint}. Every card of "
+        f"no sample with id {sample_id!r} in {run.display} ({len(ids):,} samples); {hint}. Every card of "
         "`uniedit report` shows its id; ids are also the `id` column of data/shard-*.parquet and "
         "rejects/shard-*.parquet (e.g. pyarrow.parquet.read_table(path, columns=['id']))"
     )
@@ -166,12 +167,7 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
         "classify": ("process_answer", row.get("process_answer")),
     }
     matches = []
-    for path in sorted(cache.root.glob("??/*.entry")):
-        try:
-            with open(path, "rb") as handle:
-                header = json.loads(handle.readline())
-        except (OSError, ValueError):
-            continue
+    for key, header in _cache_headers(cache):
         if not isinstance(header, dict):
             continue
         data = header.get("data") if isinstance(header.get("data"), dict) else {}
@@ -184,12 +180,30 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
                     stage = name
                     break
         if stage:
-            key = path.stem
             matches.append(
                 {"stage": stage, "key": key, "matched_by": "content", "reply": _read_entry(cache, key)}
             )
     order = {"classify": 0, "rewrite": 1, "edit": 2, "judge": 3}
     return sorted(matches, key=lambda m: (order[m["stage"]], m["key"]))
+
+
+def _cache_headers(cache: ResponseCache) -> Iterator[tuple[str, Any]]:
+    """(key, JSON header) of every readable cache entry, in key order."""
+    if cache.root is not None:  # local: read the header line only, not the payload
+        for path in sorted(cache.root.glob("??/*.entry")):
+            try:
+                with open(path, "rb") as handle:
+                    yield path.stem, json.loads(handle.readline())
+            except (OSError, ValueError):
+                continue
+        return
+    for folder in (f"{i:02x}" for i in range(256)):  # keys are hex: an object store lists by these prefixes
+        for name in cache.fs.list(folder, "*.entry"):
+            blob = cache.fs.read_bytes(f"{folder}/{name}") or b""
+            try:
+                yield name.removesuffix(".entry"), json.loads(blob.split(b"\n", 1)[0])
+            except ValueError:
+                continue
 
 
 # -- text ---------------------------------------------------------------------------------------------------

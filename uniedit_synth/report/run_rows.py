@@ -1,7 +1,12 @@
-"""Streaming a run's rows for the report and inspect: shards in order, each shard's data and rejects merged by id."""
+"""Streaming a run's rows for the report and inspect: shards in order, each shard's data and rejects merged by id.
+
+A run is reached through a RunFS (runfs.py): a local directory or a pyarrow filesystem URI; file paths here are
+relative to the run (`data/shard-00001.parquet`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -11,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from ..records import SAMPLE_SCHEMA
-from ..store import summarise
+from ..runfs import RunFS, as_run_fs, is_uri
+from ..store import RunDir, summarise
 from .errors import ReportError
 
 log = logging.getLogger(__name__)
@@ -25,46 +29,51 @@ KINDS = ("data", "rejects")
 
 @dataclass(frozen=True)
 class ShardFiles:
-    """The parquet files of one shard number (either may be missing)."""
+    """The parquet files of one shard number (either may be missing), as paths relative to the run."""
 
     shard: int
-    files: dict[str, Path]
+    files: dict[str, str]
 
 
-def open_run(run_dir: Path) -> Path:
-    """The run dir, checked: it exists and holds at least one shard file."""
-    root = Path(run_dir).expanduser()
-    if not root.is_dir():
-        raise ReportError(f"run directory {root} does not exist; pass the --out directory of `uniedit synth`")
-    if not shard_files(root):
+def open_run(run_dir: str | Path | RunFS) -> RunFS:
+    """The run, checked: it exists and holds at least one shard file."""
+    if isinstance(run_dir, RunFS) or is_uri(run_dir):
+        run = as_run_fs(run_dir)
+    else:
+        root = Path(run_dir).expanduser()
+        if not root.is_dir():
+            raise ReportError(f"run directory {root} does not exist; pass the --out directory of `uniedit synth`")
+        run = as_run_fs(root)
+    if not shard_files(run):
         raise ReportError(
-            f"{root} has no shard files (data/shard-*.parquet or rejects/shard-*.parquet); "
+            f"{run.display} has no shard files (data/shard-*.parquet or rejects/shard-*.parquet); "
             "pass the --out directory of a `uniedit synth` run that finished at least one shard"
         )
-    return root
+    return run
 
 
-def shard_files(run_dir: Path, kinds: tuple[str, ...] = KINDS) -> list[ShardFiles]:
+def shard_files(run_dir: str | Path | RunFS, kinds: tuple[str, ...] = KINDS) -> list[ShardFiles]:
     """Shard numbers found in data/ and rejects/, ascending."""
-    found: dict[int, dict[str, Path]] = {}
+    run = as_run_fs(run_dir)
+    found: dict[int, dict[str, str]] = {}
     for kind in kinds:
-        for path in sorted((run_dir / kind).glob("shard-*.parquet")):
-            match = _SHARD_FILE.match(path.name)
+        for name in run.list(kind, "shard-*.parquet"):
+            match = _SHARD_FILE.match(name)
             if match:
-                found.setdefault(int(match.group(1)), {})[kind] = path
+                found.setdefault(int(match.group(1)), {})[kind] = f"{kind}/{name}"
     return [ShardFiles(shard, found[shard]) for shard in sorted(found)]
 
 
-def count_rows(shards: list[ShardFiles]) -> int:
-    return sum(pq.ParquetFile(path).metadata.num_rows for shard in shards for path in shard.files.values())
+def count_rows(run: RunFS, shards: list[ShardFiles]) -> int:
+    return sum(run.parquet_file(path).metadata.num_rows for shard in shards for path in shard.files.values())
 
 
-def iter_file_rows(path: Path, batch_rows: int = 32) -> Iterator[dict[str, Any]]:
+def iter_file_rows(run: RunFS, path: str, batch_rows: int = 32) -> Iterator[dict[str, Any]]:
     """The rows of one shard file as dicts (images as {bytes, path} structs), one batch in memory."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = run.parquet_file(path)
     except Exception as exc:  # pyarrow raises several types for unreadable files
-        raise ReportError(f"cannot read shard {path}: {exc}") from exc
+        raise ReportError(f"cannot read shard {run.display_path(path)}: {exc}") from exc
     known = set(SAMPLE_SCHEMA.names)
     columns = [name for name in parquet.schema_arrow.names if name in known]
     if "id" not in columns:
@@ -74,38 +83,41 @@ def iter_file_rows(path: Path, batch_rows: int = 32) -> Iterator[dict[str, Any]]
 
 
 def iter_run_rows(
-    run_dir: Path, include_rejects: bool = True, batch_rows: int = 32
+    run_dir: str | Path | RunFS, include_rejects: bool = True, batch_rows: int = 32
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(shard number, row) for every row of the run, by shard then id (each shard file is sorted by id)."""
+    run = as_run_fs(run_dir)
     kinds = KINDS if include_rejects else ("data",)
-    for shard in shard_files(run_dir, kinds):
-        streams = [iter_file_rows(shard.files[kind], batch_rows) for kind in kinds if kind in shard.files]
+    for shard in shard_files(run, kinds):
+        streams = [iter_file_rows(run, shard.files[kind], batch_rows) for kind in kinds if kind in shard.files]
         for row in heapq.merge(*streams, key=lambda row: row["id"]):
             yield shard.shard, row
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file, or {} when it is absent or unreadable (run.json and stats.json only decorate)."""
+def read_json(run: RunFS, rel: str) -> dict[str, Any]:
+    """A JSON object file of the run, or {} when it is absent or unreadable (run.json and stats.json only decorate)."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(run.read_bytes(rel) or b"")
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
 
 
-def run_stats(run_dir: Path) -> dict[str, Any]:
-    """stats.json, or the same totals summarised from manifest.jsonl (a run still in progress has no stats.json).
+def run_stats(run_dir: str | Path | RunFS) -> dict[str, Any]:
+    """stats.json, or the same totals summarised from the manifest (a run still in progress has no stats.json).
 
-    The manifest is parsed here without RunDir.manifest_entries, which truncates a torn last line: a report may
-    be built while the run is still appending, and must never write to the run.
+    manifest.jsonl is parsed here without RunDir.manifest_entries, which truncates a torn last line: a report may
+    be built while the run is still appending, and must never write to the run. Manifest objects (a run on
+    object storage) are read through RunDir: they are written whole, and reading them writes nothing.
     """
-    stats = read_json(run_dir / "stats.json")
+    run = as_run_fs(run_dir)
+    stats = read_json(run, "stats.json")
     if stats:
         return stats
     entries: dict[int, dict[str, Any]] = {}
     try:
-        lines = (run_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
+        lines = (run.read_bytes("manifest.jsonl") or b"").decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
         return {}
     for line in lines:
         try:
@@ -113,6 +125,9 @@ def run_stats(run_dir: Path) -> dict[str, Any]:
             entries[int(entry["shard"])] = entry
         except (ValueError, KeyError, TypeError):
             continue
+    for entry in RunDir(run).manifest_objects():
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            entries[int(entry["shard"])] = entry
     if not entries:
         return {}
     try:

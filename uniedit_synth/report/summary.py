@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..runfs import RunFS
 from .call_index import has_call_index, iter_call_index
 
 SCORE_FIELDS = ("instruction_following", "visual_quality", "coherence", "aggregate")
@@ -110,7 +111,7 @@ class RunSummary:
         )
 
 
-def cost_by_stage_from_index(run_dir: Path) -> dict[str, dict[str, float]] | None:
+def cost_by_stage_from_index(run_dir: Path | RunFS) -> dict[str, dict[str, float]] | None:
     """Per stage: cost and calls, split into calls made and calls served from the cache; None without an index."""
     if not has_call_index(run_dir):
         return None

@@ -18,6 +18,9 @@ Each item::
 The per-token/pixel weight map is ``torch.where(mask, weight, 1.0)``. Masks come from masks.edit_mask on the
 resized pair, or from the export's ``edit_mask`` column when it has one. Parquet files are opened lazily in
 whichever process reads them: nothing that holds a file handle is pickled to workers.
+
+Local directories only: a run on object storage (``--out s3://…``) is read by ``uniedit export``; export it
+first and point the loader at the export.
 """
 
 from __future__ import annotations
