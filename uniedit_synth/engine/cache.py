@@ -2,9 +2,9 @@
 
 One file per entry (`cache/ab/abcdef….entry`), written to a temp name and renamed (on object storage: one
 upload, visible only once complete; runfs.py), so readers never see a half-written entry and any number of
-worker processes can share the directory. An entry is a JSON header
-line followed by a binary payload (an edited image); the header holds the payload's length and sha256,
-so a torn or truncated entry is detected, dropped with a warning and treated as a miss.
+worker processes can share the directory. An entry is a JSON header line followed by a binary payload (an
+edited image); the header holds the payload's length and sha256, so a torn or truncated entry is detected,
+dropped with a warning and treated as a miss.
 """
 
 from __future__ import annotations
