@@ -12,6 +12,7 @@ optionally with `"fault": "<spec>"`), `Fault` objects, or a callable `RecordedRe
 
 from __future__ import annotations
 
+import argparse
 import base64
 import email.parser
 import email.policy
@@ -524,8 +525,20 @@ class FakeServer:
         raise NotImplementedError
 
 
-def serve_forever_cli(server: FakeServer, name: str) -> None:
-    """Run a fake until Ctrl-C or SIGTERM, printing its base URL first (for benchmarks and manual tests)."""
+def serve_forever_cli(
+    server_cls: type[FakeServer], name: str, description: str, bad_key_reply: str, argv: list[str] | None = None
+) -> None:
+    """`python -m tests.fakes.<x>_server`: parse the flags, print the base URL, serve until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered with a fault")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help=f"if set, other keys get {bad_key_reply}")
+    args = parser.parse_args(argv)
+    server = server_cls(
+        latency=args.latency, port=args.port, fault_rate=args.fault_rate, fault_seed=args.seed, api_key=args.api_key
+    )
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())  # also when started in the background (SIGINT ignored)
@@ -536,7 +549,4 @@ def serve_forever_cli(server: FakeServer, name: str) -> None:
             pass
     finally:
         server.stop()
-        print(
-            f"{name}: served {len(server.requests)} requests (max {server.max_in_flight} in flight)",
-            flush=True,
-        )
+        print(f"{name}: served {len(server.requests)} requests (max {server.max_in_flight} in flight)", flush=True)

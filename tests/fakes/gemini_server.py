@@ -24,7 +24,6 @@ CLI: `python -m tests.fakes.gemini_server --port 0 --latency 0.05` prints the ba
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
@@ -308,23 +307,7 @@ class FakeGemini(FakeServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a fake Gemini API server on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
-    parser.add_argument(
-        "--fault-rate", type=float, default=0.0, help="share of requests answered with a fault"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--api-key", default=None, help="if set, other keys get 400 API_KEY_INVALID")
-    args = parser.parse_args(argv)
-    server = FakeGemini(
-        latency=args.latency,
-        port=args.port,
-        fault_rate=args.fault_rate,
-        fault_seed=args.seed,
-        api_key=args.api_key,
-    )
-    serve_forever_cli(server, "fake-gemini")
+    serve_forever_cli(FakeGemini, "fake-gemini", "Run a fake Gemini API server on 127.0.0.1.", "400 API_KEY_INVALID", argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ CLI: `python -m tests.fakes.openai_server --port 0 --latency 0.05` prints the ba
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -254,23 +253,7 @@ class FakeOpenAI(FakeServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a fake OpenAI server on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
-    parser.add_argument(
-        "--fault-rate", type=float, default=0.0, help="share of requests answered with a fault"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--api-key", default=None, help="if set, other keys get 401")
-    args = parser.parse_args(argv)
-    server = FakeOpenAI(
-        latency=args.latency,
-        port=args.port,
-        fault_rate=args.fault_rate,
-        fault_seed=args.seed,
-        api_key=args.api_key,
-    )
-    serve_forever_cli(server, "fake-openai")
+    serve_forever_cli(FakeOpenAI, "fake-openai", "Run a fake OpenAI server on 127.0.0.1.", "401", argv)
 
 
 if __name__ == "__main__":
