@@ -1,4 +1,4 @@
-"""The `uniedit` command line: synth, stats, export, report, inspect."""
+"""The `uniedit` command line: synth, stats, export, audit, report, inspect."""
 
 from __future__ import annotations
 
@@ -268,6 +268,38 @@ def export_cmd(
           + (f"; preference pairs: {pairs}" if pairs else ""))
     if summary.skipped:
         print("  left out: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())))
+
+
+@app.command()
+def audit(
+    run: str = typer.Argument(..., help="A run's output directory or URI, or an hf / uniedit-jsonl export."),
+    against: list[str] | None = typer.Option(
+        None, "--against",
+        help="A benchmark to check for contamination (repeatable): a preset (gedit-bench, or imgedit-bench=DIR, "
+        "kris-bench=DIR, risebench=DIR for local copies in their own layouts), an image folder, a "
+        ".jsonl/.json/.csv/.parquet with image paths or bytes and an instruction/question column, or hf:<name>.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (every figure and the flagged ids)."),
+    max_distance: int = typer.Option(
+        4, "--max-distance", min=0, max=16, help="Candidate near-duplicates: 64-bit pHash within this many bits."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write fingerprints under <run>/audit/."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """What a run is worth before training: no-op edits, answer leaks, duplicates, benchmark contamination,
+    branch balance, category mix, instruction diversity, scores, and edits decidable without the answer."""
+    from tqdm import tqdm
+
+    from .audit import format_audit, run_audit
+
+    _setup_logging(0, quiet)
+    with tqdm(desc="audit", unit="row", disable=None if not quiet else True, file=sys.stderr) as bar:
+        result = run_audit(run, against or [], max_distance=max_distance, use_cache=not no_cache,
+                           progress=bar.update)
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(format_audit(result))
 
 
 @app.command()

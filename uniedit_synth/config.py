@@ -45,6 +45,17 @@ class InputPolicy(Strict):
     remote_max_bytes: int = 20_000_000
 
 
+class DedupSpec(Strict):
+    """`source.dedup`: reject later copies of an input before any model call (`duplicate_input`).
+
+    `by: image` rejects a record whose image is a near-copy of an earlier record's; `by: pair` only when the
+    normalised question is the same too. Near-copy: 64-bit pHash within `max_distance` bits, then verified
+    (audit/fingerprint.py)."""
+
+    by: Literal["image", "pair"] = "pair"
+    max_distance: int = Field(default=4, ge=0, le=16)
+
+
 class SourceSpec(Strict):
     """Where VQA records come from. `spec` is `scenes`, `hf:<name>[:config][@split]`, or a path."""
 
@@ -56,6 +67,21 @@ class SourceSpec(Strict):
     shuffle: bool = False
     subject_key: str | None = None
     subject_caps: dict[str, int] = Field(default_factory=dict)
+    #: `image`, `pair` or a DedupSpec mapping; None = keep every copy
+    dedup: DedupSpec | None = None
+    #: benchmark specs (audit/benchmarks.py) whose images or texts a record must not match (`contaminated`)
+    decontaminate: list[str] = Field(default_factory=list)
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"by": value}
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
 
 
 class StageBase(Strict):

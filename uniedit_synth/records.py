@@ -30,6 +30,8 @@ class RejectReason(str, Enum):
 
     invalid_input = "invalid_input"
     duplicate_id = "duplicate_id"
+    duplicate_input = "duplicate_input"
+    contaminated = "contaminated"
     filtered_category = "filtered_category"
     category_capped = "category_capped"
     rewrite_failed = "rewrite_failed"

@@ -68,6 +68,7 @@ class Coordinator:
         spent_before_usd: float = 0.0,
         category_caps: dict[str, int] | None = None,
         admitted_before: dict[str, int] | None = None,
+        screen: dict[str, Any] | None = None,
     ):
         self._buckets = {key: Bucket(rpm=v.get("rpm"), tpm=v.get("tpm")) for key, v in rate_limits.items()}
         self._max_cost = max_cost_usd
@@ -80,6 +81,15 @@ class Coordinator:
         self._pending: dict[int, list[str]] = {}
         self._waiters: dict[int, asyncio.Future] = {}
         self._node_shards: dict[str, list[int]] = defaultdict(list)
+        # source.dedup / source.decontaminate: a second ordered lane, decided before classify
+        self._screen = None
+        if screen is not None:
+            from ..audit.screen import InputScreen
+
+            self._screen = InputScreen(screen.get("by"), screen.get("max_distance", 4), screen.get("benchmarks", ()))
+        self._screened: dict[int, list[Any]] = {}
+        self._screen_pending: dict[int, list[Any]] = {}
+        self._screen_waiters: dict[int, asyncio.Future] = {}
         # the latest grants only (for tests and debugging): a run makes millions of calls
         self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
 
@@ -151,9 +161,12 @@ class Coordinator:
         }
 
     # -- category caps, admitted in shard order so the outcome never depends on timing ---------------
-    async def register_shard(self, shard: int, preset: dict[str, int] | None = None) -> None:
+    async def register_shard(
+        self, shard: int, preset: dict[str, int] | None = None, screened: list[Any] | None = None
+    ) -> None:
         """Called by the driver in increasing shard order, for every shard it dispatches, and (with the
-        counts from the manifest as `preset`) for every finished shard it skips."""
+        counts from the manifest as `preset`, and the screen entries that passed as `screened`) for every
+        finished shard it skips."""
         if shard not in self._registered:
             self._registered.append(shard)
             self._registered.sort()
@@ -161,6 +174,38 @@ class Coordinator:
             self._admitted.update(preset)
             self._decided[shard] = []
             self._advance()
+        if preset is not None and self._screen is not None and shard not in self._screened:
+            from ..audit.screen import ScreenEntry
+
+            self._screen.remember(ScreenEntry(**e) if isinstance(e, dict) else e for e in (screened or []))
+            self._screened[shard] = []
+            self._advance_screen()
+
+    # -- input screen (dedup, decontamination), decided in shard order like the caps ----------------
+    async def screen(self, shard: int, entries: list[Any]) -> list[Any]:
+        """Per entry (audit.screen.ScreenEntry) of this shard: None or (reason, detail), deciding shards in order."""
+        if self._screen is None:
+            return [None] * len(entries)
+        if shard in self._screened:  # a retried shard gets the same answer
+            return self._screened[shard]
+        self._screen_pending[shard] = entries
+        self._advance_screen()
+        if shard not in self._screened:
+            fut = asyncio.get_running_loop().create_future()
+            self._screen_waiters[shard] = fut
+            await fut
+        return self._screened[shard]
+
+    def _advance_screen(self) -> None:
+        for shard in self._registered:
+            if shard in self._screened:
+                continue
+            if shard not in self._screen_pending:
+                return  # an earlier shard has not been screened yet: later ones wait for it
+            self._screened[shard] = self._screen.decide(self._screen_pending.pop(shard))
+            waiter = self._screen_waiters.pop(shard, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def admit(self, shard: int, categories: list[str]) -> list[bool]:
         """Which of this shard's records (by category) fit under the caps, deciding shards in order."""

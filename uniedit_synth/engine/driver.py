@@ -156,6 +156,32 @@ class Driver:
                                      seed=self.config.seed)
             await backend.aclose()
 
+    def _screen_spec(self) -> dict[str, Any] | None:
+        """source.dedup / source.decontaminate for the coordinator: benchmark fingerprints are loaded here, once
+        (cached under <out>/audit/ by the benchmark's content), so a bad spec fails before anything runs."""
+        source = self.config.source
+        if not (source.dedup or source.decontaminate):
+            return None
+        from ..audit.benchmarks import load_benchmark
+
+        root = self.run_dir.fs.local_root if not self.run_dir.fs.remote else None
+        cache = root / "audit" if root is not None else None
+        max_distance = source.dedup.max_distance if source.dedup else 4
+        benchmarks = [load_benchmark(spec, cache) for spec in source.decontaminate]
+        for bench in benchmarks:
+            if bench.skipped_images:
+                log.warning("benchmark %s: %d unreadable image(s) skipped", bench.name, bench.skipped_images)
+        return {"by": source.dedup.by if source.dedup else None, "max_distance": max_distance,
+                "benchmarks": benchmarks}
+
+    def _screened(self, shard: int) -> list[dict[str, Any]]:
+        """The screen entries that passed in a finished shard (written by the worker next to its files)."""
+        raw = self.run_dir.fs.read_bytes(f"screen/shard-{shard:05d}.json")
+        try:
+            return json.loads(raw) if raw else []
+        except ValueError:
+            return []
+
     async def _run(self) -> RunSummary:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
         t0 = time.monotonic()
@@ -173,6 +199,7 @@ class Driver:
             "max_cost_usd": self.config.limits.max_cost_usd,
             "spent_before_usd": spent_before,
             "category_caps": self.config.stages.classify.category_caps,
+            "screen": self._screen_spec(),
         }
         source = open_source(
             self.config.source, seed=self.config.seed, limit=self.config.limit, policy=self.config.input
@@ -228,6 +255,7 @@ class Driver:
         in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int]] = {}
         load = Counter[int]()
         caps = bool(self.config.stages.classify.category_caps)
+        screening = bool(self.config.source.dedup or self.config.source.decontaminate)
         shards = iter_shards(source, engine.shard_size)
         poller = asyncio.create_task(self._poll_progress(runtime, bar, lambda: base_records))
         try:
@@ -242,11 +270,14 @@ class Driver:
                     and done.get("ids_sha256") == ids_digest(records)
                     and not done.get("budget_exhausted")
                     and self.run_dir.shard_files_intact(done)
+                    and (not screening or self.run_dir.fs.exists(f"screen/shard-{shard:05d}.json"))
                 ):
                     summary.shards_skipped += 1
                     base_records += len(records)
-                    if caps:
-                        await runtime.coordinator.register_shard(shard, done.get("admitted", {}))
+                    if caps or screening:
+                        await runtime.coordinator.register_shard(
+                            shard, done.get("admitted", {}), self._screened(shard) if screening else None
+                        )
                     continue
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)

@@ -121,6 +121,7 @@ class ShardProcessor:
         self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
         self._pending_report: dict[str, Any] = {}
         self._root = image_root_for(config.source)
+        self._screening = bool(config.source.dedup or config.source.decontaminate)
 
     def _backend(self, name: str, capability: str) -> Any:
         key = (name, capability)
@@ -140,10 +141,19 @@ class ShardProcessor:
         outcomes: list[Sample | None] = [None] * len(items)
         reporter = asyncio.create_task(self._report_loop())
         try:
-            # phase 1: validate + classify (cheap) for every record
-            await gather_or_cancel(
-                self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items)
-            )
+            if self._screening:
+                # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
+                await gather_or_cancel(self._validate(i, item, outcomes, funnel) for i, item in enumerate(items))
+                screened = await self._screen(shard, items, outcomes)
+                await gather_or_cancel(
+                    self._classify(i, item, outcomes, funnel, budget_exhausted)
+                    for i, item in enumerate(items) if outcomes[i] is None
+                )
+            else:
+                # phase 1: validate + classify (cheap) for every record
+                await gather_or_cancel(
+                    self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items)
+                )
             # phase 2: category caps, decided in shard order by the coordinator (deterministic)
             survivors = [i for i, outcome in enumerate(outcomes) if outcome is None]
             verdicts = await self.coordinator.admit(shard, [items[i].task_category or "others" for i in survivors])
@@ -164,9 +174,43 @@ class ShardProcessor:
         samples = [s for s in outcomes if s is not None]
         if len(samples) != len(records):
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
+        if self._screening:
+            self.out.write_bytes(f"screen/shard-{shard:05d}.json",
+                                 json.dumps([e.__dict__ for e in screened]).encode(), fsync=True)
         return self._write(shard, items, samples, funnel, admitted, started)
 
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
+        if await self._validate(i, item, outcomes, funnel):
+            await self._classify(i, item, outcomes, funnel, exhausted)
+
+    async def _screen(self, shard: int, items: list[WorkItem], outcomes: list) -> list[Any]:
+        """Fingerprint the validated records and let the coordinator decide, in shard order, which are copies
+        of an earlier record or of a benchmark item (called for every shard, even with nothing left, so
+        later shards never wait on this one). Returns the entries that passed (saved for resume)."""
+        from ..audit.fingerprint import ImageUnreadable, fingerprint_image
+        from ..audit.screen import ScreenEntry
+
+        def entry(item: WorkItem) -> ScreenEntry:
+            try:
+                hex_fp = fingerprint_image(item.image).to_hex() if item.image else None
+            except ImageUnreadable:
+                hex_fp = None
+            return ScreenEntry(item.record.id, hex_fp, item.record.question)
+
+        alive = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        entries = list(await asyncio.gather(*(asyncio.to_thread(entry, items[i]) for i in alive)))
+        verdicts = await self.coordinator.screen(shard, entries)
+        passed = []
+        for i, screened, verdict in zip(alive, entries, verdicts, strict=True):
+            if verdict is None:
+                passed.append(screened)
+            else:
+                reason, detail = verdict
+                self._finish(i, items[i], self._reject(items[i], Rejected(RejectReason(reason), detail)), outcomes)
+        return passed
+
+    async def _validate(self, i: int, item: WorkItem, outcomes: list, funnel: dict) -> bool:
+        """Validate one record (its image decoded and normalised); False when it became a reject."""
         from ..sources.validate import InvalidInput, validate_record
 
         try:
@@ -183,6 +227,13 @@ class ShardProcessor:
             item.record = clean
             item.image = clean.image or b""
             funnel["validate"]["out"] += 1
+            return True
+        except Rejected as rej:
+            self._finish(i, item, self._reject(item, rej), outcomes)
+            return False
+
+    async def _classify(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
+        try:
             if exhausted:
                 raise BudgetExhausted()
             funnel["classify"]["in"] += 1
