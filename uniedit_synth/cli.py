@@ -247,6 +247,15 @@ def export_cmd(
     ),
     push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="hf: upload the export to this dataset repo id."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
+    drop_flagged: str | None = typer.Option(
+        None, "--drop-flagged",
+        help="Leave out rows `uniedit audit` flags: `all` (no_op_edits, answer_leaks, duplicate_sources, "
+        "duplicate_pairs, contaminated) or a comma-separated list of those kinds and decided_in_advance. Of a "
+        "group of duplicates the first id is kept.",
+    ),
+    against: list[str] | None = typer.Option(
+        None, "--against", help="With --drop-flagged: benchmarks for the contamination check (as in uniedit audit)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, or BAGEL)."""
@@ -255,12 +264,27 @@ def export_cmd(
     _setup_logging(0, quiet)
     if fmt not in FORMATS:
         raise UniEditError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    drop = None
+    if drop_flagged:
+        from .audit import FLAG_KINDS, flagged_ids, run_audit
+
+        kinds = [k.strip() for k in drop_flagged.split(",") if k.strip()]
+        kinds = [k for k in FLAG_KINDS if k != "decided_in_advance"] if kinds == ["all"] else kinds
+        unknown = [k for k in kinds if k not in FLAG_KINDS]
+        if unknown or not kinds:
+            raise UniEditError(f"--drop-flagged: unknown kind(s) {', '.join(unknown) or '(none)'}; use all or "
+                               f"some of {', '.join(FLAG_KINDS)}")
+        if "contaminated" in kinds and not against and drop_flagged.strip() != "all":
+            raise UniEditError("--drop-flagged contaminated needs --against <benchmark>")
+        drop = flagged_ids(run_audit(run, against or []), kinds)
+    elif against:
+        raise UniEditError("--against is used with --drop-flagged")
     summary = export_run(
         run, out, fmt, min_score=min_score,
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
         with_masks=with_masks, mask_grid=mask_grid, weight_fn=weight_fn, bagel_data_dir=bagel_data_dir,
-        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet,
+        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
     pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())

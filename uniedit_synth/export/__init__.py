@@ -147,6 +147,7 @@ def export_run(
     push_to_hub: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    drop: dict[str, str] | None = None,
 ) -> ExportSummary:
     """Export the accepted samples of `run_dir` to `out_dir` in format `fmt` (one of FORMATS).
 
@@ -156,7 +157,8 @@ def export_run(
     output file and `row_group_rows` rows per parquet row group default per format (options.py).
     `with_masks` computes an edit mask (at `mask_grid`, or full resolution) and a region weight (`weight_fn`)
     per sample (uniedit-jsonl and hf). `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
-    `push_to_hub` (hf only) uploads the finished export to that dataset repo.
+    `push_to_hub` (hf only) uploads the finished export to that dataset repo. `drop` (id → audit flag, from
+    audit.flagged_ids) leaves those samples out, counted per flag in `skipped`.
     Raises ExportError for a missing or non-run `run_dir`, a non-empty `out_dir` without `overwrite`, an
     unknown format or invalid options.
     """
@@ -189,7 +191,7 @@ def export_run(
     except OSError as exc:
         raise ExportError(f"cannot create the export next to {out}: {exc.strerror or exc}") from exc
     try:
-        summary = _export_into(staging, out, reader, options, progress)
+        summary = _export_into(staging, out, reader, options, progress, drop)
         summary.seconds = round(time.monotonic() - started, 3)
         (staging / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n")
         _replace(staging, out)
@@ -205,10 +207,11 @@ def export_run(
 
 
 def _export_into(
-    staging: Path, out: Path, reader: RunReader, options: ExportOptions, progress: bool
+    staging: Path, out: Path, reader: RunReader, options: ExportOptions, progress: bool,
+    drop: dict[str, str] | None = None,
 ) -> ExportSummary:
     writer = _writer(options.format, staging, out, options, reader.run_info())
-    selection = Selection(reader, options)
+    selection = Selection(reader, options, drop)
     stats = CardStats()
     with tqdm(
         total=selection.candidate_count(),

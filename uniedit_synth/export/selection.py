@@ -64,9 +64,10 @@ def mask_and_weight(sample: Sample, options: ExportOptions) -> tuple[np.ndarray,
 class Selection:
     """Streams the samples (and then the pairs) of a run that an export takes, counting what it leaves out."""
 
-    def __init__(self, reader: RunReader, options: ExportOptions) -> None:
+    def __init__(self, reader: RunReader, options: ExportOptions, drop: dict[str, str] | None = None) -> None:
         self.reader = reader
         self.options = options
+        self.drop = drop or {}  # id → audit flag (export --drop-flagged)
         self.skipped: Counter[str] = Counter()
         self.rows_seen = 0
         self.unpaired_rejects = 0
@@ -100,6 +101,8 @@ class Selection:
     def _skip_reason(self, sample: Sample) -> str | None:
         if not sample.accepted:
             return "not_accepted"
+        if sample.id in self.drop:
+            return f"flagged_{self.drop[sample.id]}"
         if not self._category_ok(sample):
             return "category"
         if self.options.min_score is not None and (
