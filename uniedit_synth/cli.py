@@ -316,7 +316,7 @@ def audit(
 
     from .audit import format_audit, run_audit
 
-    _setup_logging(0, quiet)
+    _setup_logging(0, False)  # warnings (a skipped benchmark image) show even with -q
     with tqdm(desc="audit", unit="row", disable=None if not quiet else True, file=sys.stderr) as bar:
         result = run_audit(run, against or [], max_distance=max_distance, use_cache=not no_cache,
                            progress=bar.update)
