@@ -37,6 +37,11 @@ class AuthenticationFailed(UniEditError):
     """A provider rejected the API key (HTTP 401/403): the run stops, nothing more is paid."""
 
 
+class ProviderUnreachable(UniEditError):
+    """A provider stayed unreachable after the retries (connection refused, DNS, TLS, timeouts): an outage, so
+    the run stops with the shards in flight unfinished, and a rerun picks them up (never a reject)."""
+
+
 class DiskFullError(OutputDirError):
     """The output filesystem is full or refused a write; the run stops and can be resumed later."""
 

@@ -108,6 +108,7 @@ class ShardProcessor:
                 prices=config.prices,
                 retry=config.retry,
                 rate_limited=backend.provider != "builtin",
+                backend_name=stage_spec.backend,
             )
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.classify = ClassifyStage(self.ctx)
