@@ -1,0 +1,67 @@
+"""Hostile input and operator mistakes through the `uniedit` command line: every one ends as a reject with a
+reason, or a one-line error (exit 2), never a traceback, a hang or a silent conversion (issue 19)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def all_rows(out: Path) -> dict[str, dict]:
+    found = {}
+    for kind in ("data", "rejects"):
+        for path in sorted((out / kind).glob("shard-*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                found[row["id"]] = row
+    return found
+
+
+def one_line_error(proc, *needles: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def synth(source: Path | str, out: Path, *extra: str):
+    return run_cli("synth", "--source", str(source), "--out", str(out), "--engine", "inline", "--no-progress",
+                   "--set", "stages.classify.drop_categories=[]", *extra, timeout=120)
+
+
+def vqa_file(tmp_path: Path, rows: list[dict], name: str = "vqa.jsonl") -> Path:
+    (tmp_path / "good.png").write_bytes(png())
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_nul_byte_in_an_image_path_is_one_reject_and_the_run_finishes(tmp_path: Path):
+    source = vqa_file(tmp_path, [
+        {"id": "ok", "image": "good.png", "question": "What color is the box?", "answer": "red"},
+        {"id": "nul", "image": "good\u0000.png", "question": "What color is the box?", "answer": "red"},
+    ])
+    out = tmp_path / "run"
+    proc = synth(source, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = all_rows(out)
+    assert rows["vqa/nul"]["reject_reason"] == "invalid_input"
+    assert "NUL byte" in rows["vqa/nul"]["reject_detail"]
+    assert len(rows) == 2
