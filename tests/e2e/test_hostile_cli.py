@@ -65,3 +65,21 @@ def test_nul_byte_in_an_image_path_is_one_reject_and_the_run_finishes(tmp_path: 
     assert rows["vqa/nul"]["reject_reason"] == "invalid_input"
     assert "NUL byte" in rows["vqa/nul"]["reject_detail"]
     assert len(rows) == 2
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("synth", "--bogus-flag"), ("No such option", "--bogus-flag")),
+    (("synth", "--limit", "-1"), ("Invalid value for '--limit'",)),
+    (("synth", "--shard-size", "0"), ("Invalid value for '--shard-size'",)),
+    (("nosuchcommand",), ("No such command", "nosuchcommand")),
+    (("stats",), ("Missing argument",)),
+])
+def test_usage_errors_print_clicks_message_and_exit_2(args: tuple[str, ...], needles: tuple[str, ...]):
+    """Checked with the newest typer (which raises its vendored `typer._click` exceptions) and with the lowest
+    the pyproject allows (click's own exceptions): `PYTHONPATH=<dir with typer==0.18.0>:. pytest -k usage`."""
+    proc = run_cli(*args, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Usage:" in proc.stderr
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("Error: "))
+    for needle in needles:
+        assert needle in error, error
