@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from .config import Replace
-from .errors import UniEditError
+from .config import Replace, load_yaml_text
+from .errors import ConfigError, UniEditError, UnsafeYAML
 
 app = typer.Typer(
     name="uniedit",
@@ -79,9 +78,11 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UniEditError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+            value = load_yaml_text(raw, f"--set {key.strip()}") if raw.strip() else ""
+        except UnsafeYAML:
+            raise
+        except ConfigError:
+            value = raw  # not YAML: the plain string
         put(key.strip(), Replace(value) if isinstance(value, dict) else value, explicit=True)
     return out
 

@@ -13,6 +13,10 @@ class ConfigError(UniEditError):
     """The pipeline YAML or a CLI option is invalid."""
 
 
+class UnsafeYAML(ConfigError):
+    """A YAML document refused before it is built: its aliases expand too far, or it is nested too deeply."""
+
+
 class SourceError(UniEditError):
     """A VQA source cannot be opened or read at all (single bad records are rejects, not errors)."""
 

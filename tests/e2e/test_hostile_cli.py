@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +83,39 @@ def test_usage_errors_print_clicks_message_and_exit_2(args: tuple[str, ...], nee
     error = next(line for line in proc.stderr.splitlines() if line.startswith("Error: "))
     for needle in needles:
         assert needle in error, error
+
+
+def alias_bomb_pipeline(tmp_path: Path) -> Path:
+    """The default pipeline with a billion-laughs alias bomb (~1.4 KB) under stages.judge.params."""
+    lines = ['    l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        lines.append(f"    l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    text = (REPO / "pipelines" / "default.yaml").read_text()
+    assert "  judge:\n    backend: text\n" in text
+    bomb = text.replace("  judge:\n    backend: text\n", "  judge:\n    backend: text\n    params:\n"
+                        + "\n".join("  " + line for line in lines) + "\n")
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    return path
+
+
+def test_yaml_alias_bomb_in_a_pipeline_is_refused_at_once(tmp_path: Path):
+    proc = run_cli("synth", "--pipeline", str(alias_bomb_pipeline(tmp_path)), "--out", str(tmp_path / "run"),
+                   "--engine", "inline", "--no-progress", timeout=60)
+    one_line_error(proc, "bomb.yaml", "aliases expand to more than")
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_alias_bomb_in_a_set_value_is_refused(tmp_path: Path):
+    value = '{a: &a [x,x,x,x,x,x,x,x,x], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], ' \
+            'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], f: [*e,*e,*e,*e,*e,*e,*e,*e,*e]}'
+    proc = run_cli("synth", "--set", f"stages.judge.params={value}", "--out", str(tmp_path / "run"),
+                   "--engine", "inline", "--no-progress", timeout=60)
+    one_line_error(proc, "--set stages.judge.params", "aliases expand")
+
+
+def test_non_utf8_pipeline_file_is_a_clean_error(tmp_path: Path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes((REPO / "pipelines" / "default.yaml").read_bytes() + "# café\n".encode("latin-1"))
+    proc = run_cli("synth", "--pipeline", str(path), "--out", str(tmp_path / "run"), timeout=60)
+    one_line_error(proc, "latin1.yaml", "not UTF-8")
