@@ -56,11 +56,11 @@ def plant_defects(run: Path, bench_dir: Path) -> Planted:
         row["edit_instruction"] = row["edit_instruction"] + f" (The answer is {row['original_answer']}.)"
         edits[(f, i)] = row
         planted.answer_leaks.append(row["id"])
-    (fa, ia, a), (fb, ib, b) = next(pick), next(pick)  # two ids, one source image, different questions
+    (_, _, a), (fb, ib, b) = next(pick), next(pick)  # two ids, one source image, different questions
     b["source_image"] = {"bytes": a["source_image"]["bytes"], "path": b["source_image"]["path"]}
     edits[(fb, ib)] = b
     planted.duplicate_sources += [a["id"], b["id"]]
-    fc, ic, c = next(pick)  # an exact duplicate pair: the same row again under another id
+    fc, _, c = next(pick)  # an exact duplicate pair: the same row again under another id
     copy = dict(c, id=c["id"] + "-copy")
     planted.duplicate_pairs += [c["id"], copy["id"]]
 

@@ -7,6 +7,7 @@ import io
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +120,13 @@ def fetch_remote_image(url: str, *, timeout_s: float, max_bytes: int) -> bytes:
     return data
 
 
-def normalise_image(data: bytes, policy: InputPolicy) -> bytes:
+def normalise_image(
+    data: bytes, policy: InputPolicy, on_image: Callable[[Image.Image], None] | None = None
+) -> bytes:
     """Bytes of an RGB image no larger than `policy.max_side` on its longest side, EXIF orientation applied,
     alpha composited on white, first frame of an animation. A plain RGB PNG/JPEG that needs none of this is
     returned unchanged; anything else is re-encoded as PNG. Raises ImageRejected for anything unusable.
+    `on_image` is given the decoded RGB image (the synth-time dedup fingerprints it without a second decode).
     """
     if not data:
         raise ImageRejected("empty image (0 bytes)")
@@ -168,6 +172,8 @@ def normalise_image(data: bytes, policy: InputPolicy) -> bytes:
             and not animated
             and longest <= policy.max_side
         ):
+            if on_image is not None:
+                on_image(image)
             return data
 
         try:
@@ -177,6 +183,8 @@ def normalise_image(data: bytes, policy: InputPolicy) -> bytes:
                 rgb.thumbnail((policy.max_side, policy.max_side), Image.Resampling.LANCZOS)
             out = io.BytesIO()
             rgb.save(out, format="PNG", optimize=False)
+            if on_image is not None:
+                on_image(rgb)
         except ImageRejected:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -37,8 +37,8 @@ from .fingerprint import (
     detail_distance,
     fingerprint_image,
     same_image,
-    shingles,
     text_key,
+    word_shingles,
 )
 from .index import minhash, near_duplicate_pairs
 from .rows import AuditFile, AuditRow, open_audit_input
@@ -214,13 +214,13 @@ class Auditor:
         self._add_instruction(row.instruction)
 
     def _add_instruction(self, instruction: str) -> None:
-        grams = shingles(instruction) if instruction else set()
+        words = normalise_text(instruction).split() if instruction else []
+        grams = word_shingles(words)
         if instruction:
             self.instructions += 1
             self.openings.update(opening_clause(instruction).encode())
-            words = normalise_text(instruction).split()
-            for i in range(len(words) - 2):
-                self.trigrams.update(" ".join(words[i : i + 3]).encode())
+            for gram in grams:
+                self.trigrams.update(gram.encode())  # distinct 3-grams (HyperLogLog: fixed memory)
             self.trigram_total += max(0, len(words) - 2)
         if grams:
             values = minhash(grams).hashvalues.astype(np.uint64)

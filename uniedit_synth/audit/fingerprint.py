@@ -102,7 +102,10 @@ def text_key(text: str) -> int:
 
 def shingles(text: str, n: int = SHINGLE_WORDS) -> set[str]:
     """Word n-grams of the normalised text (a text shorter than n words is one shingle)."""
-    words = normalise_text(text).split()
+    return word_shingles(normalise_text(text).split(), n)
+
+
+def word_shingles(words: list[str], n: int = SHINGLE_WORDS) -> set[str]:
     if len(words) < n:
         return {" ".join(words)} if words else set()
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}

@@ -94,8 +94,15 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     return np.unique(np.concatenate(found), axis=0)
 
 
+_PERMUTATIONS: dict[int, tuple[object, str]] = {}
+
+
 def minhash(tokens: Iterable[str], num_perm: int = NUM_PERM) -> MinHash:
-    signature = MinHash(num_perm=num_perm)
+    if num_perm not in _PERMUTATIONS:  # drawing them is most of a MinHash's cost: once per process
+        first = MinHash(num_perm=num_perm)
+        _PERMUTATIONS[num_perm] = (first.permutations, first.scheme)
+    permutations, scheme = _PERMUTATIONS[num_perm]
+    signature = MinHash(num_perm=num_perm, permutations=permutations, scheme=scheme)
     signature.update_batch([t.encode() for t in tokens])
     return signature
 

@@ -130,6 +130,7 @@ class ShardProcessor:
         self._pending_report: dict[str, Any] = {}
         self._root = image_root_for(config.source)
         self._screening = bool(config.source.dedup or config.source.decontaminate)
+        self._fingerprints: dict[int, str] = {}  # id(WorkItem) → fingerprint hex, set while validating
 
     def _backend(self, name: str, capability: str) -> Any:
         key = (name, capability)
@@ -199,14 +200,18 @@ class ShardProcessor:
         from ..audit.screen import ScreenEntry
 
         def entry(item: WorkItem) -> ScreenEntry:
-            try:
-                hex_fp = fingerprint_image(item.image).to_hex() if item.image else None
-            except ImageUnreadable:
-                hex_fp = None
+            hex_fp = self._fingerprints.pop(id(item), None)
+            if hex_fp is None and item.image:
+                try:
+                    hex_fp = fingerprint_image(item.image).to_hex()
+                except ImageUnreadable:
+                    hex_fp = None
             return ScreenEntry(item.record.id, hex_fp, item.record.question)
 
         alive = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        entries = list(await asyncio.gather(*(asyncio.to_thread(entry, items[i]) for i in alive)))
+        entries = [entry(items[i]) for i in alive]
+        for item in items:
+            self._fingerprints.pop(id(item), None)
         verdicts = await self.coordinator.screen(shard, entries)
         passed = []
         for i, screened, verdict in zip(alive, entries, verdicts, strict=True):
@@ -225,10 +230,17 @@ class ShardProcessor:
             funnel["validate"]["in"] += 1
             if item.record.duplicate:
                 raise Rejected(RejectReason.duplicate_id, "an earlier record has the same id")
+            on_image = None
+            if self._screening:  # fingerprint the decoded image there: no second decode for the screen
+                from ..audit.fingerprint import fingerprint_image
+
+                def on_image(image: Any) -> None:
+                    self._fingerprints[id(item)] = fingerprint_image(image).to_hex()
+
             try:
                 async with self._validate_sem:
                     clean = await asyncio.to_thread(
-                        validate_record, item.record, self.config.input, self._image_root()
+                        validate_record, item.record, self.config.input, self._image_root(), on_image
                     )
             except InvalidInput as exc:
                 raise Rejected(RejectReason.invalid_input, exc.detail) from None

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+
+from PIL import Image
 
 from ..config import InputPolicy
 from ..images import ImageRejected, load_image_bytes, normalise_image
@@ -27,7 +30,10 @@ class InvalidInput(Exception):
 
 
 def validate_record(
-    record: VQARecord, policy: InputPolicy, image_root: Path | str | None = None
+    record: VQARecord,
+    policy: InputPolicy,
+    image_root: Path | str | None = None,
+    on_image: Callable[[Image.Image], None] | None = None,
 ) -> VQARecord:
     """A cleaned copy of `record` (normalised image bytes, cleaned text) or InvalidInput.
 
@@ -47,7 +53,7 @@ def validate_record(
             raw = rendered  # the offline world renders in the worker (ScenesSource defer_render)
         else:
             raise InvalidInput("no image")
-        image = normalise_image(raw, policy)
+        image = normalise_image(raw, policy, on_image)
     except ImageRejected as exc:
         raise InvalidInput(exc.detail) from None
     return record.model_copy(update={"image": image, "question": question, "answer": answer})
