@@ -32,7 +32,6 @@ VERIFY_DETAIL_BITS = 20
 VERIFY_COLOUR_DELTA = 16
 SHINGLE_WORDS = 3
 
-Image.MAX_IMAGE_PIXELS = None  # sizes are checked by the caller's policy; hashing reads a thumbnail
 
 
 class ImageUnreadable(ValueError):
