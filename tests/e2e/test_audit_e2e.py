@@ -70,6 +70,11 @@ def test_audit_reports_exactly_the_planted_rows(planted):
     text = run_cli("audit", str(run), "-q")
     assert text.returncode == 0 and "no-op edits" in text.stdout and "not checked" in text.stdout
 
+    report = run_cli("report", str(run), "-q", "--out", str(run.parent / "report"))
+    assert report.returncode == 0, report.stderr
+    page = (run.parent / "report" / "index.html").read_text()
+    assert "Data quality (uniedit audit)" in page and expected.no_op_edits[0] in page
+
 
 def test_audit_of_an_export_and_drop_flagged(planted, tmp_path: Path):
     run, _, bench, expected = planted

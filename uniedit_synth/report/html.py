@@ -165,6 +165,13 @@ def _build(
     _write_text(root / "data" / "index.js", index.to_js(page_size, pages.chunks, search.chunks))
     _write_text(root / "assets" / "report.css", REPORT_CSS.lstrip())
     _write_text(root / "assets" / "report.js", REPORT_JS.lstrip())
+    audit = None
+    try:
+        from ..audit import run_audit
+
+        audit = run_audit(run.location, [])
+    except Exception as exc:  # noqa: BLE001 - the gallery does not depend on the audit
+        log.warning("the report has no data-quality section: %s", exc)
     context = PageContext(
         run_name=run.local_root.resolve().name if run.local_root is not None else run.display.rsplit("/", 1)[-1],
         run_info=read_json(run, "run.json"),
@@ -175,6 +182,7 @@ def _build(
         page_size=page_size,
         shards=len(shards),
         version=__version__,
+        audit=audit,
     )
     _write_text(root / "index.html", render_index(context))
     _write_text(

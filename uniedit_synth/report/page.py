@@ -40,6 +40,7 @@ class PageContext:
     page_size: int
     shards: int
     version: str
+    audit: dict[str, Any] | None = None  # `uniedit audit`'s result (no benchmarks), or None
 
 
 def redact(value: Any) -> Any:
@@ -172,6 +173,8 @@ def _summary(ctx: PageContext) -> str:
         _facts_panel(ctx),
         _scores_panel(s),
     ]
+    if ctx.audit:
+        panels.append(_audit_panel(ctx.audit))
     return (
         '<section id="summary" aria-label="Run summary">'
         f'<div class="kpis">{"".join(kpis)}</div>'
@@ -340,6 +343,43 @@ def _facts_panel(ctx: PageContext) -> str:
     facts.append(("report", f"uniedit-synth {ctx.version}, {ctx.page_size} samples per page"))
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
     return _panel("Run details", "", f'<dl class="facts">{rows}</dl>')
+
+
+AUDIT_ROWS = [
+    ("no_op_edits", "no-op edits", "edited image (near-)identical to the source"),
+    ("answer_leaks", "answer leaks", "the instruction gives the answer away"),
+    ("duplicate_sources", "duplicate sources", "one source image under several questions"),
+    ("duplicate_pairs", "duplicate pairs", "the same question on the same image twice"),
+    ("decided_in_advance", "decided in advance", "offline world: the edit does not depend on the answer"),
+    ("instruction_diversity", "near-duplicate instructions", "instructions sharing a MinHash LSH band"),
+]
+
+
+def _audit_panel(audit: dict[str, Any]) -> str:
+    """The data-quality figures of `uniedit audit` (accepted rows; contamination needs `--against`)."""
+    rows = max(1, int(audit.get("rows") or 0))
+    facts = []
+    for key, label, meaning in AUDIT_ROWS:
+        entry = audit.get(key) or {}
+        count = int(entry.get("count") or 0)
+        of = int(entry.get("checkable") or rows) if key == "decided_in_advance" else rows
+        ids = entry.get("ids") or []
+        sample = ", ".join(ids[:3]) + (" …" if len(ids) > 3 else "")
+        facts.append((label, f"{count:,} ({100 * count / max(1, of):.1f} %) — {meaning}" + (f": {sample}" if sample else "")))
+    balance = audit.get("branch_balance") or {}
+    if balance.get("share_then") is not None:
+        skewed = balance.get("skewed_categories") or []
+        facts.append(("branch balance", f"{balance['share_then']:.2f} of {balance['count']:,} conditional rows expect "
+                      "`then`" + (f"; skewed: {', '.join(skewed)}" if skewed else "")))
+    diversity = audit.get("instruction_diversity") or {}
+    if diversity.get("instructions"):
+        facts.append(("instruction diversity", f"{diversity['distinct_openings']:,} distinct openings; distinct "
+                      f"3-gram ratio {diversity['distinct_3gram_ratio']}"))
+    facts.append(("contamination", "not checked here: uniedit audit <run> --against <benchmark>"))
+    body = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+    return _panel("Data quality (uniedit audit)", f"{audit.get('rows', 0):,} accepted rows; "
+                  "uniedit audit --json lists every flagged id, uniedit export --drop-flagged leaves them out.",
+                  f'<dl class="facts">{body}</dl>', wide=True)
 
 
 def _scores_panel(s: RunSummary) -> str:
