@@ -128,9 +128,12 @@ def decided_in_advance(row: AuditRow) -> bool | None:
         asked = (meta.get("question_spec") or {}).get("query")
         if asked is not None and asked != query:
             return True
-        kind = value_kind(query, condition_value(scene, program))
+        value = condition_value(scene, program)
+        kind = value_kind(query, value)
+        # numbers: every value from 0 to well past the true one (a count, a sum or a product on a board)
+        numbers = range(0, max(21, 2 * int(value) + 11)) if kind == "number" else ()
         options: Sequence[Any] | None = {
-            "number": range(0, 13), "color": tuple(COLORS), "shape": SHAPES, "side": ("left", "right"),
+            "number": numbers, "color": tuple(COLORS), "shape": SHAPES, "side": ("left", "right"),
         }.get(kind)
         if options is None:
             return None
