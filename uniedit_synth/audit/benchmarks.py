@@ -139,11 +139,11 @@ def _items(preset: str, location: str) -> Iterator[BenchmarkItem]:
         yield from _rise_items(path)
     elif preset == "kris-bench" or (not preset and path.is_dir() and any(path.glob("*/annotation.json"))):
         yield from _kris_items(path)
-    elif preset == "gedit-bench" and path.is_dir() and not any(path.glob("*.parquet")):
-        yield from _hf_items(f"hf:{path}", preset)
-    elif path.is_dir() and preset == "gedit-bench":
-        for file in sorted(path.glob("**/*.parquet")):
+    elif preset == "gedit-bench" and path.is_dir() and any(path.glob("**/*.parquet")):
+        for file in sorted(path.glob("**/*.parquet")):  # a snapshot of the hub repo
             yield from _table_items(file, preset)
+    elif preset == "gedit-bench" and path.is_dir():
+        yield from _hf_items(f"hf:{path}", preset)  # datasets' save_to_disk
     elif path.is_dir():
         yield from _folder_items(path)
     else:

@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 from datasketch import HyperLogLogPlusPlus
 from PIL import Image
 
-from ..stages.text import leaks_answer, normalise_text
+try:  # the plan-aware leak check v2 (answers.py); stages/text.py before it landed
+    from ..answers import leaks_answer, normalise_text
+
+    PLAN_AWARE_LEAKS = True
+except ImportError:  # pragma: no cover - depends on the merge order
+    from ..stages.text import leaks_answer, normalise_text
+
+    PLAN_AWARE_LEAKS = False
 from .benchmarks import load_benchmark
 from .fingerprint import (
     DEFAULT_MAX_DISTANCE,
@@ -82,6 +89,18 @@ def is_noop(source: bytes, edited: bytes, src: ImageFingerprint, ed: ImageFinger
     return float(blocks.max()) <= NOOP_BLOCK_DELTA
 
 
+def answer_leak(row: AuditRow) -> str | None:
+    """The rewrite stage's own leak check on an accepted row: with the row's plan, the answer is allowed as the
+    plan's candidate inside the condition (and nowhere else)."""
+    if not row.instruction:
+        return None
+    plan = row.plan if isinstance(row.plan, dict) else {}
+    if PLAN_AWARE_LEAKS and plan.get("candidate_is_answer") is not None:
+        return leaks_answer(row.instruction, row.answer, row.process_answer,
+                            candidate_is_answer=bool(plan["candidate_is_answer"]))
+    return leaks_answer(row.instruction, row.answer, row.process_answer)
+
+
 def expected_branch(row: AuditRow) -> str | None:
     """'then' or 'else' for a conditional row, None when the row is not conditional or cannot tell.
 
@@ -102,6 +121,8 @@ def expected_branch(row: AuditRow) -> str | None:
         return None
     from ..scenes.program import ProgramError, branch_taken, generic_branch_taken, scene_of
 
+    if (program.get("condition") or {}).get("test", {}).get("op") == "always":
+        return None  # not a conditional
     try:
         if program.get("kind") == "scene" and row.record_meta:
             return "then" if branch_taken(scene_of(row.record_meta), program) else "else"
@@ -119,11 +140,18 @@ def decided_in_advance(row: AuditRow) -> bool | None:
     program, meta = row.edit_program, row.record_meta
     if not (isinstance(program, dict) and program.get("kind") == "scene" and "condition" in program and meta):
         return None
+    from ..scenes import program as programs
     from ..scenes.program import ProgramError, condition_holds, condition_value, scene_of, value_kind
     from ..scenes.world import COLORS, SHAPES
 
+    decided_conditions = getattr(programs, "decided_conditions", None)
+    if (program["condition"].get("test") or {}).get("op") == "always":
+        return None
+
     try:
         scene = scene_of(meta)
+        if decided_conditions is not None:  # the offline world's own definition, over its possible answers
+            return bool(decided_conditions(scene, program))
         query, test = program["condition"]["query"], program["condition"]["test"]
         asked = (meta.get("question_spec") or {}).get("query")
         if asked is not None and asked != query:
@@ -193,7 +221,7 @@ class Auditor:
         self._qkey.append(text_key(row.question))
         if noop:
             self.no_op.append(row.id)
-        leaked = leaks_answer(row.instruction, row.answer, row.process_answer) if row.instruction else None
+        leaked = answer_leak(row)
         if leaked:
             self.leaks.append((row.id, leaked))
         if self.decontaminator is not None:
