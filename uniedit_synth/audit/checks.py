@@ -150,12 +150,12 @@ def decided_in_advance(row: AuditRow) -> bool | None:
 
     try:
         scene = scene_of(meta)
-        if decided_conditions is not None:  # the offline world's own definition, over its possible answers
-            return bool(decided_conditions(scene, program))
         query, test = program["condition"]["query"], program["condition"]["test"]
         asked = (meta.get("question_spec") or {}).get("query")
         if asked is not None and asked != query:
-            return True
+            return True  # the condition does not ask the question at all
+        if decided_conditions is not None:  # the offline world's own definition, over its possible answers
+            return bool(decided_conditions(scene, program))
         value = condition_value(scene, program)
         kind = value_kind(query, value)
         # numbers: every value from 0 to well past the true one (a count, a sum or a product on a board)
