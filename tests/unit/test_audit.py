@@ -237,3 +237,21 @@ def test_flagged_ids_keep_the_first_of_a_group():
               "duplicate_sources": {"groups": [["e", "f", "g"]]}}
     assert flagged_ids(result, ["answer_leaks", "duplicate_pairs", "duplicate_sources"]) == {
         "b": "answer_leaks", "d": "duplicate_pairs", "f": "duplicate_sources", "g": "duplicate_sources"}
+
+
+def test_hf_saved_dataset_as_benchmark(tmp_path: Path):
+    import datasets
+
+    features = datasets.Features({"key": datasets.Value("string"), "instruction": datasets.Value("string"),
+                                  "input_image": datasets.Image()})
+    data = datasets.Dataset.from_dict(
+        {"key": ["a", "b"], "instruction": ["Make the sky above the old red barn purple", "Remove the blue car"],
+         "input_image": [{"bytes": png_bytes(4), "path": None}, {"bytes": png_bytes(5), "path": None}]},
+        features=features,
+    )
+    data.save_to_disk(str(tmp_path / "saved"))
+    for spec in (f"hf:{tmp_path / 'saved'}", f"gedit-bench={tmp_path / 'saved'}"):
+        bench = load_benchmark(spec, tmp_path / "cache")
+        assert bench.keys == ["a", "b"] and bench.images[1] == fingerprint_image(png_bytes(5)), spec
+        assert bench.texts[0] == "Make the sky above the old red barn purple"
+    assert load_benchmark(f"hf:{tmp_path / 'saved'}", tmp_path / "cache").from_cache
