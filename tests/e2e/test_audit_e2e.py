@@ -56,8 +56,8 @@ def test_audit_reports_exactly_the_planted_rows(planted):
         assert match["benchmark"] == "bench.jsonl" and match["by"] == "image"
     for key in ("branch_balance", "category_mix", "instruction_diversity", "scores", "decided_in_advance"):
         assert {"count", "ids"} <= set(result[key]), key
-    assert result["branch_balance"]["count"] == result["rows"]  # every offline row is a conditional
-    assert 0.2 < result["branch_balance"]["share_then"] < 0.8
+    assert 0 < result["branch_balance"]["count"] <= result["rows"]  # the conditional rows
+    assert 0.1 < result["branch_balance"]["share_then"] < 0.9
     assert result["scores"]["histograms"]["score"]
     assert result["no_op_edits"]["thresholds"]["phash256_bits"] > 0
 
