@@ -9,6 +9,7 @@ bytes per row. `TextIndex` wraps datasketch's MinHash LSH and verifies every can
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -44,7 +45,7 @@ class HammingIndex(Generic[T]):
         self.max_distance = max_distance
         self._chunks = chunk_bounds(max_distance)
         self._tables: list[dict[tuple[int, int], list[int]]] = [{} for _ in self._chunks]
-        self._hashes: list[int] = []
+        self._hashes = array("Q")  # 8 bytes a hash, not a Python int each
         self._items: list[T] = []
 
     def __len__(self) -> int:

@@ -106,17 +106,28 @@ class InputScreen:
             raise ValueError("dedup `by` must be image or pair")
         self.by = by
         self.decontaminator = Decontaminator(benchmarks, max_distance) if benchmarks else None
-        self._seen: HammingIndex[tuple[str, ImageFingerprint]] = HammingIndex(max_distance)
+        # per admitted record: its id, and its verify signature packed in a bytearray (80 bytes, no objects)
+        self._seen: HammingIndex[int] = HammingIndex(max_distance)
+        self._ids: list[str] = []
+        self._verify = bytearray()
 
     def _namespace(self, question: str) -> int:
         return text_key(question) if self.by == "pair" else 0
+
+    def _add(self, record_id: str, fp: ImageFingerprint, namespace: int) -> None:
+        self._seen.add(fp.phash, len(self._ids), namespace)
+        self._ids.append(record_id)
+        self._verify += fp.detail + fp.colour
+
+    def _stored(self, slot: int, phash: int) -> ImageFingerprint:
+        packed = self._verify[80 * slot : 80 * slot + 80]
+        return ImageFingerprint(phash, bytes(packed[:32]), bytes(packed[32:]))
 
     def remember(self, entries: Iterable[ScreenEntry]) -> None:
         """Records that passed in a shard finished earlier (resume)."""
         for entry in entries:
             if entry.fingerprint and self.by:
-                fp = ImageFingerprint.from_hex(entry.fingerprint)
-                self._seen.add(fp.phash, (entry.id, fp), self._namespace(entry.question))
+                self._add(entry.id, ImageFingerprint.from_hex(entry.fingerprint), self._namespace(entry.question))
 
     def decide(self, entries: Sequence[ScreenEntry]) -> list[tuple[str, str] | None]:
         """Per entry, in order: None (passes, and is remembered) or (reject reason, detail)."""
@@ -131,14 +142,14 @@ class InputScreen:
             if self.by and fp is not None:
                 namespace = self._namespace(entry.question)
                 earlier = next(
-                    (other_id for (other_id, other), _d in self._seen.near(fp.phash, namespace)
-                     if same_image(fp, other)),
+                    (self._ids[slot] for slot, _d in self._seen.near(fp.phash, namespace)
+                     if same_image(fp, self._stored(slot, fp.phash))),
                     None,
                 )
                 if earlier is not None:
                     what = "the same question and image" if self.by == "pair" else "a near-identical image"
                     out.append(("duplicate_input", f"{what} as {earlier}"))
                     continue
-                self._seen.add(fp.phash, (entry.id, fp), namespace)
+                self._add(entry.id, fp, namespace)
             out.append(None)
         return out
