@@ -67,12 +67,16 @@ def test_audit_reports_exactly_the_planted_rows(planted):
     assert again["input"]["against"][0]["from_cache"]
     assert {k: again[k] for k in KEYS} == {k: result[k] for k in KEYS}
 
-    text = run_cli("audit", str(run), "-q")
-    assert text.returncode == 0 and "no-op edits" in text.stdout and "not checked" in text.stdout
 
-    report = run_cli("report", str(run), "-q", "--out", str(run.parent / "report"))
+def test_audit_summary_and_report_section(planted, tmp_path: Path):
+    run, _, _, expected = planted
+    text = run_cli("audit", str(run), "-q")
+    assert text.returncode == 0 and "not checked" in text.stdout
+    assert "no-op edits          3 " in text.stdout and expected.no_op_edits[0] in text.stdout
+
+    report = run_cli("report", str(run), "-q", "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
-    page = (run.parent / "report" / "index.html").read_text()
+    page = (tmp_path / "report" / "index.html").read_text()
     assert "Data quality (uniedit audit)" in page and expected.no_op_edits[0] in page
 
 
