@@ -105,8 +105,8 @@ def make_bench(run: Path, folder: Path, items: int) -> list[str]:
     return sorted(ids)
 
 
-def audit(run: Path, bench: Path) -> tuple[dict, float, float]:
-    """One `uniedit audit --json` subprocess: (result, wall s, peak RSS MB of its process tree)."""
+def audit(run: Path, bench: Path) -> tuple[dict, float, float, float]:
+    """One `uniedit audit --json` subprocess: (result, wall s, peak RSS MB of its process tree, its CPU s)."""
     command = [sys.executable, "-m", "uniedit_synth.cli", "audit", str(run), "--json", "-q", "--against", str(bench)]
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=REPO, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -115,7 +115,7 @@ def audit(run: Path, bench: Path) -> tuple[dict, float, float]:
         stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(stderr[-2000:])
-    return json.loads(stdout), time.monotonic() - started, sampler.peak_rss / 2**20
+    return json.loads(stdout), time.monotonic() - started, sampler.peak_rss / 2**20, sampler.cpu_s
 
 
 def synth_cpu(out: Path, records: int, extra: list[str]) -> float:
@@ -186,14 +186,15 @@ def main() -> None:
             make_run(run, rows, args.image_px)
             planted = make_bench(run, work / f"bench-{rows}", args.bench_items)
             print(f"made a {rows}-row run in {time.monotonic() - t0:.0f} s; auditing ...", file=sys.stderr, flush=True)
-            cold, cold_s, cold_rss = audit(run, work / f"bench-{rows}")
-            warm, warm_s, warm_rss = audit(run, work / f"bench-{rows}")
+            cold, cold_s, cold_rss, cold_cpu = audit(run, work / f"bench-{rows}")
+            warm, warm_s, warm_rss, warm_cpu = audit(run, work / f"bench-{rows}")
             exact = cold["contaminated"]["ids"] == planted and warm["contaminated"]["ids"] == planted
             flagged = sum(cold[k]["count"] for k in ("no_op_edits", "answer_leaks", "duplicate_sources", "duplicate_pairs"))
             measured[rows] = (cold_rss, warm_rss)
-            lines.append(f"{rows:>7} rows: cold {rows / cold_s:7.0f} rows/s ({cold_s:6.1f} s, peak RSS {cold_rss:5.0f} MB)"
-                         f" | warm (cached fingerprints) {rows / warm_s:7.0f} rows/s ({warm_s:5.1f} s, peak RSS "
-                         f"{warm_rss:5.0f} MB) | contaminated = the {len(planted)} planted: {exact}; other flags: {flagged}")
+            lines.append(f"{rows:>7} rows: cold {rows / cold_s:6.0f} rows/s wall, {rows / cold_cpu:6.0f} rows/CPU-s "
+                         f"({cold_s:6.1f} s, peak RSS {cold_rss:4.0f} MB) | warm (cached fingerprints) {rows / warm_s:6.0f} "
+                         f"rows/s wall, {rows / warm_cpu:6.0f} rows/CPU-s ({warm_s:5.1f} s, peak RSS {warm_rss:4.0f} MB) | "
+                         f"contaminated = the {len(planted)} planted: {exact}; other flags: {flagged}")
         ratio_cold = measured[args.large][0] / measured[args.small][0]
         ratio_warm = measured[args.large][1] / measured[args.small][1]
         lines.append(f"peak RSS {args.large} / {args.small} rows: cold {ratio_cold:.2f}, warm {ratio_warm:.2f} (target <= 1.3)")
