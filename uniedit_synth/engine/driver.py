@@ -202,6 +202,7 @@ class Driver:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
         t0 = time.monotonic()
         await self._preflight()
+        screen = self._screen_spec()  # a bad benchmark spec is a clear error before run.json says "running"
         previous = self.run_dir.read_run_json()
         run_json = self._run_json(started_wall, "running", previous)
         self.run_dir.write_run_json(run_json)
@@ -217,7 +218,7 @@ class Driver:
             "max_cost_usd": self.config.limits.max_cost_usd,
             "spent_before_usd": spent_before,
             "category_caps": self.config.stages.classify.category_caps,
-            "screen": self._screen_spec(),
+            "screen": screen,
         }
         source = open_source(
             self.config.source, seed=self.config.seed, limit=self.config.limit, policy=self.config.input
