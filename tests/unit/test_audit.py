@@ -255,3 +255,13 @@ def test_hf_saved_dataset_as_benchmark(tmp_path: Path):
         assert bench.keys == ["a", "b"] and bench.images[1] == fingerprint_image(png_bytes(5)), spec
         assert bench.texts[0] == "Make the sky above the old red barn purple"
     assert load_benchmark(f"hf:{tmp_path / 'saved'}", tmp_path / "cache").from_cache
+
+
+def test_table_cache_key_covers_the_images_it_names(tmp_path: Path):
+    (tmp_path / "a.png").write_bytes(png_bytes(1))
+    (tmp_path / "t.jsonl").write_text('{"image": "a.png", "question": "What is in this picture right now?"}\n')
+    cache = tmp_path / "cache"
+    first = load_benchmark(str(tmp_path / "t.jsonl"), cache)
+    (tmp_path / "a.png").write_bytes(b"broken")
+    second = load_benchmark(str(tmp_path / "t.jsonl"), cache)
+    assert not second.from_cache and second.skipped_images == 1 and first.skipped_images == 0

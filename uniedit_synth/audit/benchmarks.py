@@ -328,12 +328,19 @@ def content_key(preset: str, location: str) -> str:
     path = Path(location).expanduser()
     if not path.exists():
         raise BenchmarkError(f"benchmark {location} does not exist")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
-        with file.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+    if path.is_file():  # a table: its bytes and those of every image file it names
+        files = [(path.name, path)]
+        files += [(str(item.image_path), item.image_path) for item in _items(preset, location) if item.image_path]
+    else:
+        files = [(str(p.relative_to(path)), p) for p in sorted(path.rglob("*")) if p.is_file()]
+    for name, file in files:
+        digest.update(name.encode() + b"\0")
+        try:
+            with file.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            digest.update(b"<missing>")
     return digest.hexdigest()[:20]
 
 
