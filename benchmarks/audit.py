@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=10_000, help="rows of the small run")
     parser.add_argument("--large", type=int, default=100_000, help="rows of the large run")
-    parser.add_argument("--image-px", type=int, default=64, help="side of the synthetic images")
+    parser.add_argument("--image-px", type=int, default=128, help="side of the synthetic images")
     parser.add_argument("--bench-items", type=int, default=20, help="benchmark copies planted among the run images")
     parser.add_argument("--records", type=int, default=1000, help="records of each synth run (screen cost)")
     parser.add_argument("--workdir", type=Path, default=None)

@@ -267,7 +267,7 @@ def export_cmd(
         raise UniEditError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     drop = None
     if drop_flagged:
-        from .audit import FLAG_KINDS, flagged_ids, run_audit
+        from .audit.checks import FLAG_KINDS, flagged_ids, run_audit
 
         kinds = [k.strip() for k in drop_flagged.split(",") if k.strip()]
         kinds = [k for k in FLAG_KINDS if k != "decided_in_advance"] if kinds == ["all"] else kinds
@@ -315,7 +315,7 @@ def audit(
     branch balance, category mix, instruction diversity, scores, and edits decidable without the answer."""
     from tqdm import tqdm
 
-    from .audit import format_audit, run_audit
+    from .audit.checks import format_audit, run_audit
 
     _setup_logging(0, False)  # warnings (a skipped benchmark image) show even with -q
     with tqdm(desc="audit", unit="row", disable=None if not quiet else True, file=sys.stderr) as bar:

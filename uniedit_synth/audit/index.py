@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 from .fingerprint import jaccard
 
@@ -98,7 +97,9 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
 _PERMUTATIONS: dict[int, tuple[object, str]] = {}
 
 
-def minhash(tokens: Iterable[str], num_perm: int = NUM_PERM) -> MinHash:
+def minhash(tokens: Iterable[str], num_perm: int = NUM_PERM):  # -> datasketch.MinHash
+    from datasketch import MinHash  # imported on use: a dedup-only synth run never needs it
+
     if num_perm not in _PERMUTATIONS:  # drawing them is most of a MinHash's cost: once per process
         first = MinHash(num_perm=num_perm)
         _PERMUTATIONS[num_perm] = (first.permutations, first.scheme)
@@ -115,6 +116,8 @@ class TextIndex:
     no LSH false positives (LSH may miss a pair just above the threshold, rarely)."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = NUM_PERM):
+        from datasketch import MinHashLSH
+
         self.threshold = threshold
         self.num_perm = num_perm
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)

@@ -60,12 +60,13 @@ class Decontaminator:
         self.items = sum(len(b) for b in benchmarks)
         self.skipped_images = {b.name: b.skipped_images for b in benchmarks}
         self._images: HammingIndex[tuple[str, str, ImageFingerprint]] = HammingIndex(max_distance)
-        self._texts = TextIndex(text_threshold)
+        has_text = any(text for bench in benchmarks for text in bench.texts)
+        self._texts = TextIndex(text_threshold) if has_text else None
         for bench in benchmarks:
             for key, fingerprint, text in zip(bench.keys, bench.images, bench.texts, strict=True):
                 if fingerprint is not None:
                     self._images.add(fingerprint.phash, (bench.name, key, fingerprint))
-                if text:
+                if text and self._texts is not None:
                     grams = shingles(text)
                     if len(grams) >= MIN_SHINGLES:
                         self._texts.add(f"{bench.name}\x00{key}", grams)
@@ -78,7 +79,7 @@ class Decontaminator:
                     found.setdefault((name, key), Match(name, key, "image",
                                                         detail_distance(fingerprint.detail, other.detail)))
         for text in texts:
-            if not text:
+            if not text or self._texts is None:
                 continue
             grams = shingles(text)
             if len(grams) < MIN_SHINGLES:

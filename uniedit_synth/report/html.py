@@ -167,7 +167,7 @@ def _build(
     _write_text(root / "assets" / "report.js", REPORT_JS.lstrip())
     audit = None
     try:
-        from ..audit import run_audit
+        from ..audit.checks import run_audit
 
         audit = run_audit(run.location, [])
     except Exception as exc:  # noqa: BLE001 - the gallery does not depend on the audit
