@@ -39,37 +39,63 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "hf"
 
 
+def tiny_args(data: Path, *extra: str, steps: int = 20) -> list[str]:
+    return [
+        "--tiny",
+        "--data",
+        str(data),
+        "--steps",
+        str(steps),
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "4",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def test_understanding_loss_is_off_by_default(tiny_export: Path) -> None:
+    example = load_example()
+    assert example.parse_args(["--data", str(tiny_export)]).und_weight == 0.0
+    assert example.parse_args(["--data", str(tiny_export)]).cond_dropout > 0
+
+
 def test_tiny_single_stage_tuning_lowers_the_loss(tiny_export: Path, tmp_path: Path) -> None:
     example = load_example()
     out = tmp_path / "out"
-    history = example.main(
-        [
-            "--tiny",
-            "--data",
-            str(tiny_export),
-            "--steps",
-            "20",
-            "--lr",
-            "3e-3",
-            "--batch-size",
-            "4",
-            "--seed",
-            "0",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ]
-    )
+    history = example.main(tiny_args(tiny_export, "--out", str(out)))
     assert len(history) == 20
     first = statistics.mean(h["loss"] for h in history[:5])
     last = statistics.mean(h["loss"] for h in history[-5:])
     assert last < 0.75 * first, f"loss did not fall clearly: first 5 mean {first:.3f}, last 5 mean {last:.3f}"
-    for part in ("loss_gen", "loss_und"):
-        assert statistics.mean(h[part] for h in history[-5:]) < statistics.mean(h[part] for h in history[:5])
+    assert all(h["loss_und"] == 0.0 for h in history)  # the paper's recipe: edit data only
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == list(range(1, 21))
     assert (out / "model" / "config.json").is_file()
+
+
+def test_understanding_loss_when_asked(tiny_export: Path) -> None:
+    example = load_example()
+    history = example.main(tiny_args(tiny_export, "--und-weight", "1.0", "--no-save", steps=12))
+    for part in ("loss_gen", "loss_und"):
+        assert statistics.mean(h[part] for h in history[-4:]) < statistics.mean(h[part] for h in history[:4])
+    assert all(h["loss"] == pytest.approx(h["loss_gen"] + h["loss_und"], rel=1e-6) for h in history)
+
+
+def test_accumulation_and_checkpointing_keep_the_step(tiny_export: Path) -> None:
+    """The same global batch of 4 as 1×4, 2×2 (gradient accumulation) and with activation recomputation."""
+    example = load_example()
+    plain = example.main(tiny_args(tiny_export, steps=6))
+    accumulated = example.main(tiny_args(tiny_export, "--grad-accum", "2", steps=6))
+    recomputed = example.main(tiny_args(tiny_export, "--grad-checkpointing", steps=6))
+    for other in (accumulated, recomputed):
+        assert [h["loss"] for h in other] == pytest.approx([h["loss"] for h in plain], rel=1e-4)
+    with pytest.raises(SystemExit, match="multiple of"):
+        example.main(tiny_args(tiny_export, "--grad-accum", "3", steps=1))
 
 
 def test_generation_loss_is_weighted_by_the_edit_region(tiny_export: Path) -> None:
