@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> Path:
     device = torch.device(args.device)
     setup = load(args, device)
     setup.model.eval()
-    with Image.open(args.image) as opened:
-        source = to_rgb(opened)
+    source = to_rgb(args.image.read_bytes())
+    source.load()
     (edited,) = edit_images(
         setup,
         [source],

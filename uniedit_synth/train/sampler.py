@@ -8,7 +8,7 @@ store it and a resumed run reads exactly the batches an uninterrupted one would 
 ``RankBatches`` does that over the row groups of ``EditPairDataset`` (``dataset.groups``): epoch ``e`` shuffles
 the row-group order with ``(seed, e)``; rank ``r`` of ``W`` takes every ``W``-th group, its rows shuffled within
 each group; micro-batch ``k`` of the epoch is rows ``[k*b, (k+1)*b)`` of the rank's list, and an epoch has as many
-micro-batches as the smallest rank can fill. The position ``p`` (micro-batches consumed so far) maps to epoch
+micro-batches as the smallest share a rank can draw can fill (rows past it wait for a later epoch). The position ``p`` (micro-batches consumed so far) maps to epoch
 ``p // batches_per_epoch``. It serves one rank (``ranks=[r]``) or several at once (``ranks=range(W)``: one process
 reads what W ranks would read, concatenated — the same global batch as a W-rank run).
 """
@@ -50,11 +50,13 @@ class RankBatches:
         self.shuffle = shuffle
         self.start = start
         self._rank_rows = lru_cache(maxsize=2 * world_size)(self._rows_uncached)
-        self.batches_per_epoch = min(len(self._rank_rows(0, r)) for r in range(world_size)) // batch_size
+        # the fewest rows any rank can draw in any epoch (floor(G/W) of the smallest groups): a constant, so the
+        # position maps to (epoch, batch) without replaying earlier epochs, and every epoch has the same length
+        fewest = sum(sorted(self.group_rows)[: len(self.group_rows) // world_size])
+        self.batches_per_epoch = fewest // batch_size
         if self.batches_per_epoch == 0:
-            smallest = min(len(self._rank_rows(0, r)) for r in range(world_size))
             raise ValueError(
-                f"a rank gets only {smallest} rows per epoch ({len(self.group_rows)} row groups over "
+                f"a rank may get only {fewest} rows per epoch ({len(self.group_rows)} row groups over "
                 f"{world_size} ranks), fewer than its micro-batch of {batch_size}: use more data, smaller "
                 "row groups, fewer workers or a smaller batch"
             )
