@@ -43,7 +43,9 @@ def source_pixels(setup: finetune.Setup, images: list[Image.Image], device: torc
     return torch.stack(tensors).to(device, dtype=setup.model.dtype)
 
 
-def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator) -> torch.Tensor:
+def _pick(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
+) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -77,7 +79,9 @@ def edit_tokens(
     embeds = finetune.condition_embeddings(model, tokenizer, ids, torch.cat([pixels, pixels]), keep)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     language_model, head = model.model.language_model, model.model.generation_head
-    out = language_model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True)
+    out = language_model(
+        inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True
+    )
     generator = torch.Generator(device=device).manual_seed(seed)
     tokens = []
     for _ in range(setup.vq_grid * setup.vq_grid):

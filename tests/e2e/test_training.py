@@ -170,3 +170,101 @@ def test_ray_train_two_workers_equal_one_process_with_the_same_global_batch(
             ]
             assert not epoch_groups[0] & epoch_groups[1]
     assert (out / "model" / "config.json").is_file()
+
+
+def load_script(name: str):
+    import importlib.util
+
+    load_example()
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_edits_tuned_vs_untuned_on_an_offline_run(tmp_path: Path):
+    """eval_edits.py over an offline run's validation ids: both models edited and judged by the run's own
+    (builtin) judge; every figure is recomputed here from the judge's verdict on the very images in the gallery."""
+    from tests.conftest import run_cli
+    from uniedit_synth.export.selection import split_of
+    from uniedit_synth.scenes.program import verify
+
+    run = tmp_path / "run"
+    synth = run_cli(
+        "synth",
+        "--engine",
+        "inline",
+        "--limit",
+        "16",
+        "--shard-size",
+        "8",
+        "--no-progress",
+        "--out",
+        str(run),
+    )
+    assert synth.returncode == 0, synth.stderr
+    example = load_example()
+    example.main(
+        ["--tiny", "--data", str(run), "--steps", "8", "--out", str(tmp_path / "tuned"), "--device", "cpu"]
+    )
+    example.main(
+        ["--tiny", "--data", str(run), "--steps", "0", "--out", str(tmp_path / "untuned"), "--device", "cpu"]
+    )
+
+    out = tmp_path / "eval"
+    report = load_script("eval_edits").main(
+        [
+            "--model",
+            str(tmp_path / "tuned" / "model"),
+            "--baseline",
+            str(tmp_path / "untuned" / "model"),
+            "--data",
+            str(run),
+            "--split",
+            "val",
+            "--val-fraction",
+            "0.3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert json.loads((out / "eval.json").read_text()) == json.loads(json.dumps(report))
+    rows = {}
+    for path in sorted((run / "data").glob("shard-*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            rows[row["id"]] = row
+    expected_ids = sorted(i for i in rows if split_of(i, 0.3) == "validation")
+    assert report["ids"] == expected_ids and len(expected_ids) >= 2
+    assert report["judge"]["type"] == "builtin"
+    html = (out / "index.html").read_text()
+    for label in ("model", "baseline"):
+        summary, samples = report["models"][label], report["per_sample"][label]
+        assert [s["id"] for s in samples] == expected_ids
+        for index, sample in enumerate(samples):
+            row = rows[sample["id"]]
+            edited = (out / "images" / f"{index:05d}-{label}.png").read_bytes()
+            truth = verify(
+                row["source_image"]["bytes"],
+                edited,
+                json.loads(row["edit_program"]),
+                json.loads(row["record_meta"] or "{}"),
+            )
+            assert {k: sample[k] for k in truth.scores} == truth.scores
+            assert sample["analysis"] == truth.analysis
+            thresholds = report["judge"]["thresholds"]
+            assert sample["passed"] == all(sample[k] >= bar for k, bar in thresholds.items())
+        for name in ("instruction_following", "visual_quality", "coherence"):
+            assert summary["mean"][name] == pytest.approx(
+                statistics.fmean(s[name] for s in samples), abs=1e-4
+            )
+        assert summary["pass_rate"] == pytest.approx(
+            sum(s["passed"] for s in samples) / len(samples), abs=1e-4
+        )
+        for category, block in summary["per_category"].items():
+            mine = [s for s in samples if s["category"] == category]
+            assert block["samples"] == len(mine)
+        assert f"images/00000-{label}.png" in html
+    assert (out / "report.css").is_file() and "style=" not in html
