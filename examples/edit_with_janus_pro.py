@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if not args.image.is_file():
-        raise SystemExit(f"no such image: {args.image}")
+        raise finetune.TrainingError(f"no such image: {args.image}")
     device = torch.device(args.device)
     setup = load(args, device)
     setup.model.eval()
@@ -177,4 +177,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    finetune.run_cli(main, sys.argv[1:])

@@ -112,7 +112,7 @@ def validation_rows(data: Path, split: str, val_fraction: float) -> list[Row]:
         files = sorted((data / "data").glob("shard-*.parquet"))
         keep = lambda sample_id: split_of(sample_id, val_fraction) == "validation"  # noqa: E731
         if val_fraction <= 0:
-            raise SystemExit(
+            raise finetune.TrainingError(
                 "a run dir has no split of its own: pass --val-fraction (e.g. 0.05), as `uniedit export`"
             )
     else:
@@ -120,7 +120,7 @@ def validation_rows(data: Path, split: str, val_fraction: float) -> list[Row]:
         files = sorted((data / "data").glob(f"{name}-*.parquet"))
         keep = lambda sample_id: True  # noqa: E731
         if not files:
-            raise SystemExit(
+            raise finetune.TrainingError(
                 f"no {name} split under {data}/data: export with --val-fraction, or pass a run dir"
             )
     rows = []
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     rows = validation_rows(args.data, args.split, args.val_fraction)[: args.limit]
     if not rows:
-        raise SystemExit(f"no validation samples in {args.data}")
+        raise finetune.TrainingError(f"no validation samples in {args.data}")
     config = judge_config(args)
     args.out.mkdir(parents=True, exist_ok=True)
     models = [("model", args.model)] + ([("baseline", args.baseline)] if args.baseline else [])
@@ -454,4 +454,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    finetune.run_cli(main, sys.argv[1:])

@@ -77,8 +77,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from uniedit_synth.errors import UniEditError
 from uniedit_synth.runfs import RunFS, open_run_fs
-from uniedit_synth.train.loader import EditPairDataset
+from uniedit_synth.train.loader import EditPairDataset, shard_files
 from uniedit_synth.train.sampler import RankBatches
 
 IGNORE_INDEX = -100
@@ -86,7 +87,19 @@ USER, ASSISTANT = "<|User|>: ", "\n\n<|Assistant|>:"
 #: written next to a saved model: which tokenizer it was trained with (the tiny byte tokenizer or the processor)
 TOKENIZER_FILE = "uniedit_tokenizer.json"
 CHECKPOINTS = "checkpoints"
-COMPLETE = "COMPLETE"
+
+
+class TrainingError(UniEditError):
+    """A problem with the training inputs or options (printed as one line, exit 2)."""
+
+
+def run_cli(entry: Any, argv: list[str]) -> None:
+    """Run a script's main: user errors print one line and exit 2, as the uniedit CLI does."""
+    try:
+        entry(argv)
+    except UniEditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 class ByteTokenizer:
@@ -286,7 +299,9 @@ def generation_logits(
     inputs = torch.cat([embeds, generated], dim=1)
     attention = torch.cat([prompt_mask, torch.ones_like(target_tokens[:, :-1])], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    hidden = model.model.language_model(inputs_embeds=inputs, attention_mask=attention, position_ids=positions)
+    hidden = model.model.language_model(
+        inputs_embeds=inputs, attention_mask=attention, position_ids=positions
+    )
     # the hidden state at <boi> predicts image token 0, the one at token k predicts token k+1
     return model.model.generation_head(hidden.last_hidden_state[:, prompt_ids.shape[1] - 1 :]).float()
 
@@ -636,7 +651,7 @@ class MetricsLog:
 def micro_batch_size(args: argparse.Namespace, ranks: int) -> int:
     per_step = ranks * args.grad_accum
     if args.batch_size % per_step:
-        raise SystemExit(
+        raise TrainingError(
             f"--batch-size {args.batch_size} is the global batch: it must be a multiple of ranks × --grad-accum "
             f"= {ranks} × {args.grad_accum}"
         )
@@ -672,11 +687,14 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
         setup.vq_cache = None  # under FSDP the VQ weights are gathered only inside forward
     wrapped = wrap_for_training(EditLoss(model, setup.tokenizer), args, dist)
 
-    dataset = EditPairDataset(
-        args.data, image_size=setup.image_size, mask_grid=setup.vq_grid, weight_fn=args.weight_fn
-    )
+    try:
+        dataset = EditPairDataset(
+            args.data, image_size=setup.image_size, mask_grid=setup.vq_grid, weight_fn=args.weight_fn
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise TrainingError(str(exc).splitlines()[0]) from None
     if len(dataset) == 0:
-        raise SystemExit(f"no samples in {args.data}")
+        raise TrainingError(f"no samples in {args.data}")
     layout = dist.world_size if dist.distributed else args.rank_layout
     micro = micro_batch_size(args, layout)
     group_rows = [rows for _path, _group, rows in dataset.groups]
@@ -691,7 +709,7 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
     step, position = 0, 0
     if args.resume:
         if out is None:
-            raise SystemExit("--resume needs --out (where the checkpoints are)")
+            raise TrainingError("--resume needs --out (where the checkpoints are)")
         found = latest_checkpoint(out)
         if found is not None:
             step, position = load_checkpoint(out, found, wrapped, optimizer, scheduler, dist)
@@ -706,9 +724,12 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
                 file=sys.stderr,
                 flush=True,
             )
-    sampler = RankBatches(
-        group_rows, batch_size=micro, world_size=layout, ranks=ranks, seed=args.seed, start=position
-    )
+    try:
+        sampler = RankBatches(
+            group_rows, batch_size=micro, world_size=layout, ranks=ranks, seed=args.seed, start=position
+        )
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers)
     batches = iter(loader)
     metrics = MetricsLog(out if dist.rank == 0 else None, keep_until=step if args.resume else None)
@@ -813,11 +834,16 @@ def train_on_ray(args: argparse.Namespace) -> list[dict[str, float]]:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if args.out is None:
-        raise SystemExit("--ray-workers needs --out (metrics, checkpoints and the model go there)")
+        raise TrainingError("--ray-workers needs --out (metrics, checkpoints and the model go there)")
     if args.rank_layout not in (1, args.ray_workers):
-        raise SystemExit(
+        raise TrainingError(
             "--rank-layout is for single-process runs; with --ray-workers the layout is the workers"
         )
+    micro_batch_size(args, args.ray_workers)  # fail here, not in N workers
+    try:
+        shard_files(args.data)
+    except FileNotFoundError as exc:
+        raise TrainingError(str(exc)) from None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started_here = False
@@ -856,6 +882,12 @@ def train_on_ray(args: argparse.Namespace) -> list[dict[str, float]]:
     )
     try:
         trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        cause = str(exc).strip().splitlines()
+        raise TrainingError(
+            f"Ray Train failed ({cause[0] if cause else type(exc).__name__}); the worker's "
+            "traceback is in the log above"
+        ) from None
     finally:
         if started_here:
             ray.shutdown()
@@ -982,4 +1014,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, sys.argv[1:])

@@ -94,7 +94,7 @@ def test_accumulation_and_checkpointing_keep_the_step(tiny_export: Path) -> None
     recomputed = example.main(tiny_args(tiny_export, "--grad-checkpointing", steps=6))
     for other in (accumulated, recomputed):
         assert [h["loss"] for h in other] == pytest.approx([h["loss"] for h in plain], rel=1e-4)
-    with pytest.raises(SystemExit, match="multiple of"):
+    with pytest.raises(example.TrainingError, match="multiple of"):
         example.main(tiny_args(tiny_export, "--grad-accum", "3", steps=1))
 
 
