@@ -87,12 +87,14 @@ def test_understanding_loss_when_asked(tiny_export: Path) -> None:
 
 
 def test_accumulation_and_checkpointing_keep_the_step(tiny_export: Path) -> None:
-    """The same global batch of 4 as 1×4, 2×2 (gradient accumulation) and with activation recomputation."""
+    """The same global batch of 4 as 1×4, 2×2 (gradient accumulation), with activation recomputation and with
+    DataLoader worker processes: the same steps."""
     example = load_example()
     plain = example.main(tiny_args(tiny_export, steps=6))
     accumulated = example.main(tiny_args(tiny_export, "--grad-accum", "2", steps=6))
     recomputed = example.main(tiny_args(tiny_export, "--grad-checkpointing", steps=6))
-    for other in (accumulated, recomputed):
+    loaded_by_workers = example.main(tiny_args(tiny_export, "--num-workers", "2", steps=6))
+    for other in (accumulated, recomputed, loaded_by_workers):
         assert [h["loss"] for h in other] == pytest.approx([h["loss"] for h in plain], rel=1e-4)
     with pytest.raises(example.TrainingError, match="multiple of"):
         example.main(tiny_args(tiny_export, "--grad-accum", "3", steps=1))
