@@ -744,7 +744,7 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
     while step < args.steps:
         step += 1
         optimizer.zero_grad(set_to_none=True)
-        totals = torch.zeros(3, dtype=torch.float64)
+        sums = [0.0, 0.0, 0.0]
         step_ids: list[str] = []
         for accum in range(args.grad_accum):
             batch = next(batches)
@@ -761,10 +761,11 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
                 loss = args.gen_weight * loss_gen + args.und_weight * loss_und
                 (loss / args.grad_accum).backward()
             remember_tokens(setup, batch["id"], tokens)
-            totals += torch.tensor([loss.item(), loss_gen.item(), loss_und.item()], dtype=torch.float64)
+            sums = [a + b.item() for a, b in zip(sums, (loss, loss_gen, loss_und), strict=True)]
             step_ids.extend(batch["id"])
             position += 1
-        totals = dist.mean(totals / args.grad_accum)
+        # on the device: NCCL reduces CUDA tensors only
+        totals = dist.mean(torch.tensor(sums, dtype=torch.float64, device=device) / args.grad_accum)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
