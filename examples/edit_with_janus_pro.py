@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ def edit_tokens(
     embeds = finetune.condition_embeddings(model, tokenizer, ids, torch.cat([pixels, pixels]), keep)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     language_model, head = model.model.language_model, model.model.generation_head
+    # the KV cache argument and output: `cache` from transformers 5.2x, `past_key_values` before
+    cache_name = (
+        "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
+    )
     out = language_model(
         inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True
     )
@@ -96,7 +101,7 @@ def edit_tokens(
             inputs_embeds=step.to(embeds.dtype),
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=out.past_key_values,
+            **{cache_name: getattr(out, cache_name)},
             use_cache=True,
         )
     return torch.stack(tokens, dim=1)
