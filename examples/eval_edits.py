@@ -307,7 +307,12 @@ def _scores(verdict: Verdict) -> str:
     badge = (
         '<span class="badge ok">passes</span>' if verdict.passed else '<span class="badge bad">fails</span>'
     )
-    return f'<div class="tags">{badge}</div><div class="scores">{"".join(cells)}</div>'
+    analysis = (
+        f'<details class="analysis"><summary>judge analysis</summary><p>{escape(verdict.analysis)}</p></details>'
+        if verdict.analysis
+        else ""
+    )
+    return f'<div class="tags">{badge}</div><div class="scores">{"".join(cells)}</div>{analysis}'
 
 
 def _meter_css() -> str:
