@@ -18,6 +18,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.conftest import REPO  # noqa: E402
+from tests.e2e.test_object_store import s3  # noqa: E402,F401  (the moto S3 fixture)
 from tests.unit.synthetic_runs import make_sample, write_run  # noqa: E402
 from tests.unit.test_finetune_tiny import load_example  # noqa: E402
 from uniedit_synth.export import export_run  # noqa: E402
@@ -268,3 +269,63 @@ def test_eval_edits_tuned_vs_untuned_on_an_offline_run(tmp_path: Path):
             assert block["samples"] == len(mine)
         assert f"images/00000-{label}.png" in html
     assert (out / "report.css").is_file() and "style=" not in html
+
+
+def test_checkpoints_and_model_on_object_storage(grouped_export: Path, s3):  # noqa: F811
+    """--out s3://… (moto on loopback): checkpoints, metrics and the tuned model go through pyarrow, and --resume
+    picks the newest complete checkpoint there."""
+    example = load_example()
+    reference = example.main(
+        [
+            "--tiny",
+            "--data",
+            str(grouped_export),
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "4",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--steps",
+            "6",
+            "--no-save",
+        ]
+    )
+    bucket = s3.bucket()
+    uri = s3.uri(bucket, "janus")
+    common = [
+        "--tiny",
+        "--data",
+        str(grouped_export),
+        "--out",
+        uri,
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "4",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--steps",
+        "6",
+        "--save-every",
+        "3",
+    ]
+    example.main(common)
+    keys = s3.keys(bucket, "janus/")
+    assert {
+        "janus/checkpoints/step-00000003.complete",
+        "janus/checkpoints/step-00000006.complete",
+        "janus/model/config.json",
+        "janus/model/uniedit_tokenizer.json",
+        "janus/metrics.jsonl",
+    } <= set(keys)
+    s3.client.delete_object(Bucket=bucket, Key="janus/checkpoints/step-00000006.complete")
+    resumed = example.main([*common, "--resume"])
+    assert [h["step"] for h in resumed] == [4, 5, 6]
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in reference[3:]]
+    logged = [json.loads(line) for line in s3.get(bucket, "janus/metrics.jsonl").decode().splitlines()]
+    assert [row["step"] for row in logged] == list(range(1, 7))
