@@ -17,6 +17,8 @@ Fault kinds (spec syntax in `tests/fakes/base.py`):
                                                      RECITATION and no content parts
   blocked_prompt[:REASON]   promptFeedback.blockReason (default SAFETY), no candidates
   noimage[:FINISH]  a text-only reply ("I can't edit this image.") with finishReason FINISH (default STOP)
+  `FakeGemini(noimage_every=N)`: every N-th image (edit) call that has no other fault gets `noimage`
+  (held-out lost edits: the Uni-Edit release retries such replies)
   invalid_json | truncated (finishReason MAX_TOKENS) | fenced     for text (JSON) replies
 
 CLI: `python -m tests.fakes.gemini_server --port 0 --latency 0.05` prints the base URL and serves until Ctrl-C.
@@ -38,6 +40,7 @@ from .base import (
     b64decode_any,
     detect_task,
     edited_png,
+    parse_fault,
     serve_forever_cli,
 )
 from .base import token_estimate as tok
@@ -108,10 +111,12 @@ class FakeGemini(FakeServer):
 
     RANDOM_FAULTS = ("429:0.01", "500", "503")
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, noimage_every: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.thoughts_tokens = 0
+        self.noimage_every = noimage_every
         self._ids = itertools.count(1)
+        self._image_calls = itertools.count(1)  # next() on a count is atomic under the GIL
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
         match = _ROUTE.match(record.path.split("?", 1)[0])
@@ -140,6 +145,9 @@ class FakeGemini(FakeServer):
         if self.api_key is not None and presented_key != self.api_key:
             return _bad_key_reply()
         fault = self._next_fault(record)
+        if record.task == "edit" and self.noimage_every:
+            if next(self._image_calls) % self.noimage_every == 0 and fault.kind == "ok":
+                fault = parse_fault("noimage")
         record.fault = str(fault)
         reply = self._fault_reply(fault, record, texts, images)
         if reply is not None:
