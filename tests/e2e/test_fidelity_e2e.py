@@ -11,20 +11,25 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
-from tests.e2e.test_backends_e2e import (  # noqa: F401 - fixtures
-    GEMINI_KEY,
-    assert_no_key_anywhere,
-    gemini_fake,
-    openai_fake,
-    rows,
-    synth,
-)
-from tests.fakes import FakeGemini
+from tests.e2e.test_backends_e2e import GEMINI_KEY, OPENAI_KEY, assert_no_key_anywhere, rows, synth
+from tests.fakes import FakeGemini, FakeOpenAI
 from uniedit_synth.config import PROMPTS_DIR
 from uniedit_synth.prompts import load_prompt
 from uniedit_synth.sources.scenes import ScenesSource
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def openai_fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=OPENAI_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def gemini_fake() -> Iterator[FakeGemini]:
+    with FakeGemini(api_key=GEMINI_KEY) as fake:
+        yield fake
 
 
 @pytest.fixture
