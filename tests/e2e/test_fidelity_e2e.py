@@ -126,3 +126,46 @@ def test_trusted_source_categories_keep_the_source_answer_verbatim(tmp_path: Pat
         row = found[question]
         assert row["task_category"] == category
         assert row["original_answer"] == answer and row["process_answer"] == answer, row["reject_detail"]
+
+
+def test_release_judge_sees_the_edited_image_only_and_keeps_visual_quality_3(tmp_path, openai_fake, gemini_fake):
+    scores = iter([2, 4, 5, 3])
+    openai_fake.script(
+        lambda request: {"content": {"analysis": "ok", "score": next(scores)}} if request.task == "judge" else None
+    )
+    out = tmp_path / "run"
+    proc = synth("uniedit", out, openai_fake, gemini_fake, "--set", "stages.judge.preset=release",
+                 "--set", "stages.judge.thresholds={visual_quality: 3}", "--set", "stages.edit.max_attempts=1",
+                 records=4)
+    assert proc.returncode == 0, proc.stderr
+    judges = [r for r in openai_fake.requests if r.task == "judge"]
+    assert len(judges) == 4
+    system = load_prompt(PROMPTS_DIR, "judge_release.txt").system
+    for request in judges:
+        messages = request.body["messages"]
+        assert messages[0]["content"] == system and "Image Quality Assessor" in system
+        images = [p for p in messages[1]["content"] if p.get("type") == "image_url"]
+        assert len(images) == 1  # the edited image only: no source, no instruction, no question
+        text = " ".join(p.get("text", "") for p in messages[1]["content"] if p.get("type") == "text")
+        assert "<vqa_" not in text
+    found = rows(out)
+    kept = sorted(r["scores"]["visual_quality"] for r in found.values() if r["accepted"])
+    assert kept == [3, 4, 5]
+    [low] = [r for r in found.values() if not r["accepted"]]
+    assert low["reject_reason"] == "low_score" and low["scores"]["instruction_following"] is None
+
+    export = tmp_path / "release"
+    done = run_cli("export", str(out), "--format", "uniedit-jsonl", "--layout", "release", "--out", str(export), "-q")
+    assert done.returncode == 0, done.stderr
+    lines = (export / "data.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["score"] for line in lines) == [3, 4, 5]
+    for line in lines:
+        row = json.loads(line)
+        assert len(row) == 9 and "id" not in row
+        assert Image.open(export / row["output_image_path"]).size == Image.open(export / row["image_path"]).size
+
+
+def test_release_judge_thresholds_on_other_axes_are_refused(tmp_path):
+    proc = run_cli("synth", "--out", str(tmp_path / "run"), "--limit", "2", "--engine", "inline", "--no-progress",
+                   "--set", "stages.judge.preset=release", "--set", "stages.judge.thresholds.coherence=3")
+    assert proc.returncode == 2 and "visual_quality only" in proc.stderr and "Traceback" not in proc.stderr
