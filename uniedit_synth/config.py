@@ -81,7 +81,8 @@ class RewriteSpec(StageBase):
 
 class EditSpec(StageBase):
     max_attempts: int = Field(default=2, ge=1, le=10)
-    #: replies without an image asked again per attempt (the release's nano_api.generate loops 5 times)
+    #: how many times a reply without an image is asked again, per edit attempt (so up to 6 calls by
+    #: default; the release's nano_api.generate makes up to 5 calls in all)
     no_image_retries: int = Field(default=5, ge=0, le=50)
     give_reference_answer: bool = True
     prompt: str | None = "edit.txt"
