@@ -171,7 +171,8 @@ def export_run(
     `with_masks` computes an edit mask by UniWorld-V1's recipe (masks.py), max-pooled by `mask_factor` (8, the
     authors' VAE factor; 1 = full resolution) or to `mask_grid` cells, and a region weight (`weight_fn`) per
     sample (uniedit-jsonl and hf). `layout="release"` (uniedit-jsonl) writes the Uni-Edit release's files and
-    nine keys exactly, without the rows whose source image and instruction repeat (uniedit_release.py). `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
+    nine keys exactly, without the rows whose source image and instruction repeat (uniedit_release.py).
+    `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
     `push_to_hub` (hf only) uploads the finished export to that dataset repo.
     Raises ExportError for a missing or non-run `run_dir`, a non-empty `out_dir` without `overwrite`, an
     unknown format or invalid options.

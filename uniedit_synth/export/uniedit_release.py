@@ -17,9 +17,10 @@ Each row has exactly the release's nine keys: ``task_category, original_question
 process_answer, image_path, edit_instruction, output_image_path, analysis, score`` — no ``id``; ``score`` is the
 visual-quality integer (what fifth_process_filter.py stores). ``<parent>/<stem><ext>`` are the last two
 components of the source image's original path, as the release takes them (``image_path.split('/')[-2:]``),
-made file-name safe; a record without a path uses its source name and id. The edited bytes are written as
-they came from the editor under that name (the release saves Gemini's bytes the same way); readers open
-images by content.
+made file-name safe; a record without a path uses its source name and id; two different images with one
+name keep both (the second gets `-<sha256[:8]>`). Image bytes are written as they are stored (the edited ones
+as the editor sent them) under those names, as the release saves Gemini's bytes; readers open images by
+content.
 
 The release's fifth step (fifth_process.py) is applied: rows whose edited-image name collides — the same
 source image and the same instruction hash — are all removed (counted as ``duplicate_image_instruction``).
@@ -94,10 +95,8 @@ class UniEditReleaseWriter:
     """Writes the release layout into `root` (see the module docstring)."""
 
     def __init__(self, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]) -> None:
-        if options.include_rejects:
-            raise ExportError("the release layout has no preference pairs; drop --include-rejects or use --layout default")
-        if options.with_masks:
-            raise ExportError("the release layout has exactly the release's nine keys; drop --with-masks or use --layout default")
+        if options.include_rejects or options.with_masks:  # export._options refuses these first
+            raise ExportError("the release layout has exactly the release's nine keys; use --layout default")
         self.root = root
         self.options = options
         self.run_info = run_info
