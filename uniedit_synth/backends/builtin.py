@@ -306,7 +306,6 @@ class BuiltinText(_Builtin):
         result = verify(request.images[0], request.images[1], program, ctx.get("meta") or {})
         return {**result.scores, "analysis": result.analysis}
 
-
     @staticmethod
     def _visual_quality(request: TextRequest) -> dict[str, Any]:
         """The release judge (edited image only): the offline renderer draws no blur, seams or melted shapes
@@ -320,7 +319,8 @@ class BuiltinText(_Builtin):
                 size = image.size
         except Exception:  # PIL raises many types for broken images
             return {"analysis": "The image cannot be decoded (builtin visual check).", "score": 1}
-        return {"analysis": f"A clean {size[0]}×{size[1]} render, no visual defects (builtin visual check).", "score": 5}
+        analysis = f"A clean {size[0]}×{size[1]} render, no visual defects (builtin visual check)."
+        return {"analysis": analysis, "score": 5}
 
 
 def image_size(request: TextRequest, meta: dict[str, Any]) -> tuple[int, int] | None:
