@@ -16,6 +16,7 @@ Fault kinds (spec syntax in `tests/fakes/base.py`):
   safety | image_safety | prohibited | recitation    finishReason SAFETY / IMAGE_SAFETY / PROHIBITED_CONTENT /
                                                      RECITATION and no content parts
   blocked_prompt[:REASON]   promptFeedback.blockReason (default SAFETY), no candidates
+  no_candidates     a 200 reply with usage but an empty `candidates` list and no prompt feedback
   noimage[:FINISH]  a text-only reply ("I can't edit this image.") with finishReason FINISH (default STOP)
   `FakeGemini(noimage_every=N)`: every N-th image (edit) call that has no other fault gets `noimage`
   (held-out lost edits: the Uni-Edit release retries such replies)
@@ -248,6 +249,8 @@ class FakeGemini(FakeServer):
         if kind == "blocked_prompt":
             feedback = {"blockReason": (fault.arg or "SAFETY").upper()}
             return self._envelope(record, None, self._usage(record, texts, images, 0), feedback)
+        if kind == "no_candidates":
+            return self._envelope(record, [], self._usage(record, texts, images, 0))
         if kind == "noimage":
             text = fault.text or "I can't edit this image."
             candidate = {

@@ -318,6 +318,12 @@ def test_edit_without_image_and_no_safety_reason_is_a_no_image_reply(server: Fak
     )
 
 
+def test_edit_reply_without_candidates_is_a_no_image_reply(server: FakeGemini) -> None:
+    server.script(["no_candidates"])
+    exc = expect_error(edit, editor(server), edit_request())
+    assert isinstance(exc, NoImageReply) and "no candidates" in str(exc)
+
+
 def test_edit_sends_the_system_text_as_system_instruction(server: FakeGemini) -> None:
     edit(editor(server), edit_request(system="You are an expert image editor."))
     body = server.requests[0].body

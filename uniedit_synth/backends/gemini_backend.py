@@ -314,7 +314,10 @@ class GeminiEditor(_GeminiBase):
         response = await self._generate([types.Content(role="user", parts=parts)], config, model)
         usage = Usage(images_in=1)
         self._usage(response, usage)
-        candidate = self._check_blocked(response)
+        try:
+            candidate = self._check_blocked(response)
+        except MalformedReply as exc:  # no candidate at all (and no block): as image-less as a text reply
+            raise NoImageReply(str(exc), usage=usage) from None
         answer = _answer_parts(candidate)
         images = [
             p
