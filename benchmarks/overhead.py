@@ -108,10 +108,11 @@ def run_inline(config_overrides: dict, out: Path, records: int) -> tuple[float, 
     """One inline run in this process under the sampler: (wall s, CPU s of this process, sample counts)."""
     import yaml
 
-    from uniedit_synth.config import PIPELINES_DIR, parse_pipeline
+    from uniedit_synth.bundled import pipelines_dir
+    from uniedit_synth.config import parse_pipeline
     from uniedit_synth.engine.driver import run_synth as engine_run
 
-    raw = yaml.safe_load((PIPELINES_DIR / "default.yaml").read_text())
+    raw = yaml.safe_load((pipelines_dir() / "default.yaml").read_text())
     raw["backends"] = config_overrides.pop("backends", raw["backends"])  # replaced, not merged
     config = parse_pipeline(raw, overrides={**config_overrides, "limit": records})
     cpu0, t0 = time.process_time(), time.monotonic()

@@ -152,8 +152,8 @@ def synth(
       uniedit synth --source vqa.jsonl --image-root images/ --out runs/mine
       uniedit synth --pipeline uniedit --source hf:./my_saved_vqa --max-cost 50
     """
-    from .config import load_pipeline
-    from .engine.driver import run_synth
+    from .api import load_pipeline
+    from .api import synth as run_synth
     from .runfs import is_uri, redact_location
 
     _setup_logging(verbose, quiet)
@@ -169,7 +169,7 @@ def synth(
     config = load_pipeline(pipeline, overrides)
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / config.name)
     summary = run_synth(
-        config, location, force_new_config=force_new_config, log_format=log_format,
+        config, out=location, force_new_config=force_new_config, log_format=log_format,
         progress=not (no_progress or quiet),
     )
     out_dir = redact_location(location)  # a URI is shown without keys or query

@@ -10,11 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import bundled
 from .errors import ConfigError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PIPELINES_DIR = REPO_ROOT / "pipelines"
-PROMPTS_DIR = REPO_ROOT / "prompts"
 
 
 class Strict(BaseModel):
@@ -169,7 +166,7 @@ class PipelineConfig(Strict):
         return self
 
     def prompts_path(self) -> Path:
-        return Path(self.prompts_dir) if self.prompts_dir else PROMPTS_DIR
+        return Path(self.prompts_dir) if self.prompts_dir else bundled.prompts_dir()
 
     def hashed_view(self) -> dict[str, Any]:
         """The part of the config that decides the output rows; a change here is a config change.
@@ -198,15 +195,16 @@ def pipeline_hash(config: PipelineConfig, prompt_hashes: dict[str, str]) -> str:
 
 
 def resolve_pipeline_path(name_or_path: str) -> Path:
-    """`default` → pipelines/default.yaml; anything with a suffix or slash is a path."""
+    """`default` → the built-in pipelines/default.yaml (shipped in the package); anything with a suffix or a
+    slash is a path to the user's own file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not path.exists():
             raise ConfigError(f"pipeline file not found: {name_or_path}")
         return path
-    candidate = PIPELINES_DIR / f"{name_or_path}.yaml"
+    candidate = bundled.pipelines_dir() / f"{name_or_path}.yaml"
     if not candidate.exists():
-        known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+        known = bundled.builtin_pipelines()
         raise ConfigError(f"unknown pipeline '{name_or_path}'; built-in pipelines: {', '.join(known)}")
     return candidate
 

@@ -44,7 +44,9 @@ MAX_SHARD_RETRIES = 3
 
 @dataclass
 class RunSummary:
-    out_dir: str
+    """What `synth` returns: counts over the whole run, this invocation's shards and calls, and where it is."""
+
+    out_dir: str  # where the run is, safe to print (a URI without keys or query)
     read: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -62,6 +64,14 @@ class RunSummary:
     @property
     def stopped_by_budget(self) -> bool:
         return self.budget_exhausted > 0
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """The run's outputs: data/ (accepted), rejects/, attempts/, stats.json, run.json, cache/."""
+        base = self.out_dir.rstrip("/")
+        names = {"data": "data", "rejects": "rejects", "attempts": "attempts", "stats": "stats.json",
+                 "run_json": "run.json", "cache": "cache"}
+        return {key: f"{base}/{rel}" for key, rel in names.items()}
 
 
 def prompt_files(config: PipelineConfig) -> list[str]:
