@@ -12,7 +12,7 @@ from typing import Any
 import typer
 import yaml
 
-from .config import Replace
+from .config import CONFIGURED_STAGES, Replace
 from .errors import UniEditError
 
 app = typer.Typer(
@@ -72,8 +72,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     put("engine.ray_address", flags.get("ray_address"))
     put("limits.max_cost_usd", flags.get("max_cost"))
     if flags.get("concurrency") is not None:
-        for stage in ("classify", "rewrite", "edit", "judge"):
-            put(f"stages.{stage}.concurrency", flags["concurrency"])
+        for definition in CONFIGURED_STAGES:
+            put(f"stages.{definition.name}.concurrency", flags["concurrency"])
     for assignment in flags.get("settings") or []:
         key, sep, raw = assignment.partition("=")
         if not sep or not key.strip():
@@ -107,7 +107,8 @@ def synth(
         None, "--shard-size", min=1, help="Records per shard: the unit of work, resume and output files."
     ),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets all four stages)."
+        None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets every stage: "
+        + ", ".join(d.name for d in CONFIGURED_STAGES) + ")."
     ),
     workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Number of shard workers (Ray actors)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the scene world, shuffling and builtin models."),

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from . import bundled
 from .errors import ConfigError
+from .records import RejectReason
 
 
 class Strict(BaseModel):
@@ -55,11 +65,18 @@ class SourceSpec(Strict):
     subject_caps: dict[str, int] = Field(default_factory=dict)
 
 
-class StageBase(Strict):
-    backend: str
+class StageOptions(Strict):
+    """What every stage accepts: its concurrency (per worker) and free-form `params`."""
+
     concurrency: int = Field(default=16, ge=1, le=4096)
-    prompt: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageBase(StageOptions):
+    """A stage that calls a model: the backend it uses and its prompt template."""
+
+    backend: str
+    prompt: str | None = None
 
 
 class ClassifySpec(StageBase):
@@ -98,11 +115,83 @@ class JudgeSpec(StageBase):
         return value
 
 
-class Stages(Strict):
-    classify: ClassifySpec
-    rewrite: RewriteSpec
-    edit: EditSpec
-    judge: JudgeSpec
+@dataclass(frozen=True)
+class StageDef:
+    """One stage of the pipeline. STAGE_TABLE lists them in order, and everything stage-specific derives from
+    it: the worker's order, semaphores and backends, `stages.<name>` in the YAML, `--concurrency`, the prompt
+    files that are hashed, the funnel in stats.json and the report's charts. A new stage is one module (a class
+    built with the StageContext, whose `async __call__(item)` returns or raises `Rejected`) plus one line here.
+    """
+
+    name: str
+    #: the backend kind the stage calls ("text" or "edit"); None: the stage calls no model
+    capability: Literal["text", "edit"] | None
+    #: "module:Class" of the stage, imported by the worker; None: built into the worker (validate)
+    cls: str | None
+    #: the reject reason of a record whose call at this stage failed
+    failure_reason: RejectReason
+    #: the YAML model of `stages.<name>` (a stage with a capability needs a StageBase, for its `backend`)
+    spec: type[StageOptions] | None = StageOptions
+    #: the other reasons this stage rejects records with (where the report says a record left)
+    reasons: tuple[RejectReason, ...] = ()
+    #: runs after the category caps are decided in shard order (the cheap stages run before)
+    after_caps: bool = False
+    #: a False verdict sends the record back to this earlier stage, while that stage's `max_attempts` allow
+    retries: str | None = None
+
+
+STAGE_TABLE: tuple[StageDef, ...] = (
+    StageDef("validate", None, None, RejectReason.invalid_input, None, (RejectReason.duplicate_id,)),
+    StageDef("classify", "text", "uniedit_synth.stages.classify:ClassifyStage", RejectReason.classify_failed,
+             ClassifySpec, (RejectReason.filtered_category, RejectReason.category_capped)),
+    StageDef("rewrite", "text", "uniedit_synth.stages.rewrite:RewriteStage", RejectReason.rewrite_failed,
+             RewriteSpec, (RejectReason.leaks_answer,), after_caps=True),
+    StageDef("edit", "edit", "uniedit_synth.stages.edit:EditStage", RejectReason.edit_failed, EditSpec,
+             (RejectReason.safety_blocked,), after_caps=True),
+    StageDef("judge", "text", "uniedit_synth.stages.judge:JudgeStage", RejectReason.judge_failed, JudgeSpec,
+             (RejectReason.low_score,), after_caps=True, retries="edit"),
+)
+
+#: every stage's name in order, including the worker's own validate step (the funnel's rows)
+STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
+#: the stages configured under `stages:` in the YAML
+CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
+#: reject reason -> the stage a record with it left at
+EXIT_STAGE: dict[str, str] = {
+    reason.value: d.name for d in STAGE_TABLE for reason in (d.failure_reason, *d.reasons)
+}
+
+
+def stage_def(name: str) -> StageDef:
+    for definition in STAGE_TABLE:
+        if definition.name == name:
+            return definition
+    raise KeyError(name)
+
+
+def _stage_field(definition: StageDef) -> tuple[Any, Any]:
+    try:
+        definition.spec()  # type: ignore[misc]
+    except ValidationError:
+        return (definition.spec, ...)  # required (a model stage needs its backend)
+    return (definition.spec, Field(default_factory=definition.spec))
+
+
+if TYPE_CHECKING:
+
+    class Stages(Strict):
+        classify: ClassifySpec
+        rewrite: RewriteSpec
+        edit: EditSpec
+        judge: JudgeSpec
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    Stages = create_model(
+        "Stages", __base__=Strict, __doc__="`stages:` of the YAML, one entry per configured stage (STAGE_TABLE).",
+        **{d.name: _stage_field(d) for d in CONFIGURED_STAGES},
+    )
 
 
 class EngineSpec(Strict):
@@ -139,7 +228,7 @@ class Price(Strict):
 
 
 class PipelineConfig(Strict):
-    """A whole pipeline: source, backends, the four stages, engine, limits, prices."""
+    """A whole pipeline: source, backends, the stages (STAGE_TABLE), engine, limits, prices."""
 
     name: str = "pipeline"
     seed: int = 0
@@ -156,7 +245,10 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _stage_backends_exist(self) -> PipelineConfig:
-        for stage_name in ("classify", "rewrite", "edit", "judge"):
+        for definition in CONFIGURED_STAGES:
+            if definition.capability is None:
+                continue
+            stage_name = definition.name
             stage = getattr(self.stages, stage_name)
             if stage.backend not in self.backends:
                 raise ValueError(

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import STAGE_NAMES
 from .errors import ConfigChangedError, OutputDirError, RunLockedError
 from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
 
@@ -464,7 +465,7 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "categories": {k: dict(v) for k, v in sorted(categories.items())},
         "stages": {
             stage: {**dict(funnel.get(stage, {})), "calls": calls.get(stage, 0), "cache_hits": hits.get(stage, 0)}
-            for stage in ("validate", "classify", "rewrite", "edit", "judge")
+            for stage in (*STAGE_NAMES, *sorted(set(funnel) - set(STAGE_NAMES)))
         },
         "cost_usd": round(cost, 8),  # rows and manifest keep 8 decimals: the ledger stays exact
         "shards_by_node": dict(nodes),

@@ -28,14 +28,14 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..backends.registry import create_backend
-from ..config import PipelineConfig, pipeline_hash
+from ..config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
 from ..errors import UniEditError
 from ..prompts import prompt_hashes
 from ..records import VQARecord
 from ..sources import open_source
 from ..store import RunDir, locked, summarise
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
-from .worker import CAPABILITY, ids_digest
+from .worker import CAPABILITY, STAGES, ids_digest
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,19 @@ class RunSummary:
 
 
 def prompt_files(config: PipelineConfig) -> list[str]:
-    """Every template the pipeline can use (rewrite expands `{category}` over the files that exist)."""
-    stages = config.stages
-    names = [p for p in (stages.classify.prompt, stages.edit.prompt, stages.judge.prompt) if p]
-    template = stages.rewrite.prompt or "rewrite/{category}.txt"
-    if "{category}" in template:
-        folder = (config.prompts_path() / template).parent
-        pattern = Path(template).name.replace("{category}", "*")
-        rel_folder = Path(template).parent
-        names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
-    else:
-        names.append(template)
+    """Every template the pipeline's stages can use (a `{category}` template expands over the files that exist)."""
+    names: list[str] = []
+    for definition in CONFIGURED_STAGES:
+        template = getattr(getattr(config.stages, definition.name), "prompt", None)
+        if not template:
+            continue
+        if "{category}" in template:
+            folder = (config.prompts_path() / template).parent
+            pattern = Path(template).name.replace("{category}", "*")
+            rel_folder = Path(template).parent
+            names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
+        else:
+            names.append(template)
     return names
 
 
@@ -348,7 +350,7 @@ def shards_per_worker(config: PipelineConfig) -> int:
     engine = config.engine
     if engine.shards_in_flight_per_worker is not None:
         return engine.shards_in_flight_per_worker
-    slots = sum(getattr(config.stages, stage).concurrency for stage in CAPABILITY)
+    slots = sum(getattr(config.stages, d.name).concurrency for d in STAGES)
     return max(2, math.ceil(2 * slots / engine.shard_size) + 1)
 
 

@@ -1,15 +1,16 @@
-"""The shard worker: runs one shard's records through validate → classify → rewrite → edit ⇄ judge and writes it.
+"""The shard worker: runs one shard's records through the stages of config.STAGE_TABLE and writes the shard.
 
-The same ShardProcessor runs inside a Ray async actor (engine/ray_runtime.py) or in-process
-(`--engine inline`). Records of a shard run concurrently; each stage has its own semaphore (the stage's
-`concurrency`), shared by all shards this worker holds. Every record leaves exactly once, as a Sample
-that is accepted or rejected with a reason.
+With the built-in table that is validate → classify → (category caps) → rewrite → edit ⇄ judge. The same
+ShardProcessor runs inside a Ray async actor (engine/runtime.py) or in-process (`--engine inline`). Records of
+a shard run concurrently; each stage has its own semaphore (the stage's `concurrency`), shared by all shards
+this worker holds. Every record leaves exactly once, as a Sample that is accepted or rejected with a reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -22,15 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.registry import create_backend
-from ..config import PipelineConfig
+from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..runfs import open_run_fs
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
-from ..stages.classify import ClassifyStage
-from ..stages.edit import EditStage
-from ..stages.judge import JudgeStage
-from ..stages.rewrite import RewriteStage
 from ..store import write_shard_table
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
@@ -39,8 +36,15 @@ log = logging.getLogger(__name__)
 
 EXHAUSTED = Rejected(RejectReason.budget_exhausted, "the run's --max-cost was reached before this record")
 
-STAGES = ("classify", "rewrite", "edit", "judge")
-CAPABILITY = {"classify": "text", "rewrite": "text", "edit": "edit", "judge": "text"}
+#: the stages the worker runs as classes (validate is its own step)
+STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.cls is not None)
+#: stage name -> the backend capability it calls, for the stages that call a model
+CAPABILITY: dict[str, str] = {d.name: d.capability for d in STAGES if d.capability is not None}
+
+
+def load_stage_class(definition: StageDef) -> type:
+    module_name, _, class_name = (definition.cls or "").partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def node_label() -> str:
@@ -96,9 +100,9 @@ class ShardProcessor:
         self._backends: dict[tuple[str, str], Any] = {}
         callers: dict[str, ModelCaller] = {}
         models: dict[str, str] = {}
-        for stage_name in STAGES:
+        for stage_name, capability in CAPABILITY.items():
             stage_spec = getattr(config.stages, stage_name)
-            backend = self._backend(stage_spec.backend, CAPABILITY[stage_name])
+            backend = self._backend(stage_spec.backend, capability)
             models[stage_name] = config.backends[stage_spec.backend].model
             callers[stage_name] = ModelCaller(
                 stage_name,
@@ -110,14 +114,14 @@ class ShardProcessor:
                 rate_limited=backend.provider != "builtin",
             )
         self.ctx = StageContext(config=config, callers=callers, models=models)
-        self.classify = ClassifyStage(self.ctx)
-        self.rewrite = RewriteStage(self.ctx)
-        self.edit = EditStage(self.ctx)
-        self.judge = JudgeStage(self.ctx)
+        self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
+        self._front_stages = [d for d in STAGES if not d.after_caps]
+        self._back_stages = [d for d in STAGES if d.after_caps]
         self.model_names = ModelNames(
-            classifier=models["classify"], rewriter=models["rewrite"], editor=models["edit"], judge=models["judge"]
+            classifier=models.get("classify"), rewriter=models.get("rewrite"), editor=models.get("edit"),
+            judge=models.get("judge"),
         )
-        self._sems = {name: asyncio.Semaphore(getattr(config.stages, name).concurrency) for name in STAGES}
+        self._sems = {d.name: asyncio.Semaphore(getattr(config.stages, d.name).concurrency) for d in STAGES}
         self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
         self._pending_report: dict[str, Any] = {}
         self._root = image_root_for(config.source)
@@ -135,7 +139,7 @@ class ShardProcessor:
     # -- one shard ---------------------------------------------------------------------------------------
     async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> dict[str, Any]:
         started = time.monotonic()
-        funnel: dict[str, Counter] = {s: Counter() for s in ("validate", *STAGES)}
+        funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
         outcomes: list[Sample | None] = [None] * len(items)
         reporter = asyncio.create_task(self._report_loop())
@@ -154,7 +158,7 @@ class ShardProcessor:
                 else:
                     capped = Rejected(RejectReason.category_capped, f"cap reached for {items[i].task_category}")
                     self._finish(i, items[i], self._reject(items[i], capped), outcomes)
-            # phase 3: rewrite → edit ⇄ judge
+            # phase 3: the stages after the caps (rewrite → edit ⇄ judge)
             await gather_or_cancel(
                 self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts, strict=True) if ok
             )
@@ -185,41 +189,53 @@ class ShardProcessor:
             funnel["validate"]["out"] += 1
             if exhausted:
                 raise BudgetExhausted()
-            funnel["classify"]["in"] += 1
-            async with self._sems["classify"]:
-                await self.classify(item)
-            funnel["classify"]["out"] += 1
+            for definition in self._front_stages:
+                await self._run_stage(definition, item, funnel)
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)
         except BudgetExhausted:
             self._finish(i, item, self._reject(item, EXHAUSTED), outcomes)
 
+    async def _run_stage(self, definition: StageDef, item: WorkItem, funnel: dict, *args: Any) -> Any:
+        name = definition.name
+        funnel[name]["in"] += 1
+        async with self._sems[name]:
+            result = await self.stages[name](item, *args)
+        if result is not False:
+            funnel[name]["out"] += 1
+        return result
+
     async def _back(self, i: int, item: WorkItem, outcomes: list, funnel: dict) -> None:
+        """The stages after the caps, in order. A stage with `retries` (judge) that returns False sends the
+        record back to that stage (edit), which is called with the attempt number, while its max_attempts
+        allow; a failed attempt before a retry is kept in attempts/ as a preference negative."""
+        stages = self._back_stages
+        names = [d.name for d in stages]
+        loop_starts = {d.retries for d in stages if d.retries}
         try:
-            funnel["rewrite"]["in"] += 1
-            async with self._sems["rewrite"]:
-                await self.rewrite(item)
-            funnel["rewrite"]["out"] += 1
-            accepted = False
-            for attempt in range(self.config.stages.edit.max_attempts):
-                item.ledger.attempt = attempt
-                funnel["edit"]["in"] += 1
-                async with self._sems["edit"]:
-                    await self.edit(item, attempt)
-                funnel["edit"]["out"] += 1
-                funnel["judge"]["in"] += 1
-                async with self._sems["judge"]:
-                    accepted = await self.judge(item)
-                if accepted:
-                    funnel["judge"]["out"] += 1
-                    break
-                if attempt + 1 < self.config.stages.edit.max_attempts:
-                    # a judged failure before a retry: kept in attempts/ as a preference negative
-                    snapshot = self._sample(item, False, RejectReason.low_score, self.judge.failed_thresholds(item))
-                    snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
-                    item.failed_attempts.append(snapshot)
-            if not accepted:
-                raise Rejected(RejectReason.low_score, self.judge.failed_thresholds(item))
+            attempt = 0
+            index = 0
+            while index < len(stages):
+                definition = stages[index]
+                if definition.name in loop_starts:
+                    item.ledger.attempt = attempt
+                    await self._run_stage(definition, item, funnel, attempt)
+                    index += 1
+                    continue
+                result = await self._run_stage(definition, item, funnel)
+                if result is not False or not definition.retries:
+                    index += 1
+                    continue
+                verdict = self.stages[definition.name]
+                max_attempts = getattr(getattr(self.config.stages, definition.retries), "max_attempts", 1)
+                if attempt + 1 >= max_attempts:
+                    raise Rejected(RejectReason.low_score, verdict.failed_thresholds(item))
+                # a judged failure before a retry: kept in attempts/ as a preference negative
+                snapshot = self._sample(item, False, RejectReason.low_score, verdict.failed_thresholds(item))
+                snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
+                item.failed_attempts.append(snapshot)
+                attempt += 1
+                index = names.index(definition.retries)
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)

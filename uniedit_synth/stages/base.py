@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
-from ..config import PipelineConfig
+from ..config import PipelineConfig, stage_def
 from ..engine.calls import Ledger, ModelCaller
 from ..prompts import Prompt, load_prompt
 from ..records import RejectReason, Sample, VQARecord
@@ -72,12 +72,13 @@ class StageContext:
         schema: dict[str, Any],
         schema_name: str,
         context: dict[str, Any],
-        failure: RejectReason,
+        failure: RejectReason | None = None,
         images: list[bytes] | None = None,
     ) -> ReplyT:
         """One structured text call for `stage`: render the prompt (VQA text as delimited data), call the
         model through the engine (cache, limits, retries, cost), validate the reply. A safety refusal becomes
-        a `safety_blocked` reject, any other failure a `failure` reject."""
+        a `safety_blocked` reject, any other failure a `failure` reject (by default the stage table's
+        failure reason of `stage`)."""
         item.prompt_versions[stage] = prompt.version
         request = TextRequest(
             task=stage,
@@ -97,7 +98,7 @@ class StageContext:
             raise Rejected(RejectReason.safety_blocked, f"{stage}: {exc}") from None
         except (BackendError, ValidationError) as exc:
             detail = str(exc) if isinstance(exc, MalformedReply) else str(exc).splitlines()[0]
-            raise Rejected(failure, f"{stage}: {detail}") from None
+            raise Rejected(failure or stage_def(stage).failure_reason, f"{stage}: {detail}") from None
 
 
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
