@@ -28,8 +28,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ActorResources(Strict):
+    """What a shard worker (a Ray actor) asks Ray for, so that e.g. a local GPU model lands on a GPU node.
+
+    `resources` are Ray custom resources (`{"a100": 1}`, as declared by `ray start --resources`)."""
+
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory_mb: float | None = Field(default=None, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    def merged(self, other: ActorResources) -> ActorResources:
+        """The larger of each amount: one worker runs every stage, so it needs what its most demanding
+        backend needs."""
+
+        def larger(a: float | None, b: float | None) -> float | None:
+            return b if a is None else a if b is None else max(a, b)
+
+        names = set(self.resources) | set(other.resources)
+        return ActorResources(
+            num_cpus=larger(self.num_cpus, other.num_cpus),
+            num_gpus=larger(self.num_gpus, other.num_gpus),
+            memory_mb=larger(self.memory_mb, other.memory_mb),
+            resources={k: max(self.resources.get(k, 0.0), other.resources.get(k, 0.0)) for k in sorted(names)},
+        )
+
+
 class BackendSpec(Strict):
-    """One named model endpoint. `type` picks the implementation from the backend registry."""
+    """One named model endpoint. `type` picks the implementation: a registry name (`openai`, `gemini`,
+    `openai-compatible`, `builtin`) or a plugin class `package.module:ClassName` (backends/registry.py).
+    `resources`: what a worker running this backend asks Ray for (a local model's GPU)."""
 
     type: str
     model: str
@@ -38,6 +66,7 @@ class BackendSpec(Strict):
     timeout_s: float = 120.0
     structured_outputs: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
+    resources: ActorResources | None = None
 
 
 class InputPolicy(Strict):
@@ -201,6 +230,8 @@ class EngineSpec(Strict):
     #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
     shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None
+    #: what every shard worker asks Ray for (merged with the resources of the backends the stages use)
+    worker_resources: ActorResources = Field(default_factory=ActorResources)
 
 
 class RateLimit(Strict):
@@ -274,7 +305,7 @@ class PipelineConfig(Strict):
         view.pop("prompts_dir", None)
         view["engine"] = {"shard_size": self.engine.shard_size}
         for backend in view["backends"].values():
-            for volatile in ("base_url", "api_key_env", "timeout_s"):
+            for volatile in ("base_url", "api_key_env", "timeout_s", "resources"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
             stage.pop("concurrency", None)

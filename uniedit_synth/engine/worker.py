@@ -124,6 +124,7 @@ class ShardProcessor:
         self._sems = {d.name: asyncio.Semaphore(getattr(config.stages, d.name).concurrency) for d in STAGES}
         self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
         self._pending_report: dict[str, Any] = {}
+        self._started: asyncio.Task | None = None
         self._root = image_root_for(config.source)
 
     def _backend(self, name: str, capability: str) -> Any:
@@ -132,6 +133,14 @@ class ShardProcessor:
             self._backends[key] = create_backend(name, self.config.backends[name], capability, seed=self.config.seed)
         return self._backends[key]
 
+    async def start_backends(self) -> None:
+        """Each backend's optional `start()` (load a local model), once per worker process, before its first
+        call; concurrent shards wait for the same start."""
+        if self._started is None:
+            starts = [b.start() for b in self._backends.values() if callable(getattr(b, "start", None))]
+            self._started = asyncio.ensure_future(asyncio.gather(*starts))
+        await asyncio.shield(self._started)
+
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.aclose()
@@ -139,6 +148,7 @@ class ShardProcessor:
     # -- one shard ---------------------------------------------------------------------------------------
     async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> dict[str, Any]:
         started = time.monotonic()
+        await self.start_backends()
         funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
         outcomes: list[Sample | None] = [None] * len(items)
