@@ -26,8 +26,8 @@ class TextRequest(BaseModel):
     """One structured-output text call (classify, rewrite, judge).
 
     `context` carries structured facts (scene graph, edit program, category) for backends that do not read
-    prose (the builtin ones); real backends use `system`, `prompt` and `images`. Every field is part of the
-    cache key.
+    prose (the builtin ones); real backends use `system`, `prompt` and `images`. Every other field is part
+    of the cache key; `context` only for backends that read it (`reads_context`).
     """
 
     task: str
@@ -67,9 +67,14 @@ class EditReply(BaseModel):
     model: str = ""
 
 
-def request_key(kind: str, request: BaseModel) -> str:
-    """sha256 of the full request (model, prompt text, parameters, image hashes, context): the cache key."""
-    payload = request.model_dump()
+def request_key(kind: str, request: BaseModel, *, with_context: bool = True) -> str:
+    """The cache key: sha256 of what reaches the model (model, prompt text, schema, parameters, image hashes).
+
+    `context` (structured facts only the builtin backends read) is hashed only `with_context`, i.e. for a
+    backend whose `reads_context` is True: editing a stage's context dict must not invalidate the replies of
+    a real model, which never saw it. With it, the key is the one every run before this change wrote (the
+    engine still finds those entries: engine/calls.py)."""
+    payload = request.model_dump(exclude=None if with_context else {"context"})
     images: list[bytes] = []
     if "images" in payload:
         images = payload.pop("images")

@@ -36,7 +36,7 @@ from ..backends.base import (
 )
 from ..config import Price, RetrySpec
 from ..errors import AuthenticationFailed
-from .cache import ResponseCache
+from .cache import CacheEntry, ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ class ModelCaller:
         self.retry = retry
         self.rate_limited = rate_limited
         self.bucket = f"{backend.provider}/{backend.spec.model}" if hasattr(backend, "spec") else stage
+        #: only a backend that reads `request.context` has it in its cache keys (backends/base.py request_key)
+        self.reads_context = bool(getattr(backend, "reads_context", False))
         self._sleep = sleep
 
     async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
@@ -152,8 +154,10 @@ class ModelCaller:
         return EditReply.model_validate({**meta, "image": payload})
 
     async def _call(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger) -> tuple[dict, bytes]:
-        key = request_key(kind, request)
+        key = request_key(kind, request, with_context=self.reads_context)
         hit = self.cache.get(key)
+        if hit is None and not self.reads_context:
+            hit = self._legacy_hit(kind, request, key)
         if hit is not None:
             info = hit.meta.pop("_call")
             ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind, request.model)
@@ -182,6 +186,17 @@ class ModelCaller:
         ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
         await self.coordinator.spend(cost)
         return meta, payload
+
+    def _legacy_hit(self, kind: str, request: TextRequest | EditRequest, key: str) -> CacheEntry | None:
+        """A reply cached before context left the keys of backends that never read it: found under its old
+        key (context included) and copied to the new one, so no paid reply is asked for again."""
+        legacy = request_key(kind, request, with_context=True)
+        if legacy == key:
+            return None
+        hit = self.cache.get(legacy)
+        if hit is not None:
+            self.cache.put(key, hit.meta, hit.payload)
+        return hit
 
     async def _with_retries(self, kind: str, request: TextRequest | EditRequest) -> TextReply | EditReply:
         retrying = AsyncRetrying(
