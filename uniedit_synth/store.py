@@ -231,12 +231,16 @@ class RunLock:
 
 
 class RunDir:
-    """Everything a run reads and writes in its output directory, except the cache (engine/cache.py).
+    """Every path under a run's output directory, and everything written there except the cache entries
+    themselves (engine/cache.py stores those under `cache_fs()`): shard files, the call index, the manifest,
+    run.json, stats.json and the lock.
 
     `path` and the other Path attributes exist for a local directory; a run on a pyarrow filesystem URI
     (runfs.py) has them as None and is reached through `fs` alone."""
 
     KINDS = ("data", "rejects", "attempts")
+    CACHE_DIR = "cache"
+    CALL_INDEX_DIR = "cache/index"  # one JSONL file per shard: which cache entries each sample's calls used
 
     def __init__(self, path: str | os.PathLike[str] | RunFS):
         self.fs = as_run_fs(path)
@@ -428,6 +432,25 @@ class RunDir:
         stats.update(extra or {})
         self.fs.write_bytes("stats.json", json.dumps(stats, indent=2, sort_keys=True).encode(), fsync=False)
         return stats
+
+    # -- shard outputs --------------------------------------------------------------------------------
+    def write_shard(self, kind: str, index: int, table: pa.Table) -> dict[str, Any]:
+        """Write shard `index` of `kind` (data, rejects, attempts) atomically; its manifest file record."""
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown shard kind {kind!r}; known: {self.KINDS}")
+        return write_shard_table(self.fs, kind, index, table)
+
+    @classmethod
+    def call_index_path(cls, shard: int) -> str:
+        """The call index of shard `shard`, relative to the run."""
+        return f"{cls.CALL_INDEX_DIR}/shard-{shard:05d}.jsonl"
+
+    def write_call_index(self, shard: int, lines: list[str]) -> None:
+        self.fs.write_bytes(self.call_index_path(shard), ("\n".join(lines) + "\n").encode(), fsync=False)
+
+    def cache_fs(self) -> RunFS:
+        """The response cache's folder (engine/cache.py ResponseCache takes it)."""
+        return self.fs.child(self.CACHE_DIR)
 
     def shard_files(self, kind: str = "data") -> list[str]:
         """The finished shard files of `kind`, as paths relative to the run (`data/shard-00001.parquet`)."""

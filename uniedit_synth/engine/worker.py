@@ -25,10 +25,9 @@ from typing import Any
 from ..backends.registry import create_backend
 from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
-from ..runfs import open_run_fs
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
-from ..store import write_shard_table
+from ..store import RunDir
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -98,12 +97,12 @@ class ShardProcessor:
         worker_label: str = "inline",
     ):
         self.config = config
-        self.out = open_run_fs(out_dir)  # a path or a pyarrow filesystem URI (rebuilt in this process)
+        self.run_dir = RunDir(out_dir)  # a path or a pyarrow filesystem URI (rebuilt in this process)
         self.pipeline_hash = pipeline_hash
         self.coordinator = coordinator
         self.worker_label = worker_label
         self.node = node_label()
-        self.cache = ResponseCache(self.out.child("cache"))
+        self.cache = ResponseCache(self.run_dir.cache_fs())
         self._backends: dict[tuple[str, str], Any] = {}
         callers: dict[str, ModelCaller] = {}
         models: dict[str, str] = {}
@@ -327,11 +326,8 @@ class ShardProcessor:
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
         self._write_call_index(shard, items, samples)
-        files = {
-            "data": write_shard_table(self.out, "data", shard, samples_to_table(accepted)),
-            "rejects": write_shard_table(self.out, "rejects", shard, samples_to_table(rejected)),
-            "attempts": write_shard_table(self.out, "attempts", shard, samples_to_table(attempts)),
-        }
+        rows = {"data": accepted, "rejects": rejected, "attempts": attempts}
+        files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
         for s in samples:
@@ -374,7 +370,7 @@ class ShardProcessor:
         for item, sample in zip(items, samples, strict=True):
             for event in item.ledger.events:
                 lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        self.out.write_bytes(f"cache/index/shard-{shard:05d}.jsonl", ("\n".join(lines) + "\n").encode(), fsync=False)
+        self.run_dir.write_call_index(shard, lines)
 
     def _image_root(self) -> Path | None:
         return self._root

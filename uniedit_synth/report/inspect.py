@@ -26,6 +26,7 @@ from PIL import Image
 from ..engine.cache import ResponseCache
 from ..records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
 from ..runfs import RunFS
+from ..store import RunDir
 from .call_index import has_call_index, index_path, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, shard_files
@@ -61,7 +62,7 @@ def inspect_sample(run_dir: str | Path, sample_id: str, *, scan_cache: bool = Fa
         "calls_source": "none",
         "notes": [],
     }
-    cache = ResponseCache(run.child("cache"))
+    cache = ResponseCache(run.child(RunDir.CACHE_DIR))
     calls = read_call_index(run, shard, sample_id)
     if calls:
         info["calls_source"] = index_path(shard)
