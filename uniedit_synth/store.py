@@ -1,7 +1,9 @@
 """The run's output directory: lock, run.json, manifest, atomic shard files and stats.json.
 
-Layout (DESIGN §5): `run.json`, `manifest.jsonl`, `data/shard-NNNNN.parquet`, `rejects/shard-NNNNN.parquet`,
-`attempts/shard-NNNNN.parquet` (judged edits that failed before a retry: preference negatives), `cache/`, `stats.json`, and `.lock` while a run holds the directory. A shard file is written to a hidden
+Layout (README "Output directory"; RunDir names every path): `run.json`, `manifest.jsonl`,
+`data/shard-NNNNN.parquet`, `rejects/shard-NNNNN.parquet`, `attempts/shard-NNNNN.parquet` (judged edits that failed
+before a retry: preference negatives), `cache/` (with the call index `cache/index/`), `stats.json`, and `.lock`
+while a run holds the directory. A shard file is written to a hidden
 temp name, fsynced and renamed, so a reader (or a resumed run) never sees half a shard; the manifest line
 is appended only after both of a shard's files are in place.
 

@@ -240,7 +240,7 @@ class ModelCaller:
 
     def where(self) -> str:
         """The backend as an error message names it: provider/model and the endpoint (without credentials)."""
-        from .driver import redact_url
+        from ..redact import redact_url
 
         spec = getattr(self.backend, "spec", None)
         url = redact_url(getattr(spec, "base_url", None))

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
@@ -32,6 +31,7 @@ from ..config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
 from ..errors import UniEditError
 from ..prompts import prompt_hashes
 from ..records import VQARecord
+from ..redact import redact_url
 from ..sources import open_source
 from ..store import RunDir, locked, summarise
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
@@ -89,18 +89,6 @@ def prompt_files(config: PipelineConfig) -> list[str]:
         else:
             names.append(template)
     return names
-
-
-def redact_url(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-    return url
 
 
 def versions() -> dict[str, str]:
@@ -205,8 +193,7 @@ class Driver:
             "category_caps": self.config.stages.classify.category_caps,
         }
         source = open_source(
-            self.config.source, seed=self.config.seed, limit=self.config.limit, policy=self.config.input
-        )
+            self.config.source, seed=self.config.seed, limit=self.config.limit)
         engine = self.config.engine
         if engine.kind == "inline":
             runtime: Any = InlineRuntime(self.config, self.run_dir.location, self.pipeline_hash, coordinator_args)

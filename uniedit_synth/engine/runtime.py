@@ -7,7 +7,6 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -174,9 +173,6 @@ class _ShardWorkerActor:
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted)
 
-    async def pid(self) -> int:
-        return os.getpid()
-
 
 class RayRuntime:
     kind = "ray"
@@ -282,9 +278,6 @@ class RayRuntime:
         except Exception:  # noqa: BLE001 - it is already gone
             pass
         self._actors[worker] = self._new_actor(worker)
-
-    async def actor_pids(self) -> list[int]:
-        return list(await asyncio.gather(*(a.pid.remote() for a in self._actors)))
 
     async def close(self) -> None:
         ray = self._ray
