@@ -31,19 +31,66 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import STAGE_NAMES
 from .errors import ConfigChangedError, OutputDirError, RunLockedError
 from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
 
-__all__ = ["DISK_ERRNOS", "RunDir", "RunLock", "atomic_write_bytes", "disk_error", "locked", "summarise",
-           "write_shard_table"]
+__all__ = ["DISK_ERRNOS", "RunDir", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes", "disk_error",
+           "locked", "summarise", "write_shard_table"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "manifest"  # object stores: one manifest object per finished shard
 HEARTBEAT_S = 30.0  # the lock holder rewrites its heartbeat this often
 STALE_AFTER_S = 180.0  # a lock held from another host (or on object storage) with an older heartbeat is stale
+
+
+class ShardFile(BaseModel):
+    """One file of a finished shard as its manifest line records it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    rows: int = Field(ge=0)
+    sha256: str = ""
+    bytes: int = Field(ge=0)
+
+
+class ShardResult(BaseModel):
+    """One finished shard: a line of manifest.jsonl (or a manifest object). Every reader validates the lines it
+    reads with this model, so a line of the wrong shape is reported as such, never a KeyError deep inside."""
+
+    model_config = ConfigDict(extra="allow")  # newer writers may add fields; older readers keep them
+
+    shard: int = Field(ge=0)
+    records: int = Field(ge=0)
+    ids_sha256: str = ""
+    accepted: int = Field(ge=0)
+    rejected: int = Field(default=-1, ge=-1)  # -1: not given, records - accepted
+    reject_reasons: dict[str, int] = Field(default_factory=dict)
+    budget_exhausted: int = Field(default=0, ge=0)
+    categories: dict[str, dict[str, int]] = Field(default_factory=dict)
+    admitted: dict[str, int] = Field(default_factory=dict)
+    funnel: dict[str, dict[str, int]] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    calls: dict[str, int] = Field(default_factory=dict)
+    cache_hits: dict[str, int] = Field(default_factory=dict)
+    spent_usd: float = 0.0
+    files: dict[str, ShardFile] = Field(default_factory=dict)
+    node: str = "local"
+    worker: str = ""
+    elapsed_s: float = 0.0
+    finished_at: str = ""
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> ShardResult:
+        if self.rejected == -1:
+            self.rejected = self.records - self.accepted
+        if self.rejected < 0 or self.accepted + self.rejected != self.records:
+            raise ValueError(f"accepted {self.accepted} + rejected {self.rejected} != records {self.records}")
+        return self
 
 
 def shard_name(index: int) -> str:
@@ -407,7 +454,9 @@ class RunDir:
             latest[int(entry["shard"])] = entry
         return latest
 
-    def append_manifest(self, entry: dict[str, Any]) -> None:
+    def append_manifest(self, result: ShardResult | dict[str, Any]) -> None:
+        """Record a finished shard (after its files are in place): a manifest line, or an object."""
+        entry = result.model_dump(mode="json") if isinstance(result, ShardResult) else result
         if self.manifest is None:  # no appends on object storage: one object per finished shard
             name = f"{MANIFEST_DIR}/shard-{int(entry['shard']):05d}.{time.time_ns()}.json"
             self.fs.write_bytes(name, json.dumps(entry, sort_keys=True).encode())

@@ -297,7 +297,7 @@ class Driver:
             shard, records, worker, tries = in_flight.pop(task)
             load[worker] -= 1
             try:
-                entry = task.result()
+                result = task.result()
             except WorkerLost as exc:
                 if tries + 1 > MAX_SHARD_RETRIES:
                     raise UniEditError(f"shard {shard} failed {tries + 1} times: {exc}") from None
@@ -307,17 +307,17 @@ class Driver:
                 exhausted = not await runtime.coordinator.budget_left()
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
                 continue
-            self.run_dir.append_manifest(entry)
+            self.run_dir.append_manifest(result)
             summary.shards_done += 1
-            summary.spent_now_usd += entry.get("spent_usd", 0.0)
-            for stage, n in entry.get("calls", {}).items():
+            summary.spent_now_usd += result.spent_usd
+            for stage, n in result.calls.items():
                 summary.calls[stage] = summary.calls.get(stage, 0) + n
-            for stage, n in entry.get("cache_hits", {}).items():
+            for stage, n in result.cache_hits.items():
                 summary.cache_hits[stage] = summary.cache_hits.get(stage, 0) + n
             if self.log_format == "json":
-                self._emit({"event": "shard", **{k: entry[k] for k in (
+                self._emit({"event": "shard", **result.model_dump(mode="json", include={
                     "shard", "records", "accepted", "rejected", "reject_reasons", "cost_usd", "spent_usd",
-                    "calls", "cache_hits", "node", "worker", "elapsed_s")}})
+                    "calls", "cache_hits", "node", "worker", "elapsed_s"})})
 
     async def _poll_progress(self, runtime, bar, base) -> None:
         while True:

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import ActorResources, PipelineConfig
 from ..errors import UniEditError
 from ..records import VQARecord
+from ..store import ShardResult
 from .coordinator import Coordinator
 from .worker import CAPABILITY, ShardProcessor
 
@@ -164,7 +165,7 @@ class _ShardWorkerActor:
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
-    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> dict[str, Any]:
+    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
         if self._processor is None:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
@@ -252,7 +253,7 @@ class RayRuntime:
 
         return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
-    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> dict[str, Any]:
+    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
         ray = self._ray
         generation = self._generations[worker]
         try:

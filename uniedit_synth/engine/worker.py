@@ -27,7 +27,7 @@ from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
-from ..store import RunDir
+from ..store import RunDir, ShardResult
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -153,7 +153,7 @@ class ShardProcessor:
             await backend.aclose()
 
     # -- one shard ---------------------------------------------------------------------------------------
-    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> dict[str, Any]:
+    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> ShardResult:
         started = time.monotonic()
         await self.start_backends()
         funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
@@ -321,7 +321,7 @@ class ShardProcessor:
         funnel: dict[str, Counter],
         admitted: Counter,
         started: float,
-    ) -> dict[str, Any]:
+    ) -> ShardResult:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
@@ -342,27 +342,27 @@ class ShardProcessor:
             hits.update(item.ledger.cache_hits)
         spent = sum(item.ledger.spent_now_usd for item in items)
         records = [item.record for item in items]
-        return {
-            "shard": shard,
-            "records": len(records),
-            "ids_sha256": ids_digest(records),
-            "accepted": len(accepted),
-            "rejected": len(rejected),
-            "reject_reasons": dict(reasons),
-            "budget_exhausted": reasons.get(RejectReason.budget_exhausted.value, 0),
-            "categories": {k: dict(v) for k, v in categories.items()},
-            "admitted": dict(admitted),
-            "funnel": {k: dict(v) for k, v in funnel.items()},
-            "cost_usd": round(sum(s.cost_usd for s in samples), 8),
-            "calls": dict(calls),
-            "cache_hits": dict(hits),
-            "spent_usd": round(spent, 8),
-            "files": files,
-            "node": self.node,
-            "worker": self.worker_label,
-            "elapsed_s": round(time.monotonic() - started, 3),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
+        return ShardResult(
+            shard=shard,
+            records=len(records),
+            ids_sha256=ids_digest(records),
+            accepted=len(accepted),
+            rejected=len(rejected),
+            reject_reasons=dict(reasons),
+            budget_exhausted=reasons.get(RejectReason.budget_exhausted.value, 0),
+            categories={k: dict(v) for k, v in categories.items()},
+            admitted=dict(admitted),
+            funnel={k: dict(v) for k, v in funnel.items()},
+            cost_usd=round(sum(s.cost_usd for s in samples), 8),
+            calls=dict(calls),
+            cache_hits=dict(hits),
+            spent_usd=round(spent, 8),
+            files=files,
+            node=self.node,
+            worker=self.worker_label,
+            elapsed_s=round(time.monotonic() - started, 3),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
 
     def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
         """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
