@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -38,6 +37,7 @@ from ..backends.base import (
 )
 from ..config import Price, RetrySpec
 from ..errors import AuthenticationFailed, ProviderUnreachable
+from ..ledger import Ledger
 from .cache import CacheEntry, ResponseCache
 
 log = logging.getLogger(__name__)
@@ -58,48 +58,6 @@ class CoordinatorLike(Protocol):
     async def pause(self, bucket: str, seconds: float) -> None: ...
     async def budget_left(self) -> bool: ...
     async def spend(self, usd: float) -> bool: ...
-
-
-@dataclass
-class Ledger:
-    """What one record's calls cost and took, summed over stages (cached calls count at their original
-    cost and latency, so a resumed run writes the same rows as an uninterrupted one)."""
-
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    calls: dict[str, int] = field(default_factory=dict)
-    cache_hits: dict[str, int] = field(default_factory=dict)
-    spent_now_usd: float = 0.0
-    events: list[dict[str, Any]] = field(default_factory=list)
-    #: the edit attempt the next edit/judge calls belong to (set by the worker)
-    attempt: int | None = None
-    _counted: set[str] = field(default_factory=set)
-
-    def add(
-        self,
-        stage: str,
-        cost: float,
-        latency: float,
-        cached: bool,
-        key: str = "",
-        error: str | None = None,
-        kind: str = "text",
-        model: str = "",
-    ) -> None:
-        if cached and key in self._counted:
-            cost = 0.0  # the same reply used twice for one record (an identical retry) was paid once
-        self._counted.add(key)
-        self.events.append(
-            {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
-             "error": error, "kind": kind, "model": model,
-             "attempt": self.attempt if stage in ("edit", "judge") else None}
-        )
-        self.cost_usd += cost
-        self.latency_s += latency
-        bucket = self.cache_hits if cached else self.calls
-        bucket[stage] = bucket.get(stage, 0) + 1
-        if not cached:
-            self.spent_now_usd += cost
 
 
 def price(prices: dict[str, Price], model: str, usage: Usage) -> float:

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
+from ..backends.base import (
+    BackendError,
+    EditReply,
+    EditRequest,
+    MalformedReply,
+    SafetyBlocked,
+    TextReply,
+    TextRequest,
+)
 from ..config import PipelineConfig, stage_def
-from ..engine.calls import Ledger, ModelCaller
+from ..ledger import Ledger
 from ..prompts import Prompt, load_prompt
 from ..records import RejectReason, Sample, VQARecord
+
+
+class Caller(Protocol):
+    """How a stage calls its model: engine/calls.py ModelCaller (cache, rate limits, retries, cost ledger)."""
+
+    async def text(self, request: TextRequest, ledger: Ledger) -> TextReply: ...
+
+    async def edit(self, request: EditRequest, ledger: Ledger) -> EditReply: ...
 
 
 class Rejected(Exception):
@@ -51,7 +67,7 @@ class StageContext:
     """What every stage needs: the config, its model caller and prompt loading."""
 
     config: PipelineConfig
-    callers: dict[str, ModelCaller]
+    callers: dict[str, Caller]
     models: dict[str, str]
 
     @property
