@@ -268,6 +268,8 @@ def export_cmd(
     pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())
     print(f"uniedit export: {summary.total_rows} samples ({rows}) -> {summary.out_dir} [{summary.format}]"
           + (f"; preference pairs: {pairs}" if pairs else ""))
+    if summary.hub_url:
+        print(f"  pushed to {summary.hub_url}")
     if summary.skipped:
         print("  left out: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())))
 
