@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from .bundled import builtin_pipelines
 from .config import CONFIGURED_STAGES, Replace, load_yaml_text
 from .errors import ConfigError, UniEditError, UnsafeYAML
 
@@ -91,7 +92,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 def synth(
     pipeline: str = typer.Option(
         "default", "--pipeline", "-p",
-        help="Pipeline name from pipelines/ (default, uniedit, openai, local-vllm) or a path to a YAML file.",
+        help="A built-in pipeline (" + ", ".join(builtin_pipelines()) + ") or a path to a YAML file.",
     ),
     source: str | None = typer.Option(
         None, "--source", "-s",
