@@ -185,6 +185,11 @@ STAGE_TABLE: tuple[StageDef, ...] = (
 STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
 #: the stages configured under `stages:` in the YAML
 CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
+#: the stages a judged failure repeats (edit … judge): their calls belong to an attempt
+ATTEMPT_STAGES: tuple[str, ...] = tuple(
+    name for d in STAGE_TABLE if d.retries
+    for name in STAGE_NAMES[STAGE_NAMES.index(d.retries):STAGE_NAMES.index(d.name) + 1]
+)
 #: reject reason -> the stage a record with it left at
 EXIT_STAGE: dict[str, str] = {
     reason.value: d.name for d in STAGE_TABLE for reason in (d.failure_reason, *d.reasons)

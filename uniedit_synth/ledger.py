@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import ATTEMPT_STAGES
+
 
 @dataclass
 class Ledger:
@@ -42,7 +44,7 @@ class Ledger:
         self.events.append(
             {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
              "error": error, "kind": kind, "model": model,
-             "attempt": self.attempt if stage in ("edit", "judge") else None}
+             "attempt": self.attempt if stage in ATTEMPT_STAGES else None}
         )
         self.cost_usd += cost
         self.latency_s += latency

@@ -23,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import STAGE_NAMES
 from ..engine.cache import ResponseCache
 from ..records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
 from ..runfs import RunFS
@@ -184,8 +185,8 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
             matches.append(
                 {"stage": stage, "key": key, "matched_by": "content", "reply": _read_entry(cache, key)}
             )
-    order = {"classify": 0, "rewrite": 1, "edit": 2, "judge": 3}
-    return sorted(matches, key=lambda m: (order[m["stage"]], m["key"]))
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    return sorted(matches, key=lambda m: (order.get(m["stage"], len(order)), m["key"]))
 
 
 def _cache_headers(cache: ResponseCache) -> Iterator[tuple[str, Any]]:
