@@ -50,6 +50,7 @@ BUCKETS: list[tuple[str, str]] = [
     ("backends/gemini_backend.py", "gemini SDK + HTTP client"),
     ("backends/replies.py", "openai SDK + HTTP client"),
     ("engine/calls.py", "stage logic (calls, stages, worker)"),
+    ("uniedit_synth/ledger.py", "stage logic (calls, stages, worker)"),
     ("stages/", "stage logic (calls, stages, worker)"),
     ("engine/worker.py", "stage logic (calls, stages, worker)"),
     ("prompts.py", "stage logic (calls, stages, worker)"),
