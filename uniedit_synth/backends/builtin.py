@@ -185,6 +185,8 @@ def heuristic_category(question: str, answer: str) -> str:
 
 class _Builtin:
     name: ClassVar[str] = "builtin"
+    #: the builtin models work from `request.context` (scene graph, edit program), so it is in their cache keys
+    reads_context: ClassVar[bool] = True
 
     def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
         self.spec = spec

@@ -61,6 +61,7 @@ class ExportSummary(BaseModel):
     with_masks: bool = False
     files: list[str]
     seconds: float
+    hub_url: str | None = None  # --push-to-hub: the dataset repo the export was uploaded to
 
     @property
     def total_rows(self) -> int:
@@ -219,7 +220,7 @@ def export_run(
     if push_to_hub:
         from .hf import push_to_hub as upload
 
-        upload(out, push_to_hub)
+        summary.hub_url = upload(out, push_to_hub)
     return summary
 
 

@@ -39,10 +39,11 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from ..runfs import RunFS, as_run_fs
+from ..store import RunDir
 
 log = logging.getLogger(__name__)
 
-INDEX_DIR = "cache/index"
+INDEX_DIR = RunDir.CALL_INDEX_DIR
 
 
 class CallRecord(BaseModel):
@@ -63,7 +64,7 @@ class CallRecord(BaseModel):
 
 def index_path(shard: int) -> str:
     """The index file of a shard, relative to the run."""
-    return f"{INDEX_DIR}/shard-{shard:05d}.jsonl"
+    return RunDir.call_index_path(shard)
 
 
 def read_call_index(run_dir: Path | RunFS, shard: int, sample_id: str | None = None) -> list[CallRecord]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import InputPolicy, SourceSpec
+from ..config import SourceSpec
 from ..errors import SourceError
 from .arrange import ArrangedSource, PositionalSource
 from .base import Source
@@ -60,13 +60,12 @@ def describe_forms() -> str:
     return ACCEPTED_FORMS
 
 
-def open_source(spec: SourceSpec, *, seed: int, limit: int | None, policy: InputPolicy) -> Source:
+def open_source(spec: SourceSpec, *, seed: int, limit: int | None) -> Source:
     """The Source for `spec`, in the order the run shards on. Raises SourceError for anything unreadable.
 
-    `policy` is accepted so that sources can honour input limits early; records are validated later,
-    in the engine's workers, with `validate_record(record, policy, image_root=source.image_root)`.
+    Records are validated later, in the engine's workers, with
+    `validate_record(record, policy, image_root=source.image_root)`.
     """
-    del policy  # validation happens per record in the workers (see docstring)
     text = (spec.spec or "").strip()
     if not text:
         raise SourceError("empty source spec.\n" + ACCEPTED_FORMS)
@@ -228,19 +227,12 @@ def _open_hf(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
     if columns is not None:
         visible = columns + ([mapper.image_column] if join and mapper.image_column not in columns else [])
         mapper.check_columns(visible, text)  # type: ignore[arg-type]
-    description = {
-        "form": "hf",
-        "name": name,
-        "config": config,
-        "split": split,
-        "streaming": bool(options.get("streaming")),
-    }
     if bool(options.get("streaming")):
         return HFStreamingSource(
-            dataset, mapper=mapper, label=label, image_root=image_root, description=description, join=join
+            dataset, mapper=mapper, label=label, image_root=image_root, join=join
         )
     return HFSource(
-        dataset, mapper=mapper, label=label, image_root=image_root, description=description, join=join
+        dataset, mapper=mapper, label=label, image_root=image_root, join=join
     )
 
 
