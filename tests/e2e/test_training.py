@@ -329,3 +329,37 @@ def test_checkpoints_and_model_on_object_storage(grouped_export: Path, s3):  # n
     assert [h["loss"] for h in resumed] == [h["loss"] for h in reference[3:]]
     logged = [json.loads(line) for line in s3.get(bucket, "janus/metrics.jsonl").decode().splitlines()]
     assert [row["step"] for row in logged] == list(range(1, 7))
+
+
+@pytest.mark.ray
+def test_ray_train_fsdp_two_workers_shard_and_checkpoint(grouped_export: Path, tmp_path: Path):
+    """--fsdp over two Ray workers (FSDP2, gloo): the same steps as one process with the same global batch, and the
+    sharded run's checkpoint (full state dicts) resumes in one process."""
+    example = load_example()
+    single = example.main(
+        tiny(grouped_export, tmp_path / "single", "--steps", "6", "--rank-layout", "2", "--no-save")
+    )
+    out = tmp_path / "fsdp"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        script(
+            *tiny(grouped_export, out, "--steps", "6", "--ray-workers", "2", "--fsdp", "--save-every", "3")
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["loss"] for row in metrics(out)] == pytest.approx([row["loss"] for row in single], rel=1e-5)
+    assert {p.name for p in (out / "checkpoints" / "step-00000006").iterdir()} >= {
+        "rng-rank00000.pt",
+        "rng-rank00001.pt",
+    }
+    (out / "checkpoints" / "step-00000006.complete").unlink()
+    resumed = example.main(
+        tiny(grouped_export, out, "--steps", "6", "--rank-layout", "2", "--resume", "--no-save")
+    )
+    assert [row["step"] for row in resumed] == [4, 5, 6]
+    assert [row["loss"] for row in resumed] == pytest.approx([row["loss"] for row in single[3:]], rel=1e-5)
