@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
 from ..config import PipelineConfig
 from ..engine.calls import Ledger, ModelCaller
+from ..plan import InstructionPlan
 from ..prompts import Prompt, load_prompt
 from ..records import RejectReason, Sample, VQARecord
 
@@ -35,6 +36,7 @@ class WorkItem:
     process_answer: str | None = None
     instruction: str | None = None
     edit_program: dict[str, Any] | None = None
+    plan: InstructionPlan | None = None
     edited_image: bytes | None = None
     scores: dict[str, float] = field(default_factory=dict)
     score: float | None = None
@@ -74,6 +76,7 @@ class StageContext:
         context: dict[str, Any],
         failure: RejectReason,
         images: list[bytes] | None = None,
+        repair: str = "",
     ) -> ReplyT:
         """One structured text call for `stage`: render the prompt (VQA text as delimited data), call the
         model through the engine (cache, limits, retries, cost), validate the reply. A safety refusal becomes
@@ -83,7 +86,7 @@ class StageContext:
             task=stage,
             model=self.models[stage],
             system=prompt.system,
-            prompt=prompt.render(**fields),
+            prompt=prompt.render(**fields) + (f"\n{repair}\n" if repair else ""),
             images=images or [],
             response_schema=schema,
             schema_name=schema_name,

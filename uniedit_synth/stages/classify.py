@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..answers import normalise_answer
 from ..records import TASK_CATEGORIES, RejectReason
 from .base import Rejected, StageContext, WorkItem
 from .schemas import CLASSIFY_SCHEMA, ClassifyReply
-from .text import normalise_answer
 
 
 class ClassifyStage:
