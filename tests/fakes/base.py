@@ -48,6 +48,7 @@ DEFAULT_REPLIES: dict[str, dict[str, Any]] = {
         "then_edit": None,
         "else_edit": None,
         "candidate": None,
+        "edit_program": None,
     },
     "judge": {
         "instruction_following": 4,
