@@ -336,6 +336,8 @@ def _plain_actions(
     name "the metal object")."""
     numeric = query["type"] in ("count", "count_arith")
     exclude_attrs = ("material",) if category == "knowledge" else ()
+    if category == "knowledge":  # nor add "metal" things: the fact a magnet question tests
+        avoid = (*avoid, "metal")
     targets: list[tuple[SceneObject, dict[str, Any]]] = []
     if ref is not None and len(ref_ids) == 1 and not (category == "knowledge" and "material" in ref):
         obj = next(o for o in scene.objects if o.id in ref_ids)
@@ -379,6 +381,8 @@ def _answer_actions(
     actions: list[dict[str, Any]] = []
     free = scene.free_cells()
     exclude_attrs = ("color", "material") if category == "knowledge" else ("color",)
+    if category == "knowledge":
+        avoid = (*avoid, "metal")
     if kind == "color":
         other = _other_unique(scene, rng, avoid, ref_ids, exclude_attrs=exclude_attrs)
         if other is not None and other[0].color != value:
