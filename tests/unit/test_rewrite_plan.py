@@ -240,6 +240,7 @@ def test_release_style_reply_with_the_answer_as_candidate_is_accepted(
     [request] = rewrite_requests(server)
     sent = request.body["response_format"]["json_schema"]["schema"]
     assert set(sent["properties"]) == {"instruction", "then_edit", "else_edit", "candidate"}
+    assert sorted(sent["required"]) == sorted(sent["properties"])  # strict structured outputs: nullable, required
     assert "<vqa_plan>style: conditional\ncandidate: 'purple'" in prompt_text(request)
     assert "choose ONE" not in prompt_text(request)
 

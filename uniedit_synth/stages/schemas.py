@@ -57,14 +57,19 @@ CLASSIFY_SCHEMA = _strict(
     }
 )
 _NULLABLE_STRING = {"type": ["string", "null"]}
-REWRITE_SCHEMA = _strict(
-    {
-        "instruction": {"type": "string"},
-        "then_edit": _NULLABLE_STRING,
-        "else_edit": _NULLABLE_STRING,
-        "candidate": _NULLABLE_STRING,
-    }
-)
+# Only `instruction` is required: a JSON-mode model may leave out the null branch fields of a plan without
+# branches (OpenAI's strict structured outputs make every key required anyway: backends/openai_backend.py).
+REWRITE_SCHEMA = {
+    **_strict(
+        {
+            "instruction": {"type": "string"},
+            "then_edit": _NULLABLE_STRING,
+            "else_edit": _NULLABLE_STRING,
+            "candidate": _NULLABLE_STRING,
+        }
+    ),
+    "required": ["instruction"],
+}
 JUDGE_SCHEMA = _strict(
     {
         "instruction_following": {"type": "integer", "minimum": 1, "maximum": 5},
