@@ -100,6 +100,19 @@ def test_candidate_share_and_branch_balance(rewritten: list[dict]) -> None:
     assert 0.2 <= nested / len(conditional) <= 0.4, nested / len(conditional)
 
 
+def test_distractors_name_something_in_the_picture(rewritten: list[dict]) -> None:
+    """A distractor colour or shape absent from the scene would settle the condition without the question."""
+    checked = 0
+    for row in rewritten:
+        plan, meta = row["plan"], row["record"].meta
+        query = meta["question_spec"]["query"]
+        if plan.conditional and not plan.candidate_is_answer and query["type"] == "attr":
+            present = {str(o[query["attr"]]) for o in meta["scene"]["objects"]}
+            assert plan.candidate in present, (plan.candidate, present)
+            checked += 1
+    assert checked > 50
+
+
 def test_openings_vary(rewritten: list[dict]) -> None:
     first = [opening(r["reply"]["instruction"]) for r in rewritten[:1000]]
     assert len(set(first)) >= 150, len(set(first))

@@ -38,6 +38,7 @@ from .questions import (
     WARM_COLORS,
     QueryError,
     answer_query,
+    plausible_answers,
     possible_answers,
     select,
     unique_filter,
@@ -259,7 +260,8 @@ def typed_candidate(query: dict[str, Any], value: int | str, candidate: str) -> 
 
 def pick_distractor(scene: Scene, query: dict[str, Any], value: int | str, rng: random.Random) -> int | str:
     """A value the question could have answered, other than the answer (near it, for numbers)."""
-    options = [v for v in possible_answers(scene, query) if not same_answer(str(v), str(value))]
+    options = [v for v in plausible_answers(scene, query) if not same_answer(str(v), str(value))]
+    options = options or [v for v in possible_answers(scene, query) if not same_answer(str(v), str(value))]
     if not options:
         raise ProgramError("the question has no other possible answer")
     if isinstance(value, int):

@@ -411,3 +411,17 @@ def possible_answers(scene: Scene, query: dict[str, Any]) -> list[int | str]:
         value = int(answer_query(scene, query))
         return list(range(value - BOARD_WINDOW, value + BOARD_WINDOW + 1))
     raise QueryError(f"unknown query type {kind!r}")
+
+
+def plausible_answers(scene: Scene, query: dict[str, Any]) -> list[int | str]:
+    """The answers a plan's distractor candidate is drawn from: for colours and shapes, the values present in
+    the scene, so a distractor never names something absent from the picture ("if it is pink" with nothing
+    pink in sight is settled without answering the question); sign words: the words on the wall. A single
+    value means a condition could be settled by a glance, and the plan then picks another style. Other
+    questions: every possible answer."""
+    kind = query["type"]
+    if kind == "attr":
+        return sorted({str(getattr(o, query["attr"])) for o in scene.objects})
+    if kind == "read":
+        return sorted({s.text for s in scene.signs if s.text})
+    return possible_answers(scene, query)

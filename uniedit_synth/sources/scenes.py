@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ..errors import SourceError
 from ..records import VQARecord
-from ..scenes.questions import SCENE_CATEGORIES, generate_vqa, possible_answers
+from ..scenes.questions import SCENE_CATEGORIES, generate_vqa, plausible_answers
 from ..scenes.render import render_png
 from ..scenes.world import Scene
 from .base import Source
@@ -76,7 +76,7 @@ class ScenesSource(Source):
                 "scene": scene.model_dump(mode="json"),
                 "question_spec": spec,
                 # what the question could have answered: the plan's distractors come from here
-                "answer_space": [str(v) for v in possible_answers(scene, spec["query"])],
+                "answer_space": [str(v) for v in plausible_answers(scene, spec["query"])],
             },
         )
 
