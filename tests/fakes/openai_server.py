@@ -13,7 +13,7 @@ Fault kinds (see `tests/fakes/base.py` for the spec syntax):
   fenced           valid JSON wrapped in ```json fences
   moderation       400 code "moderation_blocked"     content_policy  400 code "content_policy_violation"
   content_filter   finish_reason "content_filter", no content      refusal  message.refusal set
-  url_only         (images) data[0].url and no b64_json
+  url_only         (images) data[0].url and no b64_json     no_image   (images) an empty `data` list
 
 CLI: `python -m tests.fakes.openai_server --port 0 --latency 0.05` prints the base URL and serves until Ctrl-C.
 """
@@ -164,7 +164,7 @@ class FakeOpenAI(FakeServer):
 
     def _chat(self, record: RecordedRequest, body: dict[str, Any], fault: Fault) -> Reply:
         json_schema = (body.get("response_format") or {}).get("json_schema") or {}
-        content_obj = self._reply_content(record.task, json_schema.get("schema"), fault)
+        content_obj = self._reply_content(record.task, json_schema.get("schema"), fault, self._texts(body)[0])
         text: str | None = fault.text if fault.text is not None else json.dumps(content_obj)
         finish = "stop"
         refusal = None
@@ -238,6 +238,8 @@ class FakeOpenAI(FakeServer):
         record.usage = usage
         if fault.kind == "url_only":
             data = [{"url": f"https://images.invalid/fake-{i}.png"} for i in range(n)]
+        elif fault.kind == "no_image":
+            data = []
         else:
             data = [{"b64_json": b64(png)} for png in outputs]
         return Reply(

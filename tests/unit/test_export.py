@@ -65,12 +65,14 @@ def test_uniedit_jsonl_rows_images_and_shards(run: Path, tmp_path: Path) -> None
         "output_image_path",
         "analysis",
         "score",
+        "instruction_plan",
     ]
     originals = {s.id: s for s in accepted_samples()}
     assert {row["id"] for row in rows} == set(originals)
     for row in rows:
         sample = originals[row["id"]]
         assert row["edit_instruction"] == sample.edit_instruction and row["score"] == sample.score
+        assert row["instruction_plan"] == sample.instruction_plan.model_dump(mode="json")
         assert row["image_path"].startswith("images/source/") and row["output_image_path"].startswith(
             "images/edited/"
         )
@@ -119,14 +121,20 @@ def test_safe_stem_is_plain_and_unique() -> None:
 
 
 def test_masks_and_weights_at_export(run: Path, tmp_path: Path) -> None:
-    export_run(run, tmp_path / "jsonl", "uniedit-jsonl", with_masks=True, progress=False)
+    export_run(run, tmp_path / "jsonl", "uniedit-jsonl", with_masks=True, mask_factor=1, progress=False)
     row = read_jsonl(sorted((tmp_path / "jsonl" / "data").glob("*.jsonl")))[0]
     mask = mask_from_image((tmp_path / "jsonl" / row["mask_path"]).read_bytes())
     left, top, right, bottom = EDIT_BOX
     expected = np.zeros((SIZE, SIZE), dtype=bool)
-    expected[top - 2 : bottom + 2, left - 2 : right + 2] = True  # default dilation: 2 px
+    expected[top:bottom, left:right] = True  # full resolution: exactly the recoloured box
     np.testing.assert_array_equal(mask, expected)
     assert row["edit_weight"] == pytest.approx(math.log2(SIZE * SIZE / expected.sum()) + 1)
+    # by default the mask is max-pooled by UniWorld's VAE factor 8
+    export_run(run, tmp_path / "pooled", "uniedit-jsonl", with_masks=True, progress=False)
+    row = read_jsonl(sorted((tmp_path / "pooled" / "data").glob("*.jsonl")))[0]
+    pooled = mask_from_image((tmp_path / "pooled" / row["mask_path"]).read_bytes())
+    assert pooled.shape == (SIZE // 8, SIZE // 8)
+    assert pooled[top // 8 : (bottom - 1) // 8 + 1, left // 8 : (right - 1) // 8 + 1].all()
 
 
 # ---------------------------------------------------------------- hf
@@ -154,6 +162,7 @@ def test_hf_export_loads_with_datasets_as_pil_images(run: Path, tmp_path: Path) 
             np.asarray(row["edited_image"].convert("RGB")), decode(sample.edited_image)
         )
         assert row["edit_mask"].size == (8, 8) and row["edit_weight"] > 1
+        assert row["instruction_plan"] == sample.instruction_plan.model_dump(mode="json")
     assert isinstance(by_files["train"][0]["source_image"], Image.Image)
     front = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
     info = {entry["config_name"]: entry for entry in front["dataset_info"]}

@@ -25,14 +25,7 @@ import pyarrow.parquet as pq
 from datasketch import HyperLogLogPlusPlus
 from PIL import Image
 
-try:  # the plan-aware leak check v2 (answers.py); stages/text.py before it landed
-    from ..answers import leaks_answer, normalise_text
-
-    PLAN_AWARE_LEAKS = True
-except ImportError:  # pragma: no cover - depends on the merge order
-    from ..stages.text import leaks_answer, normalise_text
-
-    PLAN_AWARE_LEAKS = False
+from ..answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
 from .benchmarks import load_benchmark
 from .fingerprint import (
     DEFAULT_MAX_DISTANCE,
@@ -95,7 +88,7 @@ def answer_leak(row: AuditRow) -> str | None:
     if not row.instruction:
         return None
     plan = row.plan if isinstance(row.plan, dict) else {}
-    if PLAN_AWARE_LEAKS and plan.get("candidate_is_answer") is not None:
+    if plan.get("candidate_is_answer") is not None:
         return leaks_answer(row.instruction, row.answer, row.process_answer,
                             candidate_is_answer=bool(plan["candidate_is_answer"]))
     return leaks_answer(row.instruction, row.answer, row.process_answer)
@@ -134,38 +127,22 @@ def expected_branch(row: AuditRow) -> str | None:
 
 
 def decided_in_advance(row: AuditRow) -> bool | None:
-    """True when an offline-world row's edit can be decided without answering its question: the condition
-    asks something else, or gives the same branch for every possible answer of the answer's kind. None when
-    the row is not an offline-world conditional or the answer's kind cannot be enumerated (free text)."""
+    """True when an offline-world row's edit can be decided without answering its question: its condition asks
+    something else, or (scenes.program.decided_conditions, the offline world's own definition) a condition
+    holds alike for every answer the question could have. None for rows that are not offline-world
+    conditionals."""
     program, meta = row.edit_program, row.record_meta
     if not (isinstance(program, dict) and program.get("kind") == "scene" and "condition" in program and meta):
         return None
-    from ..scenes import program as programs
-    from ..scenes.program import ProgramError, condition_holds, condition_value, scene_of, value_kind
-    from ..scenes.world import COLORS, SHAPES
+    from ..scenes.program import ProgramError, decided_conditions, scene_of
 
-    decided_conditions = getattr(programs, "decided_conditions", None)
     if (program["condition"].get("test") or {}).get("op") == "always":
         return None
-
     try:
-        scene = scene_of(meta)
-        query, test = program["condition"]["query"], program["condition"]["test"]
         asked = (meta.get("question_spec") or {}).get("query")
-        if asked is not None and asked != query:
+        if asked is not None and asked != program["condition"]["query"]:
             return True  # the condition does not ask the question at all
-        if decided_conditions is not None:  # the offline world's own definition, over its possible answers
-            return bool(decided_conditions(scene, program))
-        value = condition_value(scene, program)
-        kind = value_kind(query, value)
-        # numbers: every value from 0 to well past the true one (a count, a sum or a product on a board)
-        numbers = range(0, max(21, 2 * int(value) + 11)) if kind == "number" else ()
-        options: Sequence[Any] | None = {
-            "number": numbers, "color": tuple(COLORS), "shape": SHAPES, "side": ("left", "right"),
-        }.get(kind)
-        if options is None:
-            return None
-        return len({condition_holds(test, value, scene) for value in options}) == 1
+        return bool(decided_conditions(scene_of(meta), program))
     except (ProgramError, KeyError, ValueError, TypeError):
         return None
 

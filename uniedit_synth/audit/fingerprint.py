@@ -24,10 +24,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-try:
-    from ..answers import normalise_text
-except ImportError:  # pragma: no cover - before answers.py landed
-    from ..stages.text import normalise_text
+from ..answers import normalise_text
 
 #: candidate stage: 64-bit pHash within this many bits
 DEFAULT_MAX_DISTANCE = 4

@@ -23,9 +23,11 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import STAGE_NAMES
 from ..engine.cache import ResponseCache
 from ..records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
 from ..runfs import RunFS
+from ..store import RunDir
 from .call_index import has_call_index, index_path, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, shard_files
@@ -61,7 +63,7 @@ def inspect_sample(run_dir: str | Path, sample_id: str, *, scan_cache: bool = Fa
         "calls_source": "none",
         "notes": [],
     }
-    cache = ResponseCache(run.child("cache"))
+    cache = ResponseCache(run.child(RunDir.CACHE_DIR))
     calls = read_call_index(run, shard, sample_id)
     if calls:
         info["calls_source"] = index_path(shard)
@@ -162,7 +164,7 @@ def _read_entry(cache: ResponseCache, key: str) -> dict[str, Any]:
 def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any]) -> list[dict[str, Any]]:
     edited = (images.get("edited_image") or {}).get("sha256")
     wanted = {
-        "rewrite": ("edit_instruction", row.get("edit_instruction")),
+        "rewrite": ("instruction", row.get("edit_instruction")),  # the rewriter's reply field
         "judge": ("analysis", row.get("analysis")),
         "classify": ("process_answer", row.get("process_answer")),
     }
@@ -176,15 +178,17 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
             stage = "edit"
         else:
             for name, (field, value) in wanted.items():
-                if value and data.get(field) == value:
+                # runs made before instruction plans cached the rewrite reply as `edit_instruction`
+                found = data.get(field, data.get("edit_instruction") if field == "instruction" else None)
+                if value and found == value:
                     stage = name
                     break
         if stage:
             matches.append(
                 {"stage": stage, "key": key, "matched_by": "content", "reply": _read_entry(cache, key)}
             )
-    order = {"classify": 0, "rewrite": 1, "edit": 2, "judge": 3}
-    return sorted(matches, key=lambda m: (order[m["stage"]], m["key"]))
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    return sorted(matches, key=lambda m: (order.get(m["stage"], len(order)), m["key"]))
 
 
 def _cache_headers(cache: ResponseCache) -> Iterator[tuple[str, Any]]:
