@@ -499,6 +499,22 @@ class RunDir:
     def write_call_index(self, shard: int, lines: list[str]) -> None:
         self.fs.write_bytes(self.call_index_path(shard), ("\n".join(lines) + "\n").encode(), fsync=False)
 
+    @classmethod
+    def screen_path(cls, shard: int) -> str:
+        """`screen/shard-NNNNN.json`: the dedup/decontamination entries that passed in a finished shard."""
+        return f"screen/shard-{shard:05d}.json"
+
+    def write_screen(self, shard: int, entries: list[dict[str, Any]]) -> None:
+        self.fs.write_bytes(self.screen_path(shard), json.dumps(entries).encode(), fsync=True)
+
+    def read_screen(self, shard: int) -> list[dict[str, Any]] | None:
+        """The saved entries of a shard, or None when it has none (or they are unreadable)."""
+        raw = self.fs.read_bytes(self.screen_path(shard))
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
     def cache_fs(self) -> RunFS:
         """The response cache's folder (engine/cache.py ResponseCache takes it)."""
         return self.fs.child(self.CACHE_DIR)

@@ -192,11 +192,7 @@ class Driver:
 
     def _screened(self, shard: int) -> list[dict[str, Any]]:
         """The screen entries that passed in a finished shard (written by the worker next to its files)."""
-        raw = self.run_dir.fs.read_bytes(f"screen/shard-{shard:05d}.json")
-        try:
-            return json.loads(raw) if raw else []
-        except ValueError:
-            return []
+        return self.run_dir.read_screen(shard) or []
 
     async def _run(self) -> RunSummary:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -288,7 +284,7 @@ class Driver:
                     and done.get("ids_sha256") == ids_digest(records)
                     and not done.get("budget_exhausted")
                     and self.run_dir.shard_files_intact(done)
-                    and (not screening or self.run_dir.fs.exists(f"screen/shard-{shard:05d}.json"))
+                    and (not screening or self.run_dir.read_screen(shard) is not None)
                 ):
                     summary.shards_skipped += 1
                     base_records += len(records)

@@ -197,8 +197,7 @@ class ShardProcessor:
         if len(samples) != len(records):
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
-            self.out.write_bytes(f"screen/shard-{shard:05d}.json",
-                                 json.dumps([e.__dict__ for e in screened]).encode(), fsync=True)
+            self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
         return self._write(shard, items, samples, funnel, admitted, started)
 
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
