@@ -228,9 +228,10 @@ def normalise_answer(answer: str) -> str:
     """The VQA-style reference form of an answer, the one used everywhere in the package: lowercase, no
     accents, punctuation or leading article, American spelling, numbers as digits (ordinals as "21st"),
     "12.0" as "12"."""
+    tokens = [t for t in canonical_tokens(answer) if t != BOUNDARY]
     out: list[str] = []
-    for token in canonical_tokens(answer):
-        if token == BOUNDARY or (token in _ARTICLES and not out):
+    for index, token in enumerate(tokens):
+        if token in _ARTICLES and not out and index + 1 < len(tokens):  # "a" alone is an option letter
             continue
         if token[:2] in ("n:", "o:"):
             number = token[2:]

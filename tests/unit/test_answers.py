@@ -150,6 +150,8 @@ def test_candidate_in_condition() -> None:
         ("Café", "cafe"),
         ("one of them", "one of them"),
         ("3.5", "3.5"),
+        ("A", "a"),  # a multiple-choice letter, not an article
+        ("(b)", "b"),
     ],
 )
 def test_normalise_answer(raw: str, normal: str) -> None:
