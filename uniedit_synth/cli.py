@@ -243,6 +243,14 @@ def export_cmd(
         False, "--with-masks", help="Compute UniWorld-V1 edit masks and region weights per sample (hf, uniedit-jsonl)."
     ),
     mask_grid: int | None = typer.Option(None, "--mask-grid", help="Max-pool masks to this latent grid (e.g. 32)."),
+    mask_factor: int = typer.Option(
+        8, "--mask-factor", min=1, help="Max-pool masks by this VAE factor (UniWorld-V1: 8; 1 = full resolution)."
+    ),
+    layout: str = typer.Option(
+        "default", "--layout",
+        help="uniedit-jsonl: 'default' (sharded rows with ids) or 'release' (the Uni-Edit release's files and "
+        "nine keys exactly; rows repeating a source image and instruction removed).",
+    ),
     weight_fn: str = typer.Option("log", "--weight-fn", help="Region weight: log (w=log2(x)+1), linear, exp_root, quad_root."),
     shard_rows: int | None = typer.Option(None, "--shard-rows", min=1, help="Rows per output file (default per format)."),
     bagel_data_dir: str | None = typer.Option(
@@ -262,7 +270,8 @@ def export_cmd(
         run, out, fmt, min_score=min_score,
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
-        with_masks=with_masks, mask_grid=mask_grid, weight_fn=weight_fn, bagel_data_dir=bagel_data_dir,
+        with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
+        layout=layout, bagel_data_dir=bagel_data_dir,
         push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())

@@ -124,15 +124,40 @@ class RewriteSpec(StageBase):
 
 class EditSpec(StageBase):
     max_attempts: int = Field(default=2, ge=1, le=10)
+    #: how many times a reply without an image is asked again, per edit attempt (so up to 6 calls by
+    #: default; the release's nano_api.generate makes up to 5 calls in all)
+    no_image_retries: int = Field(default=5, ge=0, le=50)
     give_reference_answer: bool = True
     prompt: str | None = "edit.txt"
 
 
+JUDGE_PROMPTS = {"three_axis": "judge.txt", "release": "judge_release.txt"}
+
+
 class JudgeSpec(StageBase):
-    prompt: str | None = "judge.txt"
+    """`preset: three_axis` (default) scores instruction following, visual quality and coherence from the
+    source and edited images; `preset: release` is the Uni-Edit release's filter (data_gen/fifth_process_filter.py
+    with system3.system_prompt1): the edited image only, a visual-quality score, keep >= 3."""
+
+    preset: Literal["three_axis", "release"] = "three_axis"
+    prompt: str | None = None
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
     )
+
+    @model_validator(mode="after")
+    def _preset_defaults(self) -> JudgeSpec:
+        if self.prompt is None or self.prompt in set(JUDGE_PROMPTS.values()) - {JUDGE_PROMPTS[self.preset]}:
+            self.prompt = JUDGE_PROMPTS[self.preset]  # the other preset's prompt cannot fill this schema
+        if self.preset == "release":
+            if "thresholds" not in self.model_fields_set:
+                self.thresholds = {"visual_quality": 3}
+            elif set(self.thresholds) - {"visual_quality"}:
+                raise ValueError(
+                    "the release judge scores visual_quality only; set thresholds to {visual_quality: 3} "
+                    "(e.g. --set 'stages.judge.thresholds={visual_quality: 3}')"
+                )
+        return self
 
     @field_validator("thresholds")
     @classmethod

@@ -49,10 +49,16 @@ class TextReply(BaseModel):
 
 
 class EditRequest(BaseModel):
-    """One image-edit call. `reference_answer` goes to the editor (never into the instruction text)."""
+    """One image-edit call. `reference_answer` goes to the editor (never into the instruction text).
+
+    `system` is the system half of the edit prompt (prompts/edit.txt): Gemini receives it as
+    `system_instruction`; OpenAI `images.edit` has no system role, so it is prepended to the prompt
+    (replies.with_system_prefix). `instruction` is the rendered user half (question, reference answer, task).
+    """
 
     model: str
     instruction: str
+    system: str = ""
     image: bytes
     reference_answer: str | None = None
     attempt: int = 0
@@ -117,6 +123,19 @@ class MalformedReply(BackendError):
     def __init__(self, message: str, raw: str = ""):
         super().__init__(message)
         self.raw = raw
+
+
+class NoImageReply(BackendError):
+    """An edit reply without an image (text only, or a finishReason other than a safety one): transient.
+
+    The edit stage asks again, up to `stages.edit.no_image_retries` times (the Uni-Edit release's
+    nano_api.generate retries such replies too); the engine never caches it as a final answer and charges
+    `usage` (the provider bills the text it sent)."""
+
+    def __init__(self, message: str, usage: Usage | None = None, text: str = ""):
+        super().__init__(message)
+        self.usage = usage or Usage()
+        self.text = text
 
 
 class BadRequest(BackendError):

@@ -7,12 +7,15 @@ Backends are thin protocol adapters; everything that must be the same for every 
 - retries (tenacity) cover 429/5xx/timeouts/connection errors with jittered exponential back-off, never
   400/401/403; a 401 aborts the run, and so does a provider still unreachable after the retries (an outage
   is not a property of the record: its shard stays unfinished and a rerun picks it up);
-- the cost of each call is priced from the config's table and charged to the shared budget.
+- the cost of each call is priced from the config's table and charged to the shared budget;
+- an edit reply without an image (NoImageReply) is charged but never cached as the request's answer: a
+  note of it is stored under its own key for `uniedit inspect`, and the edit stage asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any, Protocol
@@ -26,6 +29,7 @@ from ..backends.base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NoImageReply,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -70,6 +74,12 @@ def price(prices: dict[str, Price], model: str, usage: Usage) -> float:
         + usage.images_in * p.per_image_in
         + usage.images_out * p.per_image_out
     )
+
+
+def no_image_key(request_key: str, seq: int) -> str:
+    """Where the note of a no-image reply is stored: a key no request hashes to, so the cache never answers
+    the request with it (a rerun asks the provider again)."""
+    return hashlib.sha256(f"{request_key}/no-image/{seq}".encode()).hexdigest()
 
 
 def estimate_tokens(request: TextRequest | EditRequest) -> int:
@@ -143,6 +153,15 @@ class ModelCaller:
             info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500]}
             self.cache.put(key, {"_call": info})
             ledger.add(self.stage, 0.0, latency, False, key, code, kind, request.model)
+            raise
+        except NoImageReply as exc:
+            latency = time.monotonic() - started
+            cost = price(self.prices, request.model, exc.usage)
+            note = no_image_key(key, len(ledger.events))
+            info = {"cost_usd": cost, "latency_s": latency, "error": "no_image", "detail": str(exc)[:500]}
+            self.cache.put(note, {"text": exc.text, "usage": exc.usage.model_dump(), "_call": info})
+            ledger.add(self.stage, cost, latency, False, note, "no_image", kind, request.model)
+            await self.coordinator.spend(cost)
             raise
         latency = time.monotonic() - started
         cost = price(self.prices, reply.model or request.model, reply.usage)

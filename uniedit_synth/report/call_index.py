@@ -20,7 +20,9 @@ Required:
 Optional (shown when present):
 - `cached`    true when the reply came from the cache, false when the call was made now.
 - `cost_usd`, `latency_s`   what the ledger charged (a cached call at its original cost and latency).
-- `error`     null, or the final refusal cached for the call: safety_blocked | bad_request | malformed.
+- `error`     null, or the final refusal cached for the call: safety_blocked | bad_request | malformed;
+              or no_image: an edit reply without an image, charged and asked again; its `key` names a note
+              of that reply (what the model said), never the request's cached answer.
 - `attempt`   the edit attempt (0-based) an edit or judge call belongs to.
 - `seq`       the call's position among the sample's calls; default: its order in the file.
 - `kind`      the `request_key` kind, "text" or "edit".

@@ -22,7 +22,12 @@ from .files import (
     row_file_kind,
 )
 from .hf import HF_OPTIONS, HFSource, HFStreamingSource, ImageJoin, is_saved_dataset, load_hf, parse_hf_spec
-from .llava import ConversationMapper, looks_like_llava
+from .llava import (
+    LLAVA_ONEVISION_CAPS,
+    LLAVA_ONEVISION_SUBJECT_KEY,
+    ConversationMapper,
+    looks_like_llava,
+)
 from .rows import PRESETS, TABLE_PRESETS, RowMapper, TableMapper, known_presets
 
 __all__ = [
@@ -66,6 +71,10 @@ def open_source(spec: SourceSpec, *, seed: int, limit: int | None) -> Source:
         raise SourceError("empty source spec.\n" + ACCEPTED_FORMS)
     # `columns.subject` names the column to cap by; caps read it from the row (meta keeps every column)
     subject_key = spec.subject_key or spec.columns.get("subject") or None
+    subject_caps = spec.subject_caps
+    if spec.preset == "llava-onevision":  # the Uni-Edit release's source mix, unless the config says otherwise
+        subject_key = subject_key or LLAVA_ONEVISION_SUBJECT_KEY
+        subject_caps = subject_caps or dict(LLAVA_ONEVISION_CAPS)
     if text == "scenes":
         inner = _open_scenes(spec, seed=seed, limit=limit)
     elif text.startswith("hf:"):
@@ -78,7 +87,7 @@ def open_source(spec: SourceSpec, *, seed: int, limit: int | None) -> Source:
         limit=limit,
         shuffle=spec.shuffle,
         subject_key=subject_key,
-        subject_caps=spec.subject_caps,
+        subject_caps=subject_caps,
         shuffle_buffer=_shuffle_buffer(spec),
     )
 
@@ -152,6 +161,18 @@ def _table_mapper(
     mapping), TableMapper otherwise."""
     _check_preset(spec)
     has_conversations = (available is not None and "conversations" in available) or looks_like_llava(first)
+    if spec.preset == "llava-onevision":
+        columns = set(available or []) | (set(first) if isinstance(first, dict) else set())
+        return ConversationMapper(
+            label=label,
+            turns=spec.options.get("turns", "first"),  # the release keeps the first turn
+            image_column=spec.columns.get("image", "images" if "images" in columns else "image"),
+            conversations_column=spec.columns.get(
+                "conversations", "messages" if "messages" in columns else "conversations"
+            ),
+            id_column=spec.columns.get("id", "id"),
+            subject_key=subject_key,
+        )
     if spec.preset == "llava" or (
         spec.preset is None and "question" not in spec.columns and has_conversations
     ):
