@@ -23,6 +23,10 @@ from . import bundled
 from .errors import ConfigError, UnsafeYAML
 from .records import RejectReason
 
+#: the built-in pipelines and prompts (bundled.py: inside the installed package, or the checkout's top level)
+PIPELINES_DIR = bundled.pipelines_dir()
+PROMPTS_DIR = bundled.prompts_dir()
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -319,7 +323,7 @@ class PipelineConfig(Strict):
         return self
 
     def prompts_path(self) -> Path:
-        return Path(self.prompts_dir) if self.prompts_dir else bundled.prompts_dir()
+        return Path(self.prompts_dir) if self.prompts_dir else PROMPTS_DIR
 
     def hashed_view(self) -> dict[str, Any]:
         """The part of the config that decides the output rows; a change here is a config change.
@@ -355,7 +359,7 @@ def resolve_pipeline_path(name_or_path: str) -> Path:
         if not path.exists():
             raise ConfigError(f"pipeline file not found: {name_or_path}")
         return path
-    candidate = bundled.pipelines_dir() / f"{name_or_path}.yaml"
+    candidate = PIPELINES_DIR / f"{name_or_path}.yaml"
     if not candidate.exists():
         known = bundled.builtin_pipelines()
         raise ConfigError(f"unknown pipeline '{name_or_path}'; built-in pipelines: {', '.join(known)}")
