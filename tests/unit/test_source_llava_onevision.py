@@ -18,7 +18,6 @@ from uniedit_synth.sources import open_source
 from uniedit_synth.sources.llava import LLAVA_ONEVISION_CAPS
 
 
-
 def png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")
