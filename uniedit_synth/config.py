@@ -99,10 +99,12 @@ class SourceSpec(Strict):
 
 
 class StageOptions(Strict):
-    """What every stage accepts: its concurrency (per worker) and free-form `params`."""
+    """What every stage accepts: its concurrency (per worker), free-form `params`, and what a worker running
+    it asks Ray for (`resources`, merged with its backends' and engine.worker_resources)."""
 
     concurrency: int = Field(default=16, ge=1, le=4096)
     params: dict[str, Any] = Field(default_factory=dict)
+    resources: ActorResources | None = None
 
 
 class StageBase(StageOptions):
@@ -361,6 +363,7 @@ class PipelineConfig(Strict):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
             stage.pop("concurrency", None)
+            stage.pop("resources", None)
         return view
 
 
