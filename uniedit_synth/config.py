@@ -115,6 +115,8 @@ class EngineSpec(Strict):
     #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
     shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None
+    #: workers spend leases of rate-limit slots locally (DESIGN §4); false: one coordinator RPC per call
+    leases: bool = True
 
 
 class RateLimit(Strict):

@@ -187,6 +187,7 @@ class Driver:
         summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
+        rpcs: dict[str, int] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
             totals = summarise(list(self.run_dir.latest_by_shard().values()))
@@ -197,6 +198,7 @@ class Driver:
         finally:
             with contextlib.suppress(Exception):
                 limiter = await runtime.coordinator.limiter_stats()
+                rpcs = await runtime.coordinator.rpc_counts()
             await runtime.close()
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
@@ -206,7 +208,7 @@ class Driver:
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 self.run_dir.write_stats(
                     {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                     "rate_limits": limiter}
+                     "rate_limits": limiter, "coordinator_rpcs": rpcs}
                 )
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
