@@ -348,7 +348,7 @@ class ShardProcessor:
     def _image_root(self) -> Path | None:
         return self._root
 
-    REPORT_S = 0.5
+    REPORT_S = 1.0
 
     async def _report_loop(self) -> None:
         while True:
