@@ -23,9 +23,9 @@ from typing import Any, ClassVar, NoReturn
 import openai
 from openai import AsyncOpenAI
 from openai._base_client import make_request_options
-from openai.types.chat import ChatCompletion
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.images import AsyncImages
+from openai.types.chat import ChatCompletion
 
 from ..config import BackendSpec
 from ..errors import BackendConfigError
