@@ -248,6 +248,7 @@ class Driver:
         in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int]] = {}
         load = Counter[int]()
         caps = bool(self.config.stages.classify.category_caps)
+        budgeted = self.config.limits.max_cost_usd is not None
         shards = iter_shards(source, engine.shard_size)
         poller = asyncio.create_task(self._poll_progress(runtime, bar, lambda: base_records))
         try:
@@ -270,8 +271,9 @@ class Driver:
                     continue
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)
-                await runtime.coordinator.register_shard(shard)
-                exhausted = not await runtime.coordinator.budget_left()
+                if caps:  # only category caps need the coordinator to know the shard order
+                    await runtime.coordinator.register_shard(shard)
+                exhausted = budgeted and not await runtime.coordinator.budget_left()
                 worker = min(range(runtime.workers), key=lambda w: load[w])
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, 0)
             while in_flight:
@@ -307,7 +309,7 @@ class Driver:
                 log.warning("%s; retrying it on a fresh worker", exc)
                 summary.shards_retried += 1
                 await runtime.replace_worker(worker, exc.generation)
-                exhausted = not await runtime.coordinator.budget_left()
+                exhausted = self.config.limits.max_cost_usd is not None and not await runtime.coordinator.budget_left()
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
                 continue
             self.run_dir.append_manifest(entry)

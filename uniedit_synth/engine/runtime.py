@@ -76,15 +76,17 @@ class RemoteCoordinator:
       knows at once when it hit the 429 itself, and learns from the coordinator (lease replies, or a poll
       at most every PAUSE_POLL_S) when another worker did;
     - `budget_left` / `spend` when the run has no --max-cost: the money is summed here and sent with the
-      next progress report.
+      next progress report;
+    - `admit` when the run has no category caps: every record is admitted.
     `rpcs` counts the round trips this facade made.
     """
 
     PAUSE_POLL_S = LeaseHolder.POLL_S
 
     def __init__(self, handle: Any, limited: frozenset[str] | None = None, budget: bool = True,
-                 leases: bool = True, holder: str = ""):
+                 leases: bool = True, holder: str = "", caps: bool = True):
         self._handle = handle
+        self._caps = caps
         self._limited = limited  # None: ask the coordinator about every bucket
         self._budget = budget
         self._leases = leases
@@ -115,6 +117,11 @@ class RemoteCoordinator:
             self._unspent += usd
             return True
         return await self._rpc("spend", usd)
+
+    async def admit(self, shard: int, categories: list[str]) -> list[bool]:
+        if not self._caps:
+            return [True] * len(categories)  # no category caps: nothing to decide in shard order
+        return await self._rpc("admit", shard, categories)
 
     async def report(self, delta: dict[str, Any]) -> None:
         if self._unspent:
@@ -151,7 +158,8 @@ class _ShardWorkerActor:
             config = PipelineConfig.model_validate_json(config_json)
             remote = RemoteCoordinator(coordinator, limited=frozenset(config.limits.rate_limits),
                                        budget=config.limits.max_cost_usd is not None,
-                                       leases=config.engine.leases, holder=label)
+                                       leases=config.engine.leases, holder=label,
+                                       caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted)
 
