@@ -161,6 +161,8 @@ class EditItemTransform:
         return mask
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if get_worker_info() is not None and cv2.getNumThreads() != 1:
+            cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV's pool would oversubscribe
         sample_id = row["id"]
         source = self._decode(row["source_image"], "source", sample_id)
         target = self._decode(row["edited_image"], "edited", sample_id)
