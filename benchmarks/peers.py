@@ -14,7 +14,9 @@ the configured limit that reaches the provider. Both tools run against the same 
 
 Both are measured at the server: gpt-4o calls per second over the middle 80 % of their arrival times (so
 start-up and the tail are left out), ÷ R = the share of the limit. uniedit's coordinator RPCs (every call a
-worker or the driver made to the coordinator actor, counted by the actor) are printed per model call.
+worker or the driver made to the coordinator actor, counted by the actor) are printed per model call (gpt-4o
+and gpt-image-1), with the leases taken and the leased slots that lapsed unused. uniedit's CPU is the whole
+process tree's (driver, Ray workers, coordinator, Ray's own processes), Ray start-up included.
 
     python benchmarks/peers.py                         # R = 50, 100, 200, 400 (~6 min)
     python benchmarks/peers.py --rates 200 --seconds 8
@@ -119,6 +121,7 @@ def run_uniedit(work: Path, rate: float, seconds: float, latency: float, workers
     return {"rate": middle_rate(starts), "gpt4o_calls": len(starts), "model_calls": model_calls, "rpcs": rpcs,
             "rpc_detail": stats.get("coordinator_rpcs", {}), "wall_s": result.wall_s, "cpu_s": result.cpu_s,
             "fake_cpu_s": served["cpu_s"], "leases": stats["rate_limits"]["openai/gpt-4o"].get("leases"),
+            "granted": stats["rate_limits"]["openai/gpt-4o"].get("granted"),
             "records": records, "concurrency": concurrency}
 
 
@@ -173,7 +176,7 @@ def main() -> None:
           f"calls; uniedit: openai pipeline, {args.workers} Ray workers; {os.cpu_count()} cores, load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after)")
     print(f"{'limit/s':>7} {'uniedit/s':>9} {'share':>6} {'curator/s':>9} {'share':>6} {'ratio':>6} "
-          f"{'RPCs/call':>9} {'1 RPC per':>9} {'calls':>6} {'RPCs':>5} {'leases':>6} {'uniedit cpu s':>13}")
+          f"{'RPCs/call':>9} {'1 RPC per':>9} {'calls':>6} {'RPCs':>5} {'leases':>6} {'lapsed':>6} {'uniedit cpu s':>13}")
     for rate, ours, theirs in rows:
         share = ours["rate"] / rate
         their_share = theirs["rate"] / rate if theirs else float("nan")
@@ -181,7 +184,8 @@ def main() -> None:
         print(f"{rate:>7g} {ours['rate']:>9.1f} {share:>6.2f} "
               f"{(theirs['rate'] if theirs else float('nan')):>9.1f} {their_share:>6.2f} "
               f"{share / their_share:>6.2f} {per_call:>9.3f} {1 / per_call:>9.1f} {ours['model_calls']:>6} "
-              f"{ours['rpcs']:>5} {ours['leases']:>6} {ours['cpu_s']:>13.1f}")
+              f"{ours['rpcs']:>5} {ours['leases']:>6} {ours['granted'] - ours['gpt4o_calls']:>6} "
+              f"{ours['cpu_s']:>13.1f}")
     for rate, ours, _ in rows:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(ours["rpc_detail"].items(), key=lambda kv: -kv[1]))
         print(f"  R={rate:g}: coordinator RPCs by method: {detail}")
