@@ -21,12 +21,11 @@ import asyncio
 import functools
 import math
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-REQUEST_LOG_SIZE = 10_000
 #: a lease covers at most this much of a bucket's schedule, split among the workers drawing on it; at
 #: 200 calls/s and 2 workers that is 50 calls a lease (well under one RPC per 20 calls)
 LEASE_SPAN_S = 0.5
@@ -156,9 +155,6 @@ class Coordinator:
         self._decided: dict[int, list[bool]] = {}
         self._pending: dict[int, list[str]] = {}
         self._waiters: dict[int, asyncio.Future] = {}
-        self._node_shards: dict[str, list[int]] = defaultdict(list)
-        # the latest grants only (for tests and debugging): a run makes millions of calls
-        self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._rpcs: Counter = Counter()
 
     # -- rate limits -------------------------------------------------------------------------------
@@ -179,9 +175,6 @@ class Coordinator:
         share = max(1, int(LEASE_SPAN_S / spacing / active))
         slots = max(1, min(int(want), share))
         first, second, spacing = limiter.reserve_block(now, slots, tokens_each)
-        wall = time.time() - now
-        self._request_log.append((wall + first, bucket))
-        self._request_log.extend((wall + second + i * spacing, bucket) for i in range(slots - 1))
         return Lease(bucket, slots, first - now, second - now, spacing, limiter.epoch, pauses, epochs)
 
     @_rpc
@@ -206,7 +199,6 @@ class Coordinator:
             return 0.0
         now = time.monotonic()
         delay = limiter.reserve(now, tokens)
-        self._request_log.append((time.time() + delay, bucket))
         return delay
 
     @_rpc
@@ -230,9 +222,6 @@ class Coordinator:
                   "max_lease": b.max_lease}
             for key, b in self._buckets.items()
         }
-
-    async def request_times(self) -> list[tuple[float, str]]:
-        return list(self._request_log)
 
     # -- budget --------------------------------------------------------------------------------------
     @_rpc
@@ -317,14 +306,6 @@ class Coordinator:
             waiter = self._waiters.pop(shard, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-
-    # -- where shards ran ----------------------------------------------------------------------------
-    @_rpc
-    async def ran_on(self, node: str, shard: int) -> None:
-        self._node_shards[node].append(shard)
-
-    async def nodes(self) -> dict[str, list[int]]:
-        return dict(self._node_shards)
 
 
 @dataclass

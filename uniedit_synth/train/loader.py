@@ -43,7 +43,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..masks import (
-    DEFAULT_DILATION,
+    DEFAULT_CLOSE_KERNEL,
     DEFAULT_MIN_COMPONENT_FRAC,
     DEFAULT_THRESHOLD,
     Grid,
@@ -54,6 +54,10 @@ from ..masks import (
     region_weight,
     to_rgb,
 )
+
+# DataLoader workers are the parallelism: OpenCV's own thread pool would oversubscribe the cores, and a pool
+# started in the parent process deadlocks OpenCV calls in forked workers
+cv2.setNumThreads(1)
 
 COLUMNS = ("id", "edit_instruction", "original_question", "original_answer", "source_image", "edited_image")
 OPTIONAL_COLUMNS = ("edit_mask",)
@@ -105,8 +109,8 @@ class EditItemTransform:
         image_size: int | tuple[int, int] = 256,
         mask_grid: Grid | None = 16,
         weight_fn: WeightFn = "log",
-        mask_threshold: float = DEFAULT_THRESHOLD,
-        mask_dilation: int = DEFAULT_DILATION,
+        mask_threshold: int = DEFAULT_THRESHOLD,
+        mask_close_kernel: int = DEFAULT_CLOSE_KERNEL,
         mask_min_component_frac: float = DEFAULT_MIN_COMPONENT_FRAC,
     ) -> None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -114,7 +118,7 @@ class EditItemTransform:
         self.mask_grid = mask_grid
         self.weight_fn = weight_fn
         self.mask_threshold = mask_threshold
-        self.mask_dilation = mask_dilation
+        self.mask_close_kernel = mask_close_kernel
         self.mask_min_component_frac = mask_min_component_frac
 
     @staticmethod
@@ -152,8 +156,9 @@ class EditItemTransform:
             source,
             target,
             threshold=self.mask_threshold,
-            dilation=self.mask_dilation,
+            close_kernel=self.mask_close_kernel,
             min_component_frac=self.mask_min_component_frac,
+            vae_factor=1,  # a None grid means full resolution here
             grid=self.mask_grid,
         )
         if self.mask_grid is None and mask.shape != full:
@@ -161,8 +166,6 @@ class EditItemTransform:
         return mask
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if get_worker_info() is not None and cv2.getNumThreads() != 1:
-            cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV's pool would oversubscribe
         sample_id = row["id"]
         source = self._decode(row["source_image"], "source", sample_id)
         target = self._decode(row["edited_image"], "edited", sample_id)
