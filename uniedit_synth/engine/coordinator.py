@@ -29,8 +29,9 @@ from typing import Any
 #: a lease covers at most this much of a bucket's schedule, split among the workers drawing on it; at
 #: 200 calls/s and 2 workers that is 50 calls a lease (well under one RPC per 20 calls)
 LEASE_SPAN_S = 0.5
-#: how late a leased slot may still be used (then it lapses); adds rate × this to any window's count
-LEASE_GRACE_S = 0.25
+#: how late a leased slot may still be used (then it lapses): a worker whose event loop stalled still spends
+#: what it was granted; adds rate × this (one lease per worker at 2 workers) to any window's count
+LEASE_GRACE_S = 0.5
 #: a worker counts as drawing on a bucket for this long after its last lease
 ACTIVE_S = 2.0
 
