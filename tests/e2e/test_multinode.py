@@ -128,8 +128,8 @@ def test_shards_run_on_both_nodes_under_one_rate_limit(two_node_cluster: str, tm
     limiter = stats["rate_limits"]["openai/fake-text"]
     assert limiter["leases"] < 120 / 2, limiter  # the workers spent leases, they did not ask per call
     assert span >= (len(text_times) - 1 - 2 * limiter["max_lease"]) / rate, span
-    # DESIGN §4 on the fake's clock: any window holds at most limit x 1.02 x its length + one lease per worker
-    # (+ the GCRA burst)
-    excess = max((j - i + 1) - (text_times[j] - text_times[i]) * rate * 1.02
+    # DESIGN §4 on the fake's clock: any 60 s window holds at most limit x 1.02 + one lease per worker; this run
+    # is shorter, so every window is held to limit x its length + the 2 % of a minute + one lease per worker
+    excess = max((j - i + 1) - (text_times[j] - text_times[i]) * rate
                  for i in range(len(text_times)) for j in range(i, len(text_times)))
-    assert excess <= 2 * limiter["max_lease"] + 1, (excess, limiter)
+    assert excess <= 0.02 * 60 * rate + 2 * limiter["max_lease"] + 1, (excess, limiter)
