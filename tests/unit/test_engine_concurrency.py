@@ -71,6 +71,14 @@ def test_unlimited_bucket_is_answered_locally_but_a_pause_reaches_every_worker()
         stats = (await coordinator.limiter_stats())["openai/limited"]
         assert handle.calls.count("lease") == stats["leases"] < 3 and stats["max_lease"] == 3
 
+        # a progress report's reply carries the pauses too: c learns of one without polling
+        c = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False, holder="c")
+        await a.pause("openai/other", 3.0)
+        polls = handle.calls.count("revocations")
+        await c.report({"records": 1})
+        assert 2.5 < await c.acquire("openai/other") <= 3.0
+        assert handle.calls.count("revocations") == polls
+
         unleased = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False, leases=False)
         for _ in range(3):
             await unleased.acquire("openai/limited")

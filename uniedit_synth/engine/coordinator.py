@@ -240,7 +240,8 @@ class Coordinator:
 
     # -- progress ------------------------------------------------------------------------------------
     @_rpc
-    async def report(self, delta: dict[str, Any]) -> None:
+    async def report(self, delta: dict[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
+        """Add a worker's progress; returns what `revocations` would (so a report also serves as a poll)."""
         p = self._progress
         p.records += delta.get("records", 0)
         p.accepted += delta.get("accepted", 0)
@@ -249,6 +250,7 @@ class Coordinator:
         self._spent += delta.get("spent_usd", 0.0)  # money a worker summed locally (no budget to check)
         p.calls.update(delta.get("calls", {}))
         p.cache_hits.update(delta.get("cache_hits", {}))
+        return self._pauses(time.monotonic()), {key: b.epoch for key, b in self._buckets.items() if b.epoch}
 
     async def progress(self) -> dict[str, Any]:
         p = self._progress
@@ -416,6 +418,10 @@ class LeaseHolder:
 
     async def _do_poll(self) -> None:
         pauses, epochs = await self._call("revocations")
+        self._news(pauses, epochs)
+
+    def news(self, pauses: dict[str, float], epochs: dict[str, int]) -> None:
+        """Pauses and epochs the coordinator sent with another reply (a progress report)."""
         self._news(pauses, epochs)
 
     def _news(self, pauses: dict[str, float], epochs: dict[str, int]) -> None:

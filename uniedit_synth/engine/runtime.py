@@ -150,7 +150,9 @@ class RemoteCoordinator:
     async def report(self, delta: dict[str, Any]) -> None:
         if self._unspent:
             delta, self._unspent = {**delta, "spent_usd": self._unspent}, 0.0
-        await self._rpc("report", delta)
+        news = await self._rpc("report", delta)
+        if news:
+            self._holder.news(*news)  # a report's reply carries the pauses a poll would ask for
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
