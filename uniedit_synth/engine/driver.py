@@ -170,6 +170,9 @@ class Driver:
             backend_name = getattr(self.config.stages, stage_name).backend
             backend = create_backend(backend_name, self.config.backends[backend_name], capability,
                                      seed=self.config.seed)
+            check = getattr(backend, "preflight", None)
+            if callable(check):  # a local model: its files and class, checked without loading weights
+                await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
 
     async def _run(self) -> RunSummary:
@@ -204,6 +207,7 @@ class Driver:
         summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
+        replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
             totals = summarise(list(self.run_dir.latest_by_shard().values()))
@@ -214,6 +218,8 @@ class Driver:
         finally:
             with contextlib.suppress(Exception):
                 limiter = await runtime.coordinator.limiter_stats()
+            with contextlib.suppress(Exception):
+                replicas = await runtime.replica_stats()
             await runtime.close()
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
@@ -223,7 +229,7 @@ class Driver:
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 self.run_dir.write_stats(
                     {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                     "rate_limits": limiter}
+                     "rate_limits": limiter, **({"replicas": replicas} if replicas else {})}
                 )
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
@@ -335,6 +341,8 @@ class Driver:
         if top:
             postfix["top"] = f"{top[0]}:{top[1]}"
         postfix["$"] = f"{p['spent_usd']:.4f}"
+        for name, r in (await runtime.replica_stats()).items():  # a served model: busy replicas, utilisation
+            postfix[name] = f"{r.get('busy_now', 0)}/{r.get('live', 0)} busy {r.get('utilisation', 0.0):.0%}"
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 
