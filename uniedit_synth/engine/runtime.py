@@ -17,11 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..config import ActorResources, PipelineConfig
 from ..errors import UniEditError
 from ..records import VQARecord
 from ..store import ShardResult
-from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from .coordinator import Coordinator
 from .replicas import start_pools
 from .worker import CAPABILITY, ShardProcessor
