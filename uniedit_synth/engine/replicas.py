@@ -181,46 +181,50 @@ class ReplicaPool:
         except Exception as exc:  # noqa: BLE001 - this slot's first load failed; the pool runs on without it
             if not await self._replace(slot, exc):
                 return
-        while True:
+        while not self.failed:
             batch = await self._next_batch()
             batch = [(p, f) for p, f in batch if not f.done()]  # callers that gave up
-            if batch:
-                await self._run(slot, batch)
-            if self.failed:
-                return
+            if batch and not await self._run(slot, batch):
+                return  # this slot gave up (its replica kept dying); the others serve on
 
-    async def _run(self, slot: int, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
-        import ray
-
+    async def _timed(self, slot: int, payloads: list[dict[str, Any]]) -> list[bytes]:
         started = time.monotonic()
         self.busy_since[slot] = started
         try:
-            replies = await self.actors[slot].run.remote([p for p, _ in batch])
+            return await self.actors[slot].run.remote(payloads)
+        finally:
+            self.busy_s[slot] += time.monotonic() - started
+            self.busy_since[slot] = None
+
+    async def _run(self, slot: int, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> bool:
+        """Run one batch on the slot's replica; False when the slot has no replica any more."""
+        import ray
+
+        try:
+            replies = await self._timed(slot, [p for p, _ in batch])
         except ray.exceptions.RayActorError as exc:
             # the replica died: its batch goes back to the front of the queue, a fresh replica takes the slot
             self.queue.extendleft(reversed(batch))
             assert self.arrived is not None
             self.arrived.set()
             log.warning("%s: replica %d died (%s); replacing it", self.label, slot, type(exc).__name__)
-            await self._replace(slot, exc)
-            return
+            return await self._replace(slot, exc)
         except Exception as exc:  # noqa: BLE001 - the model raised for this batch (bad input, out of memory)
             if len(batch) > 1:
                 for item in batch:  # one at a time, so only the request that fails is refused
-                    await self._run(slot, [item])
-                return
+                    if not await self._run(slot, [item]):
+                        return False
+                return True
             for _, future in batch:
                 if not future.done():
                     future.set_exception(BadRequest(f"{self.label}: {_first_line(exc)}"))
-            return
-        finally:
-            self.busy_s[slot] += time.monotonic() - started
-            self.busy_since[slot] = None
+            return True
         self.failures_in_row[slot] = 0
         self.batch_sizes[len(batch)] += 1
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
+        return True
 
     async def _replace(self, slot: int, exc: BaseException) -> bool:
         import ray
