@@ -175,3 +175,14 @@ def test_a_gpu_request_on_a_cluster_without_gpus_is_refused(tiny_model, tmp_path
     pipeline = tiny_pipeline(tmp_path, tiny_model, resources={"num_gpus": 1})
     proc = synth(pipeline, tmp_path / "run", env={"UNIEDIT_CALL_LOG": str(log), "CUDA_VISIBLE_DEVICES": ""})
     assert_refused(proc, "GPU", "no GPU", call_log=log)
+
+
+def test_a_model_that_cannot_load_in_its_replica_is_refused_before_any_call(tiny_model, tmp_path):
+    """model_index.json names an editing class (preflight passes) but the UNet is missing: the replica's load
+    fails, and the run stops before any shard worker starts."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    shutil.rmtree(broken / "unet")
+    log = tmp_path / "calls.log"
+    proc = synth(tiny_pipeline(tmp_path, broken), tmp_path / "run", env={"UNIEDIT_CALL_LOG": str(log)})
+    assert_refused(proc, "could not load the model", call_log=log)
