@@ -131,14 +131,19 @@ def test_the_cache_answers_the_same_request_with_the_same_bytes(first_run, tmp_p
 
 
 def test_a_killed_replica_is_replaced_and_the_model_gives_the_same_bytes_again(first_run, tmp_path):
-    """No cache this time: the model makes every image again from the same per-request seeds, while the first
-    replica dies (a hard exit) as it starts its second batch; its batch is retried on the replacement."""
-    pipeline, out = first_run
+    """No cache this time: the model makes every image again from the same per-request seeds, in batches of
+    another size (up to 3, the first run's were 4), while the first replica dies (a hard exit) as it starts its
+    second batch; that batch is retried on the replacement."""
+    _, out = first_run
+    pipeline = tiny_pipeline(tmp_path, json.loads((out / "run.json").read_text())["config"]["backends"]["editor"][
+        "model"], serve={"replicas": 1, "max_batch": 3, "batch_wait_ms": 300})
     fresh = tmp_path / "fresh"
     proc = synth(pipeline, fresh, env={"UNIEDIT_FAULT_REPLICA_EXIT": "0:1:2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((fresh / "stats.json").read_text())
-    assert stats["replicas"]["editor"]["restarts"] == 1, stats["replicas"]
+    editor = stats["replicas"]["editor"]
+    assert editor["restarts"] == 1, editor
+    assert max(int(k) for k in editor["batch_sizes"]) <= 3
     assert stats["accepted"] + stats["rejected"] == 8
     assert digest(edited_images(fresh)) == digest(edited_images(out))
 
