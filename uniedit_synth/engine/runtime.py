@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.diffusers_backend import RUN_TOKEN_ENV
-from ..config import ActorResources, PipelineConfig
+from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
 from ..errors import UniEditError
 from ..records import VQARecord
 from ..store import ShardResult
@@ -43,17 +43,21 @@ def remove_stale_temp_dirs() -> None:
 
 def worker_resources(config: PipelineConfig) -> ActorResources:
     """What one shard worker asks Ray for: `engine.worker_resources` merged with the `resources` of every
-    backend a stage uses (one worker runs all stages, so it needs the most any of them needs). A backend served
-    by replicas (engine/replicas.py) is left out: its resources are each replica's, and workers only call it."""
+    stage and of every backend a stage uses (one worker runs all stages, so it needs the most any needs). A
+    backend served by replicas (engine/replicas.py) is left out: its resources are each replica's, and workers
+    only call it."""
     from .replicas import served_backends
 
     needed = config.engine.worker_resources
     served = served_backends(config)
-    for stage_name in CAPABILITY:
-        name = getattr(config.stages, stage_name).backend
-        spec = config.backends[name]
-        if spec.resources is not None and name not in served:
-            needed = needed.merged(spec.resources)
+    for definition in CONFIGURED_STAGES:
+        stage = getattr(config.stages, definition.name)
+        wanted = [stage.resources]
+        if definition.name in CAPABILITY and stage.backend not in served:
+            wanted.append(config.backends[stage.backend].resources)
+        for resources in wanted:
+            if resources is not None:
+                needed = needed.merged(resources)
     return needed
 
 
