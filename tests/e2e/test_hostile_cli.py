@@ -119,3 +119,62 @@ def test_non_utf8_pipeline_file_is_a_clean_error(tmp_path: Path):
     path.write_bytes((REPO / "pipelines" / "default.yaml").read_bytes() + "# café\n".encode("latin-1"))
     proc = run_cli("synth", "--pipeline", str(path), "--out", str(tmp_path / "run"), timeout=60)
     one_line_error(proc, "latin1.yaml", "not UTF-8")
+
+
+# -- a run's own files, damaged -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("base") / "run"
+    proc = run_cli("synth", "--engine", "inline", "--limit", "4", "--shard-size", "2", "--no-progress",
+                   "--out", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+def base_synth(out: Path, *extra: str):
+    return run_cli("synth", "--engine", "inline", "--limit", "4", "--shard-size", "2", "--no-progress",
+                   "--out", str(out), *extra, timeout=120)
+
+
+@pytest.mark.parametrize("garbage", [b"garbage{", b'{"pipeline_hash": 5, "config": 3}'])
+def test_a_corrupt_run_json_is_an_unknown_config(finished_run: Path, tmp_path: Path, garbage: bytes):
+    out = copy_run(finished_run, tmp_path)
+    (out / "run.json").write_bytes(garbage)
+    shards = {p.name: p.read_bytes() for p in (out / "data").glob("shard-*.parquet")}
+    proc = base_synth(out, "--set", "stages.judge.thresholds.coherence=2")
+    one_line_error(proc, "run.json", "unknown", "--force-new-config")
+    assert (out / "run.json").read_bytes() == garbage  # nothing rewritten
+    assert {p.name: p.read_bytes() for p in (out / "data").glob("shard-*.parquet")} == shards
+    forced = base_synth(out, "--set", "stages.judge.thresholds.coherence=2", "--force-new-config")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "2 run, 0 already done" in forced.stdout
+    assert json.loads((out / "run.json").read_text())["config"]["stages"]["judge"]["thresholds"]["coherence"] == 2
+    for command in (("stats", str(out)), ("export", str(out), "--format", "hf", "--out", str(tmp_path / "hf"))):
+        proc = run_cli(*command, timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b'{"shard": 0, "records": 2}'])
+def test_manifest_lines_of_the_wrong_shape_are_named_and_left_out(finished_run: Path, tmp_path: Path, line: bytes):
+    out = copy_run(finished_run, tmp_path)
+    good = (out / "manifest.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "manifest.jsonl").write_bytes(good[0] + line + b"\n" + b"".join(good[1:]))
+    for command in (("stats", str(out)), ("export", str(out), "--format", "hf", "--out", str(tmp_path / "hf")),
+                    ("report", str(out), "-q")):
+        proc = run_cli(*command, timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (command, proc.stderr[-2000:])
+        if command[0] == "stats":
+            assert "manifest.jsonl line 2 is not a shard result" in proc.stderr, (command, proc.stderr)
+    assert "records: 4" in run_cli("stats", str(out)).stdout  # the good lines after it still count
+    proc = base_synth(out)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("manifest.jsonl line 2") == 1, proc.stderr
+    assert "0 run, 2 already done" in proc.stdout

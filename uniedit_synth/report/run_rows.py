@@ -6,7 +6,6 @@ relative to the run (`data/shard-00001.parquet`).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import logging
@@ -18,7 +17,7 @@ from typing import Any
 
 from ..records import SAMPLE_SCHEMA
 from ..runfs import RunFS, as_run_fs, is_uri
-from ..store import RunDir, summarise
+from ..store import RunDir, shard_result, summarise
 from .errors import ReportError
 
 log = logging.getLogger(__name__)
@@ -119,15 +118,16 @@ def run_stats(run_dir: str | Path | RunFS) -> dict[str, Any]:
         lines = (run.read_bytes("manifest.jsonl") or b"").decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return {}
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         try:
-            entry = json.loads(line)
-            entries[int(entry["shard"])] = entry
-        except (ValueError, KeyError, TypeError):
+            entry = shard_result(json.loads(line))
+        except ValueError as exc:
+            if number < len(lines):  # the last line may be one the run is still appending
+                log.warning("manifest.jsonl line %d is not a shard result (%s); the report leaves it out", number, exc)
             continue
+        entries[entry["shard"]] = entry
     for entry in RunDir(run).manifest_objects():
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            entries[int(entry["shard"])] = entry
+        entries[entry["shard"]] = entry
     if not entries:
         return {}
     try:
