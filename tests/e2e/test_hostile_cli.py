@@ -178,3 +178,20 @@ def test_manifest_lines_of_the_wrong_shape_are_named_and_left_out(finished_run: 
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("manifest.jsonl line 2") == 1, proc.stderr
     assert "0 run, 2 already done" in proc.stdout
+
+
+def test_wrong_typed_fields_are_rejects_naming_the_type(tmp_path: Path):
+    source = vqa_file(tmp_path, [
+        {"id": "ok", "image": "good.png", "question": "What color is the box?", "answer": "red"},
+        {"id": "list", "image": "good.png", "question": ["What color is the box?", "How many?"], "answer": "red"},
+        {"id": "bool", "image": "good.png", "question": "Is the box red?", "answer": True},
+    ])
+    out = tmp_path / "run"
+    proc = synth(source, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = all_rows(out)
+    assert rows["vqa/list"]["reject_reason"] == "invalid_input" and "question is a list" in rows["vqa/list"][
+        "reject_detail"]
+    assert rows["vqa/bool"]["reject_reason"] == "invalid_input" and "answer is a boolean" in rows["vqa/bool"][
+        "reject_detail"]
+    assert rows["vqa/ok"]["reject_reason"] != "invalid_input"

@@ -146,8 +146,26 @@ def _check_preset(spec: SourceSpec) -> None:
         raise SourceError(f"unknown source preset '{spec.preset}'; known presets: {known_presets()}")
 
 
+def list_columns_of(schema: Any) -> frozenset[str]:
+    """The columns an Arrow schema declares as lists (for answer lists declared by the data set's schema)."""
+    import pyarrow as pa
+
+    if schema is None:
+        return frozenset()
+    return frozenset(
+        f.name for f in schema
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
+    )
+
+
 def _table_mapper(
-    spec: SourceSpec, *, label: str, available: list[str] | None, subject_key: str | None, first: Any = None
+    spec: SourceSpec,
+    *,
+    label: str,
+    available: list[str] | None,
+    subject_key: str | None,
+    first: Any = None,
+    list_columns: frozenset[str] = frozenset(),
 ) -> RowMapper:
     """ConversationMapper for LLaVA rows (preset `llava`, or a `conversations` column and no question
     mapping), TableMapper otherwise."""
@@ -165,7 +183,8 @@ def _table_mapper(
             subject_key=subject_key,
         )
     return TableMapper(
-        label=label, columns=spec.columns, preset=spec.preset, subject_key=subject_key, available=available
+        label=label, columns=spec.columns, preset=spec.preset, subject_key=subject_key, available=available,
+        list_columns=list_columns,
     )
 
 
@@ -203,7 +222,12 @@ def _open_hf(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
             )
         join = ImageJoin(images, key_column=str(options.get("image_key", "id")), on=str(join_on))
 
-    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key)
+    try:
+        schema = dataset.features.arrow_schema if getattr(dataset, "features", None) is not None else None
+    except Exception:  # noqa: BLE001 - features of an odd data set: no list columns declared
+        schema = None
+    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key,
+                           list_columns=list_columns_of(schema))
     if columns is not None:
         visible = columns + ([mapper.image_column] if join and mapper.image_column not in columns else [])
         mapper.check_columns(visible, text)  # type: ignore[arg-type]
@@ -265,12 +289,14 @@ def _open_parquet(spec: SourceSpec, paths: list[Path], root: Path, subject_key: 
     import pyarrow.parquet as pq
 
     try:
-        columns = pq.ParquetFile(paths[0]).schema_arrow.names
+        schema = pq.ParquetFile(paths[0]).schema_arrow
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"{paths[0]}: not a readable parquet file ({exc})") from None
+    columns = schema.names
     default_label = paths[0].stem if len(paths) == 1 else root.name
     label = _label(spec, default_label)
-    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key)
+    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key,
+                           list_columns=list_columns_of(schema))
     return ParquetSource(paths, mapper=mapper, label=label, image_root=_image_root(spec, root))
 
 
