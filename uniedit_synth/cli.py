@@ -209,7 +209,13 @@ def stats(
     run_dir = RunDir(run)
     if not run_dir.is_run():
         raise UniEditError(f"{run_dir.display} is not a uniedit run directory (no manifest or run.json)")
-    totals = summarise(list(run_dir.latest_by_shard().values()))
+    latest = run_dir.latest_by_shard()
+    for shard, entry in sorted(latest.items()):
+        damaged = run_dir.damaged_files(entry)
+        if damaged:
+            typer.echo(f"warning: shard {shard}: {', '.join(damaged)} missing or truncated (these totals are the "
+                       "manifest's); run `uniedit synth` again with the same options and --out to redo it", err=True)
+    totals = summarise(list(latest.values()))
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return

@@ -526,10 +526,12 @@ class RunDir:
 
     def shard_files_intact(self, entry: dict[str, Any]) -> bool:
         """A finished shard counts only while its files exist with the size the manifest recorded."""
-        for record in entry.get("files", {}).values():
-            if self.fs.size(record["path"]) != record["bytes"]:
-                return False
-        return True
+        return not self.damaged_files(entry)
+
+    def damaged_files(self, entry: dict[str, Any]) -> list[str]:
+        """The files of a finished shard that are missing or not the size the manifest recorded."""
+        return [record["path"] for record in entry.get("files", {}).values()
+                if self.fs.size(record["path"]) != record["bytes"]]
 
     # -- stats -----------------------------------------------------------------------------------------
     def write_stats(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -195,3 +195,18 @@ def test_wrong_typed_fields_are_rejects_naming_the_type(tmp_path: Path):
     assert rows["vqa/bool"]["reject_reason"] == "invalid_input" and "answer is a boolean" in rows["vqa/bool"][
         "reject_detail"]
     assert rows["vqa/ok"]["reject_reason"] != "invalid_input"
+
+
+def test_a_truncated_shard_is_named_by_every_reader(finished_run: Path, tmp_path: Path):
+    out = copy_run(finished_run, tmp_path)
+    shard = out / "data" / "shard-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:300])
+    stats = run_cli("stats", str(out), timeout=60)
+    assert stats.returncode == 0 and "Traceback" not in stats.stderr
+    assert "warning: shard 1: data/shard-00001.parquet missing or truncated" in stats.stderr, stats.stderr
+    for command in (("report", str(out), "-q"), ("inspect", str(out), "--id", "nope"),
+                    ("export", str(out), "--format", "hf", "--out", str(tmp_path / "hf"), "-q")):
+        one_line_error(run_cli(*command, timeout=60), "shard-00001.parquet is truncated or corrupt", "uniedit synth")
+    redo = base_synth(out)  # what the messages say to do
+    assert redo.returncode == 0 and "1 run, 1 already done" in redo.stdout, redo.stdout + redo.stderr
+    assert run_cli("report", str(out), "-q", timeout=60).returncode == 0
