@@ -210,3 +210,17 @@ def test_a_truncated_shard_is_named_by_every_reader(finished_run: Path, tmp_path
     redo = base_synth(out)  # what the messages say to do
     assert redo.returncode == 0 and "1 run, 1 already done" in redo.stdout, redo.stdout + redo.stderr
     assert run_cli("report", str(out), "-q", timeout=60).returncode == 0
+
+
+def test_an_explicit_source_is_read_whole_despite_the_pipelines_limit(tmp_path: Path):
+    pipeline = tmp_path / "small.yaml"
+    pipeline.write_text((REPO / "pipelines" / "default.yaml").read_text().replace("limit: 300", "limit: 2"))
+    assert "limit: 2" in pipeline.read_text()
+    source = vqa_file(tmp_path, [
+        {"id": f"r{i}", "image": "good.png", "question": f"What color is box {i}?", "answer": "red"} for i in range(5)
+    ])
+    proc = synth(source, tmp_path / "run", "--pipeline", str(pipeline))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "5 records" in proc.stdout, proc.stdout
+    limited = synth(source, tmp_path / "run3", "--pipeline", str(pipeline), "--limit", "3")
+    assert "3 records" in limited.stdout, limited.stdout
