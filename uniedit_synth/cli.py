@@ -42,8 +42,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     elif verbose > 1:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "google_genai", "urllib3", "filelock"):
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "google_genai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    from .backends.replies import install_log_redaction
+
+    install_log_redaction()  # any record, from any library, leaves without a key in it
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -168,7 +171,7 @@ def synth(
         max_cost=max_cost, concurrency=concurrency, settings=settings,
     )
     config = load_pipeline(pipeline, overrides)
-    location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / config.name)
+    location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
     summary = run_synth(
         config, location, force_new_config=force_new_config, log_format=log_format,
         progress=not (no_progress or quiet),
@@ -196,6 +199,13 @@ def synth(
             err=True,
         )
         raise typer.Exit(EXIT_BUDGET)
+
+
+def default_run_name(name: str) -> str:
+    """The pipeline `name` as one safe folder name under runs/ (a name like `../../x` must not leave it)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "pipeline"
 
 
 @app.command()

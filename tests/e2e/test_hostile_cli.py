@@ -224,3 +224,43 @@ def test_an_explicit_source_is_read_whole_despite_the_pipelines_limit(tmp_path: 
     assert "5 records" in proc.stdout, proc.stdout
     limited = synth(source, tmp_path / "run3", "--pipeline", str(pipeline), "--limit", "3")
     assert "3 records" in limited.stdout, limited.stdout
+
+
+def test_no_log_record_from_any_library_carries_a_key(tmp_path: Path):
+    import subprocess
+    import sys
+
+    key = "sk-echoed-canary-5f1e2d3c4b"
+    script = (
+        "import logging\n"
+        "from uniedit_synth.cli import _setup_logging\n"
+        "_setup_logging(2, False)\n"
+        "logging.getLogger('httpcore2.http11').warning('receive_response_headers.complete return_value=%r',"
+        " (b'HTTP/1.1', 200, [(b'x-echo-key', b'" + key + "')]))\n"
+        "logging.getLogger('some.library').debug('Authorization: Bearer %s', '" + key + "')\n"
+        "try:\n    raise ValueError('" + key + "')\nexcept ValueError:\n    logging.getLogger('x').exception('boom')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**__import__("os").environ, "UE_TEST_OPENAI_KEY": key})
+    assert proc.returncode == 0, proc.stderr
+    assert key not in proc.stderr and proc.stderr.count("***") >= 3, proc.stderr
+
+
+def test_a_killed_exports_staging_dir_is_cleaned_by_the_next_export(finished_run: Path, tmp_path: Path):
+    dead = tmp_path / ".hf.partial-4000000"  # above any pid_max: that process is gone
+    (dead / "data").mkdir(parents=True)
+    (dead / "data" / "half.parquet").write_bytes(b"half")
+    proc = run_cli("export", str(finished_run), "--format", "hf", "--out", str(tmp_path / "hf"), "-q", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not dead.exists() and (tmp_path / "hf").is_dir()
+    assert not list(tmp_path.glob(".hf.partial-*"))
+
+
+def test_a_pipeline_name_cannot_steer_the_default_output_out_of_runs(tmp_path: Path):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    proc = run_cli("synth", "--engine", "inline", "--limit", "2", "--no-progress", "--set", "name=../../../escaped",
+                   cwd=work, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "escaped").exists()
+    assert [p.name for p in (work / "runs").iterdir()] == ["escaped"]
