@@ -13,6 +13,7 @@ import typer
 
 from .config import Replace, load_yaml_text
 from .errors import ConfigError, UniEditError, UnsafeYAML
+from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
 
 app = typer.Typer(
     name="uniedit",
@@ -44,9 +45,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "google_genai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    from .backends.replies import install_log_redaction
+    from .terminal import install_log_filter
 
-    install_log_redaction()  # any record, from any library, leaves without a key in it
+    install_log_filter()  # any record, from any library, leaves without a key in it
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -264,3 +265,29 @@ def test_a_pipeline_name_cannot_steer_the_default_output_out_of_runs(tmp_path: P
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (tmp_path / "escaped").exists()
     assert [p.name for p in (work / "runs").iterdir()] == ["escaped"]
+
+
+EVIL_ID = "../../x\x1b]0;pwned\x07\x1b[31mred"
+
+
+def test_hostile_ids_reach_neither_the_terminal_nor_export_paths(tmp_path: Path):
+    source = vqa_file(tmp_path, [
+        {"id": EVIL_ID, "image": "good.png", "question": "What color is the box?", "answer": "red"},
+        {"id": "ok", "image": "good.png", "question": "What color is the large box?", "answer": "red"},
+    ])
+    out = tmp_path / "run"
+    assert synth(source, out, "--set", "stages.judge.thresholds={}").returncode == 0
+    sample_id = f"vqa/{EVIL_ID}"
+    for args in (("inspect", str(out), "--id", sample_id), ("inspect", str(out), "--id", sample_id + "-nope"),
+                 ("stats", str(out))):
+        proc = run_cli(*args, timeout=60)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "\x1b" not in proc.stdout + proc.stderr and "\x07" not in proc.stdout + proc.stderr, args
+    shown = run_cli("inspect", str(out), "--id", sample_id, timeout=60)
+    assert shown.returncode == 0 and "\\x1b]0;pwned" in shown.stdout  # shown, escaped
+    proc = run_cli("export", str(out), "--format", "hf", "--out", str(tmp_path / "hf"), "-q", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    paths = [value["path"] for shard in (tmp_path / "hf").rglob("*.parquet")
+             for row in pq.read_table(shard).to_pylist() for value in row.values()
+             if isinstance(value, dict) and "path" in value]
+    assert paths and all(re.fullmatch(r"[A-Za-z0-9._-]+", p) and not p.startswith(".") for p in paths), paths

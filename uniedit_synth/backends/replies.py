@@ -4,8 +4,6 @@ parsing, image MIME sniffing and API-key redaction. Nothing here imports a provi
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -176,42 +174,6 @@ class Redactor:
         for secret in self._secrets:
             out = out.replace(secret, "***")
         return _KEY_SHAPES.sub("***", out)
-
-
-def secret_env_values() -> list[str]:
-    """Values of environment variables that hold secrets by their name (`*_API_KEY`, `*_KEY`, `*TOKEN*`,
-    `*SECRET*`, `*PASSWORD*`): every key a backend can read (api_key_env names one of them)."""
-    names = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-    return [value for name, value in os.environ.items()
-            if any(part in name.upper() for part in names) and len(value.strip()) >= 8]
-
-
-class SecretLogFilter(logging.Filter):
-    """Redacts secrets from every log record that reaches a handler it sits on, whatever logger made it
-    (SDK and HTTP-library debug lines print request and response headers, where a key can appear)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._redact = Redactor(secret_env_values())
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is logging's own problem
-            return True
-        clean = self._redact(message)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
-        return True
-
-
-def install_log_redaction() -> None:
-    """Put a SecretLogFilter on every handler of the root logger (once)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, SecretLogFilter) for f in handler.filters):
-            handler.addFilter(SecretLogFilter())
 
 
 HINT_LINE = (

@@ -138,9 +138,9 @@ class _ShardWorkerActor:
                  env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.WARNING)
-        from ..backends.replies import install_log_redaction
+        from ..terminal import install_log_filter
 
-        install_log_redaction()
+        install_log_filter()
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
