@@ -291,3 +291,29 @@ def test_hostile_ids_reach_neither_the_terminal_nor_export_paths(tmp_path: Path)
              for row in pq.read_table(shard).to_pylist() for value in row.values()
              if isinstance(value, dict) and "path" in value]
     assert paths and all(re.fullmatch(r"[A-Za-z0-9._-]+", p) and not p.startswith(".") for p in paths), paths
+
+
+@pytest.mark.parametrize("first", ['{"id": "x"}', '{"id": "y", "question": 5}', "{not json", "[1, 2]"])
+def test_a_bad_first_row_is_one_reject_not_the_sources_end(tmp_path: Path, first: str):
+    (tmp_path / "good.png").write_bytes(png())
+    good = json.dumps({"id": "ok", "image": "good.png", "question": "What color is the box?", "answer": "red"})
+    (tmp_path / "vqa.jsonl").write_text(first + "\n" + good + "\n")
+    out = tmp_path / "run"
+    proc = synth(tmp_path / "vqa.jsonl", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = all_rows(out)
+    assert len(rows) == 2 and rows["vqa/ok"]["reject_reason"] != "invalid_input"
+    assert sum(r["reject_reason"] == "invalid_input" for r in rows.values()) == 1
+
+
+def test_a_source_with_no_usable_columns_is_still_a_clean_error(tmp_path: Path):
+    (tmp_path / "vqa.jsonl").write_text('{"id": "x", "ask": "?"}\n{"id": "y", "ask": "?"}\n')
+    one_line_error(synth(tmp_path / "vqa.jsonl", tmp_path / "run"), "no column found for: question, answer")
+
+
+def test_a_fifo_as_source_is_refused_not_waited_on(tmp_path: Path):
+    import os
+
+    fifo = tmp_path / "vqa.jsonl"
+    os.mkfifo(fifo)
+    one_line_error(synth(fifo, tmp_path / "run"), "not a regular file")

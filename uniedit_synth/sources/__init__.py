@@ -18,6 +18,7 @@ from .files import (
     ParquetSource,
     RowFileSource,
     first_row,
+    leading_objects,
     parquet_paths,
     row_file_kind,
 )
@@ -261,6 +262,8 @@ def _open_path(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
         raise SourceError(f"source not found: '{text}'.\n{ACCEPTED_FORMS}")
     if path.is_dir():
         return _open_dir(spec, path, subject_key)
+    if not path.is_file():  # reading a FIFO, socket or device would block or never end
+        raise SourceError(f"source '{text}' is not a regular file (a FIFO, socket or device); give a file or a folder")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _open_parquet(spec, [path], path.parent, subject_key)
@@ -303,11 +306,21 @@ def _open_parquet(spec: SourceSpec, paths: list[Path], root: Path, subject_key: 
 def _open_row_file(spec: SourceSpec, path: Path, root: Path, subject_key: str | None) -> Source:
     _check_options(spec, FILE_OPTIONS, "row files")
     kind = row_file_kind(path)
-    first = first_row(path, kind, spec.options)
+    leading = leading_objects(path, kind, spec.options)
+    first = leading[0] if leading else first_row(path, kind, spec.options)
     label = _label(spec, path.stem)
     mapper = _table_mapper(spec, label=label, available=None, subject_key=subject_key, first=first)
-    if isinstance(mapper, TableMapper) and isinstance(first, Mapping):
-        mapper.check_columns(list(first), f"{path} (first row)", required=("question", "answer"))
+    if isinstance(mapper, TableMapper) and leading:
+        # the columns must fit some of the first rows; rows that lack them are rejects of their own
+        problems: list[SourceError] = []
+        for row in leading:
+            try:
+                mapper.check_columns(list(row), f"{path} (first rows)", required=("question", "answer"))
+                break
+            except SourceError as exc:
+                problems.append(exc)
+        else:
+            raise problems[0]
     return RowFileSource(
         path, mapper=mapper, label=label, image_root=_image_root(spec, root), options=spec.options
     )
