@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from .config import Replace, load_yaml_text
-from .errors import ConfigError, UniEditError, UnsafeYAML
+from .errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
 from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app = typer.Typer(
 
 EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 INTERRUPTED = "interrupted: finished shards are saved; run the same command again to resume"
 
 
@@ -366,6 +367,7 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
 def main() -> None:
     """Console entry point: user errors print one line (no traceback) and exit non-zero."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    handle_sigterm()
     try:
         # not standalone, click hands back a command's `typer.Exit(code)` as the return value
         code = app(standalone_mode=False)
@@ -374,7 +376,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if TERMINATED.is_set() else EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -384,8 +386,10 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C (and so a SIGTERM) into Exit(130)
         print(INTERRUPTED, file=sys.stderr)
+        if TERMINATED.is_set():
+            code = EXIT_TERMINATED
     if isinstance(code, int) and code:
         sys.exit(code)
 

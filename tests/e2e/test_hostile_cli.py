@@ -317,3 +317,30 @@ def test_a_fifo_as_source_is_refused_not_waited_on(tmp_path: Path):
     fifo = tmp_path / "vqa.jsonl"
     os.mkfifo(fifo)
     one_line_error(synth(fifo, tmp_path / "run"), "not a regular file")
+
+
+@pytest.mark.ray
+def test_sigterm_under_ray_is_handled_like_ctrl_c(tmp_path: Path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import uniedit_cmd
+
+    out = tmp_path / "run"
+    args = ("synth", "--limit", "60", "--shard-size", "5", "--workers", "1", "--concurrency", "2", "--no-progress",
+            "--out", str(out), "--set", "backends.text.options.latency_s=0.05")
+    proc = subprocess.Popen(uniedit_cmd(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline and not (manifest.exists() and manifest.stat().st_size):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()  # still running, with a shard finished
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "interrupted: finished shards are saved" in stderr
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr, stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    again = run_cli(*args, timeout=300)
+    assert again.returncode == 0 and "already done" in again.stdout, again.stderr[-2000:]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PipelineConfig
-from ..errors import UniEditError
+from ..errors import UniEditError, handle_sigterm
 from ..records import VQARecord
 from .coordinator import Coordinator
 from .worker import ShardProcessor
@@ -195,6 +195,7 @@ class RayRuntime:
                 where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
                 raise UniEditError(f"could not start or join {where}: {str(exc).splitlines()[0]}") from None
             self._started = True
+            handle_sigterm()  # Ray's driver installs a SIGTERM handler that exits 15 with a stack dump
         self.coordinator_handle = (
             ray.remote(Coordinator).options(num_cpus=0, max_concurrency=100_000).remote(**coordinator_args)
         )
