@@ -427,6 +427,11 @@ class RunDir:
             what = f"run.json {problem}"
         elif not previous or previous.get("pipeline_hash") == pipeline_hash:
             return
+        elif not self.latest_by_shard():
+            # nothing was finished under the old config (a run that stopped at once: a typo in --source, a
+            # missing key), so there is nothing to protect: the new config simply takes over
+            log.info("%s: no shard finished under the previous config; using the new one", self.display)
+            return
         else:
             changes = diff_views(previous.get("config_view", {}), view)
             old_prompts = previous.get("prompt_hashes", {})

@@ -344,3 +344,12 @@ def test_sigterm_under_ray_is_handled_like_ctrl_c(tmp_path: Path):
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     again = run_cli(*args, timeout=300)
     assert again.returncode == 0 and "already done" in again.stdout, again.stderr[-2000:]
+
+
+def test_a_typo_in_source_does_not_lock_the_output_to_the_wrong_config(tmp_path: Path):
+    source = vqa_file(tmp_path, [{"id": "r", "image": "good.png", "question": "What color?", "answer": "red"}])
+    out = tmp_path / "run"
+    typo = synth(tmp_path / "vqa.jsnol", out)
+    one_line_error(typo, "source not found", "accepted --source forms")
+    right = synth(source, out)
+    assert right.returncode == 0 and "1 records" in right.stdout, right.stderr[-2000:]

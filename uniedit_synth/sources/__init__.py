@@ -52,6 +52,11 @@ _LABEL_CHARS = re.compile(r"[^a-z0-9._-]+")
 _BUILDER_NAMES = frozenset({"parquet", "json", "csv", "imagefolder", "arrow", "text", "webdataset"})
 
 
+#: the same, on one line, for error messages (a user's mistake gets a one-line answer)
+FORMS_LINE = ("accepted --source forms: scenes | hf:<name or saved-dataset dir>[:config][@split] | .parquet file, "
+              "folder or glob | .jsonl/.json/.csv row file | LLaVA .json/.jsonl | image folder with metadata.jsonl")
+
+
 def describe_forms() -> str:
     return ACCEPTED_FORMS
 
@@ -65,7 +70,7 @@ def open_source(spec: SourceSpec, *, seed: int, limit: int | None, policy: Input
     del policy  # validation happens per record in the workers (see docstring)
     text = (spec.spec or "").strip()
     if not text:
-        raise SourceError("empty source spec.\n" + ACCEPTED_FORMS)
+        raise SourceError("empty source spec; " + FORMS_LINE)
     # `columns.subject` names the column to cap by; caps read it from the row (meta keeps every column)
     subject_key = spec.subject_key or spec.columns.get("subject") or None
     if text == "scenes":
@@ -256,10 +261,10 @@ def _open_path(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
     if any(ch in text for ch in "*?["):
         paths = parquet_paths(text)
         if not paths:
-            raise SourceError(f"no parquet files match '{text}'.\n{ACCEPTED_FORMS}")
+            raise SourceError(f"no parquet files match '{text}'; {FORMS_LINE}")
         return _open_parquet(spec, paths, _common_dir(paths), subject_key)
     if not path.exists():
-        raise SourceError(f"source not found: '{text}'.\n{ACCEPTED_FORMS}")
+        raise SourceError(f"source not found: '{text}'; {FORMS_LINE}")
     if path.is_dir():
         return _open_dir(spec, path, subject_key)
     if not path.is_file():  # reading a FIFO, socket or device would block or never end
@@ -269,7 +274,7 @@ def _open_path(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
         return _open_parquet(spec, [path], path.parent, subject_key)
     if suffix in ROW_FILE_SUFFIXES:
         return _open_row_file(spec, path, path.parent, subject_key)
-    raise SourceError(f"unsupported source file type '{suffix or path.name}'.\n{ACCEPTED_FORMS}")
+    raise SourceError(f"unsupported source file type '{suffix or path.name}'; {FORMS_LINE}")
 
 
 def _open_dir(spec: SourceSpec, path: Path, subject_key: str | None) -> Source:
@@ -283,7 +288,7 @@ def _open_dir(spec: SourceSpec, path: Path, subject_key: str | None) -> Source:
         return _open_parquet(spec, paths, path, subject_key)
     raise SourceError(
         f"'{path}' is a directory but not a saved data set, an image folder with "
-        f"{' or '.join(METADATA_FILES)}, or a directory of .parquet files.\n{ACCEPTED_FORMS}"
+        f"{' or '.join(METADATA_FILES)}, or a directory of .parquet files; {FORMS_LINE}"
     )
 
 
