@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from uniedit_synth.config import InputPolicy, SourceSpec
+from uniedit_synth.config import SourceSpec
 from uniedit_synth.sources import open_source
 
 
 def read(spec: str) -> dict[str, object]:
-    source = open_source(SourceSpec(spec=spec), seed=0, limit=None, policy=InputPolicy())
+    source = open_source(SourceSpec(spec=spec), seed=0, limit=None)
     return {record.id.split("/", 1)[1]: record for record in source}
 
 
@@ -64,6 +64,5 @@ def test_a_list_column_declared_by_the_parquet_schema_gets_the_vote(tmp_path: Pa
         "label": pa.array([["42", "42", "41"], ["2019"]], pa.list_(pa.string())),
     })
     pq.write_table(table, tmp_path / "charts.parquet")
-    records = list(open_source(SourceSpec(spec=str(tmp_path / "charts.parquet")), seed=0, limit=None,
-                               policy=InputPolicy()))
+    records = list(open_source(SourceSpec(spec=str(tmp_path / "charts.parquet")), seed=0, limit=None))
     assert [(r.answer, r.invalid) for r in records] == [("42", None), ("2019", None)]
