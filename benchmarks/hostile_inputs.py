@@ -7,7 +7,7 @@ Each case ends in one of three acceptable outcome classes:
 and never in a failure class: TRACEBACK, HANG (every command runs under a time limit), SILENT (a wrong
 input silently converted or accepted), UNEXPECTED (anything else, e.g. the wrong reason).
 
-    python benchmarks/hostile_inputs.py            # all cases, about 3 minutes on 2 cores
+    python benchmarks/hostile_inputs.py            # all cases: 2-6 minutes on a shared 2-core VM
     python benchmarks/hostile_inputs.py -k yaml    # the cases whose name contains "yaml"
 
 Exit status 1 when any case ends in a failure class.
