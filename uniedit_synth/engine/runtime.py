@@ -16,13 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
-from ..config import ActorResources, PipelineConfig
-from ..errors import UniEditError, handle_sigterm
-=======
 from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..errors import UniEditError
->>>>>>> main
+from ..errors import UniEditError, handle_sigterm
 from ..records import VQARecord
 from ..store import ShardResult
 from .coordinator import Coordinator
