@@ -482,11 +482,28 @@ def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) ->
 def parse_pipeline(
     raw: dict[str, Any], origin: str = "<dict>", overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:
-    merged = deep_merge(raw, overrides or {})
+    overrides = overrides or {}
+    merged = deep_merge(raw, overrides)
+    if _source_replaced(raw, overrides) and "limit" not in overrides:
+        # a pipeline's `limit` was written for its own source (default.yaml's 300 for the endless offline
+        # world): another source given on the command line is read whole unless --limit says otherwise
+        merged["limit"] = None
     try:
         return PipelineConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def _source_replaced(raw: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    source = overrides.get("source")
+    if isinstance(source, Replace):
+        source = source.value
+    spec = source.get("spec") if isinstance(source, dict) else None
+    if spec is None:
+        return False
+    base = raw.get("source")
+    base_spec = base.get("spec", "scenes") if isinstance(base, dict) else "scenes"
+    return str(spec).strip() != str(base_spec).strip()
 
 
 class Replace:

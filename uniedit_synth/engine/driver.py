@@ -179,7 +179,7 @@ class Driver:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
         t0 = time.monotonic()
         await self._preflight()
-        previous = self.run_dir.read_run_json()
+        previous, _ = self.run_dir.load_run_json()  # a malformed one was refused or forced over already
         run_json = self._run_json(started_wall, "running", previous)
         self.run_dir.write_run_json(run_json)
 

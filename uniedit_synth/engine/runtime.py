@@ -19,7 +19,7 @@ from typing import Any
 
 from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..errors import UniEditError
+from ..errors import UniEditError, handle_sigterm
 from ..records import VQARecord
 from ..store import ShardResult
 from .coordinator import Coordinator
@@ -177,6 +177,9 @@ class _ShardWorkerActor:
                  env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.WARNING)
+        from ..terminal import install_log_filter
+
+        install_log_filter()
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
@@ -228,6 +231,7 @@ class RayRuntime:
                 where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
                 raise UniEditError(f"could not start or join {where}: {str(exc).splitlines()[0]}") from None
             self._started = True
+            handle_sigterm()  # Ray's driver installs a SIGTERM handler that exits 15 with a stack dump
         self.coordinator_handle = (
             ray.remote(Coordinator).options(num_cpus=0, max_concurrency=100_000).remote(**coordinator_args)
         )
