@@ -170,6 +170,9 @@ class Driver:
             backend_name = getattr(self.config.stages, stage_name).backend
             backend = create_backend(backend_name, self.config.backends[backend_name], capability,
                                      seed=self.config.seed)
+            check = getattr(backend, "preflight", None)
+            if callable(check):  # a local model: its files and class, checked without loading weights
+                await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
 
     def _screen_spec(self) -> dict[str, Any] | None:
@@ -199,7 +202,7 @@ class Driver:
         t0 = time.monotonic()
         await self._preflight()
         screen = self._screen_spec()  # a bad benchmark spec is a clear error before run.json says "running"
-        previous = self.run_dir.read_run_json()
+        previous, _ = self.run_dir.load_run_json()  # a malformed one was refused or forced over already
         run_json = self._run_json(started_wall, "running", previous)
         self.run_dir.write_run_json(run_json)
 
@@ -228,6 +231,8 @@ class Driver:
         summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
+        rpcs: dict[str, int] = {}
+        replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
             totals = summarise(list(self.run_dir.latest_by_shard().values()))
@@ -238,6 +243,9 @@ class Driver:
         finally:
             with contextlib.suppress(Exception):
                 limiter = await runtime.coordinator.limiter_stats()
+                rpcs = await runtime.coordinator.rpc_counts()
+            with contextlib.suppress(Exception):
+                replicas = await runtime.replica_stats()
             await runtime.close()
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
@@ -247,7 +255,8 @@ class Driver:
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 self.run_dir.write_stats(
                     {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                     "rate_limits": limiter}
+                     "rate_limits": limiter, "coordinator_rpcs": rpcs,
+                     **({"replicas": replicas} if replicas else {})}
                 )
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
@@ -270,6 +279,7 @@ class Driver:
         load = Counter[int]()
         caps = bool(self.config.stages.classify.category_caps)
         screening = bool(self.config.source.dedup or self.config.source.decontaminate)
+        budgeted = self.config.limits.max_cost_usd is not None
         shards = iter_shards(source, engine.shard_size)
         poller = asyncio.create_task(self._poll_progress(runtime, bar, lambda: base_records))
         try:
@@ -295,8 +305,9 @@ class Driver:
                     continue
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)
-                await runtime.coordinator.register_shard(shard)
-                exhausted = not await runtime.coordinator.budget_left()
+                if caps:  # only category caps need the coordinator to know the shard order
+                    await runtime.coordinator.register_shard(shard)
+                exhausted = budgeted and not await runtime.coordinator.budget_left()
                 worker = min(range(runtime.workers), key=lambda w: load[w])
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, 0)
             while in_flight:
@@ -332,7 +343,7 @@ class Driver:
                 log.warning("%s; retrying it on a fresh worker", exc)
                 summary.shards_retried += 1
                 await runtime.replace_worker(worker, exc.generation)
-                exhausted = not await runtime.coordinator.budget_left()
+                exhausted = self.config.limits.max_cost_usd is not None and not await runtime.coordinator.budget_left()
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
                 continue
             self.run_dir.append_manifest(result)
@@ -363,6 +374,8 @@ class Driver:
         if top:
             postfix["top"] = f"{top[0]}:{top[1]}"
         postfix["$"] = f"{p['spent_usd']:.4f}"
+        for name, r in (await runtime.replica_stats()).items():  # a served model: busy replicas, utilisation
+            postfix[name] = f"{r.get('busy_now', 0)}/{r.get('live', 0)} busy {r.get('utilisation', 0.0):.0%}"
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 

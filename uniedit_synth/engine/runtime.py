@@ -8,19 +8,20 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
-import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..errors import UniEditError
+from ..errors import UniEditError, handle_sigterm
 from ..records import VQARecord
 from ..store import ShardResult
-from .coordinator import Coordinator
+from .coordinator import Coordinator, LeaseHolder
+from .replicas import start_pools
 from .worker import CAPABILITY, ShardProcessor
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,17 @@ def remove_stale_temp_dirs() -> None:
 
 def worker_resources(config: PipelineConfig) -> ActorResources:
     """What one shard worker asks Ray for: `engine.worker_resources` merged with the `resources` of every
-    stage and of every backend a stage uses (one worker runs all stages, so it needs the most any needs)."""
+    stage and of every backend a stage uses (one worker runs all stages, so it needs the most any needs). A
+    backend served by replicas (engine/replicas.py) is left out: its resources are each replica's, and workers
+    only call it."""
+    from .replicas import served_backends
+
     needed = config.engine.worker_resources
+    served = served_backends(config)
     for definition in CONFIGURED_STAGES:
         stage = getattr(config.stages, definition.name)
         wanted = [stage.resources]
-        if definition.name in CAPABILITY:
+        if definition.name in CAPABILITY and stage.backend not in served:
             wanted.append(config.backends[stage.backend].resources)
         for resources in wanted:
             if resources is not None:
@@ -90,6 +96,9 @@ class InlineRuntime:
     async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
 
+    async def replica_stats(self) -> dict[str, Any]:
+        return {}
+
     async def close(self) -> None:
         await self.processor.aclose()
 
@@ -97,61 +106,76 @@ class InlineRuntime:
 class RemoteCoordinator:
     """Awaitable facade over the coordinator actor, so workers call it like the in-process one.
 
-    A worker's facade (given `limited`, the rate-limited buckets) answers two per-call questions locally,
-    because an actor round trip per model call costs both processes real CPU and tells nothing new:
-    - `acquire` for a bucket with no configured limit: it waits only for a Retry-After pause, which this
-      worker knows at once when it hit the 429 itself, and learns from the coordinator (`pauses`, polled
+    A worker's facade (given `limited`, the rate-limited buckets) answers the per-call questions locally,
+    because an actor round trip per model call costs both processes real CPU and, at a few hundred calls/s,
+    makes the one actor the cluster's bottleneck:
+    - `acquire` for a bucket with a configured limit spends the slots of a lease (coordinator.LeaseHolder;
+      `leases=False` asks the coordinator on every call instead, as before leases);
+    - `acquire` for a bucket with no configured limit waits only for a Retry-After pause, which this worker
+      knows at once when it hit the 429 itself, and learns from the coordinator (lease replies, or a poll
       at most every PAUSE_POLL_S) when another worker did;
     - `budget_left` / `spend` when the run has no --max-cost: the money is summed here and sent with the
-      next progress report.
+      next progress report;
+    - `admit` when the run has no category caps: every record is admitted.
+    `rpcs` counts the round trips this facade made.
     """
 
-    PAUSE_POLL_S = 0.2
+    PAUSE_POLL_S = LeaseHolder.POLL_S
 
-    def __init__(self, handle: Any, limited: frozenset[str] | None = None, budget: bool = True):
+    def __init__(self, handle: Any, limited: frozenset[str] | None = None, budget: bool = True,
+                 leases: bool = True, holder: str = "", caps: bool = True):
         self._handle = handle
+        self._caps = caps
         self._limited = limited  # None: ask the coordinator about every bucket
         self._budget = budget
-        self._paused: dict[str, float] = {}  # bucket -> local monotonic end of its pause
-        self._polled = -math.inf
+        self._leases = leases
+        self._holder = LeaseHolder(self._rpc, holder or f"pid-{os.getpid()}-{id(self):x}")
         self._unspent = 0.0
+        self.rpcs = 0
+
+    async def _rpc(self, name: str, *args: Any) -> Any:
+        self.rpcs += 1
+        return await getattr(self._handle, name).remote(*args)
 
     async def acquire(self, bucket: str, tokens: int = 0) -> float:
-        if self._limited is None or bucket in self._limited:
-            return await self._handle.acquire.remote(bucket, tokens)
-        now = time.monotonic()
-        if now - self._polled >= self.PAUSE_POLL_S:
-            self._polled = now  # one poll at a time; concurrent callers use what is known
-            for name, seconds in (await self._handle.pauses.remote()).items():
-                self._pause_locally(name, seconds)
-        return max(0.0, self._paused.get(bucket, 0.0) - time.monotonic())
+        if self._limited is None or (bucket in self._limited and not self._leases):
+            return await self._rpc("acquire", bucket, tokens)
+        if bucket in self._limited:
+            return await self._holder.acquire(bucket, tokens)
+        await self._holder.keep_up()
+        return self._holder.paused_for(bucket)
 
     async def pause(self, bucket: str, seconds: float) -> None:
-        self._pause_locally(bucket, seconds)
-        await self._handle.pause.remote(bucket, seconds)
-
-    def _pause_locally(self, bucket: str, seconds: float) -> None:
-        self._paused[bucket] = max(self._paused.get(bucket, 0.0), time.monotonic() + seconds)
+        await self._holder.pause(bucket, seconds)
 
     async def budget_left(self) -> bool:
-        return True if not self._budget else await self._handle.budget_left.remote()
+        return True if not self._budget else await self._rpc("budget_left")
 
     async def spend(self, usd: float) -> bool:
         if not self._budget:
             self._unspent += usd
             return True
-        return await self._handle.spend.remote(usd)
+        return await self._rpc("spend", usd)
+
+    async def admit(self, shard: int, categories: list[str]) -> list[bool]:
+        if not self._caps:
+            return [True] * len(categories)  # no category caps: nothing to decide in shard order
+        return await self._rpc("admit", shard, categories)
 
     async def report(self, delta: dict[str, Any]) -> None:
         if self._unspent:
             delta, self._unspent = {**delta, "spent_usd": self._unspent}, 0.0
-        await self._handle.report.remote(delta)
+        news = await self._rpc("report", delta)
+        if news:
+            self._holder.news(*news)  # a report's reply carries the pauses a poll would ask for
 
     def __getattr__(self, name: str):
-        method = getattr(self._handle, name)
+        if name.startswith("_"):
+            raise AttributeError(name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await method.remote(*args, **kwargs)
+            self.rpcs += 1
+            return await getattr(self._handle, name).remote(*args, **kwargs)
 
         return call
 
@@ -166,6 +190,9 @@ class _ShardWorkerActor:
                  env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.WARNING)
+        from ..terminal import install_log_filter
+
+        install_log_filter()
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
@@ -174,7 +201,9 @@ class _ShardWorkerActor:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
             remote = RemoteCoordinator(coordinator, limited=frozenset(config.limits.rate_limits),
-                                       budget=config.limits.max_cost_usd is not None)
+                                       budget=config.limits.max_cost_usd is not None,
+                                       leases=config.engine.leases, holder=label,
+                                       caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted)
 
@@ -217,6 +246,7 @@ class RayRuntime:
                 where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
                 raise UniEditError(f"could not start or join {where}: {str(exc).splitlines()[0]}") from None
             self._started = True
+            handle_sigterm()  # Ray's driver installs a SIGTERM handler that exits 15 with a stack dump
         self.coordinator_handle = (
             ray.remote(Coordinator).options(num_cpus=0, max_concurrency=100_000).remote(**coordinator_args)
         )
@@ -227,6 +257,16 @@ class RayRuntime:
         # a node's label is its own (set where the node starts): the driver's would name every node alike
         self._env = {k: v for k, v in os.environ.items()
                      if k.startswith(FORWARDED_ENV_PREFIXES) and k != "UNIEDIT_NODE_LABEL"}
+        # model replicas (a diffusers editor) start before any worker: a model that cannot load, or a GPU the
+        # cluster lacks, stops the run here, before any call of the other stages
+        self._run_token = uuid.uuid4().hex[:12]
+        self._env[RUN_TOKEN_ENV] = self._run_token
+        self.pools: dict[str, Any] = {}
+        try:
+            self.pools = start_pools(config, ray, self._run_token, self._env)
+        except BaseException:
+            self._shutdown()
+            raise
         self._actor_cls = ray.remote(_ShardWorkerActor)
         self._resources = worker_resources(config)
         self._options = actor_options(self._resources)
@@ -284,11 +324,36 @@ class RayRuntime:
             pass
         self._actors[worker] = self._new_actor(worker)
 
+    async def replica_stats(self) -> dict[str, Any]:
+        """Each served backend's replica figures (engine/replicas.py ReplicaPool.stats)."""
+        out: dict[str, Any] = {}
+        for name, pool in self.pools.items():
+            try:
+                out[name] = await pool.stats.remote()
+            except self._ray.exceptions.RayError:
+                out[name] = {"replicas": 0, "live": 0, "utilisation": 0.0}
+        return out
+
     async def close(self) -> None:
         ray = self._ray
         for actor in self._actors:
             try:
                 ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        for pool in self.pools.values():
+            try:
+                await pool.close.remote()
+                ray.kill(pool, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        ray = self._ray
+        for pool in getattr(self, "pools", {}).values():
+            try:
+                ray.kill(pool, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
         if self._started:
