@@ -297,6 +297,7 @@ class Coordinator:
             self._advance_screen()
 
     # -- input screen (dedup, decontamination), decided in shard order like the caps ----------------
+    @_rpc
     async def screen(self, shard: int, entries: list[Any]) -> list[Any]:
         """Per entry (audit.screen.ScreenEntry) of this shard: None or (reason, detail), deciding shards in order."""
         if self._screen is None:
