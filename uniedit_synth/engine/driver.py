@@ -305,7 +305,7 @@ class Driver:
                     continue
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)
-                if caps:  # only category caps need the coordinator to know the shard order
+                if caps or screening:  # category caps and the input screen decide in shard order
                     await runtime.coordinator.register_shard(shard)
                 exhausted = budgeted and not await runtime.coordinator.budget_left()
                 worker = min(range(runtime.workers), key=lambda w: load[w])
