@@ -125,6 +125,11 @@ class RewriteSpec(StageBase):
     styles: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: P(the conditional's candidate is the answer); the release's coin flip is 0.5
     candidate_is_answer_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: the `reasoning` column (reasoning.py): `template` builds it from the plan and the answer, `model` asks
+    #: the rewriter's backend to phrase it in a cheap follow-up call (checked against the plan; a trace that
+    #: contradicts it falls back to the template), `off` leaves it out
+    reasoning: Literal["off", "template", "model"] = "template"
+    reasoning_prompt: str = "reason.txt"
 
     @field_validator("styles")
     @classmethod
@@ -162,6 +167,31 @@ class JudgeSpec(StageBase):
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
     )
+
+    #: `[cheap, expensive]` backend names: the cheap judge (`backend` must be the first) scores every edit, the
+    #: expensive one only edits in `cascade_band` and a seeded `audit_share` of the rest (stages/judge.py)
+    cascade: list[str] | None = None
+    #: the cheap judge is unsure when its smallest margin over the thresholds (min over axes of score -
+    #: threshold) lies in this closed range; those edits go to the expensive judge
+    cascade_band: tuple[float, float] = (-1.0, 0.0)
+    #: share of the cheap judge's sure verdicts also sent to the expensive judge (agreement figures), seeded
+    audit_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: reject (low_score) an edit whose measured non-edit consistency is below this (None: measure only)
+    non_edit_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _cascade_shape(self) -> JudgeSpec:
+        if self.cascade is not None:
+            if len(self.cascade) != 2:
+                raise ValueError("cascade must name two backends: [cheap, expensive]")
+            if self.cascade[0] != self.backend:
+                raise ValueError(
+                    f"cascade starts with the cheap judge, which must be the stage's backend "
+                    f"({self.backend!r}); got {self.cascade[0]!r}"
+                )
+        if self.cascade_band[0] > self.cascade_band[1]:
+            raise ValueError("cascade_band must be [low, high] with low <= high")
+        return self
 
     @model_validator(mode="after")
     def _preset_defaults(self) -> JudgeSpec:
@@ -332,6 +362,12 @@ class PipelineConfig(Strict):
             if stage.backend not in self.backends:
                 raise ValueError(
                     f"stages.{stage_name}.backend '{stage.backend}' is not defined under `backends` "
+                    f"(defined: {sorted(self.backends)})"
+                )
+        for name in self.stages.judge.cascade or []:
+            if name not in self.backends:
+                raise ValueError(
+                    f"stages.judge.cascade: backend '{name}' is not defined under `backends` "
                     f"(defined: {sorted(self.backends)})"
                 )
         return self

@@ -44,7 +44,7 @@ class Ledger:
         self.events.append(
             {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
              "error": error, "kind": kind, "model": model,
-             "attempt": self.attempt if stage in ATTEMPT_STAGES else None}
+             "attempt": self.attempt if stage.partition("/")[0] in ATTEMPT_STAGES else None}
         )
         self.cost_usd += cost
         self.latency_s += latency

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import cascade as cascading
 from .config import STAGE_NAMES
 from .errors import ConfigChangedError, OutputDirError, RunLockedError
 from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
@@ -518,7 +519,10 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     funnel: dict[str, Counter] = {}
     read = accepted = 0
     cost = 0.0
+    cascade: dict[str, Any] = {}
     for e in entries:
+        if e.get("cascade"):
+            cascading.merge(cascade, e["cascade"])
         read += e["records"]
         accepted += e["accepted"]
         reasons.update(e.get("reject_reasons", {}))
@@ -543,6 +547,7 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "cost_usd": round(cost, 8),  # rows and manifest keep 8 decimals: the ledger stays exact
         "shards_by_node": dict(nodes),
+        **({"judge_cascade": cascading.figures(cascade)} if cascade else {}),
     }
 
 

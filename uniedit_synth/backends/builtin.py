@@ -229,7 +229,12 @@ class BuiltinText(_Builtin):
 
     async def complete(self, request: TextRequest) -> TextReply:
         await self._pause()
-        handlers = {"classify": self._classify, "rewrite": self._rewrite, "judge": self._judge}
+        handlers = {
+            "classify": self._classify,
+            "rewrite": self._rewrite,
+            "judge": self._judge,
+            "reason": self._reason,
+        }
         handler = handlers.get(request.task)
         if handler is None:
             raise BadRequest(
@@ -314,6 +319,24 @@ class BuiltinText(_Builtin):
         if directive:  # the pipeline's own aesthetics directive replaces the built-in one
             reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, directive)
         return reply
+
+    def _reason(self, request: TextRequest) -> dict[str, Any]:
+        """The reasoning follow-up: the facts of the context (answer, plan, edit) as a short prose trace."""
+        ctx = self._context(request, "question", "answer", "intended_effect")
+        plan = ctx.get("plan") or {}
+        answer = str(ctx["answer"]).strip()
+        lines = [f"1. Question: the instruction first asks: {str(ctx['question']).strip()}",
+                 f"2. Answer: inspecting the image, the answer is {answer}."]
+        if plan.get("style") == "conditional" and plan.get("candidate") is not None:
+            holds = plan.get("expected_branch") == "then"
+            lines.append(
+                f"3. Branch: the condition compares the answer with {plan['candidate']}, which "
+                f"{'matches' if holds else 'does not match'}, so the {'then' if holds else 'else'} branch is taken."
+            )
+        else:
+            lines.append("3. Branch: there is no condition; the answer feeds the edit directly.")
+        lines.append(f"4. Edit: {str(ctx['intended_effect'] or '').strip()}")
+        return {"reasoning": "\n".join(lines)}
 
     def _judge(self, request: TextRequest) -> dict[str, Any]:
         if request.context.get("preset") == "release":

@@ -88,6 +88,8 @@ def prompt_files(config: PipelineConfig) -> list[str]:
             names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
         else:
             names.append(template)
+    if config.stages.rewrite.reasoning == "model":
+        names.append(config.stages.rewrite.reasoning_prompt)
     return names
 
 

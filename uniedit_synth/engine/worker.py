@@ -27,6 +27,7 @@ from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
+from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts
 from ..store import RunDir, ShardResult
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
@@ -119,6 +120,21 @@ class ShardProcessor:
                 retry=config.retry,
                 rate_limited=backend.provider != "builtin",
                 backend_name=stage_spec.backend,
+            )
+        cascade = config.stages.judge.cascade
+        if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
+            expensive = cascade[1]
+            backend = self._backend(expensive, "text")
+            models[EXPENSIVE_JUDGE] = config.backends[expensive].model
+            callers[EXPENSIVE_JUDGE] = ModelCaller(
+                EXPENSIVE_JUDGE,
+                backend,
+                cache=self.cache,
+                coordinator=coordinator,
+                prices=config.prices,
+                retry=config.retry,
+                rate_limited=backend.provider != "builtin",
+                backend_name=expensive,
             )
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
@@ -253,6 +269,7 @@ class ShardProcessor:
                 snapshot = self._sample(item, False, RejectReason.low_score, verdict.failed_thresholds(item))
                 snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
                 item.failed_attempts.append(snapshot)
+                item.judge_cascade = None  # counted with this attempt's row; the next judging starts afresh
                 attempt += 1
                 index = names.index(definition.retries)
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
@@ -291,6 +308,9 @@ class ShardProcessor:
             pipeline_hash=self.pipeline_hash,
             edit_program=item.edit_program,
             instruction_plan=item.plan,
+            reasoning=item.reasoning,
+            intended_effect=item.intended_effect,
+            judge_cascade=dict(item.judge_cascade) if item.judge_cascade else None,
             record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
         )
 
@@ -343,7 +363,9 @@ class ShardProcessor:
             hits.update(item.ledger.cache_hits)
         spent = sum(item.ledger.spent_now_usd for item in items)
         records = [item.record for item in items]
+        cascade = cascade_counts(samples + attempts, items) if self.config.stages.judge.cascade else None
         return ShardResult(
+            **({"cascade": cascade} if cascade else {}),
             shard=shard,
             records=len(records),
             ids_sha256=ids_digest(records),

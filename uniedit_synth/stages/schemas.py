@@ -34,6 +34,12 @@ class RewriteReply(BaseModel):
     edit_program: dict[str, Any] | None = None  # the builtin rewriter's machine-checkable program
 
 
+class ReasoningReply(BaseModel):
+    """The rewriter's reasoning follow-up: the trace as numbered steps."""
+
+    reasoning: str = Field(min_length=8)
+
+
 class ReleaseJudgeReply(BaseModel):
     """The release judge's reply (system3.system_prompt1): an analysis and a visual-quality score 1–5."""
 
@@ -91,3 +97,4 @@ RELEASE_JUDGE_SCHEMA = _strict(
         "score": {"type": "integer", "minimum": 1, "maximum": 5},
     }
 )
+REASONING_SCHEMA = _strict({"reasoning": {"type": "string"}})
