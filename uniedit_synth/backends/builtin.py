@@ -11,7 +11,8 @@ Deliberate, configurable imperfection (`BackendSpec.options`), so the engine's c
 `leak_rate` (text, default 0.0) — share of instructions that state the answer; `nested_rate` (text,
 default 0.3) — share of conditional instructions whose else branch is itself a condition (two levels);
 `error_rate` (edit, default 0.15) — share of edits that go visibly wrong, in one of the flaw kinds of
-`scenes.program.FLAWS` (re-seeded per `attempt`, so a retry can succeed);
+`scenes.program.FLAWS` (re-seeded per `attempt`, so a retry can succeed); `flaw_kinds` (edit, default
+FLAWS) — which kinds to draw from, e.g. `[collateral_change]` (the right edit plus an unrelated change);
 `latency_s` (both, default 0) — asynchronous sleep per call, for benchmarks.
 """
 
@@ -34,6 +35,7 @@ from ..errors import BackendConfigError
 from ..records import TASK_CATEGORIES
 from ..scenes.instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
 from ..scenes.program import (
+    FLAW_KINDS,
     FLAWS,
     ProgramError,
     expected_edited_png,
@@ -388,6 +390,13 @@ class BuiltinEditor(_Builtin):
     def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
         super().__init__(spec, seed)
         self.error_rate = self._option("error_rate", 0.15)
+        kinds = self.spec.options.get("flaw_kinds", list(FLAWS))
+        if not isinstance(kinds, list) or not kinds or any(k not in FLAW_KINDS for k in kinds):
+            raise BackendConfigError(
+                f"builtin backend: options.flaw_kinds must be a non-empty list of {', '.join(FLAW_KINDS)}; "
+                f"got {kinds!r}"
+            )
+        self.flaw_kinds = tuple(kinds)
 
     async def edit(self, request: EditRequest) -> EditReply:
         await self._pause()
@@ -398,7 +407,7 @@ class BuiltinEditor(_Builtin):
         )
         try:
             if rng.random() < self.error_rate:
-                image = flawed_edit(request.image, program, meta, rng.choice(FLAWS), rng)
+                image = flawed_edit(request.image, program, meta, rng.choice(self.flaw_kinds), rng)
             else:
                 image = expected_edited_png(request.image, program, meta)
         except (ProgramError, KeyError, TypeError, ValueError) as exc:
