@@ -256,6 +256,10 @@ def export_cmd(
     bagel_data_dir: str | None = typer.Option(
         None, "--bagel-data-dir", help="bagel: the path where BAGEL will read the export (default: --out)."
     ),
+    with_reasoning: bool = typer.Option(
+        False, "--with-reasoning",
+        help="bagel: add each sample's reasoning trace as the <think> text BAGEL generates before the edited image.",
+    ),
     push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="hf: upload the export to this dataset repo id."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -271,7 +275,7 @@ def export_cmd(
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
         with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
-        layout=layout, bagel_data_dir=bagel_data_dir,
+        layout=layout, bagel_data_dir=bagel_data_dir, with_reasoning=with_reasoning,
         push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())

@@ -5,12 +5,15 @@ check; the model-phrased mode goes through the rewriter's backend and is held to
 from __future__ import annotations
 
 import glob
+import json
 
 import pyarrow.parquet as pq
 import pytest
 
 from uniedit_synth.answers import normalise_text
 from uniedit_synth.api import synth
+from uniedit_synth.errors import ExportError
+from uniedit_synth.export import export_run
 from uniedit_synth.plan import InstructionPlan
 from uniedit_synth.reasoning import check_trace, intended_effect, template_trace
 from uniedit_synth.records import row_to_sample
@@ -27,10 +30,15 @@ def accepted_rows(out: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def template_run(tmp_path_factory: pytest.TempPathFactory) -> list:
+def template_out(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = str(tmp_path_factory.mktemp("reasoning") / "run")
     synth("default", out=out, limit=60, overrides=INLINE)
-    return accepted_rows(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def template_run(template_out: str) -> list:
+    return accepted_rows(template_out)
 
 
 def test_every_accepted_row_names_the_true_answer_and_the_expected_edit(template_run: list) -> None:
@@ -90,3 +98,27 @@ def test_model_mode_phrases_through_the_rewriter_and_off_leaves_it_out(tmp_path)
     off = str(tmp_path / "off")
     synth("default", out=off, limit=10, overrides={**INLINE, "stages": {"rewrite": {"reasoning": "off"}}})
     assert all(r.reasoning is None and r.intended_effect is None for r in accepted_rows(off))
+
+
+def test_exports_carry_the_trace(template_out: str, template_run: list, tmp_path) -> None:
+    by_id = {r.id: r for r in template_run}
+    export_run(template_out, tmp_path / "jsonl", "uniedit-jsonl", progress=False)
+    lines = [json.loads(line) for p in sorted((tmp_path / "jsonl").rglob("*.jsonl")) for line in open(p)]
+    assert lines and all(line["reasoning"] == by_id[line["id"]].reasoning for line in lines)
+    assert all(line["intended_effect"] == by_id[line["id"]].intended_effect for line in lines)
+
+    export_run(template_out, tmp_path / "hf", "hf", progress=False)
+    table = pq.read_table(sorted((tmp_path / "hf").rglob("*.parquet"))[0])
+    assert {"reasoning", "intended_effect"} <= set(table.column_names)
+
+    export_run(template_out, tmp_path / "bagel", "bagel", with_reasoning=True, progress=False)
+    rows = pq.read_table(sorted((tmp_path / "bagel" / "train").glob("*.parquet"))[0]).to_pylist()
+    for row in rows:
+        (think,) = row["think_list"][0]
+        assert think == f"<think>{by_id[row['id']].reasoning}</think>"
+        assert len(row["think_list"]) == len(row["instruction_list"]) == len(row["image_list"]) - 1
+    plain = tmp_path / "bagel-plain"
+    export_run(template_out, plain, "bagel", progress=False)
+    assert "think_list" not in pq.read_schema(sorted((plain / "train").glob("*.parquet"))[0]).names
+    with pytest.raises(ExportError, match="bagel option"):
+        export_run(template_out, tmp_path / "x", "hf", with_reasoning=True, progress=False)
