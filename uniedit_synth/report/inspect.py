@@ -245,6 +245,15 @@ def format_inspection(info: dict[str, Any], *, width: int = 100) -> str:
     scores = dict(sample.get("scores") or {})
     scores["aggregate"] = sample.get("score")
     field("scores", " · ".join(f"{k} {v:g}" for k, v in scores.items() if v is not None) or None)
+    cascade = sample.get("judge_cascade")
+    if isinstance(cascade, dict):
+        who = cascade.get("decided_by", "?")
+        model = cascade.get(f"{who}_model") or "?"
+        field("decided by", f"{who} judge ({model}; route {cascade.get('route')})")
+        field("cheap judge", cascade.get("cheap"))
+        field("expensive", cascade.get("expensive"))
+    field("reasoning", sample.get("reasoning"))
+    field("effect", sample.get("intended_effect"))
     field("attempts", str(sample.get("attempts") or 0))
     field("cost", f"${float(sample.get('cost_usd') or 0):.6f}")
     field("latency", f"{float(sample.get('latency_s') or 0):.2f} s")
