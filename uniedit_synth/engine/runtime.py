@@ -47,6 +47,8 @@ def worker_resources(config: PipelineConfig) -> ActorResources:
         wanted = [stage.resources]
         if definition.name in CAPABILITY:
             wanted.append(config.backends[stage.backend].resources)
+        # the judge cascade's expensive judge runs in the same worker
+        wanted += [config.backends[name].resources for name in getattr(stage, "cascade", None) or []]
         for resources in wanted:
             if resources is not None:
                 needed = needed.merged(resources)
