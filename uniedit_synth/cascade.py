@@ -99,5 +99,7 @@ def figures(total: dict[str, Any]) -> dict[str, Any]:
         "expensive_calls": expensive,
         "expensive_share": round(expensive / judged, 4) if judged else None,
         "audit_agreement": round(total.get("audit_agree", 0) / audited, 4) if audited else None,
-        "band_agreement": round(total.get("band_agree", 0) / routes["band"], 4) if routes.get("band") else None,
+        "band_agreement": round(total.get("band_agree", 0) / routes["band"], 4)
+        if routes.get("band")
+        else None,
     }

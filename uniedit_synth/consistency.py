@@ -23,7 +23,6 @@ from PIL import Image
 from .scenes.program import (
     PIXEL_TOLERANCE,
     ProgramError,
-    apply_generic,
     apply_program,
     corner_box,
     decode_rgb,
@@ -40,7 +39,9 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > PIXEL_TOLERANCE
 
 
-def edit_region(source: np.ndarray, program: dict[str, Any] | None, meta: dict[str, Any]) -> np.ndarray | None:
+def edit_region(
+    source: np.ndarray, program: dict[str, Any] | None, meta: dict[str, Any]
+) -> np.ndarray | None:
     """A boolean mask of where the expected edit is allowed to change the image, or None when unknown."""
     if not isinstance(program, dict):
         return None
@@ -66,7 +67,9 @@ def edit_region(source: np.ndarray, program: dict[str, Any] | None, meta: dict[s
     return region
 
 
-def consistency_score(source: np.ndarray, edited: np.ndarray, region: np.ndarray) -> tuple[float, dict[str, float]]:
+def consistency_score(
+    source: np.ndarray, edited: np.ndarray, region: np.ndarray
+) -> tuple[float, dict[str, float]]:
     """(score, its parts) for an edit whose allowed region is `region` (see the module docstring)."""
     outside = ~region
     changed = _changed(edited, source)

@@ -19,11 +19,14 @@ ReasoningMode = Literal["off", "template", "model"]
 
 #: "the answer is X" / "answer would be X": what a trace states as the answer
 _STATED_ANSWER = re.compile(
-    r"\banswer\s+(?:is|=|would\s+be|must\s+be)\s+[\"'“‘]?([^\"'”’;,\n]{1,60}?)[\"'”’]?(?:[.;,](?:\s|$)|\n|$)", re.IGNORECASE
+    r"\banswer\s+(?:is|=|would\s+be|must\s+be)\s+[\"'“‘]?([^\"'”’;,\n]{1,60}?)[\"'”’]?(?:[.;,](?:\s|$)|\n|$)",
+    re.IGNORECASE,
 )
 
 
-def intended_effect(plan: InstructionPlan | None, instruction: str | None, branch_edit: str | None = None) -> str | None:
+def intended_effect(
+    plan: InstructionPlan | None, instruction: str | None, branch_edit: str | None = None
+) -> str | None:
     """The edit that should be visible afterwards: the expected branch's edit for a conditional plan, else the
     edit the rewriter described (`branch_edit`), else the instruction itself."""
     if plan is not None and plan.conditional and plan.expected_edit:
@@ -43,7 +46,9 @@ def template_trace(question: str, answer: str, plan: InstructionPlan | None, eff
             "branch applies."
         )
     else:
-        steps.append(f"3. Branch: a {plan.style if plan else 'direct'} instruction, so the edit uses the answer.")
+        steps.append(
+            f"3. Branch: a {plan.style if plan else 'direct'} instruction, so the edit uses the answer."
+        )
     steps.append(f"4. Edit: {(effect or '').strip()}")
     return "\n".join(steps)
 
@@ -68,6 +73,11 @@ def check_trace(trace: str, plan: InstructionPlan | None, answer: str, effect: s
         stated = match.group(1).strip()
         if re.search(r"\b(whether|if)\b", before) or re.match(r"not\b", stated, re.IGNORECASE):
             continue  # a condition posed ("whether the answer is X") or denied, not an answer stated
-        if stated and answer and not same_answer(stated, answer) and normalise_answer(stated) != normalise_answer(answer):
+        if (
+            stated
+            and answer
+            and not same_answer(stated, answer)
+            and normalise_answer(stated) != normalise_answer(answer)
+        ):
             return f"answer: the trace states the answer is {stated!r}, the true answer is {answer!r}"
     return None

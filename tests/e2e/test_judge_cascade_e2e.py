@@ -10,10 +10,8 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tests.e2e.test_backends_e2e import (  # noqa: F401 - fixtures used by name
-    KEY_ENV,
+from tests.e2e.test_backends_e2e import (  # noqa: F401 - openai_fake is a fixture, used by name
     _point,
-    gemini_fake,
     openai_fake,
     rows,
     stats,
@@ -46,7 +44,7 @@ def cheap_verdict(question: str) -> dict:
     return (SURE_PASS, SURE_FAIL, UNSURE)[kind]
 
 
-def test_expensive_judge_sees_only_the_band_and_the_audit_share(tmp_path, openai_fake):
+def test_expensive_judge_sees_only_the_band_and_the_audit_share(tmp_path, openai_fake):  # noqa: F811
     def script(request):
         if request.task != "judge":
             return None
