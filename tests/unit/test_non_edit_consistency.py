@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import io
+import json
 import random
 
 import pyarrow.parquet as pq
@@ -99,6 +100,9 @@ def test_threshold_rejects_collateral_edits_in_a_run(tmp_path) -> None:
     for row in judged:
         assert row["scores"]["non_edit_consistency"] < THRESHOLD
         assert "non_edit_consistency" in row["reject_detail"]
+    figures = json.loads((tmp_path / "run" / "stats.json").read_text())["non_edit_consistency"]
+    assert figures["rejected"]["below_threshold"] == len(judged)
+    assert figures["rejected"]["mean"] < THRESHOLD
     accepted = [r for p in glob.glob(f"{out}/data/*.parquet") for r in pq.read_table(p).to_pylist()]
     # what got through is what the flaw could not show on (a fallback to no change): nothing changed outside
     assert all(r["scores"]["non_edit_consistency"] >= THRESHOLD for r in accepted)

@@ -27,7 +27,7 @@ from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
-from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts
+from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from ..store import RunDir, ShardResult
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
@@ -364,8 +364,10 @@ class ShardProcessor:
         spent = sum(item.ledger.spent_now_usd for item in items)
         records = [item.record for item in items]
         cascade = cascade_counts(samples + attempts, items) if self.config.stages.judge.cascade else None
+        non_edit = non_edit_counts(samples, self.config.stages.judge.non_edit_threshold)
         return ShardResult(
             **({"cascade": cascade} if cascade else {}),
+            **({"non_edit": non_edit} if non_edit else {}),
             shard=shard,
             records=len(records),
             ids_sha256=ids_digest(records),

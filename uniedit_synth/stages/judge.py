@@ -43,6 +43,26 @@ def judge_outcome(item: WorkItem) -> str:
     return f"Reference answer: {item.process_answer or ''}"
 
 
+def non_edit_counts(samples: list[Sample], threshold: float | None) -> dict[str, Any] | None:
+    """One shard's measured non-edit consistency, by accepted / rejected: count, sum, and how many fall
+    below the threshold (0.995 when none is set: the level that separates collateral edits in the tests)."""
+    bar = NON_EDIT_REPORT_BAR if threshold is None else threshold
+    out: dict[str, Any] = {}
+    for sample in samples:
+        value = sample.scores.non_edit_consistency
+        if value is None:
+            continue
+        cell = out.setdefault("accepted" if sample.accepted else "rejected", {"n": 0, "sum": 0.0, "below": 0})
+        cell["n"] += 1
+        cell["sum"] += value
+        cell["below"] += int(value < bar)
+    return out or None
+
+
+#: without `non_edit_threshold`, stats count the edits below this level (nothing changed outside on 99.5 %)
+NON_EDIT_REPORT_BAR = 0.995
+
+
 class JudgeStage:
     name = "judge"
 
