@@ -122,3 +122,13 @@ def test_exports_carry_the_trace(template_out: str, template_run: list, tmp_path
     assert "think_list" not in pq.read_schema(sorted((plain / "train").glob("*.parquet"))[0]).names
     with pytest.raises(ExportError, match="bagel option"):
         export_run(template_out, tmp_path / "x", "hf", with_reasoning=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "answer", ["[0.54, 0.33, 0.71, 0.92]", "12.5 cm", "sqrt(89) ≈ 9.43", "St. Louis, MO", "A red cube. Two spheres."]
+)
+def test_answers_with_punctuation_are_stated_whole(answer: str) -> None:
+    plan = InstructionPlan(style="render")
+    trace = template_trace("What does it say?", answer, plan, "write it on the board")
+    assert check_trace(trace, plan, answer, "write it on the board") is None
+    assert check_trace(trace.replace(answer, "42"), plan, answer, "write it on the board")
