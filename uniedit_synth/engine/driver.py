@@ -172,13 +172,16 @@ class Driver:
             backend_name = getattr(self.config.stages, stage_name).backend
             backend = create_backend(backend_name, self.config.backends[backend_name], capability,
                                      seed=self.config.seed)
+            check = getattr(backend, "preflight", None)
+            if callable(check):  # a local model: its files and class, checked without loading weights
+                await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
 
     async def _run(self) -> RunSummary:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
         t0 = time.monotonic()
         await self._preflight()
-        previous = self.run_dir.read_run_json()
+        previous, _ = self.run_dir.load_run_json()  # a malformed one was refused or forced over already
         run_json = self._run_json(started_wall, "running", previous)
         self.run_dir.write_run_json(run_json)
 
@@ -206,6 +209,7 @@ class Driver:
         summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
+        replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
             totals = summarise(list(self.run_dir.latest_by_shard().values()))
@@ -216,6 +220,8 @@ class Driver:
         finally:
             with contextlib.suppress(Exception):
                 limiter = await runtime.coordinator.limiter_stats()
+            with contextlib.suppress(Exception):
+                replicas = await runtime.replica_stats()
             await runtime.close()
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
@@ -225,7 +231,7 @@ class Driver:
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 self.run_dir.write_stats(
                     {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                     "rate_limits": limiter}
+                     "rate_limits": limiter, **({"replicas": replicas} if replicas else {})}
                 )
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
@@ -337,6 +343,8 @@ class Driver:
         if top:
             postfix["top"] = f"{top[0]}:{top[1]}"
         postfix["$"] = f"{p['spent_usd']:.4f}"
+        for name, r in (await runtime.replica_stats()).items():  # a served model: busy replicas, utilisation
+            postfix[name] = f"{r.get('busy_now', 0)}/{r.get('live', 0)} busy {r.get('utilisation', 0.0):.0%}"
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 
