@@ -201,6 +201,9 @@ class JudgeSpec(StageBase):
     audit_share: float = Field(default=0.05, ge=0.0, le=1.0)
     #: reject (low_score) an edit whose measured non-edit consistency is below this (None: measure only)
     non_edit_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: ask the judge for the box of the region the instruction asked to change; where no edit program knows
+    #: the region, non-edit consistency is measured outside that box (consistency.py)
+    localise_edit: bool = False
 
     @model_validator(mode="after")
     def _cascade_shape(self) -> JudgeSpec:

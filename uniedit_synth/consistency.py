@@ -98,3 +98,22 @@ def non_edit_consistency(
     if region is None:
         return None
     return consistency_score(source, edited, region)[0]
+
+
+def box_region_consistency(source_png: bytes, edited_png: bytes | None, box: list[float] | None) -> float | None:
+    """The score with the region the judge localised (`[x0, y0, x1, y1]`, fractions of the image) as the
+    allowed region: for records whose edit program (if any) gives no region."""
+    if not edited_png or not box:
+        return None
+    try:
+        source = np.asarray(decode_rgb(source_png))
+        edited = np.asarray(decode_rgb(edited_png))
+    except ProgramError:
+        return None
+    if source.shape != edited.shape:
+        return None
+    height, width = source.shape[:2]
+    x0, y0, x1, y1 = box
+    region = np.zeros((height, width), dtype=bool)
+    region[int(y0 * height) : int(np.ceil(y1 * height)), int(x0 * width) : int(np.ceil(x1 * width))] = True
+    return consistency_score(source, edited, region)[0]

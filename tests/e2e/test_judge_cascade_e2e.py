@@ -123,3 +123,42 @@ def test_expensive_judge_sees_only_the_band_and_the_audit_share(tmp_path, openai
     assert shown.returncode == 0, shown.stderr
     assert f"decided by    expensive judge ({EXPENSIVE}; route band)" in shown.stdout
     assert "judge/expensive" in shown.stdout
+
+
+def test_non_edit_consistency_outside_the_region_the_judge_localised(tmp_path, openai_fake):  # noqa: F811
+    """No edit program (a real rewriter): the judge's box is the region. The fake editor paints the central
+    box [0.25, 0.75]²; a judge box around it leaves nothing changed outside (1.0), a corner box does not."""
+    around, corner = [0.2, 0.2, 0.8, 0.8], [0.0, 0.0, 0.2, 0.2]
+
+    def box_for(question: str) -> list[float]:
+        return around if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 2 else corner
+
+    def script(request):
+        if request.task != "judge":
+            return None
+        return {"content": {**SURE_PASS, "edit_region": box_for(question_in(request))}}
+
+    openai_fake.script(script)
+    out = tmp_path / "run"
+    proc = synth(
+        "openai", out, openai_fake, None,
+        "--set", "stages.judge.localise_edit=true", "--set", "stages.judge.non_edit_threshold=0.99",
+        "--set", "stages.edit.max_attempts=1", records=8,
+    )
+    assert proc.returncode == 0, proc.stderr
+    judge_requests = [r for r in openai_fake.requests if r.task == "judge"]
+    assert judge_requests and all("edit_region" in json.dumps(r.body) for r in judge_requests)
+    judged = [row for row in rows(out).values() if row["scores"]["instruction_following"] is not None]
+    assert len(judged) >= 4
+    seen = set()
+    for row in judged:
+        box = box_for(neutralise(row["original_question"]))
+        score = row["scores"]["non_edit_consistency"]
+        if box is around:
+            assert score == 1.0 and row["accepted"], row["id"]
+            seen.add("around")
+        else:
+            assert score < 0.99 and row["reject_reason"] == "low_score", row["id"]
+            assert "non_edit_consistency" in row["reject_detail"]
+            seen.add("corner")
+    assert seen == {"around", "corner"}

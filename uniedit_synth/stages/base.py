@@ -67,6 +67,8 @@ class WorkItem:
     intended_effect: str | None = None
     #: with a judge cascade: the current attempt's route, deciding judge and both judges' scores
     judge_cascade: dict[str, Any] | None = None
+    #: with `stages.judge.localise_edit`: the deciding judge's box of where the edit belongs (fractions)
+    judge_region: list[float] | None = None
 
 
 @dataclass

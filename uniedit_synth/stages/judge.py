@@ -6,10 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from .. import cascade as cascading
-from ..consistency import non_edit_consistency
+from ..consistency import box_region_consistency, non_edit_consistency
 from ..records import RejectReason, Sample
 from .base import StageContext, WorkItem
-from .schemas import JUDGE_SCHEMA, RELEASE_JUDGE_SCHEMA, JudgeReply, ReleaseJudgeReply
+from .schemas import (
+    JUDGE_LOCALISED_SCHEMA,
+    JUDGE_SCHEMA,
+    LOCALISE_REQUEST,
+    RELEASE_JUDGE_SCHEMA,
+    JudgeReply,
+    ReleaseJudgeReply,
+)
 
 #: the caller (and ledger stage) of the cascade's expensive judge
 EXPENSIVE_JUDGE = "judge/expensive"
@@ -74,6 +81,7 @@ class JudgeStage:
         """Score the item's current edit; returns whether it passes every threshold (and the non-edit
         consistency threshold, when set and measurable)."""
         item.judge_cascade = None
+        item.judge_region = None
         if self.spec.preset == "release":
             await self._visual_quality(item)
         elif self.spec.cascade:
@@ -86,6 +94,8 @@ class JudgeStage:
     def _measure_non_edit(self, item: WorkItem) -> None:
         meta = item.record.meta if isinstance(item.record.meta, dict) else {}
         score = non_edit_consistency(item.image, item.edited_image, item.edit_program, meta)
+        if score is None and item.judge_region is not None:
+            score = box_region_consistency(item.image, item.edited_image, item.judge_region)
         if score is not None:
             item.scores["non_edit_consistency"] = score
 
@@ -131,7 +141,7 @@ class JudgeStage:
                 "process_answer": "" if item.plan and item.plan.conditional else item.process_answer or "",
             },
             reply_model=JudgeReply,
-            schema=JUDGE_SCHEMA,
+            schema=JUDGE_LOCALISED_SCHEMA if self.spec.localise_edit else JUDGE_SCHEMA,
             schema_name="judgement",
             images=[item.image, item.edited_image or b""],
             context={
@@ -145,7 +155,9 @@ class JudgeStage:
             },
             failure=RejectReason.judge_failed,
             via=via,
+            repair=LOCALISE_REQUEST if self.spec.localise_edit else "",
         )
+        item.judge_region = parsed.edit_region
         item.scores = {
             "instruction_following": parsed.instruction_following,
             "visual_quality": parsed.visual_quality,

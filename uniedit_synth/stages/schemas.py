@@ -52,6 +52,17 @@ class JudgeReply(BaseModel):
     visual_quality: float = Field(ge=1, le=5)
     coherence: float = Field(ge=1, le=5)
     analysis: str = ""
+    #: with `stages.judge.localise_edit`: [x0, y0, x1, y1] as fractions of the image, where the edit belongs
+    edit_region: list[float] | None = None
+
+    @field_validator("edit_region")
+    @classmethod
+    def _box(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if len(value) != 4 or not all(0 <= v <= 1 for v in value) or value[0] >= value[2] or value[1] >= value[3]:
+            raise ValueError("edit_region must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return value
 
 
 def _strict(properties: dict[str, Any]) -> dict[str, Any]:
@@ -98,3 +109,11 @@ RELEASE_JUDGE_SCHEMA = _strict(
     }
 )
 REASONING_SCHEMA = _strict({"reasoning": {"type": "string"}})
+#: the three-axis judge asked also for the box of the region the instruction asked to change
+JUDGE_LOCALISED_SCHEMA = _strict(
+    {**JUDGE_SCHEMA["properties"], "edit_region": {"type": "array", "items": {"type": "number"}}}
+)
+LOCALISE_REQUEST = (
+    "Also give `edit_region`: [x0, y0, x1, y1], the box of the region the instruction asked to change, as fractions "
+    "(0 to 1) of the image's width and height, in the same JSON object."
+)
