@@ -210,6 +210,8 @@ class JudgeSpec(StageBase):
         if self.cascade is not None:
             if len(self.cascade) != 2:
                 raise ValueError("cascade must name two backends: [cheap, expensive]")
+            if self.preset == "release":
+                raise ValueError("the judge cascade scores three axes; it does not apply to preset: release")
             if self.cascade[0] != self.backend:
                 raise ValueError(
                     f"cascade starts with the cheap judge, which must be the stage's backend "

@@ -54,5 +54,7 @@ def test_cascade_config_is_checked() -> None:
         load_pipeline("default", {"stages": {"judge": {"cascade": ["text", "nope"]}}})
     with pytest.raises(ConfigError, match="two backends"):
         load_pipeline("default", {"stages": {"judge": {"cascade": ["text"]}}})
+    with pytest.raises(ConfigError, match="preset: release"):
+        load_pipeline("default", {"stages": {"judge": {"cascade": ["text", "text"], "preset": "release"}}})
     config = load_pipeline("default", {"stages": {"judge": {"cascade": ["text", "text"], "audit_share": 0.1}}})
     assert config.stages.judge.cascade == ["text", "text"] and config.stages.judge.cascade_band == (-1.0, 0.0)
