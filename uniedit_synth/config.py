@@ -149,9 +149,9 @@ class RewriteSpec(StageBase):
     #: P(the conditional's candidate is the answer); the release's coin flip is 0.5
     candidate_is_answer_p: float = Field(default=0.5, ge=0.0, le=1.0)
     #: the `reasoning` column (reasoning.py): `template` builds it from the plan and the answer, `model` asks
-    #: the rewriter's backend to phrase it in a cheap follow-up call (checked against the plan; a trace that
-    #: contradicts it falls back to the template), `off` leaves it out
-    reasoning: Literal["off", "template", "model"] = "template"
+    #: the rewriter's backend to phrase it in a cheap follow-up call, `rewrite_call` in the rewrite reply itself
+    #: (a `reasoning` field); a model's trace that contradicts the plan falls back to the template; `off`
+    reasoning: Literal["off", "template", "model", "rewrite_call"] = "template"
     reasoning_prompt: str = "reason.txt"
 
     @field_validator("styles")

@@ -132,3 +132,15 @@ def test_answers_with_punctuation_are_stated_whole(answer: str) -> None:
     trace = template_trace("What does it say?", answer, plan, "write it on the board")
     assert check_trace(trace, plan, answer, "write it on the board") is None
     assert check_trace(trace.replace(answer, "42"), plan, answer, "write it on the board")
+
+
+def test_rewrite_call_mode_takes_the_trace_from_the_rewrite_reply(tmp_path) -> None:
+    out = str(tmp_path / "same-call")
+    synth("default", out=out, limit=20, overrides={**INLINE, "stages": {"rewrite": {"reasoning": "rewrite_call"}}})
+    rows = accepted_rows(out)
+    assert rows
+    phrased = [r for r in rows if r.reasoning.startswith("1. Question: the instruction first asks")]
+    assert len(phrased) >= len(rows) // 2  # the builtin model's words; any that fail the check are templates
+    for row in rows:
+        assert check_trace(row.reasoning, row.instruction_plan, row.original_answer, row.intended_effect) is None
+        assert "reason" not in row.prompt_versions  # no follow-up call

@@ -320,6 +320,15 @@ class BuiltinText(_Builtin):
         directive = request.context.get("aesthetics")
         if directive:  # the pipeline's own aesthetics directive replaces the built-in one
             reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, directive)
+        if ctx.get("reasoning_requested"):  # stages.rewrite.reasoning: rewrite_call
+            if plan.get("style") == "conditional":
+                effect = reply["then_edit"] if plan.get("expected_branch") == "then" else reply["else_edit"]
+            else:
+                effect = reply["instruction"]
+            context = {"question": question, "answer": answer, "plan": plan, "intended_effect": effect}
+            reply["reasoning"] = self._reason(TextRequest(task="reason", model=request.model, prompt="", context=context))[
+                "reasoning"
+            ]
         return reply
 
     def _reason(self, request: TextRequest) -> dict[str, Any]:

@@ -13,7 +13,14 @@ from ..prompts import Prompt
 from ..reasoning import check_trace, intended_effect, template_trace
 from ..records import RejectReason
 from .base import Rejected, StageContext, WorkItem
-from .schemas import REASONING_SCHEMA, REWRITE_SCHEMA, ReasoningReply, RewriteReply
+from .schemas import (
+    REASONING_IN_REWRITE_REQUEST,
+    REASONING_SCHEMA,
+    REWRITE_SCHEMA,
+    REWRITE_WITH_REASONING_SCHEMA,
+    ReasoningReply,
+    RewriteReply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +119,7 @@ class RewriteStage:
         )
 
     async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
+        same_call = self.spec.reasoning == "rewrite_call"
         record = item.record
         category = item.task_category or "others"
         return await self.ctx.ask(
@@ -127,7 +135,7 @@ class RewriteStage:
                 "plan": plan_brief(plan),
             },
             reply_model=RewriteReply,
-            schema=REWRITE_SCHEMA,
+            schema=REWRITE_WITH_REASONING_SCHEMA if same_call else REWRITE_SCHEMA,
             schema_name="edit_instruction",
             context={
                 "question": record.question,
@@ -138,9 +146,10 @@ class RewriteStage:
                 "aesthetics": self.spec.aesthetics_directive or None,
                 "plan": plan.model_dump(mode="json"),
                 **({"repair": repair} if repair else {}),
+                **({"reasoning_requested": True} if same_call else {}),
             },
             failure=RejectReason.rewrite_failed,
-            repair=repair,
+            repair="\n".join(part for part in (REASONING_IN_REWRITE_REQUEST if same_call else "", repair) if part),
         )
 
     def _leak_check(self, item: WorkItem, plan: InstructionPlan, instruction: str) -> None:
@@ -192,8 +201,12 @@ class RewriteStage:
         item.intended_effect = effect
         answer = record.answer or item.process_answer or ""
         trace = template_trace(record.question, answer, plan, effect)
+        phrased = None
         if mode == "model":
             phrased = await self._phrase(item, answer, effect, trace)
+        elif mode == "rewrite_call":
+            phrased = (parsed.reasoning or "").strip() or None
+        if mode != "template":
             if phrased is not None and check_trace(phrased, plan, answer, effect) is None:
                 trace = phrased
         broken = check_trace(trace, plan, answer, effect)

@@ -31,6 +31,8 @@ class RewriteReply(BaseModel):
     then_edit: str | None = None
     else_edit: str | None = None
     candidate: str | None = None
+    #: with `stages.rewrite.reasoning: rewrite_call`: the reasoning trace, written with the instruction
+    reasoning: str | None = None
     edit_program: dict[str, Any] | None = None  # the builtin rewriter's machine-checkable program
 
 
@@ -116,4 +118,14 @@ JUDGE_LOCALISED_SCHEMA = _strict(
 LOCALISE_REQUEST = (
     "Also give `edit_region`: [x0, y0, x1, y1], the box of the region the instruction asked to change, as fractions "
     "(0 to 1) of the image's width and height, in the same JSON object."
+)
+#: the rewrite reply with the reasoning trace in the same call (`stages.rewrite.reasoning: rewrite_call`)
+REWRITE_WITH_REASONING_SCHEMA = {
+    **REWRITE_SCHEMA,
+    "properties": {**REWRITE_SCHEMA["properties"], "reasoning": _NULLABLE_STRING},
+}
+REASONING_IN_REWRITE_REQUEST = (
+    "Also give `reasoning`: four short numbered steps (1. Question, 2. Answer: \"the answer is <the reference "
+    "answer>\", 3. Branch: which branch of your instruction applies and why, 4. Edit: the edit of that branch, "
+    "quoted word for word), in the same JSON object."
 )
