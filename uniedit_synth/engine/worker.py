@@ -134,7 +134,7 @@ class ShardProcessor:
                 coordinator=coordinator,
                 prices=config.prices,
                 retry=config.retry,
-                rate_limited=backend.provider != "builtin",
+                rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
                 backend_name=expensive,
             )
         self.ctx = StageContext(config=config, callers=callers, models=models)
