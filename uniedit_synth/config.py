@@ -58,11 +58,31 @@ class SourceSpec(Strict):
     subject_caps: dict[str, int] = Field(default_factory=dict)
 
 
+class BatchSpec(Strict):
+    """How a batch-mode stage sends its calls as provider batch jobs (engine/batch.py)."""
+
+    #: requests per job (OpenAI allows 50,000 per input file)
+    max_requests: int = Field(default=50_000, ge=1, le=1_000_000)
+    #: bytes of requests per job (Gemini inline requests: 20 MB; an OpenAI input file: 200 MB)
+    max_bytes: int = Field(default=20_000_000, ge=1_000)
+    #: seconds between polls of a job in flight
+    poll_s: float = Field(default=30.0, gt=0, le=3600)
+    #: the provider's window (OpenAI accepts "24h" only)
+    completion_window: str = "24h"
+    #: how many jobs may fail (or expire) for one request before giving up on batch for it
+    max_job_attempts: int = Field(default=3, ge=1, le=100)
+    #: after `max_job_attempts`: "online" sends the request online, "stop" stops the run
+    on_failure: Literal["online", "stop"] = "online"
+
+
 class StageBase(Strict):
     backend: str
     concurrency: int = Field(default=16, ge=1, le=4096)
     prompt: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    #: "batch": cache misses go out as provider batch jobs (half the price, up to a day's turnaround)
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
 
 class ClassifySpec(StageBase):
@@ -139,6 +159,8 @@ class Price(Strict):
     output_per_mtok: float = 0.0
     per_image_in: float = 0.0
     per_image_out: float = 0.0
+    #: share of the online price a provider batch job costs (OpenAI Batch and Gemini Batch Mode: 50 %)
+    batch_factor: float = Field(default=0.5, ge=0)
 
 
 class PipelineConfig(Strict):
@@ -188,7 +210,8 @@ class PipelineConfig(Strict):
             for volatile in ("base_url", "api_key_env", "timeout_s"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
-            stage.pop("concurrency", None)
+            for how in ("concurrency", "mode", "batch"):  # online or batch: the same replies, rows
+                stage.pop(how, None)
         return view
 
 

@@ -107,6 +107,8 @@ class Sample(BaseModel):
     cost_usd: float = 0.0
     latency_s: float = 0.0
     pipeline_hash: str = ""
+    #: cost_usd plus replies this row used that another row paid for (a shared cached reply)
+    attributed_cost_usd: float = 0.0
     edit_program: dict[str, Any] | None = None
     record_meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -157,6 +159,7 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("pipeline_hash", pa.string()),
     pa.field("edit_program", pa.string()),
     pa.field("record_meta", pa.string()),
+    pa.field("attributed_cost_usd", pa.float64()),
 ]
 
 IMAGE_COLUMNS = ("source_image", "edited_image")

@@ -117,6 +117,8 @@ class RecordedRequest:
     auth_present: bool = False
     started: float = 0.0
     finished: float = 0.0
+    #: the provider batch job this request was an item of ("" for an online call)
+    batch: str = ""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from typing import Any
 
 from .base import (
@@ -41,8 +42,17 @@ from .base import (
     serve_forever_cli,
 )
 from .base import token_estimate as tok
+from .batch_jobs import BatchJobs, FakeJob
 
 _ROUTE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):generateContent$")
+_BATCH_CREATE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):batchGenerateContent$")
+_BATCH_GET = re.compile(r"^/(v1[a-z0-9]*)/batches/([^/:]+)(:cancel)?$")
+_FILE_DOWNLOAD = re.compile(r"^(?:/download)?/(v1[a-z0-9]*)/files/([^/:]+):download$")
+_BATCH_STATES = {"pending": "BATCH_STATE_PENDING", "running": "BATCH_STATE_RUNNING",
+                 "completed": "BATCH_STATE_SUCCEEDED", "failed": "BATCH_STATE_FAILED",
+                 "expired": "BATCH_STATE_EXPIRED", "cancelled": "BATCH_STATE_CANCELLED"}
+#: HTTP status of an item's error → its google.rpc code inside a batch
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 422: 3, 429: 8, 500: 13, 502: 14, 503: 14, 504: 4}
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -103,8 +113,12 @@ def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> An
     return obj.get(snake, default)
 
 
-class FakeGemini(FakeServer):
-    """`with FakeGemini() as server: genai.Client(api_key=..., http_options={"base_url": server.base_url})`."""
+class FakeGemini(BatchJobs, FakeServer):
+    """`with FakeGemini() as server: genai.Client(api_key=..., http_options={"base_url": server.base_url})`.
+
+    Also Batch Mode: `POST /{v}/models/{model}:batchGenerateContent` (inline requests), `GET /{v}/batches/{id}`
+    (the operation; results as inlined responses, or as a responses file when `batch_output = "file"`, read
+    with `GET /download/{v}/files/{id}:download`), `POST /{v}/batches/{id}:cancel` (see `batch_jobs.py`)."""
 
     RANDOM_FAULTS = ("429:0.01", "500", "503")
 
@@ -112,9 +126,21 @@ class FakeGemini(FakeServer):
         super().__init__(**kwargs)
         self.thoughts_tokens = 0
         self._ids = itertools.count(1)
+        self._init_batches()
+        #: "inline" (inlinedResponses) or "file" (a responsesFile of JSONL)
+        self.batch_output = "inline"
+        self.files: dict[str, bytes] = {}
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
-        match = _ROUTE.match(record.path.split("?", 1)[0])
+        path = record.path.split("?", 1)[0]
+        if _BATCH_CREATE.match(path) or _BATCH_GET.match(path) or _FILE_DOWNLOAD.match(path):
+            record.task = "batch-api"
+            if not presented_key:
+                return error_reply(403, "Method doesn't allow unregistered callers.")
+            if self.api_key is not None and presented_key != self.api_key:
+                return _bad_key_reply()
+            return self._batch_api(record, path, presented_key)
+        match = _ROUTE.match(path)
         if record.method != "POST" or match is None:
             return error_reply(404, f"Invalid URL {record.method} {record.path}")
         record.model = match.group(2)
@@ -304,6 +330,106 @@ class FakeGemini(FakeServer):
         parts.append({"inlineData": {"mimeType": "image/png", "data": b64(png)}})
         candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
         return self._envelope(record, [candidate], self._usage(record, texts, images, out_tokens))
+
+
+    # -- Batch Mode ---------------------------------------------------------------------------------------
+    def _batch_api(self, record: RecordedRequest, path: str, key: str) -> Reply:
+        body = record.body if isinstance(record.body, dict) else {}
+        created = _BATCH_CREATE.match(path)
+        if created and record.method == "POST":
+            version, model = created.group(1), created.group(2)
+            batch = body.get("batch") or {}
+            requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests")
+            if not isinstance(requests, list) or not requests:
+                return error_reply(400, "batch.inputConfig.requests is required (fake: inline requests only).")
+            job = self._new_job("fakebatch", requests, key, model=model, version=version,
+                                display_name=batch.get("displayName", ""))
+            return Reply(200, self._operation(job))
+        download = _FILE_DOWNLOAD.match(path)
+        if download:
+            name = f"files/{download.group(2)}"
+            if name not in self.files:
+                return error_reply(404, f"File {name} not found.")
+            return Reply(200, raw=self.files[name], headers={"Content-Type": "application/octet-stream"})
+        got = _BATCH_GET.match(path)
+        if got is None:
+            return error_reply(404, f"Invalid URL {record.method} {record.path}")
+        job = self.jobs.get(got.group(2))
+        if job is None:
+            return error_reply(404, f"Batch batches/{got.group(2)} not found.")
+        if got.group(3):
+            with job.lock:
+                if not job.done:
+                    job.state = "cancelled"
+            return Reply(200, {})
+        fault = self._poll_fault()
+        if fault is not None:
+            record.fault = str(fault)
+            reply = self._fault_reply(fault, record, [], [])
+            if reply is not None:
+                return reply
+        self._advance(job)
+        return Reply(200, self._operation(job))
+
+    def _run_item(self, job: FakeJob, index: int, item: Any) -> tuple[int, Any]:
+        request = dict(item.get("request") or {})
+        model = str(request.pop("model", "") or job.meta["model"]).removeprefix("models/")
+        record = RecordedRequest(method="POST", path=f"/{job.meta['version']}/models/{model}:generateContent",
+                                 headers={}, body=request, auth_present=True, started=time.monotonic(),
+                                 batch=job.id)
+        self._record(record)
+        reply = self._handle(record, job.key)
+        record.status = reply.status
+        record.finished = time.monotonic()
+        return reply.status, reply.body
+
+    def _responses(self, job: FakeJob) -> list[dict[str, Any]]:
+        out = []
+        for index, status, body in job.results:
+            metadata = job.items[index].get("metadata")
+            if status == 200:
+                entry: dict[str, Any] = {"response": body}
+            else:
+                error = (body or {}).get("error") or {}
+                entry = {"error": {"code": _RPC_CODES.get(status, 2), "message": error.get("message", "")}}
+            if metadata is not None:
+                entry["metadata"] = metadata
+            out.append(entry)
+        return out
+
+    def _operation(self, job: FakeJob) -> dict[str, Any]:
+        ok = sum(1 for _, status, _ in job.results if status == 200)
+        meta: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "name": f"batches/{job.id}", "model": f"models/{job.meta['model']}",
+            "displayName": job.meta.get("display_name", ""), "state": _BATCH_STATES[job.state],
+            "createTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_unix)),
+            "updateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "batchStats": {"requestCount": str(len(job.items)), "successfulRequestCount": str(ok),
+                           "failedRequestCount": str(len(job.results) - ok),
+                           "pendingRequestCount": str(len(job.items) - len(job.results))},
+        }
+        operation: dict[str, Any] = {"name": f"batches/{job.id}", "metadata": meta, "done": job.done}
+        if job.done and job.state != "failed":
+            if self.batch_output == "file":
+                name = f"files/batch-out-{job.id}"
+                if name not in self.files:
+                    lines = []
+                    for entry in self._responses(job):
+                        key = (entry.pop("metadata", None) or {}).get("key")
+                        lines.append(json.dumps({"key": key, **entry}).encode())
+                    self.files[name] = b"\n".join(lines) + b"\n"
+                output: dict[str, Any] = {"responsesFile": name}
+            else:
+                output = {"inlinedResponses": {"inlinedResponses": self._responses(job)}}
+            meta["output"] = output
+            operation["response"] = {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput",
+                **output,
+            }
+        if job.state == "failed":
+            operation["error"] = {"code": 3, "message": "The batch is invalid (fake: scripted validation failure)."}
+        return operation
 
 
 def main(argv: list[str] | None = None) -> None:

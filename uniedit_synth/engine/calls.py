@@ -61,10 +61,19 @@ class CoordinatorLike(Protocol):
 @dataclass
 class Ledger:
     """What one record's calls cost and took, summed over stages (cached calls count at their original
-    cost and latency, so a resumed run writes the same rows as an uninterrupted one)."""
+    cost and latency, so a resumed run writes the same rows as an uninterrupted one).
+
+    `cost_usd` is the money this record's calls paid: a cached reply that another record paid for (the same
+    image and instruction) costs this row nothing, so summing rows gives the money spent; `attributed_usd`
+    also counts such shared replies (the row's `attributed_cost_usd`)."""
 
     cost_usd: float = 0.0
+    attributed_usd: float = 0.0
     latency_s: float = 0.0
+    #: the record this ledger belongs to; cache entries name the record that paid for them
+    owner: str = ""
+    #: batch-mode calls this record is waiting for (engine/batch.py), set when BatchPending is raised
+    deferred: list[Any] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=dict)
     spent_now_usd: float = 0.0
@@ -83,16 +92,24 @@ class Ledger:
         error: str | None = None,
         kind: str = "text",
         model: str = "",
+        paid_by: str | None = None,
+        batch: bool = False,
     ) -> None:
         if cached and key in self._counted:
             cost = 0.0  # the same reply used twice for one record (an identical retry) was paid once
         self._counted.add(key)
-        self.events.append(
-            {"stage": stage, "key": key, "cached": cached, "cost_usd": cost, "latency_s": round(latency, 4),
-             "error": error, "kind": kind, "model": model,
-             "attempt": self.attempt if stage in ("edit", "judge") else None}
-        )
-        self.cost_usd += cost
+        shared = cached and paid_by is not None and paid_by != self.owner
+        paid = 0.0 if shared else cost
+        event = {"stage": stage, "key": key, "cached": cached, "cost_usd": paid, "latency_s": round(latency, 4),
+                 "error": error, "kind": kind, "model": model,
+                 "attempt": self.attempt if stage in ("edit", "judge") else None}
+        if shared:
+            event["attributed_usd"] = cost
+        if batch:
+            event["batch"] = True
+        self.events.append(event)
+        self.cost_usd += paid
+        self.attributed_usd += cost
         self.latency_s += latency
         bucket = self.cache_hits if cached else self.calls
         bucket[stage] = bucket.get(stage, 0) + 1
@@ -100,16 +117,18 @@ class Ledger:
             self.spent_now_usd += cost
 
 
-def price(prices: dict[str, Price], model: str, usage: Usage) -> float:
+def price(prices: dict[str, Price], model: str, usage: Usage, batch: bool = False) -> float:
+    """What a call with `usage` costs at the table's prices (a batch job's at the model's batch_factor)."""
     p = prices.get(model)
     if p is None:
         return 0.0
-    return (
+    online = (
         usage.input_tokens * p.input_per_mtok / 1e6
         + usage.output_tokens * p.output_per_mtok / 1e6
         + usage.images_in * p.per_image_in
         + usage.images_out * p.per_image_out
     )
+    return online * p.batch_factor if batch else online
 
 
 def estimate_tokens(request: TextRequest | EditRequest) -> int:
@@ -142,6 +161,8 @@ class ModelCaller:
         self.rate_limited = rate_limited
         self.bucket = f"{backend.provider}/{backend.spec.model}" if hasattr(backend, "spec") else stage
         self._sleep = sleep
+        #: set by the worker when this stage runs in batch mode: a cache miss then waits for a batch job
+        self.batch: Any = None
 
     async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
         entry = await self._call("text", request, ledger)
@@ -156,20 +177,24 @@ class ModelCaller:
         hit = self.cache.get(key)
         if hit is not None:
             info = hit.meta.pop("_call")
-            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind, request.model)
+            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind,
+                       request.model, paid_by=info.get("paid_by"), batch=bool(info.get("batch")))
             if "error" in info:
                 raise _FINAL_ERRORS[info["error"]](info["detail"])
             return hit.meta, hit.payload
 
         if not await self.coordinator.budget_left():
             raise BudgetExhausted()
+        if self.batch is not None:
+            self.batch.defer(self, kind, key, request, ledger)  # raises BatchPending unless it goes online
         started = time.monotonic()
         try:
             reply = await self._with_retries(kind, request)
         except (SafetyBlocked, BadRequest, MalformedReply) as exc:
             latency = time.monotonic() - started
             code = next(name for name, cls in _FINAL_ERRORS.items() if isinstance(exc, cls))
-            info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500]}
+            info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500],
+                    "paid_by": ledger.owner}
             self.cache.put(key, {"_call": info})
             ledger.add(self.stage, 0.0, latency, False, key, code, kind, request.model)
             raise
@@ -178,7 +203,8 @@ class ModelCaller:
         meta = reply.model_dump(exclude={"image"})
         payload = reply.image if isinstance(reply, EditReply) else b""
         # persist first: the only window in which a kill loses a paid reply is this one write
-        self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency}}, payload)
+        self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency, "paid_by": ledger.owner}},
+                       payload)
         ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
         await self.coordinator.spend(cost)
         return meta, payload

@@ -35,7 +35,8 @@ from ..records import VQARecord
 from ..sources import open_source
 from ..store import RunDir, locked, summarise
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
-from .worker import CAPABILITY, ids_digest
+from .batch import JobStore, summarise_jobs
+from .worker import CAPABILITY, batch_route, ids_digest
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +151,25 @@ class Driver:
     async def _preflight(self) -> None:
         """Build every stage's backend once here, so an unknown type or a missing API key is a clear error
         before any worker starts (and before anything is paid for)."""
+        batched: list[str] = []
+        online: list[str] = []
         for stage_name, capability in CAPABILITY.items():
-            backend_name = getattr(self.config.stages, stage_name).backend
-            backend = create_backend(backend_name, self.config.backends[backend_name], capability,
+            stage = getattr(self.config.stages, stage_name)
+            backend = create_backend(stage.backend, self.config.backends[stage.backend], capability,
                                      seed=self.config.seed)
+            if stage.mode == "batch":
+                route = batch_route(backend, capability)
+                (batched if route is not None else online).append(
+                    stage_name if route is not None else f"{stage_name} ({self.config.backends[stage.backend].type})"
+                )
             await backend.aclose()
+        if online:  # said once per run: these stages asked for batch mode and cannot have it
+            message = (f"batch mode: no batch route for {', '.join(online)}; "
+                       f"{'that stage runs' if len(online) == 1 else 'those stages run'} online")
+            log.warning(message)
+            if self.log_format == "json":
+                self._emit({"event": "batch_unsupported", "stages": online})
+        self.batch_stages = batched
 
     async def _run(self) -> RunSummary:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -204,10 +219,12 @@ class Driver:
             # best effort on the way out of a failure (a full disk must not hide the real error)
             failed = status not in ("finished", "budget_exhausted")
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
-                self.run_dir.write_stats(
-                    {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                     "rate_limits": limiter}
-                )
+                extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
+                         "rate_limits": limiter}
+                jobs = JobStore(self.run_dir.fs).all()
+                if jobs:
+                    extra["batch_jobs"] = summarise_jobs(jobs)
+                self.run_dir.write_stats(extra)
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
@@ -318,6 +335,13 @@ class Driver:
         if top:
             postfix["top"] = f"{top[0]}:{top[1]}"
         postfix["$"] = f"{p['spent_usd']:.4f}"
+        batch = p.get("batch") or {}
+        if batch.get("jobs_submitted") or batch.get("jobs_done"):
+            in_flight = batch.get("jobs_submitted", 0) - batch.get("jobs_done", 0)
+            postfix["batch"] = (f"{in_flight} jobs in flight, "
+                                f"{batch.get('requests_done', 0)}/{batch.get('requests_submitted', 0)} req")
+            if in_flight > 0:
+                postfix["eta"] = "provider-bound"
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 

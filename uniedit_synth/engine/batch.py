@@ -1,0 +1,396 @@
+"""Batch mode: a batch-mode stage's cache misses go out as provider batch jobs whose results fill the response cache.
+
+A shard with a batch-mode stage runs in waves (worker.py). In a wave every record goes as far as it can; a call
+that misses the cache in a batch-mode stage is not sent: it is noted in the record's ledger and the record stops
+(`BatchPending`). When every record of the wave has finished or stopped, `BatchRunner.run_wave` sends the noted
+calls (one per request key) as provider batch jobs, writes each job's id to `<out>/batches/` (atomically)
+before the first poll, polls, and puts every result into the response cache under its request key, priced at the
+batch price. The next wave replays the waiting records from the cache and they run on to their next stage, so the
+rows, the call index, `inspect` and resume work as for online calls.
+
+Resume: a rerun replays the shard; a noted call whose key belongs to a job in `<out>/batches/` that was not
+ingested yet re-attaches to that job (polls it, never resubmits it). A job that ends expired, cancelled or failed
+keeps the results it has and the rest of its requests come back in the next wave as a new job; a request that
+got no result from `max_job_attempts` jobs goes online (`on_failure: online`) or stops the run (`stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import (
+    AuthError,
+    BadRequest,
+    EditReply,
+    EditRequest,
+    MalformedReply,
+    RetryableError,
+    SafetyBlocked,
+    TextRequest,
+)
+from ..config import BatchSpec, Price
+from ..errors import AuthenticationFailed, UniEditError
+from ..runfs import RunFS
+from .cache import ResponseCache
+from .calls import BudgetExhausted, estimate_tokens, price
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("completed", "expired", "cancelled", "failed")
+_FINAL = {SafetyBlocked: "safety_blocked", BadRequest: "bad_request", MalformedReply: "malformed"}
+#: output tokens assumed per text call when reserving a job's budget (no max_tokens in the params)
+EST_OUTPUT_TOKENS = 600
+
+
+class BatchPending(Exception):
+    """A record waits for a batch job: the call is in its ledger's `deferred` list."""
+
+
+class BatchJobFailed(UniEditError):
+    """Requests got no result from `max_job_attempts` batch jobs and `on_failure` is `stop`."""
+
+
+@dataclass
+class DeferredCall:
+    caller: Any  # the stage's ModelCaller
+    kind: str
+    key: str
+    request: TextRequest | EditRequest
+    owner: str
+
+
+@dataclass
+class JobStatus:
+    """A provider batch job as the engine sees it; `state` is one of pending, running, or TERMINAL."""
+
+    state: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    detail: str = ""
+
+
+@dataclass
+class ItemResult:
+    """One request's outcome inside a finished job: a reply, or an error (final ones are cached as for online)."""
+
+    reply: Any = None
+    error: Exception | None = None
+
+
+class BatchState:
+    """What the batch-mode callers of one worker share: requests sent online after failed jobs, requests the
+    budget had no room for, and how many jobs each request went through without a result."""
+
+    def __init__(self) -> None:
+        self.online: set[str] = set()
+        self.exhausted: set[str] = set()
+        self.failures: Counter[str] = Counter()
+
+
+class StageBatch:
+    """Batch mode of one stage's ModelCaller (set as `caller.batch`)."""
+
+    def __init__(self, stage: str, route: Any, spec: BatchSpec, state: BatchState):
+        self.stage = stage
+        self.route = route
+        self.spec = spec
+        self.state = state
+
+    def defer(self, caller: Any, kind: str, key: str, request: TextRequest | EditRequest, ledger: Any) -> None:
+        if key in self.state.exhausted:
+            raise BudgetExhausted()
+        if key in self.state.online:
+            return  # its jobs failed: the caller sends it online
+        ledger.deferred.append(DeferredCall(caller, kind, key, request, ledger.owner))
+        raise BatchPending(self.stage)
+
+
+# -- the job files under <out>/batches/ -----------------------------------------------------------------------
+class JobStore:
+    """`<out>/batches/<name>.json`, one per job: provider job id, stage, model, request keys and their payers,
+    status. Written atomically when the job is created (before the first poll) and again when it is ingested."""
+
+    def __init__(self, out: RunFS):
+        self.fs = out
+
+    def all(self) -> list[dict[str, Any]]:
+        jobs = []
+        for name in self.fs.list("batches", "*.json"):
+            blob = self.fs.read_bytes(f"batches/{name}")
+            try:
+                job = json.loads(blob or b"")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("batches/%s is unreadable; ignoring it", name)
+                continue
+            if isinstance(job, dict) and job.get("job_id"):
+                jobs.append(job)
+        return jobs
+
+    def write(self, job: dict[str, Any]) -> None:
+        data = json.dumps(job, sort_keys=True).encode()
+        self.fs.write_bytes(f"batches/{job['name']}.json", data, fsync=True, what="the batch job list")
+
+
+def summarise_jobs(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Jobs by status and request counts, for `uniedit stats` and stats.json."""
+    by_status: Counter[str] = Counter(j.get("status", "?") for j in jobs)
+    return {
+        "jobs": len(jobs),
+        "by_status": dict(by_status),
+        "requests": sum(int(j.get("requests", 0)) for j in jobs),
+        "results": sum(int(j.get("results", 0)) for j in jobs),
+        "in_flight": sum(1 for j in jobs if j.get("status") not in ("ingested",)),
+        "spent_usd": round(sum(float(j.get("spent_usd", 0.0)) for j in jobs), 8),
+    }
+
+
+def request_info(calls: list[DeferredCall]) -> dict[str, Any]:
+    """What reading a job's results needs to know of each request (kind, model, input images, reply schema),
+    kept in the job file so that a rerun can ingest a job whose requests it never built."""
+    info: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+    for call in calls:
+        request = call.request
+        entry: dict[str, Any] = {"kind": call.kind, "model": request.model}
+        if isinstance(request, TextRequest):
+            entry["images"] = len(request.images)
+            if request.response_schema is not None:
+                blob = json.dumps(request.response_schema, sort_keys=True).encode()
+                sid = hashlib.sha256(blob).hexdigest()[:16]
+                schemas[sid] = request.response_schema
+                entry["schema"] = sid
+        info[call.key] = entry
+    return {"info": info, "schemas": schemas}
+
+
+# -- running a wave's jobs -------------------------------------------------------------------------------------
+class BatchRunner:
+    """Sends a wave's deferred calls as batch jobs (or re-attaches to the jobs that hold them), polls, ingests."""
+
+    def __init__(self, out: RunFS, cache: ResponseCache, coordinator: Any, prices: dict[str, Price],
+                 state: BatchState, sleep=asyncio.sleep):
+        self.store = JobStore(out)
+        self.cache = cache
+        self.coordinator = coordinator
+        self.prices = prices
+        self.state = state
+        self._sleep = sleep
+        self._tasks: dict[str, asyncio.Task] = {}  # job name -> its poll+ingest task (shared by shards)
+        self._known: dict[str, dict[str, Any]] | None = None  # job name -> job file (this worker's view)
+        self.progress: Counter[str] = Counter()
+
+    def _jobs(self) -> dict[str, dict[str, Any]]:
+        if self._known is None:
+            self._known = {job["name"]: job for job in self.store.all()}
+        return self._known
+
+    def _live_job_of(self, key: str) -> dict[str, Any] | None:
+        for job in self._jobs().values():
+            if job.get("status") != "ingested" and key in job.get("owners", {}):
+                return job
+        return None
+
+    async def run_wave(self, shard: int, deferred: list[DeferredCall]) -> dict[str, int]:
+        """Send, attach to and wait for the jobs that answer `deferred`; returns counts for the manifest."""
+        first: dict[str, DeferredCall] = {}
+        for call in deferred:  # one request per key: identical calls of several records are paid once
+            first.setdefault(call.key, call)
+        waiting: list[asyncio.Task] = []
+        mine: list[asyncio.Task] = []  # the jobs this wave follows itself (their money is this shard's)
+        fresh: dict[int, list[DeferredCall]] = {}
+        callers: dict[int, Any] = {}
+        attached = submitted = 0
+        for key, call in first.items():
+            if self.cache.peek(key)[1]:
+                continue  # answered meanwhile (another shard's job)
+            job = self._live_job_of(key)
+            if job is not None:
+                if job["name"] not in self._tasks:
+                    attached += 1
+                    self.progress["jobs_submitted"] += 1
+                    self.progress["requests_submitted"] += int(job.get("requests", 0))
+                    self._tasks[job["name"]] = asyncio.ensure_future(self._follow(job, call.caller))
+                    mine.append(self._tasks[job["name"]])
+                waiting.append(self._tasks[job["name"]])
+                continue
+            fresh.setdefault(id(call.caller), []).append(call)
+            callers[id(call.caller)] = call.caller
+        for caller_id, calls in fresh.items():
+            for chunk in await self._fit_budget(self._chunks(callers[caller_id], calls)):
+                job = await self._submit(shard, callers[caller_id], chunk)
+                submitted += 1
+                self._tasks[job["name"]] = asyncio.ensure_future(self._follow(job, callers[caller_id]))
+                mine.append(self._tasks[job["name"]])
+                waiting.append(self._tasks[job["name"]])
+        if waiting:
+            await asyncio.gather(*set(waiting))
+        spent = sum(task.result() for task in mine)
+        missing = [call for key, call in first.items() if not self.cache.peek(key)[1]
+                   and key not in self.state.exhausted]
+        for call in missing:
+            self.state.failures[call.key] += 1
+            spec = call.caller.batch.spec
+            if self.state.failures[call.key] >= spec.max_job_attempts:
+                if spec.on_failure == "stop":
+                    raise BatchJobFailed(
+                        f"stage {call.caller.stage}: a request got no result from {spec.max_job_attempts} batch "
+                        "jobs; see <out>/batches/ (set batch.on_failure: online to send such requests online)"
+                    )
+                self.state.online.add(call.key)
+        return {"jobs_submitted": submitted, "jobs_attached": attached, "requests": len(first),
+                "retried": len(missing), "spent_usd": spent}
+
+    # -- splitting and budget ----------------------------------------------------------------------------
+    def _chunks(self, caller: Any, calls: list[DeferredCall]) -> list[list[tuple[DeferredCall, int]]]:
+        spec: BatchSpec = caller.batch.spec
+        route = caller.batch.route
+        chunks: list[list[tuple[DeferredCall, int]]] = [[]]
+        size = 0
+        for call in calls:
+            n = route.request_bytes(call.kind, call.request)
+            if chunks[-1] and (len(chunks[-1]) >= spec.max_requests or size + n > spec.max_bytes):
+                chunks.append([])
+                size = 0
+            chunks[-1].append((call, n))
+            size += n
+        return [c for c in chunks if c]
+
+    def estimate(self, call: DeferredCall) -> float:
+        request = call.request
+        if isinstance(request, EditRequest):
+            usage = {"input_tokens": estimate_tokens(request), "output_tokens": 0, "images_in": 1, "images_out": 1}
+        else:
+            out = request.params.get("max_tokens") or request.params.get("max_output_tokens") or EST_OUTPUT_TOKENS
+            usage = {"input_tokens": estimate_tokens(request), "output_tokens": int(out),
+                     "images_in": len(request.images), "images_out": 0}
+        from ..backends.base import Usage
+
+        return price(self.prices, request.model, Usage(**usage), batch=True)
+
+    async def _fit_budget(self, chunks: list[list[tuple[DeferredCall, int]]]) -> list[list[DeferredCall]]:
+        """Reserve each chunk's estimated cost before it is submitted; what does not fit is budget_exhausted."""
+        out: list[list[DeferredCall]] = []
+        for chunk in chunks:
+            kept: list[DeferredCall] = []
+            for call, _ in chunk:
+                usd = self.estimate(call)
+                if await self.coordinator.reserve(usd):
+                    kept.append(call)
+                else:
+                    self.state.exhausted.add(call.key)
+            if kept:
+                out.append(kept)
+        return out
+
+    # -- one job -----------------------------------------------------------------------------------------
+    async def _submit(self, shard: int, caller: Any, calls: list[DeferredCall]) -> dict[str, Any]:
+        batch: StageBatch = caller.batch
+        name = f"{batch.stage}-{shard:05d}-{uuid.uuid4().hex[:10]}"
+        items = [(call.key, call.kind, call.request) for call in calls]
+        estimate = sum(self.estimate(call) for call in calls)
+        try:
+            job_id = await batch.route.submit(items, name, batch.spec)
+        except AuthError as exc:
+            raise AuthenticationFailed(f"{caller.bucket}: the provider rejected the API key ({exc})") from None
+        job = {
+            "name": name, "job_id": job_id, "provider": batch.route.provider, "stage": batch.stage,
+            "model": calls[0].request.model, "shard": shard, "status": "submitted",
+            "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "submitted_unix": time.time(),
+            "requests": len(calls), "owners": {c.key: c.owner for c in calls},
+            "estimated_usd": round(estimate, 8), **request_info(calls),
+        }
+        # persisted before the first poll: a driver killed from here on re-attaches instead of resubmitting
+        self.store.write(job)
+        self._jobs()[name] = job
+        self.progress["jobs_submitted"] += 1
+        self.progress["requests_submitted"] += len(calls)
+        log.info("batch job %s (%s, %d requests) submitted for stage %s", job_id, name, len(calls), batch.stage)
+        return job
+
+    async def _follow(self, job: dict[str, Any], caller: Any) -> float:
+        """Poll a job to its end and ingest its results; returns the money it cost."""
+        batch: StageBatch = caller.batch
+        status = await self._poll_until_done(job, batch)
+        results = await self._results(job, batch, status)
+        spent = 0.0
+        done = 0
+        latency = max(0.0, time.time() - float(job.get("submitted_unix", time.time())))
+        for key, item in results.items():
+            owner = job["owners"].get(key)
+            if owner is None or self.cache.peek(key)[1]:
+                continue  # not ours, or already stored (a re-attached job another worker ingested)
+            if item.error is not None:
+                code = next((c for cls, c in _FINAL.items() if isinstance(item.error, cls)), None)
+                if code is None:
+                    continue  # retryable: back to the pool, next wave
+                self.cache.put(key, {"_call": {"cost_usd": 0.0, "latency_s": latency, "error": code,
+                                               "detail": str(item.error)[:500], "paid_by": owner,
+                                               "batch": True, "job": job["name"]}})
+                done += 1
+                continue
+            reply = item.reply
+            model = reply.model or job["model"]
+            cost = price(self.prices, model, reply.usage, batch=True)
+            meta = reply.model_dump(exclude={"image"})
+            payload = reply.image if isinstance(reply, EditReply) else b""
+            self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency, "paid_by": owner,
+                                                   "batch": True, "job": job["name"]}}, payload)
+            spent += cost
+            done += 1
+        await self.coordinator.release(float(job.get("estimated_usd", 0.0)))
+        if spent:
+            await self.coordinator.spend(spent)
+        job.update(status="ingested", provider_status=status.state, results=done,
+                   spent_usd=round(spent, 8), ingested_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if status.detail:
+            job["detail"] = status.detail[:500]
+        self.store.write(job)
+        self.progress["jobs_done"] += 1
+        self.progress["requests_done"] += done
+        self.progress["spent_usd_x1e8"] += round(spent * 1e8)
+        if status.state != "completed":
+            log.warning("batch job %s ended %s%s: %d of %d requests answered; the rest go out again",
+                        job["job_id"], status.state, f" ({status.detail})" if status.detail else "", done,
+                        job["requests"])
+        return spent
+
+    async def _poll_until_done(self, job: dict[str, Any], batch: StageBatch) -> JobStatus:
+        failures = 0
+        while True:
+            try:
+                status = await batch.route.poll(job["job_id"])
+                failures = 0
+            except RetryableError as exc:  # a poll that failed (5xx, timeout) says nothing about the job
+                failures += 1
+                log.info("polling batch job %s failed (%s); polling again", job["job_id"], exc)
+                await self._sleep(min(batch.spec.poll_s * (2 ** min(failures, 6)), 600.0))
+                continue
+            except AuthError as exc:
+                raise AuthenticationFailed(f"batch job {job['job_id']}: the provider rejected the API key "
+                                           f"({exc})") from None
+            if status.state in TERMINAL:
+                return status
+            await self._sleep(batch.spec.poll_s)
+
+    async def _results(self, job: dict[str, Any], batch: StageBatch, status: JobStatus) -> dict[str, ItemResult]:
+        schemas = job.get("schemas", {})
+        requests = {key: {**info, "schema": schemas.get(info.get("schema"))}
+                    for key, info in job.get("info", {}).items()}
+        attempt = 0
+        while True:
+            try:
+                return await batch.route.results(job["job_id"], requests)
+            except RetryableError as exc:
+                attempt += 1
+                if attempt > 8:
+                    raise UniEditError(f"cannot download the results of batch job {job['job_id']}: {exc}") from None
+                await self._sleep(min(batch.spec.poll_s * attempt, 300.0))
