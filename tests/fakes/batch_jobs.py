@@ -70,6 +70,15 @@ class BatchJobs:
         self._job_ids = itertools.count(1)
         self._held = threading.Event()
 
+    def clear(self) -> None:
+        """Also forget the jobs and the batch scripts."""
+        super().clear()  # type: ignore[misc]
+        with self._lock:
+            self.jobs.clear()
+            self._job_script.clear()
+            self._poll_script.clear()
+        self._held.clear()
+
     # -- scripting -------------------------------------------------------------------------------------------
     def batch_script(self, outcomes: Iterable[str]) -> None:
         outcomes = list(outcomes)

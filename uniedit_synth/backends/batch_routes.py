@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import BadRequest, BackendError, MalformedReply, RetryableError, SafetyBlocked, TextReply, Usage
+from .base import BackendError, BadRequest, MalformedReply, RetryableError, SafetyBlocked, TextReply, Usage
 from .replies import parse_reply, truncate
 
 # job states as the engine names them (engine/batch.py JobStatus)

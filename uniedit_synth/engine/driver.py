@@ -34,8 +34,8 @@ from ..prompts import prompt_hashes
 from ..records import VQARecord
 from ..sources import open_source
 from ..store import RunDir, locked, summarise
-from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .batch import JobStore, summarise_jobs
+from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, batch_route, ids_digest
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,225 @@
+"""Batch mode end to end: `uniedit synth --pipeline uniedit --batch` against the fakes' batch protocols (OpenAI Files +
+Batches, Gemini batchGenerateContent) through the real `openai` and `google-genai` clients.
+
+What is checked: every record ends; every call goes through batch jobs; the run costs half the online run's to
+1e-9 with the same accepted rows; a driver SIGKILLed with a job in flight re-attaches to it (no job resubmitted,
+no request paid twice, same output); an expired job keeps its done half and resubmits only the rest; failed
+validation, item-level errors and a poll answered 500 are survived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import uniedit_cmd
+from tests.e2e.test_backends_e2e import (
+    FAST_RETRY,
+    GEMINI_KEY,
+    KEY_ENV,
+    OPENAI_KEY,
+    Once,
+    about,
+    assert_no_key_anywhere,
+    backend_args,
+    reasons,
+    rid,
+    rows,
+    scripted_usage,
+    stats,
+    synth,
+    task_is,
+)
+from tests.fakes import FakeGemini, FakeOpenAI
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ("classify", "rewrite", "edit", "judge")
+FAST_POLL = [arg for stage in STAGES for arg in ("--set", f"stages.{stage}.batch.poll_s=0.02")]
+GPT_CLASSIFY = ["--set", "stages.classify.trust_source_category=false"]  # GPT-4o classifies, as in the paper
+BATCH = ["--batch", *FAST_POLL, *GPT_CLASSIFY]
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeOpenAI, FakeGemini]]:
+    with FakeOpenAI(api_key=OPENAI_KEY) as openai_fake, FakeGemini(api_key=GEMINI_KEY) as gemini_fake:
+        scripted_usage(openai_fake, gemini_fake)
+        yield openai_fake, gemini_fake
+
+
+def online_calls(fake: FakeOpenAI | FakeGemini) -> Counter:
+    """Model calls sent online (not as batch items, not the batch API's own requests)."""
+    return Counter(r.task for r in fake.requests if not r.batch and r.task != "batch-api")
+
+
+def paid_twice(*fakes: FakeOpenAI | FakeGemini) -> list[str]:
+    """Bodies of model requests the fakes answered (billed) more than once."""
+    bodies = Counter(
+        json.dumps(r.body, sort_keys=True, default=repr)
+        for fake in fakes for r in fake.requests if r.task not in ("batch-api",) and r.status == 200
+    )
+    return [body[:80] for body, n in bodies.items() if n > 1]
+
+
+def comparable(found: dict[str, dict[str, Any]]) -> dict[str, tuple]:
+    return {
+        k: (r["accepted"], r["reject_reason"], r["task_category"], r["edit_instruction"], r["score"],
+            (r.get("edited_image") or {}).get("bytes"))
+        for k, r in found.items()
+    }
+
+
+def job_files(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out / "batches").glob("*.json"))]
+
+
+def test_batch_run_costs_half_the_online_run_with_the_same_rows(tmp_path, fakes):
+    openai_fake, gemini_fake = fakes
+    online = synth("uniedit", tmp_path / "online", openai_fake, gemini_fake, *GPT_CLASSIFY,
+                   "--shard-size", "5", records=10)
+    assert online.returncode == 0, online.stderr
+    openai_fake.clear()
+    gemini_fake.clear()
+    batch = synth("uniedit", tmp_path / "batch", openai_fake, gemini_fake, *BATCH, "--shard-size", "5",
+                  records=10, progress=True)
+    assert batch.returncode == 0, batch.stderr
+
+    # every record ends, and every model call went through a batch job
+    on, off = rows(tmp_path / "online"), rows(tmp_path / "batch")
+    assert len(off) == 10 and set(off) == set(on)
+    assert online_calls(openai_fake) == {} and online_calls(gemini_fake) == {}
+    assert Counter(r.task for r in openai_fake.batch_items) == {"classify": 10, "rewrite": 10, "judge": 10}
+    assert Counter(r.task for r in gemini_fake.batch_items) == {"edit": 10}
+    # the same accepted rows, at half the money
+    assert comparable(off) == comparable(on)
+    assert stats(tmp_path / "batch")["cost_usd"] == pytest.approx(0.5 * stats(tmp_path / "online")["cost_usd"],
+                                                                 abs=1e-9)
+    for key, row in off.items():
+        assert row["cost_usd"] == pytest.approx(0.5 * on[key]["cost_usd"], abs=1e-9)
+    jobs = job_files(tmp_path / "batch")
+    assert {j["status"] for j in jobs} == {"ingested"} and sum(j["requests"] for j in jobs) == 40
+    assert stats(tmp_path / "batch")["batch_jobs"]["jobs"] == len(jobs)
+    assert "provider-bound" in batch.stderr or "batch=" in batch.stderr  # the progress bar shows the jobs
+    stats_text = subprocess.run(uniedit_cmd("stats", str(tmp_path / "batch")), capture_output=True, text=True,
+                                env={**os.environ}).stdout
+    assert f"batch jobs: {len(jobs)} (ingested {len(jobs)}); 40 requests, 40 answered" in stats_text
+
+
+def test_sigkill_with_a_job_in_flight_reattaches_and_pays_nothing_twice(tmp_path, fakes):
+    openai_fake, gemini_fake = fakes
+    # the reference: an uninterrupted batch run
+    reference = synth("uniedit", tmp_path / "reference", openai_fake, gemini_fake, *BATCH, records=6)
+    assert reference.returncode == 0, reference.stderr
+    reference_jobs = len(openai_fake.jobs) + len(gemini_fake.jobs)
+    openai_fake.clear()
+    gemini_fake.clear()
+
+    gemini_fake.batch_script(["hold"])  # the edit job stays in progress until released
+    out = tmp_path / "run"
+    args = ["synth", "--pipeline", "uniedit", "--source", "scenes", "--out", str(out), "--limit", "6",
+            "--engine", "inline", "--no-progress", *backend_args("uniedit", openai_fake.base_url,
+                                                                 gemini_fake.base_url), *FAST_RETRY, *BATCH]
+    env = {**os.environ, **KEY_ENV}
+    proc = subprocess.Popen(uniedit_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            held = [j for j in gemini_fake.jobs.values() if j.outcome == "hold"]
+            if held and held[0].polls >= 2 and any(j["stage"] == "edit" for j in job_files(out)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the edit job was never submitted and polled")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    jobs_before = len(openai_fake.jobs) + len(gemini_fake.jobs)
+    assert not (out / "data").exists() or not list((out / "data").glob("*.parquet"))
+    gemini_fake.release()
+
+    rerun = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, records=6)
+    assert rerun.returncode == 0, rerun.stderr
+    # 0 jobs resubmitted: the rerun created only the jobs that came after the held one (judge)
+    new_jobs = len(openai_fake.jobs) + len(gemini_fake.jobs) - jobs_before
+    assert len(gemini_fake.jobs) == 1 and new_jobs == reference_jobs - jobs_before
+    assert paid_twice(openai_fake, gemini_fake) == []
+    files = job_files(out)
+    assert len({j["job_id"] for j in files}) == len(files) == reference_jobs
+    assert comparable(rows(out)) == comparable(rows(tmp_path / "reference"))
+    assert stats(out)["cost_usd"] == pytest.approx(stats(tmp_path / "reference")["cost_usd"], abs=1e-9)
+
+
+def test_expired_job_keeps_its_done_half_and_resubmits_only_the_rest(tmp_path, fakes):
+    openai_fake, gemini_fake = fakes
+    gemini_fake.batch_script(["expire_half"])
+    out = tmp_path / "run"
+    proc = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, records=6)
+    assert proc.returncode == 0, proc.stderr
+    first, second = sorted(gemini_fake.jobs.values(), key=lambda j: j.id)
+    assert first.state == "expired" and first.answered == 3 and len(first.items) == 6
+    keys_of = lambda job: {item["metadata"]["key"] for item in job.items}  # noqa: E731
+    done = {first.items[i]["metadata"]["key"] for i, _, _ in first.results}
+    assert keys_of(second) == keys_of(first) - done and len(second.items) == 3
+    assert paid_twice(openai_fake, gemini_fake) == []
+    found = rows(out)
+    assert len(found) == 6 and all(r["accepted"] for r in found.values())
+    statuses = Counter(j.get("provider_status") for j in job_files(out) if j["stage"] == "edit")
+    assert statuses == {"expired": 1, "completed": 1}
+    assert "ended expired: 3 of 6 requests answered" in proc.stderr
+
+
+def test_failed_validation_item_errors_and_a_500_poll_are_survived(tmp_path, fakes):
+    openai_fake, gemini_fake = fakes
+    openai_fake.batch_script(["fail_validation"])  # the first (classify) job
+    openai_fake.poll_script(["500", "503"])
+    bad, flaky = Once(task_is("classify", about(1)), "400"), Once(task_is("rewrite", about(2)), "500")
+    openai_fake.script(lambda request: bad(request) or flaky(request))
+    out = tmp_path / "run"
+    proc = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, records=5)
+    assert proc.returncode == 0, proc.stderr
+    assert bad.hit and flaky.hit
+    found = rows(out)
+    assert len(found) == 5
+    # the classify stage's failures are `rewrite_failed` rejects (stages/classify.py), as online
+    assert reasons(found) == {"rewrite_failed": 1} and "HTTP 400" in found[rid(1)]["reject_detail"]
+    assert all(found[rid(i)]["accepted"] for i in (0, 2, 3, 4))
+    states = Counter(j.state for j in openai_fake.jobs.values())
+    # classify again, rewrite, rewrite retry, judge; record 2 (one wave behind) has a judge job of its own
+    assert states == {"failed": 1, "completed": 5}
+    # the item that failed with a 500 was sent again in a new job; the 400 was final (cached, not resent)
+    assert sum(1 for r in openai_fake.batch_items if r.task == "rewrite" and about(2)(r)) == 2
+    assert sum(1 for r in openai_fake.batch_items if r.task == "classify" and about(1)(r)) == 1
+    assert paid_twice(gemini_fake) == []
+
+
+def test_gemini_results_from_a_responses_file(tmp_path, fakes):
+    openai_fake, gemini_fake = fakes
+    gemini_fake.batch_output = "file"
+    proc = synth("uniedit", tmp_path / "run", openai_fake, gemini_fake, *BATCH, records=3)
+    assert proc.returncode == 0, proc.stderr
+    found = rows(tmp_path / "run")
+    assert len(found) == 3 and all(r["accepted"] for r in found.values())
+    assert len(gemini_fake.batch_items) == 3 and online_calls(gemini_fake) == {}
+
+
+def test_batch_flag_on_builtin_backends_says_once_that_they_run_online(tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "run"
+    proc = run_cli("synth", "--out", str(out), "--limit", "6", "--engine", "inline", "--no-progress", "--batch")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "batch mode" in line]
+    assert len(lines) == 1 and "classify (builtin), rewrite (builtin), edit (builtin), judge (builtin)" in lines[0]
+    assert not (out / "batches").exists()
+    assert_no_key_anywhere(out, proc.stdout, proc.stderr)
