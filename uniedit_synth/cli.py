@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from .config import Replace
-from .errors import UniEditError
+from .config import Replace, load_yaml_text
+from .errors import ConfigError, UniEditError, UnsafeYAML
 
 app = typer.Typer(
     name="uniedit",
@@ -82,9 +81,11 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UniEditError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+            value = load_yaml_text(raw, f"--set {key.strip()}") if raw.strip() else ""
+        except UnsafeYAML:
+            raise
+        except ConfigError:
+            value = raw  # not YAML: the plain string
         put(key.strip(), Replace(value) if isinstance(value, dict) else value, explicit=True)
     return out
 
@@ -349,6 +350,21 @@ def format_stats(t: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """click's ClickException, and typer's vendored copy of it (typer >= 0.26 raises `typer._click` exceptions,
+    older releases click's own): a usage error of either kind is printed the same way."""
+    import click
+
+    types: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        types.append(VendoredClickException)
+    return tuple(types)
+
+
 def main() -> None:
     """Console entry point: user errors print one line (no traceback) and exit non-zero."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -365,10 +381,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        if isinstance(exc, _click_exception_types()):  # a usage error: click's own message, exit 2
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, UnsafeYAML
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PIPELINES_DIR = REPO_ROOT / "pipelines"
@@ -245,18 +245,65 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
     return f"invalid pipeline config {origin}: " + "; ".join(parts)
 
 
-def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read and validate a pipeline YAML; `overrides` is a nested dict merged on top (from CLI flags)."""
-    path = resolve_pipeline_path(name_or_path)
+#: a pipeline is a few hundred YAML nodes; anchors and aliases may repeat parts, but expanded it must stay small
+#: (a "billion laughs" alias bomb of 1.4 KB expands to billions of nodes when validated or hashed)
+MAX_YAML_NODES = 100_000
+
+
+def load_yaml_text(text: str, origin: str) -> Any:
+    """`yaml.safe_load` with the alias expansion bounded: the document's node graph is composed (aliases are
+    shared nodes there, so this is cheap), its size with every alias expanded is counted, and a document over
+    MAX_YAML_NODES is refused before anything is built from it. Errors are one-line ConfigErrors."""
+    loader = yaml.SafeLoader(text)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise UnsafeYAML(
+                f"{origin}: refused, its anchors and aliases expand to more than {MAX_YAML_NODES} YAML nodes "
+                "(an alias bomb?); write the values out instead"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML at{where}: {problem}") from None
+        raise ConfigError(f"{origin}: not valid YAML at{where}: {problem}") from None
+    except RecursionError:
+        raise UnsafeYAML(f"{origin}: refused, nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node that (through an alias) contains itself is refused too
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size = min(size, MAX_YAML_NODES + 1)
+    return size
+
+
+def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML; `overrides` is a nested dict merged on top (from CLI flags)."""
+    path = resolve_pipeline_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); save it as UTF-8"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror or exc}") from None
+    raw = load_yaml_text(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a pipeline file must be a YAML mapping, got {type(raw).__name__}")
     return parse_pipeline(raw, origin=str(path), overrides=overrides)

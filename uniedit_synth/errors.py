@@ -13,6 +13,10 @@ class ConfigError(UniEditError):
     """The pipeline YAML or a CLI option is invalid."""
 
 
+class UnsafeYAML(ConfigError):
+    """A YAML document refused before it is built: its aliases expand too far, or it is nested too deeply."""
+
+
 class SourceError(UniEditError):
     """A VQA source cannot be opened or read at all (single bad records are rejects, not errors)."""
 
@@ -35,6 +39,11 @@ class BackendConfigError(UniEditError):
 
 class AuthenticationFailed(UniEditError):
     """A provider rejected the API key (HTTP 401/403): the run stops, nothing more is paid."""
+
+
+class ProviderUnreachable(UniEditError):
+    """A provider stayed unreachable after the retries (connection refused, DNS, TLS, timeouts): an outage, so
+    the run stops with the shards in flight unfinished, and a rerun picks them up (never a reject)."""
 
 
 class DiskFullError(OutputDirError):

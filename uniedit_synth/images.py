@@ -73,13 +73,15 @@ def load_image_bytes(ref: str, *, image_root: Path | str | None, policy: InputPo
 
 def resolve_under_root(ref: str, image_root: Path | str | None) -> Path:
     """`ref` resolved (symlinks followed) against `image_root`; refused when the result lies outside it."""
+    if "\x00" in ref:
+        raise ImageRejected("image path contains a NUL byte")
     root = Path(image_root if image_root is not None else os.getcwd()).resolve()
     candidate = Path(ref).expanduser() if ref.startswith("~") else Path(ref)
     if not candidate.is_absolute():
         candidate = root / candidate
     try:
         resolved = candidate.resolve(strict=False)
-    except (OSError, RuntimeError):  # symlink loops
+    except (OSError, RuntimeError, ValueError):  # symlink loops, names the OS refuses
         raise ImageRejected(f"image path cannot be resolved: {ref}") from None
     if resolved != root and root not in resolved.parents:
         raise ImageRejected(f"image path escapes the image root: {ref}")

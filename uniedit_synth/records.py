@@ -32,6 +32,7 @@ class RejectReason(str, Enum):
     duplicate_id = "duplicate_id"
     filtered_category = "filtered_category"
     category_capped = "category_capped"
+    classify_failed = "classify_failed"
     rewrite_failed = "rewrite_failed"
     leaks_answer = "leaks_answer"
     edit_failed = "edit_failed"

@@ -25,6 +25,7 @@ from uniedit_synth.backends.base import (
     SafetyBlocked,
     TextReply,
     TextRequest,
+    Unreachable,
     Usage,
 )
 from uniedit_synth.backends.gemini_backend import GeminiEditor, GeminiText
@@ -256,14 +257,14 @@ def test_timeout_is_retryable(server: FakeGemini) -> None:
     server.script(["slow:6"])
     started = time.monotonic()
     exc = expect_error(edit, editor(server, timeout_s=0.3), edit_request())
-    assert type(exc) is RetryableError and "timed out" in str(exc)
+    assert type(exc) is Unreachable and "timed out" in str(exc)
     assert time.monotonic() - started < 4.5  # the reply would take 6 s
 
 
 def test_dropped_connection_is_retryable(server: FakeGemini) -> None:
     server.script(["drop"])
     exc = expect_error(complete, GeminiText(make_spec(server)), judge_request())
-    assert type(exc) is RetryableError and "connection" in str(exc)
+    assert type(exc) is Unreachable and "connection" in str(exc)
 
 
 @pytest.mark.parametrize("status", ["400", "404", "422"])

@@ -26,6 +26,7 @@ from uniedit_synth.backends.base import (
     SafetyBlocked,
     TextReply,
     TextRequest,
+    Unreachable,
     Usage,
 )
 from uniedit_synth.backends.openai_backend import OpenAICompatibleText, OpenAIEditor, OpenAIText
@@ -298,14 +299,14 @@ def test_timeout_is_retryable(server: FakeOpenAI) -> None:
     server.script(["slow:6"])
     started = time.monotonic()
     exc = expect_error(complete, OpenAIText(make_spec(server, timeout_s=0.3)), classify_request())
-    assert type(exc) is RetryableError and "timed out" in str(exc)
+    assert type(exc) is Unreachable and "timed out" in str(exc)
     assert time.monotonic() - started < 4.5  # the reply would take 6 s
 
 
 def test_dropped_connection_is_retryable(server: FakeOpenAI) -> None:
     server.script(["drop"])
     exc = expect_error(complete, OpenAIText(make_spec(server)), classify_request())
-    assert type(exc) is RetryableError and "connection" in str(exc)
+    assert type(exc) is Unreachable and "connection" in str(exc)
 
 
 @pytest.mark.parametrize("status", ["400", "404", "422"])

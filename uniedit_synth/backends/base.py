@@ -93,6 +93,11 @@ class RetryableError(BackendError):
         self.status = status
 
 
+class Unreachable(RetryableError):
+    """The provider could not be reached (connection refused or reset, DNS, TLS, a timeout): retried like any
+    RetryableError, but still failing after the retries it is an outage that stops the run, never a reject."""
+
+
 class RateLimited(RetryableError):
     """HTTP 429: the whole cluster's bucket for this provider+model pauses for `retry_after`."""
 

@@ -38,6 +38,7 @@ from .base import (
     SafetyBlocked,
     TextReply,
     TextRequest,
+    Unreachable,
     Usage,
 )
 from .provider import ProviderBackend
@@ -155,11 +156,11 @@ class _GeminiBase(ProviderBackend[genai.Client]):
         except genai_errors.APIError as exc:
             self._raise_api_error(exc)
         except httpx2.TimeoutException:
-            raise RetryableError(
+            raise Unreachable(
                 f"gemini {self.model}: request timed out after {self.spec.timeout_s:g}s"
             ) from None
         except httpx2.TransportError as exc:
-            raise RetryableError(f"gemini {self.model}: connection error ({type(exc).__name__})") from None
+            raise Unreachable(f"gemini {self.model}: connection error ({type(exc).__name__})") from None
         except pydantic.ValidationError:
             raise MalformedReply(f"gemini {self.model}: reply did not match the API schema") from None
 

@@ -39,6 +39,7 @@ from .base import (
     SafetyBlocked,
     TextReply,
     TextRequest,
+    Unreachable,
     Usage,
 )
 from .provider import ProviderBackend
@@ -161,11 +162,11 @@ class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
     def _raise_mapped(self, exc: openai.OpenAIError) -> NoReturn:
         where = f"{self.provider} {self.model}"
         if isinstance(exc, openai.APITimeoutError):
-            raise RetryableError(f"{where}: request timed out after {self.spec.timeout_s:g}s") from None
+            raise Unreachable(f"{where}: request timed out after {self.spec.timeout_s:g}s") from None
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
             detail = f" ({type(cause).__name__})" if cause is not None else ""
-            raise RetryableError(f"{where}: connection error{detail}") from None
+            raise Unreachable(f"{where}: connection error{detail}") from None
         if isinstance(exc, openai.APIResponseValidationError):
             raise MalformedReply(f"{where}: reply did not match the API schema", raw="") from None
         if isinstance(exc, openai.APIStatusError):

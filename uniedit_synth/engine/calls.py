@@ -5,7 +5,8 @@ Backends are thin protocol adapters; everything that must be the same for every 
   full request, so re-running never repeats a call that returned;
 - the cluster-wide coordinator spaces calls per provider+model and is told about every Retry-After;
 - retries (tenacity) cover 429/5xx/timeouts/connection errors with jittered exponential back-off, never
-  400/401/403; a 401 aborts the run;
+  400/401/403; a 401 aborts the run, and so does a provider still unreachable after the retries (an outage
+  is not a property of the record: its shard stays unfinished and a rerun picks it up);
 - the cost of each call is priced from the config's table and charged to the shared budget.
 """
 
@@ -31,11 +32,12 @@ from ..backends.base import (
     SafetyBlocked,
     TextReply,
     TextRequest,
+    Unreachable,
     Usage,
     request_key,
 )
 from ..config import Price, RetrySpec
-from ..errors import AuthenticationFailed
+from ..errors import AuthenticationFailed, ProviderUnreachable
 from .cache import ResponseCache
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,7 @@ class ModelCaller:
         retry: RetrySpec,
         rate_limited: bool,
         sleep=asyncio.sleep,
+        backend_name: str = "",
     ):
         self.stage = stage
         self.backend = backend
@@ -163,6 +166,7 @@ class ModelCaller:
         self._sleep = sleep
         #: set by the worker when this stage runs in batch mode: a cache miss then waits for a batch job
         self.batch: Any = None
+        self.backend_name = backend_name
 
     async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
         entry = await self._call("text", request, ledger)
@@ -190,6 +194,11 @@ class ModelCaller:
         started = time.monotonic()
         try:
             reply = await self._with_retries(kind, request)
+        except Unreachable as exc:
+            raise ProviderUnreachable(
+                f"{self.where()} is unreachable after {self.retry.max_attempts} attempt(s): {exc}; the run stopped "
+                "(shards in flight are not finished): run the same command again once it is reachable"
+            ) from None
         except (SafetyBlocked, BadRequest, MalformedReply) as exc:
             latency = time.monotonic() - started
             code = next(name for name, cls in _FINAL_ERRORS.items() if isinstance(exc, cls))
@@ -237,8 +246,17 @@ class ModelCaller:
                         "environment variable and the backend's base_url"
                     ) from None
                 except asyncio.TimeoutError:
-                    raise RetryableError("timed out") from None
+                    raise Unreachable(f"{self.bucket}: timed out") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def where(self) -> str:
+        """The backend as an error message names it: provider/model and the endpoint (without credentials)."""
+        from .driver import redact_url
+
+        spec = getattr(self.backend, "spec", None)
+        url = redact_url(getattr(spec, "base_url", None))
+        name = f"'{self.backend_name}' ({self.bucket})" if self.backend_name else self.bucket
+        return f"backend {name}" + (f" at {url}" if url else "")
 
     def _wait(self, retry_state) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

@@ -148,6 +148,22 @@ class Driver:
             "invocations": (previous or {}).get("invocations", 0) + (1 if status == "running" else 0),
         }
 
+    def _announce_endpoint_changes(self, previous: dict[str, Any] | None, current: dict[str, Any]) -> None:
+        """A backend's endpoint is not part of the pipeline hash (a test server, a proxy or a new port serve the
+        same model), so finished shards stay done when it changes; say so, naming the change, so that replies
+        from another provider are never mixed in silently."""
+        before = ((previous or {}).get("config") or {}).get("backends") or {}
+        if not isinstance(before, dict):
+            return
+        for name, spec in current["config"]["backends"].items():
+            old = before.get(name)
+            if isinstance(old, dict) and old.get("base_url") != spec.get("base_url"):
+                log.warning(
+                    "backend %r: base_url changed from %s to %s since the last run on this output; finished "
+                    "shards made through the old endpoint are kept as they are (to redo them, use another "
+                    "--out)", name, old.get("base_url") or "(default)", spec.get("base_url") or "(default)",
+                )
+
     async def _preflight(self) -> None:
         """Build every stage's backend once here, so an unknown type or a missing API key is a clear error
         before any worker starts (and before anything is paid for)."""
@@ -180,6 +196,8 @@ class Driver:
         self.run_dir.write_run_json(run_json)
 
         finished = self.run_dir.latest_by_shard()
+        if finished:
+            self._announce_endpoint_changes(previous, run_json)
         # each manifest line holds only what its invocation paid: a shard redone after a budget stop has
         # several, and the budget counts them all (its latest line alone would forget the earlier money)
         spent_before = sum(e.get("spent_usd", 0.0) for e in self.run_dir.manifest_entries())

@@ -77,6 +77,13 @@ def batch_route(backend: Any, capability: str) -> Any:
     return route(capability) if callable(route) else None
 
 
+def describe_exception(exc: BaseException) -> str:
+    """An unexpected exception as a one-line reject detail: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def ids_digest(records: list[VQARecord]) -> str:
     digest = hashlib.sha256()
     for record in records:
@@ -116,6 +123,7 @@ class ShardProcessor:
                 prices=config.prices,
                 retry=config.retry,
                 rate_limited=backend.provider != "builtin",
+                backend_name=stage_spec.backend,
             )
         self.batch_state = BatchState()
         self.batch_runner = BatchRunner(self.out, self.cache, coordinator, config.prices, self.batch_state)
@@ -230,6 +238,8 @@ class ShardProcessor:
                     )
             except InvalidInput as exc:
                 raise Rejected(RejectReason.invalid_input, exc.detail) from None
+            except Exception as exc:  # noqa: BLE001 - whatever one record's bytes or text raise is its own reject
+                raise Rejected(RejectReason.invalid_input, f"unreadable record: {describe_exception(exc)}") from None
             item.record = clean
             item.image = clean.image or b""
             funnel["validate"]["out"] += 1

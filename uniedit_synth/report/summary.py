@@ -29,6 +29,7 @@ EXIT_STAGE = {
     "duplicate_id": "validate",
     "filtered_category": "classify",
     "category_capped": "classify",
+    "classify_failed": "classify",
     "rewrite_failed": "rewrite",
     "leaks_answer": "rewrite",
     "edit_failed": "edit",

@@ -4,7 +4,7 @@ parquet (file, directory or glob) read one row group at a time."""
 from __future__ import annotations
 
 import glob as globlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -97,13 +97,26 @@ def bad_row_record(label: str, bad: BadRow, position: int) -> VQARecord:
     return VQARecord(id=f"{label}/{key}", source=label, invalid=bad.detail)
 
 
-def map_row(mapper: RowMapper, label: str, row: Any, position: int) -> list[VQARecord]:
+def map_row(
+    mapper: RowMapper, label: str, row: Any, position: int, adapt: Callable[[Any], Any] | None = None
+) -> list[VQARecord]:
+    """The records of one raw row (after `adapt`, a source's own fix-up). Whatever goes wrong with this one
+    row, it becomes one invalid record (an `invalid_input` reject), never an exception that ends the run."""
     if isinstance(row, BadRow):
         return [bad_row_record(label, row, position)]
     if not isinstance(row, Mapping):
         raw = repr(json_safe(row)).encode()
         return [bad_row_record(label, BadRow(f"row is not an object ({type(row).__name__})", raw), position)]
-    return mapper.map(row)
+    try:
+        return mapper.map(adapt(row) if adapt is not None else row)
+    except Exception as exc:  # noqa: BLE001 - one row's odd values must not stop the source
+        try:
+            raw = repr(json_safe(row)).encode()
+        except Exception:  # noqa: BLE001
+            raw = b""
+        detail = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+        return [bad_row_record(label, BadRow(f"row cannot be read: {reason[:300]}", raw), position)]
 
 
 class RowFileSource(PositionalSource):

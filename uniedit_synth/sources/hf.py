@@ -167,7 +167,7 @@ class HFSource(PositionalSource):
                 return
             rows = self._arrow[chunk].to_pylist()
             for position, row in zip(chunk, rows, strict=True):
-                yield from map_row(self.mapper, self.label, self._adapt(row), position)
+                yield from map_row(self.mapper, self.label, row, position, adapt=self._adapt)
 
     def subjects(self, key: str) -> Sequence[Any]:
         if key not in self.dataset.column_names:
@@ -207,7 +207,7 @@ class HFStreamingSource(Source):
 
     def __iter__(self) -> Iterator[VQARecord]:
         for position, row in enumerate(self.dataset):
-            yield from map_row(self.mapper, self.label, self._adapt(dict(row)), position)
+            yield from map_row(self.mapper, self.label, dict(row), position, adapt=self._adapt)
 
     def describe(self) -> dict:
         return dict(self._description, label=self.label)

@@ -36,7 +36,7 @@ class ClassifyStage:
                     "source_category": record.category,
                     "meta": record.meta,
                 },
-                failure=RejectReason.rewrite_failed,
+                failure=RejectReason.classify_failed,
             )
             item.task_category = parsed.task_category
             item.process_answer = parsed.process_answer.strip() or normalise_answer(record.answer)
