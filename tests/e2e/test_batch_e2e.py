@@ -223,3 +223,34 @@ def test_batch_flag_on_builtin_backends_says_once_that_they_run_online(tmp_path)
     assert len(lines) == 1 and "classify (builtin), rewrite (builtin), edit (builtin), judge (builtin)" in lines[0]
     assert not (out / "batches").exists()
     assert_no_key_anywhere(out, proc.stdout, proc.stderr)
+
+
+def test_a_cached_reply_shared_by_records_is_paid_once_in_the_run_cost(tmp_path, fakes):
+    """Records with the same image and instruction share one edit call from the cache: the run's
+    cost is what the fakes billed, each shared reply in its payer's row only (the others carry it as
+    `attributed_cost_usd`)."""
+    from tests.e2e.test_backends_e2e import CHAT_USD, EDIT_USD, RECORD_USD
+
+    openai_fake, gemini_fake = fakes
+    image = tmp_path / "scene.png"
+    from uniedit_synth.sources.scenes import ScenesSource
+
+    image.write_bytes(ScenesSource(count=1).record(0).image)
+    questions = ["What colour is the cube?", "What colour is the sphere?", "What colour is the cone?",
+                 "What colour is the cylinder?"]
+    (tmp_path / "vqa.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "image": "scene.png", "question": q, "answer": "red"}) + "\n"
+        for i, q in enumerate(questions)))
+    out = tmp_path / "run"
+    # one call at a time, so the later records find the first one's edit in the cache
+    proc = synth("uniedit", out, openai_fake, gemini_fake, *GPT_CLASSIFY, "--source", str(tmp_path / "vqa.jsonl"),
+                 "--concurrency", "1", records=4)
+    assert proc.returncode == 0, proc.stderr
+    assert Counter(r.task for r in gemini_fake.requests) == {"edit": 1}
+    assert Counter(r.task for r in openai_fake.requests) == {"classify": 4, "rewrite": 4, "judge": 4}
+    billed = 12 * CHAT_USD + EDIT_USD
+    assert stats(out)["cost_usd"] == pytest.approx(billed, abs=1e-9)  # was 4 × RECORD_USD before
+    found = rows(out)
+    assert sorted(r["cost_usd"] for r in found.values()) == pytest.approx(
+        [3 * CHAT_USD] * 3 + [RECORD_USD], abs=1e-9)
+    assert all(r["attributed_cost_usd"] == pytest.approx(RECORD_USD, abs=1e-9) for r in found.values())
