@@ -13,6 +13,7 @@ every online call takes `--latency` seconds, every batch job at least `--turnaro
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import pyarrow.parquet as pq  # noqa: E402
 
 from tests.fakes import FakeGemini, FakeOpenAI  # noqa: E402
 
@@ -68,12 +71,20 @@ def run(mode: str, workdir: Path, args: argparse.Namespace) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"{mode} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         stats = json.loads((out / "stats.json").read_text())
+        rows = {}
+        for kind in ("data", "rejects"):
+            for shard in sorted((out / kind).glob("shard-*.parquet")):
+                table = pq.read_table(shard, columns=["id", "accepted", "edit_instruction", "score", "edited_image"])
+                for row in table.to_pylist():
+                    image = (row["edited_image"] or {}).get("bytes") or b""
+                    rows[row["id"]] = (row["accepted"], row["edit_instruction"], row["score"],
+                                       hashlib.sha256(image).hexdigest())
         requests = openai_fake.requests + gemini_fake.requests
         online = Counter(r.task for r in requests if not r.batch and r.task != "batch-api")
         items = Counter(r.task for r in requests if r.batch)
         jobs = len(openai_fake.jobs) + len(gemini_fake.jobs)
     return {"mode": mode, "accepted": stats["accepted"], "read": stats["read"], "cost": stats["cost_usd"],
-            "wall": wall, "online_calls": sum(online.values()), "batch_items": sum(items.values()), "jobs": jobs}
+            "wall": wall, "rows": rows, "online_calls": sum(online.values()), "batch_items": sum(items.values()), "jobs": jobs}
 
 
 def main() -> None:
@@ -102,7 +113,7 @@ def main() -> None:
     online, batch = results
     ratio = (batch["cost"] / batch["accepted"]) / (online["cost"] / online["accepted"])
     print(f"batch ÷ online, cost per accepted sample: {ratio:.4f} (target <= 0.55); "
-          f"same accepted count: {batch['accepted'] == online['accepted']}")
+          f"same rows (id, accepted, instruction, score, edited image): {batch['rows'] == online['rows']}")
     print(f"batch ÷ online, wall time: {batch['wall'] / online['wall']:.2f} (provider-bound: {batch['jobs']} jobs "
           f"of >= {args.turnaround:g} s, one wave per stage per shard)")
 

@@ -47,6 +47,7 @@ from .batch_jobs import BatchJobs, FakeJob
 _ROUTE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):generateContent$")
 _BATCH_CREATE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):batchGenerateContent$")
 _BATCH_GET = re.compile(r"^/(v1[a-z0-9]*)/batches/([^/:]+)(:cancel)?$")
+_BATCH_LIST = re.compile(r"^/(v1[a-z0-9]*)/batches$")
 _FILE_DOWNLOAD = re.compile(r"^(?:/download)?/(v1[a-z0-9]*)/files/([^/:]+):download$")
 _BATCH_STATES = {"pending": "BATCH_STATE_PENDING", "running": "BATCH_STATE_RUNNING",
                  "completed": "BATCH_STATE_SUCCEEDED", "failed": "BATCH_STATE_FAILED",
@@ -133,7 +134,8 @@ class FakeGemini(BatchJobs, FakeServer):
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
         path = record.path.split("?", 1)[0]
-        if _BATCH_CREATE.match(path) or _BATCH_GET.match(path) or _FILE_DOWNLOAD.match(path):
+        if _BATCH_CREATE.match(path) or _BATCH_GET.match(path) or _FILE_DOWNLOAD.match(path) \
+                or _BATCH_LIST.match(path):
             record.task = "batch-api"
             if not presented_key:
                 return error_reply(403, "Method doesn't allow unregistered callers.")
@@ -345,6 +347,17 @@ class FakeGemini(BatchJobs, FakeServer):
             job = self._new_job("fakebatch", requests, key, model=model, version=version,
                                 display_name=batch.get("displayName", ""))
             return Reply(200, self._operation(job))
+        if _BATCH_LIST.match(path):  # newest first, pageSize + pageToken (the index to start at)
+            from urllib.parse import parse_qs, urlsplit
+
+            query = parse_qs(urlsplit(record.path).query)
+            size = int((query.get("pageSize") or ["50"])[0])
+            start = int((query.get("pageToken") or ["0"])[0])
+            ids = sorted(self.jobs, reverse=True)
+            body = {"operations": [self._operation(self.jobs[i]) for i in ids[start:start + size]]}
+            if start + size < len(ids):
+                body["nextPageToken"] = str(start + size)
+            return Reply(200, body)
         download = _FILE_DOWNLOAD.match(path)
         if download:
             name = f"files/{download.group(2)}"

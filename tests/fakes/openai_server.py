@@ -309,6 +309,8 @@ class FakeOpenAI(BatchJobs, FakeServer):
         batch_id, cancel = match.group(1), match.group(2)
         if record.method == "POST" and batch_id is None:
             return self._create_batch(body, key)
+        if batch_id is None:  # GET /v1/batches: newest first, `after` + `limit` pagination
+            return self._list_batches(record.path)
         job = self.jobs.get(batch_id or "")
         if job is None:
             return error_reply(404, f"No batch found with id '{batch_id}'.", code=None)
@@ -325,6 +327,19 @@ class FakeOpenAI(BatchJobs, FakeServer):
                 return reply
         self._advance(job)
         return Reply(200, self._batch_object(job))
+
+    def _list_batches(self, path: str) -> Reply:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(path).query)
+        limit = int((query.get("limit") or ["20"])[0])
+        after = (query.get("after") or [None])[0]
+        ids = sorted(self.jobs, reverse=True)
+        if after in ids:
+            ids = ids[ids.index(after) + 1:]
+        page = [self._batch_object(self.jobs[i]) for i in ids[:limit]]
+        return Reply(200, {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                           "last_id": page[-1]["id"] if page else None, "has_more": len(ids) > limit})
 
     def _create_batch(self, body: dict[str, Any], key: str) -> Reply:
         input_id = str(body.get("input_file_id", ""))

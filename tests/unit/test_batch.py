@@ -42,6 +42,9 @@ class StubRoute:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.saw_file_before_poll: list[bool] = []
 
+    async def find(self, name: str) -> str | None:
+        return next((job_id for job_id, job in self.jobs.items() if job["name"] == name), None)
+
     def request_bytes(self, kind: str, request: Any) -> int:
         return 100
 
@@ -226,3 +229,27 @@ def test_mode_and_batch_settings_do_not_change_the_pipeline_hash():
     batch = load_pipeline("uniedit", {"stages": {s: {"mode": "batch", "batch": {"poll_s": 1}}
                                                 for s in ("classify", "rewrite", "edit", "judge")}})
     assert batch.stages.edit.mode == "batch" and online.hashed_view() == batch.hashed_view()
+
+
+@pytest.mark.parametrize("created", [True, False])
+def test_a_submit_cut_short_by_a_kill_is_found_at_the_provider_or_abandoned(tmp_path, created):
+    """The driver died after writing the job file and before the provider's job id came back."""
+    from uniedit_synth.engine.batch import JobStore, request_info
+
+    state = BatchState()
+    route = StubRoute()
+    caller = StubCaller(route, BatchSpec(poll_s=0.01), state)
+    calls = calls_for(caller, 3)
+    name = "classify-00000-cut0000000"
+    JobStore(open_run_fs(str(tmp_path))).write({
+        "name": name, "job_id": None, "status": "submitting", "stage": "classify", "model": "m", "shard": 0,
+        "requests": 3, "owners": {c.key: c.owner for c in calls}, **request_info(calls),
+    })
+    if created:  # the provider had created it
+        asyncio.run(route.submit([(c.key, c.kind, c.request) for c in calls], name, BatchSpec()))
+    counts = asyncio.run(runner(tmp_path, state).run_wave(0, calls))
+    assert len(route.jobs) == 1  # found and followed, or (never created) submitted once now
+    assert counts["jobs_attached" if created else "jobs_submitted"] == 1
+    files = {p.name: json.loads(p.read_text())["status"] for p in (tmp_path / "batches").glob("*.json")}
+    assert files[f"{name}.json"] == ("ingested" if created else "abandoned")
+    assert all(ResponseCache(tmp_path / "cache").peek(c.key)[1] for c in calls)

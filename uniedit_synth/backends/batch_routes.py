@@ -92,6 +92,19 @@ class OpenAIChatBatch:
         )
         return job.id
 
+    async def find(self, name: str) -> str | None:
+        """The id of the job submitted as `name` (its metadata), or None: the most recent 1,000 jobs are looked at."""
+        client = self.backend._client()
+        page = await self.backend._call(lambda: client.batches.list(limit=100))
+        seen = 0
+        while page is not None and seen < 1000:
+            for job in page.data:
+                seen += 1
+                if (job.metadata or {}).get("uniedit_job") == name:
+                    return job.id
+            page = await self.backend._call(page.get_next_page) if page.has_next_page() else None
+        return None
+
     async def _retrieve(self, job_id: str) -> Any:
         client = self.backend._client()
         return await self.backend._call(lambda: client.batches.retrieve(job_id))
@@ -188,6 +201,21 @@ class GeminiBatch:
             lambda: client.aio.batches.create(model=model, src=src, config={"display_name": name})
         )
         return str(job.name)
+
+    async def find(self, name: str) -> str | None:
+        """The name (`batches/…`) of the job submitted with display name `name`, or None (1,000 most recent)."""
+        client = self.backend._client()
+        pager = await self.backend._call(lambda: client.aio.batches.list(config={"page_size": 100}))
+        seen = 0
+        while seen < 1000:
+            for job in pager.page:
+                seen += 1
+                if job.display_name == name:
+                    return str(job.name)
+            if not pager.config.get("page_token"):
+                return None
+            await self.backend._call(pager.next_page)
+        return None
 
     async def _get(self, job_id: str) -> Any:
         client = self.backend._client()

@@ -131,7 +131,7 @@ class JobStore:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 log.warning("batches/%s is unreadable; ignoring it", name)
                 continue
-            if isinstance(job, dict) and job.get("job_id"):
+            if isinstance(job, dict) and job.get("name"):
                 jobs.append(job)
         return jobs
 
@@ -148,7 +148,7 @@ def summarise_jobs(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         "by_status": dict(by_status),
         "requests": sum(int(j.get("requests", 0)) for j in jobs),
         "results": sum(int(j.get("results", 0)) for j in jobs),
-        "in_flight": sum(1 for j in jobs if j.get("status") not in ("ingested",)),
+        "in_flight": sum(1 for j in jobs if j.get("status") not in ("ingested", "abandoned")),
         "spent_usd": round(sum(float(j.get("spent_usd", 0.0)) for j in jobs), 8),
     }
 
@@ -195,9 +195,22 @@ class BatchRunner:
 
     def _live_job_of(self, key: str) -> dict[str, Any] | None:
         for job in self._jobs().values():
-            if job.get("status") != "ingested" and key in job.get("owners", {}):
+            if job.get("status") not in ("ingested", "abandoned") and key in job.get("owners", {}):
                 return job
         return None
+
+    async def _recover(self, job: dict[str, Any], route: Any) -> bool:
+        """A job file written just before `submit` whose id never came back (the driver died in between):
+        find the job at the provider by its name; if it was never created, the file is abandoned."""
+        job_id = await route.find(job["name"])
+        if job_id is None:
+            job["status"] = "abandoned"
+            self.store.write(job)
+            return False
+        job.update(job_id=job_id, status="submitted")
+        self.store.write(job)
+        log.info("batch job %s (%s) found at the provider after an interrupted submit", job_id, job["name"])
+        return True
 
     async def run_wave(self, shard: int, deferred: list[DeferredCall]) -> dict[str, int]:
         """Send, attach to and wait for the jobs that answer `deferred`; returns counts for the manifest."""
@@ -213,6 +226,8 @@ class BatchRunner:
             if self.cache.peek(key)[1]:
                 continue  # answered meanwhile (another shard's job)
             job = self._live_job_of(key)
+            if job is not None and not job.get("job_id") and not await self._recover(job, call.caller.batch.route):
+                job = None
             if job is not None:
                 if job["name"] not in self._tasks:
                     attached += 1
@@ -297,23 +312,28 @@ class BatchRunner:
         name = f"{batch.stage}-{shard:05d}-{uuid.uuid4().hex[:10]}"
         items = [(call.key, call.kind, call.request) for call in calls]
         estimate = sum(self.estimate(call) for call in calls)
-        try:
-            job_id = await batch.route.submit(items, name, batch.spec)
-        except AuthError as exc:
-            raise AuthenticationFailed(f"{caller.bucket}: the provider rejected the API key ({exc})") from None
         job = {
-            "name": name, "job_id": job_id, "provider": batch.route.provider, "stage": batch.stage,
-            "model": calls[0].request.model, "shard": shard, "status": "submitted",
+            "name": name, "job_id": None, "provider": batch.route.provider, "stage": batch.stage,
+            "model": calls[0].request.model, "shard": shard, "status": "submitting",
             "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "submitted_unix": time.time(),
             "requests": len(calls), "owners": {c.key: c.owner for c in calls},
             "estimated_usd": round(estimate, 8), **request_info(calls),
         }
+        # written before the job exists, under the name the provider will know it by: a driver killed while
+        # submitting finds the job by that name on the rerun (_recover) instead of paying for it twice
+        self.store.write(job)
+        self._jobs()[name] = job
+        try:
+            job["job_id"] = await batch.route.submit(items, name, batch.spec)
+        except AuthError as exc:
+            raise AuthenticationFailed(f"{caller.bucket}: the provider rejected the API key ({exc})") from None
+        job["status"] = "submitted"
         # persisted before the first poll: a driver killed from here on re-attaches instead of resubmitting
         self.store.write(job)
         self._jobs()[name] = job
         self.progress["jobs_submitted"] += 1
         self.progress["requests_submitted"] += len(calls)
-        log.info("batch job %s (%s, %d requests) submitted for stage %s", job_id, name, len(calls), batch.stage)
+        log.info("batch job %s (%s, %d requests) submitted for stage %s", job["job_id"], name, len(calls), batch.stage)
         return job
 
     async def _follow(self, job: dict[str, Any], caller: Any) -> float:
