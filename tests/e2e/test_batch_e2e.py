@@ -289,3 +289,21 @@ def test_routes_find_a_job_by_name_through_the_real_clients(fakes, monkeypatch):
     for ids, found, missing in asyncio.run(run()).values():
         assert found == ids and missing is None
     assert text.batch_route("edit") is None  # OpenAI image edits stay online
+
+
+def test_max_cost_reserves_a_job_before_submitting_and_a_rerun_finishes_without_paying_twice(tmp_path, fakes):
+    from tests.e2e.test_backends_e2e import CHAT_USD, EDIT_USD
+
+    openai_fake, gemini_fake = fakes
+    out = tmp_path / "run"
+    # room for the classify and rewrite jobs (estimated at ~$0.005 a request at batch prices) and for one or
+    # two edits (~$0.06 each, reserved before the job goes out): the other records end budget_exhausted
+    first = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, "--max-cost", "0.12", records=6)
+    assert first.returncode == 3, first.stderr
+    assert 0 < len(gemini_fake.batch_items) < 6
+    assert stats(out)["cost_usd"] <= 0.12 and reasons(rows(out))["budget_exhausted"] >= 4
+    last = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, "--max-cost", "100", records=6)
+    assert last.returncode == 0, last.stderr
+    assert all(r["accepted"] for r in rows(out).values()) and len(rows(out)) == 6
+    assert paid_twice(openai_fake, gemini_fake) == []
+    assert stats(out)["cost_usd"] == pytest.approx(0.5 * 6 * (3 * CHAT_USD + EDIT_USD), abs=1e-9)
