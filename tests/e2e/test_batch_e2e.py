@@ -191,8 +191,7 @@ def test_failed_validation_item_errors_and_a_500_poll_are_survived(tmp_path, fak
     assert bad.hit and flaky.hit
     found = rows(out)
     assert len(found) == 5
-    # the classify stage's failures are `rewrite_failed` rejects (stages/classify.py), as online
-    assert reasons(found) == {"rewrite_failed": 1} and "HTTP 400" in found[rid(1)]["reject_detail"]
+    assert reasons(found) == {"classify_failed": 1} and "HTTP 400" in found[rid(1)]["reject_detail"]
     assert all(found[rid(i)]["accepted"] for i in (0, 2, 3, 4))
     states = Counter(j.state for j in openai_fake.jobs.values())
     # classify again, rewrite, rewrite retry, judge; record 2 (one wave behind) has a judge job of its own
