@@ -306,3 +306,15 @@ def test_max_cost_reserves_a_job_before_submitting_and_a_rerun_finishes_without_
     assert all(r["accepted"] for r in rows(out).values()) and len(rows(out)) == 6
     assert paid_twice(openai_fake, gemini_fake) == []
     assert stats(out)["cost_usd"] == pytest.approx(0.5 * 6 * (3 * CHAT_USD + EDIT_USD), abs=1e-9)
+
+
+def test_a_submit_answered_500_is_retried_and_a_lost_reply_does_not_create_a_second_job(tmp_path, fakes):
+    openai_fake, gemini_fake = fakes
+    openai_fake.submit_script(["500", "500_after"])  # classify: refused once, then created with the reply lost
+    gemini_fake.submit_script(["500_after"])  # edit: created, reply lost
+    out = tmp_path / "run"
+    proc = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, records=3)
+    assert proc.returncode == 0, proc.stderr
+    assert len(rows(out)) == 3 and all(r["accepted"] for r in rows(out).values())
+    assert len(gemini_fake.jobs) == 1 and len(openai_fake.jobs) == 3  # classify, rewrite, judge: one job each
+    assert paid_twice(openai_fake, gemini_fake) == []

@@ -14,6 +14,8 @@ Scripting:
       cancel_half      the same, ending cancelled
       hold             the job stays in progress until `release()` (a job in flight across a kill)
   server.poll_script(["500", "ok", "503"])   faults for the next job polls (status reads), in order
+  server.submit_script(["500"])              faults for the next job creations; "500_after" creates the job
+                                             and then answers 500 (a reply lost on the way back)
   server.batch_polls = 1      polls that see a job in progress before it ends
   server.batch_delay_s = 0.0  seconds a job takes at least (a provider's turnaround, for benchmarks)
 """
@@ -67,6 +69,7 @@ class BatchJobs:
         self.jobs: dict[str, FakeJob] = {}
         self._job_script: deque[str] = deque()
         self._poll_script: deque[Fault] = deque()
+        self._submit_script: deque[Fault] = deque()
         self._job_ids = itertools.count(1)
         self._held = threading.Event()
 
@@ -77,6 +80,7 @@ class BatchJobs:
             self.jobs.clear()
             self._job_script.clear()
             self._poll_script.clear()
+            self._submit_script.clear()
         self._held.clear()
 
     # -- scripting -------------------------------------------------------------------------------------------
@@ -91,6 +95,17 @@ class BatchJobs:
     def poll_script(self, faults: Iterable[FaultSpec]) -> None:
         with self._lock:
             self._poll_script = deque(expand_script(faults))
+
+    def submit_script(self, faults: Iterable[FaultSpec]) -> None:
+        with self._lock:
+            self._submit_script = deque(expand_script(faults))
+
+    def _submit_fault(self) -> Fault | None:
+        with self._lock:
+            if self._submit_script:
+                fault = self._submit_script.popleft()
+                return None if fault.kind == "ok" else fault
+        return None
 
     def release(self) -> None:
         """Let `hold` jobs finish (as "ok") at their next poll."""

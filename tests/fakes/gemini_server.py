@@ -339,14 +339,28 @@ class FakeGemini(BatchJobs, FakeServer):
         body = record.body if isinstance(record.body, dict) else {}
         created = _BATCH_CREATE.match(path)
         if created and record.method == "POST":
-            version, model = created.group(1), created.group(2)
-            batch = body.get("batch") or {}
-            requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests")
-            if not isinstance(requests, list) or not requests:
-                return error_reply(400, "batch.inputConfig.requests is required (fake: inline requests only).")
-            job = self._new_job("fakebatch", requests, key, model=model, version=version,
-                                display_name=batch.get("displayName", ""))
-            return Reply(200, self._operation(job))
+            fault = self._submit_fault()
+            if fault is not None and fault.kind != "500_after":
+                record.fault = str(fault)
+                return self._fault_reply(fault, record, [], []) or error_reply(500, "fake submit fault")
+            if fault is not None:  # create the job, lose the reply
+                record.fault = str(fault)
+                self._batch_api_create(record, created, body, key)
+                return error_reply(500, "An internal error has occurred.")
+            return self._batch_api_create(record, created, body, key)
+        return self._batch_api_rest(record, path, body, key)
+
+    def _batch_api_create(self, record: RecordedRequest, created: Any, body: dict[str, Any], key: str) -> Reply:
+        version, model = created.group(1), created.group(2)
+        batch = body.get("batch") or {}
+        requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests")
+        if not isinstance(requests, list) or not requests:
+            return error_reply(400, "batch.inputConfig.requests is required (fake: inline requests only).")
+        job = self._new_job("fakebatch", requests, key, model=model, version=version,
+                            display_name=batch.get("displayName", ""))
+        return Reply(200, self._operation(job))
+
+    def _batch_api_rest(self, record: RecordedRequest, path: str, body: dict[str, Any], key: str) -> Reply:
         if _BATCH_LIST.match(path):  # newest first, pageSize + pageToken (the index to start at)
             from urllib.parse import parse_qs, urlsplit
 

@@ -308,7 +308,15 @@ class FakeOpenAI(BatchJobs, FakeServer):
         assert match is not None
         batch_id, cancel = match.group(1), match.group(2)
         if record.method == "POST" and batch_id is None:
-            return self._create_batch(body, key)
+            fault = self._submit_fault()
+            if fault is not None and fault.kind != "500_after":
+                record.fault = str(fault)
+                return self._fault_reply(fault) or error_reply(500, "fake submit fault")
+            reply = self._create_batch(body, key)
+            if fault is not None:  # created, but the reply is lost
+                record.fault = str(fault)
+                return error_reply(500, "The server had an error while processing your request.")
+            return reply
         if batch_id is None:  # GET /v1/batches: newest first, `after` + `limit` pagination
             return self._list_batches(record.path)
         job = self.jobs.get(batch_id or "")

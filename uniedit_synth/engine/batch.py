@@ -37,7 +37,7 @@ from ..backends.base import (
     TextRequest,
 )
 from ..config import BatchSpec, Price
-from ..errors import AuthenticationFailed, UniEditError
+from ..errors import AuthenticationFailed, ProviderUnreachable, UniEditError
 from ..runfs import RunFS
 from .cache import ResponseCache
 from .calls import BudgetExhausted, estimate_tokens, price
@@ -323,10 +323,7 @@ class BatchRunner:
         # submitting finds the job by that name on the rerun (_recover) instead of paying for it twice
         self.store.write(job)
         self._jobs()[name] = job
-        try:
-            job["job_id"] = await batch.route.submit(items, name, batch.spec)
-        except AuthError as exc:
-            raise AuthenticationFailed(f"{caller.bucket}: the provider rejected the API key ({exc})") from None
+        job["job_id"] = await self._submit_with_retries(caller, items, name)
         job["status"] = "submitted"
         # persisted before the first poll: a driver killed from here on re-attaches instead of resubmitting
         self.store.write(job)
@@ -335,6 +332,36 @@ class BatchRunner:
         self.progress["requests_submitted"] += len(calls)
         log.info("batch job %s (%s, %d requests) submitted for stage %s", job["job_id"], name, len(calls), batch.stage)
         return job
+
+    async def _submit_with_retries(self, caller: Any, items: list, name: str) -> str:
+        """Submit a job; a 5xx / timeout / 429 is retried with back-off, after asking the provider whether the
+        failed attempt created the job after all (so a lost reply does not create a second, paid job)."""
+        batch: StageBatch = caller.batch
+        retry = getattr(caller, "retry", None)
+        attempts = retry.max_attempts if retry is not None else 6
+        for attempt in range(1, attempts + 1):
+            try:
+                return await batch.route.submit(items, name, batch.spec)
+            except AuthError as exc:
+                raise AuthenticationFailed(f"{caller.bucket}: the provider rejected the API key ({exc})") from None
+            except BadRequest as exc:
+                raise BatchJobFailed(f"stage {batch.stage}: the provider refused the batch job ({exc})") from None
+            except RetryableError as exc:
+                if attempt == attempts:
+                    raise ProviderUnreachable(
+                        f"{caller.bucket}: could not submit a batch job after {attempts} attempts ({exc}); "
+                        "run the same command again to resume"
+                    ) from None
+                initial = retry.initial_s if retry is not None else 1.0
+                ceiling = retry.max_s if retry is not None else 60.0
+                await self._sleep(max(float(exc.retry_after or 0.0), min(ceiling, initial * 2 ** (attempt - 1))))
+                try:
+                    found = await batch.route.find(name)
+                except RetryableError:
+                    found = None
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _follow(self, job: dict[str, Any], caller: Any) -> float:
         """Poll a job to its end and ingest its results; returns the money it cost."""
