@@ -49,7 +49,7 @@ def synth_args(out: Path, records: int, openai_url: str, gemini_url: str, engine
     if batch:
         args.append("--batch")
         for stage in STAGES:
-            args += ["--set", f"stages.{stage}.batch.poll_s={poll_s}"]
+            args += ["--set", f"stages.{stage}.batch.poll_s={poll_s}", "--set", f"stages.{stage}.batch.group_s=0.5"]
     return args
 
 

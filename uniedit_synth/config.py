@@ -67,6 +67,8 @@ class BatchSpec(Strict):
     max_bytes: int = Field(default=20_000_000, ge=1_000)
     #: seconds between polls of a job in flight
     poll_s: float = Field(default=30.0, gt=0, le=3600)
+    #: seconds a wave's requests wait for the waves of the worker's other shards, to share their jobs
+    group_s: float = Field(default=10.0, ge=0, le=3600)
     #: the provider's window (OpenAI accepts "24h" only)
     completion_window: str = "24h"
     #: how many jobs may fail (or expire) for one request before giving up on batch for it

@@ -44,7 +44,8 @@ from tests.fakes import FakeGemini, FakeOpenAI
 pytestmark = pytest.mark.e2e
 
 STAGES = ("classify", "rewrite", "edit", "judge")
-FAST_POLL = [arg for stage in STAGES for arg in ("--set", f"stages.{stage}.batch.poll_s=0.02")]
+FAST_POLL = [arg for stage in STAGES
+             for arg in ("--set", f"stages.{stage}.batch.poll_s=0.02", "--set", f"stages.{stage}.batch.group_s=0.05")]
 GPT_CLASSIFY = ["--set", "stages.classify.trust_source_category=false"]  # GPT-4o classifies, as in the paper
 BATCH = ["--batch", *FAST_POLL, *GPT_CLASSIFY]
 

@@ -107,7 +107,7 @@ def test_a_wave_goes_out_as_one_job_written_before_polling_and_fills_the_cache(t
     r = runner(tmp_path, state)
     calls = calls_for(caller, 4)
     counts = asyncio.run(r.run_wave(0, calls + calls[:1]))  # a duplicate key is one request
-    assert counts["jobs_submitted"] == 1 and counts["requests"] == 4 and counts["retried"] == 0
+    assert counts["jobs"] == 1 and counts["requests"] == 4 and counts["retried"] == 0
     assert len(route.jobs) == 1 and len(route.jobs["job-0"]["items"]) == 4
     assert route.saw_file_before_poll and all(route.saw_file_before_poll)
     assert counts["spent_usd"] == pytest.approx(4 * 2 * 0.5)  # 2 tokens at $1, half price
@@ -136,7 +136,7 @@ def test_a_rerun_reattaches_to_a_job_in_flight_instead_of_resubmitting(tmp_path)
     second_state = BatchState()
     caller2 = StubCaller(route, BatchSpec(poll_s=0.01), second_state)
     counts = asyncio.run(runner(tmp_path, second_state).run_wave(0, calls_for(caller2, 3)))
-    assert counts["jobs_submitted"] == 0 and counts["jobs_attached"] == 1 and len(route.jobs) == 1
+    assert counts["jobs_attached"] == 1 and len(route.jobs) == 1
     assert all(ResponseCache(tmp_path / "cache").peek(c.key)[1] for c in calls_for(caller2, 3))
 
 
@@ -249,7 +249,24 @@ def test_a_submit_cut_short_by_a_kill_is_found_at_the_provider_or_abandoned(tmp_
         asyncio.run(route.submit([(c.key, c.kind, c.request) for c in calls], name, BatchSpec()))
     counts = asyncio.run(runner(tmp_path, state).run_wave(0, calls))
     assert len(route.jobs) == 1  # found and followed, or (never created) submitted once now
-    assert counts["jobs_attached" if created else "jobs_submitted"] == 1
+    assert counts["jobs"] == 1 and counts["jobs_attached"] == (1 if created else 0)
     files = {p.name: json.loads(p.read_text())["status"] for p in (tmp_path / "batches").glob("*.json")}
     assert files[f"{name}.json"] == ("ingested" if created else "abandoned")
     assert all(ResponseCache(tmp_path / "cache").peek(c.key)[1] for c in calls)
+
+
+def test_the_waves_of_several_shards_share_one_job_and_each_shard_is_charged_its_own_requests(tmp_path):
+    state = BatchState()
+    route = StubRoute()
+    caller = StubCaller(route, BatchSpec(poll_s=0.01, group_s=0.2), state)
+    out = open_run_fs(str(tmp_path))
+    r = BatchRunner(out, ResponseCache(out.child("cache")), Coordinator(rate_limits={}), PRICES, state)
+    calls = calls_for(caller, 5)
+
+    async def two_shards():
+        return await asyncio.gather(r.run_wave(0, calls[:3]), r.run_wave(1, calls[2:]))  # key 2 in both
+
+    zero, one = asyncio.run(two_shards())
+    assert len(route.jobs) == 1 and len(route.jobs["job-0"]["items"]) == 5
+    assert zero["spent_usd"] + one["spent_usd"] == pytest.approx(5 * 1.0)  # every request charged once
+    assert {zero["spent_usd"], one["spent_usd"]} <= {2.0, 3.0}

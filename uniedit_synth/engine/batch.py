@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import (
@@ -84,6 +84,17 @@ class ItemResult:
 
     reply: Any = None
     error: Exception | None = None
+
+
+@dataclass
+class _Group:
+    """New requests of one stage from the waves of several shards, going out together."""
+
+    caller: Any
+    ready: asyncio.Future
+    calls: dict[str, DeferredCall] = field(default_factory=dict)
+    shards: list[int] = field(default_factory=list)
+    timer: asyncio.Task | None = None
 
 
 class BatchState:
@@ -186,6 +197,8 @@ class BatchRunner:
         self._sleep = sleep
         self._tasks: dict[str, asyncio.Task] = {}  # job name -> its poll+ingest task (shared by shards)
         self._known: dict[str, dict[str, Any]] | None = None  # job name -> job file (this worker's view)
+        self._pools: dict[int, _Group] = {}  # stage caller -> the group of new requests waiting to go out
+        self._ingested: dict[str, float] = {}  # request key -> what its reply cost, until a shard claims it
         self.progress: Counter[str] = Counter()
 
     def _jobs(self) -> dict[str, dict[str, Any]]:
@@ -218,10 +231,9 @@ class BatchRunner:
         for call in deferred:  # one request per key: identical calls of several records are paid once
             first.setdefault(call.key, call)
         waiting: list[asyncio.Task] = []
-        mine: list[asyncio.Task] = []  # the jobs this wave follows itself (their money is this shard's)
         fresh: dict[int, list[DeferredCall]] = {}
         callers: dict[int, Any] = {}
-        attached = submitted = 0
+        attached = 0
         for key, call in first.items():
             if self.cache.peek(key)[1]:
                 continue  # answered meanwhile (another shard's job)
@@ -234,21 +246,16 @@ class BatchRunner:
                     self.progress["jobs_submitted"] += 1
                     self.progress["requests_submitted"] += int(job.get("requests", 0))
                     self._tasks[job["name"]] = asyncio.ensure_future(self._follow(job, call.caller))
-                    mine.append(self._tasks[job["name"]])
                 waiting.append(self._tasks[job["name"]])
                 continue
             fresh.setdefault(id(call.caller), []).append(call)
             callers[id(call.caller)] = call.caller
         for caller_id, calls in fresh.items():
-            for chunk in await self._fit_budget(self._chunks(callers[caller_id], calls)):
-                job = await self._submit(shard, callers[caller_id], chunk)
-                submitted += 1
-                self._tasks[job["name"]] = asyncio.ensure_future(self._follow(job, callers[caller_id]))
-                mine.append(self._tasks[job["name"]])
-                waiting.append(self._tasks[job["name"]])
+            waiting += await self._grouped(shard, callers[caller_id], calls)
         if waiting:
             await asyncio.gather(*set(waiting))
-        spent = sum(task.result() for task in mine)
+        # the money of the requests this shard asked for, each claimed once (by the first shard to ask)
+        spent = sum(self._ingested.pop(key, 0.0) for key in first)
         missing = [call for key, call in first.items() if not self.cache.peek(key)[1]
                    and key not in self.state.exhausted]
         for call in missing:
@@ -261,8 +268,47 @@ class BatchRunner:
                         "jobs; see <out>/batches/ (set batch.on_failure: online to send such requests online)"
                     )
                 self.state.online.add(call.key)
-        return {"jobs_submitted": submitted, "jobs_attached": attached, "requests": len(first),
+        return {"jobs": len(set(waiting)), "jobs_attached": attached, "requests": len(first),
                 "retried": len(missing), "spent_usd": spent}
+
+    # -- grouping the waves of the shards this worker holds ------------------------------------------------
+    async def _grouped(self, shard: int, caller: Any, calls: list[DeferredCall]) -> list[asyncio.Task]:
+        """Put a wave's new requests in this worker's group for the stage; the group goes out `batch.group_s`
+        after its first wave joined (or at once when it holds `max_requests`), so the waves of all the
+        shards this worker holds that end within that time share jobs. Returns the group's job tasks."""
+        spec: BatchSpec = caller.batch.spec
+        pool = self._pools.get(id(caller))
+        if pool is None:
+            pool = _Group(caller=caller, ready=asyncio.get_running_loop().create_future())
+            self._pools[id(caller)] = pool
+            pool.timer = asyncio.ensure_future(self._flush_later(pool, spec.group_s))
+        for call in calls:
+            pool.calls.setdefault(call.key, call)
+        pool.shards.append(shard)
+        if len(pool.calls) >= spec.max_requests and pool.timer is not None:
+            pool.timer.cancel()
+            pool.timer = asyncio.ensure_future(self._flush_later(pool, 0.0))
+        return await asyncio.shield(pool.ready)
+
+    async def _flush_later(self, pool: _Group, delay: float) -> None:
+        if delay > 0:
+            await self._sleep(delay)
+        if self._pools.get(id(pool.caller)) is pool:
+            del self._pools[id(pool.caller)]
+        try:
+            tasks = []
+            for chunk in await self._fit_budget(self._chunks(pool.caller, list(pool.calls.values()))):
+                job = await self._submit(min(pool.shards), pool.caller, chunk)
+                self._tasks[job["name"]] = asyncio.ensure_future(self._follow(job, pool.caller))
+                tasks.append(self._tasks[job["name"]])
+        except BaseException as exc:  # every waiting wave gets the error (a rejected key, an outage)
+            if not pool.ready.done():
+                pool.ready.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        if not pool.ready.done():
+            pool.ready.set_result(tasks)
 
     # -- splitting and budget ----------------------------------------------------------------------------
     def _chunks(self, caller: Any, calls: list[DeferredCall]) -> list[list[tuple[DeferredCall, int]]]:
@@ -392,6 +438,7 @@ class BatchRunner:
             self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency, "paid_by": owner,
                                                    "batch": True, "job": job["name"]}}, payload)
             spent += cost
+            self._ingested[key] = self._ingested.get(key, 0.0) + cost
             done += 1
         await self.coordinator.release(float(job.get("estimated_usd", 0.0)))
         if spent:
