@@ -115,7 +115,7 @@ def main() -> None:
     print(f"batch ÷ online, cost per accepted sample: {ratio:.4f} (target <= 0.55); "
           f"same rows (id, accepted, instruction, score, edited image): {batch['rows'] == online['rows']}")
     print(f"batch ÷ online, wall time: {batch['wall'] / online['wall']:.2f} (provider-bound: {batch['jobs']} jobs "
-          f"of >= {args.turnaround:g} s, one wave per stage per shard)")
+          f"of >= {args.turnaround:g} s; a shard waits for one job per stage, shards in flight share jobs)")
 
 
 if __name__ == "__main__":
