@@ -50,6 +50,7 @@ BUCKETS: list[tuple[str, str]] = [
     ("backends/gemini_backend.py", "gemini SDK + HTTP client"),
     ("backends/replies.py", "openai SDK + HTTP client"),
     ("engine/calls.py", "stage logic (calls, stages, worker)"),
+    ("uniedit_synth/ledger.py", "stage logic (calls, stages, worker)"),
     ("stages/", "stage logic (calls, stages, worker)"),
     ("engine/worker.py", "stage logic (calls, stages, worker)"),
     ("prompts.py", "stage logic (calls, stages, worker)"),
@@ -108,10 +109,11 @@ def run_inline(config_overrides: dict, out: Path, records: int) -> tuple[float, 
     """One inline run in this process under the sampler: (wall s, CPU s of this process, sample counts)."""
     import yaml
 
-    from uniedit_synth.config import PIPELINES_DIR, parse_pipeline
+    from uniedit_synth.bundled import pipelines_dir
+    from uniedit_synth.config import parse_pipeline
     from uniedit_synth.engine.driver import run_synth as engine_run
 
-    raw = yaml.safe_load((PIPELINES_DIR / "default.yaml").read_text())
+    raw = yaml.safe_load((pipelines_dir() / "default.yaml").read_text())
     raw["backends"] = config_overrides.pop("backends", raw["backends"])  # replaced, not merged
     config = parse_pipeline(raw, overrides={**config_overrides, "limit": records})
     cpu0, t0 = time.process_time(), time.monotonic()

@@ -108,7 +108,7 @@ def child(source: str, shuffle: bool, caps: bool) -> None:
         spec = spec.model_copy(update={"subject_key": "subject", "subject_caps": {"s0": 1000}})
     rss_after_import = peak_rss_mb()
     started = time.perf_counter()
-    opened = open_source(spec, seed=0, limit=None, policy=policy)
+    opened = open_source(spec, seed=0, limit=None)
     root = opened.image_root
     count = invalid = 0
     for record in opened:

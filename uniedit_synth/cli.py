@@ -11,7 +11,8 @@ from typing import Any
 
 import typer
 
-from .config import Replace, load_yaml_text
+from .bundled import builtin_pipelines
+from .config import CONFIGURED_STAGES, Replace, load_yaml_text
 from .errors import ConfigError, UniEditError, UnsafeYAML
 
 app = typer.Typer(
@@ -74,8 +75,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         for stage in ("classify", "rewrite", "edit", "judge"):
             put(f"stages.{stage}.mode", "batch")
     if flags.get("concurrency") is not None:
-        for stage in ("classify", "rewrite", "edit", "judge"):
-            put(f"stages.{stage}.concurrency", flags["concurrency"])
+        for definition in CONFIGURED_STAGES:
+            put(f"stages.{definition.name}.concurrency", flags["concurrency"])
     for assignment in flags.get("settings") or []:
         key, sep, raw = assignment.partition("=")
         if not sep or not key.strip():
@@ -94,7 +95,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 def synth(
     pipeline: str = typer.Option(
         "default", "--pipeline", "-p",
-        help="Pipeline name from pipelines/ (default, uniedit, openai, local-vllm) or a path to a YAML file.",
+        help="A built-in pipeline (" + ", ".join(builtin_pipelines()) + ") or a path to a YAML file.",
     ),
     source: str | None = typer.Option(
         None, "--source", "-s",
@@ -111,7 +112,8 @@ def synth(
         None, "--shard-size", min=1, help="Records per shard: the unit of work, resume and output files."
     ),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets all four stages)."
+        None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets every stage: "
+        + ", ".join(d.name for d in CONFIGURED_STAGES) + ")."
     ),
     workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Number of shard workers (Ray actors)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the scene world, shuffling and builtin models."),
@@ -160,8 +162,8 @@ def synth(
       uniedit synth --source vqa.jsonl --image-root images/ --out runs/mine
       uniedit synth --pipeline uniedit --source hf:./my_saved_vqa --max-cost 50
     """
-    from .config import load_pipeline
-    from .engine.driver import run_synth
+    from .api import load_pipeline
+    from .api import synth as run_synth
     from .runfs import is_uri, redact_location
 
     _setup_logging(verbose, quiet)
@@ -177,7 +179,7 @@ def synth(
     config = load_pipeline(pipeline, overrides)
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / config.name)
     summary = run_synth(
-        config, location, force_new_config=force_new_config, log_format=log_format,
+        config, out=location, force_new_config=force_new_config, log_format=log_format,
         progress=not (no_progress or quiet),
     )
     out_dir = redact_location(location)  # a URI is shown without keys or query
@@ -253,6 +255,14 @@ def export_cmd(
         False, "--with-masks", help="Compute UniWorld-V1 edit masks and region weights per sample (hf, uniedit-jsonl)."
     ),
     mask_grid: int | None = typer.Option(None, "--mask-grid", help="Max-pool masks to this latent grid (e.g. 32)."),
+    mask_factor: int = typer.Option(
+        8, "--mask-factor", min=1, help="Max-pool masks by this VAE factor (UniWorld-V1: 8; 1 = full resolution)."
+    ),
+    layout: str = typer.Option(
+        "default", "--layout",
+        help="uniedit-jsonl: 'default' (sharded rows with ids) or 'release' (the Uni-Edit release's files and "
+        "nine keys exactly; rows repeating a source image and instruction removed).",
+    ),
     weight_fn: str = typer.Option("log", "--weight-fn", help="Region weight: log (w=log2(x)+1), linear, exp_root, quad_root."),
     shard_rows: int | None = typer.Option(None, "--shard-rows", min=1, help="Rows per output file (default per format)."),
     bagel_data_dir: str | None = typer.Option(
@@ -272,13 +282,16 @@ def export_cmd(
         run, out, fmt, min_score=min_score,
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
-        with_masks=with_masks, mask_grid=mask_grid, weight_fn=weight_fn, bagel_data_dir=bagel_data_dir,
+        with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
+        layout=layout, bagel_data_dir=bagel_data_dir,
         push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
     pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())
     print(f"uniedit export: {summary.total_rows} samples ({rows}) -> {summary.out_dir} [{summary.format}]"
           + (f"; preference pairs: {pairs}" if pairs else ""))
+    if summary.hub_url:
+        print(f"  pushed to {summary.hub_url}")
     if summary.skipped:
         print("  left out: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())))
 

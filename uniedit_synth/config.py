@@ -4,25 +4,60 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from . import bundled
 from .errors import ConfigError, UnsafeYAML
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PIPELINES_DIR = REPO_ROOT / "pipelines"
-PROMPTS_DIR = REPO_ROOT / "prompts"
+from .records import RejectReason
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ActorResources(Strict):
+    """What a shard worker (a Ray actor) asks Ray for, so that e.g. a local GPU model lands on a GPU node.
+
+    `resources` are Ray custom resources (`{"a100": 1}`, as declared by `ray start --resources`)."""
+
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory_mb: float | None = Field(default=None, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    def merged(self, other: ActorResources) -> ActorResources:
+        """The larger of each amount: one worker runs every stage, so it needs what its most demanding
+        backend needs."""
+
+        def larger(a: float | None, b: float | None) -> float | None:
+            return b if a is None else a if b is None else max(a, b)
+
+        names = set(self.resources) | set(other.resources)
+        return ActorResources(
+            num_cpus=larger(self.num_cpus, other.num_cpus),
+            num_gpus=larger(self.num_gpus, other.num_gpus),
+            memory_mb=larger(self.memory_mb, other.memory_mb),
+            resources={k: max(self.resources.get(k, 0.0), other.resources.get(k, 0.0)) for k in sorted(names)},
+        )
+
+
 class BackendSpec(Strict):
-    """One named model endpoint. `type` picks the implementation from the backend registry."""
+    """One named model endpoint. `type` picks the implementation: a registry name (`openai`, `gemini`,
+    `openai-compatible`, `builtin`) or a plugin class `package.module:ClassName` (backends/registry.py).
+    `resources`: what a worker running this backend asks Ray for (a local model's GPU)."""
 
     type: str
     model: str
@@ -31,6 +66,7 @@ class BackendSpec(Strict):
     timeout_s: float = 120.0
     structured_outputs: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
+    resources: ActorResources | None = None
 
 
 class InputPolicy(Strict):
@@ -77,11 +113,18 @@ class BatchSpec(Strict):
     on_failure: Literal["online", "stop"] = "online"
 
 
-class StageBase(Strict):
-    backend: str
+class StageOptions(Strict):
+    """What every stage accepts: its concurrency (per worker) and free-form `params`."""
+
     concurrency: int = Field(default=16, ge=1, le=4096)
-    prompt: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageBase(StageOptions):
+    """A stage that calls a model: the backend it uses and its prompt template."""
+
+    backend: str
+    prompt: str | None = None
     #: "batch": cache misses go out as provider batch jobs (half the price, up to a day's turnaround)
     mode: Literal["online", "batch"] = "online"
     batch: BatchSpec = Field(default_factory=BatchSpec)
@@ -103,15 +146,40 @@ class RewriteSpec(StageBase):
 
 class EditSpec(StageBase):
     max_attempts: int = Field(default=2, ge=1, le=10)
+    #: how many times a reply without an image is asked again, per edit attempt (so up to 6 calls by
+    #: default; the release's nano_api.generate makes up to 5 calls in all)
+    no_image_retries: int = Field(default=5, ge=0, le=50)
     give_reference_answer: bool = True
     prompt: str | None = "edit.txt"
 
 
+JUDGE_PROMPTS = {"three_axis": "judge.txt", "release": "judge_release.txt"}
+
+
 class JudgeSpec(StageBase):
-    prompt: str | None = "judge.txt"
+    """`preset: three_axis` (default) scores instruction following, visual quality and coherence from the
+    source and edited images; `preset: release` is the Uni-Edit release's filter (data_gen/fifth_process_filter.py
+    with system3.system_prompt1): the edited image only, a visual-quality score, keep >= 3."""
+
+    preset: Literal["three_axis", "release"] = "three_axis"
+    prompt: str | None = None
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
     )
+
+    @model_validator(mode="after")
+    def _preset_defaults(self) -> JudgeSpec:
+        if self.prompt is None or self.prompt in set(JUDGE_PROMPTS.values()) - {JUDGE_PROMPTS[self.preset]}:
+            self.prompt = JUDGE_PROMPTS[self.preset]  # the other preset's prompt cannot fill this schema
+        if self.preset == "release":
+            if "thresholds" not in self.model_fields_set:
+                self.thresholds = {"visual_quality": 3}
+            elif set(self.thresholds) - {"visual_quality"}:
+                raise ValueError(
+                    "the release judge scores visual_quality only; set thresholds to {visual_quality: 3} "
+                    "(e.g. --set 'stages.judge.thresholds={visual_quality: 3}')"
+                )
+        return self
 
     @field_validator("thresholds")
     @classmethod
@@ -123,11 +191,88 @@ class JudgeSpec(StageBase):
         return value
 
 
-class Stages(Strict):
-    classify: ClassifySpec
-    rewrite: RewriteSpec
-    edit: EditSpec
-    judge: JudgeSpec
+@dataclass(frozen=True)
+class StageDef:
+    """One stage of the pipeline. STAGE_TABLE lists them in order, and everything stage-specific derives from
+    it: the worker's order, semaphores and backends, `stages.<name>` in the YAML, `--concurrency`, the prompt
+    files that are hashed, the funnel in stats.json and the report's charts. A new stage is one module (a class
+    built with the StageContext, whose `async __call__(item)` returns or raises `Rejected`) plus one line here.
+    """
+
+    name: str
+    #: the backend kind the stage calls ("text" or "edit"); None: the stage calls no model
+    capability: Literal["text", "edit"] | None
+    #: "module:Class" of the stage, imported by the worker; None: built into the worker (validate)
+    cls: str | None
+    #: the reject reason of a record whose call at this stage failed
+    failure_reason: RejectReason
+    #: the YAML model of `stages.<name>` (a stage with a capability needs a StageBase, for its `backend`)
+    spec: type[StageOptions] | None = StageOptions
+    #: the other reasons this stage rejects records with (where the report says a record left)
+    reasons: tuple[RejectReason, ...] = ()
+    #: runs after the category caps are decided in shard order (the cheap stages run before)
+    after_caps: bool = False
+    #: a False verdict sends the record back to this earlier stage, while that stage's `max_attempts` allow
+    retries: str | None = None
+
+
+STAGE_TABLE: tuple[StageDef, ...] = (
+    StageDef("validate", None, None, RejectReason.invalid_input, None, (RejectReason.duplicate_id,)),
+    StageDef("classify", "text", "uniedit_synth.stages.classify:ClassifyStage", RejectReason.classify_failed,
+             ClassifySpec, (RejectReason.filtered_category, RejectReason.category_capped)),
+    StageDef("rewrite", "text", "uniedit_synth.stages.rewrite:RewriteStage", RejectReason.rewrite_failed,
+             RewriteSpec, (RejectReason.leaks_answer,), after_caps=True),
+    StageDef("edit", "edit", "uniedit_synth.stages.edit:EditStage", RejectReason.edit_failed, EditSpec,
+             (RejectReason.safety_blocked,), after_caps=True),
+    StageDef("judge", "text", "uniedit_synth.stages.judge:JudgeStage", RejectReason.judge_failed, JudgeSpec,
+             (RejectReason.low_score,), after_caps=True, retries="edit"),
+)
+
+#: every stage's name in order, including the worker's own validate step (the funnel's rows)
+STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
+#: the stages configured under `stages:` in the YAML
+CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
+#: the stages a judged failure repeats (edit … judge): their calls belong to an attempt
+ATTEMPT_STAGES: tuple[str, ...] = tuple(
+    name for d in STAGE_TABLE if d.retries
+    for name in STAGE_NAMES[STAGE_NAMES.index(d.retries):STAGE_NAMES.index(d.name) + 1]
+)
+#: reject reason -> the stage a record with it left at
+EXIT_STAGE: dict[str, str] = {
+    reason.value: d.name for d in STAGE_TABLE for reason in (d.failure_reason, *d.reasons)
+}
+
+
+def stage_def(name: str) -> StageDef:
+    for definition in STAGE_TABLE:
+        if definition.name == name:
+            return definition
+    raise KeyError(name)
+
+
+def _stage_field(definition: StageDef) -> tuple[Any, Any]:
+    try:
+        definition.spec()  # type: ignore[misc]
+    except ValidationError:
+        return (definition.spec, ...)  # required (a model stage needs its backend)
+    return (definition.spec, Field(default_factory=definition.spec))
+
+
+if TYPE_CHECKING:
+
+    class Stages(Strict):
+        classify: ClassifySpec
+        rewrite: RewriteSpec
+        edit: EditSpec
+        judge: JudgeSpec
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    Stages = create_model(
+        "Stages", __base__=Strict, __doc__="`stages:` of the YAML, one entry per configured stage (STAGE_TABLE).",
+        **{d.name: _stage_field(d) for d in CONFIGURED_STAGES},
+    )
 
 
 class EngineSpec(Strict):
@@ -137,6 +282,8 @@ class EngineSpec(Strict):
     #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
     shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None
+    #: what every shard worker asks Ray for (merged with the resources of the backends the stages use)
+    worker_resources: ActorResources = Field(default_factory=ActorResources)
 
 
 class RateLimit(Strict):
@@ -166,7 +313,7 @@ class Price(Strict):
 
 
 class PipelineConfig(Strict):
-    """A whole pipeline: source, backends, the four stages, engine, limits, prices."""
+    """A whole pipeline: source, backends, the stages (STAGE_TABLE), engine, limits, prices."""
 
     name: str = "pipeline"
     seed: int = 0
@@ -183,7 +330,10 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _stage_backends_exist(self) -> PipelineConfig:
-        for stage_name in ("classify", "rewrite", "edit", "judge"):
+        for definition in CONFIGURED_STAGES:
+            if definition.capability is None:
+                continue
+            stage_name = definition.name
             stage = getattr(self.stages, stage_name)
             if stage.backend not in self.backends:
                 raise ValueError(
@@ -193,7 +343,7 @@ class PipelineConfig(Strict):
         return self
 
     def prompts_path(self) -> Path:
-        return Path(self.prompts_dir) if self.prompts_dir else PROMPTS_DIR
+        return Path(self.prompts_dir) if self.prompts_dir else bundled.prompts_dir()
 
     def hashed_view(self) -> dict[str, Any]:
         """The part of the config that decides the output rows; a change here is a config change.
@@ -209,7 +359,7 @@ class PipelineConfig(Strict):
         view.pop("prompts_dir", None)
         view["engine"] = {"shard_size": self.engine.shard_size}
         for backend in view["backends"].values():
-            for volatile in ("base_url", "api_key_env", "timeout_s"):
+            for volatile in ("base_url", "api_key_env", "timeout_s", "resources"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
             for how in ("concurrency", "mode", "batch"):  # online or batch: the same replies, rows
@@ -223,15 +373,16 @@ def pipeline_hash(config: PipelineConfig, prompt_hashes: dict[str, str]) -> str:
 
 
 def resolve_pipeline_path(name_or_path: str) -> Path:
-    """`default` → pipelines/default.yaml; anything with a suffix or slash is a path."""
+    """`default` → the built-in pipelines/default.yaml (shipped in the package); anything with a suffix or a
+    slash is a path to the user's own file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not path.exists():
             raise ConfigError(f"pipeline file not found: {name_or_path}")
         return path
-    candidate = PIPELINES_DIR / f"{name_or_path}.yaml"
+    candidate = bundled.pipelines_dir() / f"{name_or_path}.yaml"
     if not candidate.exists():
-        known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+        known = bundled.builtin_pipelines()
         raise ConfigError(f"unknown pipeline '{name_or_path}'; built-in pipelines: {', '.join(known)}")
     return candidate
 

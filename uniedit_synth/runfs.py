@@ -33,6 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import DiskFullError, OutputDirError
+from .redact import redact_url
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # s3://, gs://, hdfs://, file:// (not C:/)
@@ -56,14 +57,7 @@ def normalize_location(location: str | os.PathLike[str]) -> str:
 def redact_location(location: str | os.PathLike[str]) -> str:
     """A location safe to show or record: a URI loses its userinfo (keys) and its query (settings)."""
     text = normalize_location(location)
-    if not is_uri(text):
-        return text
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    netloc = f"***@{host}" if parts.username or parts.password else parts.netloc
-    return f"{parts.scheme}://{netloc}{parts.path}"
+    return redact_url(text) if is_uri(text) else text
 
 
 def disk_error(exc: OSError, what: str) -> OutputDirError:

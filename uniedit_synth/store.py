@@ -1,7 +1,9 @@
 """The run's output directory: lock, run.json, manifest, atomic shard files and stats.json.
 
-Layout (DESIGN §5): `run.json`, `manifest.jsonl`, `data/shard-NNNNN.parquet`, `rejects/shard-NNNNN.parquet`,
-`attempts/shard-NNNNN.parquet` (judged edits that failed before a retry: preference negatives), `cache/`, `stats.json`, and `.lock` while a run holds the directory. A shard file is written to a hidden
+Layout (README "Output directory"; RunDir names every path): `run.json`, `manifest.jsonl`,
+`data/shard-NNNNN.parquet`, `rejects/shard-NNNNN.parquet`, `attempts/shard-NNNNN.parquet` (judged edits that failed
+before a retry: preference negatives), `cache/` (with the call index `cache/index/`), `stats.json`, and `.lock`
+while a run holds the directory. A shard file is written to a hidden
 temp name, fsynced and renamed, so a reader (or a resumed run) never sees half a shard; the manifest line
 is appended only after both of a shard's files are in place.
 
@@ -29,18 +31,66 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .config import STAGE_NAMES
 from .errors import ConfigChangedError, OutputDirError, RunLockedError
 from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
 
-__all__ = ["DISK_ERRNOS", "RunDir", "RunLock", "atomic_write_bytes", "disk_error", "locked", "summarise",
-           "write_shard_table"]
+__all__ = ["DISK_ERRNOS", "RunDir", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes", "disk_error",
+           "locked", "summarise", "write_shard_table"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "manifest"  # object stores: one manifest object per finished shard
 HEARTBEAT_S = 30.0  # the lock holder rewrites its heartbeat this often
 STALE_AFTER_S = 180.0  # a lock held from another host (or on object storage) with an older heartbeat is stale
+
+
+class ShardFile(BaseModel):
+    """One file of a finished shard as its manifest line records it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    rows: int = Field(ge=0)
+    sha256: str = ""
+    bytes: int = Field(ge=0)
+
+
+class ShardResult(BaseModel):
+    """One finished shard: a line of manifest.jsonl (or a manifest object). Every reader validates the lines it
+    reads with this model, so a line of the wrong shape is reported as such, never a KeyError deep inside."""
+
+    model_config = ConfigDict(extra="allow")  # newer writers may add fields; older readers keep them
+
+    shard: int = Field(ge=0)
+    records: int = Field(ge=0)
+    ids_sha256: str = ""
+    accepted: int = Field(ge=0)
+    rejected: int = Field(default=-1, ge=-1)  # -1: not given, records - accepted
+    reject_reasons: dict[str, int] = Field(default_factory=dict)
+    budget_exhausted: int = Field(default=0, ge=0)
+    categories: dict[str, dict[str, int]] = Field(default_factory=dict)
+    admitted: dict[str, int] = Field(default_factory=dict)
+    funnel: dict[str, dict[str, int]] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    calls: dict[str, int] = Field(default_factory=dict)
+    cache_hits: dict[str, int] = Field(default_factory=dict)
+    spent_usd: float = 0.0
+    files: dict[str, ShardFile] = Field(default_factory=dict)
+    node: str = "local"
+    worker: str = ""
+    elapsed_s: float = 0.0
+    finished_at: str = ""
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> ShardResult:
+        if self.rejected == -1:
+            self.rejected = self.records - self.accepted
+        if self.rejected < 0 or self.accepted + self.rejected != self.records:
+            raise ValueError(f"accepted {self.accepted} + rejected {self.rejected} != records {self.records}")
+        return self
 
 
 def shard_name(index: int) -> str:
@@ -230,12 +280,16 @@ class RunLock:
 
 
 class RunDir:
-    """Everything a run reads and writes in its output directory, except the cache (engine/cache.py).
+    """Every path under a run's output directory, and everything written there except the cache entries
+    themselves (engine/cache.py stores those under `cache_fs()`): shard files, the call index, the manifest,
+    run.json, stats.json and the lock.
 
     `path` and the other Path attributes exist for a local directory; a run on a pyarrow filesystem URI
     (runfs.py) has them as None and is reached through `fs` alone."""
 
     KINDS = ("data", "rejects", "attempts")
+    CACHE_DIR = "cache"
+    CALL_INDEX_DIR = "cache/index"  # one JSONL file per shard: which cache entries each sample's calls used
 
     def __init__(self, path: str | os.PathLike[str] | RunFS):
         self.fs = as_run_fs(path)
@@ -400,7 +454,9 @@ class RunDir:
             latest[int(entry["shard"])] = entry
         return latest
 
-    def append_manifest(self, entry: dict[str, Any]) -> None:
+    def append_manifest(self, result: ShardResult | dict[str, Any]) -> None:
+        """Record a finished shard (after its files are in place): a manifest line, or an object."""
+        entry = result.model_dump(mode="json") if isinstance(result, ShardResult) else result
         if self.manifest is None:  # no appends on object storage: one object per finished shard
             name = f"{MANIFEST_DIR}/shard-{int(entry['shard']):05d}.{time.time_ns()}.json"
             self.fs.write_bytes(name, json.dumps(entry, sort_keys=True).encode())
@@ -427,6 +483,25 @@ class RunDir:
         stats.update(extra or {})
         self.fs.write_bytes("stats.json", json.dumps(stats, indent=2, sort_keys=True).encode(), fsync=False)
         return stats
+
+    # -- shard outputs --------------------------------------------------------------------------------
+    def write_shard(self, kind: str, index: int, table: pa.Table) -> dict[str, Any]:
+        """Write shard `index` of `kind` (data, rejects, attempts) atomically; its manifest file record."""
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown shard kind {kind!r}; known: {self.KINDS}")
+        return write_shard_table(self.fs, kind, index, table)
+
+    @classmethod
+    def call_index_path(cls, shard: int) -> str:
+        """The call index of shard `shard`, relative to the run."""
+        return f"{cls.CALL_INDEX_DIR}/shard-{shard:05d}.jsonl"
+
+    def write_call_index(self, shard: int, lines: list[str]) -> None:
+        self.fs.write_bytes(self.call_index_path(shard), ("\n".join(lines) + "\n").encode(), fsync=False)
+
+    def cache_fs(self) -> RunFS:
+        """The response cache's folder (engine/cache.py ResponseCache takes it)."""
+        return self.fs.child(self.CACHE_DIR)
 
     def shard_files(self, kind: str = "data") -> list[str]:
         """The finished shard files of `kind`, as paths relative to the run (`data/shard-00001.parquet`)."""
@@ -464,7 +539,7 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "categories": {k: dict(v) for k, v in sorted(categories.items())},
         "stages": {
             stage: {**dict(funnel.get(stage, {})), "calls": calls.get(stage, 0), "cache_hits": hits.get(stage, 0)}
-            for stage in ("validate", "classify", "rewrite", "edit", "judge")
+            for stage in (*STAGE_NAMES, *sorted(set(funnel) - set(STAGE_NAMES)))
         },
         "cost_usd": round(cost, 8),  # rows and manifest keep 8 decimals: the ledger stays exact
         "shards_by_node": dict(nodes),

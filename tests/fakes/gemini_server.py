@@ -16,7 +16,10 @@ Fault kinds (spec syntax in `tests/fakes/base.py`):
   safety | image_safety | prohibited | recitation    finishReason SAFETY / IMAGE_SAFETY / PROHIBITED_CONTENT /
                                                      RECITATION and no content parts
   blocked_prompt[:REASON]   promptFeedback.blockReason (default SAFETY), no candidates
+  no_candidates     a 200 reply with usage but an empty `candidates` list and no prompt feedback
   noimage[:FINISH]  a text-only reply ("I can't edit this image.") with finishReason FINISH (default STOP)
+  `FakeGemini(noimage_every=N)`: every N-th image (edit) call that has no other fault gets `noimage`
+  (held-out lost edits: the Uni-Edit release retries such replies)
   invalid_json | truncated (finishReason MAX_TOKENS) | fenced     for text (JSON) replies
 
 CLI: `python -m tests.fakes.gemini_server --port 0 --latency 0.05` prints the base URL and serves until Ctrl-C.
@@ -39,6 +42,7 @@ from .base import (
     b64decode_any,
     detect_task,
     edited_png,
+    parse_fault,
     serve_forever_cli,
 )
 from .base import token_estimate as tok
@@ -123,14 +127,16 @@ class FakeGemini(BatchJobs, FakeServer):
 
     RANDOM_FAULTS = ("429:0.01", "500", "503")
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, noimage_every: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.thoughts_tokens = 0
+        self.noimage_every = noimage_every
         self._ids = itertools.count(1)
         self._init_batches()
         #: "inline" (inlinedResponses) or "file" (a responsesFile of JSONL)
         self.batch_output = "inline"
         self.files: dict[str, bytes] = {}
+        self._image_calls = itertools.count(1)  # next() on a count is atomic under the GIL
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
         path = record.path.split("?", 1)[0]
@@ -168,6 +174,9 @@ class FakeGemini(BatchJobs, FakeServer):
         if self.api_key is not None and presented_key != self.api_key:
             return _bad_key_reply()
         fault = self._next_fault(record)
+        if record.task == "edit" and self.noimage_every:
+            if next(self._image_calls) % self.noimage_every == 0 and fault.kind == "ok":
+                fault = parse_fault("noimage")
         record.fault = str(fault)
         reply = self._fault_reply(fault, record, texts, images)
         if reply is not None:
@@ -268,6 +277,8 @@ class FakeGemini(BatchJobs, FakeServer):
         if kind == "blocked_prompt":
             feedback = {"blockReason": (fault.arg or "SAFETY").upper()}
             return self._envelope(record, None, self._usage(record, texts, images, 0), feedback)
+        if kind == "no_candidates":
+            return self._envelope(record, [], self._usage(record, texts, images, 0))
         if kind == "noimage":
             text = fault.text or "I can't edit this image."
             candidate = {

@@ -13,7 +13,7 @@ Fault kinds (see `tests/fakes/base.py` for the spec syntax):
   fenced           valid JSON wrapped in ```json fences
   moderation       400 code "moderation_blocked"     content_policy  400 code "content_policy_violation"
   content_filter   finish_reason "content_filter", no content      refusal  message.refusal set
-  url_only         (images) data[0].url and no b64_json
+  url_only         (images) data[0].url and no b64_json     no_image   (images) an empty `data` list
 
 CLI: `python -m tests.fakes.openai_server --port 0 --latency 0.05` prints the base URL and serves until Ctrl-C.
 """
@@ -260,6 +260,8 @@ class FakeOpenAI(BatchJobs, FakeServer):
         record.usage = usage
         if fault.kind == "url_only":
             data = [{"url": f"https://images.invalid/fake-{i}.png"} for i in range(n)]
+        elif fault.kind == "no_image":
+            data = []
         else:
             data = [{"b64_json": b64(png)} for png in outputs]
         return Reply(

@@ -119,14 +119,20 @@ def test_safe_stem_is_plain_and_unique() -> None:
 
 
 def test_masks_and_weights_at_export(run: Path, tmp_path: Path) -> None:
-    export_run(run, tmp_path / "jsonl", "uniedit-jsonl", with_masks=True, progress=False)
+    export_run(run, tmp_path / "jsonl", "uniedit-jsonl", with_masks=True, mask_factor=1, progress=False)
     row = read_jsonl(sorted((tmp_path / "jsonl" / "data").glob("*.jsonl")))[0]
     mask = mask_from_image((tmp_path / "jsonl" / row["mask_path"]).read_bytes())
     left, top, right, bottom = EDIT_BOX
     expected = np.zeros((SIZE, SIZE), dtype=bool)
-    expected[top - 2 : bottom + 2, left - 2 : right + 2] = True  # default dilation: 2 px
+    expected[top:bottom, left:right] = True  # full resolution: exactly the recoloured box
     np.testing.assert_array_equal(mask, expected)
     assert row["edit_weight"] == pytest.approx(math.log2(SIZE * SIZE / expected.sum()) + 1)
+    # by default the mask is max-pooled by UniWorld's VAE factor 8
+    export_run(run, tmp_path / "pooled", "uniedit-jsonl", with_masks=True, progress=False)
+    row = read_jsonl(sorted((tmp_path / "pooled" / "data").glob("*.jsonl")))[0]
+    pooled = mask_from_image((tmp_path / "pooled" / row["mask_path"]).read_bytes())
+    assert pooled.shape == (SIZE // 8, SIZE // 8)
+    assert pooled[top // 8 : (bottom - 1) // 8 + 1, left // 8 : (right - 1) // 8 + 1].all()
 
 
 # ---------------------------------------------------------------- hf

@@ -20,6 +20,7 @@ from uniedit_synth.backends.base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NoImageReply,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -305,11 +306,41 @@ def test_safety_blocks_on_text(server: FakeGemini, fault: str) -> None:
 
 
 @pytest.mark.parametrize("fault", ["noimage", "noimage:NO_IMAGE", "noimage:MAX_TOKENS"])
-def test_edit_without_image_and_no_safety_reason_is_malformed(server: FakeGemini, fault: str) -> None:
+def test_edit_without_image_and_no_safety_reason_is_a_no_image_reply(server: FakeGemini, fault: str) -> None:
     server.script([{"fault": fault, "text": "I would rather describe the scene."}])
     exc = expect_error(edit, editor(server), edit_request())
-    assert isinstance(exc, MalformedReply) and not isinstance(exc, SafetyBlocked)
-    assert "no image part" in str(exc) and "rather describe" in str(exc)
+    assert isinstance(exc, NoImageReply) and not isinstance(exc, (SafetyBlocked, MalformedReply))
+    assert "no image part" in str(exc) and "rather describe" in str(exc) and "rather describe" in exc.text
+    [seen] = server.requests
+    # what the provider bills for the text-only reply travels with the error, so the engine can charge it
+    assert exc.usage == Usage(
+        input_tokens=seen.usage["promptTokenCount"], output_tokens=seen.usage["candidatesTokenCount"], images_in=1
+    )
+
+
+def test_edit_reply_without_candidates_is_a_no_image_reply(server: FakeGemini) -> None:
+    server.script(["no_candidates"])
+    exc = expect_error(edit, editor(server), edit_request())
+    assert isinstance(exc, NoImageReply) and "no candidates" in str(exc)
+
+
+def test_edit_sends_the_system_text_as_system_instruction(server: FakeGemini) -> None:
+    edit(editor(server), edit_request(system="You are an expert image editor."))
+    body = server.requests[0].body
+    assert body["systemInstruction"]["parts"][0]["text"] == "You are an expert image editor."
+    assert "You are an expert" not in body["contents"][0]["parts"][0]["text"]
+
+
+def test_noimage_every_fault_answers_text_only_on_every_nth_image_call() -> None:
+    with FakeGemini(api_key=CANARY, noimage_every=3) as server:
+        outcomes = []
+        for _ in range(6):
+            try:
+                edit(editor(server), edit_request())
+                outcomes.append("image")
+            except NoImageReply:
+                outcomes.append("text")
+    assert outcomes == ["image", "image", "text", "image", "image", "text"]
 
 
 @pytest.mark.parametrize("fault", ["invalid_json", "truncated"])

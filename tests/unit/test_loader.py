@@ -116,10 +116,37 @@ def test_iterable_shuffles_per_epoch_and_splits_ranks(run_dir: Path) -> None:
 
 
 def test_stored_export_masks_are_used(run_dir: Path) -> None:
+    """The export's stored `edit_mask` is what the loader yields, not a mask it recomputes from the pixels:
+    every stored mask is replaced by one the images could never produce (only the bottom-right corner)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from uniedit_synth.masks import mask_to_png, max_pool
+
     out = run_dir.parent / "hf-masks"
     export_run(run_dir, out, "hf", with_masks=True, mask_grid=GRID, progress=False)
-    item = EditPairDataset(out, image_size=IMAGE_SIZE, mask_grid=GRID)[0]
-    check_item(item)
+    planted = np.zeros((64, 64), dtype=bool)
+    planted[56:, 60:] = True
+    files = sorted(out.rglob("*.parquet"))
+    assert files
+    for path in files:
+        table = pq.read_table(path)
+        masks = table.column("edit_mask").to_pylist()
+        assert all(m and m["bytes"] for m in masks)
+        replaced = pa.array([{"bytes": mask_to_png(planted), "path": m["path"]} for m in masks],
+                            type=table.schema.field("edit_mask").type)
+        table = table.set_column(table.schema.get_field_index("edit_mask"), "edit_mask", replaced)
+        pq.write_table(table, path)
+    expected = max_pool(planted, GRID)
+    assert expected.sum() == 1  # one cell of the grid
+    items = list(EditPairDataset(out, image_size=IMAGE_SIZE, mask_grid=GRID))
+    assert items
+    for item in items:
+        assert np.array_equal(item["mask"].numpy(), expected), item["id"]
+        assert float(item["weight"]) == pytest.approx(math.log2(GRID * GRID) + 1)  # the weight follows it
+    computed = EditPairDataset(run_dir, image_size=IMAGE_SIZE, mask_grid=GRID)[0]["mask"].numpy()
+    assert not np.array_equal(computed, expected)  # recomputing from the pixels would not give it
 
 
 def test_importing_the_package_does_not_import_torch() -> None:

@@ -21,6 +21,7 @@ from uniedit_synth.backends.base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NoImageReply,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -358,6 +359,19 @@ def test_reply_missing_a_required_key_is_malformed(server: FakeOpenAI) -> None:
     server.script([{"content": {"task_category": "color"}}])
     exc = expect_error(complete, OpenAIText(make_spec(server)), classify_request())
     assert isinstance(exc, MalformedReply) and "process_answer" in str(exc)
+
+
+def test_edit_reply_without_image_data_is_a_no_image_reply_with_its_usage(server: FakeOpenAI) -> None:
+    server.script(["no_image"])
+    exc = expect_error(edit, OpenAIEditor(make_spec(server)), edit_request())
+    assert isinstance(exc, NoImageReply) and "no image" in str(exc)
+    assert exc.usage.input_tokens == server.requests[0].usage["input_tokens"] > 0
+
+
+def test_edit_system_text_is_a_documented_prefix_of_the_prompt(server: FakeOpenAI) -> None:
+    edit(OpenAIEditor(make_spec(server)), edit_request(system="You are an expert image editor."))
+    prompt = server.requests[0].body["fields"]["prompt"]
+    assert prompt.startswith("You are an expert image editor.\n\n" + edit_request().instruction)
 
 
 def test_edit_reply_with_only_a_url_is_malformed(server: FakeOpenAI) -> None:

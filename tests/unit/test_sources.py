@@ -45,7 +45,7 @@ def pixel(data: bytes) -> tuple[int, int, int]:
 def read(spec: SourceSpec | str, *, seed: int = 0, limit: int | None = None) -> list[VQARecord]:
     if isinstance(spec, str):
         spec = SourceSpec(spec=spec)
-    return list(open_source(spec, seed=seed, limit=limit, policy=POLICY))
+    return list(open_source(spec, seed=seed, limit=limit))
 
 
 def ids(spec: SourceSpec | str, **kwargs: Any) -> list[str]:
@@ -94,7 +94,7 @@ def jsonl_source(tmp_path: Path) -> Path:
 
 
 def test_jsonl_with_image_paths(jsonl_source: Path) -> None:
-    source = open_source(SourceSpec(spec=str(jsonl_source)), seed=0, limit=None, policy=POLICY)
+    source = open_source(SourceSpec(spec=str(jsonl_source)), seed=0, limit=None)
     records = list(source)
     assert [r.id for r in records] == [f"vqa/q{i}" for i in range(20)]
     first = records[0]
@@ -203,7 +203,7 @@ def test_image_folder_with_metadata_jsonl(tmp_path: Path) -> None:
         folder / "metadata.jsonl",
         [{"file_name": f"{i}.png", "question": f"Colour {i}?", "answer": f"c{i}"} for i in range(3)],
     )
-    source = open_source(SourceSpec(spec=str(folder)), seed=0, limit=None, policy=POLICY)
+    source = open_source(SourceSpec(spec=str(folder)), seed=0, limit=None)
     records = list(source)
     assert [r.image_path for r in records] == ["0.png", "1.png", "2.png"]
     assert all(r.id.startswith("folder/") for r in records)
@@ -376,7 +376,7 @@ def test_parquet_raw_bytes_and_relative_paths(tmp_path: Path) -> None:
     )
     [raw] = read(str(tmp_path / "raw.parquet"))
     assert pixel(raw.image) == COLOURS[4]
-    source = open_source(SourceSpec(spec=str(tmp_path / "paths.parquet")), seed=0, limit=None, policy=POLICY)
+    source = open_source(SourceSpec(spec=str(tmp_path / "paths.parquet")), seed=0, limit=None)
     [by_path] = list(source)
     assert by_path.image is None and by_path.image_path == "pics/2.png"
     assert pixel(validate_record(by_path, POLICY, source.image_root).image) == COLOURS[2]
@@ -748,9 +748,6 @@ def test_scenes_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
         def estimated_len(self) -> int:
             return calls[-1]["count"]
 
-        def describe(self) -> dict:
-            return {"label": "scenes"}
-
     monkeypatch.setitem(
         sys.modules, "uniedit_synth.sources.scenes", types.SimpleNamespace(ScenesSource=FakeScenes)
     )
@@ -869,7 +866,7 @@ def test_image_root_for_matches_the_opened_source(tmp_path: Path, jsonl_source: 
         SourceSpec(spec=str(jsonl_source), image_root=str(tmp_path / "elsewhere")),
     ]
     for spec in specs:
-        source = open_source(spec, seed=0, limit=None, policy=POLICY)
+        source = open_source(spec, seed=0, limit=None)
         assert image_root_for(spec) == source.image_root
     assert image_root_for(SourceSpec(spec="scenes")) is None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -26,8 +26,8 @@ class TextRequest(BaseModel):
     """One structured-output text call (classify, rewrite, judge).
 
     `context` carries structured facts (scene graph, edit program, category) for backends that do not read
-    prose (the builtin ones); real backends use `system`, `prompt` and `images`. Every field is part of the
-    cache key.
+    prose (the builtin ones); real backends use `system`, `prompt` and `images`. Every other field is part
+    of the cache key; `context` only for backends that read it (`reads_context`).
     """
 
     task: str
@@ -49,10 +49,16 @@ class TextReply(BaseModel):
 
 
 class EditRequest(BaseModel):
-    """One image-edit call. `reference_answer` goes to the editor (never into the instruction text)."""
+    """One image-edit call. `reference_answer` goes to the editor (never into the instruction text).
+
+    `system` is the system half of the edit prompt (prompts/edit.txt): Gemini receives it as
+    `system_instruction`; OpenAI `images.edit` has no system role, so it is prepended to the prompt
+    (replies.with_system_prefix). `instruction` is the rendered user half (question, reference answer, task).
+    """
 
     model: str
     instruction: str
+    system: str = ""
     image: bytes
     reference_answer: str | None = None
     attempt: int = 0
@@ -67,9 +73,14 @@ class EditReply(BaseModel):
     model: str = ""
 
 
-def request_key(kind: str, request: BaseModel) -> str:
-    """sha256 of the full request (model, prompt text, parameters, image hashes, context): the cache key."""
-    payload = request.model_dump()
+def request_key(kind: str, request: BaseModel, *, with_context: bool = True) -> str:
+    """The cache key: sha256 of what reaches the model (model, prompt text, schema, parameters, image hashes).
+
+    `context` (structured facts only the builtin backends read) is hashed only `with_context`, i.e. for a
+    backend whose `reads_context` is True: editing a stage's context dict must not invalidate the replies of
+    a real model, which never saw it. With it, the key is the one every run before this change wrote (the
+    engine still finds those entries: engine/calls.py)."""
+    payload = request.model_dump(exclude=None if with_context else {"context"})
     images: list[bytes] = []
     if "images" in payload:
         images = payload.pop("images")
@@ -114,6 +125,19 @@ class MalformedReply(BackendError):
         self.raw = raw
 
 
+class NoImageReply(BackendError):
+    """An edit reply without an image (text only, or a finishReason other than a safety one): transient.
+
+    The edit stage asks again, up to `stages.edit.no_image_retries` times (the Uni-Edit release's
+    nano_api.generate retries such replies too); the engine never caches it as a final answer and charges
+    `usage` (the provider bills the text it sent)."""
+
+    def __init__(self, message: str, usage: Usage | None = None, text: str = ""):
+        super().__init__(message)
+        self.usage = usage or Usage()
+        self.text = text
+
+
 class BadRequest(BackendError):
     """HTTP 400/404/422: the request itself is wrong; never retried, the record is rejected."""
 
@@ -122,9 +146,23 @@ class AuthError(BackendError):
     """HTTP 401/403: the key is wrong; the run stops."""
 
 
-@runtime_checkable
 class TextBackend(Protocol):
-    name: ClassVar[str]
+    """What a text backend implements (built-in or a plugin named `package.module:ClassName` in the YAML).
+
+    - `__init__(spec: BackendSpec, seed: int = 0)`: cheap, by contract. Check `spec.options`, read an API
+      key from the environment (raise `BackendConfigError` with a one-line message). Never load model weights
+      here: the driver builds each backend once to check the config before any worker starts.
+    - `async start()` (optional): load weights / open pools. Called once in each worker process before its
+      first call, never in the driver.
+    - `provider`: a name for rate-limit buckets (`<provider>/<model>`); "builtin" skips the rate limiter.
+    - `reads_context` (optional, default False): True if the backend reads `request.context` (structured
+      facts the prompt text does not carry). Only then is `context` part of the response-cache key.
+    - `complete(request)`: one call; raise the errors below (RetryableError/RateLimited for 429/5xx/timeouts,
+      SafetyBlocked, BadRequest, MalformedReply, AuthError); caching, limits, retries and cost are the
+      engine's.
+    - `aclose()`: release clients.
+    """
+
     provider: str
 
     async def complete(self, request: TextRequest) -> TextReply: ...
@@ -132,11 +170,17 @@ class TextBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-@runtime_checkable
 class EditBackend(Protocol):
-    name: ClassVar[str]
+    """What an image-edit backend implements: as TextBackend, with `edit(request) -> EditReply` (the edited
+    image as PNG or JPEG bytes) in place of `complete`. examples/plugins/tint_editor.py is a small example."""
+
     provider: str
 
     async def edit(self, request: EditRequest) -> EditReply: ...
 
     async def aclose(self) -> None: ...
+
+
+def protocol_methods(protocol: type) -> list[str]:
+    """The methods a backend class must have to follow `protocol`."""
+    return [name for name, value in vars(protocol).items() if callable(value) and not name.startswith("_")]

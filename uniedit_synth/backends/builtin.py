@@ -185,6 +185,8 @@ def heuristic_category(question: str, answer: str) -> str:
 
 class _Builtin:
     name: ClassVar[str] = "builtin"
+    #: the builtin models work from `request.context` (scene graph, edit program), so it is in their cache keys
+    reads_context: ClassVar[bool] = True
 
     def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
         self.spec = spec
@@ -292,6 +294,8 @@ class BuiltinText(_Builtin):
         return {"edit_instruction": instruction, "edit_program": program}
 
     def _judge(self, request: TextRequest) -> dict[str, Any]:
+        if request.context.get("preset") == "release":
+            return self._visual_quality(request)
         ctx = self._context(request, "edit_program")
         program = ctx["edit_program"]
         if not isinstance(program, dict) or program.get("kind") not in ("scene", "generic"):
@@ -303,6 +307,22 @@ class BuiltinText(_Builtin):
             raise BadRequest(f"builtin judge needs [source, edited] images, got {len(request.images)}")
         result = verify(request.images[0], request.images[1], program, ctx.get("meta") or {})
         return {**result.scores, "analysis": result.analysis}
+
+    @staticmethod
+    def _visual_quality(request: TextRequest) -> dict[str, Any]:
+        """The release judge (edited image only): the offline renderer draws no blur, seams or melted shapes
+        (its deliberate mistakes are semantic, which this filter does not look for), so a decodable image
+        scores 5 and anything else 1."""
+        if len(request.images) != 1:
+            raise BadRequest(f"builtin release judge needs [edited] only, got {len(request.images)} images")
+        try:
+            with Image.open(io.BytesIO(request.images[0])) as image:
+                image.load()
+                size = image.size
+        except Exception:  # PIL raises many types for broken images
+            return {"analysis": "The image cannot be decoded (builtin visual check).", "score": 1}
+        analysis = f"A clean {size[0]}×{size[1]} render, no visual defects (builtin visual check)."
+        return {"analysis": analysis, "score": 5}
 
 
 def image_size(request: TextRequest, meta: dict[str, Any]) -> tuple[int, int] | None:

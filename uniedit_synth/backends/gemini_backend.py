@@ -10,6 +10,8 @@ message or a log record.
 Call parameters come from the stage's `params`: any `GenerateContentConfig` field (temperature, top_p,
 max_output_tokens — alias max_tokens —, seed, …); for edits also `aspect_ratio` (default "1:1"; "auto" or
 null keeps the model's choice), `image_size` (default "1K") and `response_modalities` (default ["IMAGE"]).
+An edit request's `system` text goes out as `system_instruction`; a reply with no image (and no safety
+finishReason) raises NoImageReply, which the edit stage retries.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NoImageReply,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -323,7 +326,12 @@ class GeminiEditor(_GeminiBase):
             aspect_ratio=None if aspect in (None, "auto") else str(aspect),
             image_size=None if size in (None, "auto") else str(size),
         )
-        config = self._config(params, response_modalities=list(modalities), image_config=image_config)
+        config = self._config(
+            params,
+            response_modalities=list(modalities),
+            image_config=image_config,
+            system_instruction=request.system or None,
+        )
         prompt = with_reference_hint(request.instruction, request.reference_answer)
         parts = [
             types.Part.from_text(text=prompt),
@@ -335,7 +343,10 @@ class GeminiEditor(_GeminiBase):
         """The edited image of a reply; SafetyBlocked / MalformedReply when there is none."""
         usage = Usage(images_in=1)
         self._usage(response, usage)
-        candidate = self._check_blocked(response)
+        try:
+            candidate = self._check_blocked(response)
+        except MalformedReply as exc:  # no candidate at all (and no block): as image-less as a text reply
+            raise NoImageReply(str(exc), usage=usage) from None
         answer = _answer_parts(candidate)
         images = [
             p
@@ -346,10 +357,14 @@ class GeminiEditor(_GeminiBase):
         ]
         text = "".join(p.text for p in answer if p.text)
         if not images:
+            # safety finish reasons were raised above; anything else (STOP with text only, MAX_TOKENS,
+            # OTHER, ...) is worth asking again
             finish = _enum_name(candidate.finish_reason) or "none"
             said = f"; model said: {self._redact(truncate(text, 200))!r}" if text else ""
-            raise MalformedReply(
-                f"gemini {self.model}: reply has no image part (finishReason {finish}){said}", raw=text
+            raise NoImageReply(
+                f"gemini {self.model}: reply has no image part (finishReason {finish}){said}",
+                usage=usage,
+                text=self._redact(truncate(text, 500)),
             )
         usage.images_out = len(images)
         # Thinking image models emit draft images as thought parts; the last answer image is the final one.

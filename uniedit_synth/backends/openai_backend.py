@@ -34,6 +34,7 @@ from .base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NoImageReply,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -51,6 +52,7 @@ from .replies import (
     retry_after_seconds,
     truncate,
     with_reference_hint,
+    with_system_prefix,
 )
 
 log = logging.getLogger(__name__)
@@ -322,12 +324,19 @@ class OpenAICompatibleText(OpenAIText):
 
 
 class OpenAIEditor(_OpenAIBase):
-    """Images Edits (`gpt-image-1` and compatible): the source image + instruction → one edited image."""
+    """Images Edits (`gpt-image-1` and compatible): the source image + instruction → one edited image.
+
+    `images.edit` takes one `prompt` and has no system role, so the edit prompt's system text is prepended
+    to it, separated by a blank line (replies.with_system_prefix). A reply without image data raises
+    NoImageReply (retried by the edit stage); one with only a URL is a MalformedReply (a config problem).
+    """
 
     name: ClassVar[str] = "openai"
 
     async def edit(self, request: EditRequest) -> EditReply:
-        prompt = with_reference_hint(request.instruction, request.reference_answer)
+        prompt = with_system_prefix(
+            request.system, with_reference_hint(request.instruction, request.reference_answer)
+        )
         mime = image_mime(request.image)
         filename = "image." + mime.split("/", 1)[1].replace("jpeg", "jpg")
         kwargs = split_params(dict(request.params), _EDIT_PARAMS, _RESERVED_EDIT)
@@ -347,7 +356,11 @@ class OpenAIEditor(_OpenAIBase):
                 raise MalformedReply(
                     f"{where}: reply holds only an image URL (not fetched); set params.response_format: b64_json"
                 )
-            raise MalformedReply(f"{where}: reply holds no image")
+            usage = Usage(images_in=1)
+            if response.usage is not None:
+                usage.input_tokens = int(response.usage.input_tokens or 0)
+                usage.output_tokens = int(response.usage.output_tokens or 0)
+            raise NoImageReply(f"{where}: reply holds no image", usage=usage)
         try:
             image = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):

@@ -1,4 +1,10 @@
-"""The backend registry: a backend `type` name from the pipeline YAML → the class that implements it."""
+"""The backend registry: a backend `type` from the pipeline YAML → the class that implements it.
+
+`type` is a built-in name (`builtin`, `openai`, `openai-compatible`, `gemini`) or a plugin class
+`package.module:ClassName`, imported by the driver (to check the config) and by every worker (Ray actors import
+it on their node, so the module must be installed there, like uniedit-synth itself). A plugin class follows
+the TextBackend or EditBackend protocol of backends/base.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 
 from ..config import BackendSpec
 from ..errors import BackendConfigError
+from .base import EditBackend, TextBackend, protocol_methods
 
 # type name -> "module:Class" (imported lazily, so the offline path never imports the SDKs)
 _TEXT: dict[str, str] = {
@@ -33,18 +40,44 @@ def known_types(capability: str) -> list[str]:
     return sorted(_CAPABILITIES[capability])
 
 
-def create_backend(name: str, spec: BackendSpec, capability: str, **kwargs: Any) -> Any:
-    """Instantiate backend `name` (its spec from the YAML) for `capability` ("text" or "edit")."""
+_PROTOCOLS = {"text": TextBackend, "edit": EditBackend}
+
+
+def is_plugin(type_name: str) -> bool:
+    return ":" in type_name
+
+
+def backend_class(name: str, spec: BackendSpec, capability: str) -> type:
+    """The class for backend `name`: from the registry, or the plugin `package.module:ClassName`."""
     table = _CAPABILITIES[capability]
-    target = table.get(spec.type)
+    target = spec.type if is_plugin(spec.type) else table.get(spec.type)
     if target is None:
         raise BackendConfigError(
             f"backend '{name}': unknown type '{spec.type}' for {capability} "
-            f"(known: {', '.join(sorted(table))})"
+            f"(known: {', '.join(sorted(table))}, or a plugin class as package.module:ClassName)"
         )
     module_name, _, class_name = target.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
-        raise BackendConfigError(f"backend '{name}' ({spec.type}) cannot be loaded: {exc}") from None
-    return cls(spec, **kwargs)
+        hint = " (is its package installed, or on PYTHONPATH, on every node?)" if is_plugin(spec.type) else ""
+        raise BackendConfigError(f"backend '{name}' ({spec.type}) cannot be loaded: {exc}{hint}") from None
+    protocol = _PROTOCOLS[capability]
+    missing = [m for m in protocol_methods(protocol) if not callable(getattr(cls, m, None))]
+    if missing:
+        raise BackendConfigError(
+            f"backend '{name}' ({spec.type}) cannot serve {capability} calls: it lacks {', '.join(missing)} "
+            f"(see the {protocol.__name__} protocol in uniedit_synth/backends/base.py)"
+        )
+    return cls
+
+
+def create_backend(name: str, spec: BackendSpec, capability: str, **kwargs: Any) -> Any:
+    """Instantiate backend `name` (its spec from the YAML) for `capability` ("text" or "edit").
+
+    Construction is cheap by contract (options, API key): the driver builds every backend once to check the
+    config. Loading a model happens in the backend's `start()`, which only workers call."""
+    backend = backend_class(name, spec, capability)(spec, **kwargs)
+    if not isinstance(getattr(backend, "provider", None), str):
+        raise BackendConfigError(f"backend '{name}' ({spec.type}) has no `provider` name (a str attribute)")
+    return backend

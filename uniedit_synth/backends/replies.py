@@ -190,5 +190,15 @@ def with_reference_hint(instruction: str, reference_answer: str | None) -> str:
     return instruction.rstrip() + "\n\n" + HINT_LINE.format(answer=reference_answer)
 
 
+SYSTEM_PREFIX_SEPARATOR = "\n\n"
+
+
+def with_system_prefix(system: str, prompt: str) -> str:
+    """For endpoints without a system role (OpenAI `images.edit`): the system text, a blank line, then the
+    prompt. Gemini gets the same system text as `system_instruction` instead."""
+    system = system.strip()
+    return f"{system}{SYSTEM_PREFIX_SEPARATOR}{prompt}" if system else prompt
+
+
 def truncate(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -423,8 +423,13 @@ class BatchRunner:
                 continue  # not ours, or already stored (a re-attached job another worker ingested)
             if item.error is not None:
                 code = next((c for cls, c in _FINAL.items() if isinstance(item.error, cls)), None)
-                if code is None:
-                    continue  # retryable: back to the pool, next wave
+                if code is None:  # retryable: back to the pool, next wave (a reply without an image is billed)
+                    usage = getattr(item.error, "usage", None)
+                    if usage is not None:
+                        cost = price(self.prices, job["model"], usage, batch=True)
+                        spent += cost
+                        self._ingested[key] = self._ingested.get(key, 0.0) + cost
+                    continue
                 self.cache.put(key, {"_call": {"cost_usd": 0.0, "latency_s": latency, "error": code,
                                                "detail": str(item.error)[:500], "paid_by": owner,
                                                "batch": True, "job": job["name"]}})

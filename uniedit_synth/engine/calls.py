@@ -7,15 +7,17 @@ Backends are thin protocol adapters; everything that must be the same for every 
 - retries (tenacity) cover 429/5xx/timeouts/connection errors with jittered exponential back-off, never
   400/401/403; a 401 aborts the run, and so does a provider still unreachable after the retries (an outage
   is not a property of the record: its shard stays unfinished and a rerun picks it up);
-- the cost of each call is priced from the config's table and charged to the shared budget.
+- the cost of each call is priced from the config's table and charged to the shared budget;
+- an edit reply without an image (NoImageReply) is charged but never cached as the request's answer: a
+  note of it is stored under its own key for `uniedit inspect`, and the edit stage asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -27,6 +29,7 @@ from ..backends.base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NoImageReply,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -38,7 +41,8 @@ from ..backends.base import (
 )
 from ..config import Price, RetrySpec
 from ..errors import AuthenticationFailed, ProviderUnreachable
-from .cache import ResponseCache
+from ..ledger import Ledger
+from .cache import CacheEntry, ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -60,65 +64,6 @@ class CoordinatorLike(Protocol):
     async def spend(self, usd: float) -> bool: ...
 
 
-@dataclass
-class Ledger:
-    """What one record's calls cost and took, summed over stages (cached calls count at their original
-    cost and latency, so a resumed run writes the same rows as an uninterrupted one).
-
-    `cost_usd` is the money this record's calls paid: a cached reply that another record paid for (the same
-    image and instruction) costs this row nothing, so summing rows gives the money spent; `attributed_usd`
-    also counts such shared replies (the row's `attributed_cost_usd`)."""
-
-    cost_usd: float = 0.0
-    attributed_usd: float = 0.0
-    latency_s: float = 0.0
-    #: the record this ledger belongs to; cache entries name the record that paid for them
-    owner: str = ""
-    #: batch-mode calls this record is waiting for (engine/batch.py), set when BatchPending is raised
-    deferred: list[Any] = field(default_factory=list)
-    calls: dict[str, int] = field(default_factory=dict)
-    cache_hits: dict[str, int] = field(default_factory=dict)
-    spent_now_usd: float = 0.0
-    events: list[dict[str, Any]] = field(default_factory=list)
-    #: the edit attempt the next edit/judge calls belong to (set by the worker)
-    attempt: int | None = None
-    _counted: set[str] = field(default_factory=set)
-
-    def add(
-        self,
-        stage: str,
-        cost: float,
-        latency: float,
-        cached: bool,
-        key: str = "",
-        error: str | None = None,
-        kind: str = "text",
-        model: str = "",
-        paid_by: str | None = None,
-        batch: bool = False,
-    ) -> None:
-        if cached and key in self._counted:
-            cost = 0.0  # the same reply used twice for one record (an identical retry) was paid once
-        self._counted.add(key)
-        shared = cached and paid_by is not None and paid_by != self.owner
-        paid = 0.0 if shared else cost
-        event = {"stage": stage, "key": key, "cached": cached, "cost_usd": paid, "latency_s": round(latency, 4),
-                 "error": error, "kind": kind, "model": model,
-                 "attempt": self.attempt if stage in ("edit", "judge") else None}
-        if shared:
-            event["attributed_usd"] = cost
-        if batch:
-            event["batch"] = True
-        self.events.append(event)
-        self.cost_usd += paid
-        self.attributed_usd += cost
-        self.latency_s += latency
-        bucket = self.cache_hits if cached else self.calls
-        bucket[stage] = bucket.get(stage, 0) + 1
-        if not cached:
-            self.spent_now_usd += cost
-
-
 def price(prices: dict[str, Price], model: str, usage: Usage, batch: bool = False) -> float:
     """What a call with `usage` costs at the table's prices (a batch job's at the model's batch_factor)."""
     p = prices.get(model)
@@ -131,6 +76,12 @@ def price(prices: dict[str, Price], model: str, usage: Usage, batch: bool = Fals
         + usage.images_out * p.per_image_out
     )
     return online * p.batch_factor if batch else online
+
+
+def no_image_key(request_key: str, seq: int) -> str:
+    """Where the note of a no-image reply is stored: a key no request hashes to, so the cache never answers
+    the request with it (a rerun asks the provider again)."""
+    return hashlib.sha256(f"{request_key}/no-image/{seq}".encode()).hexdigest()
 
 
 def estimate_tokens(request: TextRequest | EditRequest) -> int:
@@ -163,6 +114,8 @@ class ModelCaller:
         self.retry = retry
         self.rate_limited = rate_limited
         self.bucket = f"{backend.provider}/{backend.spec.model}" if hasattr(backend, "spec") else stage
+        #: only a backend that reads `request.context` has it in its cache keys (backends/base.py request_key)
+        self.reads_context = bool(getattr(backend, "reads_context", False))
         self._sleep = sleep
         #: set by the worker when this stage runs in batch mode: a cache miss then waits for a batch job
         self.batch: Any = None
@@ -177,8 +130,10 @@ class ModelCaller:
         return EditReply.model_validate({**meta, "image": payload})
 
     async def _call(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger) -> tuple[dict, bytes]:
-        key = request_key(kind, request)
+        key = request_key(kind, request, with_context=self.reads_context)
         hit = self.cache.get(key)
+        if hit is None and not self.reads_context:
+            hit = self._legacy_hit(kind, request, key)
         if hit is not None:
             info = hit.meta.pop("_call")
             ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind,
@@ -207,6 +162,15 @@ class ModelCaller:
             self.cache.put(key, {"_call": info})
             ledger.add(self.stage, 0.0, latency, False, key, code, kind, request.model)
             raise
+        except NoImageReply as exc:
+            latency = time.monotonic() - started
+            cost = price(self.prices, request.model, exc.usage)
+            note = no_image_key(key, len(ledger.events))
+            info = {"cost_usd": cost, "latency_s": latency, "error": "no_image", "detail": str(exc)[:500]}
+            self.cache.put(note, {"text": exc.text, "usage": exc.usage.model_dump(), "_call": info})
+            ledger.add(self.stage, cost, latency, False, note, "no_image", kind, request.model)
+            await self.coordinator.spend(cost)
+            raise
         latency = time.monotonic() - started
         cost = price(self.prices, reply.model or request.model, reply.usage)
         meta = reply.model_dump(exclude={"image"})
@@ -217,6 +181,17 @@ class ModelCaller:
         ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
         await self.coordinator.spend(cost)
         return meta, payload
+
+    def _legacy_hit(self, kind: str, request: TextRequest | EditRequest, key: str) -> CacheEntry | None:
+        """A reply cached before context left the keys of backends that never read it: found under its old
+        key (context included) and copied to the new one, so no paid reply is asked for again."""
+        legacy = request_key(kind, request, with_context=True)
+        if legacy == key:
+            return None
+        hit = self.cache.get(legacy)
+        if hit is not None:
+            self.cache.put(key, hit.meta, hit.payload)
+        return hit
 
     async def _with_retries(self, kind: str, request: TextRequest | EditRequest) -> TextReply | EditReply:
         retrying = AsyncRetrying(
@@ -251,7 +226,7 @@ class ModelCaller:
 
     def where(self) -> str:
         """The backend as an error message names it: provider/model and the endpoint (without credentials)."""
-        from .driver import redact_url
+        from ..redact import redact_url
 
         spec = getattr(self.backend, "spec", None)
         url = redact_url(getattr(spec, "base_url", None))

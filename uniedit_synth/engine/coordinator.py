@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-
-REQUEST_LOG_SIZE = 10_000
 
 
 @dataclass
@@ -80,9 +78,6 @@ class Coordinator:
         self._decided: dict[int, list[bool]] = {}
         self._pending: dict[int, list[str]] = {}
         self._waiters: dict[int, asyncio.Future] = {}
-        self._node_shards: dict[str, list[int]] = defaultdict(list)
-        # the latest grants only (for tests and debugging): a run makes millions of calls
-        self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     # -- rate limits -------------------------------------------------------------------------------
     async def acquire(self, bucket: str, tokens: int = 0) -> float:
@@ -92,7 +87,6 @@ class Coordinator:
             return 0.0
         now = time.monotonic()
         delay = limiter.reserve(now, tokens)
-        self._request_log.append((time.time() + delay, bucket))
         return delay
 
     async def pause(self, bucket: str, seconds: float) -> None:
@@ -112,9 +106,6 @@ class Coordinator:
             key: {"granted": b.granted, "pauses": b.pauses, "rpm": b.rpm, "tpm": b.tpm}
             for key, b in self._buckets.items()
         }
-
-    async def request_times(self) -> list[tuple[float, str]]:
-        return list(self._request_log)
 
     # -- budget --------------------------------------------------------------------------------------
     async def budget_left(self) -> bool:
@@ -209,10 +200,3 @@ class Coordinator:
             waiter = self._waiters.pop(shard, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-
-    # -- where shards ran ----------------------------------------------------------------------------
-    async def ran_on(self, node: str, shard: int) -> None:
-        self._node_shards[node].append(shard)
-
-    async def nodes(self) -> dict[str, list[int]]:
-        return dict(self._node_shards)

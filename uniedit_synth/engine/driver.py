@@ -22,21 +22,21 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
 from .. import __version__
 from ..backends.registry import create_backend
-from ..config import PipelineConfig, pipeline_hash
+from ..config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
 from ..errors import UniEditError
 from ..prompts import prompt_hashes
 from ..records import VQARecord
+from ..redact import redact_url
 from ..sources import open_source
 from ..store import RunDir, locked, summarise
 from .batch import JobStore, summarise_jobs
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
-from .worker import CAPABILITY, batch_route, ids_digest
+from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ MAX_SHARD_RETRIES = 3
 
 @dataclass
 class RunSummary:
-    out_dir: str
+    """What `synth` returns: counts over the whole run, this invocation's shards and calls, and where it is."""
+
+    out_dir: str  # where the run is, safe to print (a URI without keys or query)
     read: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -64,32 +66,30 @@ class RunSummary:
     def stopped_by_budget(self) -> bool:
         return self.budget_exhausted > 0
 
+    @property
+    def paths(self) -> dict[str, str]:
+        """The run's outputs: data/ (accepted), rejects/, attempts/, stats.json, run.json, cache/."""
+        base = self.out_dir.rstrip("/")
+        names = {"data": "data", "rejects": "rejects", "attempts": "attempts", "stats": "stats.json",
+                 "run_json": "run.json", "cache": "cache"}
+        return {key: f"{base}/{rel}" for key, rel in names.items()}
+
 
 def prompt_files(config: PipelineConfig) -> list[str]:
-    """Every template the pipeline can use (rewrite expands `{category}` over the files that exist)."""
-    stages = config.stages
-    names = [p for p in (stages.classify.prompt, stages.edit.prompt, stages.judge.prompt) if p]
-    template = stages.rewrite.prompt or "rewrite/{category}.txt"
-    if "{category}" in template:
-        folder = (config.prompts_path() / template).parent
-        pattern = Path(template).name.replace("{category}", "*")
-        rel_folder = Path(template).parent
-        names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
-    else:
-        names.append(template)
+    """Every template the pipeline's stages can use (a `{category}` template expands over the files that exist)."""
+    names: list[str] = []
+    for definition in CONFIGURED_STAGES:
+        template = getattr(getattr(config.stages, definition.name), "prompt", None)
+        if not template:
+            continue
+        if "{category}" in template:
+            folder = (config.prompts_path() / template).parent
+            pattern = Path(template).name.replace("{category}", "*")
+            rel_folder = Path(template).parent
+            names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
+        else:
+            names.append(template)
     return names
-
-
-def redact_url(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-    return url
 
 
 def versions() -> dict[str, str]:
@@ -208,8 +208,7 @@ class Driver:
             "category_caps": self.config.stages.classify.category_caps,
         }
         source = open_source(
-            self.config.source, seed=self.config.seed, limit=self.config.limit, policy=self.config.input
-        )
+            self.config.source, seed=self.config.seed, limit=self.config.limit)
         engine = self.config.engine
         if engine.kind == "inline":
             runtime: Any = InlineRuntime(self.config, self.run_dir.location, self.pipeline_hash, coordinator_args)
@@ -315,7 +314,7 @@ class Driver:
             shard, records, worker, tries = in_flight.pop(task)
             load[worker] -= 1
             try:
-                entry = task.result()
+                result = task.result()
             except WorkerLost as exc:
                 if tries + 1 > MAX_SHARD_RETRIES:
                     raise UniEditError(f"shard {shard} failed {tries + 1} times: {exc}") from None
@@ -325,17 +324,17 @@ class Driver:
                 exhausted = not await runtime.coordinator.budget_left()
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
                 continue
-            self.run_dir.append_manifest(entry)
+            self.run_dir.append_manifest(result)
             summary.shards_done += 1
-            summary.spent_now_usd += entry.get("spent_usd", 0.0)
-            for stage, n in entry.get("calls", {}).items():
+            summary.spent_now_usd += result.spent_usd
+            for stage, n in result.calls.items():
                 summary.calls[stage] = summary.calls.get(stage, 0) + n
-            for stage, n in entry.get("cache_hits", {}).items():
+            for stage, n in result.cache_hits.items():
                 summary.cache_hits[stage] = summary.cache_hits.get(stage, 0) + n
             if self.log_format == "json":
-                self._emit({"event": "shard", **{k: entry[k] for k in (
+                self._emit({"event": "shard", **result.model_dump(mode="json", include={
                     "shard", "records", "accepted", "rejected", "reject_reasons", "cost_usd", "spent_usd",
-                    "calls", "cache_hits", "node", "worker", "elapsed_s")}})
+                    "calls", "cache_hits", "node", "worker", "elapsed_s"})})
 
     async def _poll_progress(self, runtime, bar, base) -> None:
         while True:
@@ -380,7 +379,7 @@ def shards_per_worker(config: PipelineConfig) -> int:
     engine = config.engine
     if engine.shards_in_flight_per_worker is not None:
         return engine.shards_in_flight_per_worker
-    slots = sum(getattr(config.stages, stage).concurrency for stage in CAPABILITY)
+    slots = sum(getattr(config.stages, d.name).concurrency for d in STAGES)
     return max(2, math.ceil(2 * slots / engine.shard_size) + 1)
 
 

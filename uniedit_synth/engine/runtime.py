@@ -7,7 +7,6 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -17,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import PipelineConfig
+from ..config import ActorResources, PipelineConfig
 from ..errors import UniEditError
 from ..records import VQARecord
+from ..store import ShardResult
 from .coordinator import Coordinator
-from .worker import ShardProcessor
+from .worker import CAPABILITY, ShardProcessor
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,30 @@ def remove_stale_temp_dirs() -> None:
         pid = path.name.split("-")[2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_resources(config: PipelineConfig) -> ActorResources:
+    """What one shard worker asks Ray for: `engine.worker_resources` merged with the `resources` of every
+    backend a stage uses (one worker runs all stages, so it needs the most any of them needs)."""
+    needed = config.engine.worker_resources
+    for stage_name in CAPABILITY:
+        spec = config.backends[getattr(config.stages, stage_name).backend]
+        if spec.resources is not None:
+            needed = needed.merged(spec.resources)
+    return needed
+
+
+def actor_options(resources: ActorResources) -> dict[str, Any]:
+    """Ray actor options for `resources`. A worker is an asyncio process that waits on the network most of
+    the time, so by default it reserves no CPU (num_cpus=0) and packs next to others."""
+    options: dict[str, Any] = {"num_cpus": resources.num_cpus or 0}
+    if resources.num_gpus:
+        options["num_gpus"] = resources.num_gpus
+    if resources.memory_mb:
+        options["memory"] = int(resources.memory_mb * 1024 * 1024)
+    if resources.resources:
+        options["resources"] = dict(resources.resources)
+    return options
 
 
 class WorkerLost(Exception):
@@ -148,7 +172,7 @@ class _ShardWorkerActor:
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
-    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> dict[str, Any]:
+    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
         if self._processor is None:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
@@ -156,9 +180,6 @@ class _ShardWorkerActor:
                                        budget=config.limits.max_cost_usd is not None)
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted)
-
-    async def pid(self) -> int:
-        return os.getpid()
 
 
 class RayRuntime:
@@ -210,6 +231,8 @@ class RayRuntime:
         self._env = {k: v for k, v in os.environ.items()
                      if k.startswith(FORWARDED_ENV_PREFIXES) and k != "UNIEDIT_NODE_LABEL"}
         self._actor_cls = ray.remote(_ShardWorkerActor)
+        self._resources = worker_resources(config)
+        self._options = actor_options(self._resources)
         self.workers = config.engine.workers
         self._generations = [0] * self.workers
         self._actors = [self._new_actor(i) for i in range(self.workers)]
@@ -217,24 +240,27 @@ class RayRuntime:
     def _new_actor(self, index: int):
         self._generations[index] += 1
         label = f"ray-{index}.{self._generations[index]}"
-        options = {"num_cpus": 0, "max_concurrency": 1000, "max_restarts": 0}
+        options = {**self._options, "max_concurrency": 1000, "max_restarts": 0}
         return self._actor_cls.options(scheduling_strategy=self._placement(index), **options).remote(
             self._config_json, self._out_dir, self._hash, self.coordinator_handle, label, self._env
         )
 
     def _placement(self, index: int) -> Any:
-        """Worker i goes to the i-th alive node with CPUs (round robin over the nodes alive now, so a lost
-        node's replacement goes to another). SPREAD alone is best effort, and so is a soft affinity: either
-        can put every worker on one node."""
+        """Worker i goes to the i-th alive node with CPUs and the resources a worker asks for (round robin
+        over the nodes alive now, so a lost node's replacement goes to another). SPREAD alone is best effort,
+        and so is a soft affinity: either can put every worker on one node."""
+        wanted = {"CPU": max(self._resources.num_cpus or 0, 1e-9), "GPU": self._resources.num_gpus or 0,
+                  **self._resources.resources}
         nodes = sorted(n["NodeID"] for n in self._ray.nodes()
-                       if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
+                       if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v for k, v in wanted.items()
+                                                 if v))
         if len(nodes) < 2:
             return "SPREAD"
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
-    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> dict[str, Any]:
+    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
         ray = self._ray
         generation = self._generations[worker]
         try:
@@ -260,9 +286,6 @@ class RayRuntime:
         except Exception:  # noqa: BLE001 - it is already gone
             pass
         self._actors[worker] = self._new_actor(worker)
-
-    async def actor_pids(self) -> list[int]:
-        return list(await asyncio.gather(*(a.pid.remote() for a in self._actors)))
 
     async def close(self) -> None:
         ray = self._ray

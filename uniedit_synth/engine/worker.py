@@ -1,9 +1,9 @@
-"""The shard worker: runs one shard's records through validate → classify → rewrite → edit ⇄ judge and writes it.
+"""The shard worker: runs one shard's records through the stages of config.STAGE_TABLE and writes the shard.
 
-The same ShardProcessor runs inside a Ray async actor (engine/ray_runtime.py) or in-process
-(`--engine inline`). Records of a shard run concurrently; each stage has its own semaphore (the stage's
-`concurrency`), shared by all shards this worker holds. Every record leaves exactly once, as a Sample
-that is accepted or rejected with a reason.
+With the built-in table that is validate → classify → (category caps) → rewrite → edit ⇄ judge. The same
+ShardProcessor runs inside a Ray async actor (engine/runtime.py) or in-process (`--engine inline`). Records of
+a shard run concurrently; each stage has its own semaphore (the stage's `concurrency`), shared by all shards
+this worker holds. Every record leaves exactly once, as a Sample that is accepted or rejected with a reason.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -23,16 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.registry import create_backend
-from ..config import PipelineConfig
+from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
-from ..runfs import open_run_fs
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
-from ..stages.classify import ClassifyStage
-from ..stages.edit import EditStage
-from ..stages.judge import JudgeStage
-from ..stages.rewrite import RewriteStage
-from ..store import write_shard_table
+from ..store import RunDir, ShardResult
 from .batch import BatchPending, BatchRunner, BatchState, StageBatch
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
@@ -41,8 +37,15 @@ log = logging.getLogger(__name__)
 
 EXHAUSTED = Rejected(RejectReason.budget_exhausted, "the run's --max-cost was reached before this record")
 
-STAGES = ("classify", "rewrite", "edit", "judge")
-CAPABILITY = {"classify": "text", "rewrite": "text", "edit": "edit", "judge": "text"}
+#: the stages the worker runs as classes (validate is its own step)
+STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.cls is not None)
+#: stage name -> the backend capability it calls, for the stages that call a model
+CAPABILITY: dict[str, str] = {d.name: d.capability for d in STAGES if d.capability is not None}
+
+
+def load_stage_class(definition: StageDef) -> type:
+    module_name, _, class_name = (definition.cls or "").partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def node_label() -> str:
@@ -102,18 +105,18 @@ class ShardProcessor:
         worker_label: str = "inline",
     ):
         self.config = config
-        self.out = open_run_fs(out_dir)  # a path or a pyarrow filesystem URI (rebuilt in this process)
+        self.run_dir = RunDir(out_dir)  # a path or a pyarrow filesystem URI (rebuilt in this process)
         self.pipeline_hash = pipeline_hash
         self.coordinator = coordinator
         self.worker_label = worker_label
         self.node = node_label()
-        self.cache = ResponseCache(self.out.child("cache"))
+        self.cache = ResponseCache(self.run_dir.cache_fs())
         self._backends: dict[tuple[str, str], Any] = {}
         callers: dict[str, ModelCaller] = {}
         models: dict[str, str] = {}
-        for stage_name in STAGES:
+        for stage_name, capability in CAPABILITY.items():
             stage_spec = getattr(config.stages, stage_name)
-            backend = self._backend(stage_spec.backend, CAPABILITY[stage_name])
+            backend = self._backend(stage_spec.backend, capability)
             models[stage_name] = config.backends[stage_spec.backend].model
             callers[stage_name] = ModelCaller(
                 stage_name,
@@ -126,7 +129,7 @@ class ShardProcessor:
                 backend_name=stage_spec.backend,
             )
         self.batch_state = BatchState()
-        self.batch_runner = BatchRunner(self.out, self.cache, coordinator, config.prices, self.batch_state)
+        self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
         self.batch_stages: list[str] = []
         for stage_name, caller in callers.items():
             stage_spec = getattr(config.stages, stage_name)
@@ -136,16 +139,17 @@ class ShardProcessor:
                 self.batch_stages.append(stage_name)
         self._batch_sent: Counter = Counter()
         self.ctx = StageContext(config=config, callers=callers, models=models)
-        self.classify = ClassifyStage(self.ctx)
-        self.rewrite = RewriteStage(self.ctx)
-        self.edit = EditStage(self.ctx)
-        self.judge = JudgeStage(self.ctx)
+        self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
+        self._front_stages = [d for d in STAGES if not d.after_caps]
+        self._back_stages = [d for d in STAGES if d.after_caps]
         self.model_names = ModelNames(
-            classifier=models["classify"], rewriter=models["rewrite"], editor=models["edit"], judge=models["judge"]
+            classifier=models.get("classify"), rewriter=models.get("rewrite"), editor=models.get("edit"),
+            judge=models.get("judge"),
         )
-        self._sems = {name: asyncio.Semaphore(getattr(config.stages, name).concurrency) for name in STAGES}
+        self._sems = {d.name: asyncio.Semaphore(getattr(config.stages, d.name).concurrency) for d in STAGES}
         self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
         self._pending_report: dict[str, Any] = {}
+        self._started: asyncio.Task | None = None
         self._root = image_root_for(config.source)
 
     def _backend(self, name: str, capability: str) -> Any:
@@ -154,14 +158,23 @@ class ShardProcessor:
             self._backends[key] = create_backend(name, self.config.backends[name], capability, seed=self.config.seed)
         return self._backends[key]
 
+    async def start_backends(self) -> None:
+        """Each backend's optional `start()` (load a local model), once per worker process, before its first
+        call; concurrent shards wait for the same start."""
+        if self._started is None:
+            starts = [b.start() for b in self._backends.values() if callable(getattr(b, "start", None))]
+            self._started = asyncio.ensure_future(asyncio.gather(*starts))
+        await asyncio.shield(self._started)
+
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.aclose()
 
     # -- one shard ---------------------------------------------------------------------------------------
-    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> dict[str, Any]:
+    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> ShardResult:
         started = time.monotonic()
-        funnel: dict[str, Counter] = {s: Counter() for s in ("validate", *STAGES)}
+        await self.start_backends()
+        funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
         for item in items:
             item.ledger.owner = item.record.id
@@ -184,7 +197,7 @@ class ShardProcessor:
                 else:
                     capped = Rejected(RejectReason.category_capped, f"cap reached for {items[i].task_category}")
                     self._finish(i, items[i], self._reject(items[i], capped), outcomes)
-            # phase 3: rewrite → edit ⇄ judge
+            # phase 3: the stages after the caps (rewrite → edit ⇄ judge)
             await self._in_waves(
                 shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
                 lambda i, f: self._back(i, items[i], outcomes, f),
@@ -196,9 +209,9 @@ class ShardProcessor:
         if len(samples) != len(records):
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         entry = self._write(shard, items, samples, funnel, admitted, started)
-        if batch:
-            entry["batch"] = {k: v for k, v in batch.items() if k != "spent_usd"}
-            entry["spent_usd"] = round(entry["spent_usd"] + batch["spent_usd"], 8)
+        if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
+            entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
+            entry.spent_usd = round(entry.spent_usd + batch["spent_usd"], 8)
         return entry
 
     async def _in_waves(self, shard: int, indices: Iterable[int], items: list[WorkItem],
@@ -245,10 +258,8 @@ class ShardProcessor:
             funnel["validate"]["out"] += 1
             if exhausted:
                 raise BudgetExhausted()
-            funnel["classify"]["in"] += 1
-            async with self._sems["classify"]:
-                await self.classify(item)
-            funnel["classify"]["out"] += 1
+            for definition in self._front_stages:
+                await self._run_stage(definition, item, funnel)
         except BatchPending:
             return  # waits for this wave's batch jobs (_in_waves)
         except Rejected as rej:
@@ -256,33 +267,47 @@ class ShardProcessor:
         except BudgetExhausted:
             self._finish(i, item, self._reject(item, EXHAUSTED), outcomes)
 
+    async def _run_stage(self, definition: StageDef, item: WorkItem, funnel: dict, *args: Any) -> Any:
+        name = definition.name
+        funnel[name]["in"] += 1
+        async with self._sems[name]:
+            result = await self.stages[name](item, *args)
+        if result is not False:
+            funnel[name]["out"] += 1
+        return result
+
     async def _back(self, i: int, item: WorkItem, outcomes: list, funnel: dict) -> None:
+        """The stages after the caps, in order. A stage with `retries` (judge) that returns False sends the
+        record back to that stage (edit), which is called with the attempt number, while its max_attempts
+        allow; a failed attempt before a retry is kept in attempts/ as a preference negative."""
+        stages = self._back_stages
+        names = [d.name for d in stages]
+        loop_starts = {d.retries for d in stages if d.retries}
         try:
-            funnel["rewrite"]["in"] += 1
-            async with self._sems["rewrite"]:
-                await self.rewrite(item)
-            funnel["rewrite"]["out"] += 1
-            accepted = False
-            for attempt in range(self.config.stages.edit.max_attempts):
-                item.ledger.attempt = attempt
-                funnel["edit"]["in"] += 1
-                async with self._sems["edit"]:
-                    await self.edit(item, attempt)
-                funnel["edit"]["out"] += 1
-                funnel["judge"]["in"] += 1
-                async with self._sems["judge"]:
-                    accepted = await self.judge(item)
-                if accepted:
-                    funnel["judge"]["out"] += 1
-                    break
-                if attempt + 1 < self.config.stages.edit.max_attempts:
-                    # a judged failure before a retry: kept in attempts/ as a preference negative
-                    snapshot = self._sample(item, False, RejectReason.low_score, self.judge.failed_thresholds(item))
-                    snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
-                    snapshot.attributed_cost_usd = 0.0
-                    item.failed_attempts.append(snapshot)
-            if not accepted:
-                raise Rejected(RejectReason.low_score, self.judge.failed_thresholds(item))
+            attempt = 0
+            index = 0
+            while index < len(stages):
+                definition = stages[index]
+                if definition.name in loop_starts:
+                    item.ledger.attempt = attempt
+                    await self._run_stage(definition, item, funnel, attempt)
+                    index += 1
+                    continue
+                result = await self._run_stage(definition, item, funnel)
+                if result is not False or not definition.retries:
+                    index += 1
+                    continue
+                verdict = self.stages[definition.name]
+                max_attempts = getattr(getattr(self.config.stages, definition.retries), "max_attempts", 1)
+                if attempt + 1 >= max_attempts:
+                    raise Rejected(RejectReason.low_score, verdict.failed_thresholds(item))
+                # a judged failure before a retry: kept in attempts/ as a preference negative
+                snapshot = self._sample(item, False, RejectReason.low_score, verdict.failed_thresholds(item))
+                snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
+                snapshot.attributed_cost_usd = 0.0
+                item.failed_attempts.append(snapshot)
+                attempt += 1
+                index = names.index(definition.retries)
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
         except BatchPending:
             return  # waits for this wave's batch jobs (_in_waves)
@@ -352,16 +377,13 @@ class ShardProcessor:
         funnel: dict[str, Counter],
         admitted: Counter,
         started: float,
-    ) -> dict[str, Any]:
+    ) -> ShardResult:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
         self._write_call_index(shard, items, samples)
-        files = {
-            "data": write_shard_table(self.out, "data", shard, samples_to_table(accepted)),
-            "rejects": write_shard_table(self.out, "rejects", shard, samples_to_table(rejected)),
-            "attempts": write_shard_table(self.out, "attempts", shard, samples_to_table(attempts)),
-        }
+        rows = {"data": accepted, "rejects": rejected, "attempts": attempts}
+        files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
         for s in samples:
@@ -376,27 +398,27 @@ class ShardProcessor:
             hits.update(item.ledger.cache_hits)
         spent = sum(item.ledger.spent_now_usd for item in items)
         records = [item.record for item in items]
-        return {
-            "shard": shard,
-            "records": len(records),
-            "ids_sha256": ids_digest(records),
-            "accepted": len(accepted),
-            "rejected": len(rejected),
-            "reject_reasons": dict(reasons),
-            "budget_exhausted": reasons.get(RejectReason.budget_exhausted.value, 0),
-            "categories": {k: dict(v) for k, v in categories.items()},
-            "admitted": dict(admitted),
-            "funnel": {k: dict(v) for k, v in funnel.items()},
-            "cost_usd": round(sum(s.cost_usd for s in samples), 8),
-            "calls": dict(calls),
-            "cache_hits": dict(hits),
-            "spent_usd": round(spent, 8),
-            "files": files,
-            "node": self.node,
-            "worker": self.worker_label,
-            "elapsed_s": round(time.monotonic() - started, 3),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
+        return ShardResult(
+            shard=shard,
+            records=len(records),
+            ids_sha256=ids_digest(records),
+            accepted=len(accepted),
+            rejected=len(rejected),
+            reject_reasons=dict(reasons),
+            budget_exhausted=reasons.get(RejectReason.budget_exhausted.value, 0),
+            categories={k: dict(v) for k, v in categories.items()},
+            admitted=dict(admitted),
+            funnel={k: dict(v) for k, v in funnel.items()},
+            cost_usd=round(sum(s.cost_usd for s in samples), 8),
+            calls=dict(calls),
+            cache_hits=dict(hits),
+            spent_usd=round(spent, 8),
+            files=files,
+            node=self.node,
+            worker=self.worker_label,
+            elapsed_s=round(time.monotonic() - started, 3),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
 
     def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
         """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
@@ -404,7 +426,7 @@ class ShardProcessor:
         for item, sample in zip(items, samples, strict=True):
             for event in item.ledger.events:
                 lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        self.out.write_bytes(f"cache/index/shard-{shard:05d}.jsonl", ("\n".join(lines) + "\n").encode(), fsync=False)
+        self.run_dir.write_call_index(shard, lines)
 
     def _image_root(self) -> Path | None:
         return self._root

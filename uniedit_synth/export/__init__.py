@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from ..errors import ExportError
+from ..masks import DEFAULT_VAE_FACTOR
 from ..records import Sample
 from .card import CardStats
 from .options import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS, ExportOptions
@@ -60,6 +61,7 @@ class ExportSummary(BaseModel):
     with_masks: bool = False
     files: list[str]
     seconds: float
+    hub_url: str | None = None  # --push-to-hub: the dataset repo the export was uploaded to
 
     @property
     def total_rows(self) -> int:
@@ -69,6 +71,10 @@ class ExportSummary(BaseModel):
 def _writer(
     fmt: str, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]
 ) -> FormatWriter:
+    if fmt == "uniedit-jsonl" and options.layout == "release":
+        from .uniedit_release import UniEditReleaseWriter
+
+        return UniEditReleaseWriter(root, final_dir, options, run_info)
     if fmt == "uniedit-jsonl":
         from .uniedit_jsonl import UniEditJsonlWriter
 
@@ -117,6 +123,13 @@ def _options(fmt: str, **values: Any) -> ExportOptions:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ExportError(f"invalid export options: {problems}") from None
+    if options.layout == "release" and fmt != "uniedit-jsonl":
+        raise ExportError("--layout release is a uniedit-jsonl layout; use --format uniedit-jsonl")
+    if options.layout == "release" and (options.include_rejects or options.with_masks):
+        raise ExportError(
+            "the release layout has exactly the release's nine keys: drop --include-rejects and --with-masks, "
+            "or use --layout default"
+        )
     if fmt == "bagel" and options.include_rejects:
         raise ExportError(
             "the bagel format has no preference pairs; drop --include-rejects or export to hf/uniedit-jsonl"
@@ -141,7 +154,9 @@ def export_run(
     row_group_rows: int | None = None,
     with_masks: bool = False,
     mask_grid: int | tuple[int, int] | None = None,
+    mask_factor: int = DEFAULT_VAE_FACTOR,
     weight_fn: str = "log",
+    layout: str = "default",
     bagel_data_dir: str | None = None,
     bagel_name: str = "uniedit",
     push_to_hub: str | None = None,
@@ -154,8 +169,11 @@ def export_run(
     categories to keep). `include_rejects` adds preference pairs (see selection.py for who pairs with whom).
     `val_fraction` sends a stable, id-hashed share of samples to a `validation` split. `shard_rows` rows per
     output file and `row_group_rows` rows per parquet row group default per format (options.py).
-    `with_masks` computes an edit mask (at `mask_grid`, or full resolution) and a region weight (`weight_fn`)
-    per sample (uniedit-jsonl and hf). `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
+    `with_masks` computes an edit mask by UniWorld-V1's recipe (masks.py), max-pooled by `mask_factor` (8, the
+    authors' VAE factor; 1 = full resolution) or to `mask_grid` cells, and a region weight (`weight_fn`) per
+    sample (uniedit-jsonl and hf). `layout="release"` (uniedit-jsonl) writes the Uni-Edit release's files and
+    nine keys exactly, without the rows whose source image and instruction repeat (uniedit_release.py).
+    `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
     `push_to_hub` (hf only) uploads the finished export to that dataset repo.
     Raises ExportError for a missing or non-run `run_dir`, a non-empty `out_dir` without `overwrite`, an
     unknown format or invalid options.
@@ -171,7 +189,9 @@ def export_run(
         row_group_rows=row_group_rows,
         with_masks=with_masks,
         mask_grid=mask_grid,
+        mask_factor=mask_factor,
         weight_fn=weight_fn,
+        layout=layout,
         bagel_data_dir=bagel_data_dir,
         bagel_name=bagel_name,
     )
@@ -200,7 +220,7 @@ def export_run(
     if push_to_hub:
         from .hf import push_to_hub as upload
 
-        upload(out, push_to_hub)
+        summary.hub_url = upload(out, push_to_hub)
     return summary
 
 
@@ -234,7 +254,7 @@ def _export_into(
         rows={split: count for split, count in stats.rows.items() if count},
         pairs={split: count for split, count in stats.pairs.items() if count},
         categories=stats.categories(),
-        skipped=dict(selection.skipped),
+        skipped={**selection.skipped, **getattr(writer, "dropped", {})},
         unpaired_rejects=selection.unpaired_rejects,
         rejects_without_edit=selection.rejects_without_edit,
         with_masks=options.with_masks,

@@ -33,6 +33,15 @@ class CardStats:
         if weight is not None:
             self.weights.append(weight)
 
+    def discard(self, category: str, split: str, score: float | None) -> None:
+        """Uncount a row a writer removed after it was added (the release layout's duplicate removal)."""
+        self.rows[split] -= 1
+        self.by_category[(category, split)] -= 1
+        if self.by_category[(category, split)] <= 0:
+            del self.by_category[(category, split)]
+        if score is not None and float(score) in self.scores[category]:
+            self.scores[category].remove(float(score))
+
     def add_pair(self, pair: PreferencePair, split: str) -> None:
         self.pairs[split] += 1
 
@@ -125,7 +134,8 @@ def card_body(
         mean_weight = sum(stats.weights) / len(stats.weights)
         out.append("## Edit masks\n")
         out.append(
-            f"Masks from grey-level differences (UniWorld-V1 §3.5), region weight `{options.weight_fn}`; "
+            "Masks by UniWorld-V1's recipe (per-channel RGB difference, threshold, close, small components "
+            f"dropped, max-pooled; `uniedit_synth/masks.py`), region weight `{options.weight_fn}`; "
             f"mean weight {mean_weight:.3f}, max {max(stats.weights):.3f}.\n"
         )
     out.append("## Provenance\n")

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from ..errors import ExportError
 from ..masks import mask_to_png
 from ..records import (
     IMAGE_COLUMNS,
@@ -200,11 +201,21 @@ class HfWriter:
 def push_to_hub(
     export_dir: str | Path, repo_id: str, *, private: bool = True, token: str | None = None
 ) -> str:
-    """Upload an hf export dir as a dataset repo (token from the argument or the HF_TOKEN environment
-    variable, as huggingface_hub reads it). Returns the repo URL. Never called by the tests."""
+    """Upload an hf export dir as a private dataset repo (one commit) through huggingface_hub: the token from
+    the argument or HF_TOKEN, the Hub from HF_ENDPOINT (tests/e2e/test_push_to_hub.py points it at a local fake
+    Hub). Returns the repo URL; a refused upload is a one-line ExportError (the export itself is kept)."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset")
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset",
+                          commit_message="uniedit-synth export")
+    except (HfHubHTTPError, ValueError, OSError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        hint = " (check HF_TOKEN)" if status in (401, 403) else ""
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExportError(f"--push-to-hub {repo_id} failed{hint}: {first}; the export in {export_dir} is "
+                          "complete, upload it again with --push-to-hub or huggingface-cli upload") from None
     return str(url)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..masks import DEFAULT_DILATION, DEFAULT_MIN_COMPONENT_FRAC, DEFAULT_THRESHOLD
+from ..masks import DEFAULT_CLOSE_KERNEL, DEFAULT_MIN_COMPONENT_FRAC, DEFAULT_THRESHOLD, DEFAULT_VAE_FACTOR
 from ..records import TASK_CATEGORIES
 
 SPLITS = ("train", "validation")
@@ -31,10 +31,13 @@ class ExportOptions(BaseModel):
     row_group_rows: int = Field(..., ge=0)
     with_masks: bool = False
     mask_grid: int | tuple[int, int] | None = None
-    mask_threshold: float = DEFAULT_THRESHOLD
-    mask_dilation: int = Field(DEFAULT_DILATION, ge=0)
+    mask_factor: int = Field(DEFAULT_VAE_FACTOR, ge=1)
+    mask_threshold: int = Field(DEFAULT_THRESHOLD, ge=0, le=255)
+    mask_close_kernel: int = Field(DEFAULT_CLOSE_KERNEL, ge=0)
     mask_min_component_frac: float = Field(DEFAULT_MIN_COMPONENT_FRAC, ge=0.0, le=1.0)
     weight_fn: Literal["log", "linear", "exp_root", "quad_root"] = "log"
+    #: uniedit-jsonl only: "default" (sharded rows with ids, masks, pairs) or "release" (uniedit_release.py)
+    layout: Literal["default", "release"] = "default"
     bagel_data_dir: str | None = None
     bagel_name: str = "uniedit"
 

@@ -54,8 +54,9 @@ def mask_and_weight(sample: Sample, options: ExportOptions) -> tuple[np.ndarray,
         sample.source_image,
         sample.edited_image,
         threshold=options.mask_threshold,
-        dilation=options.mask_dilation,
+        close_kernel=options.mask_close_kernel,
         min_component_frac=options.mask_min_component_frac,
+        vae_factor=options.mask_factor,
         grid=options.mask_grid,
     )
     return mask, region_weight(mask, options.weight_fn)

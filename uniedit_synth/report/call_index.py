@@ -20,7 +20,9 @@ Required:
 Optional (shown when present):
 - `cached`    true when the reply came from the cache, false when the call was made now.
 - `cost_usd`, `latency_s`   what the ledger charged (a cached call at its original cost and latency).
-- `error`     null, or the final refusal cached for the call: safety_blocked | bad_request | malformed.
+- `error`     null, or the final refusal cached for the call: safety_blocked | bad_request | malformed;
+              or no_image: an edit reply without an image, charged and asked again; its `key` names a note
+              of that reply (what the model said), never the request's cached answer.
 - `attempt`   the edit attempt (0-based) an edit or judge call belongs to.
 - `seq`       the call's position among the sample's calls; default: its order in the file.
 - `kind`      the `request_key` kind, "text" or "edit".
@@ -37,10 +39,11 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from ..runfs import RunFS, as_run_fs
+from ..store import RunDir
 
 log = logging.getLogger(__name__)
 
-INDEX_DIR = "cache/index"
+INDEX_DIR = RunDir.CALL_INDEX_DIR
 
 
 class CallRecord(BaseModel):
@@ -65,7 +68,7 @@ class CallRecord(BaseModel):
 
 def index_path(shard: int) -> str:
     """The index file of a shard, relative to the run."""
-    return f"{INDEX_DIR}/shard-{shard:05d}.jsonl"
+    return RunDir.call_index_path(shard)
 
 
 def read_call_index(run_dir: Path | RunFS, shard: int, sample_id: str | None = None) -> list[CallRecord]:

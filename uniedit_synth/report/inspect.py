@@ -23,9 +23,11 @@ from typing import Any
 
 from PIL import Image
 
+from ..config import STAGE_NAMES
 from ..engine.cache import ResponseCache
 from ..records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
 from ..runfs import RunFS
+from ..store import RunDir
 from .call_index import has_call_index, index_path, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, shard_files
@@ -61,7 +63,7 @@ def inspect_sample(run_dir: str | Path, sample_id: str, *, scan_cache: bool = Fa
         "calls_source": "none",
         "notes": [],
     }
-    cache = ResponseCache(run.child("cache"))
+    cache = ResponseCache(run.child(RunDir.CACHE_DIR))
     calls = read_call_index(run, shard, sample_id)
     if calls:
         info["calls_source"] = index_path(shard)
@@ -183,8 +185,8 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
             matches.append(
                 {"stage": stage, "key": key, "matched_by": "content", "reply": _read_entry(cache, key)}
             )
-    order = {"classify": 0, "rewrite": 1, "edit": 2, "judge": 3}
-    return sorted(matches, key=lambda m: (order[m["stage"]], m["key"]))
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    return sorted(matches, key=lambda m: (order.get(m["stage"], len(order)), m["key"]))
 
 
 def _cache_headers(cache: ResponseCache) -> Iterator[tuple[str, Any]]:

@@ -90,7 +90,7 @@ def _models(run_info: dict[str, Any]) -> list[tuple[str, str]]:
     backends = config.get("backends") or {}
     stages = config.get("stages") or {}
     out = []
-    for stage in ("classify", "rewrite", "edit", "judge"):
+    for stage in [name for name in STAGES if name in stages] + sorted(set(stages) - set(STAGES)):
         backend = (stages.get(stage) or {}).get("backend")
         spec = (backends.get(backend) or {}) if isinstance(backend, str) else {}
         if spec.get("model"):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import EXIT_STAGE as STAGE_EXITS
+from ..config import STAGE_NAMES
 from ..runfs import RunFS
 from .call_index import has_call_index, iter_call_index
 
@@ -20,24 +22,11 @@ SCORE_LABELS = {
 #: judge scores are 1–5; histogram bins are centred on the half points 1, 1.5, … 5
 SCORE_MIN, SCORE_MAX, SCORE_STEP = 1.0, 5.0, 0.5
 SCORE_BINS = [SCORE_MIN + SCORE_STEP * i for i in range(int((SCORE_MAX - SCORE_MIN) / SCORE_STEP) + 1)]
-STAGES = ("validate", "classify", "rewrite", "edit", "judge")
+STAGES = STAGE_NAMES
 NO_CATEGORY = "none"
 
-#: the stage where a record with this reject reason left the pipeline
-EXIT_STAGE = {
-    "invalid_input": "validate",
-    "duplicate_id": "validate",
-    "filtered_category": "classify",
-    "category_capped": "classify",
-    "classify_failed": "classify",
-    "rewrite_failed": "rewrite",
-    "leaks_answer": "rewrite",
-    "edit_failed": "edit",
-    "safety_blocked": "edit",
-    "judge_failed": "judge",
-    "low_score": "judge",
-    "budget_exhausted": "not run (budget)",
-}
+#: the stage where a record with this reject reason left the pipeline (from the stage table)
+EXIT_STAGE = {**STAGE_EXITS, "budget_exhausted": "not run (budget)"}
 EXIT_ORDER = (*STAGES, "accepted", "not run (budget)")
 
 
@@ -55,7 +44,7 @@ def exit_stage(row: dict[str, Any]) -> str:
     detail = (row.get("reject_detail") or "").split(":", 1)[0].strip()
     if status == "safety_blocked" and detail in STAGES:
         return detail
-    return EXIT_STAGE.get(status, "judge")
+    return EXIT_STAGE.get(status, STAGES[-1])
 
 
 def score_bin(value: float) -> int:

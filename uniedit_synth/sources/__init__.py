@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import InputPolicy, SourceSpec
+from ..config import SourceSpec
 from ..errors import SourceError
 from .arrange import ArrangedSource, PositionalSource
 from .base import Source
@@ -22,7 +22,12 @@ from .files import (
     row_file_kind,
 )
 from .hf import HF_OPTIONS, HFSource, HFStreamingSource, ImageJoin, is_saved_dataset, load_hf, parse_hf_spec
-from .llava import ConversationMapper, looks_like_llava
+from .llava import (
+    LLAVA_ONEVISION_CAPS,
+    LLAVA_ONEVISION_SUBJECT_KEY,
+    ConversationMapper,
+    looks_like_llava,
+)
 from .rows import PRESETS, TABLE_PRESETS, RowMapper, TableMapper, known_presets
 
 __all__ = [
@@ -55,18 +60,21 @@ def describe_forms() -> str:
     return ACCEPTED_FORMS
 
 
-def open_source(spec: SourceSpec, *, seed: int, limit: int | None, policy: InputPolicy) -> Source:
+def open_source(spec: SourceSpec, *, seed: int, limit: int | None) -> Source:
     """The Source for `spec`, in the order the run shards on. Raises SourceError for anything unreadable.
 
-    `policy` is accepted so that sources can honour input limits early; records are validated later,
-    in the engine's workers, with `validate_record(record, policy, image_root=source.image_root)`.
+    Records are validated later, in the engine's workers, with
+    `validate_record(record, policy, image_root=source.image_root)`.
     """
-    del policy  # validation happens per record in the workers (see docstring)
     text = (spec.spec or "").strip()
     if not text:
         raise SourceError("empty source spec.\n" + ACCEPTED_FORMS)
     # `columns.subject` names the column to cap by; caps read it from the row (meta keeps every column)
     subject_key = spec.subject_key or spec.columns.get("subject") or None
+    subject_caps = spec.subject_caps
+    if spec.preset == "llava-onevision":  # the Uni-Edit release's source mix, unless the config says otherwise
+        subject_key = subject_key or LLAVA_ONEVISION_SUBJECT_KEY
+        subject_caps = subject_caps or dict(LLAVA_ONEVISION_CAPS)
     if text == "scenes":
         inner = _open_scenes(spec, seed=seed, limit=limit)
     elif text.startswith("hf:"):
@@ -79,7 +87,7 @@ def open_source(spec: SourceSpec, *, seed: int, limit: int | None, policy: Input
         limit=limit,
         shuffle=spec.shuffle,
         subject_key=subject_key,
-        subject_caps=spec.subject_caps,
+        subject_caps=subject_caps,
         shuffle_buffer=_shuffle_buffer(spec),
     )
 
@@ -153,6 +161,18 @@ def _table_mapper(
     mapping), TableMapper otherwise."""
     _check_preset(spec)
     has_conversations = (available is not None and "conversations" in available) or looks_like_llava(first)
+    if spec.preset == "llava-onevision":
+        columns = set(available or []) | (set(first) if isinstance(first, dict) else set())
+        return ConversationMapper(
+            label=label,
+            turns=spec.options.get("turns", "first"),  # the release keeps the first turn
+            image_column=spec.columns.get("image", "images" if "images" in columns else "image"),
+            conversations_column=spec.columns.get(
+                "conversations", "messages" if "messages" in columns else "conversations"
+            ),
+            id_column=spec.columns.get("id", "id"),
+            subject_key=subject_key,
+        )
     if spec.preset == "llava" or (
         spec.preset is None and "question" not in spec.columns and has_conversations
     ):
@@ -207,19 +227,12 @@ def _open_hf(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
     if columns is not None:
         visible = columns + ([mapper.image_column] if join and mapper.image_column not in columns else [])
         mapper.check_columns(visible, text)  # type: ignore[arg-type]
-    description = {
-        "form": "hf",
-        "name": name,
-        "config": config,
-        "split": split,
-        "streaming": bool(options.get("streaming")),
-    }
     if bool(options.get("streaming")):
         return HFStreamingSource(
-            dataset, mapper=mapper, label=label, image_root=image_root, description=description, join=join
+            dataset, mapper=mapper, label=label, image_root=image_root, join=join
         )
     return HFSource(
-        dataset, mapper=mapper, label=label, image_root=image_root, description=description, join=join
+        dataset, mapper=mapper, label=label, image_root=image_root, join=join
     )
 
 

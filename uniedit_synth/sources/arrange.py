@@ -250,18 +250,6 @@ class ArrangedSource(Source):
             return self.limit if not self.subject_caps else None
         return base if self.limit is None else min(base, self.limit)
 
-    def describe(self) -> dict:
-        info = dict(self.inner.describe())
-        info.update(
-            shuffle=self.shuffle,
-            seed=self.seed,
-            limit=self.limit,
-            subject_key=self.subject_key,
-            subject_caps=self.subject_caps or None,
-        )
-        return info
-
-
 def buffer_shuffle(records: Iterable[VQARecord], seed: int, size: int) -> Iterator[VQARecord]:
     """A seeded shuffle through a bounded buffer (for sources without random access)."""
     key = stream_key(seed, _SALT_BUFFER)

@@ -26,7 +26,3 @@ class Source(ABC):
     def estimated_len(self) -> int | None:
         """Number of records, when cheap to know (for progress bars); None otherwise."""
         return None
-
-    def describe(self) -> dict:
-        """What run.json records about this source (no secrets, no absolute home paths needed)."""
-        return {"label": self.label}

@@ -202,15 +202,6 @@ class RowFileSource(PositionalSource):
     def estimated_len(self) -> int | None:
         return len(self) if self._offsets is not None else None
 
-    def describe(self) -> dict:
-        return {
-            "label": self.label,
-            "form": self.kind,
-            "path": str(self.path),
-            "image_root": str(self.image_root),
-        }
-
-
 # ------------------------------------------------------------------------------------------ parquet
 
 
@@ -310,11 +301,3 @@ class ParquetSource(PositionalSource):
 
     def estimated_len(self) -> int | None:
         return len(self)
-
-    def describe(self) -> dict:
-        return {
-            "label": self.label,
-            "form": "parquet",
-            "files": [str(p) for p in self.paths],
-            "image_root": str(self.image_root),
-        }

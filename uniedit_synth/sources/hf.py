@@ -145,14 +145,12 @@ class HFSource(PositionalSource):
         mapper: RowMapper,
         label: str,
         image_root: Path,
-        description: dict[str, Any],
         join: ImageJoin | None = None,
     ) -> None:
         self.dataset = dataset
         self.mapper = mapper
         self.label = label
         self.image_root = image_root
-        self._description = description
         self._arrow = dataset.with_format("arrow")
         self._adapt = _RowAdapter(dataset.features, join, mapper.image_column)
 
@@ -181,10 +179,6 @@ class HFSource(PositionalSource):
     def estimated_len(self) -> int | None:
         return len(self.dataset)
 
-    def describe(self) -> dict:
-        return dict(self._description, label=self.label)
-
-
 class HFStreamingSource(Source):
     """A streaming `datasets.IterableDataset` (read in order; shuffling uses a bounded buffer)."""
 
@@ -195,19 +189,14 @@ class HFStreamingSource(Source):
         mapper: RowMapper,
         label: str,
         image_root: Path,
-        description: dict[str, Any],
         join: ImageJoin | None = None,
     ) -> None:
         self.dataset = dataset.decode(False) if hasattr(dataset, "decode") else dataset
         self.mapper = mapper
         self.label = label
         self.image_root = image_root
-        self._description = description
         self._adapt = _RowAdapter(getattr(dataset, "features", None), join, mapper.image_column)
 
     def __iter__(self) -> Iterator[VQARecord]:
         for position, row in enumerate(self.dataset):
             yield from map_row(self.mapper, self.label, dict(row), position, adapt=self._adapt)
-
-    def describe(self) -> dict:
-        return dict(self._description, label=self.label)

@@ -1,5 +1,13 @@
 """The LLaVA conversation format (LLaVA-OneVision-1.5 instruct and kin): rows `{id, image, conversations}`
-become one VQA record per human/gpt turn pair. Works on JSON/JSONL files and on tables (parquet, HF)."""
+(or `{images, messages}` with role/content messages) become one VQA record per human/gpt turn pair, or for
+the first pair only. Works on JSON/JSONL files and on tables (parquet, HF).
+
+The preset `llava-onevision` reads LLaVA-OneVision-1.5 instruct data as the Uni-Edit release does
+(data_gen/first_process_ov_example.py): the first turn only (`source.options.turns: all` keeps every turn),
+rows with exactly one image (others are `invalid_input`), the question after the image placeholder
+(`content.split('img_end>\\n')[-1]`), and a uniform sample per `subject` capped as in the release
+(`LLAVA_ONEVISION_CAPS`; subjects outside the release's list are not read).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +22,31 @@ from .rows import RowProblem, as_text, image_from_value, image_identity, json_sa
 HUMAN_ROLES = frozenset({"human", "user"})
 ASSISTANT_ROLES = frozenset({"gpt", "assistant", "model", "bot"})
 _IMAGE_TOKEN = re.compile(r"<image>")
+#: the end of LLaVA-OneVision-1.5's image placeholder; the release keeps what follows it
+IMAGE_END = "img_end>\n"
 
 Turns = Literal["first", "all"]
 
+#: the release's per-subject caps (first_process_ov_example.py: `limits`); "*": 0 = other subjects not read
+LLAVA_ONEVISION_CAPS: dict[str, int] = {
+    "allava_instruct_laion4v": 20_000,
+    "arxiv_figs": 20_000,
+    "CLEVR": 120_000,
+    "CLEVR-Math": 120_000,
+    "coco": 20_000,
+    "code_feedback_66k": 20_000,
+    "geomverse": 20_000,
+    "ocr": 60_000,
+    "sherlock": 20_000,
+    "vg": 120_000,
+    "vsr": 120_000,
+    "*": 0,
+}
+LLAVA_ONEVISION_SUBJECT_KEY = "subject"
+
 
 def strip_image_tokens(text: str) -> str:
-    return _IMAGE_TOKEN.sub("", text).strip()
+    return _IMAGE_TOKEN.sub("", text.split(IMAGE_END)[-1]).strip()
 
 
 def conversation_pairs(conversations: Any) -> list[tuple[str, str]]:

@@ -273,7 +273,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-TABLE_PRESETS = tuple(PRESETS) + ("llava",)
+TABLE_PRESETS = tuple(PRESETS) + ("llava", "llava-onevision")
 
 
 def known_presets() -> str:

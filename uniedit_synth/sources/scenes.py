@@ -80,12 +80,3 @@ class ScenesSource(Source):
 
     def estimated_len(self) -> int | None:
         return self.count
-
-    def describe(self) -> dict:
-        return {
-            "label": self.label,
-            "count": self.count,
-            "seed": self.seed,
-            "image_size": self.image_size,
-            "categories": self.categories,
-        }

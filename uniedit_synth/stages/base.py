@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..backends.base import BackendError, MalformedReply, SafetyBlocked, TextRequest
-from ..config import PipelineConfig
-from ..engine.calls import Ledger, ModelCaller
+from ..backends.base import (
+    BackendError,
+    EditReply,
+    EditRequest,
+    MalformedReply,
+    SafetyBlocked,
+    TextReply,
+    TextRequest,
+)
+from ..config import PipelineConfig, stage_def
+from ..ledger import Ledger
 from ..prompts import Prompt, load_prompt
 from ..records import RejectReason, Sample, VQARecord
+
+
+class Caller(Protocol):
+    """How a stage calls its model: engine/calls.py ModelCaller (cache, rate limits, retries, cost ledger)."""
+
+    async def text(self, request: TextRequest, ledger: Ledger) -> TextReply: ...
+
+    async def edit(self, request: EditRequest, ledger: Ledger) -> EditReply: ...
 
 
 class Rejected(Exception):
@@ -51,7 +67,7 @@ class StageContext:
     """What every stage needs: the config, its model caller and prompt loading."""
 
     config: PipelineConfig
-    callers: dict[str, ModelCaller]
+    callers: dict[str, Caller]
     models: dict[str, str]
 
     @property
@@ -72,12 +88,13 @@ class StageContext:
         schema: dict[str, Any],
         schema_name: str,
         context: dict[str, Any],
-        failure: RejectReason,
+        failure: RejectReason | None = None,
         images: list[bytes] | None = None,
     ) -> ReplyT:
         """One structured text call for `stage`: render the prompt (VQA text as delimited data), call the
         model through the engine (cache, limits, retries, cost), validate the reply. A safety refusal becomes
-        a `safety_blocked` reject, any other failure a `failure` reject."""
+        a `safety_blocked` reject, any other failure a `failure` reject (by default the stage table's
+        failure reason of `stage`)."""
         item.prompt_versions[stage] = prompt.version
         request = TextRequest(
             task=stage,
@@ -97,7 +114,7 @@ class StageContext:
             raise Rejected(RejectReason.safety_blocked, f"{stage}: {exc}") from None
         except (BackendError, ValidationError) as exc:
             detail = str(exc) if isinstance(exc, MalformedReply) else str(exc).splitlines()[0]
-            raise Rejected(failure, f"{stage}: {detail}") from None
+            raise Rejected(failure or stage_def(stage).failure_reason, f"{stage}: {detail}") from None
 
 
 ReplyT = TypeVar("ReplyT", bound=BaseModel)

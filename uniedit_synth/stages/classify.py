@@ -1,11 +1,14 @@
-"""The classify stage: task category and reference answer (`process_answer`) for each VQA pair."""
+"""The classify stage: task category and reference answer (`process_answer`) for each VQA pair.
+
+`process_answer` is the classifier's answer when it gave one, else the source's answer verbatim (units,
+decimals, boxes and words as the source wrote them); `normalise_answer` is for comparisons only (leak check).
+"""
 
 from __future__ import annotations
 
 from ..records import TASK_CATEGORIES, RejectReason
 from .base import Rejected, StageContext, WorkItem
 from .schemas import CLASSIFY_SCHEMA, ClassifyReply
-from .text import normalise_answer
 
 
 class ClassifyStage:
@@ -20,7 +23,7 @@ class ClassifyStage:
         known = record.category if record.category in TASK_CATEGORIES else None
         if not self.spec.enabled or (self.spec.trust_source_category and known):
             item.task_category = known or "others"
-            item.process_answer = normalise_answer(record.answer)
+            item.process_answer = record.answer
         else:
             parsed = await self.ctx.ask(
                 self.name,
@@ -39,7 +42,7 @@ class ClassifyStage:
                 failure=RejectReason.classify_failed,
             )
             item.task_category = parsed.task_category
-            item.process_answer = parsed.process_answer.strip() or normalise_answer(record.answer)
+            item.process_answer = parsed.process_answer.strip() or record.answer
         if item.task_category in self.spec.drop_categories:
             raise Rejected(RejectReason.filtered_category, f"category {item.task_category} is dropped")
         return item

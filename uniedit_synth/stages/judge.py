@@ -1,10 +1,11 @@
-"""The judge stage: scores an edit (instruction following, visual quality, coherence) against thresholds."""
+"""The judge stage: scores an edit against thresholds — three axes (instruction following, visual quality,
+coherence) from both images, or the Uni-Edit release's visual-quality-only check of the edited image."""
 
 from __future__ import annotations
 
 from ..records import RejectReason
 from .base import StageContext, WorkItem
-from .schemas import JUDGE_SCHEMA, JudgeReply
+from .schemas import JUDGE_SCHEMA, RELEASE_JUDGE_SCHEMA, JudgeReply, ReleaseJudgeReply
 
 
 class JudgeStage:
@@ -16,6 +17,13 @@ class JudgeStage:
 
     async def __call__(self, item: WorkItem) -> bool:
         """Score the item's current edit; returns whether it passes every threshold."""
+        if self.spec.preset == "release":
+            await self._visual_quality(item)
+        else:
+            await self._three_axes(item)
+        return all(item.scores.get(name, 0) >= bar for name, bar in self.spec.thresholds.items())
+
+    async def _three_axes(self, item: WorkItem) -> None:
         record = item.record
         parsed = await self.ctx.ask(
             self.name,
@@ -47,7 +55,24 @@ class JudgeStage:
         }
         item.score = round(sum(item.scores.values()) / 3, 4)
         item.analysis = parsed.analysis
-        return all(item.scores[name] >= bar for name, bar in self.spec.thresholds.items())
+
+    async def _visual_quality(self, item: WorkItem) -> None:
+        """The release's fifth_process_filter.py: the edited image alone, no instruction or question."""
+        parsed = await self.ctx.ask(
+            self.name,
+            item,
+            self.ctx.prompt(self.spec.prompt or "judge_release.txt"),
+            {},
+            reply_model=ReleaseJudgeReply,
+            schema=RELEASE_JUDGE_SCHEMA,
+            schema_name="judge_visual_quality",
+            images=[item.edited_image or b""],
+            context={"preset": "release", "task_category": item.task_category},
+            failure=RejectReason.judge_failed,
+        )
+        item.scores = {"visual_quality": parsed.score}
+        item.score = float(parsed.score)
+        item.analysis = parsed.analysis
 
     def failed_thresholds(self, item: WorkItem) -> str:
         misses = [

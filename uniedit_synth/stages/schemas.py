@@ -28,6 +28,13 @@ class RewriteReply(BaseModel):
     edit_program: dict[str, Any] | None = None
 
 
+class ReleaseJudgeReply(BaseModel):
+    """The release judge's reply (system3.system_prompt1): an analysis and a visual-quality score 1–5."""
+
+    analysis: str = ""
+    score: float = Field(ge=1, le=5)
+
+
 class JudgeReply(BaseModel):
     instruction_following: float = Field(ge=1, le=5)
     visual_quality: float = Field(ge=1, le=5)
@@ -57,5 +64,11 @@ JUDGE_SCHEMA = _strict(
         "visual_quality": {"type": "integer", "minimum": 1, "maximum": 5},
         "coherence": {"type": "integer", "minimum": 1, "maximum": 5},
         "analysis": {"type": "string"},
+    }
+)
+RELEASE_JUDGE_SCHEMA = _strict(
+    {
+        "analysis": {"type": "string"},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
     }
 )

@@ -40,7 +40,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..masks import (
-    DEFAULT_DILATION,
+    DEFAULT_CLOSE_KERNEL,
     DEFAULT_MIN_COMPONENT_FRAC,
     DEFAULT_THRESHOLD,
     Grid,
@@ -102,8 +102,8 @@ class EditItemTransform:
         image_size: int | tuple[int, int] = 256,
         mask_grid: Grid | None = 16,
         weight_fn: WeightFn = "log",
-        mask_threshold: float = DEFAULT_THRESHOLD,
-        mask_dilation: int = DEFAULT_DILATION,
+        mask_threshold: int = DEFAULT_THRESHOLD,
+        mask_close_kernel: int = DEFAULT_CLOSE_KERNEL,
         mask_min_component_frac: float = DEFAULT_MIN_COMPONENT_FRAC,
     ) -> None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -111,7 +111,7 @@ class EditItemTransform:
         self.mask_grid = mask_grid
         self.weight_fn = weight_fn
         self.mask_threshold = mask_threshold
-        self.mask_dilation = mask_dilation
+        self.mask_close_kernel = mask_close_kernel
         self.mask_min_component_frac = mask_min_component_frac
 
     def _image(self, struct: dict[str, Any] | None, what: str, sample_id: str) -> Image.Image:
@@ -135,8 +135,9 @@ class EditItemTransform:
             source,
             target,
             threshold=self.mask_threshold,
-            dilation=self.mask_dilation,
+            close_kernel=self.mask_close_kernel,
             min_component_frac=self.mask_min_component_frac,
+            vae_factor=1,  # a None grid means full resolution here
             grid=self.mask_grid,
         )
 

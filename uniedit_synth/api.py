@@ -1,0 +1,145 @@
+"""The Python API: `synth` a run, `load_pipeline` a config, `open_run` a finished run as datasets.
+
+    from uniedit_synth import synth, load_pipeline, open_run
+
+    summary = synth(pipeline="default", out="runs/nb", limit=40, overrides={"engine": {"kind": "inline"}})
+    run = open_run(summary.out_dir)
+    run.accepted          # datasets.Dataset (images decode to PIL)
+    run.stats["reject_reasons"]
+
+Errors a user can cause raise a `UniEditError` subclass (ConfigError, SourceError, OutputDirError, …) with a
+one-line message; nothing here exits the process. The `uniedit` CLI is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import PipelineConfig, deep_merge
+from .config import load_pipeline as _load_pipeline
+from .errors import ConfigError, UniEditError
+from .runfs import is_uri
+
+if TYPE_CHECKING:  # datasets is imported only when a Dataset is asked for
+    import datasets
+
+    from .engine.driver import RunSummary
+
+__all__ = ["Run", "load_pipeline", "open_run", "synth"]
+
+
+def load_pipeline(pipeline: str | PipelineConfig = "default", overrides: dict[str, Any] | None = None
+                  ) -> PipelineConfig:
+    """A validated pipeline config: a built-in name (`default`, `uniedit`, `openai`, `local-vllm`), a path to
+    a YAML file, or a config to apply `overrides` (a nested dict, e.g. `{"stages": {"judge": {...}}}`) to."""
+    if isinstance(pipeline, PipelineConfig):
+        if not overrides:
+            return pipeline
+        from .config import parse_pipeline
+
+        return parse_pipeline(pipeline.model_dump(mode="json"), origin=pipeline.name, overrides=overrides)
+    return _load_pipeline(str(pipeline), overrides)
+
+
+def synth(
+    pipeline: str | PipelineConfig = "default",
+    *,
+    source: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    force_new_config: bool = False,
+    progress: bool = False,
+    log_format: str = "text",
+) -> RunSummary:
+    """Run (or resume) a synthesis into `out` (default `runs/<pipeline name>`; a path or a pyarrow filesystem
+    URI) and return its summary: counts, reject reasons, cost, calls and the run's paths.
+
+    `progress` shows the tqdm bar on stderr; `log_format="json"` writes one JSON line per finished shard to
+    stdout instead.
+    `source` and `limit` override the pipeline's; `overrides` is merged over the YAML like `--set`. A run
+    stopped by its budget returns normally with `summary.stopped_by_budget` set.
+    """
+    from .engine.driver import run_synth
+
+    flags: dict[str, Any] = {}
+    if source is not None:
+        flags["source"] = {"spec": str(source)}
+    if limit is not None:
+        if limit < 0:
+            raise ConfigError(f"limit must be >= 0, not {limit}")
+        flags["limit"] = limit
+    config = load_pipeline(pipeline, deep_merge(overrides or {}, flags))
+    location = str(out) if out is not None else str(Path("runs") / config.name)
+    if not is_uri(location):
+        location = str(Path(location))
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"log_format must be text or json, not {log_format!r}")
+    return run_synth(config, location, force_new_config=force_new_config, progress=progress,
+                     log_format=log_format)
+
+
+class Run:
+    """A run directory (or URI) opened read-only: its accepted and rejected rows as `datasets.Dataset` (the
+    Sample schema; `source_image`/`edited_image` decode to PIL images) and its stats."""
+
+    def __init__(self, location: str | os.PathLike[str]):
+        from .store import RunDir
+
+        self.run_dir = RunDir(str(location))
+        if not self.run_dir.is_run():
+            raise UniEditError(f"{self.run_dir.display} is not a uniedit run directory (no manifest or run.json)")
+        self.location = self.run_dir.location
+
+    def __repr__(self) -> str:
+        stats = self.stats
+        return f"Run({self.run_dir.display!r}, accepted={stats['accepted']}, rejected={stats['rejected']})"
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Totals over the finished shards (what `uniedit stats --json` prints)."""
+        from .store import summarise
+
+        return summarise(list(self.run_dir.latest_by_shard().values()))
+
+    @cached_property
+    def run_info(self) -> dict[str, Any]:
+        """run.json: the resolved config (no secrets), pipeline hash, versions, status."""
+        return self.run_dir.read_run_json() or {}
+
+    @cached_property
+    def accepted(self) -> datasets.Dataset:
+        return self._dataset(("data",))
+
+    @cached_property
+    def rejected(self) -> datasets.Dataset:
+        """Rejected records with `reject_reason`; `attempts` adds judged edits that failed before a retry."""
+        return self._dataset(("rejects",))
+
+    @cached_property
+    def attempts(self) -> datasets.Dataset:
+        return self._dataset(("attempts",))
+
+    def _dataset(self, kinds: tuple[str, ...]) -> datasets.Dataset:
+        import datasets
+        import pyarrow as pa
+
+        from .records import SAMPLE_SCHEMA
+
+        tables = []
+        for kind in kinds:
+            for rel in self.run_dir.shard_files(kind):
+                table = self.run_dir.fs.parquet_file(rel).read()
+                if table.num_rows:
+                    tables.append(table)
+        # the parquet schema's `huggingface` metadata makes the image columns decode to PIL
+        table = pa.concat_tables(tables, promote_options="default") if tables else SAMPLE_SCHEMA.empty_table()
+        return datasets.Dataset(table)
+
+
+def open_run(location: str | os.PathLike[str]) -> Run:
+    """Open a finished (or still running) run for reading; raises UniEditError when it is not a run."""
+    return Run(location)
