@@ -283,3 +283,38 @@ def test_a_submit_answered_500_is_retried_and_a_lost_reply_does_not_create_a_sec
     assert len(rows(out)) == 3 and all(r["accepted"] for r in rows(out).values())
     assert len(gemini_fake.jobs) == 1 and len(openai_fake.jobs) == 3  # classify, rewrite, judge: one job each
     assert paid_twice(openai_fake, gemini_fake) == []
+
+
+def test_routes_find_a_job_by_name_through_the_real_clients(fakes, monkeypatch):
+    """What re-attaching after a kill during submit relies on: the providers' job lists, read by the SDKs."""
+    import asyncio
+
+    from uniedit_synth.backends.base import EditRequest, TextRequest
+    from uniedit_synth.backends.registry import create_backend
+    from uniedit_synth.config import BackendSpec, BatchSpec
+    from uniedit_synth.sources.scenes import ScenesSource
+
+    openai_fake, gemini_fake = fakes
+    monkeypatch.setenv("UE_E2E_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("UE_E2E_GEMINI_KEY", GEMINI_KEY)
+    text = create_backend("gpt4o", BackendSpec(type="openai", model="gpt-4o", base_url=openai_fake.base_url,
+                                               api_key_env="UE_E2E_OPENAI_KEY"), "text")
+    editor = create_backend("nano", BackendSpec(type="gemini", model="nano", base_url=gemini_fake.root_url,
+                                                api_key_env="UE_E2E_GEMINI_KEY"), "edit")
+    image = ScenesSource(count=1).record(0).image
+
+    async def run():
+        found = {}
+        for backend, kind, request in (
+            (text, "text", TextRequest(task="judge", model="gpt-4o", prompt="hi")),
+            (editor, "edit", EditRequest(model="nano", instruction="paint it red", image=image)),
+        ):
+            route = backend.batch_route(kind)
+            ids = [await route.submit([("k" * 64, kind, request)], f"job-{i}", BatchSpec()) for i in range(3)]
+            found[kind] = (ids, [await route.find(f"job-{i}") for i in range(3)], await route.find("job-9"))
+            await backend.aclose()
+        return found
+
+    for ids, found, missing in asyncio.run(run()).values():
+        assert found == ids and missing is None
+    assert text.batch_route("edit") is None  # OpenAI image edits stay online
