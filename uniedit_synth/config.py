@@ -142,6 +142,24 @@ class RewriteSpec(StageBase):
     prompt: str | None = "rewrite/{category}.txt"
     leak_check: bool = True
     aesthetics_directive: str = ""
+    #: per-category style mix of the instruction plan (plan.py); categories left out keep the built-in mix,
+    #: `default` covers categories with no entry
+    styles: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: P(the conditional's candidate is the answer); the release's coin flip is 0.5
+    candidate_is_answer_p: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @field_validator("styles")
+    @classmethod
+    def _known_styles(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from .plan import STYLES
+
+        for category, mix in value.items():
+            unknown = set(mix) - set(STYLES)
+            if unknown:
+                raise ValueError(f"styles.{category}: unknown style(s) {sorted(unknown)}; known: {list(STYLES)}")
+            if any(float(w) < 0 for w in mix.values()) or not any(float(w) > 0 for w in mix.values()):
+                raise ValueError(f"styles.{category}: weights must be >= 0 with at least one > 0")
+        return value
 
 
 class EditSpec(StageBase):

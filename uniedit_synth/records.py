@@ -10,6 +10,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from .plan import InstructionPlan
+
 TASK_CATEGORIES = (
     "shape",
     "count",
@@ -112,9 +114,21 @@ class Sample(BaseModel):
     attributed_cost_usd: float = 0.0
     edit_program: dict[str, Any] | None = None
     record_meta: dict[str, Any] = Field(default_factory=dict)
+    #: the instruction plan drawn for this record (style, candidate, expected branch, both branch edits)
+    instruction_plan: InstructionPlan | None = None
 
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+INSTRUCTION_PLAN_STRUCT = pa.struct(
+    [
+        ("style", pa.string()),
+        ("candidate", pa.string()),
+        ("candidate_is_answer", pa.bool_()),
+        ("expected_branch", pa.string()),
+        ("then_edit", pa.string()),
+        ("else_edit", pa.string()),
+    ]
+)
 
 SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("id", pa.string(), nullable=False),
@@ -160,6 +174,7 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("pipeline_hash", pa.string()),
     pa.field("edit_program", pa.string()),
     pa.field("record_meta", pa.string()),
+    pa.field("instruction_plan", INSTRUCTION_PLAN_STRUCT),
     pa.field("attributed_cost_usd", pa.float64()),
 ]
 
@@ -242,7 +257,7 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
     data["source_image"] = src.get("bytes")
     data["source_image_path"] = src.get("path")
     data["edited_image"] = edited.get("bytes")
-    for key in ("scores", "models"):
+    for key in ("scores", "models", "instruction_plan"):
         if data.get(key) is None:
             data.pop(key, None)
     return Sample.model_validate(data)

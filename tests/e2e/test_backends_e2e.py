@@ -799,7 +799,12 @@ def test_no_api_key_in_outputs_logs_or_errors(tmp_path, openai_fake, gemini_fake
 # -- 9. the answer-leak check rejects before the image is paid for -----------------------------------------
 def test_answer_leak_is_rejected_before_any_image_is_paid_for(tmp_path, openai_fake, gemini_fake):
     leaky = {
-        "content": {"edit_instruction": "Repaint the large cone in a brighter green and add a soft shadow."}
+        "content": {
+            "instruction": "Repaint the large cone in a brighter green and add a soft shadow.",
+            "then_edit": None,
+            "else_edit": None,
+            "candidate": None,
+        }
     }
     openai_fake.script(Once(task_is("rewrite", about(1)), leaky))  # record 1 asks for the colour: green
     out = tmp_path / "run"

@@ -13,7 +13,7 @@ from PIL import Image
 from tests.conftest import run_cli
 from tests.e2e.test_backends_e2e import GEMINI_KEY, OPENAI_KEY, assert_no_key_anywhere, rows, synth
 from tests.fakes import FakeGemini, FakeOpenAI
-from uniedit_synth.config import PROMPTS_DIR
+from uniedit_synth.bundled import prompts_dir
 from uniedit_synth.prompts import load_prompt
 from uniedit_synth.sources.scenes import ScenesSource
 
@@ -56,7 +56,7 @@ def test_text_only_replies_are_retried_charged_and_visible_in_inspect(tmp_path, 
     assert len(text_only) >= 8 and len(text_only) == len(edits) // 5
 
     # the editor's input: the system half of prompts/edit.txt as system_instruction, the question in the text
-    system = load_prompt(PROMPTS_DIR, "edit.txt").system
+    system = load_prompt(prompts_dir(), "edit.txt").system
     questions = {ScenesSource(count=40).record(i).question for i in range(40)}
     for request in edits:
         assert request.body["systemInstruction"]["parts"][0]["text"] == system
@@ -140,7 +140,7 @@ def test_release_judge_sees_the_edited_image_only_and_keeps_visual_quality_3(tmp
     assert proc.returncode == 0, proc.stderr
     judges = [r for r in openai_fake.requests if r.task == "judge"]
     assert len(judges) == 4
-    system = load_prompt(PROMPTS_DIR, "judge_release.txt").system
+    system = load_prompt(prompts_dir(), "judge_release.txt").system
     for request in judges:
         messages = request.body["messages"]
         assert messages[0]["content"] == system and "Image Quality Assessor" in system
@@ -188,7 +188,7 @@ def test_gpt_image_gets_the_system_text_as_a_prefix_and_the_question_as_data(tmp
     assert proc.returncode == 0, proc.stderr
     [edit] = [r for r in openai_fake.requests if r.path.endswith("/images/edits")]
     prompt = edit.body["fields"]["prompt"]
-    system = load_prompt(PROMPTS_DIR, "edit.txt").system
+    system = load_prompt(prompts_dir(), "edit.txt").system
     assert prompt.startswith(system + "\n\nContext Information:\nOriginal Question: <vqa_question>What colour is it?")
     user = prompt[len(system) + 2 :]  # the rendered user half: the question is data, its tags neutralised
     assert user.count("<vqa_question>") == user.count("</vqa_question>") == 1 and "<system>" not in prompt

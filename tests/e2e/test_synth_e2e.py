@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO, run_cli, uniedit_cmd
+from uniedit_synth.scenes.checks import quality_figures
 from uniedit_synth.scenes.program import expected_edited_png
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +54,13 @@ def test_synth_300_records_end_to_end(tmp_path: Path):
         assert expected == row["edited_image"]["bytes"] or _same_pixels(expected, row["edited_image"]["bytes"]), row["id"]
     for row in rejected.values():
         assert not row["accepted"] and row["reject_reason"]
+    decoded = [
+        {**row, **{c: json.loads(row[c]) for c in ("edit_program", "record_meta") if row[c]}} for row in accepted.values()
+    ]
+    quality = quality_figures(decoded)  # every accepted edit needs the answer (issue 11)
+    assert quality["rows"] == len(accepted) and quality["no_op"] == 0
+    assert quality["decided_in_advance"] == 0 and quality["leaks"] == 0
+    assert all(row["instruction_plan"] and row["instruction_plan"]["style"] for row in accepted.values())
 
     stats = json.loads((out / "stats.json").read_text())
     assert stats["read"] == 300 and stats["accepted"] == len(accepted) and stats["status"] == "finished"

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import random
+import re
 import signal
 import sys
 import threading
@@ -39,11 +40,14 @@ AUTH_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 DEFAULT_REPLIES: dict[str, dict[str, Any]] = {
     "classify": {"task_category": "color", "process_answer": "red"},
     "rewrite": {
-        "edit_instruction": (
+        "instruction": (
             "Work out the colour of the object the question asks about in the original image, then add a "
             "small ceramic mug painted in that same colour next to it. Refine the image with a visually "
             "appealing, harmonious look."
         ),
+        "then_edit": None,
+        "else_edit": None,
+        "candidate": None,
         "edit_program": None,
     },
     "judge": {
@@ -159,7 +163,7 @@ def detect_task(schema: Any, schema_name: str, texts: Iterable[str]) -> str:
         props = set(_all_property_names(schema))
     if "task_category" in props:
         return "classify"
-    if "edit_instruction" in props:
+    if "edit_instruction" in props or {"instruction", "then_edit"} <= props:
         return "rewrite"
     if props & {"instruction_following", "visual_quality", "coherence"}:
         return "judge"
@@ -170,11 +174,36 @@ def detect_task(schema: Any, schema_name: str, texts: Iterable[str]) -> str:
     blob = "\n".join(texts)
     if "instruction_following" in blob:
         return "judge"
-    if "edit_instruction" in blob:
+    if "edit_instruction" in blob or "then_edit" in blob:
         return "rewrite"
     if "task_category" in blob:
         return "classify"
     return "unknown"
+
+
+_PLAN_CANDIDATE = re.compile(r"<vqa_plan>style: conditional\ncandidate: (?:'([^'\n]*)'|\"([^\"\n]*)\"|(none given))")
+
+
+def plan_following_rewrite(texts: Iterable[str]) -> dict[str, Any] | None:
+    """A default rewrite reply for a conditional plan found in the prompt, else None."""
+    match = _PLAN_CANDIDATE.search("\n".join(texts))
+    if match is None:
+        return None
+    candidate = match.group(1) or match.group(2)
+    proposed = None
+    if candidate is None:  # the plan asks the rewriter for a distractor
+        candidate = proposed = "zebra-striped"
+    then_edit = "paint the object the question asks about bright gold"
+    else_edit = "add a small ceramic mug beside the object the question asks about"
+    return {
+        "instruction": (
+            f"Answer the question about the original image. If the answer is {candidate}, {then_edit}; "
+            f"otherwise, {else_edit}. Refine the image with a visually appealing, harmonious look."
+        ),
+        "then_edit": then_edit,
+        "else_edit": else_edit,
+        "candidate": proposed,
+    }
 
 
 def _all_property_names(schema: dict[str, Any]) -> Iterable[str]:
@@ -511,14 +540,19 @@ class FakeServer:
         with self._lock:
             self._requests.append(record)
 
-    def _reply_content(self, task: str, schema: Any, fault: Fault) -> Any:
-        """The JSON content of a normal text reply: scripted, else the task default shaped by the schema."""
+    def _reply_content(self, task: str, schema: Any, fault: Fault, texts: Iterable[str] = ()) -> Any:
+        """The JSON content of a normal text reply: scripted, else the task default shaped by the schema.
+
+        The default rewrite reply follows a conditional plan stated in the prompt (`<vqa_plan>`), as a
+        compliant model would: the candidate in the condition, two different visible branch edits."""
         if fault.content is not None:
             return fault.content
         with self._lock:
             hints = self.replies.get(task)
         if hints is None:
             hints = {}
+        if task == "rewrite" and hints == DEFAULT_REPLIES["rewrite"]:
+            hints = plan_following_rewrite(texts) or hints
         if isinstance(schema, dict) and isinstance(hints, dict) and schema:
             return fill_schema(schema, hints)
         return hints

@@ -300,7 +300,7 @@ class FakeGemini(BatchJobs, FakeServer):
         schema = _get(config, "responseJsonSchema", "response_json_schema") or _get(
             config, "responseSchema", "response_schema"
         )
-        content = self._reply_content(record.task, schema, fault)
+        content = self._reply_content(record.task, schema, fault, texts)
         text = fault.text if fault.text is not None else json.dumps(content)
         finish = "STOP"
         if fault.kind == "invalid_json":

@@ -186,7 +186,7 @@ class FakeOpenAI(BatchJobs, FakeServer):
 
     def _chat(self, record: RecordedRequest, body: dict[str, Any], fault: Fault) -> Reply:
         json_schema = (body.get("response_format") or {}).get("json_schema") or {}
-        content_obj = self._reply_content(record.task, json_schema.get("schema"), fault)
+        content_obj = self._reply_content(record.task, json_schema.get("schema"), fault, self._texts(body)[0])
         text: str | None = fault.text if fault.text is not None else json.dumps(content_obj)
         finish = "stop"
         refusal = None

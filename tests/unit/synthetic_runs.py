@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from uniedit_synth.plan import InstructionPlan
 from uniedit_synth.records import RejectReason, Sample, Scores, samples_to_table
 from uniedit_synth.store import RunDir, write_shard_table
 
@@ -63,6 +64,18 @@ def make_sample(
         analysis=f"analysis {index}",
         accepted=accepted,
         reject_reason=reason,
+        instruction_plan=(
+            InstructionPlan(
+                style="conditional",
+                candidate=f"colour-{index % 5}",
+                candidate_is_answer=True,
+                expected_branch="then",
+                then_edit="paint the region yellow",
+                else_edit="paint the region blue",
+            )
+            if index % 2 == 0
+            else InstructionPlan(style="synthesis")
+        ),
     )
 
 

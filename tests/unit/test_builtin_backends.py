@@ -20,9 +20,10 @@ from uniedit_synth.backends.builtin import BuiltinEditor, BuiltinText, heuristic
 from uniedit_synth.backends.registry import create_backend
 from uniedit_synth.config import BackendSpec
 from uniedit_synth.errors import BackendConfigError
+from uniedit_synth.plan import draw_plan
 from uniedit_synth.records import TASK_CATEGORIES, VQARecord
 from uniedit_synth.scenes.program import expected_edited_png
-from uniedit_synth.scenes.questions import SCENE_CATEGORIES, generate_vqa
+from uniedit_synth.scenes.questions import SCENE_CATEGORIES, generate_vqa, possible_answers
 from uniedit_synth.sources.scenes import ScenesSource
 
 DIRECTIVE = "Keep the lighting and style of the scene unchanged."
@@ -100,7 +101,7 @@ def rewrite_request(
 def edit_request(image: bytes, rewrite: dict, meta: dict, attempt: int = 0) -> EditRequest:
     return EditRequest(
         model="builtin-edit",
-        instruction=rewrite["edit_instruction"],
+        instruction=rewrite["instruction"],
         image=image,
         reference_answer="x",
         attempt=attempt,
@@ -115,7 +116,7 @@ def judge_request(source: bytes, edited: bytes, rewrite: dict, meta: dict) -> Te
         prompt="judge",
         images=[source, edited],
         context={
-            "instruction": rewrite["edit_instruction"],
+            "instruction": rewrite["instruction"],
             "edit_program": rewrite["edit_program"],
             "meta": meta,
             "question": "q",
@@ -130,7 +131,12 @@ def scene_meta(rng: random.Random, category: str) -> tuple[str, str, dict]:
     return (
         question,
         answer,
-        {"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec},
+        {
+            "world": "scenes",
+            "scene": scene.model_dump(mode="json"),
+            "question_spec": spec,
+            "answer_space": [str(v) for v in possible_answers(scene, spec["query"])],
+        },
     )
 
 
@@ -189,20 +195,29 @@ def test_rewrite_never_leaks_over_1000_records_and_covers_every_category() -> No
     rng = random.Random(2024)
     seen: Counter[str] = Counter()
     templates: dict[str, set[str]] = {}
+    styles: Counter[str] = Counter()
     for index in range(1000):
         category = SCENE_CATEGORIES[index % len(SCENE_CATEGORIES)]
         question, answer, meta = scene_meta(rng, category)
-        reply = run(backend.complete(rewrite_request(question, answer, category, meta)))
-        instruction = reply.data["edit_instruction"]
-        assert not states_answer(instruction, answer), (answer, instruction)
+        plan = draw_plan(0, f"r{index}", category, answer, answer_space=meta["answer_space"])
+        request = rewrite_request(question, answer, category, meta)
+        request.context["plan"] = plan.model_dump()
+        reply = run(backend.complete(request))
+        instruction = reply.data["instruction"]
+        if plan.candidate_is_answer:  # the answer may only appear as the candidate, inside the condition
+            assert not states_answer(re.split(r"\b(?:If|When|if|when)\b", instruction)[0], answer), instruction
+        else:
+            assert not states_answer(instruction, answer), (answer, instruction)
         assert instruction.endswith(DIRECTIVE)
-        assert re.search(r"\b(otherwise|if not|or else|in every other case)\b", instruction, re.I), (
-            instruction
-        )
+        has_else = re.search(r"\b(otherwise|if not|or else|in every other case)\b", instruction, re.I)
+        assert bool(has_else) == plan.conditional, (plan, instruction)
+        assert bool(reply.data["then_edit"]) == bool(reply.data["else_edit"]) == plan.conditional
         assert reply.data["edit_program"]["kind"] == "scene"
         seen[category] += 1
+        styles[plan.style] += 1
         templates.setdefault(category, set()).add(re.sub(r'"[^"]*"', "", instruction)[:30])
     assert set(seen) == set(SCENE_CATEGORIES)
+    assert set(styles) == {"conditional", "synthesis", "render", "transform"}
     assert all(len(t) >= 3 for t in templates.values()), "instructions should vary within a category"
 
 
@@ -213,7 +228,7 @@ def test_rewrite_embeds_the_question() -> None:
     for _ in range(60):
         question, answer, meta = scene_meta(rng, "knowledge")
         instruction = run(backend.complete(rewrite_request(question, answer, "knowledge", meta))).data[
-            "edit_instruction"
+            "instruction"
         ]
         verbatim += question.rstrip("?") in instruction
     assert verbatim == 60, (
@@ -241,15 +256,15 @@ def test_leak_rate_makes_the_answer_appear() -> None:
     cases = [(q, a, SCENE_CATEGORIES[i % 7], m) for i, (q, a, m) in enumerate(cases)]
     always = text_backend(leak_rate=1.0)
     assert all(
-        states_answer(run(always.complete(rewrite_request(*c))).data["edit_instruction"], c[1]) for c in cases
+        states_answer(run(always.complete(rewrite_request(*c))).data["instruction"], c[1]) for c in cases
     )
     half = text_backend(leak_rate=0.5)
     leaked = sum(
-        states_answer(run(half.complete(rewrite_request(*c))).data["edit_instruction"], c[1]) for c in cases
+        states_answer(run(half.complete(rewrite_request(*c))).data["instruction"], c[1]) for c in cases
     )
     assert 60 <= leaked <= 140
     for case in cases[:20]:
-        assert run(half.complete(rewrite_request(*case))).data["edit_instruction"].endswith(DIRECTIVE)
+        assert run(half.complete(rewrite_request(*case))).data["instruction"].endswith(DIRECTIVE)
 
 
 # ---------------------------------------------------------------- edit and judge, end to end
@@ -342,8 +357,8 @@ def test_generic_mode_end_to_end_on_a_non_scene_image(question: str, answer: str
         text.complete(rewrite_request(question, answer, classified["task_category"], {}, images=[image]))
     ).data
     assert rewrite["edit_program"]["kind"] == "generic"
-    assert not states_answer(rewrite["edit_instruction"], answer)
-    assert rewrite["edit_instruction"].endswith(DIRECTIVE)
+    assert not states_answer(rewrite["instruction"], answer)
+    assert rewrite["instruction"].endswith(DIRECTIVE)
     good = run(editor(error_rate=0.0).edit(edit_request(image, rewrite, {})))
     verdict = run(text.complete(judge_request(image, good.image, rewrite, {}))).data
     assert min(verdict[k] for k in ("instruction_following", "visual_quality", "coherence")) >= 4
@@ -400,10 +415,10 @@ def test_bad_options_unknown_task_and_missing_context_are_clear_errors() -> None
     with pytest.raises(BadRequest, match="edit_program"):
         run(
             text_backend().complete(
-                judge_request(random_png(), random_png(), {"edit_instruction": "x", "edit_program": None}, {})
+                judge_request(random_png(), random_png(), {"instruction": "x", "edit_program": None}, {})
             )
         )
-    broken = {"edit_instruction": "x", "edit_program": {"kind": "scene", "condition": {}}}
+    broken = {"instruction": "x", "edit_program": {"kind": "scene", "condition": {}}}
     with pytest.raises(BadRequest, match="cannot apply"):
         run(editor(error_rate=0).edit(edit_request(random_png(), broken, {"scene": {}})))
     verdict = run(

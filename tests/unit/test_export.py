@@ -65,12 +65,14 @@ def test_uniedit_jsonl_rows_images_and_shards(run: Path, tmp_path: Path) -> None
         "output_image_path",
         "analysis",
         "score",
+        "instruction_plan",
     ]
     originals = {s.id: s for s in accepted_samples()}
     assert {row["id"] for row in rows} == set(originals)
     for row in rows:
         sample = originals[row["id"]]
         assert row["edit_instruction"] == sample.edit_instruction and row["score"] == sample.score
+        assert row["instruction_plan"] == sample.instruction_plan.model_dump(mode="json")
         assert row["image_path"].startswith("images/source/") and row["output_image_path"].startswith(
             "images/edited/"
         )
@@ -160,6 +162,7 @@ def test_hf_export_loads_with_datasets_as_pil_images(run: Path, tmp_path: Path) 
             np.asarray(row["edited_image"].convert("RGB")), decode(sample.edited_image)
         )
         assert row["edit_mask"].size == (8, 8) and row["edit_weight"] > 1
+        assert row["instruction_plan"] == sample.instruction_plan.model_dump(mode="json")
     assert isinstance(by_files["train"][0]["source_image"], Image.Image)
     front = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
     info = {entry["config_name"]: entry for entry in front["dataset_info"]}

@@ -10,7 +10,8 @@ from PIL import Image
 
 from uniedit_synth.backends.base import TextRequest
 from uniedit_synth.backends.builtin import BuiltinText
-from uniedit_synth.config import PROMPTS_DIR, BackendSpec, JudgeSpec
+from uniedit_synth.bundled import prompts_dir
+from uniedit_synth.config import BackendSpec, JudgeSpec
 from uniedit_synth.prompts import load_prompt
 
 
@@ -34,7 +35,7 @@ def test_release_preset_keeps_visual_quality_3_with_its_own_prompt() -> None:
 
 
 def test_release_prompt_is_the_releases_quality_assessor() -> None:
-    prompt = load_prompt(PROMPTS_DIR, "judge_release.txt")
+    prompt = load_prompt(prompts_dir(), "judge_release.txt")
     for phrase in ("Image Quality Assessor", "do not need to consider any editing instructions", "Acceptable",
                    '"score"'):
         assert phrase in prompt.system

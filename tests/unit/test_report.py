@@ -331,6 +331,11 @@ def test_inspect_scan_matches_cache_entries_by_content(run, tmp_path):
     cache.put("a" * 64, {"text": "", "_call": {"cost_usd": 0.04}}, sample.edited_image)
     cache.put("b" * 64, {"data": {"edit_instruction": sample.edit_instruction}, "_call": {}})
     cache.put("c" * 64, {"data": {"edit_instruction": "something else entirely"}, "_call": {}})
+    cache.put("d" * 64, {"data": {"instruction": sample.edit_instruction}, "_call": {}})  # the plan-era reply
     info = inspect_sample(copy, sample.id, scan_cache=True)
     assert info["calls_source"].startswith("scan")
-    assert [(c["stage"], c["key"]) for c in info["calls"]] == [("rewrite", "b" * 64), ("edit", "a" * 64)]
+    assert [(c["stage"], c["key"]) for c in info["calls"]] == [
+        ("rewrite", "b" * 64),
+        ("rewrite", "d" * 64),
+        ("edit", "a" * 64),
+    ]

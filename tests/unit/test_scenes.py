@@ -316,7 +316,9 @@ def test_generic_edit_changes_only_its_region(question: str, answer: str) -> Non
         assert not verdict.ok and verdict.scores["instruction_following"] <= 2, (flaw, verdict)
 
 
-def test_generic_verify_tolerates_other_content_in_the_right_region_only() -> None:
+def test_generic_verify_rejects_other_content_in_the_right_region() -> None:
+    """The generic judge compares the box with a re-render of the expected panel pixel by pixel: other
+    content in the right place is a wrong edit (it used to pass with a mean over the box)."""
     source = random_png(seed=1)
     program = prog.generic_program("How many cats?", "4", "count", 200, random.Random(0))
     taken = prog.generic_branch_taken(program)
@@ -326,11 +328,22 @@ def test_generic_verify_tolerates_other_content_in_the_right_region_only() -> No
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     verdict = prog.verify(source, buffer.getvalue(), program, {})
-    assert verdict.ok and verdict.scores["instruction_following"] == 3
+    assert not verdict.ok and verdict.scores["instruction_following"] == 2
     image.paste((10, 200, 10), (0, 60, 200, 90))  # and a stray band across the image
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     assert not prog.verify(source, buffer.getvalue(), program, {}).ok
+
+
+def test_generic_verify_rejects_a_wrong_digit() -> None:
+    """A panel showing 8 where the answer is 7 scored 5/5/5 under the old mean-over-the-box check."""
+    source = random_png(seed=4)
+    program = prog.generic_program("How many birds?", "7", "count", 200, random.Random(2), plan={"style": "render"})
+    good = prog.apply_generic(source, program)
+    assert prog.verify(source, good, program, {}).ok
+    wrong = dict(program, if_true={**program["if_true"], "text": "8"})
+    verdict = prog.verify(source, prog.apply_generic(source, wrong), program, {})
+    assert not verdict.ok and verdict.scores["instruction_following"] <= 2, verdict
 
 
 def test_generic_mode_reads_jpeg_and_grayscale_sources() -> None:

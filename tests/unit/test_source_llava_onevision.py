@@ -13,11 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from uniedit_synth.config import InputPolicy, SourceSpec
+from uniedit_synth.config import SourceSpec
 from uniedit_synth.sources import open_source
 from uniedit_synth.sources.llava import LLAVA_ONEVISION_CAPS
-
-POLICY = InputPolicy()
 
 
 def png() -> bytes:
@@ -39,8 +37,7 @@ def ov_row(i: int, subject: str, *, images: int = 1, turns: int = 2) -> dict:
 
 
 def read(path: Path, **spec: object) -> list:
-    return list(open_source(SourceSpec(spec=str(path), preset="llava-onevision", **spec), seed=0, limit=None,
-                            policy=POLICY))
+    return list(open_source(SourceSpec(spec=str(path), preset="llava-onevision", **spec), seed=0, limit=None))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

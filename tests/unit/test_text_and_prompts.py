@@ -1,7 +1,7 @@
 from pathlib import Path
 
+from uniedit_synth.answers import leaks_answer, normalise_answer
 from uniedit_synth.prompts import Prompt, load_prompt
-from uniedit_synth.stages.text import leaks_answer, normalise_answer
 
 
 def test_normalise_answer():
@@ -12,7 +12,7 @@ def test_normalise_answer():
 
 def test_leak_check_finds_forms_and_ignores_substrings():
     assert leaks_answer("Paint the sphere red if it is left of the cube.", "red") == "red"
-    assert leaks_answer("Write three stars on the board.", "3") == "three"
+    assert leaks_answer("Write three stars on the board.", "3") == "3"  # reported in canonical form
     assert leaks_answer("Write 3 stars on the board.", "three") == "3"
     assert leaks_answer("Make the reddish glow stronger.", "red") is None
     assert leaks_answer("Count the cubes; if odd, remove one.", "a") is None

@@ -8,8 +8,10 @@ compares pixels with the expected render. On any other image they use the generi
 `scenes.program`. Everything is seeded by (backend seed, request content), so replies are reproducible.
 
 Deliberate, configurable imperfection (`BackendSpec.options`), so the engine's checks have work to do:
-`leak_rate` (text, default 0.0) — share of instructions that state the answer; `error_rate` (edit, default
-0.15) — share of edits that go visibly wrong (re-seeded per `attempt`, so a retry can succeed);
+`leak_rate` (text, default 0.0) — share of instructions that state the answer; `nested_rate` (text,
+default 0.3) — share of conditional instructions whose else branch is itself a condition (two levels);
+`error_rate` (edit, default 0.15) — share of edits that go visibly wrong, in one of the flaw kinds of
+`scenes.program.FLAWS` (re-seeded per `attempt`, so a retry can succeed);
 `latency_s` (both, default 0) — asynchronous sleep per call, for benchmarks.
 """
 
@@ -26,10 +28,11 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from ..answers import leaks_answer, normalise_answer
 from ..config import BackendSpec
 from ..errors import BackendConfigError
 from ..records import TASK_CATEGORIES
-from ..scenes.instructions import AESTHETICS_DIRECTIVE, generic_instruction, scene_instruction
+from ..scenes.instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
 from ..scenes.program import (
     FLAWS,
     ProgramError,
@@ -40,7 +43,7 @@ from ..scenes.program import (
     scene_program,
     verify,
 )
-from ..scenes.questions import QueryError, mentions_answer, normalise_answer
+from ..scenes.questions import QueryError
 from .base import (
     BadRequest,
     EditReply,
@@ -222,6 +225,7 @@ class BuiltinText(_Builtin):
     def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
         super().__init__(spec, seed)
         self.leak_rate = self._option("leak_rate", 0.0)
+        self.nested_rate = self._option("nested_rate", 0.3)
 
     async def complete(self, request: TextRequest) -> TextReply:
         await self._pause()
@@ -260,38 +264,56 @@ class BuiltinText(_Builtin):
         return {"task_category": category, "process_answer": normalise_answer(str(ctx["answer"]))}
 
     def _rewrite(self, request: TextRequest) -> dict[str, Any]:
+        """An instruction that follows the plan in `request.context["plan"]` (none: a conditional with a
+        distractor candidate), plus the edit program and both branch edits."""
         ctx = self._context(request, "question", "answer")
         question, answer = str(ctx["question"]), str(ctx["answer"])
         process_answer = str(ctx.get("process_answer") or normalise_answer(answer))
         category = str(ctx.get("task_category") or "others")
         meta = ctx.get("meta") or {}
-        key = (self.seed, question, answer, process_answer, category, meta)
-        instruction, program, problem = "", None, ""
+        planned = ctx.get("plan")
+        plan = dict(planned or {"style": "conditional"})
+        key = (self.seed, question, answer, process_answer, category, meta, plan, ctx.get("repair"))
+        candidate_is_answer = bool(plan.get("candidate_is_answer"))
+        reply: dict[str, Any] | None = None
+        problem = ""
         for attempt in range(REWRITE_TRIES):  # redraw until the text keeps the answer out
             rng = seeded_rng("rewrite", key, attempt)
             try:
                 if is_scene_record(meta):
                     scene = scene_of(meta)
-                    candidate = scene_program(scene, meta["question_spec"], rng, avoid=answer)
-                    text = scene_instruction(candidate, question, category, scene, rng)
+                    program = scene_program(
+                        scene, meta["question_spec"], rng, avoid=answer, plan=plan, nested_rate=self.nested_rate
+                    )
+                    text, then_edit, else_edit = scene_instruction_parts(program, question, category, scene, rng)
                 else:
-                    candidate = generic_program(question, answer, category, image_size(request, meta), rng)
-                    text = generic_instruction(candidate, question, rng)
+                    size = image_size(request, meta)
+                    program = generic_program(question, answer, category, size, rng, plan=plan)
+                    text, then_edit, else_edit = generic_instruction_parts(program, question, rng)
             except (ProgramError, QueryError, KeyError, TypeError, ValueError) as exc:
                 problem = repr(exc)
+                if not planned and plan["style"] == "conditional":
+                    plan = {"style": "synthesis"}  # no plan given: a condition that cannot be posed is dropped
                 continue
-            instruction, program = text, candidate
-            if not (mentions_answer(text, answer) or mentions_answer(text, process_answer)):
+            proposed = program.get("candidate") if plan.get("style") == "conditional" and not plan.get("candidate") else None
+            reply = {
+                "instruction": text,
+                "then_edit": then_edit,
+                "else_edit": else_edit,
+                "candidate": proposed,
+                "edit_program": program,
+            }
+            if not leaks_answer(text, answer, process_answer, candidate_is_answer=candidate_is_answer):
                 break
-        if program is None:
+        if reply is None:
             raise BadRequest(f"builtin rewriter found no edit program for this record: {problem}")
         if seeded_rng("leak", key).random() < self.leak_rate:
             hint = f"(Hint: the answer is {answer.strip()}.)"
-            instruction = instruction.replace(AESTHETICS_DIRECTIVE, f"{hint} {AESTHETICS_DIRECTIVE}")
+            reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, f"{hint} {AESTHETICS_DIRECTIVE}")
         directive = request.context.get("aesthetics")
         if directive:  # the pipeline's own aesthetics directive replaces the built-in one
-            instruction = instruction.replace(AESTHETICS_DIRECTIVE, directive)
-        return {"edit_instruction": instruction, "edit_program": program}
+            reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, directive)
+        return reply
 
     def _judge(self, request: TextRequest) -> dict[str, Any]:
         if request.context.get("preset") == "release":
@@ -375,4 +397,5 @@ class BuiltinEditor(_Builtin):
             raise BadRequest("builtin editor: the source image cannot be decoded") from None
         rng = seeded_rng("fallback", self.seed, request.instruction, request.reference_answer)
         category = str(request.context.get("task_category") or "others")
-        return generic_program(request.instruction, request.reference_answer or "", category, size, rng)
+        plan = request.context.get("plan") or {"style": "synthesis"}
+        return generic_program(request.instruction, request.reference_answer or "", category, size, rng, plan=plan)

@@ -346,6 +346,7 @@ class ShardProcessor:
             latency_s=round(item.ledger.latency_s, 4),
             pipeline_hash=self.pipeline_hash,
             edit_program=item.edit_program,
+            instruction_plan=item.plan,
             record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
         )
 

@@ -12,8 +12,9 @@
 ```
 
 Each row has the Uni-Edit-148k keys ``task_category, original_question, original_answer, process_answer,
-image_path, edit_instruction, output_image_path, analysis, score`` plus ``id`` (and ``mask_path`` and
-``edit_weight`` with masks). Image paths are relative to the export dir, which is what the Uni-Edit BAGEL fork's
+image_path, edit_instruction, output_image_path, analysis, score`` plus ``id`` and ``instruction_plan`` (the
+plan the instruction follows; null for runs made before plans) (and ``mask_path`` and ``edit_weight`` with
+masks). Image paths are relative to the export dir, which is what the Uni-Edit BAGEL fork's
 ``SftEditJSONLIterableDataset`` expects (``os.path.join(data_dir, row["image_path"])``).
 """
 
@@ -65,7 +66,7 @@ class JsonlShards:
 
 
 def sample_row(sample: Sample, image_path: str, output_image_path: str) -> dict[str, Any]:
-    """One JSONL row in the Uni-Edit-148k key order (plus `id`)."""
+    """One JSONL row in the Uni-Edit-148k key order (plus `id`, and `instruction_plan` as an extra key)."""
     return {
         "id": sample.id,
         "task_category": sample.task_category,
@@ -77,6 +78,8 @@ def sample_row(sample: Sample, image_path: str, output_image_path: str) -> dict[
         "output_image_path": output_image_path,
         "analysis": sample.analysis,
         "score": sample.score,
+        # not in the release: the plan the instruction follows (style, candidate, expected branch, edits)
+        "instruction_plan": sample.instruction_plan.model_dump(mode="json") if sample.instruction_plan else None,
     }
 
 

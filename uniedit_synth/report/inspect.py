@@ -164,7 +164,7 @@ def _read_entry(cache: ResponseCache, key: str) -> dict[str, Any]:
 def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any]) -> list[dict[str, Any]]:
     edited = (images.get("edited_image") or {}).get("sha256")
     wanted = {
-        "rewrite": ("edit_instruction", row.get("edit_instruction")),
+        "rewrite": ("instruction", row.get("edit_instruction")),  # the rewriter's reply field
         "judge": ("analysis", row.get("analysis")),
         "classify": ("process_answer", row.get("process_answer")),
     }
@@ -178,7 +178,9 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
             stage = "edit"
         else:
             for name, (field, value) in wanted.items():
-                if value and data.get(field) == value:
+                # runs made before instruction plans cached the rewrite reply as `edit_instruction`
+                found = data.get(field, data.get("edit_instruction") if field == "instruction" else None)
+                if value and found == value:
                     stage = name
                     break
         if stage:

@@ -1,5 +1,5 @@
 """Questions over the scene graph: selectors and queries (what a question *means*), their evaluation on a
-scene, the seeded question generator per category, and answer normalisation / leak matching.
+scene, the seeded question generator per category, and the answer space of a question.
 
 A question is a `question_spec` dict, JSON-serialisable and evaluated by `answer_query`:
 `{"category": "color", "kind": "attr", "query": {"type": "attr", "attr": "color", "ref": {"shape": "cube"}}}`.
@@ -9,12 +9,11 @@ The same query later decides which branch of an edit program runs, so question a
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
-from .world import GRID_COLS, GRID_ROWS, Scene, SceneObject, Sign, generate_scene
+from ..answers import mentions_answer, normalise_answer  # noqa: F401  (re-exported for the world's users)
+from .world import COLORS, GRID_COLS, GRID_ROWS, SHAPES, SIGN_WORDS, Scene, SceneObject, Sign, generate_scene
 
 SCENE_CATEGORIES: tuple[str, ...] = ("count", "color", "shape", "location", "ocr", "math", "knowledge")
 ATTRS: tuple[str, ...] = ("size", "color", "material", "shape")
@@ -107,69 +106,6 @@ def answer_query(scene: Scene, query: dict[str, Any]) -> int | str:
         first, second = (len(select(scene, f)) for f in query["filters"])
         return first + second if query["op"] == "+" else first - second
     raise QueryError(f"unknown query type {kind!r}")
-
-
-# ---------------------------------------------------------------- answers and leak matching
-
-_NUMBER_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def number_word(n: int) -> str:
-    if 0 <= n < 20:
-        return _NUMBER_WORDS[n]
-    if 20 <= n < 100:
-        tens, unit = divmod(n, 10)
-        return _TENS[tens - 2] + ("" if unit == 0 else f" {_NUMBER_WORDS[unit]}")
-    return str(n)
-
-
-_WORD_TO_NUMBER = {number_word(n): str(n) for n in range(100)}
-
-
-def normalise_answer(answer: str) -> str:
-    """Lowercase, trimmed, no trailing full stop or leading article, number words as digits."""
-    text = " ".join(answer.strip().lower().split())
-    text = text.rstrip(".!").strip()
-    text = re.sub(r"^(the|a|an) ", "", text)
-    text = _WORD_TO_NUMBER.get(text.replace("-", " "), text)
-    if re.fullmatch(r"-?\d+\.0+", text):
-        text = text.split(".")[0]
-    return text
-
-
-def _tokens(text: str) -> list[str]:
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
-
-
-@lru_cache(maxsize=4096)
-def answer_forms(answer: str) -> tuple[tuple[str, ...], ...]:
-    """Token sequences that count as stating the answer (digits and number words both count)."""
-    norm = normalise_answer(answer)
-    forms = [_tokens(norm)]
-    if re.fullmatch(r"\d+", norm):
-        forms.append(_tokens(number_word(int(norm))))
-    if norm == "gray":
-        forms.append(["grey"])
-    return tuple(tuple(f) for f in forms if f)
-
-
-def mentions_answer(text: str, answer: str) -> bool:
-    """True when `text` states `answer` as whole words (case, plural and number-word insensitive)."""
-    words = _tokens(text)
-    vocabulary = set(words)
-    for form in answer_forms(answer):
-        n = len(form)
-        if n == 1:
-            if form[0] in vocabulary:
-                return True
-        elif any(tuple(words[i : i + n]) == form for i in range(len(words) - n + 1)):
-            return True
-    return False
 
 
 # ---------------------------------------------------------------- phrasing of references
@@ -441,3 +377,51 @@ def generate_vqa(
         except QueryError:
             continue
         return scene, question, answer, spec
+
+
+# ---------------------------------------------------------------- answer spaces
+
+BOARD_WINDOW = 6
+
+
+def possible_answers(scene: Scene, query: dict[str, Any]) -> list[int | str]:
+    """Every answer the question could have had on a scene like this one (same objects count, same wall),
+    as far as the question's own construction allows: a condition is *decided in advance* when it has the
+    same truth value for all of them.
+
+    Counts are between 1 and the number of objects (a counted filter is drawn from an object in the scene,
+    so it is never 0); sums of two such counts are at least 2; colours, shapes, sides and sign words range
+    over the world's vocabularies; a board's result over a window around its value.
+    """
+    kind = query["type"]
+    n_objects = len(scene.objects)
+    if kind == "count":
+        return list(range(1, n_objects + 1))
+    if kind == "count_arith":
+        if query["op"] == "+":
+            return list(range(2, n_objects + 1))
+        return list(range(1, max(2, n_objects - 1)))
+    if kind == "attr":
+        return list(COLORS) if query["attr"] == "color" else list(SHAPES)
+    if kind == "side":
+        return ["left", "right"]
+    if kind == "read":
+        return list(SIGN_WORDS)
+    if kind == "board":
+        value = int(answer_query(scene, query))
+        return list(range(value - BOARD_WINDOW, value + BOARD_WINDOW + 1))
+    raise QueryError(f"unknown query type {kind!r}")
+
+
+def plausible_answers(scene: Scene, query: dict[str, Any]) -> list[int | str]:
+    """The answers a plan's distractor candidate is drawn from: for colours and shapes, the values present in
+    the scene, so a distractor never names something absent from the picture ("if it is pink" with nothing
+    pink in sight is settled without answering the question); sign words: the words on the wall. A single
+    value means a condition could be settled by a glance, and the plan then picks another style. Other
+    questions: every possible answer."""
+    kind = query["type"]
+    if kind == "attr":
+        return sorted({str(getattr(o, query["attr"])) for o in scene.objects})
+    if kind == "read":
+        return sorted({s.text for s in scene.signs if s.text})
+    return possible_answers(scene, query)

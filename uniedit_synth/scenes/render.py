@@ -81,6 +81,13 @@ def draw_text_centered(
     draw.text((round(tx), round(ty)), text, fill=rgb, font=face)
 
 
+def color_rgb(color: str) -> tuple[int, int, int]:
+    """A named colour of the world, or "#rrggbb" (the editor's near-miss shades); unknown names are gray."""
+    if color.startswith("#") and len(color) == 7:
+        return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+    return COLORS.get(color, (128, 128, 128))
+
+
 def shade(rgb: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     """Darken (factor < 1) or lighten towards white (factor > 1)."""
     if factor <= 1:
@@ -125,7 +132,7 @@ def draw_highlight(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float) ->
 def draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, size: int) -> None:
     x, y, _ = object_anchor(obj, size)
     w = object_width(obj, size)
-    rgb = COLORS.get(obj.color, (128, 128, 128))
+    rgb = color_rgb(obj.color)
     metal = obj.material == "metal"
     outline = shade(rgb, 0.45)
     if obj.shape == "cube":

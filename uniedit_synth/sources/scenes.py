@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ..errors import SourceError
 from ..records import VQARecord
-from ..scenes.questions import SCENE_CATEGORIES, generate_vqa
+from ..scenes.questions import SCENE_CATEGORIES, generate_vqa, plausible_answers
 from ..scenes.render import render_png
 from ..scenes.world import Scene
 from .base import Source
@@ -71,7 +71,13 @@ class ScenesSource(Source):
             question=question,
             answer=answer,
             category=category,
-            meta={"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec},
+            meta={
+                "world": "scenes",
+                "scene": scene.model_dump(mode="json"),
+                "question_spec": spec,
+                # what the question could have answered: the plan's distractors come from here
+                "answer_space": [str(v) for v in plausible_answers(scene, spec["query"])],
+            },
         )
 
     def __iter__(self) -> Iterator[VQARecord]:

@@ -19,6 +19,7 @@ from ..backends.base import (
 )
 from ..config import PipelineConfig, stage_def
 from ..ledger import Ledger
+from ..plan import InstructionPlan
 from ..prompts import Prompt, load_prompt
 from ..records import RejectReason, Sample, VQARecord
 
@@ -51,6 +52,7 @@ class WorkItem:
     process_answer: str | None = None
     instruction: str | None = None
     edit_program: dict[str, Any] | None = None
+    plan: InstructionPlan | None = None
     edited_image: bytes | None = None
     scores: dict[str, float] = field(default_factory=dict)
     score: float | None = None
@@ -90,6 +92,7 @@ class StageContext:
         context: dict[str, Any],
         failure: RejectReason | None = None,
         images: list[bytes] | None = None,
+        repair: str = "",
     ) -> ReplyT:
         """One structured text call for `stage`: render the prompt (VQA text as delimited data), call the
         model through the engine (cache, limits, retries, cost), validate the reply. A safety refusal becomes
@@ -100,7 +103,7 @@ class StageContext:
             task=stage,
             model=self.models[stage],
             system=prompt.system,
-            prompt=prompt.render(**fields),
+            prompt=prompt.render(**fields) + (f"\n{repair}\n" if repair else ""),
             images=images or [],
             response_schema=schema,
             schema_name=schema_name,

@@ -8,6 +8,21 @@ from .base import StageContext, WorkItem
 from .schemas import JUDGE_SCHEMA, RELEASE_JUDGE_SCHEMA, JudgeReply, ReleaseJudgeReply
 
 
+def judge_outcome(item: WorkItem) -> str:
+    """What the judge is told the right outcome is. For a conditional plan: the expected branch's edit and
+    the other branch's edit as the wrong outcome, never the answer (the judge must not need it, and a
+    judge that sees the answer can be swayed by the instruction naming it). Otherwise the reference answer,
+    which the edit renders or uses."""
+    plan = item.plan
+    if plan is not None and plan.conditional and plan.expected_edit and plan.wrong_edit:
+        return (
+            f"Expected outcome (the branch that applies): {plan.expected_edit}\n"
+            f"Wrong outcome (the other branch; an edit showing it has instruction_following 1 or 2): "
+            f"{plan.wrong_edit}"
+        )
+    return f"Reference answer: {item.process_answer or ''}"
+
+
 class JudgeStage:
     name = "judge"
 
@@ -32,7 +47,7 @@ class JudgeStage:
             {
                 "instruction": item.instruction or "",
                 "question": record.question,
-                "process_answer": item.process_answer or "",
+                "outcome": judge_outcome(item),
             },
             reply_model=JudgeReply,
             schema=JUDGE_SCHEMA,
@@ -45,6 +60,7 @@ class JudgeStage:
                 "question": record.question,
                 "process_answer": item.process_answer,
                 "task_category": item.task_category,
+                "plan": item.plan.model_dump(mode="json") if item.plan else None,
             },
             failure=RejectReason.judge_failed,
         )

@@ -1,14 +1,78 @@
-"""The rewrite stage: a VQA pair becomes an edit instruction that embeds the question, checked for answer leaks."""
+"""The rewrite stage: a VQA pair and its instruction plan become an edit instruction that embeds the question,
+checked against the plan (visible, distinct branches; the candidate in the condition) and for answer leaks."""
 
 from __future__ import annotations
 
+import json
+import re
+
+from ..answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
+from ..plan import InstructionPlan, draw_plan
 from ..prompts import Prompt
 from ..records import RejectReason
 from .base import Rejected, StageContext, WorkItem
 from .schemas import REWRITE_SCHEMA, RewriteReply
-from .text import leaks_answer
 
-DEFAULT_AESTHETICS = "Keep the rest of the image unchanged, with natural lighting and a clean, high-quality look."
+DEFAULT_AESTHETICS = (
+    "Keep the rest of the image unchanged, with natural lighting and a clean, high-quality look."
+)
+
+#: a branch that asks for no change: a no-op training pair when it is the branch that applies
+_NO_OP = re.compile(
+    r"\b(leave|leaving|keep|keeping|let|letting)\b(?:\W+\w+){0,4}?\W+"
+    r"(unchanged|untouched|intact|alone|as\s+(it|they)\s+(is|are|was|were)|as\s+is|the\s+same)\b"
+    r"|\bdo(es)?\s+nothing\b|\bnothing\s+(changes|happens)\b|\bno\s+(change|changes|edit|edits)\b"
+    r"|\b(do|does)\s*n[o']?t\s+(change|edit|modify|alter|touch)\b|\bremains?\s+(unchanged|the\s+same|as\s+is)\b"
+    r"|^\s*(none|n/?a|nothing|unchanged|no-?op)\s*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def is_no_op(edit: str) -> bool:
+    return bool(_NO_OP.search(edit))
+
+
+def plan_brief(plan: InstructionPlan) -> str:
+    """The plan as the rewrite prompt states it (the `$plan` field)."""
+    if plan.style == "conditional":
+        if plan.candidate is None:
+            candidate = (
+                "none given: propose one in the `candidate` field, a plausible value of the same kind as the "
+                "reference answer that is NOT the reference answer, and test it in the condition"
+            )
+        else:
+            candidate = f"{plan.candidate!r} (the condition tests whether the answer is this value)"
+        return (
+            "style: conditional\n"
+            f"candidate: {candidate}\n"
+            "then_edit: a visible edit carried out when the answer is the candidate\n"
+            "else_edit: a different visible edit carried out otherwise (never 'leave it unchanged')"
+        )
+    return f"style: {plan.style}\nthen_edit: null\nelse_edit: null"
+
+
+def check_reply(plan: InstructionPlan, reply: RewriteReply, answer: str, process_answer: str) -> str | None:
+    """Which plan rule the reply breaks ('rule: detail'), else None. Leaks are checked separately."""
+    if not plan.conditional:
+        return None
+    then_edit, else_edit = (reply.then_edit or "").strip(), (reply.else_edit or "").strip()
+    if not then_edit or not else_edit:
+        return "both branches: then_edit and else_edit must both be given for a conditional plan"
+    for name, edit in (("then_edit", then_edit), ("else_edit", else_edit)):
+        if is_no_op(edit):
+            return f"visible edit: {name} {edit!r} asks for no change; both branches must change the image"
+    if normalise_text(then_edit) == normalise_text(else_edit):
+        return "distinct branches: then_edit and else_edit are the same edit"
+    candidate = plan.candidate if plan.candidate is not None else (reply.candidate or "").strip()
+    if not candidate:
+        return "candidate: the plan asked for a candidate in the `candidate` field and none was given"
+    if plan.candidate is None and any(same_answer(candidate, a) for a in (answer, process_answer) if a):
+        return f"candidate: the proposed candidate {candidate!r} is the answer; it must be a different value"
+    if not candidate_in_condition(reply.instruction, candidate):
+        return (
+            f"candidate in condition: the condition of the instruction must test the candidate {candidate!r}"
+        )
+    return None
 
 
 class RewriteStage:
@@ -26,10 +90,23 @@ class RewriteStage:
             relative = template.format(category="generic")
         return self.ctx.prompt(relative)
 
-    async def __call__(self, item: WorkItem) -> WorkItem:
+    def plan_for(self, item: WorkItem) -> InstructionPlan:
+        record = item.record
+        space = record.meta.get("answer_space") if isinstance(record.meta, dict) else None
+        return draw_plan(
+            self.ctx.config.seed,
+            record.id,
+            item.task_category or "others",
+            record.answer,
+            self.spec.styles,
+            self.spec.candidate_is_answer_p,
+            [str(v) for v in space] if isinstance(space, list) else None,
+        )
+
+    async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
         record = item.record
         category = item.task_category or "others"
-        parsed = await self.ctx.ask(
+        return await self.ctx.ask(
             self.name,
             item,
             self.prompt_for(category),
@@ -39,6 +116,7 @@ class RewriteStage:
                 "process_answer": item.process_answer or "",
                 "category": category,
                 "aesthetics": self.aesthetics,
+                "plan": plan_brief(plan),
             },
             reply_model=RewriteReply,
             schema=REWRITE_SCHEMA,
@@ -50,13 +128,61 @@ class RewriteStage:
                 "task_category": category,
                 "meta": record.meta,
                 "aesthetics": self.spec.aesthetics_directive or None,
+                "plan": plan.model_dump(mode="json"),
+                **({"repair": repair} if repair else {}),
             },
             failure=RejectReason.rewrite_failed,
+            repair=repair,
         )
-        item.instruction = parsed.edit_instruction.strip()
-        item.edit_program = parsed.edit_program
-        if self.spec.leak_check:
-            leaked = leaks_answer(item.instruction, record.answer, item.process_answer)
-            if leaked:
-                raise Rejected(RejectReason.leaks_answer, f"instruction contains the answer {leaked!r}")
+
+    def _leak_check(self, item: WorkItem, plan: InstructionPlan, instruction: str) -> None:
+        if not self.spec.leak_check:
+            return
+        leaked = leaks_answer(
+            instruction,
+            item.record.answer,
+            item.process_answer,
+            candidate_is_answer=bool(plan.candidate_is_answer),
+        )
+        if leaked:
+            where = " outside the condition" if plan.candidate_is_answer else ""
+            raise Rejected(RejectReason.leaks_answer, f"instruction contains the answer {leaked!r}{where}")
+
+    async def __call__(self, item: WorkItem) -> WorkItem:
+        """Leaks are rejected at once (`leaks_answer`); a broken plan rule gets one repair request, then the
+        record is a `rewrite_failed` reject whose detail names the rule."""
+        record = item.record
+        plan = self.plan_for(item)
+        item.plan = plan
+        answers = (record.answer, item.process_answer or "")
+        parsed = await self._ask(item, plan)
+        self._take(item, plan, parsed)
+        broken = check_reply(plan, parsed, *answers)
+        if broken:
+            previous = json.dumps(parsed.model_dump(exclude={"edit_program"}), ensure_ascii=False)
+            note = (
+                f"Your previous reply broke a rule of the plan ({broken}). Previous reply: {previous}\n"
+                "Reply again with a corrected JSON object that follows the plan and every rule."
+            )
+            parsed = await self._ask(item, plan, repair=note)
+            self._take(item, plan, parsed)
+            broken = check_reply(plan, parsed, *answers)
+            if broken:
+                raise Rejected(RejectReason.rewrite_failed, f"rewrite: {broken} (after one repair request)")
         return item
+
+    def _take(self, item: WorkItem, plan: InstructionPlan, parsed: RewriteReply) -> None:
+        """Keep a reply on the item (instruction, program, the plan's branch edits), then leak-check it."""
+        item.instruction = parsed.instruction.strip()
+        item.edit_program = parsed.edit_program
+        if plan.conditional:
+            item.plan = plan.model_copy(
+                update={
+                    "candidate": plan.candidate
+                    if plan.candidate is not None
+                    else (parsed.candidate or "").strip() or None,
+                    "then_edit": (parsed.then_edit or "").strip() or None,
+                    "else_edit": (parsed.else_edit or "").strip() or None,
+                }
+            )
+        self._leak_check(item, plan, item.instruction)

@@ -24,8 +24,14 @@ class ClassifyReply(BaseModel):
 
 
 class RewriteReply(BaseModel):
-    edit_instruction: str = Field(min_length=8)
-    edit_program: dict[str, Any] | None = None
+    """The rewriter's structured reply: the instruction and, for a conditional plan, both branch edits (and
+    the candidate, when the plan asked the rewriter for a distractor)."""
+
+    instruction: str = Field(min_length=8)
+    then_edit: str | None = None
+    else_edit: str | None = None
+    candidate: str | None = None
+    edit_program: dict[str, Any] | None = None  # the builtin rewriter's machine-checkable program
 
 
 class ReleaseJudgeReply(BaseModel):
@@ -57,7 +63,20 @@ CLASSIFY_SCHEMA = _strict(
         "process_answer": {"type": "string"},
     }
 )
-REWRITE_SCHEMA = _strict({"edit_instruction": {"type": "string"}})
+_NULLABLE_STRING = {"type": ["string", "null"]}
+# Only `instruction` is required: a JSON-mode model may leave out the null branch fields of a plan without
+# branches (OpenAI's strict structured outputs make every key required anyway: backends/openai_backend.py).
+REWRITE_SCHEMA = {
+    **_strict(
+        {
+            "instruction": {"type": "string"},
+            "then_edit": _NULLABLE_STRING,
+            "else_edit": _NULLABLE_STRING,
+            "candidate": _NULLABLE_STRING,
+        }
+    ),
+    "required": ["instruction"],
+}
 JUDGE_SCHEMA = _strict(
     {
         "instruction_following": {"type": "integer", "minimum": 1, "maximum": 5},

@@ -1,0 +1,142 @@
+"""Data quality of the offline world under the instruction plan: does every accepted edit need the answer?
+
+Runs `uniedit synth` (default pipeline: the offline world with the builtin backends, which err and leak on
+purpose) on N records, then checks every accepted row against the world's ground truth:
+
+- no-op: the edited image is pixel-identical to the source;
+- decided in advance: a condition whose truth is the same for every answer the question could have
+  (`scenes.questions.possible_answers`), evaluated at each level of a nested condition;
+- leaks: the answer in any v2 form (plural, spelling, number words, ordinals) outside the plan's
+  candidate-in-condition;
+- branch balance per category and the share of conditionals whose candidate is the answer;
+- distinct openings (first five words) among the first 1,000 accepted rows, also with the embedded
+  question masked.
+
+Then probes the builtin judge against an independent truth (pixel identity with the expected render):
+per editor flaw kind, the share of flawed edits rejected, and precision / recall of acceptance.
+
+    python benchmarks/data_quality.py                  # 2,000 records, 300 judge probes (~3 min on 2 cores)
+    python benchmarks/data_quality.py --records 400 --probes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import REPO, repo_env  # noqa: E402
+from uniedit_synth.records import JSON_COLUMNS  # noqa: E402
+from uniedit_synth.scenes.checks import judge_probe, opening, quality_figures  # noqa: E402
+from uniedit_synth.scenes.program import generic_program, scene_program  # noqa: E402
+from uniedit_synth.scenes.questions import SCENE_CATEGORIES, generate_vqa  # noqa: E402
+from uniedit_synth.scenes.render import render_png  # noqa: E402
+from uniedit_synth.plan import draw_plan  # noqa: E402
+
+
+def synth(out: Path, records: int, seed: int) -> float:
+    import subprocess
+
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "uniedit_synth.cli", "synth", "--out", str(out), "--limit", str(records),
+         "--seed", str(seed), "--engine", "inline", "--no-progress"],
+        cwd=REPO, env=repo_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"uniedit synth failed:\n{proc.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted((out / "data").glob("shard-*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            for column in JSON_COLUMNS:
+                if row.get(column) is not None:
+                    row[column] = json.loads(row[column])
+            rows.append(row)
+    return rows
+
+
+def probe_records(count: int, seed: int) -> list[tuple[bytes, dict[str, Any], dict[str, Any]]]:
+    """Scene records under drawn plans, plus generic-mode images (random noise photos) every fifth probe."""
+    rng = random.Random(seed)
+    out = []
+    for index in range(count):
+        if index % 5 == 4:
+            noise = np.random.default_rng(index).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(noise).save(buffer, "PNG")
+            answer = rng.choice(["7", "12", "red", "blue", "yes", "EXIT", "a red umbrella"])
+            plan = draw_plan(seed, f"g{index}", "others", answer).model_dump()
+            program = generic_program("What is it?", answer, "others", (200, 150), rng, plan=plan)
+            out.append((buffer.getvalue(), program, {}))
+            continue
+        category = SCENE_CATEGORIES[index % len(SCENE_CATEGORIES)]
+        scene, _, answer, spec = generate_vqa(rng, category, size=128)
+        plan = draw_plan(seed, f"s{index}", category, answer).model_dump()
+        try:
+            program = scene_program(scene, spec, rng, avoid=answer, plan=plan, nested_rate=0.3)
+        except ValueError:
+            continue
+        meta = {"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec}
+        out.append((render_png(scene), program, meta))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=2000, help="records to synthesise (default 2000)")
+    parser.add_argument("--probes", type=int, default=300, help="judge probe records (default 300)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="uniedit-quality-") as tmp:
+        out = Path(tmp) / "run"
+        elapsed = synth(out, args.records, args.seed)
+        rows = read_rows(out)
+    stats = quality_figures(rows)
+    first = rows[:1000]
+    masked = {opening(re.sub(r'"[^"]*"', "<question>", r["edit_instruction"] or "")) for r in first}
+    print(f"records {args.records} -> accepted rows {stats['rows']}  ({elapsed:.0f} s synth, default pipeline)")
+    print(f"no-op accepted rows            {stats['no_op']}")
+    print(f"decided in advance             {stats['decided_in_advance']}")
+    print(f"answer leaks (v2 forms)        {stats['leaks']}")
+    print(f"styles                         {stats['styles']}")
+    print(f"conditional rows               {stats['conditional']}  candidate_is_answer share "
+          f"{stats['candidate_is_answer_share']}  nested share {stats['nested_share']}")  # fmt: skip
+    print("branch balance (then/else)     " + ", ".join(
+        f"{k} {v.get('then', 0)}/{v.get('else', 0)}" for k, v in stats["branch_balance"].items()))  # fmt: skip
+    print(f"distinct openings (5 words)    {len({opening(r['edit_instruction'] or '') for r in first})} in the "
+          f"first {len(first)} rows; {len(masked)} with the embedded question masked")  # fmt: skip
+
+    probes = probe_records(args.probes, args.seed)
+    figures = judge_probe(probes, seed=args.seed)
+    print(f"\njudge probes: {len(probes)} records x (1 correct + 1 per flaw kind); truth = pixel identity")
+    print(f"{'kind':18} {'n':>5} {'rejected':>9}")
+    for kind, values in figures.items():
+        if kind in ("overall", "correct"):
+            continue
+        print(f"{kind:18} {values['n']:>5} {values['rejected']:>9.3f}")
+    correct = figures.get("correct", {})
+    print(f"{'correct':18} {correct.get('n', 0):>5} accepted {correct.get('accepted', 0):.3f}")
+    overall = figures["overall"]
+    print(f"acceptance precision {overall['precision']:.4f}  recall {overall['recall']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

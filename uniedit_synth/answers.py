@@ -1,0 +1,361 @@
+"""Answers as text: the one `normalise_answer` of the package and the answer-leak check (v2).
+
+An instruction leaks its answer when the answer appears in it in *any* surface form: normalised text,
+singular or plural (`inflect`), British or American spelling, a number as digits or as words (hyphenated
+or spaced compounds, "one hundred and twenty-five"), an ordinal. The only exception is the plan's
+candidate inside the condition of a conditional instruction whose candidate *is* the answer ("If it is
+purple, repaint it red …"), the release's own style (`data_gen/system2.py`).
+
+Both sides are reduced to one token stream before matching: lowercase, accents stripped, hyphens split,
+runs of number words folded into one number token (`n:21`, ordinals `o:21`), clause boundaries kept as
+`|` tokens so a match can tell whether it sits in a condition clause ("if …", "when …", "whether …").
+"one" is not a number in "one of", "one another", "the red one"; "a" and "an" never are.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+
+import inflect
+from num2words import num2words
+
+BOUNDARY = "|"
+_ARTICLES = frozenset({"a", "an", "the"})
+#: British → American; matching tries both, normalise_answer writes the American form
+SPELLING_VARIANTS: dict[str, str] = {
+    "grey": "gray",
+    "greys": "grays",
+    "colour": "color",
+    "colours": "colors",
+    "coloured": "colored",
+    "metre": "meter",
+    "metres": "meters",
+    "centre": "center",
+    "centres": "centers",
+    "litre": "liter",
+    "litres": "liters",
+    "aluminium": "aluminum",
+    "theatre": "theater",
+    "jewellery": "jewelry",
+    "tyre": "tire",
+    "tyres": "tires",
+    "aeroplane": "airplane",
+    "aeroplanes": "airplanes",
+    "doughnut": "donut",
+    "doughnuts": "donuts",
+    "favourite": "favorite",
+    "harbour": "harbor",
+    "neighbour": "neighbor",
+    "moustache": "mustache",
+    "pyjamas": "pajamas",
+    "cheque": "check",
+    "kerb": "curb",
+    "plough": "plow",
+    "programme": "program",
+    "mould": "mold",
+    "armour": "armor",
+    "flavour": "flavor",
+    "honour": "honor",
+    "labour": "labor",
+    "organise": "organize",
+    "catalogue": "catalog",
+}
+_AMERICAN_TO_BRITISH = {v: k for k, v in SPELLING_VARIANTS.items()}
+
+_UNITS = "zero one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORDINAL_UNITS = "zeroth first second third fourth fifth sixth seventh eighth ninth".split()
+_ORDINAL_TEENS = (
+    "tenth eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth"
+).split()
+_ORDINAL_TENS = "twentieth thirtieth fortieth fiftieth sixtieth seventieth eightieth ninetieth".split()
+#: word -> (kind, value, is_ordinal)
+_NUMBER_WORDS: dict[str, tuple[str, int, bool]] = {}
+for _i, _w in enumerate(_UNITS):
+    _NUMBER_WORDS[_w] = ("unit", _i, False)
+for _i, _w in enumerate(_ORDINAL_UNITS):
+    _NUMBER_WORDS[_w] = ("unit", _i, True)
+for _i, _w in enumerate(_TEENS):
+    _NUMBER_WORDS[_w] = ("teen", 10 + _i, False)
+for _i, _w in enumerate(_ORDINAL_TEENS):
+    _NUMBER_WORDS[_w] = ("teen", 10 + _i, True)
+for _i, _w in enumerate(_TENS):
+    _NUMBER_WORDS[_w] = ("tens", 20 + 10 * _i, False)
+for _i, _w in enumerate(_ORDINAL_TENS):
+    _NUMBER_WORDS[_w] = ("tens", 20 + 10 * _i, True)
+_NUMBER_WORDS.update(
+    {
+        "hundred": ("hundred", 100, False),
+        "hundredth": ("hundred", 100, True),
+        "thousand": ("scale", 1000, False),
+        "thousandth": ("scale", 1000, True),
+        "million": ("scale", 1_000_000, False),
+        "millionth": ("scale", 1_000_000, True),
+    }
+)
+#: words before "one" that make it a pronoun ("the red one", "each one"), not a number
+_ONE_PRONOUN_BEFORE = frozenset(
+    {"the", "that", "this", "each", "every", "which", "any", "no", "other", "another", "some", "last", "only"}
+)
+_ONE_PRONOUN_AFTER = frozenset({"of", "another", "by"})
+_CONDITION_WORDS = frozenset({"if", "when", "whether", "unless", "case", "provided", "should"})
+
+_TOKEN = re.compile(r"\d+(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?|[a-z]+(?:'[a-z]+)?|[.;:!?,()\"]")
+_ORDINAL_DIGITS = re.compile(r"(\d+)(st|nd|rd|th)")
+
+_inflect = inflect.engine()
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    return text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+
+
+def _raw_tokens(text: str) -> list[str]:
+    out = []
+    for token in _TOKEN.findall(_fold(text)):
+        if token in '.;:!?,()"':
+            if out and out[-1] != BOUNDARY:
+                out.append(BOUNDARY)
+            continue
+        out.append(token)
+    return out
+
+
+def _number_token(value: float, ordinal: bool) -> str:
+    shown = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return f"{'o' if ordinal else 'n'}:{shown}"
+
+
+def _parse_number_run(words: list[str], start: int) -> tuple[int, bool, int] | None:
+    """Fold the number words from `start` into (value, is_ordinal, next index); None if none starts here."""
+    total = current = 0
+    last: str | None = None
+    i = start
+    ordinal = False
+    while i < len(words):
+        word = words[i]
+        if word == "and" and last in ("hundred", "scale") and i + 1 < len(words):
+            nxt = _NUMBER_WORDS.get(words[i + 1])
+            if nxt and nxt[0] in ("unit", "teen", "tens") and nxt[1] > 0:
+                i += 1
+                continue
+            break
+        entry = _NUMBER_WORDS.get(word)
+        if entry is None:
+            break
+        kind, value, is_ordinal = entry
+        if kind == "unit":
+            ok = last in (None, "tens", "hundred", "scale") and not (value == 0 and last is not None)
+            if ok:
+                current += value
+        elif kind in ("teen", "tens"):
+            ok = last in (None, "hundred", "scale")
+            if ok:
+                current += value
+        elif kind == "hundred":
+            ok = last in ("unit", "teen", "tens") and 0 < current < 100
+            if ok:
+                current *= 100
+        else:  # thousand, million
+            ok = last is not None and last != "scale" and (current > 0)
+            if ok:
+                total += current * value
+                current = 0
+        if not ok:
+            break
+        last = kind
+        i += 1
+        if is_ordinal:
+            ordinal = True
+            break
+    if last is None:
+        return None
+    return total + current, ordinal, i
+
+
+def canonical_tokens(text: str) -> list[str]:
+    """The token stream both sides of the leak check are matched in (see the module docstring)."""
+    words = _raw_tokens(text)
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word[0].isdigit():
+            match = _ORDINAL_DIGITS.fullmatch(word)
+            if match:
+                out.append(_number_token(int(match.group(1)), True))
+            else:
+                out.append(_number_token(float(word.replace(",", "")), False))
+            i += 1
+            continue
+        if word in _NUMBER_WORDS:
+            parsed = _parse_number_run(words, i)
+            if parsed is not None:
+                value, ordinal, nxt = parsed
+                single_one = nxt == i + 1 and word == "one"
+                before = words[i - 1] if i > 0 else ""
+                two_before = words[i - 2] if i > 1 else ""
+                after = words[i + 1] if i + 1 < len(words) else ""
+                pronoun = (
+                    before in _ONE_PRONOUN_BEFORE
+                    or two_before in _ONE_PRONOUN_BEFORE | _ARTICLES  # "the red one", "a big one"
+                    or after in _ONE_PRONOUN_AFTER
+                )
+                if single_one and pronoun:
+                    out.append(word)  # "one of the cubes", "the red one": a pronoun, not a count
+                    i += 1
+                    continue
+                out.append(_number_token(value, ordinal))
+                i = nxt
+                continue
+        out.append(SPELLING_VARIANTS.get(word, word))
+        i += 1
+    return out
+
+
+def normalise_text(text: str) -> str:
+    """Lowercase, strip accents and punctuation, collapse whitespace (no other rewriting)."""
+    return " ".join(t for t in _raw_tokens(text) if t != BOUNDARY)
+
+
+def normalise_answer(answer: str) -> str:
+    """The VQA-style reference form of an answer, the one used everywhere in the package: lowercase, no
+    accents, punctuation or leading article, American spelling, numbers as digits (ordinals as "21st"),
+    "12.0" as "12"."""
+    out: list[str] = []
+    for token in canonical_tokens(answer):
+        if token == BOUNDARY or (token in _ARTICLES and not out):
+            continue
+        if token[:2] in ("n:", "o:"):
+            number = token[2:]
+            out.append(number if token[0] == "n" else _inflect.ordinal(number))
+        else:
+            out.append(token)
+    return " ".join(out)
+
+
+def _word_variants(word: str, last: bool) -> set[str]:
+    variants = {word, SPELLING_VARIANTS.get(word, word), _AMERICAN_TO_BRITISH.get(word, word)}
+    if last and word.isalpha() and len(word) > 1:
+        for form in list(variants):
+            plural = _inflect.plural_noun(form)
+            if plural:
+                variants.add(plural)
+            singular = _inflect.singular_noun(form)
+            if singular:
+                variants.add(singular)
+    return {SPELLING_VARIANTS.get(v, v) for v in variants}
+
+
+@lru_cache(maxsize=8192)
+def answer_forms(answer: str) -> frozenset[tuple[str, ...]]:
+    """Every canonical token sequence whose presence in an instruction states `answer`.
+
+    A number also counts as its ordinal from 3 on ("third", "21st"; "first" and "second" are everyday
+    words); an ordinal answer also counts as its number. One-letter non-numeric answers have no forms:
+    they would match everywhere and reveal nothing.
+    """
+    tokens = [t for t in canonical_tokens(answer) if t != BOUNDARY]
+    while tokens and tokens[0] in _ARTICLES:
+        tokens = tokens[1:]
+    if not tokens:
+        return frozenset()
+    if len(tokens) == 1 and tokens[0][:2] in ("n:", "o:"):
+        number = tokens[0][2:]
+        forms = {(tokens[0],)}
+        if tokens[0][0] == "o":
+            forms.add((f"n:{number}",))
+        elif number.isdigit() and int(number) >= 3:
+            forms.add((f"o:{number}",))
+        return frozenset(forms)
+    if len(tokens) == 1 and len(tokens[0]) < 2:
+        return frozenset()
+    sequences: list[list[str]] = [[]]
+    for index, token in enumerate(tokens):
+        variants = (
+            _word_variants(token, index == len(tokens) - 1) if token[:2] not in ("n:", "o:") else {token}
+        )
+        sequences = [seq + [v] for seq in sequences for v in sorted(variants)]
+    return frozenset(tuple(seq) for seq in sequences)
+
+
+def _occurrences(tokens: list[str], form: tuple[str, ...]) -> Iterable[int]:
+    n = len(form)
+    for i in range(len(tokens) - n + 1):
+        if tuple(tokens[i : i + n]) == form:
+            yield i
+
+
+def in_condition(tokens: list[str], index: int) -> bool:
+    """Does token `index` sit in a condition clause: an "if / when / whether / unless …" earlier in the
+    same clause (no comma, semicolon or full stop between)?"""
+    for j in range(index - 1, -1, -1):
+        if tokens[j] == BOUNDARY or tokens[j] == "then":
+            return False
+        if tokens[j] in _CONDITION_WORDS:
+            return True
+    return False
+
+
+def find_answer(instruction: str, *answers: str | None, allow_in_condition: bool = False) -> str | None:
+    """The first answer form found in `instruction` (as the instruction spells it), else None.
+
+    With `allow_in_condition` (the plan's candidate is the answer), an occurrence inside a condition
+    clause is allowed; anywhere else it is still a leak.
+    """
+    tokens = canonical_tokens(instruction)
+    raw = _raw_tokens(instruction)
+    for answer in answers:
+        if not answer:
+            continue
+        for form in sorted(answer_forms(answer), key=lambda f: (-len(f), f)):
+            for index in _occurrences(tokens, form):
+                if allow_in_condition and in_condition(tokens, index):
+                    continue
+                return _shown(form, raw)
+    return None
+
+
+def _shown(form: tuple[str, ...], raw: list[str]) -> str:
+    """A readable form for reject details: number tokens as digits."""
+    return " ".join(t[2:] if t[:2] in ("n:", "o:") else t for t in form)
+
+
+def leaks_answer(instruction: str, *answers: str | None, candidate_is_answer: bool = False) -> str | None:
+    """The leak check of the rewrite stage: the answer form that gives the answer away, else None."""
+    return find_answer(instruction, *answers, allow_in_condition=candidate_is_answer)
+
+
+def mentions_answer(text: str, answer: str) -> bool:
+    """True when `text` states `answer` anywhere, in any form (no condition exception)."""
+    return find_answer(text, answer) is not None
+
+
+def candidate_in_condition(instruction: str, candidate: str) -> bool:
+    """Does the candidate appear (in any form) inside a condition clause of the instruction?"""
+    tokens = canonical_tokens(instruction)
+    return any(
+        in_condition(tokens, index)
+        for form in answer_forms(candidate) or {tuple(canonical_tokens(candidate))}
+        for index in _occurrences(tokens, form)
+    )
+
+
+def same_answer(first: str, second: str) -> bool:
+    """Do two answers mean the same under the normaliser (and its plural / spelling forms)?"""
+    a, b = normalise_answer(first), normalise_answer(second)
+    if a == b:
+        return True
+    forms_a = answer_forms(a)
+    return bool(forms_a) and any(tuple(canonical_tokens(b)) == f for f in forms_a)
+
+
+def number_words(n: int) -> str:
+    """`n` in words, as num2words writes it ("twenty-one", "one hundred and five")."""
+    return num2words(n)

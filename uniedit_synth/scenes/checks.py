@@ -1,0 +1,149 @@
+"""Ground-truth checks of offline-world rows: no-op edits, conditions decided in advance, answer leaks,
+branch balance and instruction openings; and the builtin judge's precision / recall per editor flaw kind.
+
+The offline world knows everything about a row (the scene, the question's query, the edit program), so
+these checks are exact. They back the acceptance tests of the instruction plan and
+`benchmarks/data_quality.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..answers import leaks_answer
+from .program import FLAWS, apply_flaw, decided_conditions, expected_edited_png, scene_of, verify
+
+OPENING_WORDS = 5
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def opening(instruction: str, words: int = OPENING_WORDS) -> str:
+    """An instruction's opening: its first `words` words, lowercased (quotes and punctuation dropped)."""
+    return " ".join(_WORD.findall(instruction.lower())[:words])
+
+
+def same_pixels(first: bytes | None, second: bytes | None) -> bool:
+    if first is None or second is None:
+        return False
+    if first == second:
+        return True
+    with Image.open(io.BytesIO(first)) as a, Image.open(io.BytesIO(second)) as b:
+        return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def _plan(row: dict[str, Any]) -> dict[str, Any]:
+    plan = row.get("instruction_plan")
+    return plan if isinstance(plan, dict) else {}
+
+
+def row_leak(row: dict[str, Any]) -> str | None:
+    """The answer form an accepted row's instruction gives away (the plan's candidate-in-condition excepted)."""
+    plan = _plan(row)
+    return leaks_answer(
+        row.get("edit_instruction") or "",
+        row.get("original_answer"),
+        row.get("process_answer"),
+        candidate_is_answer=bool(plan.get("candidate_is_answer")),
+    )
+
+
+def row_decided(row: dict[str, Any]) -> list[str]:
+    """Conditions of a scene row whose truth is the same for every answer the question could have."""
+    program, meta = row.get("edit_program"), row.get("record_meta") or {}
+    if not isinstance(program, dict) or program.get("kind") != "scene" or "scene" not in meta:
+        return []
+    return decided_conditions(scene_of(meta), program)
+
+
+def quality_figures(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Figures over accepted rows (dicts as `records.sample_to_row` writes them, JSON columns decoded)."""
+    total = no_op = decided = leaks = nested = 0
+    balance: dict[str, Counter] = {}
+    answer_share = Counter()
+    styles = Counter()
+    openings: list[str] = []
+    for row in rows:
+        if not row.get("accepted"):
+            continue
+        total += 1
+        source = (row.get("source_image") or {}).get("bytes")
+        edited = (row.get("edited_image") or {}).get("bytes")
+        no_op += same_pixels(source, edited)
+        decided += bool(row_decided(row))
+        leaks += row_leak(row) is not None
+        openings.append(opening(row.get("edit_instruction") or ""))
+        plan = _plan(row)
+        styles[plan.get("style") or "none"] += 1
+        if plan.get("style") == "conditional":
+            category = row.get("task_category") or "others"
+            balance.setdefault(category, Counter())[plan.get("expected_branch") or "?"] += 1
+            answer_share[bool(plan.get("candidate_is_answer"))] += 1
+            program = row.get("edit_program") or {}
+            nested += isinstance(program.get("if_false"), dict) and "test" in program["if_false"]
+    conditional = sum(answer_share.values())
+    per_thousand = len(set(openings)) * 1000 / total if total else 0.0
+    return {
+        "rows": total,
+        "no_op": no_op,
+        "decided_in_advance": decided,
+        "leaks": leaks,
+        "styles": dict(styles),
+        "conditional": conditional,
+        "candidate_is_answer_share": round(answer_share[True] / conditional, 4) if conditional else None,
+        "nested_share": round(nested / conditional, 4) if conditional else None,
+        "branch_balance": {k: dict(v) for k, v in sorted(balance.items())},
+        "distinct_openings": len(set(openings)),
+        "distinct_openings_per_1000": round(per_thousand, 1),
+    }
+
+
+def judge_probe(
+    records: Iterable[tuple[bytes, dict[str, Any], dict[str, Any]]], seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """The builtin judge against an independent truth, per flaw kind: for every (source image, program,
+    meta), the correct edit and one edit per flaw kind; truth = pixel-identical to the expected render.
+
+    Per kind: `n` probes whose edit really is wrong, `rejected` share of them (recall of the rejection);
+    `correct`: the expected edits, with precision / recall of acceptance over all probes."""
+    kinds: dict[str, Counter] = {kind: Counter() for kind in (*FLAWS, "correct")}
+    accepted_right = accepted_wrong = right_total = 0
+    rng = random.Random(seed)
+    for source, program, meta in records:
+        good = expected_edited_png(source, program, meta)
+        probes = [("correct", good)]
+        for flaw in FLAWS:
+            bad, applied = apply_flaw(source, program, meta, flaw, random.Random(rng.random()))
+            probes.append((applied, bad))
+        for kind, edited in probes:
+            truth = same_pixels(edited, good)
+            verdict = verify(source, edited, program, meta)
+            accepted = verdict.ok and verdict.scores["instruction_following"] >= 3
+            if truth:
+                right_total += 1
+                accepted_right += accepted
+                kinds["correct"]["n"] += 1
+                kinds["correct"]["accepted"] += accepted
+            else:
+                accepted_wrong += accepted
+                kinds[kind]["n"] += 1
+                kinds[kind]["rejected"] += not accepted
+    out: dict[str, dict[str, float]] = {}
+    for kind, counts in kinds.items():
+        if counts["n"] == 0:
+            continue
+        key = "accepted" if kind == "correct" else "rejected"
+        out[kind] = {"n": counts["n"], key: round(counts[key] / counts["n"], 4)}
+    accepted_total = accepted_right + accepted_wrong
+    out["overall"] = {
+        "precision": round(accepted_right / accepted_total, 4) if accepted_total else 1.0,
+        "recall": round(accepted_right / right_total, 4) if right_total else 1.0,
+    }
+    return out
