@@ -16,6 +16,7 @@ reply would be (the one difference: a malformed JSON reply gets no repair round 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .base import BackendError, BadRequest, MalformedReply, RetryableError, SafetyBlocked, TextReply, Usage
@@ -36,15 +37,31 @@ _GEMINI_STATES = {
 _RPC_BAD_REQUEST = {3, 5, 9, 11}
 
 
-def _job_status(state: str, total: int = 0, completed: int = 0, failed: int = 0, detail: str = "") -> Any:
-    from ..engine.batch import JobStatus
+@dataclass
+class JobStatus:
+    """A provider batch job as the engine sees it; `state` is one of pending, running, completed, expired,
+    cancelled, failed."""
 
+    state: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    detail: str = ""
+
+
+@dataclass
+class ItemResult:
+    """One request's outcome inside a finished job: a reply, or an error (final ones are cached as for online)."""
+
+    reply: Any = None
+    error: Exception | None = None
+
+
+def _job_status(state: str, total: int = 0, completed: int = 0, failed: int = 0, detail: str = "") -> JobStatus:
     return JobStatus(state=state, total=total, completed=completed, failed=failed, detail=detail)
 
 
-def _item(reply: Any = None, error: Exception | None = None) -> Any:
-    from ..engine.batch import ItemResult
-
+def _item(reply: Any = None, error: Exception | None = None) -> ItemResult:
     return ItemResult(reply=reply, error=error)
 
 

@@ -36,6 +36,7 @@ from ..backends.base import (
     SafetyBlocked,
     TextRequest,
 )
+from ..backends.batch_routes import ItemResult, JobStatus
 from ..config import BatchSpec, Price
 from ..errors import AuthenticationFailed, ProviderUnreachable, UniEditError
 from ..runfs import RunFS
@@ -65,25 +66,6 @@ class DeferredCall:
     key: str
     request: TextRequest | EditRequest
     owner: str
-
-
-@dataclass
-class JobStatus:
-    """A provider batch job as the engine sees it; `state` is one of pending, running, or TERMINAL."""
-
-    state: str
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-    detail: str = ""
-
-
-@dataclass
-class ItemResult:
-    """One request's outcome inside a finished job: a reply, or an error (final ones are cached as for online)."""
-
-    reply: Any = None
-    error: Exception | None = None
 
 
 @dataclass
