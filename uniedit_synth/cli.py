@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from .bundled import builtin_pipelines
-from .config import CONFIGURED_STAGES, Replace, load_yaml_text
+from .config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .errors import ConfigError, UniEditError, UnsafeYAML
 
 app = typer.Typer(
@@ -72,7 +72,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     put("engine.ray_address", flags.get("ray_address"))
     put("limits.max_cost_usd", flags.get("max_cost"))
     if flags.get("batch"):
-        for stage in ("classify", "rewrite", "edit", "judge"):
+        for stage in MODEL_STAGES:
             put(f"stages.{stage}.mode", "batch")
     if flags.get("concurrency") is not None:
         for definition in CONFIGURED_STAGES:

@@ -250,6 +250,8 @@ STAGE_TABLE: tuple[StageDef, ...] = (
 STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
 #: the stages configured under `stages:` in the YAML
 CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
+#: the stages that call a model (they can run in batch mode: `stages.<name>.mode`)
+MODEL_STAGES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE if d.capability is not None)
 #: the stages a judged failure repeats (edit … judge): their calls belong to an attempt
 ATTEMPT_STAGES: tuple[str, ...] = tuple(
     name for d in STAGE_TABLE if d.retries

@@ -270,3 +270,14 @@ def test_the_waves_of_several_shards_share_one_job_and_each_shard_is_charged_its
     assert len(route.jobs) == 1 and len(route.jobs["job-0"]["items"]) == 5
     assert zero["spent_usd"] + one["spent_usd"] == pytest.approx(5 * 1.0)  # every request charged once
     assert {zero["spent_usd"], one["spent_usd"]} <= {2.0, 3.0}
+
+
+def test_the_python_api_takes_batch_like_the_cli(tmp_path, caplog):
+    from uniedit_synth import synth
+
+    with caplog.at_level("WARNING"):
+        summary = synth("default", out=tmp_path / "run", limit=4, batch=True,
+                        overrides={"engine": {"kind": "inline"}})
+    assert summary.read == 4
+    said = [r.getMessage() for r in caplog.records if "batch mode" in r.getMessage()]
+    assert len(said) == 1 and "judge (builtin)" in said[0]  # builtin backends have no batch route
