@@ -196,6 +196,9 @@ def synth(
               + (f", {summary.shards_retried} retried" if summary.shards_retried else ""))
         print(f"  calls:   {calls} made, {hits} from cache; cost ${summary.cost_usd:.4f} "
               f"(this invocation ${summary.spent_now_usd:.4f}); {summary.elapsed_s:.1f} s")
+        if summary.batch_requests:
+            print(f"  batch:   {summary.batch_requests} requests sent as batch jobs (answers come back through "
+                  f"the cache above); uniedit stats {out_dir} lists the jobs")
         print(f"  next:    uniedit stats {out_dir}  |  uniedit report {out_dir}  |  "
               f"uniedit export {out_dir} --format hf --out {out_dir}-hf")
     if summary.stopped_by_budget:

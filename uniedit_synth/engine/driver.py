@@ -61,6 +61,9 @@ class RunSummary:
     elapsed_s: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=dict)
+    #: batch mode: requests this invocation's shards sent as batch jobs, and the jobs they waited on
+    batch_requests: int = 0
+    batch_jobs: int = 0
 
     @property
     def stopped_by_budget(self) -> bool:
@@ -331,6 +334,9 @@ class Driver:
                 summary.calls[stage] = summary.calls.get(stage, 0) + n
             for stage, n in result.cache_hits.items():
                 summary.cache_hits[stage] = summary.cache_hits.get(stage, 0) + n
+            batch = getattr(result, "batch", None) or {}
+            summary.batch_requests += int(batch.get("requests", 0))
+            summary.batch_jobs += int(batch.get("jobs", 0))
             if self.log_format == "json":
                 self._emit({"event": "shard", **result.model_dump(mode="json", include={
                     "shard", "records", "accepted", "rejected", "reject_reasons", "cost_usd", "spent_usd",
