@@ -318,3 +318,19 @@ def test_routes_find_a_job_by_name_through_the_real_clients(fakes, monkeypatch):
     for ids, found, missing in asyncio.run(run()).values():
         assert found == ids and missing is None
     assert text.batch_route("edit") is None  # OpenAI image edits stay online
+
+
+@pytest.mark.ray
+def test_batch_mode_on_ray_workers(tmp_path, fakes):
+    """Two Ray actors, each with its own batch runner, writing job files into one run directory."""
+    openai_fake, gemini_fake = fakes
+    out = tmp_path / "run"
+    proc = synth("uniedit", out, openai_fake, gemini_fake, *BATCH, "--engine", "ray", "--workers", "2",
+                 "--shard-size", "3", records=6)
+    assert proc.returncode == 0, proc.stderr
+    assert len(rows(out)) == 6 and all(r["accepted"] for r in rows(out).values())
+    assert online_calls(openai_fake) == {} and online_calls(gemini_fake) == {}
+    assert paid_twice(openai_fake, gemini_fake) == []
+    jobs = job_files(out)
+    assert {j["status"] for j in jobs} == {"ingested"} and sum(j["requests"] for j in jobs) == 24
+    assert stats(out)["cost_usd"] == pytest.approx(sum(j["spent_usd"] for j in jobs), abs=1e-9)
