@@ -2,11 +2,13 @@
 
 A shard with a batch-mode stage runs in waves (worker.py). In a wave every record goes as far as it can; a call
 that misses the cache in a batch-mode stage is not sent: it is noted in the record's ledger and the record stops
-(`BatchPending`). When every record of the wave has finished or stopped, `BatchRunner.run_wave` sends the noted
-calls (one per request key) as provider batch jobs, writes each job's id to `<out>/batches/` (atomically)
-before the first poll, polls, and puts every result into the response cache under its request key, priced at the
-batch price. The next wave replays the waiting records from the cache and they run on to their next stage, so the
-rows, the call index, `inspect` and resume work as for online calls.
+(`BatchPending`). When every record of the wave has finished or stopped, `BatchRunner.run_wave` puts the noted
+calls (one per request key) in the worker's group for that stage, which collects the waves of all the shards the
+worker holds for `batch.group_s` and goes out as provider batch jobs. Each job file in `<out>/batches/` is written
+(atomically) before the submit, under the name the provider lists the job by, and again with the job's id before
+the first poll; the job is polled, and every result is put into the response cache under its request key, priced
+at the batch price. The next wave replays the waiting records from the cache and they run on to their next stage,
+so the rows, the call index, `inspect` and resume work as for online calls.
 
 Resume: a rerun replays the shard; a noted call whose key belongs to a job in `<out>/batches/` that was not
 ingested yet re-attaches to that job (polls it, never resubmits it). A job that ends expired, cancelled or failed
@@ -110,7 +112,8 @@ class StageBatch:
 # -- the job files under <out>/batches/ -----------------------------------------------------------------------
 class JobStore:
     """`<out>/batches/<name>.json`, one per job: provider job id, stage, model, request keys and their payers,
-    status. Written atomically when the job is created (before the first poll) and again when it is ingested."""
+    what reading the results needs, status (submitting → submitted → ingested, or abandoned). Written atomically
+    before the submit, with the id before the first poll, and when the job's results are in the cache."""
 
     def __init__(self, out: RunFS):
         self.fs = out
@@ -437,7 +440,6 @@ class BatchRunner:
         self.store.write(job)
         self.progress["jobs_done"] += 1
         self.progress["requests_done"] += done
-        self.progress["spent_usd_x1e8"] += round(spent * 1e8)
         if status.state != "completed":
             log.warning("batch job %s ended %s%s: %d of %d requests answered; the rest go out again",
                         job["job_id"], status.state, f" ({status.detail})" if status.detail else "", done,
