@@ -86,20 +86,20 @@ def job_files(out: Path) -> list[dict[str, Any]]:
 def test_batch_run_costs_half_the_online_run_with_the_same_rows(tmp_path, fakes):
     openai_fake, gemini_fake = fakes
     online = synth("uniedit", tmp_path / "online", openai_fake, gemini_fake, *GPT_CLASSIFY,
-                   "--shard-size", "5", records=10)
+                   "--shard-size", "3", records=6)
     assert online.returncode == 0, online.stderr
     openai_fake.clear()
     gemini_fake.clear()
-    batch = synth("uniedit", tmp_path / "batch", openai_fake, gemini_fake, *BATCH, "--shard-size", "5",
-                  records=10, progress=True)
+    batch = synth("uniedit", tmp_path / "batch", openai_fake, gemini_fake, *BATCH, "--shard-size", "3",
+                  records=6, progress=True)
     assert batch.returncode == 0, batch.stderr
 
     # every record ends, and every model call went through a batch job
     on, off = rows(tmp_path / "online"), rows(tmp_path / "batch")
-    assert len(off) == 10 and set(off) == set(on)
+    assert len(off) == 6 and set(off) == set(on)
     assert online_calls(openai_fake) == {} and online_calls(gemini_fake) == {}
-    assert Counter(r.task for r in openai_fake.batch_items) == {"classify": 10, "rewrite": 10, "judge": 10}
-    assert Counter(r.task for r in gemini_fake.batch_items) == {"edit": 10}
+    assert Counter(r.task for r in openai_fake.batch_items) == {"classify": 6, "rewrite": 6, "judge": 6}
+    assert Counter(r.task for r in gemini_fake.batch_items) == {"edit": 6}
     # the same accepted rows, at half the money
     assert comparable(off) == comparable(on)
     assert stats(tmp_path / "batch")["cost_usd"] == pytest.approx(0.5 * stats(tmp_path / "online")["cost_usd"],
@@ -107,12 +107,12 @@ def test_batch_run_costs_half_the_online_run_with_the_same_rows(tmp_path, fakes)
     for key, row in off.items():
         assert row["cost_usd"] == pytest.approx(0.5 * on[key]["cost_usd"], abs=1e-9)
     jobs = job_files(tmp_path / "batch")
-    assert {j["status"] for j in jobs} == {"ingested"} and sum(j["requests"] for j in jobs) == 40
+    assert {j["status"] for j in jobs} == {"ingested"} and sum(j["requests"] for j in jobs) == 24
     assert stats(tmp_path / "batch")["batch_jobs"]["jobs"] == len(jobs)
     assert "provider-bound" in batch.stderr or "batch=" in batch.stderr  # the progress bar shows the jobs
     stats_text = subprocess.run(uniedit_cmd("stats", str(tmp_path / "batch")), capture_output=True, text=True,
                                 env={**os.environ}).stdout
-    assert f"batch jobs: {len(jobs)} (ingested {len(jobs)}); 40 requests, 40 answered" in stats_text
+    assert f"batch jobs: {len(jobs)} (ingested {len(jobs)}); 24 requests, 24 answered" in stats_text
 
 
 def test_sigkill_with_a_job_in_flight_reattaches_and_pays_nothing_twice(tmp_path, fakes):
