@@ -99,8 +99,8 @@ class BatchSpec(Strict):
 
     #: requests per job (OpenAI allows 50,000 per input file)
     max_requests: int = Field(default=50_000, ge=1, le=1_000_000)
-    #: bytes of requests per job (Gemini inline requests: 20 MB; an OpenAI input file: 200 MB)
-    max_bytes: int = Field(default=20_000_000, ge=1_000)
+    #: bytes of requests per job (an OpenAI input file: 200 MB; Gemini sends a job over 20 MB as a file)
+    max_bytes: int = Field(default=200_000_000, ge=1_000)
     #: seconds between polls of a job in flight
     poll_s: float = Field(default=30.0, gt=0, le=3600)
     #: seconds a wave's requests wait for the waves of the worker's other shards, to share their jobs

@@ -334,3 +334,49 @@ def test_batch_mode_on_ray_workers(tmp_path, fakes):
     jobs = job_files(out)
     assert {j["status"] for j in jobs} == {"ingested"} and sum(j["requests"] for j in jobs) == 24
     assert stats(out)["cost_usd"] == pytest.approx(sum(j["spent_usd"] for j in jobs), abs=1e-9)
+
+
+def test_a_gemini_job_over_the_inline_limit_goes_as_an_uploaded_jsonl_file(fakes, monkeypatch):
+    """Batch Mode's input file (File API resumable upload) with the requests in the SDK's own REST form; the
+    results come back as a responses file and parse as the inline ones do."""
+    import asyncio
+
+    from uniedit_synth.backends.base import EditReply, EditRequest, TextReply, TextRequest
+    from uniedit_synth.backends.batch_routes import GeminiBatch
+    from uniedit_synth.backends.registry import create_backend
+    from uniedit_synth.config import BackendSpec, BatchSpec
+    from uniedit_synth.engine.batch import request_info
+    from uniedit_synth.sources.scenes import ScenesSource
+
+    _, gemini_fake = fakes
+    monkeypatch.setenv("UE_E2E_GEMINI_KEY", GEMINI_KEY)
+    monkeypatch.setattr(GeminiBatch, "INLINE_LIMIT", 0)  # every job goes as a file
+    spec = BackendSpec(type="gemini", model="nano", base_url=gemini_fake.root_url, api_key_env="UE_E2E_GEMINI_KEY")
+    editor, text = create_backend("nano", spec, "edit"), create_backend("nano", spec, "text")
+    image = ScenesSource(count=1).record(0).image
+    edits = [("e" * 63 + str(i), "edit", EditRequest(model="nano", instruction=f"paint {i}", image=image))
+             for i in range(2)]
+    judge = [("j" * 64, "text", TextRequest(task="judge", model="nano", prompt="score it", images=[image],
+                                             response_schema={"type": "object", "properties": {
+                                                 "visual_quality": {"type": "integer"}}}))]
+
+    async def run(backend, kind, items):
+        route = backend.batch_route(kind)
+        job_id = await route.submit(items, f"file-job-{kind}", BatchSpec())
+        while (await route.poll(job_id)).state != "completed":
+            await asyncio.sleep(0)
+        from uniedit_synth.engine.batch import DeferredCall
+
+        info = request_info([DeferredCall(None, k, key, r, "o") for key, k, r in items])
+        requests = {key: {**i, "schema": info["schemas"].get(i.get("schema"))} for key, i in info["info"].items()}
+        results = await route.results(job_id, requests)
+        await backend.aclose()
+        return results
+
+    edited = asyncio.run(run(editor, "edit", edits))
+    judged = asyncio.run(run(text, "text", judge))
+    assert all(isinstance(r.reply, EditReply) and r.reply.image.startswith(b"\x89PNG") for r in edited.values())
+    assert set(edited) == {key for key, _, _ in edits}
+    assert isinstance(judged["j" * 64].reply, TextReply) and judged["j" * 64].reply.data == {"visual_quality": 4}
+    assert len(gemini_fake.uploads) == 2 and all(j.meta["file_input"] for j in gemini_fake.jobs.values())
+    assert len(gemini_fake.batch_items) == 3  # answered from the file's lines, as generateContent requests

@@ -52,6 +52,7 @@ _ROUTE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):generateContent$")
 _BATCH_CREATE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):batchGenerateContent$")
 _BATCH_GET = re.compile(r"^/(v1[a-z0-9]*)/batches/([^/:]+)(:cancel)?$")
 _BATCH_LIST = re.compile(r"^/(v1[a-z0-9]*)/batches$")
+_UPLOAD = re.compile(r"^/upload/(v1[a-z0-9]*)/files$")
 _FILE_DOWNLOAD = re.compile(r"^(?:/download)?/(v1[a-z0-9]*)/files/([^/:]+):download$")
 _BATCH_STATES = {"pending": "BATCH_STATE_PENDING", "running": "BATCH_STATE_RUNNING",
                  "completed": "BATCH_STATE_SUCCEEDED", "failed": "BATCH_STATE_FAILED",
@@ -121,7 +122,8 @@ def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> An
 class FakeGemini(BatchJobs, FakeServer):
     """`with FakeGemini() as server: genai.Client(api_key=..., http_options={"base_url": server.base_url})`.
 
-    Also Batch Mode: `POST /{v}/models/{model}:batchGenerateContent` (inline requests), `GET /{v}/batches/{id}`
+    Also Batch Mode: `POST /{v}/models/{model}:batchGenerateContent` (inline requests, or a `fileName` uploaded
+    with the File API's resumable `POST /upload/{v}/files`), `GET /{v}/batches/{id}`
     (the operation; results as inlined responses, or as a responses file when `batch_output = "file"`, read
     with `GET /download/{v}/files/{id}:download`), `POST /{v}/batches/{id}:cancel` (see `batch_jobs.py`)."""
 
@@ -136,13 +138,16 @@ class FakeGemini(BatchJobs, FakeServer):
         #: "inline" (inlinedResponses) or "file" (a responsesFile of JSONL)
         self.batch_output = "inline"
         self.files: dict[str, bytes] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
         self._image_calls = itertools.count(1)  # next() on a count is atomic under the GIL
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
         path = record.path.split("?", 1)[0]
         if _BATCH_CREATE.match(path) or _BATCH_GET.match(path) or _FILE_DOWNLOAD.match(path) \
-                or _BATCH_LIST.match(path):
+                or _BATCH_LIST.match(path) or _UPLOAD.match(path):
             record.task = "batch-api"
+            if _UPLOAD.match(path) and "upload_id=" in record.path:
+                return self._batch_api(record, path, presented_key)  # the upload URL itself authorises
             if not presented_key:
                 return error_reply(403, "Method doesn't allow unregistered callers.")
             if self.api_key is not None and presented_key != self.api_key:
@@ -364,14 +369,51 @@ class FakeGemini(BatchJobs, FakeServer):
     def _batch_api_create(self, record: RecordedRequest, created: Any, body: dict[str, Any], key: str) -> Reply:
         version, model = created.group(1), created.group(2)
         batch = body.get("batch") or {}
-        requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests")
+        source = batch.get("inputConfig") or {}
+        requests = (source.get("requests") or {}).get("requests")
+        file_name = source.get("fileName")
+        if file_name:  # an uploaded JSONL file: one {"key", "request"} per line
+            if file_name not in self.files:
+                return error_reply(400, f"File {file_name} not found.")
+            lines = [json.loads(line) for line in self.files[file_name].splitlines() if line.strip()]
+            requests = [{"request": line.get("request") or {}, "metadata": {"key": line.get("key")}}
+                        for line in lines]
         if not isinstance(requests, list) or not requests:
-            return error_reply(400, "batch.inputConfig.requests is required (fake: inline requests only).")
+            return error_reply(400, "batch.inputConfig needs requests or a fileName.")
         job = self._new_job("fakebatch", requests, key, model=model, version=version,
-                            display_name=batch.get("displayName", ""))
+                            display_name=batch.get("displayName", ""), file_input=bool(file_name))
         return Reply(200, self._operation(job))
 
+    def _upload(self, record: RecordedRequest, version: str) -> Reply:
+        """The File API's resumable upload: `start` hands out an upload URL, chunks follow, `finalize` ends it."""
+        from urllib.parse import parse_qs, urlsplit
+
+        command = (record.header("x-goog-upload-command") or "").lower()
+        upload_id = (parse_qs(urlsplit(record.path).query).get("upload_id") or [None])[0]
+        if "start" in command:
+            meta = (record.body or {}).get("file", {}) if isinstance(record.body, dict) else {}
+            with self._lock:
+                upload_id = f"up{len(self.uploads) + 1}"
+                self.uploads[upload_id] = {"data": b"", "meta": meta}
+            url = f"{self.root_url}/upload/{version}/files?upload_id={upload_id}"
+            return Reply(200, {}, headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"})
+        upload = self.uploads.get(upload_id or "")
+        if upload is None:
+            return error_reply(404, "No such upload.")
+        upload["data"] += record.raw
+        if "finalize" not in command:
+            return Reply(200, {}, headers={"x-goog-upload-status": "active"})
+        name = f"files/upload-{upload_id}"
+        self.files[name] = upload["data"]
+        file = {"name": name, "displayName": upload["meta"].get("displayName", ""),
+                "mimeType": upload["meta"].get("mimeType", "application/jsonl"),
+                "sizeBytes": str(len(upload["data"])), "state": "ACTIVE", "source": "UPLOADED"}
+        return Reply(200, {"file": file}, headers={"x-goog-upload-status": "final"})
+
     def _batch_api_rest(self, record: RecordedRequest, path: str, body: dict[str, Any], key: str) -> Reply:
+        uploading = _UPLOAD.match(path)
+        if uploading and record.method == "POST":
+            return self._upload(record, uploading.group(1))
         if _BATCH_LIST.match(path):  # newest first, pageSize + pageToken (the index to start at)
             from urllib.parse import parse_qs, urlsplit
 
@@ -449,7 +491,7 @@ class FakeGemini(BatchJobs, FakeServer):
         }
         operation: dict[str, Any] = {"name": f"batches/{job.id}", "metadata": meta, "done": job.done}
         if job.done and job.state != "failed":
-            if self.batch_output == "file":
+            if self.batch_output == "file" or job.meta.get("file_input"):  # a file in, a file out
                 name = f"files/batch-out-{job.id}"
                 if name not in self.files:
                     lines = []

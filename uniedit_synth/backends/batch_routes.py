@@ -5,9 +5,10 @@
   (validating → in_progress → finalizing → completed | expired | cancelled | failed), the output file
   (`custom_id` + `response.body`) and the error file read with `files.content`. Image edits (`images.edit`,
   multipart) have no batch route here and stay online.
-- Gemini (`GeminiBatch`): `batchGenerateContent` with inline requests (text and image edits; a job is kept under
-  `batch.max_bytes`, 20 MB by default, the inline limit), `batches.get` to poll (PENDING → RUNNING → SUCCEEDED |
-  FAILED | CANCELLED | EXPIRED), results as inlined responses or a responses file (`files.download`).
+- Gemini (`GeminiBatch`): `batchGenerateContent` (text and image edits) with inline requests, or, for a job over
+  the 20 MB inline limit, a JSONL file of `{"key", "request"}` lines uploaded with the File API; `batches.get` to
+  poll (PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED | EXPIRED); results as inlined responses or a
+  responses file (`files.download`).
 
 A route reuses its backend's request building and reply parsing, so a batch reply is read exactly as the online
 reply would be (the one difference: a malformed JSON reply gets no repair round trip, it is final).
@@ -15,6 +16,7 @@ reply would be (the one difference: a malformed JSON reply gets no repair round 
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -214,10 +216,34 @@ class GeminiBatch:
         model = items[0][2].model or self.backend.model
         src = [self._inlined(key, kind, request) for key, kind, request in items]
         client = self.backend._client()
+        size = sum(self.request_bytes(kind, request) for _, kind, request in items)
+        if size > self.INLINE_LIMIT:  # over the inline limit: a JSONL file uploaded with the File API
+            data = self._jsonl(client, model, [key for key, _, _ in items], src)
+            upload = await self.backend._call(lambda: client.aio.files.upload(
+                file=io.BytesIO(data), config={"mime_type": "application/jsonl", "display_name": name}))
+            source: Any = str(upload.name)
+        else:
+            source = src
         job = await self.backend._call(
-            lambda: client.aio.batches.create(model=model, src=src, config={"display_name": name})
+            lambda: client.aio.batches.create(model=model, src=source, config={"display_name": name})
         )
         return str(job.name)
+
+    #: bytes of inline requests Batch Mode accepts in one create call (above: an input file)
+    INLINE_LIMIT = 19_000_000
+
+    @staticmethod
+    def _jsonl(client: Any, model: str, keys: list[str], src: list[Any]) -> bytes:
+        """The input file: one `{"key", "request"}` line per request, each request in the REST form the SDK
+        sends inline (its own converters, so a file and an inline job carry the same requests)."""
+        from google.genai import _common, batches, types
+
+        params = types._CreateBatchJobParameters(model=model, src=types.BatchJobSource(inlined_requests=src))
+        body = batches._CreateBatchJobParameters_to_mldev(client._api_client, params)
+        body = _common.encode_unserializable_types(_common.convert_to_dict(body))
+        requests = body["batch"]["inputConfig"]["requests"]["requests"]
+        return b"".join(json.dumps({"key": key, "request": item["request"]}).encode() + b"\n"
+                        for key, item in zip(keys, requests, strict=True))
 
     async def find(self, name: str) -> str | None:
         """The name (`batches/…`) of the job submitted with display name `name`, or None (1,000 most recent)."""
