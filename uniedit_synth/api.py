@@ -13,7 +13,9 @@ one-line message; nothing here exits the process. The `uniedit` CLI is a thin la
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,13 +86,28 @@ def synth(
         location = str(Path(location))
     if log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be text or json, not {log_format!r}")
-    return run_synth(config, location, force_new_config=force_new_config, progress=progress,
-                     log_format=log_format)
+    kwargs = {"force_new_config": force_new_config, "progress": progress, "log_format": log_format}
+    if _loop_running():
+        # a notebook (Jupyter runs an event loop in this thread): the driver's own loop runs in a thread
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniedit-synth") as pool:
+            return pool.submit(run_synth, config, location, **kwargs).result()
+    return run_synth(config, location, **kwargs)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Run:
     """A run directory (or URI) opened read-only: its accepted and rejected rows as `datasets.Dataset` (the
-    Sample schema; `source_image`/`edited_image` decode to PIL images) and its stats."""
+    Sample schema; `source_image`/`edited_image` decode to PIL images) and its stats.
+
+    The datasets are read into memory (images included); for a run of many thousands of samples, `uniedit
+    export --format hf` it and `datasets.load_dataset("parquet", ...)` the export instead."""
 
     def __init__(self, location: str | os.PathLike[str]):
         from .store import RunDir

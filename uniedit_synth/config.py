@@ -23,6 +23,10 @@ from . import bundled
 from .errors import ConfigError, UnsafeYAML
 from .records import RejectReason
 
+#: the built-in pipelines and prompts (bundled.py: inside the installed package, or the checkout's top level)
+PIPELINES_DIR = bundled.pipelines_dir()
+PROMPTS_DIR = bundled.prompts_dir()
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -114,10 +118,12 @@ class BatchSpec(Strict):
 
 
 class StageOptions(Strict):
-    """What every stage accepts: its concurrency (per worker) and free-form `params`."""
+    """What every stage accepts: its concurrency (per worker), free-form `params`, and what a worker running
+    it asks Ray for (`resources`, merged with its backends' and engine.worker_resources)."""
 
     concurrency: int = Field(default=16, ge=1, le=4096)
     params: dict[str, Any] = Field(default_factory=dict)
+    resources: ActorResources | None = None
 
 
 class StageBase(StageOptions):
@@ -363,7 +369,7 @@ class PipelineConfig(Strict):
         return self
 
     def prompts_path(self) -> Path:
-        return Path(self.prompts_dir) if self.prompts_dir else bundled.prompts_dir()
+        return Path(self.prompts_dir) if self.prompts_dir else PROMPTS_DIR
 
     def hashed_view(self) -> dict[str, Any]:
         """The part of the config that decides the output rows; a change here is a config change.
@@ -382,7 +388,7 @@ class PipelineConfig(Strict):
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
-            for how in ("concurrency", "mode", "batch"):  # online or batch: the same replies, rows
+            for how in ("concurrency", "resources", "mode", "batch"):  # online or batch: the same replies, rows
                 stage.pop(how, None)
         return view
 
@@ -400,7 +406,7 @@ def resolve_pipeline_path(name_or_path: str) -> Path:
         if not path.exists():
             raise ConfigError(f"pipeline file not found: {name_or_path}")
         return path
-    candidate = bundled.pipelines_dir() / f"{name_or_path}.yaml"
+    candidate = PIPELINES_DIR / f"{name_or_path}.yaml"
     if not candidate.exists():
         known = bundled.builtin_pipelines()
         raise ConfigError(f"unknown pipeline '{name_or_path}'; built-in pipelines: {', '.join(known)}")

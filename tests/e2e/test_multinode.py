@@ -121,8 +121,13 @@ def test_shards_run_on_both_nodes_under_one_rate_limit(two_node_cluster: str, tm
     assert stats["shards_by_node"] == dict(by_node) and stats["accepted"] == 40
 
     # 3 text calls a record, spaced cluster-wide by the coordinator: 120 calls at 20/s take >= ~5.9 s, where the
-    # two workers (8 in flight each, 20 ms a reply) would otherwise be done in well under 2 s
-    assert len(text_times) == 120
+    # two workers (8 in flight each, 20 ms a reply) would otherwise be done in well under 2 s. Two records whose
+    # request is the same text (scenes repeat some question/answer pairs) share one cached reply: the cache key
+    # holds only what reaches the model.
+    text_stages = ("classify", "rewrite", "judge")
+    made = sum(stats["stages"][s]["calls"] for s in text_stages)
+    assert len(text_times) == made and made + sum(stats["stages"][s]["cache_hits"] for s in text_stages) == 120
+    assert made >= 100
     rate = RPM / 60
     span = text_times[-1] - text_times[0]
     assert span >= (len(text_times) - 2) / rate - 0.5, span

@@ -77,7 +77,10 @@ def test_a_worker_can_ask_for_more_than_the_cluster_has():
         "backends": {"editor": {"resources": {"num_gpus": 1, "resources": {"a100": 0.5}}},
                      "text": {"resources": {"num_cpus": 2, "resources": {"a100": 0.25}}}},
         "engine": {"worker_resources": {"num_cpus": 1, "memory_mb": 512}},
+        "stages": {"judge": {"resources": {"resources": {"judge_slot": 1}}}},
     })
     assert actor_options(worker_resources(config)) == {
-        "num_cpus": 2, "num_gpus": 1, "memory": 512 * 1024 * 1024, "resources": {"a100": 0.5}}
+        "num_cpus": 2, "num_gpus": 1, "memory": 512 * 1024 * 1024, "resources": {"a100": 0.5, "judge_slot": 1}}
+    # where it runs is not what it makes: resources stay out of the pipeline hash
+    assert config.hashed_view() == load_pipeline("default").hashed_view()
     assert actor_options(worker_resources(load_pipeline("default"))) == {"num_cpus": 0}

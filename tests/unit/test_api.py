@@ -51,3 +51,14 @@ def test_package_exports_the_api():
     assert uniedit_synth.synth is synth and uniedit_synth.open_run is open_run
     with pytest.raises(AttributeError):
         uniedit_synth.nothing_here  # noqa: B018
+
+
+def test_synth_from_inside_a_running_event_loop(tmp_path: Path):
+    """A notebook runs an event loop in the calling thread; synth still works there."""
+    import asyncio
+
+    async def notebook_cell():
+        return synth("default", out=tmp_path / "nb", limit=4, overrides=INLINE)
+
+    summary = asyncio.run(notebook_cell())
+    assert summary.read == 4 and len(open_run(tmp_path / "nb").accepted) == summary.accepted

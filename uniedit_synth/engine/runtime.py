@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ActorResources, PipelineConfig
+from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
 from ..errors import UniEditError
 from ..records import VQARecord
 from ..store import ShardResult
@@ -40,12 +40,16 @@ def remove_stale_temp_dirs() -> None:
 
 def worker_resources(config: PipelineConfig) -> ActorResources:
     """What one shard worker asks Ray for: `engine.worker_resources` merged with the `resources` of every
-    backend a stage uses (one worker runs all stages, so it needs the most any of them needs)."""
+    stage and of every backend a stage uses (one worker runs all stages, so it needs the most any needs)."""
     needed = config.engine.worker_resources
-    for stage_name in CAPABILITY:
-        spec = config.backends[getattr(config.stages, stage_name).backend]
-        if spec.resources is not None:
-            needed = needed.merged(spec.resources)
+    for definition in CONFIGURED_STAGES:
+        stage = getattr(config.stages, definition.name)
+        wanted = [stage.resources]
+        if definition.name in CAPABILITY:
+            wanted.append(config.backends[stage.backend].resources)
+        for resources in wanted:
+            if resources is not None:
+                needed = needed.merged(resources)
     return needed
 
 
