@@ -226,33 +226,32 @@ def test_batch_flag_on_builtin_backends_says_once_that_they_run_online(tmp_path)
 
 
 def test_a_cached_reply_shared_by_records_is_paid_once_in_the_run_cost(tmp_path, fakes):
-    """Records with the same image and question (the fake classifies every answer as "red" and writes the same
-    instruction) share one edit call from the cache: the run's cost is what the fakes billed, each shared reply
-    in its payer's row only (the others carry it in `attributed_cost_usd`)."""
+    """Six records with the same image, question and answer (different ids): their calls repeat whenever the
+    requests coincide (the classify call always; rewrite, edit and judge for records whose seeded instruction
+    plans coincide), and those come from the cache. The run's cost is what the fakes billed; a shared reply is
+    in its payer's row only, the others carry it in `attributed_cost_usd`."""
     from tests.e2e.test_backends_e2e import CHAT_USD, EDIT_USD, RECORD_USD
     from uniedit_synth.sources.scenes import ScenesSource
 
     openai_fake, gemini_fake = fakes
     (tmp_path / "scene.png").write_bytes(ScenesSource(count=1).record(0).image)
-    answers = ["red", "crimson", "scarlet", "ruby"]
     (tmp_path / "vqa.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "image": "scene.png", "question": "What colour is the cube?", "answer": a})
-        + "\n" for i, a in enumerate(answers)))
+        json.dumps({"id": f"q{i}", "image": "scene.png", "question": "What colour is the cube?", "answer": "red"})
+        + "\n" for i in range(6)))
     out = tmp_path / "run"
-    # one call at a time, so the later records find the first one's edit in the cache
+    # one call at a time, so a later record finds an earlier one's reply in the cache
     proc = synth("uniedit", out, openai_fake, gemini_fake, *GPT_CLASSIFY, "--source", str(tmp_path / "vqa.jsonl"),
-                 "--concurrency", "1", records=4)
+                 "--concurrency", "1", records=6)
     assert proc.returncode == 0, proc.stderr
     edits = sum(1 for r in gemini_fake.requests if r.task == "edit")
-    chats = sum(1 for r in openai_fake.requests if r.task in ("classify", "rewrite", "judge"))
-    assert edits == 1 and chats < 12  # the edit (and the judge of the same edit) were shared
-    billed = chats * CHAT_USD + edits * EDIT_USD
-    assert stats(out)["cost_usd"] == pytest.approx(billed, abs=1e-9)  # was 4 × RECORD_USD before
+    chats = Counter(r.task for r in openai_fake.requests)
+    assert chats["classify"] == 1 and edits < 6  # shared replies
+    billed = sum(chats.values()) * CHAT_USD + edits * EDIT_USD
+    assert stats(out)["cost_usd"] == pytest.approx(billed, abs=1e-9)  # was 6 × RECORD_USD before
     found = rows(out)
-    costs = sorted(r["cost_usd"] for r in found.values())
-    assert sum(costs) == pytest.approx(billed, abs=1e-9) and costs[-1] == pytest.approx(RECORD_USD, abs=1e-9)
-    assert costs[0] == pytest.approx((chats - 3) / 3 * CHAT_USD, abs=1e-9)  # the others paid their own chats
+    assert sum(r["cost_usd"] for r in found.values()) == pytest.approx(billed, abs=1e-9)
     assert all(r["attributed_cost_usd"] == pytest.approx(RECORD_USD, abs=1e-9) for r in found.values())
+    assert max(r["cost_usd"] for r in found.values()) == pytest.approx(RECORD_USD, abs=1e-9)  # the first payer
 
 
 def test_max_cost_reserves_a_job_before_submitting_and_a_rerun_finishes_without_paying_twice(tmp_path, fakes):
