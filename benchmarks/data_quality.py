@@ -99,7 +99,9 @@ def probe_records(count: int, seed: int) -> list[tuple[bytes, dict[str, Any], di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=2000, help="records to synthesise (default 2000)")
     parser.add_argument("--probes", type=int, default=300, help="judge probe records (default 300)")
     parser.add_argument("--seed", type=int, default=0)
@@ -112,7 +114,9 @@ def main() -> None:
     stats = quality_figures(rows)
     first = rows[:1000]
     masked = {opening(re.sub(r'"[^"]*"', "<question>", r["edit_instruction"] or "")) for r in first}
-    print(f"records {args.records} -> accepted rows {stats['rows']}  ({elapsed:.0f} s synth, default pipeline)")
+    print(
+        f"records {args.records} -> accepted rows {stats['rows']}  ({elapsed:.0f} s synth, default pipeline)"
+    )
     print(f"no-op accepted rows            {stats['no_op']}")
     print(f"decided in advance             {stats['decided_in_advance']}")
     print(f"answer leaks (v2 forms)        {stats['leaks']}")

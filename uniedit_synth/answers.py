@@ -19,7 +19,6 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-import inflect
 from num2words import num2words
 
 BOUNDARY = "|"
@@ -107,7 +106,16 @@ _CONDITION_WORDS = frozenset({"if", "when", "whether", "unless", "case", "provid
 _TOKEN = re.compile(r"\d+(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:st|nd|rd|th)?|[a-z]+(?:'[a-z]+)?|[.;:!?,()\"]")
 _ORDINAL_DIGITS = re.compile(r"(\d+)(st|nd|rd|th)")
 
-_inflect = inflect.engine()
+
+
+@lru_cache(maxsize=1)
+def _inflect():
+    """inflect's engine, made on first use: importing inflect instruments its functions with typeguard, which
+    costs about a second of CPU (several on a busy machine) in every CLI process and Ray worker that never
+    checks a leak."""
+    import inflect
+
+    return inflect.engine()
 
 
 def _fold(text: str) -> str:
@@ -228,13 +236,14 @@ def normalise_answer(answer: str) -> str:
     """The VQA-style reference form of an answer, the one used everywhere in the package: lowercase, no
     accents, punctuation or leading article, American spelling, numbers as digits (ordinals as "21st"),
     "12.0" as "12"."""
+    tokens = [t for t in canonical_tokens(answer) if t != BOUNDARY]
     out: list[str] = []
-    for token in canonical_tokens(answer):
-        if token == BOUNDARY or (token in _ARTICLES and not out):
+    for index, token in enumerate(tokens):
+        if token in _ARTICLES and not out and index + 1 < len(tokens):  # "a" alone is an option letter
             continue
         if token[:2] in ("n:", "o:"):
             number = token[2:]
-            out.append(number if token[0] == "n" else _inflect.ordinal(number))
+            out.append(number if token[0] == "n" else _inflect().ordinal(number))
         else:
             out.append(token)
     return " ".join(out)
@@ -244,10 +253,10 @@ def _word_variants(word: str, last: bool) -> set[str]:
     variants = {word, SPELLING_VARIANTS.get(word, word), _AMERICAN_TO_BRITISH.get(word, word)}
     if last and word.isalpha() and len(word) > 1:
         for form in list(variants):
-            plural = _inflect.plural_noun(form)
+            plural = _inflect().plural_noun(form)
             if plural:
                 variants.add(plural)
-            singular = _inflect.singular_noun(form)
+            singular = _inflect().singular_noun(form)
             if singular:
                 variants.add(singular)
     return {SPELLING_VARIANTS.get(v, v) for v in variants}

@@ -150,6 +150,8 @@ def test_candidate_in_condition() -> None:
         ("Café", "cafe"),
         ("one of them", "one of them"),
         ("3.5", "3.5"),
+        ("A", "a"),  # a multiple-choice letter, not an article
+        ("(b)", "b"),
     ],
 )
 def test_normalise_answer(raw: str, normal: str) -> None:
@@ -157,12 +159,17 @@ def test_normalise_answer(raw: str, normal: str) -> None:
 
 
 def test_one_normaliser_for_the_whole_package() -> None:
-    import uniedit_synth.answers as answers
-    from uniedit_synth.scenes import questions
-    from uniedit_synth.stages import classify
+    import re
+    from pathlib import Path
 
-    assert questions.normalise_answer is answers.normalise_answer
-    assert classify.normalise_answer is answers.normalise_answer
+    import uniedit_synth
+    import uniedit_synth.answers as answers
+    from uniedit_synth.scenes import program, questions
+
+    package = Path(uniedit_synth.__file__).parent
+    defined = [p for p in package.rglob("*.py") if re.search(r"^def normali[sz]e_answer\b", p.read_text(), re.M)]
+    assert defined == [package / "answers.py"]
+    assert questions.normalise_answer is answers.normalise_answer is program.normalise_answer
 
 
 def test_same_answer() -> None:

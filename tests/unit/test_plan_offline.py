@@ -34,7 +34,9 @@ def rewritten() -> list[dict]:
     async def all_of() -> list[dict]:
         out = []
         for record in source:
-            plan = draw_plan(0, record.id, record.category, record.answer, answer_space=record.meta["answer_space"])
+            plan = draw_plan(
+                0, record.id, record.category, record.answer, answer_space=record.meta["answer_space"]
+            )
             request = TextRequest(
                 task="rewrite",
                 model="builtin-text",
@@ -92,7 +94,9 @@ def test_candidate_share_and_branch_balance(rewritten: list[dict]) -> None:
     branches: dict[str, Counter] = {}
     for row in conditional:
         branches.setdefault(row["record"].category, Counter())[row["plan"].expected_branch] += 1
-        taken = prog.branch_taken(Scene.model_validate(row["record"].meta["scene"]), row["reply"]["edit_program"])
+        taken = prog.branch_taken(
+            Scene.model_validate(row["record"].meta["scene"]), row["reply"]["edit_program"]
+        )
         assert taken == (row["plan"].expected_branch == "then")  # the plan's branch is the world's branch
     assert set(branches) == {"color", "shape", "count"}
     assert all(set(c) == {"then", "else"} for c in branches.values()), branches
@@ -124,7 +128,12 @@ def test_counted_sets_are_never_named_in_the_singular(rewritten: list[dict]) -> 
         if program["condition"]["query"]["type"] not in ("count", "count_arith"):
             continue
         actions = [program["if_true"], program["if_false"]]
-        actions = [a for node in actions if node for a in ([node["if_true"], node["if_false"]] if prog.is_nested(node) else [node])]
+        actions = [
+            a
+            for node in actions
+            if node
+            for a in ([node["if_true"], node["if_false"]] if prog.is_nested(node) else [node])
+        ]
         for action in actions:
             if action["op"] in ("recolor", "remove", "resize"):
                 assert action.get("every"), action
@@ -134,7 +143,9 @@ def test_magnet_questions_never_name_the_material(rewritten: list[dict]) -> None
     magnet = [r for r in rewritten if "magnet" in r["record"].question]
     assert magnet
     for row in magnet:
-        assert not re.search(r"\bmetal\b", row["reply"]["instruction"].replace(row["record"].question, "")), row["reply"]["instruction"]
+        assert not re.search(r"\bmetal\b", row["reply"]["instruction"].replace(row["record"].question, "")), (
+            row["reply"]["instruction"]
+        )
 
 
 def test_judge_precision_and_recall_per_flaw_kind() -> None:
@@ -152,5 +163,12 @@ def test_judge_precision_and_recall_per_flaw_kind() -> None:
         records.append((render_png(scene), program, meta))
     figures = judge_probe(records, seed=3)
     assert figures["overall"]["precision"] >= 0.99 and figures["overall"]["recall"] >= 0.95, figures
-    for kind in ("wrong_branch", "wrong_digit", "near_miss_shade", "extra_object", "unchanged", "wrong_detail"):
+    for kind in (
+        "wrong_branch",
+        "wrong_digit",
+        "near_miss_shade",
+        "extra_object",
+        "unchanged",
+        "wrong_detail",
+    ):
         assert figures[kind]["n"] >= 5 and figures[kind]["rejected"] >= 0.95, (kind, figures[kind])

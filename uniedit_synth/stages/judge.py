@@ -48,6 +48,8 @@ class JudgeStage:
                 "instruction": item.instruction or "",
                 "question": record.question,
                 "outcome": judge_outcome(item),
+                # for prompts written before plans; empty for a conditional: the judge never sees the answer
+                "process_answer": "" if item.plan and item.plan.conditional else item.process_answer or "",
             },
             reply_model=JudgeReply,
             schema=JUDGE_SCHEMA,
