@@ -84,7 +84,8 @@ def run(mode: str, workdir: Path, args: argparse.Namespace) -> dict:
         items = Counter(r.task for r in requests if r.batch)
         jobs = len(openai_fake.jobs) + len(gemini_fake.jobs)
     return {"mode": mode, "accepted": stats["accepted"], "read": stats["read"], "cost": stats["cost_usd"],
-            "wall": wall, "rows": rows, "online_calls": sum(online.values()), "batch_items": sum(items.values()), "jobs": jobs}
+            "wall": wall, "rows": rows, "online_calls": sum(online.values()), "batch_items": sum(items.values()), "jobs": jobs,
+            "by_task": dict(sorted((online + items).items()))}
 
 
 def main() -> None:
@@ -110,6 +111,8 @@ def main() -> None:
         per = r["cost"] / r["accepted"] if r["accepted"] else float("nan")
         print(f"{r['mode']:<7}{r['accepted']:>9}{r['cost']:>12.6f}{per:>14.6f}{r['wall']:>9.1f}"
               f"{r['online_calls']:>14}{r['batch_items']:>13}{r['jobs']:>6}")
+    for r in results:
+        print(f"  {r['mode']} requests billed by task: {r['by_task']}")
     online, batch = results
     ratio = (batch["cost"] / batch["accepted"]) / (online["cost"] / online["accepted"])
     print(f"batch ÷ online, cost per accepted sample: {ratio:.4f} (target <= 0.55); "

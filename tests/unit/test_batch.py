@@ -281,3 +281,51 @@ def test_the_python_api_takes_batch_like_the_cli(tmp_path, caplog):
     assert summary.read == 4
     said = [r.getMessage() for r in caplog.records if "batch mode" in r.getMessage()]
     assert len(said) == 1 and "judge (builtin)" in said[0]  # builtin backends have no batch route
+
+
+def test_a_request_already_going_out_for_another_shard_is_not_sent_twice(tmp_path):
+    state = BatchState()
+    route = StubRoute()
+    submit = route.submit
+
+    async def slow_submit(items, name, spec):
+        await asyncio.sleep(0.3)  # the provider takes its time to create the job
+        return await submit(items, name, spec)
+
+    route.submit = slow_submit
+    caller = StubCaller(route, BatchSpec(poll_s=0.01, group_s=0.05), state)
+    out = open_run_fs(str(tmp_path))
+    r = BatchRunner(out, ResponseCache(out.child("cache")), Coordinator(rate_limits={}), PRICES, state)
+    calls = calls_for(caller, 3)
+
+    async def late_second_shard():
+        first = asyncio.ensure_future(r.run_wave(0, calls))
+        await asyncio.sleep(0.15)  # the first group is being submitted now
+        return await asyncio.gather(first, r.run_wave(1, calls[1:]))
+
+    zero, one = asyncio.run(late_second_shard())
+    assert len(route.jobs) == 1 and len(route.jobs["job-0"]["items"]) == 3
+    assert one["retried"] == 0 and zero["spent_usd"] + one["spent_usd"] == pytest.approx(3.0)
+
+
+def test_identical_online_calls_in_flight_are_sent_once(tmp_path):
+    backend = _Backend()
+    complete = backend.complete
+
+    async def slow(request):
+        await asyncio.sleep(0.05)
+        return await complete(request)
+
+    backend.complete = slow
+    caller = ModelCaller("judge", backend, cache=ResponseCache(tmp_path), coordinator=Coordinator(rate_limits={}),
+                         prices=PRICES, retry=RetrySpec(), rate_limited=False)
+    request = TextRequest(task="judge", model="m", prompt="same")
+    ledgers = [Ledger(owner=f"r{i}") for i in range(3)]
+
+    async def together():
+        await asyncio.gather(*(caller.text(request, ledger) for ledger in ledgers))
+
+    asyncio.run(together())
+    assert backend.calls == 1
+    assert sorted(ledger.cost_usd for ledger in ledgers) == [0.0, 0.0, 3.0]
+    assert all(ledger.attributed_usd == 3.0 for ledger in ledgers)

@@ -184,6 +184,7 @@ class BatchRunner:
         self._known: dict[str, dict[str, Any]] | None = None  # job name -> job file (this worker's view)
         self._pools: dict[int, _Group] = {}  # stage caller -> the group of new requests waiting to go out
         self._ingested: dict[str, float] = {}  # request key -> what its reply cost, until a shard claims it
+        self._sending: dict[str, _Group] = {}  # request key -> the group it goes out with, until its jobs exist
         self.progress: Counter[str] = Counter()
 
     def _jobs(self) -> dict[str, dict[str, Any]]:
@@ -219,9 +220,14 @@ class BatchRunner:
         fresh: dict[int, list[DeferredCall]] = {}
         callers: dict[int, Any] = {}
         attached = 0
+        groups: list[_Group] = []
         for key, call in first.items():
             if self.cache.peek(key)[1]:
                 continue  # answered meanwhile (another shard's job)
+            group = self._sending.get(key)
+            if group is not None and self._pools.get(id(group.caller)) is not group:
+                groups.append(group)  # going out in a group of another shard's wave right now: wait for it
+                continue
             job = self._live_job_of(key)
             if job is not None and not job.get("job_id") and not await self._recover(job, call.caller.batch.route):
                 job = None
@@ -237,6 +243,8 @@ class BatchRunner:
             callers[id(call.caller)] = call.caller
         for caller_id, calls in fresh.items():
             waiting += await self._grouped(shard, callers[caller_id], calls)
+        for group in {id(g): g for g in groups}.values():
+            waiting += await asyncio.shield(group.ready)
         if waiting:
             await asyncio.gather(*set(waiting))
         # the money of the requests this shard asked for, each claimed once (by the first shard to ask)
@@ -269,6 +277,7 @@ class BatchRunner:
             pool.timer = asyncio.ensure_future(self._flush_later(pool, spec.group_s))
         for call in calls:
             pool.calls.setdefault(call.key, call)
+            self._sending[call.key] = pool
         pool.shards.append(shard)
         if len(pool.calls) >= spec.max_requests and pool.timer is not None:
             pool.timer.cancel()
@@ -292,6 +301,10 @@ class BatchRunner:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        finally:
+            for key in pool.calls:  # from here on its jobs are found by their files (_live_job_of)
+                if self._sending.get(key) is pool:
+                    del self._sending[key]
         if not pool.ready.done():
             pool.ready.set_result(tasks)
 

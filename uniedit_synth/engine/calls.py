@@ -119,6 +119,8 @@ class ModelCaller:
         self._sleep = sleep
         #: set by the worker when this stage runs in batch mode: a cache miss then waits for a batch job
         self.batch: Any = None
+        #: request key -> done when the call in flight for it returns (identical requests are sent once)
+        self._in_flight: dict[str, asyncio.Future] = {}
         self.backend_name = backend_name
 
     async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
@@ -142,10 +144,26 @@ class ModelCaller:
                 raise _FINAL_ERRORS[info["error"]](info["detail"])
             return hit.meta, hit.payload
 
+        waiter = self._in_flight.get(key)
+        if waiter is not None:
+            # the same request is on the wire for another record of this worker: wait for its reply and take
+            # it from the cache (paid once; this record's row attributes it), or call again if it failed
+            await asyncio.shield(waiter)
+            return await self._call(kind, request, ledger)
         if not await self.coordinator.budget_left():
             raise BudgetExhausted()
         if self.batch is not None:
             self.batch.defer(self, kind, key, request, ledger)  # raises BatchPending unless it goes online
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = done
+        try:
+            return await self._call_provider(kind, request, ledger, key)
+        finally:
+            self._in_flight.pop(key, None)
+            done.set_result(None)
+
+    async def _call_provider(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger,
+                             key: str) -> tuple[dict, bytes]:
         started = time.monotonic()
         try:
             reply = await self._with_retries(kind, request)
