@@ -117,6 +117,8 @@ def main() -> None:
     ratio = (batch["cost"] / batch["accepted"]) / (online["cost"] / online["accepted"])
     print(f"batch ÷ online, cost per accepted sample: {ratio:.4f} (target <= 0.55); "
           f"same rows (id, accepted, instruction, score, edited image): {batch['rows'] == online['rows']}")
+    print(f"|batch cost - 0.5 x online cost| = {abs(batch['cost'] - 0.5 * online['cost']):.1e} USD "
+          f"(the same requests billed: {batch['by_task'] == online['by_task']})")
     print(f"batch ÷ online, wall time: {batch['wall'] / online['wall']:.2f} (provider-bound: {batch['jobs']} jobs "
           f"of >= {args.turnaround:g} s; a shard waits for one job per stage, shards in flight share jobs)")
 
