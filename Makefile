@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= runs/demo
+# setup-train installs torch once, then the train and diffusers extras (the diffusers editor's tests need it).
 # Prefer a local CPU build of torch when the machine has one (much smaller than the CUDA wheel);
 # otherwise pip picks torch as usual. Override with `make test TORCH=torch==2.5.1`.
 TORCH  ?= $(or $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl)),torch)
@@ -14,7 +15,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 help:
 	@echo "make demo   - install into $(VENV) and run uniedit synth on the offline world ($(OUT))"
-	@echo "make test   - install (with the train extra and chromium) and run the whole test suite"
+	@echo "make test   - install (with the train and diffusers extras and chromium) and run the whole test suite"
 	@echo "make test-fast - unit tests only (no Ray, no subprocess e2e)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - run the benchmarks in benchmarks/"
@@ -29,8 +30,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-train: $(VENV)/.installed
 	$(PIP) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e ".[train]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import torch, transformers"
+	$(PIP) install -e ".[train,diffusers]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, transformers, diffusers"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -13,7 +13,8 @@ import typer
 
 from .bundled import builtin_pipelines
 from .config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
-from .errors import ConfigError, UniEditError, UnsafeYAML
+from .errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
+from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
 
 app = typer.Typer(
     name="uniedit",
@@ -31,6 +32,7 @@ app = typer.Typer(
 
 EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 INTERRUPTED = "interrupted: finished shards are saved; run the same command again to resume"
 
 
@@ -43,8 +45,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     elif verbose > 1:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "google_genai", "urllib3", "filelock"):
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "google_genai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    from .terminal import install_log_filter
+
+    install_log_filter()  # any record, from any library, leaves without a key in it
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -177,7 +182,7 @@ def synth(
         max_cost=max_cost, concurrency=concurrency, settings=settings, batch=batch,
     )
     config = load_pipeline(pipeline, overrides)
-    location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / config.name)
+    location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
     summary = run_synth(
         config, out=location, force_new_config=force_new_config, log_format=log_format,
         progress=not (no_progress or quiet),
@@ -210,6 +215,13 @@ def synth(
         raise typer.Exit(EXIT_BUDGET)
 
 
+def default_run_name(name: str) -> str:
+    """The pipeline `name` as one safe folder name under runs/ (a name like `../../x` must not leave it)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "pipeline"
+
+
 @app.command()
 def stats(
     run: str = typer.Argument(..., help="A run's output directory or URI."),
@@ -221,7 +233,13 @@ def stats(
     run_dir = RunDir(run)
     if not run_dir.is_run():
         raise UniEditError(f"{run_dir.display} is not a uniedit run directory (no manifest or run.json)")
-    totals = summarise(list(run_dir.latest_by_shard().values()))
+    latest = run_dir.latest_by_shard()
+    for shard, entry in sorted(latest.items()):
+        damaged = run_dir.damaged_files(entry)
+        if damaged:
+            typer.echo(f"warning: shard {shard}: {', '.join(damaged)} missing or truncated (these totals are the "
+                       "manifest's); run `uniedit synth` again with the same options and --out to redo it", err=True)
+    totals = summarise(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
     jobs = JobStore(run_dir.fs).all()
@@ -384,6 +402,7 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
 def main() -> None:
     """Console entry point: user errors print one line (no traceback) and exit non-zero."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    handle_sigterm()
     try:
         # not standalone, click hands back a command's `typer.Exit(code)` as the return value
         code = app(standalone_mode=False)
@@ -392,7 +411,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if TERMINATED.is_set() else EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -402,8 +421,10 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C (and so a SIGTERM) into Exit(130)
         print(INTERRUPTED, file=sys.stderr)
+        if TERMINATED.is_set():
+            code = EXIT_TERMINATED
     if isinstance(code, int) and code:
         sys.exit(code)
 

@@ -58,10 +58,26 @@ class ActorResources(Strict):
         )
 
 
+class ServeSpec(Strict):
+    """How a local-model backend (`type: diffusers`) is served: `replicas` Ray actors, each asking Ray for the
+    backend's `resources` (e.g. `num_gpus: 1`, or 0.5 to pack two small models on a GPU), fed batches of up to
+    `max_batch` requests, a batch waiting at most `batch_wait_ms` for more once its first request arrived.
+    None of it changes what a request produces (each request has its own seed), so it is not hashed."""
+
+    replicas: int = Field(default=1, ge=1, le=1024)
+    #: chosen from benchmarks/diffusers_batching.py (images/s at batch 1, 2, 4, 8)
+    max_batch: int = Field(default=4, ge=1, le=256)
+    batch_wait_ms: float = Field(default=20.0, ge=0, le=60_000)
+    #: replacements of a dead replica in a row (without a finished batch between) before the run stops
+    max_restarts: int = Field(default=3, ge=0, le=100)
+
+
 class BackendSpec(Strict):
     """One named model endpoint. `type` picks the implementation: a registry name (`openai`, `gemini`,
-    `openai-compatible`, `builtin`) or a plugin class `package.module:ClassName` (backends/registry.py).
-    `resources`: what a worker running this backend asks Ray for (a local model's GPU)."""
+    `openai-compatible`, `builtin`, `diffusers`) or a plugin class `package.module:ClassName`
+    (backends/registry.py). `resources`: what a worker running this backend asks Ray for (a local model's GPU);
+    for a backend served by replicas (`diffusers`), what each replica asks for, with `serve` saying how many
+    replicas and how they batch (shard workers then stay on CPU)."""
 
     type: str
     model: str
@@ -71,6 +87,7 @@ class BackendSpec(Strict):
     structured_outputs: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
     resources: ActorResources | None = None
+    serve: ServeSpec | None = None
 
 
 class InputPolicy(Strict):
@@ -385,7 +402,7 @@ class PipelineConfig(Strict):
         view.pop("prompts_dir", None)
         view["engine"] = {"shard_size": self.engine.shard_size}
         for backend in view["backends"].values():
-            for volatile in ("base_url", "api_key_env", "timeout_s", "resources"):
+            for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
             for how in ("concurrency", "resources", "mode", "batch"):  # online or batch: the same replies, rows
@@ -491,11 +508,28 @@ def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) ->
 def parse_pipeline(
     raw: dict[str, Any], origin: str = "<dict>", overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:
-    merged = deep_merge(raw, overrides or {})
+    overrides = overrides or {}
+    merged = deep_merge(raw, overrides)
+    if _source_replaced(raw, overrides) and "limit" not in overrides:
+        # a pipeline's `limit` was written for its own source (default.yaml's 300 for the endless offline
+        # world): another source given on the command line is read whole unless --limit says otherwise
+        merged["limit"] = None
     try:
         return PipelineConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def _source_replaced(raw: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    source = overrides.get("source")
+    if isinstance(source, Replace):
+        source = source.value
+    spec = source.get("spec") if isinstance(source, dict) else None
+    if spec is None:
+        return False
+    base = raw.get("source")
+    base_spec = base.get("spec", "scenes") if isinstance(base, dict) else "scenes"
+    return str(spec).strip() != str(base_spec).strip()
 
 
 class Replace:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 
 class UniEditError(Exception):
     """Base of every error caused by user input or environment (config, source, output dir, keys)."""
@@ -52,3 +55,23 @@ class DiskFullError(OutputDirError):
 
 class ExportError(UniEditError):
     """An export cannot run: the run dir is missing or not a run, the out dir is in the way, or an option is invalid."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, a container stop): handled like Ctrl-C, so finished shards stay finished,
+    the run is marked interrupted and a rerun resumes; the CLI exits 143 (128 + 15)."""
+
+
+#: set once a SIGTERM arrived (typer reports any KeyboardInterrupt as one exit code; this tells them apart)
+TERMINATED = threading.Event()
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    TERMINATED.set()
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Make SIGTERM raise Terminated in the main thread (again after Ray's init, which installs its own)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)

@@ -3,8 +3,11 @@ normalising any decodable image to an RGB image within the input policy's size l
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
+import socket
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -88,31 +91,101 @@ def resolve_under_root(ref: str, image_root: Path | str | None) -> Path:
     return resolved
 
 
-def fetch_remote_image(url: str, *, timeout_s: float, max_bytes: int) -> bytes:
-    """GET an image with a timeout and a byte cap (checked on Content-Length and while reading)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "uniedit-synth", "Accept": "image/*"})
+class _Deadline:
+    """A whole-transfer time limit for urllib: a socket timeout bounds one read only, so a server dripping a
+    byte a second would never trip it. Every connection the fetch opens (redirects included) is tracked, and
+    when the time is up their sockets are shut down, which ends any read blocked on them."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        deadline = self
+
+        def tracked(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+            class Tracked(base):  # type: ignore[valid-type, misc]
+                def connect(self) -> None:
+                    super().connect()
+                    deadline.track(self.sock)
+
+            return Tracked
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):  # noqa: ANN001 - urllib's signature
+                return self.do_open(tracked(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):  # noqa: ANN001
+                return self.do_open(tracked(http.client.HTTPSConnection), req, context=getattr(self, "_context", None))
+
+        return urllib.request.build_opener(HTTP(), HTTPS())
+
+
+def _shutdown(sock: socket.socket) -> None:
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked)
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise ImageRejected(f"remote image too large ({length} bytes > {max_bytes})")
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                chunk = response.read(64 * 1024)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    raise ImageRejected(f"remote image too large (more than {max_bytes} bytes)")
-                chunks.append(chunk)
-    except ImageRejected:
-        raise
-    except urllib.error.HTTPError as exc:
-        raise ImageRejected(f"remote image fetch failed: HTTP {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ImageRejected(f"remote image fetch failed: {reason}") from None
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def fetch_remote_image(url: str, *, timeout_s: float, max_bytes: int) -> bytes:
+    """GET an image within `timeout_s` in total (connect, headers and body; also per read) and a byte cap
+    (checked on Content-Length and while reading)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "uniedit-synth", "Accept": "image/*"})
+    too_slow = f"remote image fetch took longer than {timeout_s:g}s in total (input.remote_timeout_s)"
+    with _Deadline(timeout_s) as deadline:
+        try:
+            with deadline.opener().open(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked)
+                length = response.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > max_bytes:
+                    raise ImageRejected(f"remote image too large ({length} bytes > {max_bytes})")
+                chunks: list[bytes] = []
+                total = 0
+                while True:
+                    chunk = response.read(64 * 1024)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise ImageRejected(f"remote image too large (more than {max_bytes} bytes)")
+                    chunks.append(chunk)
+        except ImageRejected:
+            raise
+        except urllib.error.HTTPError as exc:
+            raise ImageRejected(f"remote image fetch failed: HTTP {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError, http.client.HTTPException) as exc:
+            if deadline.expired:
+                raise ImageRejected(too_slow) from None
+            reason = getattr(exc, "reason", exc)
+            raise ImageRejected(f"remote image fetch failed: {reason}") from None
+        if deadline.expired:  # the shutdown can look like a clean end of the body
+            raise ImageRejected(too_slow)
     data = b"".join(chunks)
     if not data:
         raise ImageRejected("remote image is empty (0 bytes)")

@@ -31,14 +31,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import STAGE_NAMES
 from .errors import ConfigChangedError, OutputDirError, RunLockedError
 from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
 
-__all__ = ["DISK_ERRNOS", "RunDir", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes", "disk_error",
-           "locked", "summarise", "write_shard_table"]
+__all__ = ["DISK_ERRNOS", "RunDir", "RunInfo", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes",
+           "disk_error", "locked", "summarise", "write_shard_table"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,33 @@ class ShardResult(BaseModel):
         if self.rejected < 0 or self.accepted + self.rejected != self.records:
             raise ValueError(f"accepted {self.accepted} + rejected {self.rejected} != records {self.records}")
         return self
+
+
+class RunInfo(BaseModel):
+    """What a resumed run needs from run.json: the config it was made with (its hash and hashed view)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pipeline_hash: str
+    config_view: dict[str, Any] = Field(default_factory=dict)
+    prompt_hashes: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: str | None = None
+    invocations: int = 0
+
+
+def shard_result(value: Any) -> dict[str, Any]:
+    """A manifest entry validated as a ShardResult (as a plain dict); ValueError with a one-line reason."""
+    try:
+        return ShardResult.model_validate(value).model_dump()
+    except ValidationError as exc:
+        raise ValueError(_first_problem(exc)) from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def shard_name(index: int) -> str:
@@ -305,6 +332,7 @@ class RunDir:
         self.attempts_dir = self.path / "attempts" if local else None
         self.cache_dir = self.path / "cache" if local else None
         self.lock = RunLock(".lock", fs=self.fs)
+        self._warned_lines: set[int] = set()
 
     @property
     def display(self) -> str:
@@ -361,14 +389,28 @@ class RunDir:
         return removed
 
     def read_run_json(self) -> dict[str, Any] | None:
-        raw = self.fs.read_bytes("run.json")
-        if raw is None:
-            return None
+        """run.json as a dict; None when absent, or (with a warning) unreadable or of the wrong shape."""
+        info, problem = self.load_run_json()
+        if problem:
+            log.warning("%s/run.json %s; ignoring it", self.display, problem)
+        return info
+
+    def load_run_json(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(run.json validated as RunInfo, None), or (None, what is wrong with it); (None, None) when absent."""
         try:
-            return json.loads(raw)
+            raw = self.fs.read_bytes("run.json")
+        except OSError as exc:
+            return None, f"cannot be read ({exc})"
+        if raw is None:
+            return None, None
+        try:
+            value = json.loads(raw)
         except ValueError:
-            log.warning("run.json is unreadable; it will be rewritten")
-            return None
+            return None, "is not valid JSON"
+        try:
+            return RunInfo.model_validate(value).model_dump(), None
+        except ValidationError as exc:
+            return None, f"is not a uniedit run.json ({_first_problem(exc)})"
 
     def check_config(
         self, view: dict[str, Any], prompt_hashes: dict[str, str], pipeline_hash: str, force_new_config: bool
@@ -376,14 +418,33 @@ class RunDir:
         """Refuse to continue a run made with another config, unless forced (then start the shards over)."""
         from .config import diff_views
 
-        previous = self.read_run_json()
-        if not previous or previous.get("pipeline_hash") == pipeline_hash:
+        previous, problem = self.load_run_json()
+        if problem:
+            # the config the finished shards were made with is unknown: as good as a changed one
+            finished = len(self.latest_by_shard())
+            if not finished:
+                log.warning("%s/run.json %s; no shard is finished, so it is rewritten", self.display, problem)
+                return
+            if not force_new_config:
+                raise ConfigChangedError(
+                    f"{self.display}/run.json {problem}, so the config its {finished} finished shard(s) were made "
+                    "with is unknown; use --force-new-config to start them over with this config (cached replies "
+                    "are reused), or use another --out"
+                )
+            what = f"run.json {problem}"
+        elif not previous or previous.get("pipeline_hash") == pipeline_hash:
             return
-        changes = diff_views(previous.get("config_view", {}), view)
-        old_prompts = previous.get("prompt_hashes", {})
-        changes += [f"prompt {name} changed" for name in sorted(set(old_prompts) | set(prompt_hashes))
-                    if old_prompts.get(name) != prompt_hashes.get(name)]
-        what = "; ".join(changes[:6]) or "pipeline hash differs"
+        elif not self.latest_by_shard():
+            # nothing was finished under the old config (a run that stopped at once: a typo in --source, a
+            # missing key), so there is nothing to protect: the new config simply takes over
+            log.info("%s: no shard finished under the previous config; using the new one", self.display)
+            return
+        else:
+            changes = diff_views(previous.get("config_view", {}), view)
+            old_prompts = previous.get("prompt_hashes", {})
+            changes += [f"prompt {name} changed" for name in sorted(set(old_prompts) | set(prompt_hashes))
+                        if old_prompts.get(name) != prompt_hashes.get(name)]
+            what = "; ".join(changes[:6]) or "pipeline hash differs"
         if not force_new_config:
             raise ConfigChangedError(
                 f"{self.display} was made with a different pipeline config ({what}); use --force-new-config "
@@ -416,17 +477,24 @@ class RunDir:
             return []
         raw = self.manifest.read_bytes()
         entries: list[dict[str, Any]] = []
+        lines = raw.splitlines(keepends=True)
         good_until = 0
-        offset = 0
-        for line in raw.splitlines(keepends=True):
-            offset += len(line)
-            if not line.endswith(b"\n"):
-                break
+        for number, line in enumerate(lines, 1):
+            last = number == len(lines)
             try:
-                entries.append(json.loads(line))
+                value = json.loads(line) if line.endswith(b"\n") or not last else None
             except ValueError:
-                break
-            good_until = offset
+                value = None
+            if value is None and last:
+                break  # a torn last line: cut off below
+            good_until += len(line)
+            try:
+                entries.append(shard_result(value))
+            except ValueError as exc:
+                if number not in self._warned_lines:  # the manifest is read several times per command
+                    self._warned_lines.add(number)
+                    log.warning("manifest.jsonl line %d is not a shard result (%s); ignoring it (a synth run "
+                                "redoes that shard)", number, exc)
         if good_until < len(raw):
             log.warning("manifest.jsonl ends with a torn line (interrupted write); ignoring it")
             with contextlib.suppress(OSError), open(self.manifest, "r+b") as fh:
@@ -443,9 +511,9 @@ class RunDir:
         entries = []
         for name in sorted(self.fs.list(MANIFEST_DIR, "shard-*.json"), key=written_ns):
             try:
-                entries.append(json.loads(self.fs.read_bytes(f"{MANIFEST_DIR}/{name}") or b""))
-            except ValueError:  # an upload is all or nothing: this one was not written by us
-                log.warning("manifest object %s is unreadable; ignoring it", name)
+                entries.append(shard_result(json.loads(self.fs.read_bytes(f"{MANIFEST_DIR}/{name}") or b"")))
+            except ValueError as exc:  # an upload is all or nothing: this one was not written by us
+                log.warning("manifest object %s is unreadable (%s); ignoring it", name, exc)
         return entries
 
     def latest_by_shard(self) -> dict[int, dict[str, Any]]:
@@ -472,10 +540,12 @@ class RunDir:
 
     def shard_files_intact(self, entry: dict[str, Any]) -> bool:
         """A finished shard counts only while its files exist with the size the manifest recorded."""
-        for record in entry.get("files", {}).values():
-            if self.fs.size(record["path"]) != record["bytes"]:
-                return False
-        return True
+        return not self.damaged_files(entry)
+
+    def damaged_files(self, entry: dict[str, Any]) -> list[str]:
+        """The files of a finished shard that are missing or not the size the manifest recorded."""
+        return [record["path"] for record in entry.get("files", {}).values()
+                if self.fs.size(record["path"]) != record["bytes"]]
 
     # -- stats -----------------------------------------------------------------------------------------
     def write_stats(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

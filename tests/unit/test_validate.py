@@ -7,6 +7,7 @@ import io
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -370,3 +371,40 @@ def test_unreachable_remote_host() -> None:
         port = sock.getsockname()[1]
     policy = InputPolicy(allow_remote_images=True, remote_timeout_s=2)
     assert "fetch failed" in rejected(record(image_path=f"http://127.0.0.1:{port}/x.png"), policy)
+
+
+class _DripHandler(BaseHTTPRequestHandler):
+    """Headers at once, then the body one byte every 0.2 s: each read is quick, the whole would take minutes."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(RED_PNG) + 1000))
+        self.end_headers()
+        try:
+            for byte in RED_PNG + b"\0" * 1000:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass  # the client gave up
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_dripping_remote_image_is_bounded_in_total_time() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _DripHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    policy = InputPolicy(allow_remote_images=True, remote_timeout_s=1)
+    outcome: list[str] = []
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/slow.png"
+    worker = threading.Thread(target=lambda: outcome.append(rejected(record(image_path=url), policy)), daemon=True)
+    try:
+        worker.start()
+        worker.join(60)  # without a total bound this fetch takes over 4 minutes
+        assert outcome and "longer than 1s in total" in outcome[0], outcome
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

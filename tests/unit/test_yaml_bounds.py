@@ -31,3 +31,12 @@ def test_deep_nesting_is_refused():
 def test_invalid_yaml_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match="line 1, column"):
         load_yaml_text("a: [1, 2", "bad.yaml")
+
+
+def test_a_pipeline_limit_applies_only_to_its_own_source():
+    from uniedit_synth.config import load_pipeline
+
+    assert load_pipeline("default").limit == 300  # the endless offline world
+    assert load_pipeline("default", {"source": {"spec": "scenes"}}).limit == 300
+    assert load_pipeline("default", {"source": {"spec": "vqa.jsonl"}}).limit is None
+    assert load_pipeline("default", {"source": {"spec": "vqa.jsonl"}, "limit": 20}).limit == 20

@@ -1,6 +1,6 @@
 """The backend registry: a backend `type` from the pipeline YAML → the class that implements it.
 
-`type` is a built-in name (`builtin`, `openai`, `openai-compatible`, `gemini`) or a plugin class
+`type` is a built-in name (`builtin`, `openai`, `openai-compatible`, `gemini`, `diffusers` for edits) or a plugin class
 `package.module:ClassName`, imported by the driver (to check the config) and by every worker (Ray actors import
 it on their node, so the module must be installed there, like uniedit-synth itself). A plugin class follows
 the TextBackend or EditBackend protocol of backends/base.py.
@@ -27,6 +27,7 @@ _EDIT: dict[str, str] = {
     "openai": "uniedit_synth.backends.openai_backend:OpenAIEditor",
     "openai-compatible": "uniedit_synth.backends.openai_backend:OpenAIEditor",
     "gemini": "uniedit_synth.backends.gemini_backend:GeminiEditor",
+    "diffusers": "uniedit_synth.backends.diffusers_backend:DiffusersEditor",
 }
 _CAPABILITIES = {"text": _TEXT, "edit": _EDIT}
 

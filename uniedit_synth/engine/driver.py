@@ -181,6 +181,9 @@ class Driver:
                 (batched if route is not None else online).append(
                     stage_name if route is not None else f"{stage_name} ({self.config.backends[stage.backend].type})"
                 )
+            check = getattr(backend, "preflight", None)
+            if callable(check):  # a local model: its files and class, checked without loading weights
+                await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
         if online:  # said once per run: these stages asked for batch mode and cannot have it
             message = (f"batch mode: no batch route for {', '.join(online)}; "
@@ -194,7 +197,7 @@ class Driver:
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
         t0 = time.monotonic()
         await self._preflight()
-        previous = self.run_dir.read_run_json()
+        previous, _ = self.run_dir.load_run_json()  # a malformed one was refused or forced over already
         run_json = self._run_json(started_wall, "running", previous)
         self.run_dir.write_run_json(run_json)
 
@@ -222,6 +225,7 @@ class Driver:
         summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
+        replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
             totals = summarise(list(self.run_dir.latest_by_shard().values()))
@@ -232,6 +236,8 @@ class Driver:
         finally:
             with contextlib.suppress(Exception):
                 limiter = await runtime.coordinator.limiter_stats()
+            with contextlib.suppress(Exception):
+                replicas = await runtime.replica_stats()
             await runtime.close()
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
@@ -240,7 +246,7 @@ class Driver:
             failed = status not in ("finished", "budget_exhausted")
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                         "rate_limits": limiter}
+                         "rate_limits": limiter, **({"replicas": replicas} if replicas else {})}
                 jobs = JobStore(self.run_dir.fs).all()
                 if jobs:
                     extra["batch_jobs"] = summarise_jobs(jobs)
@@ -365,6 +371,8 @@ class Driver:
                                 f"{batch.get('requests_done', 0)}/{batch.get('requests_submitted', 0)} req")
             if in_flight > 0:
                 postfix["eta"] = "provider-bound"
+        for name, r in (await runtime.replica_stats()).items():  # a served model: busy replicas, utilisation
+            postfix[name] = f"{r.get('busy_now', 0)}/{r.get('live', 0)} busy {r.get('utilisation', 0.0):.0%}"
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 

@@ -13,14 +13,17 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..errors import UniEditError
+from ..errors import UniEditError, handle_sigterm
 from ..records import VQARecord
 from ..store import ShardResult
 from .coordinator import Coordinator
+from .replicas import start_pools
 from .worker import CAPABILITY, ShardProcessor
 
 log = logging.getLogger(__name__)
@@ -40,12 +43,17 @@ def remove_stale_temp_dirs() -> None:
 
 def worker_resources(config: PipelineConfig) -> ActorResources:
     """What one shard worker asks Ray for: `engine.worker_resources` merged with the `resources` of every
-    stage and of every backend a stage uses (one worker runs all stages, so it needs the most any needs)."""
+    stage and of every backend a stage uses (one worker runs all stages, so it needs the most any needs). A
+    backend served by replicas (engine/replicas.py) is left out: its resources are each replica's, and workers
+    only call it."""
+    from .replicas import served_backends
+
     needed = config.engine.worker_resources
+    served = served_backends(config)
     for definition in CONFIGURED_STAGES:
         stage = getattr(config.stages, definition.name)
         wanted = [stage.resources]
-        if definition.name in CAPABILITY:
+        if definition.name in CAPABILITY and stage.backend not in served:
             wanted.append(config.backends[stage.backend].resources)
         for resources in wanted:
             if resources is not None:
@@ -89,6 +97,9 @@ class InlineRuntime:
 
     async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
+
+    async def replica_stats(self) -> dict[str, Any]:
+        return {}
 
     async def close(self) -> None:
         await self.processor.aclose()
@@ -173,6 +184,9 @@ class _ShardWorkerActor:
                  env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.WARNING)
+        from ..terminal import install_log_filter
+
+        install_log_filter()
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
@@ -224,6 +238,7 @@ class RayRuntime:
                 where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
                 raise UniEditError(f"could not start or join {where}: {str(exc).splitlines()[0]}") from None
             self._started = True
+            handle_sigterm()  # Ray's driver installs a SIGTERM handler that exits 15 with a stack dump
         self.coordinator_handle = (
             ray.remote(Coordinator).options(num_cpus=0, max_concurrency=100_000).remote(**coordinator_args)
         )
@@ -234,6 +249,16 @@ class RayRuntime:
         # a node's label is its own (set where the node starts): the driver's would name every node alike
         self._env = {k: v for k, v in os.environ.items()
                      if k.startswith(FORWARDED_ENV_PREFIXES) and k != "UNIEDIT_NODE_LABEL"}
+        # model replicas (a diffusers editor) start before any worker: a model that cannot load, or a GPU the
+        # cluster lacks, stops the run here, before any call of the other stages
+        self._run_token = uuid.uuid4().hex[:12]
+        self._env[RUN_TOKEN_ENV] = self._run_token
+        self.pools: dict[str, Any] = {}
+        try:
+            self.pools = start_pools(config, ray, self._run_token, self._env)
+        except BaseException:
+            self._shutdown()
+            raise
         self._actor_cls = ray.remote(_ShardWorkerActor)
         self._resources = worker_resources(config)
         self._options = actor_options(self._resources)
@@ -291,11 +316,36 @@ class RayRuntime:
             pass
         self._actors[worker] = self._new_actor(worker)
 
+    async def replica_stats(self) -> dict[str, Any]:
+        """Each served backend's replica figures (engine/replicas.py ReplicaPool.stats)."""
+        out: dict[str, Any] = {}
+        for name, pool in self.pools.items():
+            try:
+                out[name] = await pool.stats.remote()
+            except self._ray.exceptions.RayError:
+                out[name] = {"replicas": 0, "live": 0, "utilisation": 0.0}
+        return out
+
     async def close(self) -> None:
         ray = self._ray
         for actor in self._actors:
             try:
                 ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        for pool in self.pools.values():
+            try:
+                await pool.close.remote()
+                ray.kill(pool, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        ray = self._ray
+        for pool in getattr(self, "pools", {}).values():
+            try:
+                ray.kill(pool, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
         if self._started:

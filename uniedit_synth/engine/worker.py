@@ -125,7 +125,8 @@ class ShardProcessor:
                 coordinator=coordinator,
                 prices=config.prices,
                 retry=config.retry,
-                rate_limited=backend.provider != "builtin",
+                # a local model's capacity is its replicas' (`rate_limited = False`), not a provider quota
+                rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
                 backend_name=stage_spec.backend,
             )
         self.batch_state = BatchState()

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -203,6 +204,7 @@ def export_run(
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging(out)
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
@@ -261,6 +263,25 @@ def _export_into(
         files=sorted(str(path.relative_to(staging)) for path in files),
         seconds=0.0,
     )
+
+
+def _remove_dead_staging(out: Path) -> None:
+    """Staging dirs of earlier exports to the same out dir whose process is gone (killed mid-export)."""
+    for leftover in out.parent.glob(f".{glob_escape(out.name)}.partial-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.warning("removed %s, left by an export that was killed", leftover.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _replace(staging: Path, out: Path) -> None:

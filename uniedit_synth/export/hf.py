@@ -34,6 +34,7 @@ from ..records import (
     with_hf_metadata,
 )
 from .card import CardStats, card_body
+from .files import safe_stem
 from .options import SPLITS, ExportOptions
 from .parquet_shards import ParquetShardWriter
 from .selection import PreferencePair
@@ -121,10 +122,14 @@ class HfWriter:
 
     def add(self, sample: Sample, split: str, masked: tuple[np.ndarray, float] | None) -> None:
         row = sample_to_row(sample)
+        stem = safe_stem(sample.id)  # ids and source paths may hold `/`, `..`, control characters: never a path
+        for column, suffix in (("source_image", ".png"), ("edited_image", ".edited.png")):
+            if isinstance(row.get(column), dict):
+                row[column] = {**row[column], "path": f"{stem}{suffix}"}
         if self.options.with_masks:
             assert masked is not None
             mask, weight = masked
-            row["edit_mask"] = {"bytes": mask_to_png(mask), "path": f"{sample.id}.mask.png"}
+            row["edit_mask"] = {"bytes": mask_to_png(mask), "path": f"{stem}.mask.png"}
             row["edit_weight"] = weight
         self.shards[split].write(row)
 
@@ -137,9 +142,9 @@ class HfWriter:
                 "original_question": chosen.original_question,
                 "original_answer": chosen.original_answer,
                 "edit_instruction": chosen.edit_instruction,
-                "source_image": {"bytes": chosen.source_image, "path": f"{chosen.id}.png"},
-                "chosen_image": {"bytes": chosen.edited_image, "path": f"{chosen.id}.chosen.png"},
-                "rejected_image": {"bytes": rejected.edited_image, "path": f"{chosen.id}.rejected.png"},
+                "source_image": {"bytes": chosen.source_image, "path": f"{safe_stem(chosen.id)}.png"},
+                "chosen_image": {"bytes": chosen.edited_image, "path": f"{safe_stem(chosen.id)}.chosen.png"},
+                "rejected_image": {"bytes": rejected.edited_image, "path": f"{safe_stem(chosen.id)}.rejected.png"},
                 "chosen_score": chosen.score,
                 "rejected_score": rejected.score,
                 "reject_reason": rejected.reject_reason.value if rejected.reject_reason else None,

@@ -63,7 +63,12 @@ class RunReader:
         try:
             names = set(self.fs.parquet_file(path).schema_arrow.names)
         except Exception as exc:  # pyarrow raises several types for unreadable files
-            raise ExportError(f"cannot read shard {self.fs.display_path(path)}: {exc}") from exc
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"shard file {self.fs.display_path(path)} is truncated or corrupt ({detail}); run `uniedit synth` "
+                "again with the same options and --out to redo that shard (its replies come from the cache), then "
+                "retry"
+            ) from None
         missing = [col for col in REQUIRED_COLUMNS if col not in names]
         if missing:
             raise ExportError(f"shard {path} lacks columns {missing}; was it written by uniedit-synth?")

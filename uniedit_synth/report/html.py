@@ -41,10 +41,11 @@ from tqdm import tqdm
 from .. import __version__
 from ..export.files import safe_stem, write_image
 from ..runfs import RunFS
+from ..store import RunDir
 from .assets import REPORT_CSS, REPORT_JS
 from .errors import ReportError
 from .page import PageContext, render_index
-from .run_rows import count_rows, iter_run_rows, open_run, read_json, run_stats, shard_files
+from .run_rows import count_rows, iter_run_rows, open_run, run_stats, shard_files
 from .summary import NO_CATEGORY, SCORE_FIELDS, RunSummary, cost_by_stage_from_index, status_of
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _build(
     _write_text(root / "assets" / "report.js", REPORT_JS.lstrip())
     context = PageContext(
         run_name=run.local_root.resolve().name if run.local_root is not None else run.display.rsplit("/", 1)[-1],
-        run_info=read_json(run, "run.json"),
+        run_info=RunDir(run).read_run_json() or {},  # validated: a malformed run.json only loses the panel
         stats=stats,
         summary=summary,
         cost_by_stage=cost_by_stage_from_index(run),

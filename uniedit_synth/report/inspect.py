@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from PIL import Image
 
 from ..config import STAGE_NAMES
@@ -30,7 +31,7 @@ from ..runfs import RunFS
 from ..store import RunDir
 from .call_index import has_call_index, index_path, read_call_index
 from .errors import SampleNotFoundError
-from .run_rows import open_run, shard_files
+from .run_rows import open_run, open_shard, shard_error, shard_files
 from .summary import status_of
 
 MAX_SUGGESTIONS = 5
@@ -91,8 +92,8 @@ def _find_row(run: RunFS, sample_id: str) -> tuple[str, str, int, int, dict[str,
     known = set(SAMPLE_SCHEMA.names)
     for shard in shard_files(run):
         for kind, path in shard.files.items():
-            parquet = run.parquet_file(path)
-            ids = parquet.read(columns=["id"]).column(0).to_pylist()
+            parquet = open_shard(run, path)
+            ids = _ids(run, parquet, path)
             if sample_id not in ids:
                 continue
             index = ids.index(sample_id)
@@ -107,11 +108,18 @@ def _find_row(run: RunFS, sample_id: str) -> tuple[str, str, int, int, dict[str,
     return None
 
 
+def _ids(run: RunFS, parquet: Any, path: str) -> list[str]:
+    try:
+        return parquet.read(columns=["id"]).column(0).to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise shard_error(run, path, exc) from None
+
+
 def _not_found_message(run: RunFS, sample_id: str) -> str:
     ids: list[str] = []
     for shard in shard_files(run):
         for path in shard.files.values():
-            ids.extend(run.parquet_file(path).read(columns=["id"]).column(0).to_pylist())
+            ids.extend(_ids(run, open_shard(run, path), path))
     needle = sample_id.lower()
     similar = [i for i in ids if needle and needle in i.lower()][:MAX_SUGGESTIONS]
     similar = similar or difflib.get_close_matches(sample_id, ids, n=MAX_SUGGESTIONS, cutoff=0.6)

@@ -6,7 +6,6 @@ relative to the run (`data/shard-00001.parquet`).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import logging
@@ -16,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ..records import SAMPLE_SCHEMA
 from ..runfs import RunFS, as_run_fs, is_uri
-from ..store import RunDir, summarise
+from ..store import RunDir, shard_result, summarise
 from .errors import ReportError
 
 log = logging.getLogger(__name__)
@@ -64,22 +66,38 @@ def shard_files(run_dir: str | Path | RunFS, kinds: tuple[str, ...] = KINDS) -> 
     return [ShardFiles(shard, found[shard]) for shard in sorted(found)]
 
 
+def shard_error(run: RunFS, path: str, exc: BaseException) -> ReportError:
+    """A shard file that cannot be read (truncated, corrupt), named, with how to get it back."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ReportError(
+        f"shard file {run.display_path(path)} is truncated or corrupt ({detail}); run `uniedit synth` again with "
+        "the same options and --out to redo that shard (its replies come from the cache), then retry"
+    )
+
+
+def open_shard(run: RunFS, path: str) -> pq.ParquetFile:
+    try:
+        return run.parquet_file(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+        raise shard_error(run, path, exc) from None
+
+
 def count_rows(run: RunFS, shards: list[ShardFiles]) -> int:
-    return sum(run.parquet_file(path).metadata.num_rows for shard in shards for path in shard.files.values())
+    return sum(open_shard(run, path).metadata.num_rows for shard in shards for path in shard.files.values())
 
 
 def iter_file_rows(run: RunFS, path: str, batch_rows: int = 32) -> Iterator[dict[str, Any]]:
     """The rows of one shard file as dicts (images as {bytes, path} structs), one batch in memory."""
-    try:
-        parquet = run.parquet_file(path)
-    except Exception as exc:  # pyarrow raises several types for unreadable files
-        raise ReportError(f"cannot read shard {run.display_path(path)}: {exc}") from exc
+    parquet = open_shard(run, path)
     known = set(SAMPLE_SCHEMA.names)
     columns = [name for name in parquet.schema_arrow.names if name in known]
     if "id" not in columns:
         raise ReportError(f"shard {path} has no id column; was it written by uniedit-synth?")
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        yield from batch.to_pylist()
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            yield from batch.to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise shard_error(run, path, exc) from None
 
 
 def iter_run_rows(
@@ -119,15 +137,16 @@ def run_stats(run_dir: str | Path | RunFS) -> dict[str, Any]:
         lines = (run.read_bytes("manifest.jsonl") or b"").decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return {}
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         try:
-            entry = json.loads(line)
-            entries[int(entry["shard"])] = entry
-        except (ValueError, KeyError, TypeError):
+            entry = shard_result(json.loads(line))
+        except ValueError as exc:
+            if number < len(lines):  # the last line may be one the run is still appending
+                log.warning("manifest.jsonl line %d is not a shard result (%s); the report leaves it out", number, exc)
             continue
+        entries[entry["shard"]] = entry
     for entry in RunDir(run).manifest_objects():
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            entries[int(entry["shard"])] = entry
+        entries[entry["shard"]] = entry
     if not entries:
         return {}
     try:

@@ -18,6 +18,7 @@ from .files import (
     ParquetSource,
     RowFileSource,
     first_row,
+    leading_objects,
     parquet_paths,
     row_file_kind,
 )
@@ -56,6 +57,11 @@ _LABEL_CHARS = re.compile(r"[^a-z0-9._-]+")
 _BUILDER_NAMES = frozenset({"parquet", "json", "csv", "imagefolder", "arrow", "text", "webdataset"})
 
 
+#: the same, on one line, for error messages (a user's mistake gets a one-line answer)
+FORMS_LINE = ("accepted --source forms: scenes | hf:<name or saved-dataset dir>[:config][@split] | .parquet file, "
+              "folder or glob | .jsonl/.json/.csv row file | LLaVA .json/.jsonl | image folder with metadata.jsonl")
+
+
 def describe_forms() -> str:
     return ACCEPTED_FORMS
 
@@ -68,7 +74,7 @@ def open_source(spec: SourceSpec, *, seed: int, limit: int | None) -> Source:
     """
     text = (spec.spec or "").strip()
     if not text:
-        raise SourceError("empty source spec.\n" + ACCEPTED_FORMS)
+        raise SourceError("empty source spec; " + FORMS_LINE)
     # `columns.subject` names the column to cap by; caps read it from the row (meta keeps every column)
     subject_key = spec.subject_key or spec.columns.get("subject") or None
     subject_caps = spec.subject_caps
@@ -154,8 +160,26 @@ def _check_preset(spec: SourceSpec) -> None:
         raise SourceError(f"unknown source preset '{spec.preset}'; known presets: {known_presets()}")
 
 
+def list_columns_of(schema: Any) -> frozenset[str]:
+    """The columns an Arrow schema declares as lists (for answer lists declared by the data set's schema)."""
+    import pyarrow as pa
+
+    if schema is None:
+        return frozenset()
+    return frozenset(
+        f.name for f in schema
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
+    )
+
+
 def _table_mapper(
-    spec: SourceSpec, *, label: str, available: list[str] | None, subject_key: str | None, first: Any = None
+    spec: SourceSpec,
+    *,
+    label: str,
+    available: list[str] | None,
+    subject_key: str | None,
+    first: Any = None,
+    list_columns: frozenset[str] = frozenset(),
 ) -> RowMapper:
     """ConversationMapper for LLaVA rows (preset `llava`, or a `conversations` column and no question
     mapping), TableMapper otherwise."""
@@ -185,7 +209,8 @@ def _table_mapper(
             subject_key=subject_key,
         )
     return TableMapper(
-        label=label, columns=spec.columns, preset=spec.preset, subject_key=subject_key, available=available
+        label=label, columns=spec.columns, preset=spec.preset, subject_key=subject_key, available=available,
+        list_columns=list_columns,
     )
 
 
@@ -223,7 +248,12 @@ def _open_hf(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
             )
         join = ImageJoin(images, key_column=str(options.get("image_key", "id")), on=str(join_on))
 
-    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key)
+    try:
+        schema = dataset.features.arrow_schema if getattr(dataset, "features", None) is not None else None
+    except Exception:  # noqa: BLE001 - features of an odd data set: no list columns declared
+        schema = None
+    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key,
+                           list_columns=list_columns_of(schema))
     if columns is not None:
         visible = columns + ([mapper.image_column] if join and mapper.image_column not in columns else [])
         mapper.check_columns(visible, text)  # type: ignore[arg-type]
@@ -244,18 +274,20 @@ def _open_path(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
     if any(ch in text for ch in "*?["):
         paths = parquet_paths(text)
         if not paths:
-            raise SourceError(f"no parquet files match '{text}'.\n{ACCEPTED_FORMS}")
+            raise SourceError(f"no parquet files match '{text}'; {FORMS_LINE}")
         return _open_parquet(spec, paths, _common_dir(paths), subject_key)
     if not path.exists():
-        raise SourceError(f"source not found: '{text}'.\n{ACCEPTED_FORMS}")
+        raise SourceError(f"source not found: '{text}'; {FORMS_LINE}")
     if path.is_dir():
         return _open_dir(spec, path, subject_key)
+    if not path.is_file():  # reading a FIFO, socket or device would block or never end
+        raise SourceError(f"source '{text}' is not a regular file (a FIFO, socket or device); give a file or a folder")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _open_parquet(spec, [path], path.parent, subject_key)
     if suffix in ROW_FILE_SUFFIXES:
         return _open_row_file(spec, path, path.parent, subject_key)
-    raise SourceError(f"unsupported source file type '{suffix or path.name}'.\n{ACCEPTED_FORMS}")
+    raise SourceError(f"unsupported source file type '{suffix or path.name}'; {FORMS_LINE}")
 
 
 def _open_dir(spec: SourceSpec, path: Path, subject_key: str | None) -> Source:
@@ -269,7 +301,7 @@ def _open_dir(spec: SourceSpec, path: Path, subject_key: str | None) -> Source:
         return _open_parquet(spec, paths, path, subject_key)
     raise SourceError(
         f"'{path}' is a directory but not a saved data set, an image folder with "
-        f"{' or '.join(METADATA_FILES)}, or a directory of .parquet files.\n{ACCEPTED_FORMS}"
+        f"{' or '.join(METADATA_FILES)}, or a directory of .parquet files; {FORMS_LINE}"
     )
 
 
@@ -278,23 +310,35 @@ def _open_parquet(spec: SourceSpec, paths: list[Path], root: Path, subject_key: 
     import pyarrow.parquet as pq
 
     try:
-        columns = pq.ParquetFile(paths[0]).schema_arrow.names
+        schema = pq.ParquetFile(paths[0]).schema_arrow
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"{paths[0]}: not a readable parquet file ({exc})") from None
+    columns = schema.names
     default_label = paths[0].stem if len(paths) == 1 else root.name
     label = _label(spec, default_label)
-    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key)
+    mapper = _table_mapper(spec, label=label, available=columns, subject_key=subject_key,
+                           list_columns=list_columns_of(schema))
     return ParquetSource(paths, mapper=mapper, label=label, image_root=_image_root(spec, root))
 
 
 def _open_row_file(spec: SourceSpec, path: Path, root: Path, subject_key: str | None) -> Source:
     _check_options(spec, FILE_OPTIONS, "row files")
     kind = row_file_kind(path)
-    first = first_row(path, kind, spec.options)
+    leading = leading_objects(path, kind, spec.options)
+    first = leading[0] if leading else first_row(path, kind, spec.options)
     label = _label(spec, path.stem)
     mapper = _table_mapper(spec, label=label, available=None, subject_key=subject_key, first=first)
-    if isinstance(mapper, TableMapper) and isinstance(first, Mapping):
-        mapper.check_columns(list(first), f"{path} (first row)", required=("question", "answer"))
+    if isinstance(mapper, TableMapper) and leading:
+        # the columns must fit some of the first rows; rows that lack them are rejects of their own
+        problems: list[SourceError] = []
+        for row in leading:
+            try:
+                mapper.check_columns(list(row), f"{path} (first rows)", required=("question", "answer"))
+                break
+            except SourceError as exc:
+                problems.append(exc)
+        else:
+            raise problems[0]
     return RowFileSource(
         path, mapper=mapper, label=label, image_root=_image_root(spec, root), options=spec.options
     )

@@ -57,6 +57,18 @@ def first_row(path: Path, kind: str, options: Mapping[str, Any]) -> Any:
     return None
 
 
+def leading_objects(path: Path, kind: str, options: Mapping[str, Any], limit: int = 50) -> list[Mapping[str, Any]]:
+    """The rows among the first `limit` that parsed as objects: format detection and the column check look at
+    these, so one malformed first row is that row's reject, not the whole source's error."""
+    rows: list[Mapping[str, Any]] = []
+    for position, (_, row) in enumerate(_iter_rows(path, kind, options)):
+        if position >= limit:
+            break
+        if isinstance(row, Mapping) and not isinstance(row, BadRow):
+            rows.append(row)
+    return rows
+
+
 def _iter_rows(path: Path, kind: str, options: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
     with path.open("rb") as fh:
         if kind == "jsonl":

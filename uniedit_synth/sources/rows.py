@@ -70,8 +70,15 @@ def scrub(text: str) -> str:
     return _SURROGATES.sub("\ufffd", text)
 
 
-def as_text(value: Any, field_name: str) -> str:
-    """A scalar as text; RowProblem for bytes that are not UTF-8 or text that carried such bytes."""
+#: answer columns that hold a list of annotators' answers by their name (VQAv2 `answers`, ChartQA `labels`,
+#: A-OKVQA `direct_answers`): the majority vote reduces them. A preset's own answer column is one too.
+ANSWER_LIST_COLUMNS = frozenset({"answers", "labels", "direct_answers"})
+
+
+def as_text(value: Any, field_name: str, answer_list: bool = False) -> str:
+    """A scalar as text; RowProblem for bytes that are not UTF-8, text that carried such bytes, and for any
+    value of another type (a list, an object, a boolean, NaN), named: a wrong type is never silently turned
+    into text. Only an answer-list column (`answer_list`) reduces a list by the majority vote."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -84,16 +91,25 @@ def as_text(value: Any, field_name: str) -> str:
         except UnicodeDecodeError:
             raise RowProblem(f"non-UTF-8 text in {field_name}") from None
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        raise RowProblem(f"{field_name} is a boolean ({str(value).lower()}), not text")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RowProblem(f"{field_name} is not a finite number ({value})")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, (int, float)):
         return str(value)
-    if isinstance(value, Mapping) and "answer" in value:
-        return as_text(value["answer"], field_name)
+    if answer_list and isinstance(value, (list, tuple)):
+        return majority_answer(value)
+    raise RowProblem(f"{field_name} is {_type_name(value)}, not text")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
     if isinstance(value, (list, tuple)):
-        return as_text(majority_answer(value), field_name)
-    raise RowProblem(f"{field_name} is not text ({type(value).__name__})")
+        return "a list" + (" (only answer-list columns such as `answers` are reduced by majority vote)"
+                           if value else "")
+    return f"a {type(value).__name__}"
 
 
 def json_safe(value: Any) -> Any:
@@ -130,9 +146,7 @@ def _answer_strings(values: Any) -> list[str]:
             value = value.get("answer")
         if value is None:
             continue
-        if isinstance(value, (bytes, bytearray)):
-            value = as_text(value, "answer")
-        text = _SPACES.sub(" ", str(value)).strip()
+        text = _SPACES.sub(" ", as_text(value, "answer")).strip()
         if text:
             out.append(text)
     return out
@@ -143,6 +157,8 @@ def majority_answer(values: Any) -> str:
     the alphabetically first, so the result does not depend on annotator order."""
     if isinstance(values, (str, bytes)):
         values = [values]
+    elif values is not None and not isinstance(values, (list, tuple)):
+        raise RowProblem(f"answer is {_type_name(values)}, not a list of answers")
     answers = _answer_strings(values)
     if not answers:
         return ""
@@ -338,8 +354,11 @@ class TableMapper:
         preset: str | None = None,
         subject_key: str | None = None,
         available: list[str] | None = None,
+        list_columns: frozenset[str] = frozenset(),
     ) -> None:
         user = dict(columns or {})
+        #: columns the source's schema declares as lists (an Arrow list type): an answer list there is voted on
+        self.list_columns = list_columns
         unknown = set(user) - set(ROLES)
         if unknown:
             raise SourceError(f"unknown source.columns role(s) {sorted(unknown)}; roles: {', '.join(ROLES)}")
@@ -445,7 +464,8 @@ class TableMapper:
             problems.append(f"missing field '{column}'")
             return ""
         try:
-            return as_text(row[column], name)
+            declared = column in ANSWER_LIST_COLUMNS or column in self.list_columns
+            return as_text(row[column], name, answer_list=name == "answer" and declared)
         except RowProblem as exc:
             problems.append(exc.detail)
             return ""

@@ -1,0 +1,654 @@
+"""A catalogue of hostile inputs and operator faults, run through the `uniedit` command line as a user would.
+
+Each case ends in one of three acceptable outcome classes:
+  reject        the record leaves as a reject with a reason (the run goes on and finishes)
+  clean error   the command stops with one line (`error: ...` or click's usage message) and exit code 2
+  handled       the command does the right thing (resumes, warns, escapes, cleans up) and says so
+and never in a failure class: TRACEBACK, HANG (every command runs under a time limit), SILENT (a wrong
+input silently converted or accepted), UNEXPECTED (anything else, e.g. the wrong reason).
+
+    python benchmarks/hostile_inputs.py            # all cases: 2-6 minutes on a shared 2-core VM
+    python benchmarks/hostile_inputs.py -k yaml    # the cases whose name contains "yaml"
+
+Exit status 1 when any case ends in a failure class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from PIL import Image  # noqa: E402
+
+from tests.fakes import FakeOpenAI  # noqa: E402
+
+ACCEPTABLE = ("reject", "clean error", "handled")
+TIME_LIMIT_S = 120.0
+
+
+@dataclass
+class Outcome:
+    kind: str  # reject | clean error | handled | TRACEBACK | HANG | SILENT | UNEXPECTED
+    detail: str
+
+
+@dataclass
+class Result:
+    rc: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def hung(self) -> bool:
+        return self.rc is None
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = TIME_LIMIT_S) -> Result:
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "uniedit_synth.cli", *args], capture_output=True, text=True,
+                              cwd=cwd or REPO, env={**os.environ, **(env or {})}, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        return Result(None, str(exc.stdout or ""), str(exc.stderr or ""), time.monotonic() - started)
+    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def failure(result: Result) -> Outcome | None:
+    if result.hung:
+        return Outcome("HANG", f"no answer within {TIME_LIMIT_S:.0f} s")
+    if "Traceback" in result.stderr:
+        return Outcome("TRACEBACK", result.stderr.strip().splitlines()[-1][:200])
+    return None
+
+
+def clean_error(result: Result, needle: str) -> Outcome:
+    """A one-line `error:` (or click usage message), exit 2, containing `needle`."""
+    bad = failure(result)
+    if bad:
+        return bad
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    usage = [line for line in lines if line.startswith("Error: ")]
+    message = usage[0] if usage and lines[0].startswith("Usage:") else (lines[0] if len(lines) == 1 else "")
+    if result.rc == 2 and message and needle.lower() in message.lower():
+        return Outcome("clean error", message)
+    return Outcome("UNEXPECTED", f"exit {result.rc}: {' | '.join(lines)[:200] or result.stdout[-200:]}")
+
+
+# -- inputs ------------------------------------------------------------------------------------------------
+def png(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    """A valid PNG header declaring side x side pixels (10 Gpx), with one tiny IDAT."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+class DripHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100_000):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+QUESTION = "What color is the box?"
+
+#: record cases: (case, the row, or raw bytes for a line, expected reason, a piece of the reject detail)
+def record_cases(drip_url: str) -> list[tuple[str, dict | bytes, str, str]]:
+    base = {"image": "good.png", "question": QUESTION, "answer": "red"}
+    return [
+        ("nul byte in image path", {**base, "id": "nul", "image": "good\u0000.png"}, "invalid_input", "NUL byte"),
+        ("image path escapes the root", {**base, "id": "escape", "image": "../../../etc/passwd"},
+         "invalid_input", "escapes the image root"),
+        ("absolute path outside the root", {**base, "id": "absolute", "image": "/etc/hostname"},
+         "invalid_input", "escapes the image root"),
+        ("symlink out of the root", {**base, "id": "symlink", "image": "link.png"}, "invalid_input",
+         "escapes the image root"),
+        ("missing image file", {**base, "id": "missing", "image": "nope.png"}, "invalid_input", "not found"),
+        ("empty image file", {**base, "id": "empty", "image": "empty.png"}, "invalid_input", "0 bytes"),
+        ("text file as image", {**base, "id": "text", "image": "text.png"}, "invalid_input", "not an image"),
+        ("truncated png", {**base, "id": "truncated", "image": "truncated.png"}, "invalid_input", "truncated"),
+        ("decompression bomb header", {**base, "id": "bomb", "image": "bomb.png"}, "invalid_input", "pixels"),
+        ("image path is a directory", {**base, "id": "dir", "image": "subdir"}, "invalid_input", "not a file"),
+        ("question given as a list", {**base, "id": "q-list", "question": [QUESTION, "How many?"]},
+         "invalid_input", "question is a list"),
+        ("question given as an object", {**base, "id": "q-dict", "question": {"en": QUESTION}},
+         "invalid_input", "question is an object"),
+        ("answer given as a boolean", {**base, "id": "a-bool", "answer": True}, "invalid_input",
+         "answer is a boolean"),
+        ("answer NaN", {**base, "id": "a-nan", "answer": float("nan")}, "invalid_input", "not a finite number"),
+        ("answer list in a plain answer column", {**base, "id": "a-list", "answer": ["red", "blue"]},
+         "invalid_input", "answer is a list"),
+        ("empty question", {**base, "id": "q-empty", "question": "   "}, "invalid_input", "empty question"),
+        ("question of 20k characters", {**base, "id": "q-long", "question": "Why? " * 4000}, "invalid_input",
+         "too long"),
+        ("non-UTF-8 bytes in the question",
+         b'{"id": "q-latin1", "image": "good.png", "question": "caf\xe9?", "answer": "red"}', "invalid_input",
+         "UTF-8"),
+        ("malformed JSON line", b'{"id": "broken", "image": "good.png", "question": ', "invalid_input", "JSON"),
+        ("row that is not an object", b"42", "invalid_input", "not an object"),
+        ("remote image host refuses connections", {**base, "id": "remote", "image": "http://127.0.0.1:9/x.png"},
+         "invalid_input", "fetch failed"),
+        ("data: URL", {**base, "id": "data-url", "image": "data:image/png;base64,AAAA"}, "invalid_input",
+         "unsupported image URL scheme"),
+        ("duplicate id", {**base, "id": "ok"}, "duplicate_id", "same id"),
+        ("remote image dripping 2 bytes/s", {**base, "id": "drip", "image": drip_url}, "invalid_input",
+         "longer than"),
+    ]
+
+
+def write_source(root: Path, drip_url: str) -> tuple[Path, list[tuple[str, dict | bytes, str, str]]]:
+    (root / "good.png").write_bytes(png())
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.png").write_bytes(b"this is not an image")
+    (root / "truncated.png").write_bytes(png((256, 256))[:200])
+    (root / "bomb.png").write_bytes(bomb_png())
+    (root / "subdir").mkdir()
+    secret = root.parent / "secret.png"
+    secret.write_bytes(png())
+    os.symlink(secret, root / "link.png")
+    cases = record_cases(drip_url)
+    first = b'{"id": "first-row-without-columns"}'
+    lines = [first, json.dumps({"id": "ok", "image": "good.png", "question": QUESTION, "answer": "red"}).encode()]
+    for _, row, _, _ in cases:
+        lines.append(row if isinstance(row, bytes) else json.dumps(row).encode())
+    path = root / "vqa.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path, cases
+
+
+def run_record_cases(tmp: Path, drip_url: str) -> list[tuple[str, Outcome]]:
+    root = tmp / "data"
+    root.mkdir()
+    source, cases = write_source(root, drip_url)
+    out = tmp / "records-run"
+    result = cli("synth", "--source", str(source), "--out", str(out), "--engine", "inline", "--no-progress",
+                 "--set", "stages.classify.drop_categories=[]", "--set", "input.allow_remote_images=true",
+                 "--set", "input.remote_timeout_s=2", "--set", "input.max_text_chars=4000")
+    names = [name for name, *_ in cases] + ["bad first row is one reject"]
+    bad = failure(result)
+    if bad or result.rc != 0:
+        outcome = bad or Outcome("UNEXPECTED", f"synth exit {result.rc}: {result.stderr.strip()[-200:]}")
+        return [(name, outcome) for name in names]
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for kind in ("data", "rejects"):
+        for path in sorted((out / kind).glob("shard-*.parquet")):
+            for row in pq.read_table(path, columns=["id", "accepted", "reject_reason", "reject_detail"]).to_pylist():
+                rows[row["id"]] = row
+    by_id = {row_id.split("/", 1)[1]: row for row_id, row in rows.items()}
+    unnamed = [row for row_id, row in by_id.items() if row_id.startswith(("row-",)) or len(row_id) == 16]
+    outcomes = []
+    for name, row, reason, needle in [*cases, ("bad first row is one reject",
+                                              {"id": "first-row-without-columns"}, "invalid_input", "no question column")]:
+        if isinstance(row, bytes):
+            try:
+                row_id = json.loads(row.decode("utf-8", "surrogateescape")).get("id")
+            except (ValueError, AttributeError):
+                row_id = None
+        else:
+            row_id = row["id"]
+        if reason == "duplicate_id":
+            found = next((r for k, r in by_id.items() if k.startswith("ok~dup")), None)
+        elif row_id is not None and row_id in by_id:
+            found = by_id[row_id]
+        else:
+            found = next((r for r in [*unnamed, *by_id.values()]
+                          if r["reject_detail"] and needle.lower() in r["reject_detail"].lower()), None)
+        if found is None:
+            outcomes.append((name, Outcome("UNEXPECTED", "the record left no row")))
+        elif found["accepted"]:
+            outcomes.append((name, Outcome("SILENT", "accepted")))
+        elif found["reject_reason"] == reason and needle.lower() in (found["reject_detail"] or "").lower():
+            outcomes.append((name, Outcome("reject", f"{reason}: {found['reject_detail']}")))
+        else:
+            outcomes.append((name, Outcome("UNEXPECTED", f"{found['reject_reason']}: {found['reject_detail']}")))
+    return outcomes
+
+
+# -- operator faults -----------------------------------------------------------------------------------------
+def base_run(tmp: Path) -> Path:
+    out = tmp / "base-run"
+    result = cli("synth", "--engine", "inline", "--limit", "4", "--shard-size", "2", "--no-progress", "--out",
+                 str(out))
+    if result.rc != 0:
+        raise SystemExit(f"the base run failed: {result.stderr[-500:]}")
+    return out
+
+
+def copy(run: Path, tmp: Path, name: str) -> Path:
+    target = tmp / name
+    shutil.copytree(run, target)
+    return target
+
+
+def synth_on(out: Path, *extra: str) -> Result:
+    return cli("synth", "--engine", "inline", "--limit", "4", "--shard-size", "2", "--no-progress", "--out",
+               str(out), *extra)
+
+
+def alias_bomb(tmp: Path) -> Path:
+    lines = ['    l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"    l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    text = (REPO / "pipelines" / "default.yaml").read_text().replace(
+        "  judge:\n    backend: text\n", "  judge:\n    backend: text\n    params:\n"
+        + "\n".join("  " + line for line in lines) + "\n")
+    path = tmp / "bomb.yaml"
+    path.write_text(text)
+    return path
+
+
+def pipeline_variant(tmp: Path, name: str, old: str, new: str) -> Path:
+    path = tmp / name
+    path.write_text((REPO / "pipelines" / "default.yaml").read_text().replace(old, new, 1))
+    return path
+
+
+def operator_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcome]]]:
+    cases: list[tuple[str, Callable[[], Outcome]]] = []
+
+    def case(name: str):
+        def register(fn: Callable[[], Outcome]) -> Callable[[], Outcome]:
+            cases.append((name, fn))
+            return fn
+        return register
+
+    @case("unknown CLI flag")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--bogus-flag", "--out", str(tmp / "never")), "No such option")
+
+    @case("negative --limit")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--limit", "-1", "--out", str(tmp / "never")), "--limit")
+
+    @case("--shard-size 0")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--shard-size", "0", "--out", str(tmp / "never")), "--shard-size")
+
+    @case("unknown command")
+    def _() -> Outcome:
+        return clean_error(cli("nosuchcommand"), "No such command")
+
+    @case("YAML alias bomb in the pipeline")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--pipeline", str(alias_bomb(tmp)), "--out", str(tmp / "bomb-run")),
+                           "aliases expand")
+
+    @case("YAML alias bomb in a --set value")
+    def _() -> Outcome:
+        value = "{a: &a [x,x,x,x,x,x,x,x,x], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], " \
+                "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], " \
+                "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], f: [*e,*e,*e,*e,*e,*e,*e,*e,*e]}"
+        return clean_error(cli("synth", "--set", f"stages.judge.params={value}", "--out", str(tmp / "never")),
+                           "aliases expand")
+
+    @case("non-UTF-8 pipeline file")
+    def _() -> Outcome:
+        path = tmp / "latin1.yaml"
+        path.write_bytes((REPO / "pipelines" / "default.yaml").read_bytes() + "# café\n".encode("latin-1"))
+        return clean_error(cli("synth", "--pipeline", str(path), "--out", str(tmp / "never")), "not UTF-8")
+
+    @case("pipeline that is not YAML")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--pipeline", str(pipeline_variant(tmp, "bad.yaml", "seed:", "seed: [")),
+                               "--out", str(tmp / "bad-run")), "not valid YAML")
+
+    @case("unknown pipeline key")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--set", "stages.judge.bogus=1", "--out", str(tmp / "never")), "unknown key")
+
+    @case("unknown backend type")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--set", "backends.text.type=nope", "--out", str(tmp / "nope-run"),
+                               "--engine", "inline"), "unknown type")
+
+    @case("missing API key")
+    def _() -> Outcome:
+        env = {k: "" for k in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")}
+        return clean_error(cli("synth", "--pipeline", "openai", "--out", str(tmp / "nokey-run"), env=env), "API key")
+
+    @case("source not found")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--source", str(tmp / "nothing.jsonl"), "--out", str(tmp / "typo-run")),
+                           "not found")
+
+    @case("FIFO as source")
+    def _() -> Outcome:
+        fifo = tmp / "fifo.jsonl"
+        os.mkfifo(fifo)
+        return clean_error(cli("synth", "--source", str(fifo), "--out", str(tmp / "fifo-run")), "not a regular file")
+
+    @case("source without question/answer columns")
+    def _() -> Outcome:
+        path = tmp / "nocols.jsonl"
+        path.write_text('{"id": 1, "ask": "?"}\n{"id": 2, "ask": "?"}\n')
+        return clean_error(cli("synth", "--source", str(path), "--out", str(tmp / "nocols-run")), "no column found")
+
+    @case("--out is a file")
+    def _() -> Outcome:
+        path = tmp / "a-file"
+        path.write_text("x")
+        return clean_error(cli("synth", "--out", str(path), "--engine", "inline"), "not writable")
+
+    @case("--out not writable")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--out", "/proc/uniedit-run", "--engine", "inline"), "not writable")
+
+    @case("changed config on an existing run")
+    def _() -> Outcome:
+        return clean_error(synth_on(copy(run, tmp, "changed"), "--set", "stages.judge.thresholds.coherence=2"),
+                           "different pipeline config")
+
+    @case("corrupt run.json and a changed config")
+    def _() -> Outcome:
+        out = copy(run, tmp, "corrupt-run-json")
+        (out / "run.json").write_text("garbage{")
+        return clean_error(synth_on(out, "--set", "stages.judge.thresholds.coherence=2"), "unknown")
+
+    @case("run.json of the wrong shape")
+    def _() -> Outcome:
+        out = copy(run, tmp, "shape-run-json")
+        (out / "run.json").write_text('{"pipeline_hash": 5, "config": 3}')
+        return clean_error(synth_on(out), "not a uniedit run.json")
+
+    @case("output locked by a live run")
+    def _() -> Outcome:
+        out = copy(run, tmp, "locked")
+        (out / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "start": None}))
+        return clean_error(synth_on(out), "in use by another run")
+
+    @case("truncated shard: report")
+    def _() -> Outcome:
+        out = copy(run, tmp, "truncated-report")
+        shard = out / "data" / "shard-00001.parquet"
+        shard.write_bytes(shard.read_bytes()[:300])
+        return clean_error(cli("report", str(out), "-q"), "truncated or corrupt")
+
+    @case("truncated shard: inspect")
+    def _() -> Outcome:
+        out = copy(run, tmp, "truncated-inspect")
+        shard = out / "data" / "shard-00001.parquet"
+        shard.write_bytes(shard.read_bytes()[:300])
+        return clean_error(cli("inspect", str(out), "--id", "nope"), "truncated or corrupt")
+
+    @case("truncated shard: export")
+    def _() -> Outcome:
+        out = copy(run, tmp, "truncated-export")
+        shard = out / "data" / "shard-00001.parquet"
+        shard.write_bytes(shard.read_bytes()[:300])
+        return clean_error(cli("export", str(out), "--format", "hf", "--out", str(tmp / "tr-hf")),
+                           "truncated or corrupt")
+
+    @case("export into a non-empty folder")
+    def _() -> Outcome:
+        target = tmp / "full"
+        target.mkdir()
+        (target / "keep.txt").write_text("mine")
+        return clean_error(cli("export", str(run), "--format", "hf", "--out", str(target)), "not empty")
+
+    @case("export of a folder that is not a run")
+    def _() -> Outcome:
+        return clean_error(cli("export", str(tmp), "--format", "hf", "--out", str(tmp / "x-hf")), "no finished shards")
+
+    @case("inspect an unknown id")
+    def _() -> Outcome:
+        return clean_error(cli("inspect", str(run), "--id", "no-such-id"), "no sample with id")
+
+    @case("provider unreachable (port closed)")
+    def _() -> Outcome:
+        return clean_error(cli("synth", "--pipeline", "openai", "--limit", "2", "--engine", "inline", "--no-progress",
+                               "--out", str(tmp / "unreachable-run"),
+                               "--set", "backends.gpt4o.base_url=http://127.0.0.1:9/v1",
+                               "--set", "backends.gpt-image.base_url=http://127.0.0.1:9/v1",
+                               "--set", "retry.initial_s=0.01", "--set", "retry.max_s=0.05",
+                               "--set", "limits.rate_limits={}", env={"OPENAI_API_KEY": "sk-unreachable-test"}),
+                           "unreachable")
+
+    @case("provider rejects the key (401)")
+    def _() -> Outcome:
+        with FakeOpenAI(api_key="sk-the-right-key-123") as fake:
+            return clean_error(cli("synth", "--pipeline", "openai", "--limit", "2", "--engine", "inline",
+                                   "--no-progress", "--out", str(tmp / "401-run"),
+                                   "--set", f"backends.gpt4o.base_url={fake.base_url}",
+                                   "--set", f"backends.gpt-image.base_url={fake.base_url}",
+                                   "--set", "limits.rate_limits={}", env={"OPENAI_API_KEY": "sk-a-wrong-key-456"}),
+                               "API key")
+
+    @case("remote URL while remote images are off")
+    def _() -> Outcome:
+        data = tmp / "remote-off"
+        data.mkdir()
+        (data / "vqa.jsonl").write_text(json.dumps({"id": "r", "image": "http://127.0.0.1:9/x.png",
+                                                    "question": QUESTION, "answer": "red"}) + "\n")
+        out = tmp / "remote-off-run"
+        result = cli("synth", "--source", str(data / "vqa.jsonl"), "--out", str(out), "--engine", "inline",
+                     "--no-progress")
+        bad = failure(result)
+        if bad or result.rc != 0:
+            return bad or Outcome("UNEXPECTED", result.stderr.strip()[-160:])
+        import pyarrow.parquet as pq
+
+        rows = [row for path in (out / "rejects").glob("shard-*.parquet") for row in pq.read_table(path).to_pylist()]
+        ok = len(rows) == 1 and "remote image URL refused" in (rows[0]["reject_detail"] or "")
+        return Outcome("reject" if ok else "UNEXPECTED", f"invalid_input: {rows[0]['reject_detail'] if rows else ''}")
+
+    # -- handled ---------------------------------------------------------------------------------------------
+    @case("manifest line of the wrong shape")
+    def _() -> Outcome:
+        out = copy(run, tmp, "manifest-shape")
+        lines = (out / "manifest.jsonl").read_bytes().splitlines(keepends=True)
+        (out / "manifest.jsonl").write_bytes(lines[0] + b'{"shard": 0, "records": 2}\n' + b"".join(lines[1:]))
+        result = cli("stats", str(out))
+        bad = failure(result)
+        if bad:
+            return bad
+        ok = result.rc == 0 and "line 2 is not a shard result" in result.stderr and "records: 4" in result.stdout
+        return Outcome("handled" if ok else "UNEXPECTED", result.stderr.strip().splitlines()[0][:160])
+
+    @case("truncated shard: stats warns")
+    def _() -> Outcome:
+        out = copy(run, tmp, "truncated-stats")
+        shard = out / "data" / "shard-00001.parquet"
+        shard.write_bytes(shard.read_bytes()[:300])
+        result = cli("stats", str(out))
+        ok = result.rc == 0 and "missing or truncated" in result.stderr
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", result.stderr.strip()[:160])
+
+    @case("torn last manifest line")
+    def _() -> Outcome:
+        out = copy(run, tmp, "torn")
+        with open(out / "manifest.jsonl", "a") as fh:
+            fh.write('{"shard": 2, "rec')
+        result = synth_on(out)
+        ok = result.rc == 0 and "torn line" in result.stderr and "2 already done" in result.stdout
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", "cut off, finished shards kept")
+
+    @case("stale lock of a dead process")
+    def _() -> Outcome:
+        out = copy(run, tmp, "stale")
+        (out / ".lock").write_text(json.dumps({"pid": 4_000_000, "host": socket.gethostname(), "start": "1"}))
+        result = synth_on(out)
+        ok = result.rc == 0 and "stale lock" in result.stderr
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", "lock taken over, run resumed")
+
+    @case("pipeline name ../../x as the default output")
+    def _() -> Outcome:
+        work = tmp / "w1" / "w2"
+        work.mkdir(parents=True)
+        result = cli("synth", "--engine", "inline", "--limit", "1", "--no-progress", "--set", "name=../../x",
+                     cwd=work)
+        inside = [p.name for p in (work / "runs").iterdir()] if (work / "runs").exists() else []
+        ok = result.rc == 0 and not (tmp / "x").exists() and inside == ["x"]
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", f"written to runs/{inside}")
+
+    @case("staging folder of a killed export")
+    def _() -> Outcome:
+        dead = tmp / ".leftover-hf.partial-4000000"
+        dead.mkdir()
+        result = cli("export", str(run), "--format", "hf", "--out", str(tmp / "leftover-hf"), "-q")
+        ok = result.rc == 0 and not dead.exists()
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", "removed by the next export")
+
+    @case("ANSI/OSC escapes in a sample id")
+    def _() -> Outcome:
+        data = tmp / "ansi"
+        data.mkdir()
+        (data / "good.png").write_bytes(png())
+        evil = "x\x1b]0;pwned\x07\x1b[31mred"
+        (data / "vqa.jsonl").write_text(json.dumps({"id": evil, "image": "good.png", "question": QUESTION,
+                                                    "answer": "red"}) + "\n")
+        out = tmp / "ansi-run"
+        made = cli("synth", "--source", str(data / "vqa.jsonl"), "--out", str(out), "--engine", "inline",
+                   "--no-progress")
+        result = cli("inspect", str(out), "--id", f"vqa/{evil}")
+        text = result.stdout + result.stderr + made.stdout + made.stderr
+        ok = result.rc == 0 and "\x1b" not in text and "\\x1b" in result.stdout
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", "escaped as \\x1b in the terminal")
+
+    @case("a key echoed into a log record")
+    def _() -> Outcome:
+        key = "sk-echoed-canary-5f1e2d3c4b"
+        script = ("import logging\nfrom uniedit_synth.cli import _setup_logging\n_setup_logging(2, False)\n"
+                  f"logging.getLogger('httpcore2.http11').warning('headers %r', [(b'x-echo', b'{key}')])\n")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, "UE_BENCH_API_KEY": key}, timeout=60)
+        ok = proc.returncode == 0 and key not in proc.stderr and "***" in proc.stderr
+        return Outcome("handled" if ok else "UNEXPECTED", "redacted as ***")
+
+    @case("a typo in --source, then the right source")
+    def _() -> Outcome:
+        data = tmp / "typo"
+        data.mkdir()
+        (data / "good.png").write_bytes(png())
+        (data / "vqa.jsonl").write_text(json.dumps({"id": "r", "image": "good.png", "question": QUESTION,
+                                                    "answer": "red"}) + "\n")
+        out = tmp / "typo-then-right"
+        typo = cli("synth", "--source", str(data / "vqa.jsnol"), "--out", str(out), "--engine", "inline")
+        right = cli("synth", "--source", str(data / "vqa.jsonl"), "--out", str(out), "--engine", "inline",
+                    "--no-progress")
+        ok = typo.rc == 2 and right.rc == 0 and "1 records" in right.stdout
+        return failure(typo) or failure(right) or Outcome("handled" if ok else "UNEXPECTED",
+                                                          (right.stdout or right.stderr).strip()[:120])
+
+    @case("explicit --source with the default pipeline's limit: 300")
+    def _() -> Outcome:
+        data = tmp / "many"
+        data.mkdir()
+        (data / "good.png").write_bytes(png())
+        pipeline = pipeline_variant(tmp, "limit2.yaml", "limit: 300", "limit: 2")
+        rows = [json.dumps({"id": f"r{i}", "image": "good.png", "question": f"What color is box {i}?",
+                            "answer": "red"}) for i in range(5)]
+        (data / "vqa.jsonl").write_text("\n".join(rows) + "\n")
+        result = cli("synth", "--pipeline", str(pipeline), "--source", str(data / "vqa.jsonl"), "--out",
+                     str(tmp / "many-run"), "--engine", "inline", "--no-progress")
+        ok = result.rc == 0 and "5 records" in result.stdout
+        return failure(result) or Outcome("handled" if ok else "SILENT", result.stdout.splitlines()[0][:120])
+
+    @case("SIGTERM mid-run, then a rerun")
+    def _() -> Outcome:
+        out = tmp / "term-run"
+        args = [sys.executable, "-m", "uniedit_synth.cli", "synth", "--engine", "inline", "--limit", "40",
+                "--shard-size", "4", "--no-progress", "--out", str(out), "--set", "backends.text.options.latency_s=0.05"]
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + TIME_LIMIT_S
+        manifest = out / "manifest.jsonl"
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                manifest.exists() and manifest.stat().st_size):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=TIME_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return Outcome("HANG", "no exit after SIGTERM")
+        if "Traceback" in stderr:
+            return Outcome("TRACEBACK", stderr.strip().splitlines()[-1][:200])
+        again = cli("synth", *args[4:])
+        ok = proc.returncode == 143 and "interrupted" in stderr and again.rc == 0 and "already done" in again.stdout
+        return Outcome("handled" if ok else "UNEXPECTED", f"exit {proc.returncode}, rerun resumed")
+
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-k", default="", help="only the cases whose name contains this")
+    args = parser.parse_args()
+    started = time.monotonic()
+    drip = ThreadingHTTPServer(("127.0.0.1", 0), DripHandler)
+    drip.daemon_threads = True
+    threading.Thread(target=drip.serve_forever, daemon=True).start()
+    drip_url = f"http://127.0.0.1:{drip.server_address[1]}/slow.png"
+    results: list[tuple[str, Outcome, float]] = []
+    with tempfile.TemporaryDirectory(prefix="uniedit-hostile-") as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.monotonic()
+        records = run_record_cases(tmp, drip_url)
+        per_record = (time.monotonic() - t0) / max(1, len(records))
+        results += [(name, outcome, per_record) for name, outcome in records if args.k in name]
+        run = base_run(tmp)
+        for name, check in operator_cases(tmp, run):
+            if args.k not in name:
+                continue
+            t0 = time.monotonic()
+            try:
+                outcome = check()
+            except Exception as exc:  # noqa: BLE001 - a broken case is reported, not raised
+                outcome = Outcome("UNEXPECTED", f"the case itself failed: {type(exc).__name__}: {exc}")
+            results.append((name, outcome, time.monotonic() - t0))
+    drip.shutdown()
+
+    width = max(len(name) for name, _, _ in results)
+    print(f"{'#':>3}  {'case':<{width}}  {'outcome':<12} {'s':>5}  detail")
+    for number, (name, outcome, seconds) in enumerate(results, 1):
+        detail = outcome.detail.replace("\n", " ")
+        detail = detail if len(detail) <= 110 else detail[:107] + "..."
+        print(f"{number:>3}  {name:<{width}}  {outcome.kind:<12} {seconds:>5.1f}  {detail}")
+    tally = Counter(outcome.kind for _, outcome, _ in results)
+    failed = sum(n for kind, n in tally.items() if kind not in ACCEPTABLE)
+    print(f"\n{len(results)} cases in {time.monotonic() - started:.0f} s: "
+          + ", ".join(f"{tally.get(kind, 0)} {kind}" for kind in ACCEPTABLE)
+          + f"; {failed} failed (traceback, hang, silent or unexpected)")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
