@@ -130,6 +130,9 @@ class TreeSampler:
         self.peak_at = 0.0
         self.samples = 0
         self.role_peaks: dict[str, int] = {}
+        #: peak RSS of each process by (role, pid): the driver and each worker on their own, so a leak in one
+        #: process is not hidden by the fixed memory of the others
+        self.process_peaks: dict[tuple[str, int], int] = {}
         self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -172,6 +175,8 @@ class TreeSampler:
                 continue
             rss += mine
             roles[role] = roles.get(role, 0) + mine
+            key = (role, proc.pid)
+            self.process_peaks[key] = max(self.process_peaks.get(key, 0), mine)
         for role, value in roles.items():
             self.role_peaks[role] = max(self.role_peaks.get(role, 0), value)
         self.samples += 1
@@ -200,6 +205,8 @@ class SynthResult:
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
     role_peaks_mb: dict[str, float] = field(default_factory=dict)
+    #: peak RSS (MB) of every process of the tree, by (role, pid)
+    process_peaks_mb: dict[tuple[str, int], float] = field(default_factory=dict)
 
 
 def run_synth(args: list[str], env: dict[str, str] | None = None, sample: bool = True,
@@ -225,7 +232,8 @@ def run_synth(args: list[str], env: dict[str, str] | None = None, sample: bool =
         raise RuntimeError(f"uniedit synth failed ({proc.returncode}):\n{stderr[-3000:]}")
     return SynthResult(proc.returncode, wall, summary, shards, stderr,
                        cpu_s=sampler.cpu_s, peak_rss_mb=sampler.peak_rss / 2**20,
-                       role_peaks_mb={k: v / 2**20 for k, v in sampler.role_peaks.items()})
+                       role_peaks_mb={k: v / 2**20 for k, v in sampler.role_peaks.items()},
+                       process_peaks_mb={k: v / 2**20 for k, v in sampler.process_peaks.items()})
 
 
 def main() -> None:

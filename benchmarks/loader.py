@@ -1,14 +1,15 @@
 """Training loader speed: samples/s of the torch datasets (uniedit_synth.train.loader) with 0 and 2 DataLoader
 workers, side by side with a raw decode of the same rows (pyarrow read + PIL decode of both images).
 
-The rows come from an offline builtin run made first (accepted samples in data/). One epoch over every row
-per measurement, after one warm-up epoch (page cache, imports, and the start of the workers, which are
-persistent). The datasets do more than the raw decode: they resize both images to --size, turn them into
-[-1, 1] tensors and compute the edit mask and region weight; the map-style one, shuffled, also reads a whole
-row group (up to 64 rows in a run shard) for each row it misses in its small cache.
+The rows come from an offline builtin run made first (accepted samples in data/; 256 px scenes). One epoch over
+every row per measurement, after one warm-up epoch (page cache, imports, and the start of the workers, which
+are persistent). The datasets do more than the raw decode: they resize both images to --size (512 px by
+default), turn them into [-1, 1] float tensors (6 MB a sample at 512 px, handed from the workers to the main
+process) and compute the edit mask and region weight; the map-style one is shuffled by the DataLoader.
 
-    python benchmarks/loader.py                       # ~500 rows of 256 px scenes, items at 256 px
-    python benchmarks/loader.py --records 1000 --size 512 --batch-size 8
+    python benchmarks/loader.py                       # ~500 rows of 256 px scenes, items at 512 px
+    python benchmarks/loader.py --records 1000 --size 256 --batch-size 8
+    python benchmarks/loader.py --profile             # cProfile of the item transform (CPU), then exit
 """
 
 from __future__ import annotations
@@ -59,16 +60,42 @@ def timed(fn, repeats: int) -> tuple[float, int]:
     return best, rows
 
 
+def profile_items(run: Path, size: int) -> None:
+    """Where an item's CPU goes (cProfile with a CPU clock, so a loaded machine does not skew it)."""
+    import cProfile
+    import pstats
+    import random
+
+    from uniedit_synth.train.loader import EditPairDataset
+
+    dataset = EditPairDataset(run, image_size=size)
+    order = list(range(len(dataset)))
+    random.Random(0).shuffle(order)
+    for index in order[:20]:
+        dataset[index]  # warm-up: imports, first reads
+    profiler = cProfile.Profile(time.process_time)
+    started = time.process_time()
+    profiler.enable()
+    for index in order[:200]:
+        dataset[index]
+    profiler.disable()
+    items = min(200, len(order))
+    print(f"{1000 * (time.process_time() - started) / items:.2f} ms CPU per item at {size} px (profiled)")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=600, help="records of the builtin run (~85%% accepted)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the scene images in the run (px)")
-    parser.add_argument("--size", type=int, default=256, help="item image size (the datasets resize to it)")
+    parser.add_argument("--size", type=int, default=512, help="item image size (the datasets resize to it)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers values")
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per measurement (best is kept)")
     parser.add_argument("--run", type=Path, default=None, help="use this run dir instead of making one")
     parser.add_argument("--workdir", type=Path, default=None, help="where the run goes (default: a temp dir)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile 200 shuffled items of the map-style dataset in this process and exit")
     args = parser.parse_args()
 
     import torch
@@ -85,6 +112,9 @@ def main() -> None:
             run_synth(["--out", str(run), "--limit", str(args.records), "--engine", "inline",
                        "--set", f"source.options.image_size={args.image_size}"], sample=False)
         files = shard_files(run)
+        if args.profile:
+            profile_items(run, args.size)
+            return
         results = []
         seconds, rows = timed(lambda: raw_decode(files), args.repeats)
         results.append(("raw: pyarrow read + PIL decode of both images", 0, rows, seconds))

@@ -325,6 +325,8 @@ class EngineSpec(Strict):
     #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
     shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None
+    #: workers spend leases of rate-limit slots locally (DESIGN §4); false: one coordinator RPC per call
+    leases: bool = True
     #: what every shard worker asks Ray for (merged with the resources of the backends the stages use)
     worker_resources: ActorResources = Field(default_factory=ActorResources)
 

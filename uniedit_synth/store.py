@@ -124,10 +124,14 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
 
+#: rows per parquet row group in run shards: a shuffled torch loader reads a whole group per miss
+SHARD_ROW_GROUP_ROWS = 16
+
+
 def write_shard_table(run_dir: Path | RunFS, kind: str, index: int, table: pa.Table) -> dict[str, Any]:
     """Write one shard file atomically; returns its manifest record (path, rows, sha256)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=max(1, min(table.num_rows, 64)), compression="zstd")
+    pq.write_table(table, sink, row_group_size=max(1, min(table.num_rows, SHARD_ROW_GROUP_ROWS)), compression="zstd")
     data = sink.getvalue().to_pybytes()
     rel = f"{kind}/{shard_name(index)}"
     as_run_fs(run_dir).write_bytes(rel, data, fsync=True)

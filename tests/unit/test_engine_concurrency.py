@@ -53,23 +53,36 @@ def test_unlimited_bucket_is_answered_locally_but_a_pause_reaches_every_worker()
     async def scenario() -> None:
         coordinator = Coordinator(rate_limits={"openai/limited": {"rpm": 6000, "tpm": None}})
         handle = FakeHandle(coordinator)
-        a = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False)
-        b = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False)
+        a = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False, holder="a")
+        b = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False, holder="b")
         for _ in range(50):
             assert await a.acquire("openai/free", 10) == 0.0
-        assert handle.calls.count("pauses") == 1  # polled once, not asked per call
+        assert handle.calls.count("revocations") == 1  # polled once, not asked per call
         assert handle.calls.count("acquire") == 0
         await b.acquire("openai/free")  # b polls now, before any pause
 
         await a.pause("openai/free", 5.0)  # a hit a 429 with Retry-After: 5
         assert 4.5 < await a.acquire("openai/free") <= 5.0  # a knows at once
-        b._polled -= RemoteCoordinator.PAUSE_POLL_S  # b's next poll is due
+        b._holder._heard -= RemoteCoordinator.PAUSE_POLL_S  # b's next poll is due
         assert 4.5 < await b.acquire("openai/free") <= 5.0  # b learns it from the coordinator
 
+        await asyncio.gather(*(a.acquire("openai/limited") for _ in range(3)))  # 3 calls waiting at once
+        assert handle.calls.count("acquire") == 0  # a configured limit is spent from a lease
+        stats = (await coordinator.limiter_stats())["openai/limited"]
+        assert handle.calls.count("lease") == stats["leases"] < 3 and stats["max_lease"] == 3
+
+        # a progress report's reply carries the pauses too: c learns of one without polling
+        c = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False, holder="c")
+        await a.pause("openai/other", 3.0)
+        polls = handle.calls.count("revocations")
+        await c.report({"records": 1})
+        assert 2.5 < await c.acquire("openai/other") <= 3.0
+        assert handle.calls.count("revocations") == polls
+
+        unleased = RemoteCoordinator(handle, limited=frozenset({"openai/limited"}), budget=False, leases=False)
         for _ in range(3):
-            await a.acquire("openai/limited")
-        assert handle.calls.count("acquire") == 3  # a configured limit is always the coordinator's to decide
-        assert (await coordinator.limiter_stats())["openai/limited"]["granted"] == 3
+            await unleased.acquire("openai/limited")
+        assert handle.calls.count("acquire") == 3  # without leases every call asks the coordinator
 
     asyncio.run(scenario())
 

@@ -225,6 +225,7 @@ class Driver:
         summary = RunSummary(out_dir=self.run_dir.display)
         status = "failed"
         limiter: dict[str, Any] = {}
+        rpcs: dict[str, int] = {}
         replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
@@ -236,6 +237,7 @@ class Driver:
         finally:
             with contextlib.suppress(Exception):
                 limiter = await runtime.coordinator.limiter_stats()
+                rpcs = await runtime.coordinator.rpc_counts()
             with contextlib.suppress(Exception):
                 replicas = await runtime.replica_stats()
             await runtime.close()
@@ -246,7 +248,8 @@ class Driver:
             failed = status not in ("finished", "budget_exhausted")
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                         "rate_limits": limiter, **({"replicas": replicas} if replicas else {})}
+                         "rate_limits": limiter, "coordinator_rpcs": rpcs,
+                         **({"replicas": replicas} if replicas else {})}
                 jobs = JobStore(self.run_dir.fs).all()
                 if jobs:
                     extra["batch_jobs"] = summarise_jobs(jobs)
@@ -271,6 +274,7 @@ class Driver:
         in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int]] = {}
         load = Counter[int]()
         caps = bool(self.config.stages.classify.category_caps)
+        budgeted = self.config.limits.max_cost_usd is not None
         shards = iter_shards(source, engine.shard_size)
         poller = asyncio.create_task(self._poll_progress(runtime, bar, lambda: base_records))
         try:
@@ -293,8 +297,9 @@ class Driver:
                     continue
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)
-                await runtime.coordinator.register_shard(shard)
-                exhausted = not await runtime.coordinator.budget_left()
+                if caps:  # only category caps need the coordinator to know the shard order
+                    await runtime.coordinator.register_shard(shard)
+                exhausted = budgeted and not await runtime.coordinator.budget_left()
                 worker = min(range(runtime.workers), key=lambda w: load[w])
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, 0)
             while in_flight:
@@ -330,7 +335,7 @@ class Driver:
                 log.warning("%s; retrying it on a fresh worker", exc)
                 summary.shards_retried += 1
                 await runtime.replace_worker(worker, exc.generation)
-                exhausted = not await runtime.coordinator.budget_left()
+                exhausted = self.config.limits.max_cost_usd is not None and not await runtime.coordinator.budget_left()
                 self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
                 continue
             self.run_dir.append_manifest(result)

@@ -8,11 +8,9 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
 from ..errors import UniEditError, handle_sigterm
 from ..records import VQARecord
 from ..store import ShardResult
-from .coordinator import Coordinator
+from .coordinator import Coordinator, LeaseHolder
 from .replicas import start_pools
 from .worker import CAPABILITY, ShardProcessor
 
@@ -108,50 +106,61 @@ class InlineRuntime:
 class RemoteCoordinator:
     """Awaitable facade over the coordinator actor, so workers call it like the in-process one.
 
-    A worker's facade (given `limited`, the rate-limited buckets) answers two per-call questions locally,
-    because an actor round trip per model call costs both processes real CPU and tells nothing new:
-    - `acquire` for a bucket with no configured limit: it waits only for a Retry-After pause, which this
-      worker knows at once when it hit the 429 itself, and learns from the coordinator (`pauses`, polled
+    A worker's facade (given `limited`, the rate-limited buckets) answers the per-call questions locally,
+    because an actor round trip per model call costs both processes real CPU and, at a few hundred calls/s,
+    makes the one actor the cluster's bottleneck:
+    - `acquire` for a bucket with a configured limit spends the slots of a lease (coordinator.LeaseHolder;
+      `leases=False` asks the coordinator on every call instead, as before leases);
+    - `acquire` for a bucket with no configured limit waits only for a Retry-After pause, which this worker
+      knows at once when it hit the 429 itself, and learns from the coordinator (lease replies, or a poll
       at most every PAUSE_POLL_S) when another worker did;
     - `budget_left` / `spend` when the run has no --max-cost: the money is summed here and sent with the
-      next progress report.
+      next progress report;
+    - `admit` when the run has no category caps: every record is admitted.
+    `rpcs` counts the round trips this facade made.
     """
 
-    PAUSE_POLL_S = 0.2
+    PAUSE_POLL_S = LeaseHolder.POLL_S
 
-    def __init__(self, handle: Any, limited: frozenset[str] | None = None, budget: bool = True):
+    def __init__(self, handle: Any, limited: frozenset[str] | None = None, budget: bool = True,
+                 leases: bool = True, holder: str = "", caps: bool = True):
         self._handle = handle
+        self._caps = caps
         self._limited = limited  # None: ask the coordinator about every bucket
         self._budget = budget
-        self._paused: dict[str, float] = {}  # bucket -> local monotonic end of its pause
-        self._polled = -math.inf
+        self._leases = leases
+        self._holder = LeaseHolder(self._rpc, holder or f"pid-{os.getpid()}-{id(self):x}")
         self._unspent = 0.0
+        self.rpcs = 0
+
+    async def _rpc(self, name: str, *args: Any) -> Any:
+        self.rpcs += 1
+        return await getattr(self._handle, name).remote(*args)
 
     async def acquire(self, bucket: str, tokens: int = 0) -> float:
-        if self._limited is None or bucket in self._limited:
-            return await self._handle.acquire.remote(bucket, tokens)
-        now = time.monotonic()
-        if now - self._polled >= self.PAUSE_POLL_S:
-            self._polled = now  # one poll at a time; concurrent callers use what is known
-            for name, seconds in (await self._handle.pauses.remote()).items():
-                self._pause_locally(name, seconds)
-        return max(0.0, self._paused.get(bucket, 0.0) - time.monotonic())
+        if self._limited is None or (bucket in self._limited and not self._leases):
+            return await self._rpc("acquire", bucket, tokens)
+        if bucket in self._limited:
+            return await self._holder.acquire(bucket, tokens)
+        await self._holder.keep_up()
+        return self._holder.paused_for(bucket)
 
     async def pause(self, bucket: str, seconds: float) -> None:
-        self._pause_locally(bucket, seconds)
-        await self._handle.pause.remote(bucket, seconds)
-
-    def _pause_locally(self, bucket: str, seconds: float) -> None:
-        self._paused[bucket] = max(self._paused.get(bucket, 0.0), time.monotonic() + seconds)
+        await self._holder.pause(bucket, seconds)
 
     async def budget_left(self) -> bool:
-        return True if not self._budget else await self._handle.budget_left.remote()
+        return True if not self._budget else await self._rpc("budget_left")
 
     async def spend(self, usd: float) -> bool:
         if not self._budget:
             self._unspent += usd
             return True
-        return await self._handle.spend.remote(usd)
+        return await self._rpc("spend", usd)
+
+    async def admit(self, shard: int, categories: list[str]) -> list[bool]:
+        if not self._caps:
+            return [True] * len(categories)  # no category caps: nothing to decide in shard order
+        return await self._rpc("admit", shard, categories)
 
     async def reserve(self, usd: float) -> bool:
         return True if not self._budget else await self._handle.reserve.remote(usd)
@@ -163,13 +172,17 @@ class RemoteCoordinator:
     async def report(self, delta: dict[str, Any]) -> None:
         if self._unspent:
             delta, self._unspent = {**delta, "spent_usd": self._unspent}, 0.0
-        await self._handle.report.remote(delta)
+        news = await self._rpc("report", delta)
+        if news:
+            self._holder.news(*news)  # a report's reply carries the pauses a poll would ask for
 
     def __getattr__(self, name: str):
-        method = getattr(self._handle, name)
+        if name.startswith("_"):
+            raise AttributeError(name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await method.remote(*args, **kwargs)
+            self.rpcs += 1
+            return await getattr(self._handle, name).remote(*args, **kwargs)
 
         return call
 
@@ -195,7 +208,9 @@ class _ShardWorkerActor:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
             remote = RemoteCoordinator(coordinator, limited=frozenset(config.limits.rate_limits),
-                                       budget=config.limits.max_cost_usd is not None)
+                                       budget=config.limits.max_cost_usd is not None,
+                                       leases=config.engine.leases, holder=label,
+                                       caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted)
 

@@ -150,6 +150,7 @@ class ShardProcessor:
         self._sems = {d.name: asyncio.Semaphore(getattr(config.stages, d.name).concurrency) for d in STAGES}
         self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
         self._pending_report: dict[str, Any] = {}
+        self._reporter: asyncio.Task | None = None
         self._started: asyncio.Task | None = None
         self._root = image_root_for(config.source)
 
@@ -168,6 +169,8 @@ class ShardProcessor:
         await asyncio.shield(self._started)
 
     async def aclose(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
         for backend in self._backends.values():
             await backend.aclose()
 
@@ -181,7 +184,10 @@ class ShardProcessor:
             item.ledger.owner = item.record.id
         outcomes: list[Sample | None] = [None] * len(items)
         batch: Counter = Counter()
-        reporter = asyncio.create_task(self._report_loop())
+        if self._reporter is None or self._reporter.done():
+            # one progress report every REPORT_S for all the shards this worker holds (not one loop a shard:
+            # with a dozen shards in flight those made most of the coordinator's RPCs)
+            self._reporter = asyncio.create_task(self._report_loop())
         try:
             # phase 1: validate + classify (cheap) for every record
             await self._in_waves(
@@ -204,7 +210,6 @@ class ShardProcessor:
                 lambda i, f: self._back(i, items[i], outcomes, f),
             )
         finally:
-            reporter.cancel()
             await self._flush_report()
         samples = [s for s in outcomes if s is not None]
         if len(samples) != len(records):
@@ -433,9 +438,11 @@ class ShardProcessor:
     def _image_root(self) -> Path | None:
         return self._root
 
+    REPORT_S = 1.0
+
     async def _report_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(self.REPORT_S)
             await self._flush_report()
 
     async def _flush_report(self) -> None:

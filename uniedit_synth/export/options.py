@@ -14,7 +14,7 @@ SPLITS = ("train", "validation")
 #: rows per file when the caller does not say: JSONL is text only; parquet shards carry two images per row
 DEFAULT_SHARD_ROWS = {"uniedit-jsonl": 10_000, "hf": 500, "bagel": 1_000}
 #: rows per parquet row group: BAGEL hands row groups (not files) to its ranks × workers, so keep them small
-DEFAULT_ROW_GROUP_ROWS = {"uniedit-jsonl": 0, "hf": 100, "bagel": 32}
+DEFAULT_ROW_GROUP_ROWS = {"uniedit-jsonl": 0, "hf": 16, "bagel": 32}  # a shuffled loader reads a group per miss
 
 
 class ExportOptions(BaseModel):
