@@ -115,6 +115,25 @@ class SourceSpec(Strict):
     subject_caps: dict[str, int] = Field(default_factory=dict)
 
 
+class BatchSpec(Strict):
+    """How a batch-mode stage sends its calls as provider batch jobs (engine/batch.py)."""
+
+    #: requests per job (OpenAI allows 50,000 per input file)
+    max_requests: int = Field(default=50_000, ge=1, le=1_000_000)
+    #: bytes of requests per job (an OpenAI input file: 200 MB; Gemini sends a job over 20 MB as a file)
+    max_bytes: int = Field(default=200_000_000, ge=1_000)
+    #: seconds between polls of a job in flight
+    poll_s: float = Field(default=30.0, gt=0, le=3600)
+    #: seconds a wave's requests wait for the waves of the worker's other shards, to share their jobs
+    group_s: float = Field(default=10.0, ge=0, le=3600)
+    #: the provider's window (OpenAI accepts "24h" only)
+    completion_window: str = "24h"
+    #: how many jobs may fail (or expire) for one request before giving up on batch for it
+    max_job_attempts: int = Field(default=3, ge=1, le=100)
+    #: after `max_job_attempts`: "online" sends the request online, "stop" stops the run
+    on_failure: Literal["online", "stop"] = "online"
+
+
 class StageOptions(Strict):
     """What every stage accepts: its concurrency (per worker), free-form `params`, and what a worker running
     it asks Ray for (`resources`, merged with its backends' and engine.worker_resources)."""
@@ -129,6 +148,9 @@ class StageBase(StageOptions):
 
     backend: str
     prompt: str | None = None
+    #: "batch": cache misses go out as provider batch jobs (half the price, up to a day's turnaround)
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
 
 class ClassifySpec(StageBase):
@@ -286,6 +308,8 @@ STAGE_TABLE: tuple[StageDef, ...] = (
 STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
 #: the stages configured under `stages:` in the YAML
 CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
+#: the stages that call a model (they can run in batch mode: `stages.<name>.mode`)
+MODEL_STAGES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE if d.capability is not None)
 #: the stages a judged failure repeats (edit … judge): their calls belong to an attempt
 ATTEMPT_STAGES: tuple[str, ...] = tuple(
     name for d in STAGE_TABLE if d.retries
@@ -364,6 +388,8 @@ class Price(Strict):
     output_per_mtok: float = 0.0
     per_image_in: float = 0.0
     per_image_out: float = 0.0
+    #: share of the online price a provider batch job costs (OpenAI Batch and Gemini Batch Mode: 50 %)
+    batch_factor: float = Field(default=0.5, ge=0)
 
 
 class PipelineConfig(Strict):
@@ -422,8 +448,8 @@ class PipelineConfig(Strict):
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
-            stage.pop("concurrency", None)
-            stage.pop("resources", None)
+            for how in ("concurrency", "resources", "mode", "batch"):  # online or batch: the same replies, rows
+                stage.pop(how, None)
         return view
 
 

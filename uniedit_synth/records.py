@@ -112,6 +112,8 @@ class Sample(BaseModel):
     cost_usd: float = 0.0
     latency_s: float = 0.0
     pipeline_hash: str = ""
+    #: cost_usd plus replies this row used that another row paid for (a shared cached reply)
+    attributed_cost_usd: float = 0.0
     edit_program: dict[str, Any] | None = None
     record_meta: dict[str, Any] = Field(default_factory=dict)
     #: the instruction plan drawn for this record (style, candidate, expected branch, both branch edits)
@@ -182,6 +184,7 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("edit_program", pa.string()),
     pa.field("record_meta", pa.string()),
     pa.field("instruction_plan", INSTRUCTION_PLAN_STRUCT),
+    pa.field("attributed_cost_usd", pa.float64()),
     pa.field("reasoning", pa.string()),
     pa.field("intended_effect", pa.string()),
     pa.field("judge_cascade", pa.string()),

@@ -164,6 +164,13 @@ class RemoteCoordinator:
             return [True] * len(categories)  # no category caps: nothing to decide in shard order
         return await self._rpc("admit", shard, categories)
 
+    async def reserve(self, usd: float) -> bool:
+        return True if not self._budget else await self._handle.reserve.remote(usd)
+
+    async def release(self, usd: float) -> None:
+        if self._budget:
+            await self._handle.release.remote(usd)
+
     async def report(self, delta: dict[str, Any]) -> None:
         if self._unspent:
             delta, self._unspent = {**delta, "spent_usd": self._unspent}, 0.0

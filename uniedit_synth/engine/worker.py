@@ -9,6 +9,7 @@ this worker holds. Every record leaves exactly once, as a Sample that is accepte
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import importlib
 import json
@@ -29,6 +30,7 @@ from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from ..store import RunDir, ShardResult
+from .batch import BatchPending, BatchRunner, BatchState, StageBatch
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -71,6 +73,12 @@ async def gather_or_cancel(coros: Iterable[Awaitable[Any]]) -> None:
         for task in tasks:
             task.cancel()
         raise
+
+
+def batch_route(backend: Any, capability: str) -> Any:
+    """The backend's batch route for `capability`, or None when its provider has none (it stays online)."""
+    route = getattr(backend, "batch_route", None)
+    return route(capability) if callable(route) else None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -122,6 +130,16 @@ class ShardProcessor:
                 rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
                 backend_name=stage_spec.backend,
             )
+        self.batch_state = BatchState()
+        self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
+        self.batch_stages: list[str] = []
+        for stage_name, caller in callers.items():
+            stage_spec = getattr(config.stages, stage_name)
+            route = batch_route(caller.backend, CAPABILITY[stage_name]) if stage_spec.mode == "batch" else None
+            if route is not None:
+                caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state)
+                self.batch_stages.append(stage_name)
+        self._batch_sent: Counter = Counter()
         cascade = config.stages.judge.cascade
         if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
             expensive = cascade[1]
@@ -178,15 +196,19 @@ class ShardProcessor:
         await self.start_backends()
         funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
+        for item in items:
+            item.ledger.owner = item.record.id
         outcomes: list[Sample | None] = [None] * len(items)
+        batch: Counter = Counter()
         if self._reporter is None or self._reporter.done():
             # one progress report every REPORT_S for all the shards this worker holds (not one loop a shard:
             # with a dozen shards in flight those made most of the coordinator's RPCs)
             self._reporter = asyncio.create_task(self._report_loop())
         try:
             # phase 1: validate + classify (cheap) for every record
-            await gather_or_cancel(
-                self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items)
+            await self._in_waves(
+                shard, range(len(items)), items, funnel, batch,
+                lambda i, f: self._front(i, items[i], outcomes, f, budget_exhausted),
             )
             # phase 2: category caps, decided in shard order by the coordinator (deterministic)
             survivors = [i for i, outcome in enumerate(outcomes) if outcome is None]
@@ -199,15 +221,43 @@ class ShardProcessor:
                     capped = Rejected(RejectReason.category_capped, f"cap reached for {items[i].task_category}")
                     self._finish(i, items[i], self._reject(items[i], capped), outcomes)
             # phase 3: the stages after the caps (rewrite → edit ⇄ judge)
-            await gather_or_cancel(
-                self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts, strict=True) if ok
+            await self._in_waves(
+                shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
+                lambda i, f: self._back(i, items[i], outcomes, f),
             )
         finally:
             await self._flush_report()
         samples = [s for s in outcomes if s is not None]
         if len(samples) != len(records):
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
-        return self._write(shard, items, samples, funnel, admitted, started)
+        entry = self._write(shard, items, samples, funnel, admitted, started)
+        if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
+            entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
+            entry.spent_usd = round(entry.spent_usd + batch["spent_usd"], 8)
+        return entry
+
+    async def _in_waves(self, shard: int, indices: Iterable[int], items: list[WorkItem],
+                        funnel: dict[str, Counter], batch: Counter, run) -> None:
+        """Run `run(i, funnel)` for the records `indices`; records that stopped at a batch-mode cache miss
+        (engine/batch.py) wait for the wave's batch jobs and run again from where the wave began, replaying
+        their earlier calls from the cache. Without batch-mode stages this is one wave."""
+        todo = list(indices)
+        checkpoints = {i: copy.deepcopy(items[i]) for i in todo} if self.batch_stages else {}
+        while todo:
+            local = {i: {name: Counter() for name in funnel} for i in todo}
+            await gather_or_cancel(run(i, local[i]) for i in todo)
+            waiting = [i for i in todo if items[i].ledger.deferred]
+            for i in todo:
+                if not items[i].ledger.deferred:
+                    for name, counts in local[i].items():
+                        funnel[name].update(counts)
+            if not waiting:
+                return
+            deferred = [call for i in waiting for call in items[i].ledger.deferred]
+            batch.update(await self.batch_runner.run_wave(shard, deferred))
+            for i in waiting:
+                items[i] = copy.deepcopy(checkpoints[i])
+            todo = waiting
 
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
         from ..sources.validate import InvalidInput, validate_record
@@ -232,6 +282,8 @@ class ShardProcessor:
                 raise BudgetExhausted()
             for definition in self._front_stages:
                 await self._run_stage(definition, item, funnel)
+        except BatchPending:
+            return  # waits for this wave's batch jobs (_in_waves)
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)
         except BudgetExhausted:
@@ -274,11 +326,14 @@ class ShardProcessor:
                 # a judged failure before a retry: kept in attempts/ as a preference negative
                 snapshot = self._sample(item, False, RejectReason.low_score, verdict.failed_thresholds(item))
                 snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
+                snapshot.attributed_cost_usd = 0.0
                 item.failed_attempts.append(snapshot)
                 item.judge_cascade = None  # counted with this attempt's row; the next judging starts afresh
                 attempt += 1
                 index = names.index(definition.retries)
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
+        except BatchPending:
+            return  # waits for this wave's batch jobs (_in_waves)
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)
         except BudgetExhausted:
@@ -310,6 +365,7 @@ class ShardProcessor:
             prompt_versions=item.prompt_versions,
             attempts=item.attempts,
             cost_usd=round(item.ledger.cost_usd, 8),
+            attributed_cost_usd=round(item.ledger.attributed_usd, 8),
             latency_s=round(item.ledger.latency_s, 4),
             pipeline_hash=self.pipeline_hash,
             edit_program=item.edit_program,
@@ -414,6 +470,10 @@ class ShardProcessor:
             await self._flush_report()
 
     async def _flush_report(self) -> None:
+        progress = self.batch_runner.progress
+        if progress != self._batch_sent:
+            self._pending_report["batch"] = {k: v - self._batch_sent.get(k, 0) for k, v in progress.items()}
+            self._batch_sent = Counter(progress)
         if self._pending_report:
             delta, self._pending_report = self._pending_report, {}
             await self.coordinator.report(delta)

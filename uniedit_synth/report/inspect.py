@@ -283,7 +283,10 @@ def format_inspection(info: dict[str, Any], *, width: int = 100) -> str:
         if call.get("attempt") is not None:
             head += f" attempt {call['attempt']}"
         if "cached" in call:
-            head += f"  {'cached' if call['cached'] else 'called'}  ${call.get('cost_usd', 0):.6f}"
+            how = "batch" if call.get("batch") else "cached" if call["cached"] else "called"
+            head += f"  {how}  ${call.get('cost_usd', 0):.6f}"
+            if call.get("attributed_usd"):
+                head += f" (shared reply worth ${call['attributed_usd']:.6f}, paid by another record)"
             head += f"  {call.get('latency_s', 0):.2f} s"
         if call.get("model"):
             head += f"  {call['model']}"

@@ -118,7 +118,7 @@ def cost_by_stage_from_index(run_dir: Path | RunFS) -> dict[str, dict[str, float
     out: dict[str, dict[str, float]] = {}
     for call in iter_call_index(run_dir):
         stage = out.setdefault(call.stage, {"cost_paid": 0.0, "cost_cached": 0.0, "calls": 0, "cached": 0})
-        if call.cached:
+        if call.cached and not call.batch:  # a batch reply reaches the record through the cache, paid for it
             stage["cost_cached"] += call.cost_usd
             stage["cached"] += 1
         else:
