@@ -56,6 +56,7 @@ def synth(
     force_new_config: bool = False,
     progress: bool = False,
     log_format: str = "text",
+    batch: bool = False,
 ) -> RunSummary:
     """Run (or resume) a synthesis into `out` (default `runs/<pipeline name>`; a path or a pyarrow filesystem
     URI) and return its summary: counts, reject reasons, cost, calls and the run's paths.
@@ -63,7 +64,8 @@ def synth(
     `progress` shows the tqdm bar on stderr; `log_format="json"` writes one JSON line per finished shard to
     stdout instead.
     `source` and `limit` override the pipeline's; `overrides` is merged over the YAML like `--set`. A run
-    stopped by its budget returns normally with `summary.stopped_by_budget` set.
+    stopped by its budget returns normally with `summary.stopped_by_budget` set. `batch=True` is `--batch`:
+    every stage whose provider has a batch API sends its calls as batch jobs (half the price; see README).
     """
     from .engine.driver import run_synth
 
@@ -74,6 +76,10 @@ def synth(
         if limit < 0:
             raise ConfigError(f"limit must be >= 0, not {limit}")
         flags["limit"] = limit
+    if batch:
+        from .config import MODEL_STAGES
+
+        flags["stages"] = {stage: {"mode": "batch"} for stage in MODEL_STAGES}
     config = load_pipeline(pipeline, deep_merge(overrides or {}, flags))
     location = str(out) if out is not None else str(Path("runs") / config.name)
     if not is_uri(location):

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from .bundled import builtin_pipelines
-from .config import CONFIGURED_STAGES, Replace, load_yaml_text
+from .config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
 from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
 
@@ -76,6 +76,9 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     put("engine.kind", flags.get("engine"))
     put("engine.ray_address", flags.get("ray_address"))
     put("limits.max_cost_usd", flags.get("max_cost"))
+    if flags.get("batch"):
+        for stage in MODEL_STAGES:
+            put(f"stages.{stage}.mode", "batch")
     if flags.get("concurrency") is not None:
         for definition in CONFIGURED_STAGES:
             put(f"stages.{definition.name}.concurrency", flags["concurrency"])
@@ -137,6 +140,10 @@ def synth(
     max_cost: float | None = typer.Option(
         None, "--max-cost", min=0, help="Stop starting paid calls once this many USD are spent (resumable with a higher budget)."
     ),
+    batch: bool = typer.Option(
+        False, "--batch", help="Send every stage whose provider has a batch API (OpenAI Batch, Gemini Batch Mode) "
+        "as batch jobs: half the price, up to 24 h per stage; resumable with jobs in flight.",
+    ),
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
@@ -172,7 +179,7 @@ def synth(
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
-        max_cost=max_cost, concurrency=concurrency, settings=settings,
+        max_cost=max_cost, concurrency=concurrency, settings=settings, batch=batch,
     )
     config = load_pipeline(pipeline, overrides)
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
@@ -194,6 +201,9 @@ def synth(
               + (f", {summary.shards_retried} retried" if summary.shards_retried else ""))
         print(f"  calls:   {calls} made, {hits} from cache; cost ${summary.cost_usd:.4f} "
               f"(this invocation ${summary.spent_now_usd:.4f}); {summary.elapsed_s:.1f} s")
+        if summary.batch_requests:
+            print(f"  batch:   {summary.batch_requests} requests sent as batch jobs (answers come back through "
+                  f"the cache above); uniedit stats {out_dir} lists the jobs")
         print(f"  next:    uniedit stats {out_dir}  |  uniedit report {out_dir}  |  "
               f"uniedit export {out_dir} --format hf --out {out_dir}-hf")
     if summary.stopped_by_budget:
@@ -230,6 +240,11 @@ def stats(
             typer.echo(f"warning: shard {shard}: {', '.join(damaged)} missing or truncated (these totals are the "
                        "manifest's); run `uniedit synth` again with the same options and --out to redo it", err=True)
     totals = summarise(list(latest.values()))
+    from .engine.batch import JobStore, summarise_jobs
+
+    jobs = JobStore(run_dir.fs).all()
+    if jobs:
+        totals["batch_jobs"] = summarise_jobs(jobs)
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
@@ -274,6 +289,10 @@ def export_cmd(
     bagel_data_dir: str | None = typer.Option(
         None, "--bagel-data-dir", help="bagel: the path where BAGEL will read the export (default: --out)."
     ),
+    with_reasoning: bool = typer.Option(
+        False, "--with-reasoning",
+        help="bagel: add each sample's reasoning trace as the <think> text BAGEL generates before the edited image.",
+    ),
     push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="hf: upload the export to this dataset repo id."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
     drop_flagged: str | None = typer.Option(
@@ -313,7 +332,7 @@ def export_cmd(
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
         with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
-        layout=layout, bagel_data_dir=bagel_data_dir,
+        layout=layout, bagel_data_dir=bagel_data_dir, with_reasoning=with_reasoning,
         push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
@@ -413,6 +432,13 @@ def format_stats(t: dict[str, Any]) -> str:
         lines.append("  (none)")
     for reason, n in sorted(t["reject_reasons"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {reason:<20}{n:>7}")
+    if t.get("batch_jobs"):
+        b = t["batch_jobs"]
+        states = ", ".join(f"{k} {v}" for k, v in sorted(b["by_status"].items()))
+        lines += ["", f"batch jobs: {b['jobs']} ({states}); {b['requests']} requests, {b['results']} answered, "
+                  f"${b['spent_usd']:.4f} at batch prices"
+                  + (f"; {b['in_flight']} in flight (ETA provider-bound: up to the batch window)"
+                     if b["in_flight"] else "")]
     if len(t.get("shards_by_node", {})) > 1:
         lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
     return "\n".join(lines)

@@ -141,6 +141,25 @@ class SourceSpec(Strict):
         return value
 
 
+class BatchSpec(Strict):
+    """How a batch-mode stage sends its calls as provider batch jobs (engine/batch.py)."""
+
+    #: requests per job (OpenAI allows 50,000 per input file)
+    max_requests: int = Field(default=50_000, ge=1, le=1_000_000)
+    #: bytes of requests per job (an OpenAI input file: 200 MB; Gemini sends a job over 20 MB as a file)
+    max_bytes: int = Field(default=200_000_000, ge=1_000)
+    #: seconds between polls of a job in flight
+    poll_s: float = Field(default=30.0, gt=0, le=3600)
+    #: seconds a wave's requests wait for the waves of the worker's other shards, to share their jobs
+    group_s: float = Field(default=10.0, ge=0, le=3600)
+    #: the provider's window (OpenAI accepts "24h" only)
+    completion_window: str = "24h"
+    #: how many jobs may fail (or expire) for one request before giving up on batch for it
+    max_job_attempts: int = Field(default=3, ge=1, le=100)
+    #: after `max_job_attempts`: "online" sends the request online, "stop" stops the run
+    on_failure: Literal["online", "stop"] = "online"
+
+
 class StageOptions(Strict):
     """What every stage accepts: its concurrency (per worker), free-form `params`, and what a worker running
     it asks Ray for (`resources`, merged with its backends' and engine.worker_resources)."""
@@ -155,6 +174,9 @@ class StageBase(StageOptions):
 
     backend: str
     prompt: str | None = None
+    #: "batch": cache misses go out as provider batch jobs (half the price, up to a day's turnaround)
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
 
 class ClassifySpec(StageBase):
@@ -174,6 +196,11 @@ class RewriteSpec(StageBase):
     styles: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: P(the conditional's candidate is the answer); the release's coin flip is 0.5
     candidate_is_answer_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: the `reasoning` column (reasoning.py): `template` builds it from the plan and the answer, `model` asks
+    #: the rewriter's backend to phrase it in a cheap follow-up call, `rewrite_call` in the rewrite reply itself
+    #: (a `reasoning` field); a model's trace that contradicts the plan falls back to the template; `off`
+    reasoning: Literal["off", "template", "model", "rewrite_call"] = "template"
+    reasoning_prompt: str = "reason.txt"
 
     @field_validator("styles")
     @classmethod
@@ -211,6 +238,36 @@ class JudgeSpec(StageBase):
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
     )
+
+    #: `[cheap, expensive]` backend names: the cheap judge (`backend` must be the first) scores every edit, the
+    #: expensive one only edits in `cascade_band` and a seeded `audit_share` of the rest (stages/judge.py)
+    cascade: list[str] | None = None
+    #: the cheap judge is unsure when its smallest margin over the thresholds (min over axes of score -
+    #: threshold) lies in this closed range; those edits go to the expensive judge
+    cascade_band: tuple[float, float] = (-1.0, 0.0)
+    #: share of the cheap judge's sure verdicts also sent to the expensive judge (agreement figures), seeded
+    audit_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: reject (low_score) an edit whose measured non-edit consistency is below this (None: measure only)
+    non_edit_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: ask the judge for the box of the region the instruction asked to change; where no edit program knows
+    #: the region, non-edit consistency is measured outside that box (consistency.py)
+    localise_edit: bool = False
+
+    @model_validator(mode="after")
+    def _cascade_shape(self) -> JudgeSpec:
+        if self.cascade is not None:
+            if len(self.cascade) != 2:
+                raise ValueError("cascade must name two backends: [cheap, expensive]")
+            if self.preset == "release":
+                raise ValueError("the judge cascade scores three axes; it does not apply to preset: release")
+            if self.cascade[0] != self.backend:
+                raise ValueError(
+                    f"cascade starts with the cheap judge, which must be the stage's backend "
+                    f"({self.backend!r}); got {self.cascade[0]!r}"
+                )
+        if self.cascade_band[0] > self.cascade_band[1]:
+            raise ValueError("cascade_band must be [low, high] with low <= high")
+        return self
 
     @model_validator(mode="after")
     def _preset_defaults(self) -> JudgeSpec:
@@ -277,6 +334,8 @@ STAGE_TABLE: tuple[StageDef, ...] = (
 STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
 #: the stages configured under `stages:` in the YAML
 CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
+#: the stages that call a model (they can run in batch mode: `stages.<name>.mode`)
+MODEL_STAGES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE if d.capability is not None)
 #: the stages a judged failure repeats (edit … judge): their calls belong to an attempt
 ATTEMPT_STAGES: tuple[str, ...] = tuple(
     name for d in STAGE_TABLE if d.retries
@@ -355,6 +414,8 @@ class Price(Strict):
     output_per_mtok: float = 0.0
     per_image_in: float = 0.0
     per_image_out: float = 0.0
+    #: share of the online price a provider batch job costs (OpenAI Batch and Gemini Batch Mode: 50 %)
+    batch_factor: float = Field(default=0.5, ge=0)
 
 
 class PipelineConfig(Strict):
@@ -385,6 +446,12 @@ class PipelineConfig(Strict):
                     f"stages.{stage_name}.backend '{stage.backend}' is not defined under `backends` "
                     f"(defined: {sorted(self.backends)})"
                 )
+        for name in self.stages.judge.cascade or []:
+            if name not in self.backends:
+                raise ValueError(
+                    f"stages.judge.cascade: backend '{name}' is not defined under `backends` "
+                    f"(defined: {sorted(self.backends)})"
+                )
         return self
 
     def prompts_path(self) -> Path:
@@ -407,8 +474,8 @@ class PipelineConfig(Strict):
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)
         for stage in view["stages"].values():
-            stage.pop("concurrency", None)
-            stage.pop("resources", None)
+            for how in ("concurrency", "resources", "mode", "batch"):  # online or batch: the same replies, rows
+                stage.pop(how, None)
         return view
 
 

@@ -77,6 +77,8 @@ class Scores(BaseModel):
     instruction_following: float | None = None
     visual_quality: float | None = None
     coherence: float | None = None
+    #: measured, not asked: how little changed outside the known edit region (1.0: nothing); consistency.py
+    non_edit_consistency: float | None = None
 
 
 class ModelNames(BaseModel):
@@ -112,10 +114,18 @@ class Sample(BaseModel):
     cost_usd: float = 0.0
     latency_s: float = 0.0
     pipeline_hash: str = ""
+    #: cost_usd plus replies this row used that another row paid for (a shared cached reply)
+    attributed_cost_usd: float = 0.0
     edit_program: dict[str, Any] | None = None
     record_meta: dict[str, Any] = Field(default_factory=dict)
     #: the instruction plan drawn for this record (style, candidate, expected branch, both branch edits)
     instruction_plan: InstructionPlan | None = None
+    #: question → answer → branch → edit, checked against the plan (reasoning.py); None when off
+    reasoning: str | None = None
+    #: the edit that should be visible afterwards (the expected branch's edit)
+    intended_effect: str | None = None
+    #: with a judge cascade: which judge decided and why (route cheap / band / audit), both judges' scores
+    judge_cascade: dict[str, Any] | None = None
 
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -148,6 +158,7 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
                 ("instruction_following", pa.float32()),
                 ("visual_quality", pa.float32()),
                 ("coherence", pa.float32()),
+                ("non_edit_consistency", pa.float32()),
             ]
         ),
     ),
@@ -175,10 +186,14 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("edit_program", pa.string()),
     pa.field("record_meta", pa.string()),
     pa.field("instruction_plan", INSTRUCTION_PLAN_STRUCT),
+    pa.field("attributed_cost_usd", pa.float64()),
+    pa.field("reasoning", pa.string()),
+    pa.field("intended_effect", pa.string()),
+    pa.field("judge_cascade", pa.string()),
 ]
 
 IMAGE_COLUMNS = ("source_image", "edited_image")
-JSON_COLUMNS = ("prompt_versions", "edit_program", "record_meta")
+JSON_COLUMNS = ("prompt_versions", "edit_program", "record_meta", "judge_cascade")
 
 
 def hf_feature(arrow_type: pa.DataType, name: str = "", image_columns: tuple[str, ...] = IMAGE_COLUMNS) -> dict:

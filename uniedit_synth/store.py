@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import cascade as cascading
 from .config import STAGE_NAMES
 from .errors import ConfigChangedError, OutputDirError, RunLockedError
 from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
@@ -608,7 +609,13 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     funnel: dict[str, Counter] = {}
     read = accepted = 0
     cost = 0.0
+    cascade: dict[str, Any] = {}
+    non_edit: dict[str, Any] = {}
     for e in entries:
+        if e.get("cascade"):
+            cascading.merge(cascade, e["cascade"])
+        if e.get("non_edit"):
+            cascading.merge(non_edit, e["non_edit"])
         read += e["records"]
         accepted += e["accepted"]
         reasons.update(e.get("reject_reasons", {}))
@@ -633,6 +640,11 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "cost_usd": round(cost, 8),  # rows and manifest keep 8 decimals: the ledger stays exact
         "shards_by_node": dict(nodes),
+        **({"judge_cascade": cascading.figures(cascade)} if cascade else {}),
+        **({"non_edit_consistency": {
+            status: {"measured": c["n"], "mean": round(c["sum"] / c["n"], 4), "below_threshold": c["below"]}
+            for status, c in sorted(non_edit.items()) if c.get("n")
+        }} if non_edit else {}),
     }
 
 

@@ -256,7 +256,10 @@ def test_preset_pipeline_runs_end_to_end_against_the_fakes(tmp_path, openai_fake
             else row["prompt_versions"]
         )
         assert {"rewrite", "edit", "judge"} <= set(versions) and all("@" in v for v in versions.values())
-        assert row["scores"] == {"instruction_following": 4.0, "visual_quality": 4.0, "coherence": 4.0}
+        # no edit program from a real rewriter: no known edit region, so non-edit consistency is not measured
+        assert row["scores"] == {
+            "instruction_following": 4.0, "visual_quality": 4.0, "coherence": 4.0, "non_edit_consistency": None
+        }
         assert row["edited_image"]["bytes"] and row["edited_image"]["bytes"] != row["source_image"]["bytes"]
 
     openai_models = {r.model for r in openai_fake.requests}

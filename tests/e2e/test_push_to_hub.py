@@ -26,7 +26,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def hub_env(hub: FakeHub, token: str) -> dict[str, str]:
-    return {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HUB_DISABLE_TELEMETRY": "1",
+    # HF_HUB_OFFLINE: other test modules set it for the whole session; this test talks to a hub on loopback
+    return {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "0",
             "HF_HOME": str(Path(os.environ.get("TMPDIR", "/tmp")) / "uniedit-hf-home")}
 
 

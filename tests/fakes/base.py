@@ -121,6 +121,10 @@ class RecordedRequest:
     auth_present: bool = False
     started: float = 0.0
     finished: float = 0.0
+    #: the provider batch job this request was an item of ("" for an online call)
+    batch: str = ""
+    #: the raw body of a file upload (other requests keep only the parsed `body`)
+    raw: bytes = b""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -333,6 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=parse_body(self.headers.get("Content-Type", ""), raw),
             auth_present=bool(presented),
             started=time.monotonic(),
+            raw=raw if self.path.startswith("/upload/") else b"",
         )
         fake._enter()
         fake._record(record)  # recorded on arrival, so a client that timed out still sees it counted

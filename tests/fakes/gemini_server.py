@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from typing import Any
 
 from .base import (
@@ -45,8 +46,19 @@ from .base import (
     serve_forever_cli,
 )
 from .base import token_estimate as tok
+from .batch_jobs import BatchJobs, FakeJob
 
 _ROUTE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):generateContent$")
+_BATCH_CREATE = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:]+):batchGenerateContent$")
+_BATCH_GET = re.compile(r"^/(v1[a-z0-9]*)/batches/([^/:]+)(:cancel)?$")
+_BATCH_LIST = re.compile(r"^/(v1[a-z0-9]*)/batches$")
+_UPLOAD = re.compile(r"^/upload/(v1[a-z0-9]*)/files$")
+_FILE_DOWNLOAD = re.compile(r"^(?:/download)?/(v1[a-z0-9]*)/files/([^/:]+):download$")
+_BATCH_STATES = {"pending": "BATCH_STATE_PENDING", "running": "BATCH_STATE_RUNNING",
+                 "completed": "BATCH_STATE_SUCCEEDED", "failed": "BATCH_STATE_FAILED",
+                 "expired": "BATCH_STATE_EXPIRED", "cancelled": "BATCH_STATE_CANCELLED"}
+#: HTTP status of an item's error → its google.rpc code inside a batch
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 422: 3, 429: 8, 500: 13, 502: 14, 503: 14, 504: 4}
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -107,8 +119,13 @@ def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> An
     return obj.get(snake, default)
 
 
-class FakeGemini(FakeServer):
-    """`with FakeGemini() as server: genai.Client(api_key=..., http_options={"base_url": server.base_url})`."""
+class FakeGemini(BatchJobs, FakeServer):
+    """`with FakeGemini() as server: genai.Client(api_key=..., http_options={"base_url": server.base_url})`.
+
+    Also Batch Mode: `POST /{v}/models/{model}:batchGenerateContent` (inline requests, or a `fileName` uploaded
+    with the File API's resumable `POST /upload/{v}/files`), `GET /{v}/batches/{id}`
+    (the operation; results as inlined responses, or as a responses file when `batch_output = "file"`, read
+    with `GET /download/{v}/files/{id}:download`), `POST /{v}/batches/{id}:cancel` (see `batch_jobs.py`)."""
 
     RANDOM_FAULTS = ("429:0.01", "500", "503")
 
@@ -117,10 +134,26 @@ class FakeGemini(FakeServer):
         self.thoughts_tokens = 0
         self.noimage_every = noimage_every
         self._ids = itertools.count(1)
+        self._init_batches()
+        #: "inline" (inlinedResponses) or "file" (a responsesFile of JSONL)
+        self.batch_output = "inline"
+        self.files: dict[str, bytes] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
         self._image_calls = itertools.count(1)  # next() on a count is atomic under the GIL
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
-        match = _ROUTE.match(record.path.split("?", 1)[0])
+        path = record.path.split("?", 1)[0]
+        if _BATCH_CREATE.match(path) or _BATCH_GET.match(path) or _FILE_DOWNLOAD.match(path) \
+                or _BATCH_LIST.match(path) or _UPLOAD.match(path):
+            record.task = "batch-api"
+            if _UPLOAD.match(path) and "upload_id=" in record.path:
+                return self._batch_api(record, path, presented_key)  # the upload URL itself authorises
+            if not presented_key:
+                return error_reply(403, "Method doesn't allow unregistered callers.")
+            if self.api_key is not None and presented_key != self.api_key:
+                return _bad_key_reply()
+            return self._batch_api(record, path, presented_key)
+        match = _ROUTE.match(path)
         if record.method != "POST" or match is None:
             return error_reply(404, f"Invalid URL {record.method} {record.path}")
         record.model = match.group(2)
@@ -315,6 +348,168 @@ class FakeGemini(FakeServer):
         parts.append({"inlineData": {"mimeType": "image/png", "data": b64(png)}})
         candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
         return self._envelope(record, [candidate], self._usage(record, texts, images, out_tokens))
+
+
+    # -- Batch Mode ---------------------------------------------------------------------------------------
+    def _batch_api(self, record: RecordedRequest, path: str, key: str) -> Reply:
+        body = record.body if isinstance(record.body, dict) else {}
+        created = _BATCH_CREATE.match(path)
+        if created and record.method == "POST":
+            fault = self._submit_fault()
+            if fault is not None and fault.kind != "500_after":
+                record.fault = str(fault)
+                return self._fault_reply(fault, record, [], []) or error_reply(500, "fake submit fault")
+            if fault is not None:  # create the job, lose the reply
+                record.fault = str(fault)
+                self._batch_api_create(record, created, body, key)
+                return error_reply(500, "An internal error has occurred.")
+            return self._batch_api_create(record, created, body, key)
+        return self._batch_api_rest(record, path, body, key)
+
+    def _batch_api_create(self, record: RecordedRequest, created: Any, body: dict[str, Any], key: str) -> Reply:
+        version, model = created.group(1), created.group(2)
+        batch = body.get("batch") or {}
+        source = batch.get("inputConfig") or {}
+        requests = (source.get("requests") or {}).get("requests")
+        file_name = source.get("fileName")
+        if file_name:  # an uploaded JSONL file: one {"key", "request"} per line
+            if file_name not in self.files:
+                return error_reply(400, f"File {file_name} not found.")
+            lines = [json.loads(line) for line in self.files[file_name].splitlines() if line.strip()]
+            requests = [{"request": line.get("request") or {}, "metadata": {"key": line.get("key")}}
+                        for line in lines]
+        if not isinstance(requests, list) or not requests:
+            return error_reply(400, "batch.inputConfig needs requests or a fileName.")
+        job = self._new_job("fakebatch", requests, key, model=model, version=version,
+                            display_name=batch.get("displayName", ""), file_input=bool(file_name))
+        return Reply(200, self._operation(job))
+
+    def _upload(self, record: RecordedRequest, version: str) -> Reply:
+        """The File API's resumable upload: `start` hands out an upload URL, chunks follow, `finalize` ends it."""
+        from urllib.parse import parse_qs, urlsplit
+
+        command = (record.header("x-goog-upload-command") or "").lower()
+        upload_id = (parse_qs(urlsplit(record.path).query).get("upload_id") or [None])[0]
+        if "start" in command:
+            meta = (record.body or {}).get("file", {}) if isinstance(record.body, dict) else {}
+            with self._lock:
+                upload_id = f"up{len(self.uploads) + 1}"
+                self.uploads[upload_id] = {"data": b"", "meta": meta}
+            url = f"{self.root_url}/upload/{version}/files?upload_id={upload_id}"
+            return Reply(200, {}, headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"})
+        upload = self.uploads.get(upload_id or "")
+        if upload is None:
+            return error_reply(404, "No such upload.")
+        upload["data"] += record.raw
+        if "finalize" not in command:
+            return Reply(200, {}, headers={"x-goog-upload-status": "active"})
+        name = f"files/upload-{upload_id}"
+        self.files[name] = upload["data"]
+        file = {"name": name, "displayName": upload["meta"].get("displayName", ""),
+                "mimeType": upload["meta"].get("mimeType", "application/jsonl"),
+                "sizeBytes": str(len(upload["data"])), "state": "ACTIVE", "source": "UPLOADED"}
+        return Reply(200, {"file": file}, headers={"x-goog-upload-status": "final"})
+
+    def _batch_api_rest(self, record: RecordedRequest, path: str, body: dict[str, Any], key: str) -> Reply:
+        uploading = _UPLOAD.match(path)
+        if uploading and record.method == "POST":
+            return self._upload(record, uploading.group(1))
+        if _BATCH_LIST.match(path):  # newest first, pageSize + pageToken (the index to start at)
+            from urllib.parse import parse_qs, urlsplit
+
+            query = parse_qs(urlsplit(record.path).query)
+            size = int((query.get("pageSize") or ["50"])[0])
+            start = int((query.get("pageToken") or ["0"])[0])
+            ids = sorted(self.jobs, reverse=True)
+            body = {"operations": [self._operation(self.jobs[i]) for i in ids[start:start + size]]}
+            if start + size < len(ids):
+                body["nextPageToken"] = str(start + size)
+            return Reply(200, body)
+        download = _FILE_DOWNLOAD.match(path)
+        if download:
+            name = f"files/{download.group(2)}"
+            if name not in self.files:
+                return error_reply(404, f"File {name} not found.")
+            return Reply(200, raw=self.files[name], headers={"Content-Type": "application/octet-stream"})
+        got = _BATCH_GET.match(path)
+        if got is None:
+            return error_reply(404, f"Invalid URL {record.method} {record.path}")
+        job = self.jobs.get(got.group(2))
+        if job is None:
+            return error_reply(404, f"Batch batches/{got.group(2)} not found.")
+        if got.group(3):
+            with job.lock:
+                if not job.done:
+                    job.state = "cancelled"
+            return Reply(200, {})
+        fault = self._poll_fault()
+        if fault is not None:
+            record.fault = str(fault)
+            reply = self._fault_reply(fault, record, [], [])
+            if reply is not None:
+                return reply
+        self._advance(job)
+        return Reply(200, self._operation(job))
+
+    def _run_item(self, job: FakeJob, index: int, item: Any) -> tuple[int, Any]:
+        request = dict(item.get("request") or {})
+        model = str(request.pop("model", "") or job.meta["model"]).removeprefix("models/")
+        record = RecordedRequest(method="POST", path=f"/{job.meta['version']}/models/{model}:generateContent",
+                                 headers={}, body=request, auth_present=True, started=time.monotonic(),
+                                 batch=job.id)
+        self._record(record)
+        reply = self._handle(record, job.key)
+        record.status = reply.status
+        record.finished = time.monotonic()
+        return reply.status, reply.body
+
+    def _responses(self, job: FakeJob) -> list[dict[str, Any]]:
+        out = []
+        for index, status, body in job.results:
+            metadata = job.items[index].get("metadata")
+            if status == 200:
+                entry: dict[str, Any] = {"response": body}
+            else:
+                error = (body or {}).get("error") or {}
+                entry = {"error": {"code": _RPC_CODES.get(status, 2), "message": error.get("message", "")}}
+            if metadata is not None:
+                entry["metadata"] = metadata
+            out.append(entry)
+        return out
+
+    def _operation(self, job: FakeJob) -> dict[str, Any]:
+        ok = sum(1 for _, status, _ in job.results if status == 200)
+        meta: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "name": f"batches/{job.id}", "model": f"models/{job.meta['model']}",
+            "displayName": job.meta.get("display_name", ""), "state": _BATCH_STATES[job.state],
+            "createTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_unix)),
+            "updateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "batchStats": {"requestCount": str(len(job.items)), "successfulRequestCount": str(ok),
+                           "failedRequestCount": str(len(job.results) - ok),
+                           "pendingRequestCount": str(len(job.items) - len(job.results))},
+        }
+        operation: dict[str, Any] = {"name": f"batches/{job.id}", "metadata": meta, "done": job.done}
+        if job.done and job.state != "failed":
+            if self.batch_output == "file" or job.meta.get("file_input"):  # a file in, a file out
+                name = f"files/batch-out-{job.id}"
+                if name not in self.files:
+                    lines = []
+                    for entry in self._responses(job):
+                        key = (entry.pop("metadata", None) or {}).get("key")
+                        lines.append(json.dumps({"key": key, **entry}).encode())
+                    self.files[name] = b"\n".join(lines) + b"\n"
+                output: dict[str, Any] = {"responsesFile": name}
+            else:
+                output = {"inlinedResponses": {"inlinedResponses": self._responses(job)}}
+            meta["output"] = output
+            operation["response"] = {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput",
+                **output,
+            }
+        if job.state == "failed":
+            operation["error"] = {"code": 3, "message": "The batch is invalid (fake: scripted validation failure)."}
+        return operation
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,11 +22,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from typing import Any
 
 from .base import FakeServer, Fault, RecordedRequest, Reply, b64, detect_task, edited_png, serve_forever_cli
 from .base import token_estimate as tok
+from .batch_jobs import BatchJobs, FakeJob
+
+_FILE_ROUTE = re.compile(r"^/v1/files(?:/([^/]+))?(/content)?$")
+_BATCH_ROUTE = re.compile(r"^/v1/batches(?:/([^/]+))?(/cancel)?$")
+_BATCH_STATUS = {"pending": "validating", "running": "in_progress", "completed": "completed", "failed": "failed",
+                 "expired": "expired", "cancelled": "cancelled"}
+BATCH_ENDPOINTS = ("/v1/chat/completions",)
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_value"),
@@ -65,14 +73,21 @@ def error_reply(
     return Reply(status, body, headers=headers)
 
 
-class FakeOpenAI(FakeServer):
-    """`with FakeOpenAI(latency=0.01) as server: AsyncOpenAI(base_url=server.base_url, ...)`."""
+class FakeOpenAI(BatchJobs, FakeServer):
+    """`with FakeOpenAI(latency=0.01) as server: AsyncOpenAI(base_url=server.base_url, ...)`.
+
+    Also the Batch API: `POST /v1/files` (multipart, purpose=batch), `GET /v1/files/{id}[/content]`,
+    `POST /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`, for `/v1/chat/completions`
+    items (see `tests/fakes/batch_jobs.py` for job scripting)."""
 
     RANDOM_FAULTS = ("429:0.01", "500", "503", "invalid_json")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ids = itertools.count(1)
+        self._init_batches()
+        self.files: dict[str, dict[str, Any]] = {}
+        self._file_ids = itertools.count(1)
 
     @property
     def base_url(self) -> str:
@@ -80,6 +95,13 @@ class FakeOpenAI(FakeServer):
 
     def _handle(self, record: RecordedRequest, presented_key: str) -> Reply:
         path = record.path.split("?", 1)[0].rstrip("/")
+        if _FILE_ROUTE.match(path) or _BATCH_ROUTE.match(path):
+            record.task = "batch-api"
+            if not presented_key:
+                return error_reply(401, "You didn't provide an API key.", code="missing_api_key")
+            if self.api_key is not None and presented_key != self.api_key:
+                return error_reply(401, f"Incorrect API key provided: {presented_key}.")
+            return self._batch_api(record, path, presented_key)
         if record.method != "POST" or not (
             path.endswith("/chat/completions") or path.endswith("/images/edits")
         ):
@@ -252,6 +274,157 @@ class FakeOpenAI(FakeServer):
                 "background": "opaque",
             },
         )
+
+
+    # -- Files + Batches ----------------------------------------------------------------------------------
+    def _file_object(self, file_id: str) -> dict[str, Any]:
+        f = self.files[file_id]
+        return {"id": file_id, "object": "file", "bytes": len(f["data"]), "created_at": f["created_at"],
+                "filename": f["filename"], "purpose": f["purpose"], "status": "processed", "expires_at": None,
+                "status_details": None}
+
+    def _new_file(self, data: bytes, filename: str, purpose: str) -> str:
+        with self._lock:
+            file_id = f"file-fake{next(self._file_ids):06d}"
+            self.files[file_id] = {"data": data, "filename": filename, "purpose": purpose,
+                                   "created_at": int(time.time())}
+        return file_id
+
+    def _batch_api(self, record: RecordedRequest, path: str, key: str) -> Reply:
+        body = record.body if isinstance(record.body, dict) else {}
+        files = _FILE_ROUTE.match(path)
+        if files:
+            file_id, content = files.group(1), files.group(2)
+            if record.method == "POST" and file_id is None:
+                upload = ((body.get("files") or {}).get("file") or [None])[0]
+                purpose = (body.get("fields") or {}).get("purpose", "")
+                if upload is None or purpose not in ("batch", "batch_output", "user_data", "vision"):
+                    return error_reply(400, "Missing file or invalid purpose.", code="invalid_request")
+                return Reply(200, self._file_object(self._new_file(upload["data"], upload["filename"], purpose)))
+            if file_id not in self.files:
+                return error_reply(404, f"No such File object: {file_id}", code=None)
+            if content:
+                return Reply(200, raw=self.files[file_id]["data"], headers={"Content-Type": "application/octet-stream"})
+            return Reply(200, self._file_object(file_id))
+        match = _BATCH_ROUTE.match(path)
+        assert match is not None
+        batch_id, cancel = match.group(1), match.group(2)
+        if record.method == "POST" and batch_id is None:
+            fault = self._submit_fault()
+            if fault is not None and fault.kind != "500_after":
+                record.fault = str(fault)
+                return self._fault_reply(fault) or error_reply(500, "fake submit fault")
+            reply = self._create_batch(body, key)
+            if fault is not None:  # created, but the reply is lost
+                record.fault = str(fault)
+                return error_reply(500, "The server had an error while processing your request.")
+            return reply
+        if batch_id is None:  # GET /v1/batches: newest first, `after` + `limit` pagination
+            return self._list_batches(record.path)
+        job = self.jobs.get(batch_id or "")
+        if job is None:
+            return error_reply(404, f"No batch found with id '{batch_id}'.", code=None)
+        if cancel:
+            with job.lock:
+                if not job.done:
+                    job.state = "cancelled"
+            return Reply(200, self._batch_object(job))
+        fault = self._poll_fault()
+        if fault is not None:
+            record.fault = str(fault)
+            reply = self._fault_reply(fault)
+            if reply is not None:
+                return reply
+        self._advance(job)
+        return Reply(200, self._batch_object(job))
+
+    def _list_batches(self, path: str) -> Reply:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(path).query)
+        limit = int((query.get("limit") or ["20"])[0])
+        after = (query.get("after") or [None])[0]
+        ids = sorted(self.jobs, reverse=True)
+        if after in ids:
+            ids = ids[ids.index(after) + 1:]
+        page = [self._batch_object(self.jobs[i]) for i in ids[:limit]]
+        return Reply(200, {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                           "last_id": page[-1]["id"] if page else None, "has_more": len(ids) > limit})
+
+    def _create_batch(self, body: dict[str, Any], key: str) -> Reply:
+        input_id = str(body.get("input_file_id", ""))
+        endpoint = str(body.get("endpoint", ""))
+        window = str(body.get("completion_window", ""))
+        if input_id not in self.files:
+            return error_reply(400, f"Invalid input_file_id: {input_id}", code="invalid_request")
+        if window != "24h":
+            return error_reply(400, "completion_window must be 24h", code="invalid_value")
+        if endpoint not in BATCH_ENDPOINTS:
+            return error_reply(400, f"Invalid endpoint: {endpoint}", code="invalid_value")
+        lines = [json.loads(line) for line in self.files[input_id]["data"].splitlines() if line.strip()]
+        job = self._new_job("batch_fake", lines, key, endpoint=endpoint, input_file_id=input_id,
+                            metadata=body.get("metadata"), window=window)
+        if any(line.get("url") != endpoint or "custom_id" not in line for line in lines):
+            job.outcome = "fail_validation"  # what the real API does with a line for another endpoint
+        return Reply(200, self._batch_object(job))
+
+    def _run_item(self, job: FakeJob, index: int, item: Any) -> tuple[int, Any]:
+        record = RecordedRequest(method="POST", path=item.get("url", ""), headers={}, body=item.get("body"),
+                                 auth_present=True, started=time.monotonic(), batch=job.id)
+        self._record(record)
+        reply = self._handle(record, job.key)
+        record.status = reply.status
+        record.finished = time.monotonic()
+        return reply.status, reply.body
+
+    def _finish_files(self, job: FakeJob) -> None:
+        if "output_file_id" in job.meta or not job.done:
+            return
+        out: list[bytes] = []
+        errors: list[bytes] = []
+        answered = set()
+        for index, status, body in job.results:
+            answered.add(index)
+            line = {"id": f"batch_req_{job.id}_{index}", "custom_id": job.items[index].get("custom_id"),
+                    "response": {"status_code": status, "request_id": f"req_{index}", "body": body}, "error": None}
+            (out if status == 200 else errors).append(json.dumps(line).encode())
+        if job.state in ("expired", "cancelled"):
+            code = "batch_expired" if job.state == "expired" else "batch_cancelled"
+            for index, item in enumerate(job.items):
+                if index not in answered:
+                    line = {"id": f"batch_req_{job.id}_{index}", "custom_id": item.get("custom_id"), "response": None,
+                            "error": {"code": code, "message": "This request could not be executed before the "
+                                      "completion window expired." if code == "batch_expired" else "cancelled"}}
+                    errors.append(json.dumps(line).encode())
+        job.meta["output_file_id"] = self._new_file(b"\n".join(out) + b"\n", "output.jsonl", "batch_output") if out else None
+        job.meta["error_file_id"] = self._new_file(b"\n".join(errors) + b"\n", "errors.jsonl", "batch_output") if errors else None
+
+    def _batch_object(self, job: FakeJob) -> dict[str, Any]:
+        self._finish_files(job)
+        ok = sum(1 for _, status, _ in job.results if status == 200)
+        failed = len(job.results) - ok
+        if job.state in ("expired", "cancelled"):
+            failed += len(job.items) - len(job.results)
+        errors = None
+        if job.state == "failed":
+            errors = {"object": "list", "data": [{"code": "invalid_request", "message": "The batch input file is "
+                                                  "invalid (fake: scripted validation failure).", "param": None,
+                                                  "line": 1}]}
+        now = int(time.time())
+        return {
+            "id": job.id, "object": "batch", "endpoint": job.meta["endpoint"], "errors": errors,
+            "input_file_id": job.meta["input_file_id"], "completion_window": job.meta["window"],
+            "status": _BATCH_STATUS[job.state], "output_file_id": job.meta.get("output_file_id"),
+            "error_file_id": job.meta.get("error_file_id"), "created_at": job.created_unix,
+            "in_progress_at": job.created_unix if job.state != "pending" else None,
+            "expires_at": job.created_unix + 86400,
+            "completed_at": now if job.state == "completed" else None,
+            "failed_at": now if job.state == "failed" else None,
+            "expired_at": now if job.state == "expired" else None,
+            "cancelled_at": now if job.state == "cancelled" else None,
+            "request_counts": {"total": len(job.items), "completed": ok, "failed": failed},
+            "metadata": job.meta.get("metadata"),
+        }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,6 +66,8 @@ def test_uniedit_jsonl_rows_images_and_shards(run: Path, tmp_path: Path) -> None
         "analysis",
         "score",
         "instruction_plan",
+        "reasoning",
+        "intended_effect",
     ]
     originals = {s.id: s for s in accepted_samples()}
     assert {row["id"] for row in rows} == set(originals)

@@ -11,7 +11,8 @@ Deliberate, configurable imperfection (`BackendSpec.options`), so the engine's c
 `leak_rate` (text, default 0.0) — share of instructions that state the answer; `nested_rate` (text,
 default 0.3) — share of conditional instructions whose else branch is itself a condition (two levels);
 `error_rate` (edit, default 0.15) — share of edits that go visibly wrong, in one of the flaw kinds of
-`scenes.program.FLAWS` (re-seeded per `attempt`, so a retry can succeed);
+`scenes.program.FLAWS` (re-seeded per `attempt`, so a retry can succeed); `flaw_kinds` (edit, default
+FLAWS) — which kinds to draw from, e.g. `[collateral_change]` (the right edit plus an unrelated change);
 `latency_s` (both, default 0) — asynchronous sleep per call, for benchmarks.
 """
 
@@ -34,6 +35,7 @@ from ..errors import BackendConfigError
 from ..records import TASK_CATEGORIES
 from ..scenes.instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
 from ..scenes.program import (
+    FLAW_KINDS,
     FLAWS,
     ProgramError,
     expected_edited_png,
@@ -229,7 +231,12 @@ class BuiltinText(_Builtin):
 
     async def complete(self, request: TextRequest) -> TextReply:
         await self._pause()
-        handlers = {"classify": self._classify, "rewrite": self._rewrite, "judge": self._judge}
+        handlers = {
+            "classify": self._classify,
+            "rewrite": self._rewrite,
+            "judge": self._judge,
+            "reason": self._reason,
+        }
         handler = handlers.get(request.task)
         if handler is None:
             raise BadRequest(
@@ -313,7 +320,34 @@ class BuiltinText(_Builtin):
         directive = request.context.get("aesthetics")
         if directive:  # the pipeline's own aesthetics directive replaces the built-in one
             reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, directive)
+        if ctx.get("reasoning_requested"):  # stages.rewrite.reasoning: rewrite_call
+            if plan.get("style") == "conditional":
+                effect = reply["then_edit"] if plan.get("expected_branch") == "then" else reply["else_edit"]
+            else:
+                effect = reply["instruction"]
+            context = {"question": question, "answer": answer, "plan": plan, "intended_effect": effect}
+            reply["reasoning"] = self._reason(TextRequest(task="reason", model=request.model, prompt="", context=context))[
+                "reasoning"
+            ]
         return reply
+
+    def _reason(self, request: TextRequest) -> dict[str, Any]:
+        """The reasoning follow-up: the facts of the context (answer, plan, edit) as a short prose trace."""
+        ctx = self._context(request, "question", "answer", "intended_effect")
+        plan = ctx.get("plan") or {}
+        answer = str(ctx["answer"]).strip()
+        lines = [f"1. Question: the instruction first asks: {str(ctx['question']).strip()}",
+                 f"2. Answer: inspecting the image, the answer is {answer}."]
+        if plan.get("style") == "conditional" and plan.get("candidate") is not None:
+            holds = plan.get("expected_branch") == "then"
+            lines.append(
+                f"3. Branch: the condition compares the answer with {plan['candidate']}, which "
+                f"{'matches' if holds else 'does not match'}, so the {'then' if holds else 'else'} branch is taken."
+            )
+        else:
+            lines.append("3. Branch: there is no condition; the answer feeds the edit directly.")
+        lines.append(f"4. Edit: {str(ctx['intended_effect'] or '').strip()}")
+        return {"reasoning": "\n".join(lines)}
 
     def _judge(self, request: TextRequest) -> dict[str, Any]:
         if request.context.get("preset") == "release":
@@ -365,6 +399,13 @@ class BuiltinEditor(_Builtin):
     def __init__(self, spec: BackendSpec, seed: int = 0) -> None:
         super().__init__(spec, seed)
         self.error_rate = self._option("error_rate", 0.15)
+        kinds = self.spec.options.get("flaw_kinds", list(FLAWS))
+        if not isinstance(kinds, list) or not kinds or any(k not in FLAW_KINDS for k in kinds):
+            raise BackendConfigError(
+                f"builtin backend: options.flaw_kinds must be a non-empty list of {', '.join(FLAW_KINDS)}; "
+                f"got {kinds!r}"
+            )
+        self.flaw_kinds = tuple(kinds)
 
     async def edit(self, request: EditRequest) -> EditReply:
         await self._pause()
@@ -375,7 +416,7 @@ class BuiltinEditor(_Builtin):
         )
         try:
             if rng.random() < self.error_rate:
-                image = flawed_edit(request.image, program, meta, rng.choice(FLAWS), rng)
+                image = flawed_edit(request.image, program, meta, rng.choice(self.flaw_kinds), rng)
             else:
                 image = expected_edited_png(request.image, program, meta)
         except (ProgramError, KeyError, TypeError, ValueError) as exc:

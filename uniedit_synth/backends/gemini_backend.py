@@ -232,7 +232,8 @@ def _answer_parts(candidate: types.Candidate) -> list[types.Part]:
 class GeminiText(_GeminiBase):
     """generateContent with JSON output (`response_mime_type` + `response_json_schema`)."""
 
-    async def complete(self, request: TextRequest) -> TextReply:
+    def _text_request(self, request: TextRequest) -> tuple[list[types.Content], types.GenerateContentConfig, bool]:
+        """The contents and config of a request, and whether the reply is schema-constrained."""
         schema = request.response_schema
         structured = self.spec.structured_outputs and schema is not None
         system = request.system
@@ -247,6 +248,17 @@ class GeminiText(_GeminiBase):
             response_mime_type="application/json",
             response_json_schema=schema if structured else None,
         )
+        return contents, config, structured
+
+    def batch_route(self, kind: str) -> Any:
+        """generateContent goes through Batch Mode (batchGenerateContent, inline requests) at half the price."""
+        from .batch_routes import GeminiBatch
+
+        return GeminiBatch(self, kind)
+
+    async def complete(self, request: TextRequest) -> TextReply:
+        schema = request.response_schema
+        contents, config, structured = self._text_request(request)
         model = request.model or self.model
         usage = Usage()
         text = await self._text_call(contents, config, model, usage, len(request.images))
@@ -281,6 +293,9 @@ class GeminiText(_GeminiBase):
         images: int,
     ) -> str:
         response = await self._generate(contents, config, model)
+        return self._text_content(response, images, usage)
+
+    def _text_content(self, response: types.GenerateContentResponse, images: int, usage: Usage) -> str:
         self._usage(response, usage)
         usage.images_in += images
         candidate = self._check_blocked(response)
@@ -290,7 +305,19 @@ class GeminiText(_GeminiBase):
 class GeminiEditor(_GeminiBase):
     """Image editing with a Gemini image model (the paper's `gemini-3-pro-image-preview`, "Nano-Pro")."""
 
+    def batch_route(self, kind: str) -> Any:
+        """Image edits go through Batch Mode (batchGenerateContent, inline requests) at half the price."""
+        from .batch_routes import GeminiBatch
+
+        return GeminiBatch(self, kind)
+
     async def edit(self, request: EditRequest) -> EditReply:
+        contents, config = self._edit_request(request)
+        model = request.model or self.model
+        response = await self._generate(contents, config, model)
+        return self._edit_reply(response, model)
+
+    def _edit_request(self, request: EditRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
         params = dict(request.params)
         aspect = params.pop("aspect_ratio", "1:1")
         size = params.pop("image_size", "1K")
@@ -310,8 +337,10 @@ class GeminiEditor(_GeminiBase):
             types.Part.from_text(text=prompt),
             types.Part.from_bytes(data=request.image, mime_type=image_mime(request.image)),
         ]
-        model = request.model or self.model
-        response = await self._generate([types.Content(role="user", parts=parts)], config, model)
+        return [types.Content(role="user", parts=parts)], config
+
+    def _edit_reply(self, response: types.GenerateContentResponse, model: str) -> EditReply:
+        """The edited image of a reply; SafetyBlocked / MalformedReply when there is none."""
         usage = Usage(images_in=1)
         self._usage(response, usage)
         try:

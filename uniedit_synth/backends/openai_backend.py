@@ -153,6 +153,10 @@ class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
     async def _close_client(self, client: AsyncOpenAI) -> None:
         await client.close()
 
+    def batch_route(self, kind: str) -> Any:
+        """None: image edits stay online (the batch route is for Chat Completions; engine/batch.py)."""
+        return None
+
     async def _call(self, fn: Callable[[], Any]) -> Any:
         try:
             return await fn()
@@ -214,7 +218,14 @@ class OpenAIText(_OpenAIBase):
 
     name: ClassVar[str] = "openai"
 
-    async def complete(self, request: TextRequest) -> TextReply:
+    def batch_route(self, kind: str) -> Any:
+        """Chat Completions go through the Batch API (Files + Batches) at half the price."""
+        from .batch_routes import OpenAIChatBatch
+
+        return OpenAIChatBatch(self) if kind == "text" and self.provider == "openai" else None
+
+    def _chat_request(self, request: TextRequest) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+        """The messages and SDK keyword arguments of a request, and whether it uses structured outputs."""
         schema = request.response_schema
         structured = self.spec.structured_outputs and schema is not None
         system = request.system
@@ -233,7 +244,11 @@ class OpenAIText(_OpenAIBase):
             }
         elif self.spec.options.get("json_mode"):
             kwargs["response_format"] = {"type": "json_object"}
+        return messages, kwargs, structured
 
+    async def complete(self, request: TextRequest) -> TextReply:
+        schema = request.response_schema
+        messages, kwargs, structured = self._chat_request(request)
         usage = Usage()
         text = await self._chat(request, messages, kwargs, usage)
         try:
@@ -285,10 +300,14 @@ class OpenAIText(_OpenAIBase):
                 options=make_request_options(extra_body=extra_body, security={"bearer_auth": True}),
             )
         )
+        return self._chat_content(completion, len(request.images), usage)
+
+    def _chat_content(self, completion: Any, images: int, usage: Usage) -> str:
+        """A completion's content (adding its usage to `usage`); SafetyBlocked / MalformedReply when unusable."""
         prompt_tokens, completion_tokens = _usage_from_chat(completion)
         usage.input_tokens += prompt_tokens
         usage.output_tokens += completion_tokens
-        usage.images_in += len(request.images)
+        usage.images_in += images
         where = f"{self.provider} {self.model}"
         if not completion.choices:
             raise MalformedReply(f"{where}: reply has no choices")

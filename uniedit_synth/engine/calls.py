@@ -64,16 +64,18 @@ class CoordinatorLike(Protocol):
     async def spend(self, usd: float) -> bool: ...
 
 
-def price(prices: dict[str, Price], model: str, usage: Usage) -> float:
+def price(prices: dict[str, Price], model: str, usage: Usage, batch: bool = False) -> float:
+    """What a call with `usage` costs at the table's prices (a batch job's at the model's batch_factor)."""
     p = prices.get(model)
     if p is None:
         return 0.0
-    return (
+    online = (
         usage.input_tokens * p.input_per_mtok / 1e6
         + usage.output_tokens * p.output_per_mtok / 1e6
         + usage.images_in * p.per_image_in
         + usage.images_out * p.per_image_out
     )
+    return online * p.batch_factor if batch else online
 
 
 def no_image_key(request_key: str, seq: int) -> str:
@@ -115,6 +117,10 @@ class ModelCaller:
         #: only a backend that reads `request.context` has it in its cache keys (backends/base.py request_key)
         self.reads_context = bool(getattr(backend, "reads_context", False))
         self._sleep = sleep
+        #: set by the worker when this stage runs in batch mode: a cache miss then waits for a batch job
+        self.batch: Any = None
+        #: request key -> done when the call in flight for it returns (identical requests are sent once)
+        self._in_flight: dict[str, asyncio.Future] = {}
         self.backend_name = backend_name
 
     async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
@@ -132,13 +138,32 @@ class ModelCaller:
             hit = self._legacy_hit(kind, request, key)
         if hit is not None:
             info = hit.meta.pop("_call")
-            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind, request.model)
+            ledger.add(self.stage, info["cost_usd"], info["latency_s"], True, key, info.get("error"), kind,
+                       request.model, paid_by=info.get("paid_by"), batch=bool(info.get("batch")))
             if "error" in info:
                 raise _FINAL_ERRORS[info["error"]](info["detail"])
             return hit.meta, hit.payload
 
+        waiter = self._in_flight.get(key)
+        if waiter is not None:
+            # the same request is on the wire for another record of this worker: wait for its reply and take
+            # it from the cache (paid once; this record's row attributes it), or call again if it failed
+            await asyncio.shield(waiter)
+            return await self._call(kind, request, ledger)
         if not await self.coordinator.budget_left():
             raise BudgetExhausted()
+        if self.batch is not None:
+            self.batch.defer(self, kind, key, request, ledger)  # raises BatchPending unless it goes online
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = done
+        try:
+            return await self._call_provider(kind, request, ledger, key)
+        finally:
+            self._in_flight.pop(key, None)
+            done.set_result(None)
+
+    async def _call_provider(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger,
+                             key: str) -> tuple[dict, bytes]:
         started = time.monotonic()
         try:
             reply = await self._with_retries(kind, request)
@@ -150,7 +175,8 @@ class ModelCaller:
         except (SafetyBlocked, BadRequest, MalformedReply) as exc:
             latency = time.monotonic() - started
             code = next(name for name, cls in _FINAL_ERRORS.items() if isinstance(exc, cls))
-            info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500]}
+            info = {"cost_usd": 0.0, "latency_s": latency, "error": code, "detail": str(exc)[:500],
+                    "paid_by": ledger.owner}
             self.cache.put(key, {"_call": info})
             ledger.add(self.stage, 0.0, latency, False, key, code, kind, request.model)
             raise
@@ -168,7 +194,8 @@ class ModelCaller:
         meta = reply.model_dump(exclude={"image"})
         payload = reply.image if isinstance(reply, EditReply) else b""
         # persist first: the only window in which a kill loses a paid reply is this one write
-        self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency}}, payload)
+        self.cache.put(key, {**meta, "_call": {"cost_usd": cost, "latency_s": latency, "paid_by": ledger.owner}},
+                       payload)
         ledger.add(self.stage, cost, latency, False, key, None, kind, request.model)
         await self.coordinator.spend(cost)
         return meta, payload

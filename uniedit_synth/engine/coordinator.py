@@ -135,6 +135,7 @@ class Progress:
     cost_usd: float = 0.0
     calls: Counter = field(default_factory=Counter)
     cache_hits: Counter = field(default_factory=Counter)
+    batch: Counter = field(default_factory=Counter)  # batch jobs: submitted, done, requests (engine/batch.py)
 
 
 class Coordinator:
@@ -237,7 +238,8 @@ class Coordinator:
     # -- budget --------------------------------------------------------------------------------------
     @_rpc
     async def budget_left(self) -> bool:
-        return self._max_cost is None or self._spent < self._max_cost
+        # money held for batch jobs in flight counts as spent until they are ingested
+        return self._max_cost is None or self._spent + getattr(self, "_reserved", 0.0) < self._max_cost
 
     @_rpc
     async def spend(self, usd: float) -> bool:
@@ -247,6 +249,20 @@ class Coordinator:
 
     async def spent(self) -> float:
         return self._spent
+
+    @_rpc
+    async def reserve(self, usd: float) -> bool:
+        """Hold `usd` of the budget for a batch job about to be submitted; False when it does not fit."""
+        reserved = getattr(self, "_reserved", 0.0)
+        if self._max_cost is not None and self._spent + reserved + usd > self._max_cost:
+            return False
+        self._reserved = reserved + usd
+        return True
+
+    @_rpc
+    async def release(self, usd: float) -> None:
+        """A batch job ended: its reservation goes back (what it cost is `spend`-ed)."""
+        self._reserved = max(0.0, getattr(self, "_reserved", 0.0) - usd)
 
     # -- progress ------------------------------------------------------------------------------------
     @_rpc
@@ -260,6 +276,7 @@ class Coordinator:
         self._spent += delta.get("spent_usd", 0.0)  # money a worker summed locally (no budget to check)
         p.calls.update(delta.get("calls", {}))
         p.cache_hits.update(delta.get("cache_hits", {}))
+        p.batch.update(delta.get("batch", {}))
         return self._pauses(time.monotonic()), {key: b.epoch for key, b in self._buckets.items() if b.epoch}
 
     async def progress(self) -> dict[str, Any]:
@@ -272,6 +289,7 @@ class Coordinator:
             "spent_usd": self._spent,
             "calls": dict(p.calls),
             "cache_hits": dict(p.cache_hits),
+            "batch": dict(p.batch),
         }
 
     # -- category caps, admitted in shard order so the outcome never depends on timing ---------------

@@ -34,8 +34,9 @@ from ..records import VQARecord
 from ..redact import redact_url
 from ..sources import open_source
 from ..store import RunDir, locked, summarise
+from .batch import JobStore, summarise_jobs
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
-from .worker import CAPABILITY, STAGES, ids_digest
+from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class RunSummary:
     elapsed_s: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=dict)
+    #: batch mode: requests this invocation's shards sent as batch jobs, and the jobs they waited on
+    batch_requests: int = 0
+    batch_jobs: int = 0
 
     @property
     def stopped_by_budget(self) -> bool:
@@ -88,6 +92,8 @@ def prompt_files(config: PipelineConfig) -> list[str]:
             names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
         else:
             names.append(template)
+    if config.stages.rewrite.reasoning == "model":
+        names.append(config.stages.rewrite.reasoning_prompt)
     return names
 
 
@@ -166,14 +172,28 @@ class Driver:
     async def _preflight(self) -> None:
         """Build every stage's backend once here, so an unknown type or a missing API key is a clear error
         before any worker starts (and before anything is paid for)."""
+        batched: list[str] = []
+        online: list[str] = []
         for stage_name, capability in CAPABILITY.items():
-            backend_name = getattr(self.config.stages, stage_name).backend
-            backend = create_backend(backend_name, self.config.backends[backend_name], capability,
+            stage = getattr(self.config.stages, stage_name)
+            backend = create_backend(stage.backend, self.config.backends[stage.backend], capability,
                                      seed=self.config.seed)
+            if stage.mode == "batch":
+                route = batch_route(backend, capability)
+                (batched if route is not None else online).append(
+                    stage_name if route is not None else f"{stage_name} ({self.config.backends[stage.backend].type})"
+                )
             check = getattr(backend, "preflight", None)
             if callable(check):  # a local model: its files and class, checked without loading weights
                 await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
+        if online:  # said once per run: these stages asked for batch mode and cannot have it
+            message = (f"batch mode: no batch route for {', '.join(online)}; "
+                       f"{'that stage runs' if len(online) == 1 else 'those stages run'} online")
+            log.warning(message)
+            if self.log_format == "json":
+                self._emit({"event": "batch_unsupported", "stages": online})
+        self.batch_stages = batched
 
     def _screen_spec(self) -> dict[str, Any] | None:
         """source.dedup / source.decontaminate for the coordinator: benchmark fingerprints are loaded here, once
@@ -253,11 +273,13 @@ class Driver:
             # best effort on the way out of a failure (a full disk must not hide the real error)
             failed = status not in ("finished", "budget_exhausted")
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
-                self.run_dir.write_stats(
-                    {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                     "rate_limits": limiter, "coordinator_rpcs": rpcs,
-                     **({"replicas": replicas} if replicas else {})}
-                )
+                extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
+                         "rate_limits": limiter, "coordinator_rpcs": rpcs,
+                         **({"replicas": replicas} if replicas else {})}
+                jobs = JobStore(self.run_dir.fs).all()
+                if jobs:
+                    extra["batch_jobs"] = summarise_jobs(jobs)
+                self.run_dir.write_stats(extra)
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
@@ -353,6 +375,9 @@ class Driver:
                 summary.calls[stage] = summary.calls.get(stage, 0) + n
             for stage, n in result.cache_hits.items():
                 summary.cache_hits[stage] = summary.cache_hits.get(stage, 0) + n
+            batch = getattr(result, "batch", None) or {}
+            summary.batch_requests += int(batch.get("requests", 0))
+            summary.batch_jobs += int(batch.get("jobs", 0))
             if self.log_format == "json":
                 self._emit({"event": "shard", **result.model_dump(mode="json", include={
                     "shard", "records", "accepted", "rejected", "reject_reasons", "cost_usd", "spent_usd",
@@ -374,6 +399,13 @@ class Driver:
         if top:
             postfix["top"] = f"{top[0]}:{top[1]}"
         postfix["$"] = f"{p['spent_usd']:.4f}"
+        batch = p.get("batch") or {}
+        if batch.get("jobs_submitted") or batch.get("jobs_done"):
+            in_flight = batch.get("jobs_submitted", 0) - batch.get("jobs_done", 0)
+            postfix["batch"] = (f"{in_flight} jobs in flight, "
+                                f"{batch.get('requests_done', 0)}/{batch.get('requests_submitted', 0)} req")
+            if in_flight > 0:
+                postfix["eta"] = "provider-bound"
         for name, r in (await runtime.replica_stats()).items():  # a served model: busy replicas, utilisation
             postfix[name] = f"{r.get('busy_now', 0)}/{r.get('live', 0)} busy {r.get('utilisation', 0.0):.0%}"
         bar.set_postfix(postfix, refresh=False)

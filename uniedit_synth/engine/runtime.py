@@ -53,6 +53,8 @@ def worker_resources(config: PipelineConfig) -> ActorResources:
         wanted = [stage.resources]
         if definition.name in CAPABILITY and stage.backend not in served:
             wanted.append(config.backends[stage.backend].resources)
+        # the judge cascade's expensive judge runs in the same worker
+        wanted += [config.backends[name].resources for name in getattr(stage, "cascade", None) or []]
         for resources in wanted:
             if resources is not None:
                 needed = needed.merged(resources)
@@ -161,6 +163,13 @@ class RemoteCoordinator:
         if not self._caps:
             return [True] * len(categories)  # no category caps: nothing to decide in shard order
         return await self._rpc("admit", shard, categories)
+
+    async def reserve(self, usd: float) -> bool:
+        return True if not self._budget else await self._handle.reserve.remote(usd)
+
+    async def release(self, usd: float) -> None:
+        if self._budget:
+            await self._handle.release.remote(usd)
 
     async def report(self, delta: dict[str, Any]) -> None:
         if self._unspent:

@@ -9,6 +9,7 @@ this worker holds. Every record leaves exactly once, as a Sample that is accepte
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import importlib
 import json
@@ -27,7 +28,9 @@ from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
+from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from ..store import RunDir, ShardResult
+from .batch import BatchPending, BatchRunner, BatchState, StageBatch
 from .cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -70,6 +73,12 @@ async def gather_or_cancel(coros: Iterable[Awaitable[Any]]) -> None:
         for task in tasks:
             task.cancel()
         raise
+
+
+def batch_route(backend: Any, capability: str) -> Any:
+    """The backend's batch route for `capability`, or None when its provider has none (it stays online)."""
+    route = getattr(backend, "batch_route", None)
+    return route(capability) if callable(route) else None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -121,6 +130,31 @@ class ShardProcessor:
                 rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
                 backend_name=stage_spec.backend,
             )
+        self.batch_state = BatchState()
+        self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
+        self.batch_stages: list[str] = []
+        for stage_name, caller in callers.items():
+            stage_spec = getattr(config.stages, stage_name)
+            route = batch_route(caller.backend, CAPABILITY[stage_name]) if stage_spec.mode == "batch" else None
+            if route is not None:
+                caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state)
+                self.batch_stages.append(stage_name)
+        self._batch_sent: Counter = Counter()
+        cascade = config.stages.judge.cascade
+        if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
+            expensive = cascade[1]
+            backend = self._backend(expensive, "text")
+            models[EXPENSIVE_JUDGE] = config.backends[expensive].model
+            callers[EXPENSIVE_JUDGE] = ModelCaller(
+                EXPENSIVE_JUDGE,
+                backend,
+                cache=self.cache,
+                coordinator=coordinator,
+                prices=config.prices,
+                retry=config.retry,
+                rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
+                backend_name=expensive,
+            )
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
         self._front_stages = [d for d in STAGES if not d.after_caps]
@@ -164,7 +198,10 @@ class ShardProcessor:
         await self.start_backends()
         funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
+        for item in items:
+            item.ledger.owner = item.record.id
         outcomes: list[Sample | None] = [None] * len(items)
+        batch: Counter = Counter()
         if self._reporter is None or self._reporter.done():
             # one progress report every REPORT_S for all the shards this worker holds (not one loop a shard:
             # with a dozen shards in flight those made most of the coordinator's RPCs)
@@ -174,14 +211,15 @@ class ShardProcessor:
                 # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
                 await gather_or_cancel(self._validate(i, item, outcomes, funnel) for i, item in enumerate(items))
                 screened = await self._screen(shard, items, outcomes)
-                await gather_or_cancel(
-                    self._classify(i, item, outcomes, funnel, budget_exhausted)
-                    for i, item in enumerate(items) if outcomes[i] is None
+                await self._in_waves(
+                    shard, [i for i in range(len(items)) if outcomes[i] is None], items, funnel, batch,
+                    lambda i, f: self._classify(i, items[i], outcomes, f, budget_exhausted),
                 )
             else:
                 # phase 1: validate + classify (cheap) for every record
-                await gather_or_cancel(
-                    self._front(i, item, outcomes, funnel, budget_exhausted) for i, item in enumerate(items)
+                await self._in_waves(
+                    shard, range(len(items)), items, funnel, batch,
+                    lambda i, f: self._front(i, items[i], outcomes, f, budget_exhausted),
                 )
             # phase 2: category caps, decided in shard order by the coordinator (deterministic)
             survivors = [i for i, outcome in enumerate(outcomes) if outcome is None]
@@ -194,8 +232,9 @@ class ShardProcessor:
                     capped = Rejected(RejectReason.category_capped, f"cap reached for {items[i].task_category}")
                     self._finish(i, items[i], self._reject(items[i], capped), outcomes)
             # phase 3: the stages after the caps (rewrite → edit ⇄ judge)
-            await gather_or_cancel(
-                self._back(i, items[i], outcomes, funnel) for i, ok in zip(survivors, verdicts, strict=True) if ok
+            await self._in_waves(
+                shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
+                lambda i, f: self._back(i, items[i], outcomes, f),
             )
         finally:
             await self._flush_report()
@@ -204,7 +243,34 @@ class ShardProcessor:
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
-        return self._write(shard, items, samples, funnel, admitted, started)
+        entry = self._write(shard, items, samples, funnel, admitted, started)
+        if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
+            entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
+            entry.spent_usd = round(entry.spent_usd + batch["spent_usd"], 8)
+        return entry
+
+    async def _in_waves(self, shard: int, indices: Iterable[int], items: list[WorkItem],
+                        funnel: dict[str, Counter], batch: Counter, run) -> None:
+        """Run `run(i, funnel)` for the records `indices`; records that stopped at a batch-mode cache miss
+        (engine/batch.py) wait for the wave's batch jobs and run again from where the wave began, replaying
+        their earlier calls from the cache. Without batch-mode stages this is one wave."""
+        todo = list(indices)
+        checkpoints = {i: copy.deepcopy(items[i]) for i in todo} if self.batch_stages else {}
+        while todo:
+            local = {i: {name: Counter() for name in funnel} for i in todo}
+            await gather_or_cancel(run(i, local[i]) for i in todo)
+            waiting = [i for i in todo if items[i].ledger.deferred]
+            for i in todo:
+                if not items[i].ledger.deferred:
+                    for name, counts in local[i].items():
+                        funnel[name].update(counts)
+            if not waiting:
+                return
+            deferred = [call for i in waiting for call in items[i].ledger.deferred]
+            batch.update(await self.batch_runner.run_wave(shard, deferred))
+            for i in waiting:
+                items[i] = copy.deepcopy(checkpoints[i])
+            todo = waiting
 
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
         if await self._validate(i, item, outcomes, funnel):
@@ -278,6 +344,8 @@ class ShardProcessor:
                 raise BudgetExhausted()
             for definition in self._front_stages:
                 await self._run_stage(definition, item, funnel)
+        except BatchPending:
+            return  # waits for this wave's batch jobs (_in_waves)
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)
         except BudgetExhausted:
@@ -320,10 +388,14 @@ class ShardProcessor:
                 # a judged failure before a retry: kept in attempts/ as a preference negative
                 snapshot = self._sample(item, False, RejectReason.low_score, verdict.failed_thresholds(item))
                 snapshot.cost_usd = snapshot.latency_s = 0.0  # counted once, in the record's final row
+                snapshot.attributed_cost_usd = 0.0
                 item.failed_attempts.append(snapshot)
+                item.judge_cascade = None  # counted with this attempt's row; the next judging starts afresh
                 attempt += 1
                 index = names.index(definition.retries)
             self._finish(i, item, self._sample(item, accepted=True), outcomes)
+        except BatchPending:
+            return  # waits for this wave's batch jobs (_in_waves)
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)
         except BudgetExhausted:
@@ -355,10 +427,14 @@ class ShardProcessor:
             prompt_versions=item.prompt_versions,
             attempts=item.attempts,
             cost_usd=round(item.ledger.cost_usd, 8),
+            attributed_cost_usd=round(item.ledger.attributed_usd, 8),
             latency_s=round(item.ledger.latency_s, 4),
             pipeline_hash=self.pipeline_hash,
             edit_program=item.edit_program,
             instruction_plan=item.plan,
+            reasoning=item.reasoning,
+            intended_effect=item.intended_effect,
+            judge_cascade=dict(item.judge_cascade) if item.judge_cascade else None,
             record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
         )
 
@@ -411,7 +487,11 @@ class ShardProcessor:
             hits.update(item.ledger.cache_hits)
         spent = sum(item.ledger.spent_now_usd for item in items)
         records = [item.record for item in items]
+        cascade = cascade_counts(samples + attempts, items) if self.config.stages.judge.cascade else None
+        non_edit = non_edit_counts(samples, self.config.stages.judge.non_edit_threshold)
         return ShardResult(
+            **({"cascade": cascade} if cascade else {}),
+            **({"non_edit": non_edit} if non_edit else {}),
             shard=shard,
             records=len(records),
             ids_sha256=ids_digest(records),
@@ -452,6 +532,10 @@ class ShardProcessor:
             await self._flush_report()
 
     async def _flush_report(self) -> None:
+        progress = self.batch_runner.progress
+        if progress != self._batch_sent:
+            self._pending_report["batch"] = {k: v - self._batch_sent.get(k, 0) for k, v in progress.items()}
+            self._batch_sent = Counter(progress)
         if self._pending_report:
             delta, self._pending_report = self._pending_report, {}
             await self.coordinator.report(delta)

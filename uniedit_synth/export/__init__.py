@@ -124,6 +124,10 @@ def _options(fmt: str, **values: Any) -> ExportOptions:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ExportError(f"invalid export options: {problems}") from None
+    if options.with_reasoning and fmt != "bagel":
+        raise ExportError(
+            "--with-reasoning is a bagel option; hf and uniedit-jsonl exports always carry the `reasoning` column"
+        )
     if options.layout == "release" and fmt != "uniedit-jsonl":
         raise ExportError("--layout release is a uniedit-jsonl layout; use --format uniedit-jsonl")
     if options.layout == "release" and (options.include_rejects or options.with_masks):
@@ -160,6 +164,7 @@ def export_run(
     layout: str = "default",
     bagel_data_dir: str | None = None,
     bagel_name: str = "uniedit",
+    with_reasoning: bool = False,
     push_to_hub: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -175,7 +180,8 @@ def export_run(
     authors' VAE factor; 1 = full resolution) or to `mask_grid` cells, and a region weight (`weight_fn`) per
     sample (uniedit-jsonl and hf). `layout="release"` (uniedit-jsonl) writes the Uni-Edit release's files and
     nine keys exactly, without the rows whose source image and instruction repeat (uniedit_release.py).
-    `bagel_data_dir` is where BAGEL will see the export (default: out_dir).
+    `bagel_data_dir` is where BAGEL will see the export (default: out_dir). `with_reasoning` (bagel) adds each
+    sample's reasoning trace as the thinking text BAGEL generates before the edited image (bagel.py).
     `push_to_hub` (hf only) uploads the finished export to that dataset repo. `drop` (id → audit flag, from
     audit.checks.flagged_ids) leaves those samples out, counted per flag in `skipped`.
     Raises ExportError for a missing or non-run `run_dir`, a non-empty `out_dir` without `overwrite`, an
@@ -197,6 +203,7 @@ def export_run(
         layout=layout,
         bagel_data_dir=bagel_data_dir,
         bagel_name=bagel_name,
+        with_reasoning=with_reasoning,
     )
     if push_to_hub and fmt != "hf":
         raise ExportError("--push-to-hub works with the hf format only")

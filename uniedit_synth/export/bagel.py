@@ -57,6 +57,14 @@ BAGEL_SCHEMA = pa.schema(
         pa.field("task_category", pa.string()),
     ]
 )
+#: `--with-reasoning`: the thinking text per transition, parallel to instruction_list
+THINK_SCHEMA = BAGEL_SCHEMA.append(pa.field("think_list", pa.list_(pa.list_(pa.string()))))
+#: BAGEL's inferencer.py GEN_THINK_SYSTEM_PROMPT: the system text of thinking-mode generation
+GEN_THINK_SYSTEM_PROMPT = (
+    "You should first think about the planning process in the mind and then generate the image. \n"
+    "The planning process is enclosed within <think> </think> tags, i.e. <think> planning process here </think> "
+    "image here"
+)
 FILE_PREFIX = "uniedit"
 
 #: the `unified_edit` block of BAGEL's data/configs/example.yaml, with our dataset in it
@@ -64,14 +72,23 @@ IMAGE_TRANSFORM_ARGS = {"image_stride": 16, "max_image_size": 1024, "min_image_s
 VIT_IMAGE_TRANSFORM_ARGS = {"image_stride": 14, "max_image_size": 518, "min_image_size": 224}
 
 
-def bagel_row(sample: Sample) -> dict[str, Any]:
-    """One BAGEL row: [source, edited] and one instruction list for the single transition."""
-    return {
+def think_text(reasoning: str) -> str:
+    """The reasoning as BAGEL's thinking mode writes it before the image it generates: `<think> … </think>`."""
+    return f"<think>{reasoning.strip()}</think>"
+
+
+def bagel_row(sample: Sample, with_reasoning: bool = False) -> dict[str, Any]:
+    """One BAGEL row: [source, edited] and one instruction list for the single transition; with reasoning,
+    `think_list[i-1]` holds the thinking text that precedes image i."""
+    row = {
         "image_list": [sample.source_image, sample.edited_image],
         "instruction_list": [[sample.edit_instruction]],
         "id": sample.id,
         "task_category": sample.task_category,
     }
+    if with_reasoning:
+        row["think_list"] = [[think_text(sample.reasoning)] if sample.reasoning else []]
+    return row
 
 
 def parquet_info(files: list[Path], data_dir: str) -> dict[str, dict[str, int]]:
@@ -173,7 +190,7 @@ class BagelWriter:
             split: ParquetShardWriter(
                 root / split,
                 FILE_PREFIX,
-                BAGEL_SCHEMA,
+                THINK_SCHEMA if options.with_reasoning else BAGEL_SCHEMA,
                 shard_rows=options.shard_rows,
                 row_group_rows=options.row_group_rows,
             )
@@ -181,7 +198,7 @@ class BagelWriter:
         }
 
     def add(self, sample: Sample, split: str, masked: tuple[np.ndarray, float] | None) -> None:
-        self.shards[split].write(bagel_row(sample))
+        self.shards[split].write(bagel_row(sample, self.options.with_reasoning))
 
     def add_pair(self, pair: PreferencePair, split: str) -> None:
         raise NotImplementedError("BAGEL's unified_edit format has no preference pairs")
@@ -189,7 +206,8 @@ class BagelWriter:
     def finish(self, stats: CardStats) -> list[Path]:
         files = [path for shards in self.shards.values() for path in shards.close()]
         entries = write_registration(self.root, self.data_root, self.options.bagel_name)
-        (self.root / "README.md").write_text(readme(entries, stats), encoding="utf-8")
+        text = readme(entries, stats) + (THINK_README if self.options.with_reasoning else "")
+        (self.root / "README.md").write_text(text, encoding="utf-8")
         return files
 
 
@@ -218,6 +236,23 @@ def readme(entries: list[dict[str, Any]], stats: CardStats) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+THINK_README = f"""
+## Reasoning (`--with-reasoning`)
+
+Each row also has `think_list` (parallel to `instruction_list`): `think_list[i-1]` is `[<think>…</think>]`, the
+reasoning trace (question → answer → branch → edit, checked against the instruction plan) that BAGEL's thinking
+mode generates before image i. BAGEL's inferencer, with `think=True`, starts the context with the system text
+
+    {GEN_THINK_SYSTEM_PROMPT}
+
+then generates the `<think> … </think>` text and, with that text in context, the image. To train that order, read
+the row as BAGEL's think-trace data does (`_add_text(..., need_loss=True, next_token_label=<|vision_start|>)`
+for the thinking text, between the instruction (no loss) and the edited image (loss)): source image (no loss,
+VAE + ViT) → instruction (no loss) → think text (loss) → edited image (loss). BAGEL's stock
+`UnifiedEditIterableDataset` reads only `image_list` and `instruction_list` and ignores the extra column.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:

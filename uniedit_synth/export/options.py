@@ -40,6 +40,8 @@ class ExportOptions(BaseModel):
     layout: Literal["default", "release"] = "default"
     bagel_data_dir: str | None = None
     bagel_name: str = "uniedit"
+    #: bagel only: add the reasoning trace as thinking text before the edited image (export/bagel.py)
+    with_reasoning: bool = False
 
     @field_validator("categories")
     @classmethod

@@ -80,6 +80,9 @@ def sample_row(sample: Sample, image_path: str, output_image_path: str) -> dict[
         "score": sample.score,
         # not in the release: the plan the instruction follows (style, candidate, expected branch, edits)
         "instruction_plan": sample.instruction_plan.model_dump(mode="json") if sample.instruction_plan else None,
+        # not in the release: question → answer → branch → edit (reasoning.py), and the expected branch's edit
+        "reasoning": sample.reasoning,
+        "intended_effect": sample.intended_effect,
     }
 
 

@@ -60,6 +60,10 @@ class CallRecord(BaseModel):
     seq: int | None = None
     kind: str | None = None
     model: str | None = None
+    #: answered inside a provider batch job (engine/batch.py): paid for this record, at the batch price
+    batch: bool = False
+    #: a cached reply another record paid for: what it cost that record (`cost_usd` is 0 here)
+    attributed_usd: float = 0.0
 
 
 def index_path(shard: int) -> str:

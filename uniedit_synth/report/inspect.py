@@ -253,6 +253,15 @@ def format_inspection(info: dict[str, Any], *, width: int = 100) -> str:
     scores = dict(sample.get("scores") or {})
     scores["aggregate"] = sample.get("score")
     field("scores", " · ".join(f"{k} {v:g}" for k, v in scores.items() if v is not None) or None)
+    cascade = sample.get("judge_cascade")
+    if isinstance(cascade, dict):
+        who = cascade.get("decided_by", "?")
+        model = cascade.get(f"{who}_model") or "?"
+        field("decided by", f"{who} judge ({model}; route {cascade.get('route')})")
+        field("cheap judge", cascade.get("cheap"))
+        field("expensive", cascade.get("expensive"))
+    field("reasoning", sample.get("reasoning"))
+    field("effect", sample.get("intended_effect"))
     field("attempts", str(sample.get("attempts") or 0))
     field("cost", f"${float(sample.get('cost_usd') or 0):.6f}")
     field("latency", f"{float(sample.get('latency_s') or 0):.2f} s")
@@ -274,7 +283,10 @@ def format_inspection(info: dict[str, Any], *, width: int = 100) -> str:
         if call.get("attempt") is not None:
             head += f" attempt {call['attempt']}"
         if "cached" in call:
-            head += f"  {'cached' if call['cached'] else 'called'}  ${call.get('cost_usd', 0):.6f}"
+            how = "batch" if call.get("batch") else "cached" if call["cached"] else "called"
+            head += f"  {how}  ${call.get('cost_usd', 0):.6f}"
+            if call.get("attributed_usd"):
+                head += f" (shared reply worth ${call['attributed_usd']:.6f}, paid by another record)"
             head += f"  {call.get('latency_s', 0):.2f} s"
         if call.get("model"):
             head += f"  {call['model']}"

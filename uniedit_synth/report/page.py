@@ -172,6 +172,8 @@ def _summary(ctx: PageContext) -> str:
         _cost_panel(s, ctx.cost_by_stage),
         _facts_panel(ctx),
         _scores_panel(s),
+        _non_edit_panel(s),
+        _cascade_panel(stats),
     ]
     if ctx.audit:
         panels.append(_audit_panel(ctx.audit))
@@ -399,6 +401,67 @@ def _scores_panel(s: RunSummary) -> str:
         "Distribution of each judge score (1–5, bins of 0.5) for samples that reached the judge.",
         f'<div class="hists">{"".join(blocks)}</div>',
         ACCEPT_SERIES,
+        wide=True,
+    )
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="facts"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _non_edit_panel(s: RunSummary) -> str:
+    rows = [
+        [status, f"{int(n):,}", f"{total / n:.4f}", f"{low:.4f}"]
+        for status, (n, total, low) in s.non_edit.items()
+        if n
+    ]
+    if not rows:
+        return ""
+    return _panel(
+        "Non-edit consistency",
+        "Measured from pixels, not asked of the judge: the share of the image outside the known edit region "
+        "that stayed unchanged, and 1 − its perceptual (pHash) distance, whichever is lower (1 = untouched).",
+        _table(["samples", "measured", "mean", "min"], rows),
+    )
+
+
+def _cascade_panel(stats: dict[str, Any]) -> str:
+    figures = stats.get("judge_cascade")
+    if not figures:
+        return ""
+    routes = figures.get("routes", {})
+    costs = figures.get("cost_usd", {})
+
+    def rate(value: Any) -> str:
+        return "—" if value is None else f"{100 * float(value):.1f}%"
+
+    facts = [
+        ["edits judged (cheap judge)", f"{figures.get('judged', 0):,}"],
+        ["expensive judge calls", f"{figures.get('expensive_calls', 0):,} ({rate(figures.get('expensive_share'))})"],
+        ["routes", f"cheap {routes.get('cheap', 0)} · band {routes.get('band', 0)} · audit {routes.get('audit', 0)}"],
+        ["audit agreement", f"{rate(figures.get('audit_agreement'))} of {figures.get('audited', 0)} audited"],
+        ["band agreement", rate(figures.get("band_agreement"))],
+        ["cost", f"cheap {usd_format(float(costs.get('cheap', 0)))} · expensive "
+                 f"{usd_format(float(costs.get('expensive', 0)))}"],
+    ]
+    confusion = [
+        [axis, *(str(cells.get(k, 0)) for k in (
+            "cheap_pass/expensive_pass", "cheap_pass/expensive_fail", "cheap_fail/expensive_pass",
+            "cheap_fail/expensive_fail"))]
+        for axis, cells in sorted(figures.get("confusion", {}).items())
+    ]
+    body = _table(["", ""], facts) + (
+        _table(["axis (audited)", "both pass", "cheap pass, expensive fail", "cheap fail, expensive pass",
+                "both fail"], confusion) if confusion else ""
+    )
+    return _panel(
+        "Judge cascade",
+        "The cheap judge scores every edit; unsure verdicts (the band) and a seeded audit share go to the "
+        "expensive judge, whose verdict decides. Agreement on the audited share is what the cheap judge costs "
+        "in quality.",
+        body,
         wide=True,
     )
 

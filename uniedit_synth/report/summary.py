@@ -71,6 +71,10 @@ class RunSummary:
     )
     cost_by_exit: Counter = field(default_factory=Counter)
     records_by_exit: Counter = field(default_factory=Counter)
+    #: measured non-edit consistency (0–1) by accepted / rejected: [count, sum, min]
+    non_edit: dict[str, list[float]] = field(
+        default_factory=lambda: {"accepted": [0, 0.0, 1.0], "rejected": [0, 0.0, 1.0]}
+    )
 
     def add(self, row: dict[str, Any], scores: dict[str, float | None]) -> None:
         status = status_of(row)
@@ -87,6 +91,12 @@ class RunSummary:
         for name, value in scores.items():
             if value is not None:
                 self.histograms[name]["accepted" if accepted else "rejected"][score_bin(value)] += 1
+        measured = (row.get("scores") or {}).get("non_edit_consistency")
+        if measured is not None:
+            acc = self.non_edit["accepted" if accepted else "rejected"]
+            acc[0] += 1
+            acc[1] += float(measured)
+            acc[2] = min(acc[2], float(measured))
         stage = exit_stage(row)
         self.cost_by_exit[stage] += cost
         self.records_by_exit[stage] += 1
@@ -108,7 +118,7 @@ def cost_by_stage_from_index(run_dir: Path | RunFS) -> dict[str, dict[str, float
     out: dict[str, dict[str, float]] = {}
     for call in iter_call_index(run_dir):
         stage = out.setdefault(call.stage, {"cost_paid": 0.0, "cost_cached": 0.0, "calls": 0, "cached": 0})
-        if call.cached:
+        if call.cached and not call.batch:  # a batch reply reaches the record through the cache, paid for it
             stage["cost_cached"] += call.cost_usd
             stage["cached"] += 1
         else:

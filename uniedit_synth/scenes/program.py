@@ -55,6 +55,9 @@ PIXEL_TOLERANCE = 24
 # purpose: one wrong digit on a board changes only a few dozen pixels of a 256x256 render.
 SCENE_MISMATCH_SHARE = 0.0001
 FLAWS = ("wrong_branch", "wrong_detail", "unchanged", "wrong_digit", "near_miss_shade", "extra_object")
+#: every flaw the editor can apply: FLAWS (the default draw) plus `collateral_change` (the right edit, and an
+#: unrelated object recoloured: what non-edit consistency measures), chosen with the editor's `flaw_kinds`
+FLAW_KINDS = (*FLAWS, "collateral_change")
 
 
 class ProgramError(ValueError):
@@ -761,8 +764,8 @@ def apply_flaw(
     right edit plus an extra object. A kind that cannot show on this program falls back to another one
     (wrong_branch → wrong_detail on a program without branches; digit and shade → wrong_detail; anything
     that would come out identical to the expected edit → unchanged)."""
-    if flaw not in FLAWS:
-        raise ProgramError(f"unknown flaw {flaw!r} (known: {', '.join(FLAWS)})")
+    if flaw not in FLAW_KINDS:
+        raise ProgramError(f"unknown flaw {flaw!r} (known: {', '.join(FLAW_KINDS)})")
     if flaw == "unchanged":
         return source_png, "unchanged"
     if program.get("kind") == "scene":
@@ -817,6 +820,14 @@ def _scene_flaw(
             wrong.objects.append(
                 SceneObject(id=wrong.next_object_id(), col=col, row=row, **_new_object(rng, ()))
             )
+    elif flaw == "collateral_change":
+        changed = _changed_objects(scene, expected)
+        untouched = [o for o in expected.objects if o.id not in changed]
+        if untouched:
+            wrong = expected.model_copy(deep=True)
+            chosen = rng.choice(untouched).id
+            target = next(o for o in wrong.objects if o.id == chosen)
+            target.color = rng.choice([c for c in COLORS if c != target.color])
     if wrong is None:
         applied = "wrong_detail"
         wrong = _wrong_detail(scene, program, taken, rng)
@@ -890,6 +901,12 @@ def _generic_flaw(
         radius = max(3, min(x1 - x0, y1 - y0) // 3)
         cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=GENERIC_COLORS["red"])
+        return encode_png(image), flaw
+    if flaw == "collateral_change" and others:
+        draw_generic_action(image, action)
+        x0, y0, x1, y1 = corner_box(rng.choice(others), *image.size)
+        patch = np.asarray(image)[y0:y1, x0:x1]
+        image.paste(Image.fromarray((255 - patch).astype(np.uint8)), (x0, y0))  # an unrelated region altered
         return encode_png(image), flaw
     # wrong_detail (and the fallback): the right edit in the wrong place
     action["corner"] = rng.choice(others) if others else action["corner"]

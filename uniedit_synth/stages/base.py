@@ -62,6 +62,13 @@ class WorkItem:
     prompt_versions: dict[str, str] = field(default_factory=dict)
     #: judged edits that failed before a later attempt (rows of attempts/, preference negatives)
     failed_attempts: list[Sample] = field(default_factory=list)
+    #: question → answer → branch → edit (reasoning.py) and the expected branch's edit
+    reasoning: str | None = None
+    intended_effect: str | None = None
+    #: with a judge cascade: the current attempt's route, deciding judge and both judges' scores
+    judge_cascade: dict[str, Any] | None = None
+    #: with `stages.judge.localise_edit`: the deciding judge's box of where the edit belongs (fractions)
+    judge_region: list[float] | None = None
 
 
 @dataclass
@@ -93,15 +100,19 @@ class StageContext:
         failure: RejectReason | None = None,
         images: list[bytes] | None = None,
         repair: str = "",
+        task: str | None = None,
+        via: str | None = None,
     ) -> ReplyT:
         """One structured text call for `stage`: render the prompt (VQA text as delimited data), call the
         model through the engine (cache, limits, retries, cost), validate the reply. A safety refusal becomes
         a `safety_blocked` reject, any other failure a `failure` reject (by default the stage table's
-        failure reason of `stage`)."""
-        item.prompt_versions[stage] = prompt.version
+        failure reason of `stage`). `task` names the request's task when it is not the stage's own (the
+        rewriter's reasoning follow-up); `via` picks another caller of the stage (the cascade's expensive judge)."""
+        caller = via or stage
+        item.prompt_versions[task or stage] = prompt.version
         request = TextRequest(
-            task=stage,
-            model=self.models[stage],
+            task=task or stage,
+            model=self.models[caller],
             system=prompt.system,
             prompt=prompt.render(**fields) + (f"\n{repair}\n" if repair else ""),
             images=images or [],
@@ -111,7 +122,7 @@ class StageContext:
             context=context,
         )
         try:
-            reply = await self.callers[stage].text(request, item.ledger)
+            reply = await self.callers[caller].text(request, item.ledger)
             return reply_model.model_validate(reply.data)
         except SafetyBlocked as exc:
             raise Rejected(RejectReason.safety_blocked, f"{stage}: {exc}") from None

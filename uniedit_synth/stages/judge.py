@@ -3,9 +3,36 @@ coherence) from both images, or the Uni-Edit release's visual-quality-only check
 
 from __future__ import annotations
 
-from ..records import RejectReason
+from typing import Any
+
+from .. import cascade as cascading
+from ..consistency import box_region_consistency, non_edit_consistency
+from ..records import RejectReason, Sample
 from .base import StageContext, WorkItem
-from .schemas import JUDGE_SCHEMA, RELEASE_JUDGE_SCHEMA, JudgeReply, ReleaseJudgeReply
+from .schemas import (
+    JUDGE_LOCALISED_SCHEMA,
+    JUDGE_SCHEMA,
+    LOCALISE_REQUEST,
+    RELEASE_JUDGE_SCHEMA,
+    JudgeReply,
+    ReleaseJudgeReply,
+)
+
+#: the caller (and ledger stage) of the cascade's expensive judge
+EXPENSIVE_JUDGE = "judge/expensive"
+
+
+def cascade_counts(samples: list[Sample], items: list[WorkItem]) -> dict[str, Any]:
+    """One shard's cascade counters: the judged attempts' entries (final rows and attempts/ rows) and what
+    each judge's calls cost (from the records' ledgers)."""
+    costs = {"cheap": 0.0, "expensive": 0.0}
+    for item in items:
+        for event in item.ledger.events:
+            if event["stage"] == "judge":
+                costs["cheap"] += event["cost_usd"]
+            elif event["stage"] == EXPENSIVE_JUDGE:
+                costs["expensive"] += event["cost_usd"]
+    return cascading.shard_counts((s.judge_cascade for s in samples if s.judge_cascade), costs)
 
 
 def judge_outcome(item: WorkItem) -> str:
@@ -23,6 +50,26 @@ def judge_outcome(item: WorkItem) -> str:
     return f"Reference answer: {item.process_answer or ''}"
 
 
+def non_edit_counts(samples: list[Sample], threshold: float | None) -> dict[str, Any] | None:
+    """One shard's measured non-edit consistency, by accepted / rejected: count, sum, and how many fall
+    below the threshold (0.995 when none is set: the level that separates collateral edits in the tests)."""
+    bar = NON_EDIT_REPORT_BAR if threshold is None else threshold
+    out: dict[str, Any] = {}
+    for sample in samples:
+        value = sample.scores.non_edit_consistency
+        if value is None:
+            continue
+        cell = out.setdefault("accepted" if sample.accepted else "rejected", {"n": 0, "sum": 0.0, "below": 0})
+        cell["n"] += 1
+        cell["sum"] += value
+        cell["below"] += int(value < bar)
+    return out or None
+
+
+#: without `non_edit_threshold`, stats count the edits below this level (nothing changed outside on 99.5 %)
+NON_EDIT_REPORT_BAR = 0.995
+
+
 class JudgeStage:
     name = "judge"
 
@@ -31,14 +78,56 @@ class JudgeStage:
         self.spec = ctx.config.stages.judge
 
     async def __call__(self, item: WorkItem) -> bool:
-        """Score the item's current edit; returns whether it passes every threshold."""
+        """Score the item's current edit; returns whether it passes every threshold (and the non-edit
+        consistency threshold, when set and measurable)."""
+        item.judge_cascade = None
+        item.judge_region = None
         if self.spec.preset == "release":
             await self._visual_quality(item)
+        elif self.spec.cascade:
+            await self._cascade(item)
         else:
             await self._three_axes(item)
-        return all(item.scores.get(name, 0) >= bar for name, bar in self.spec.thresholds.items())
+        self._measure_non_edit(item)
+        return not self.failed_thresholds(item)
 
-    async def _three_axes(self, item: WorkItem) -> None:
+    def _measure_non_edit(self, item: WorkItem) -> None:
+        meta = item.record.meta if isinstance(item.record.meta, dict) else {}
+        score = non_edit_consistency(item.image, item.edited_image, item.edit_program, meta)
+        if score is None and item.judge_region is not None:
+            score = box_region_consistency(item.image, item.edited_image, item.judge_region)
+        if score is not None:
+            item.scores["non_edit_consistency"] = score
+
+    async def _cascade(self, item: WorkItem) -> None:
+        """The cheap judge scores the edit; an unsure verdict (in the band) or an audited one is also
+        scored by the expensive judge, whose verdict then decides (cascade.py)."""
+        thresholds = self.spec.thresholds
+        cheap = await self._three_axes(item)
+        attempt = item.attempts - 1 if item.attempts else 0
+        draw = cascading.audit_draw(self.ctx.config.seed, item.record.id, attempt)
+        route = cascading.route(cheap, thresholds, self.spec.cascade_band, self.spec.audit_share, draw)
+        entry: dict[str, Any] = {
+            "route": route,
+            "decided_by": "cheap",
+            "cheap_model": self.ctx.models[self.name],
+            "cheap": cheap,
+            "cheap_pass": cascading.passes(cheap, thresholds),
+            "expensive": None,
+            "expensive_pass": None,
+            "thresholds": dict(thresholds),
+        }
+        if route != "cheap":
+            expensive = await self._three_axes(item, via=EXPENSIVE_JUDGE)
+            entry.update(
+                decided_by="expensive",
+                expensive_model=self.ctx.models[EXPENSIVE_JUDGE],
+                expensive=expensive,
+                expensive_pass=cascading.passes(expensive, thresholds),
+            )
+        item.judge_cascade = entry
+
+    async def _three_axes(self, item: WorkItem, via: str | None = None) -> dict[str, float]:
         record = item.record
         parsed = await self.ctx.ask(
             self.name,
@@ -52,7 +141,7 @@ class JudgeStage:
                 "process_answer": "" if item.plan and item.plan.conditional else item.process_answer or "",
             },
             reply_model=JudgeReply,
-            schema=JUDGE_SCHEMA,
+            schema=JUDGE_LOCALISED_SCHEMA if self.spec.localise_edit else JUDGE_SCHEMA,
             schema_name="judgement",
             images=[item.image, item.edited_image or b""],
             context={
@@ -65,7 +154,10 @@ class JudgeStage:
                 "plan": item.plan.model_dump(mode="json") if item.plan else None,
             },
             failure=RejectReason.judge_failed,
+            via=via,
+            repair=LOCALISE_REQUEST if self.spec.localise_edit else "",
         )
+        item.judge_region = parsed.edit_region
         item.scores = {
             "instruction_following": parsed.instruction_following,
             "visual_quality": parsed.visual_quality,
@@ -73,6 +165,7 @@ class JudgeStage:
         }
         item.score = round(sum(item.scores.values()) / 3, 4)
         item.analysis = parsed.analysis
+        return dict(item.scores)
 
     async def _visual_quality(self, item: WorkItem) -> None:
         """The release's fifth_process_filter.py: the edited image alone, no instruction or question."""
@@ -98,4 +191,8 @@ class JudgeStage:
             for name, bar in self.spec.thresholds.items()
             if item.scores.get(name, 0) < bar
         ]
+        bar = self.spec.non_edit_threshold
+        measured = item.scores.get("non_edit_consistency")
+        if bar is not None and measured is not None and measured < bar:
+            misses.append(f"non_edit_consistency {measured} < {bar}")
         return "; ".join(misses)

@@ -4,14 +4,25 @@ checked against the plan (visible, distinct branches; the candidate in the condi
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 from ..answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
 from ..plan import InstructionPlan, draw_plan
 from ..prompts import Prompt
+from ..reasoning import check_trace, intended_effect, template_trace
 from ..records import RejectReason
 from .base import Rejected, StageContext, WorkItem
-from .schemas import REWRITE_SCHEMA, RewriteReply
+from .schemas import (
+    REASONING_IN_REWRITE_REQUEST,
+    REASONING_SCHEMA,
+    REWRITE_SCHEMA,
+    REWRITE_WITH_REASONING_SCHEMA,
+    ReasoningReply,
+    RewriteReply,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AESTHETICS = (
     "Keep the rest of the image unchanged, with natural lighting and a clean, high-quality look."
@@ -30,6 +41,10 @@ _NO_OP = re.compile(
 
 def is_no_op(edit: str) -> bool:
     return bool(_NO_OP.search(edit))
+
+
+def _without_directive(instruction: str, directive: str) -> str:
+    return instruction.replace(directive, "").strip()
 
 
 def plan_brief(plan: InstructionPlan) -> str:
@@ -104,6 +119,7 @@ class RewriteStage:
         )
 
     async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
+        same_call = self.spec.reasoning == "rewrite_call"
         record = item.record
         category = item.task_category or "others"
         return await self.ctx.ask(
@@ -119,7 +135,7 @@ class RewriteStage:
                 "plan": plan_brief(plan),
             },
             reply_model=RewriteReply,
-            schema=REWRITE_SCHEMA,
+            schema=REWRITE_WITH_REASONING_SCHEMA if same_call else REWRITE_SCHEMA,
             schema_name="edit_instruction",
             context={
                 "question": record.question,
@@ -130,9 +146,10 @@ class RewriteStage:
                 "aesthetics": self.spec.aesthetics_directive or None,
                 "plan": plan.model_dump(mode="json"),
                 **({"repair": repair} if repair else {}),
+                **({"reasoning_requested": True} if same_call else {}),
             },
             failure=RejectReason.rewrite_failed,
-            repair=repair,
+            repair="\n".join(part for part in (REASONING_IN_REWRITE_REQUEST if same_call else "", repair) if part),
         )
 
     def _leak_check(self, item: WorkItem, plan: InstructionPlan, instruction: str) -> None:
@@ -169,7 +186,63 @@ class RewriteStage:
             broken = check_reply(plan, parsed, *answers)
             if broken:
                 raise Rejected(RejectReason.rewrite_failed, f"rewrite: {broken} (after one repair request)")
+        await self._reason(item, parsed)
         return item
+
+    async def _reason(self, item: WorkItem, parsed: RewriteReply) -> None:
+        """The `reasoning` and `intended_effect` columns. A model-phrased trace that contradicts the plan is
+        replaced by the template (which cannot), so every row's trace passes `check_trace`."""
+        mode = self.spec.reasoning
+        if mode == "off":
+            return
+        plan, record = item.plan, item.record
+        branch_edit = parsed.then_edit if plan is not None and not plan.conditional else None
+        effect = intended_effect(plan, _without_directive(item.instruction or "", self.aesthetics), branch_edit)
+        item.intended_effect = effect
+        answer = record.answer or item.process_answer or ""
+        trace = template_trace(record.question, answer, plan, effect)
+        phrased = None
+        if mode == "model":
+            phrased = await self._phrase(item, answer, effect, trace)
+        elif mode == "rewrite_call":
+            phrased = (parsed.reasoning or "").strip() or None
+        if mode != "template":
+            if phrased is not None and check_trace(phrased, plan, answer, effect) is None:
+                trace = phrased
+        broken = check_trace(trace, plan, answer, effect)
+        if broken:  # the template follows the plan by construction: a checker gap, not the record's fault
+            log.warning("record %s: the reasoning check flags the template trace (%s)", record.id, broken)
+        item.reasoning = trace
+
+    async def _phrase(self, item: WorkItem, answer: str, effect: str | None, template: str) -> str | None:
+        plan = item.plan
+        try:
+            reply = await self.ctx.ask(
+                self.name,
+                item,
+                self.ctx.prompt(self.spec.reasoning_prompt),
+                {
+                    "question": item.record.question,
+                    "answer": answer,
+                    "instruction": item.instruction or "",
+                    "plan": plan_brief(plan) if plan else "",
+                    "edit": effect or "",
+                },
+                reply_model=ReasoningReply,
+                schema=REASONING_SCHEMA,
+                schema_name="reasoning_trace",
+                context={
+                    "question": item.record.question,
+                    "answer": answer,
+                    "plan": plan.model_dump(mode="json") if plan else None,
+                    "intended_effect": effect,
+                    "template": template,
+                },
+                task="reason",
+            )
+        except Rejected:  # a failed follow-up costs the record nothing: the template stands in
+            return None
+        return reply.reasoning.strip()
 
     def _take(self, item: WorkItem, plan: InstructionPlan, parsed: RewriteReply) -> None:
         """Keep a reply on the item (instruction, program, the plan's branch edits), then leak-check it."""

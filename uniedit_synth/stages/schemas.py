@@ -31,7 +31,15 @@ class RewriteReply(BaseModel):
     then_edit: str | None = None
     else_edit: str | None = None
     candidate: str | None = None
+    #: with `stages.rewrite.reasoning: rewrite_call`: the reasoning trace, written with the instruction
+    reasoning: str | None = None
     edit_program: dict[str, Any] | None = None  # the builtin rewriter's machine-checkable program
+
+
+class ReasoningReply(BaseModel):
+    """The rewriter's reasoning follow-up: the trace as numbered steps."""
+
+    reasoning: str = Field(min_length=8)
 
 
 class ReleaseJudgeReply(BaseModel):
@@ -46,6 +54,17 @@ class JudgeReply(BaseModel):
     visual_quality: float = Field(ge=1, le=5)
     coherence: float = Field(ge=1, le=5)
     analysis: str = ""
+    #: with `stages.judge.localise_edit`: [x0, y0, x1, y1] as fractions of the image, where the edit belongs
+    edit_region: list[float] | None = None
+
+    @field_validator("edit_region")
+    @classmethod
+    def _box(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if len(value) != 4 or not all(0 <= v <= 1 for v in value) or value[0] >= value[2] or value[1] >= value[3]:
+            raise ValueError("edit_region must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return value
 
 
 def _strict(properties: dict[str, Any]) -> dict[str, Any]:
@@ -90,4 +109,23 @@ RELEASE_JUDGE_SCHEMA = _strict(
         "analysis": {"type": "string"},
         "score": {"type": "integer", "minimum": 1, "maximum": 5},
     }
+)
+REASONING_SCHEMA = _strict({"reasoning": {"type": "string"}})
+#: the three-axis judge asked also for the box of the region the instruction asked to change
+JUDGE_LOCALISED_SCHEMA = _strict(
+    {**JUDGE_SCHEMA["properties"], "edit_region": {"type": "array", "items": {"type": "number"}}}
+)
+LOCALISE_REQUEST = (
+    "Also give `edit_region`: [x0, y0, x1, y1], the box of the region the instruction asked to change, as fractions "
+    "(0 to 1) of the image's width and height, in the same JSON object."
+)
+#: the rewrite reply with the reasoning trace in the same call (`stages.rewrite.reasoning: rewrite_call`)
+REWRITE_WITH_REASONING_SCHEMA = {
+    **REWRITE_SCHEMA,
+    "properties": {**REWRITE_SCHEMA["properties"], "reasoning": _NULLABLE_STRING},
+}
+REASONING_IN_REWRITE_REQUEST = (
+    "Also give `reasoning`: four short numbered steps (1. Question, 2. Answer: \"the answer is <the reference "
+    "answer>\", 3. Branch: which branch of your instruction applies and why, 4. Edit: the edit of that branch, "
+    "quoted word for word), in the same JSON object."
 )
