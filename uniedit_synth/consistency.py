@@ -81,19 +81,26 @@ def consistency_score(
     return score, {"changed_outside": round(share, 6), "perceptual_distance": round(perceptual, 4)}
 
 
+def _comparable(source_png: bytes, edited_png: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both images as RGB arrays of one shape, or None when one cannot be decoded or the sizes differ."""
+    try:
+        source = np.asarray(decode_rgb(source_png))
+        edited = np.asarray(decode_rgb(edited_png))
+    except ProgramError:
+        return None
+    return (source, edited) if source.shape == edited.shape else None
+
+
 def non_edit_consistency(
     source_png: bytes, edited_png: bytes | None, program: dict[str, Any] | None, meta: dict[str, Any]
 ) -> float | None:
     """The score for one edit, or None when the region is unknown or an image cannot be compared."""
     if not edited_png or not isinstance(program, dict):
         return None
-    try:
-        source = np.asarray(decode_rgb(source_png))
-        edited = np.asarray(decode_rgb(edited_png))
-    except ProgramError:
+    pair = _comparable(source_png, edited_png)
+    if pair is None:
         return None
-    if source.shape != edited.shape:
-        return None
+    source, edited = pair
     region = edit_region(source, program, meta)
     if region is None:
         return None
@@ -105,13 +112,10 @@ def box_region_consistency(source_png: bytes, edited_png: bytes | None, box: lis
     allowed region: for records whose edit program (if any) gives no region."""
     if not edited_png or not box:
         return None
-    try:
-        source = np.asarray(decode_rgb(source_png))
-        edited = np.asarray(decode_rgb(edited_png))
-    except ProgramError:
+    pair = _comparable(source_png, edited_png)
+    if pair is None:
         return None
-    if source.shape != edited.shape:
-        return None
+    source, edited = pair
     height, width = source.shape[:2]
     x0, y0, x1, y1 = box
     region = np.zeros((height, width), dtype=bool)

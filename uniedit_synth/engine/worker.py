@@ -115,11 +115,11 @@ class ShardProcessor:
         self._backends: dict[tuple[str, str], Any] = {}
         callers: dict[str, ModelCaller] = {}
         models: dict[str, str] = {}
-        for stage_name, capability in CAPABILITY.items():
-            stage_spec = getattr(config.stages, stage_name)
-            backend = self._backend(stage_spec.backend, capability)
-            models[stage_name] = config.backends[stage_spec.backend].model
-            callers[stage_name] = ModelCaller(
+
+        def caller(stage_name: str, backend_name: str, capability: str) -> ModelCaller:
+            backend = self._backend(backend_name, capability)
+            models[stage_name] = config.backends[backend_name].model
+            return ModelCaller(
                 stage_name,
                 backend,
                 cache=self.cache,
@@ -128,8 +128,11 @@ class ShardProcessor:
                 retry=config.retry,
                 # a local model's capacity is its replicas' (`rate_limited = False`), not a provider quota
                 rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
-                backend_name=stage_spec.backend,
+                backend_name=backend_name,
             )
+
+        for stage_name, capability in CAPABILITY.items():
+            callers[stage_name] = caller(stage_name, getattr(config.stages, stage_name).backend, capability)
         self.batch_state = BatchState()
         self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
         self.batch_stages: list[str] = []
@@ -142,19 +145,7 @@ class ShardProcessor:
         self._batch_sent: Counter = Counter()
         cascade = config.stages.judge.cascade
         if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
-            expensive = cascade[1]
-            backend = self._backend(expensive, "text")
-            models[EXPENSIVE_JUDGE] = config.backends[expensive].model
-            callers[EXPENSIVE_JUDGE] = ModelCaller(
-                EXPENSIVE_JUDGE,
-                backend,
-                cache=self.cache,
-                coordinator=coordinator,
-                prices=config.prices,
-                retry=config.retry,
-                rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
-                backend_name=expensive,
-            )
+            callers[EXPENSIVE_JUDGE] = caller(EXPENSIVE_JUDGE, cascade[1], "text")
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
         self._front_stages = [d for d in STAGES if not d.after_caps]

@@ -46,6 +46,7 @@ from .card import CardStats, card_body
 from .files import contained, image_suffix, safe_stem
 from .options import ExportOptions
 from .selection import PreferencePair
+from .uniedit_jsonl import sample_row
 
 RELEASE_KEYS = (
     "task_category",
@@ -132,17 +133,9 @@ class UniEditReleaseWriter:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(sample.edited_image)
         self._counted.setdefault(output, []).append((sample.task_category or "unknown", split, sample.score))
-        row = {
-            "task_category": sample.task_category,
-            "original_question": sample.original_question,
-            "original_answer": sample.original_answer,
-            "process_answer": sample.process_answer,
-            "image_path": image_path,
-            "edit_instruction": sample.edit_instruction,
-            "output_image_path": output,
-            "analysis": sample.analysis,
-            "score": visual_quality_score(sample),
-        }
+        full = sample_row(sample, image_path, output)
+        # the release's nine keys in its order; its `score` is the visual-quality integer, not our aggregate
+        row = {key: full[key] for key in RELEASE_KEYS} | {"score": visual_quality_score(sample)}
         if split not in self._handles:
             self._handles[split] = self._pending[split].open("w", encoding="utf-8")
         self._handles[split].write(json.dumps(row, ensure_ascii=False) + "\n")
