@@ -116,7 +116,7 @@ class ShardProcessor:
         callers: dict[str, ModelCaller] = {}
         models: dict[str, str] = {}
 
-        def caller(stage_name: str, backend_name: str, capability: str) -> ModelCaller:
+        def make_caller(stage_name: str, backend_name: str, capability: str) -> ModelCaller:
             backend = self._backend(backend_name, capability)
             models[stage_name] = config.backends[backend_name].model
             return ModelCaller(
@@ -132,7 +132,7 @@ class ShardProcessor:
             )
 
         for stage_name, capability in CAPABILITY.items():
-            callers[stage_name] = caller(stage_name, getattr(config.stages, stage_name).backend, capability)
+            callers[stage_name] = make_caller(stage_name, getattr(config.stages, stage_name).backend, capability)
         self.batch_state = BatchState()
         self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
         self.batch_stages: list[str] = []
@@ -145,7 +145,7 @@ class ShardProcessor:
         self._batch_sent: Counter = Counter()
         cascade = config.stages.judge.cascade
         if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
-            callers[EXPENSIVE_JUDGE] = caller(EXPENSIVE_JUDGE, cascade[1], "text")
+            callers[EXPENSIVE_JUDGE] = make_caller(EXPENSIVE_JUDGE, cascade[1], "text")
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
         self._front_stages = [d for d in STAGES if not d.after_caps]
