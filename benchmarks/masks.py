@@ -22,6 +22,7 @@ from PIL import Image, ImageChops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.uniworld_reference import close_small_holes, full_resolution_mask  # noqa: E402
 from uniedit_synth.masks import UNIWORLD, edit_mask  # noqa: E402
 
 ELLIPSE_5 = np.array(  # cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -67,29 +68,7 @@ def scipy_mask(source: Image.Image, edited: Image.Image) -> np.ndarray:
 def authors_mask(source: Image.Image, edited: Image.Image) -> np.ndarray:
     """get_weight_mask for one reference image, as the authors wrote it (minus torch: the reshape max-pool is
     F.max_pool2d(kernel=stride=8), and the raise on 0 < area < 0.001 becomes all ones as in masks.py)."""
-    import cv2
-
-    def close_small_holes(pil_mask: Image.Image, kernel_size: int = 5) -> Image.Image:
-        array = np.array(pil_mask.convert("L"))
-        _, binary = cv2.threshold(array, 127, 255, cv2.THRESH_BINARY)
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_size, kernel_size))
-        return Image.fromarray(cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel))
-
-    def filter_small_components(pil_mask: Image.Image, area_threshold: float) -> Image.Image:
-        array = np.array(pil_mask.convert("L"))
-        _, binary = cv2.threshold(array, 127, 255, cv2.THRESH_BINARY)
-        count, labels = cv2.connectedComponents(binary, connectivity=8)
-        total = np.count_nonzero(binary)
-        output = np.zeros_like(binary)
-        for label in range(1, count):
-            component = labels == label
-            if component.sum() >= area_threshold * total:
-                output[component] = 255
-        return Image.fromarray(output)
-
-    diff = ImageChops.difference(source, edited).convert("L")
-    mask = diff.point(lambda x: 255 if x >= 18 else 0).convert("1")
-    mask = filter_small_components(close_small_holes(mask, 5), 0.3)
+    mask = full_resolution_mask(source, edited)
     array = np.array(mask) > 127
     if array.mean() < 0.001:
         array = np.ones_like(array)

@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image
 
+from tests.uniworld_reference import close_small_holes, full_resolution_mask
 from uniedit_synth.masks import (
     UNIWORLD,
     MaskParams,
@@ -158,30 +159,10 @@ def test_identical_images_give_an_all_ones_mask() -> None:
 def _uniworld_reference(source: Image.Image, edited: Image.Image) -> tuple[np.ndarray, float]:
     """get_weight_mask([source, edited]) for one reference image, as univa/utils/get_mask.py writes it."""
     torch = pytest.importorskip("torch")
-    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("cv2")
     functional = torch.nn.functional
 
-    def close_small_holes(pil_mask: Image.Image, kernel_size: int = 5) -> Image.Image:
-        array = np.array(pil_mask.convert("L"))
-        _, binary = cv2.threshold(array, 127, 255, cv2.THRESH_BINARY)
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_size, kernel_size))
-        return Image.fromarray(cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel))
-
-    def filter_small_components(pil_mask: Image.Image, area_threshold: float) -> Image.Image:
-        array = np.array(pil_mask.convert("L"))
-        _, binary = cv2.threshold(array, 127, 255, cv2.THRESH_BINARY)
-        count, labels = cv2.connectedComponents(binary, connectivity=8)
-        total = np.count_nonzero(binary)
-        output = np.zeros_like(binary)
-        for label in range(1, count):
-            component = labels == label
-            if component.sum() >= area_threshold * total:
-                output[component] = 255
-        return Image.fromarray(output)
-
-    diff = ImageChops.difference(source, edited).convert("L")
-    mask = diff.point(lambda x: 255 if x >= 18 else 0).convert("1")
-    mask = filter_small_components(close_small_holes(mask, 5), 0.3)
+    mask = full_resolution_mask(source, edited)
     ratio = np.array(mask).astype(np.float32).sum() / np.prod(np.array(mask).shape)
     if ratio == 0:
         mask = Image.fromarray(np.full(np.array(mask).shape, 255, dtype=np.uint8))
