@@ -42,6 +42,7 @@ from ..backends.base import (
 from ..config import Price, RetrySpec
 from ..errors import AuthenticationFailed, ProviderUnreachable
 from ..ledger import Ledger
+from ..redact import redact_url
 from .cache import CacheEntry, ResponseCache
 
 log = logging.getLogger(__name__)
@@ -244,8 +245,6 @@ class ModelCaller:
 
     def where(self) -> str:
         """The backend as an error message names it: provider/model and the endpoint (without credentials)."""
-        from ..redact import redact_url
-
         spec = getattr(self.backend, "spec", None)
         url = redact_url(getattr(spec, "base_url", None))
         name = f"'{self.backend_name}' ({self.bucket})" if self.backend_name else self.bucket
