@@ -1,11 +1,13 @@
 """Training loader speed: samples/s of the torch datasets (uniedit_synth.train.loader) with 0 and 2 DataLoader
-workers, side by side with a raw decode of the same rows (pyarrow read + PIL decode of both images).
+workers, side by side with a raw decode of the same rows (pyarrow read + PIL decode of both images), with the
+default uint8 pixels and with pixels="float" (float32 in [-1, 1] made in the workers).
 
 The rows come from an offline builtin run made first (accepted samples in data/; 256 px scenes). One epoch over
 every row per measurement, after one warm-up epoch (page cache, imports, and the start of the workers, which
 are persistent). The datasets do more than the raw decode: they resize both images to --size (512 px by
-default), turn them into [-1, 1] float tensors (6 MB a sample at 512 px, handed from the workers to the main
-process) and compute the edit mask and region weight; the map-style one is shuffled by the DataLoader.
+default), turn them into [3,H,W] tensors (uint8: 1.5 MB a sample at 512 px handed from the workers to the main
+process; float: 6 MB) and compute the edit mask and region weight; the map-style one is shuffled by the
+DataLoader.
 
     python benchmarks/loader.py                       # ~500 rows of 256 px scenes, items at 512 px
     python benchmarks/loader.py --records 1000 --size 256 --batch-size 8
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="item image size (the datasets resize to it)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers values")
+    parser.add_argument("--pixels", nargs="+", default=["uint8", "float"], choices=["uint8", "float"],
+                        help="item pixel types to measure (uint8 is the default of the datasets)")
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per measurement (best is kept)")
     parser.add_argument("--run", type=Path, default=None, help="use this run dir instead of making one")
     parser.add_argument("--workdir", type=Path, default=None, help="where the run goes (default: a temp dir)")
@@ -118,27 +122,29 @@ def main() -> None:
         results = []
         seconds, rows = timed(lambda: raw_decode(files), args.repeats)
         results.append(("raw: pyarrow read + PIL decode of both images", 0, rows, seconds))
-        for workers in args.workers:
-            for name, make in (
-                ("EditPairDataset (map-style, shuffle)",
-                 lambda w: DataLoader(EditPairDataset(run, image_size=args.size), batch_size=args.batch_size,
-                                      shuffle=True, num_workers=w, persistent_workers=w > 0,
-                                      generator=torch.Generator().manual_seed(0))),
-                ("EditPairIterableDataset (streaming)",
-                 lambda w: DataLoader(EditPairIterableDataset(run, image_size=args.size), batch_size=args.batch_size,
-                                      num_workers=w, persistent_workers=w > 0)),
-            ):
-                loader = make(workers)
-                seconds, rows = timed(lambda loader=loader: epoch(loader), args.repeats)
-                results.append((name, workers, rows, seconds))
+        for pixels in args.pixels:
+            for workers in args.workers:
+                for name, make in (
+                    ("EditPairDataset (map-style, shuffle)",
+                     lambda w, p: DataLoader(EditPairDataset(run, image_size=args.size, pixels=p),
+                                             batch_size=args.batch_size, shuffle=True, num_workers=w,
+                                             persistent_workers=w > 0, generator=torch.Generator().manual_seed(0))),
+                    ("EditPairIterableDataset (streaming)",
+                     lambda w, p: DataLoader(EditPairIterableDataset(run, image_size=args.size, pixels=p),
+                                             batch_size=args.batch_size, num_workers=w, persistent_workers=w > 0)),
+                ):
+                    loader = make(workers, pixels)
+                    seconds, rows = timed(lambda loader=loader: epoch(loader), args.repeats)
+                    results.append((f"{name}, {pixels}", workers, rows, seconds))
+                    del loader  # persistent workers end here, not while the next one is measured
 
     raw_rate = results[0][2] / results[0][3]
     print(f"loader benchmark: {results[0][2]} rows ({args.image_size} px in the run), items at {args.size} px, "
           f"batch {args.batch_size}, {os.cpu_count()} cores, torch threads 1; best of {args.repeats} epochs")
-    print(f"{'what':<48} {'workers':>7} {'rows':>6} {'seconds':>8} {'samples/s':>10} {'vs raw':>7}")
+    print(f"{'what':<55} {'workers':>7} {'rows':>6} {'seconds':>8} {'samples/s':>10} {'vs raw':>7}")
     for name, workers, rows, seconds in results:
         rate = rows / seconds
-        print(f"{name:<48} {workers:>7} {rows:>6} {seconds:>8.2f} {rate:>10.0f} {rate / raw_rate:>7.2f}")
+        print(f"{name:<55} {workers:>7} {rows:>6} {seconds:>8.2f} {rate:>10.0f} {rate / raw_rate:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ from torch.utils.data import DataLoader
 
 from uniedit_synth.errors import UniEditError
 from uniedit_synth.runfs import RunFS, open_run_fs
-from uniedit_synth.train.loader import EditPairDataset, shard_files
+from uniedit_synth.train.loader import EditPairDataset, shard_files, to_model_range
 from uniedit_synth.train.sampler import RankBatches
 
 IGNORE_INDEX = -100
@@ -375,8 +375,9 @@ def generation_inputs(
     mask = batch["mask"].to(device).flatten(1)  # VQ tokens are row-major over the latent grid, like the mask
     weight = batch["weight"].to(device)[:, None]
     return {
-        "source": batch["source"].to(device, dtype=dtype),
-        "target": batch["target"].to(device, dtype=dtype),
+        # the loader hands out uint8 pixels; they become [-1, 1] on the device
+        "source": to_model_range(batch["source"].to(device, non_blocking=True), dtype),
+        "target": to_model_range(batch["target"].to(device, non_blocking=True), dtype),
         "target_tokens": cached,
         "prompt_ids": prompt_ids.to(device),
         "prompt_mask": prompt_mask.to(device),
@@ -401,7 +402,7 @@ def understanding_inputs(
     return {
         "input_ids": input_ids.to(device),
         "attention_mask": attention.to(device),
-        "pixel_values": batch["source"].to(device, dtype=setup.model.dtype),
+        "pixel_values": to_model_range(batch["source"].to(device, non_blocking=True), setup.model.dtype),
         "labels": label_ids.to(device),
     }
 
@@ -730,7 +731,10 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
         )
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers)
+    # uint8 batches in page-locked memory: the copy to a GPU overlaps the step (non_blocking above)
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=args.num_workers, pin_memory=device.type == "cuda"
+    )
     batches = iter(loader)
     metrics = MetricsLog(out if dist.rank == 0 else None, keep_until=step if args.resume else None)
     id_log = None

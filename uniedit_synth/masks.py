@@ -138,9 +138,15 @@ def remove_small_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
         return mask.copy()
     import cv2
 
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    # 16-bit labels when they cannot overflow (8-connected components are at most one per 2x2 block): OpenCV's
+    # stats pass is about 3x faster with them than with 32-bit ones, and this step led the loader's mask time
+    height, width = mask.shape
+    ltype = cv2.CV_16U if ((height + 1) // 2) * ((width + 1) // 2) < 2**16 - 1 else cv2.CV_32S
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8, ltype=ltype)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_frac * total
     keep[0] = False  # label 0 is the background
+    if keep[1:].all():  # nothing to drop (the common single-region edit): skip the per-pixel lookup
+        return mask.copy()
     return keep[labels]
 
 

@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader  # noqa: E402
 from tests.unit.synthetic_runs import make_sample, write_run  # noqa: E402
 from uniedit_synth.export import export_run  # noqa: E402
 from uniedit_synth.masks import region_weight  # noqa: E402
-from uniedit_synth.train.loader import EditPairDataset, EditPairIterableDataset, shard_files  # noqa: E402
+from uniedit_synth.train.loader import (  # noqa: E402
+    EditPairDataset,
+    EditPairIterableDataset,
+    decode_rgb,
+    shard_files,
+    to_model_range,
+)
 
 pytestmark = pytest.mark.train
 
@@ -42,8 +48,7 @@ def hf_dir(run_dir: Path) -> Path:
 def check_item(item: dict) -> None:
     for key in ("source", "target"):
         tensor = item[key]
-        assert tensor.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and tensor.dtype == torch.float32
-        assert tensor.min() >= -1.0 and tensor.max() <= 1.0
+        assert tensor.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and tensor.dtype == torch.uint8
     assert not torch.equal(item["source"], item["target"])
     assert item["instruction"].startswith("Paint the region") and item["question"] and item["answer"]
     mask = item["mask"]
@@ -165,3 +170,58 @@ def test_mask_weight_follow_the_loader_options(hf_dir: Path) -> None:
 def test_rejects_without_edits_are_not_in_the_run_data(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", [make_sample(0)], [make_sample(1, accepted=False, with_edit=False)])
     assert [item["id"] for item in EditPairDataset(run, image_size=16, mask_grid=4)] == ["synth/0000"]
+
+
+def test_float_pixels_are_the_uint8_ones_in_model_range(hf_dir: Path) -> None:
+    """pixels="float" hands out what to_model_range makes of the default uint8 items: the same [-1, 1] values,
+    channel for channel, as the RGB pixels of the stored images resized."""
+    import numpy as np
+
+    from uniedit_synth.masks import to_rgb
+
+    raw = EditPairDataset(hf_dir, image_size=64, mask_grid=GRID)  # the stored size: no resize
+    floats = EditPairDataset(hf_dir, image_size=64, mask_grid=GRID, pixels="float")
+    for index in (0, len(raw) - 1):
+        item, item_float = raw[index], floats[index]
+        for key, column in (("source", "source_image"), ("target", "edited_image")):
+            rgb = np.asarray(to_rgb(raw.row(index)[column]["bytes"]))
+            assert np.array_equal(item[key].permute(1, 2, 0).numpy(), rgb)
+            assert item_float[key].dtype == torch.float32
+            assert torch.equal(item_float[key], to_model_range(item[key]))
+        assert float(item_float["source"].min()) >= -1.0 and float(item_float["source"].max()) <= 1.0
+        assert torch.equal(item_float["mask"], item["mask"])
+    assert torch.equal(to_model_range(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))
+    with pytest.raises(ValueError, match="pixels must be one of"):
+        EditPairDataset(hf_dir, image_size=IMAGE_SIZE, pixels="fp16")
+    with pytest.raises(TypeError, match="uint8 or floating-point"):
+        to_model_range(torch.zeros(2, dtype=torch.int32))
+
+
+@pytest.mark.parametrize(
+    "mode,fmt,extra",
+    [("RGB", "PNG", {}), ("RGBA", "PNG", {}), ("P", "PNG", {}), ("P", "PNG", {"transparency": 0}),
+     ("RGB", "PNG", {"transparency": (10, 20, 30)}), ("L", "PNG", {}), ("LA", "PNG", {}), ("I;16", "PNG", {}),
+     ("RGB", "JPEG", {}), ("CMYK", "JPEG", {})],
+)
+def test_fast_png_decode_matches_to_rgb(mode: str, fmt: str, extra: dict) -> None:
+    """The OpenCV decode (8-bit RGB PNGs) and the PIL fallback (everything else) give what masks.to_rgb gives,
+    transparency composited on white included."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from uniedit_synth.masks import to_rgb
+
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, size=(24, 20, 4), dtype=np.uint8)
+    pixels[:4, :4, :3] = (10, 20, 30)
+    pixels[::3, :, 3] = 0  # transparent rows for the alpha modes
+    image = Image.fromarray(pixels, "RGBA")
+    image = image.convert("RGB").quantize(16) if mode == "P" else image.convert(mode) if mode != "RGBA" else image
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **extra)
+    data = buffer.getvalue()
+    decoded = decode_rgb(data)
+    assert decoded.dtype == np.uint8 and decoded.shape == (24, 20, 3)
+    assert np.array_equal(decoded, np.asarray(to_rgb(data)))
