@@ -13,12 +13,15 @@ the configured limit that reaches the provider. Both tools run against the same 
   (`TELEMETRY_ENABLED=false`; litellm reads its bundled cost map).
 
 Both are measured at the server: gpt-4o calls per second over the middle 80 % of their arrival times (so
-start-up and the tail are left out), ÷ R = the share of the limit. uniedit's coordinator RPCs (every call a
+start-up and the tail are left out), ÷ R = the share of the limit. A limiter that holds the limit cannot
+exceed 1.00 by more than the measurement's noise (about ±0.01 here), so "1s peak/R" shows how far each tool
+goes over it in its worst second (a provider counting per second would 429 a peak above 1). uniedit's coordinator RPCs (every call a
 worker or the driver made to the coordinator actor, counted by the actor) are printed per model call (gpt-4o
 and gpt-image-1), with the leases taken and the leased slots that lapsed unused. uniedit's CPU is the whole
 process tree's (driver, Ray workers, coordinator, Ray's own processes), Ray start-up included.
 
     python benchmarks/peers.py                         # R = 50, 100, 200, 400 (~6 min)
+    python benchmarks/peers.py --rates 50 100 200 --repeats 3   # medians and ranges (~12 min)
     python benchmarks/peers.py --rates 200 --seconds 8
 """
 
@@ -92,6 +95,17 @@ def middle_rate(starts: list[float], share: float = 0.8) -> float:
     return (len(middle) - 1) / (middle[-1] - middle[0])
 
 
+def worst_window(starts: list[float], seconds: float = 1.0) -> int:
+    """The most calls that arrived within any `seconds`-long window (the burst a provider's limiter sees)."""
+    starts = sorted(starts)
+    most, left = 0, 0
+    for right, at in enumerate(starts):
+        while at - starts[left] >= seconds:
+            left += 1
+        most = max(most, right - left + 1)
+    return most
+
+
 def gpt4o_starts(served: dict[str, Any]) -> list[float]:
     return [r["started"] for r in served["requests"] if r["model"] == "gpt-4o" and r["status"] == 200]
 
@@ -118,7 +132,8 @@ def run_uniedit(work: Path, rate: float, seconds: float, latency: float, workers
     model_calls = sum(1 for r in served["requests"] if r["status"])
     rpcs = sum(stats.get("coordinator_rpcs", {}).values())
     starts = gpt4o_starts(served)
-    return {"rate": middle_rate(starts), "gpt4o_calls": len(starts), "model_calls": model_calls, "rpcs": rpcs,
+    return {"rate": middle_rate(starts), "burst": worst_window(starts), "gpt4o_calls": len(starts),
+            "model_calls": model_calls, "rpcs": rpcs,
             "rpc_detail": stats.get("coordinator_rpcs", {}), "wall_s": result.wall_s, "cpu_s": result.cpu_s,
             "fake_cpu_s": served["cpu_s"], "leases": stats["rate_limits"]["openai/gpt-4o"].get("leases"),
             "granted": stats["rate_limits"]["openai/gpt-4o"].get("granted"),
@@ -143,7 +158,18 @@ def run_curator(work: Path, python: Path, rate: float, seconds: float, latency: 
     if proc.returncode != 0:
         raise RuntimeError(f"curator failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     starts = gpt4o_starts(served)
-    return {"rate": middle_rate(starts), "gpt4o_calls": len(starts), "wall_s": wall, "fake_cpu_s": served["cpu_s"]}
+    return {"rate": middle_rate(starts), "burst": worst_window(starts), "gpt4o_calls": len(starts), "wall_s": wall,
+            "fake_cpu_s": served["cpu_s"]}
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda run: run["rate"])[(len(runs) - 1) // 2]
+
+
+def spread(runs: list[dict[str, Any]], rate: float) -> str:
+    shares = [run["rate"] / rate for run in runs]
+    return f"{min(shares):.2f}-{max(shares):.2f}" if len(shares) > 1 else ""
 
 
 def main() -> None:
@@ -153,6 +179,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="gpt-4o traffic per run at the limit (s)")
     parser.add_argument("--latency", type=float, default=0.25, help="the fake's reply latency (s)")
     parser.add_argument("--workers", type=int, default=2, help="uniedit's Ray workers")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per tool and limit, alternating (the median share is printed, with the range)")
     parser.add_argument("--skip-curator", action="store_true", help="measure uniedit only")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
@@ -161,32 +189,47 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory(prefix="uniedit-peers-", dir=args.workdir) as tmp:
-        work = Path(tmp)
         for rate in args.rates:
-            print(f"R={rate:g}/s: uniedit ...", file=sys.stderr, flush=True)
-            ours = run_uniedit(work, rate, args.seconds, args.latency, args.workers)
-            theirs = None
-            if python is not None:
-                print(f"R={rate:g}/s: curator ...", file=sys.stderr, flush=True)
-                theirs = run_curator(work, python, rate, args.seconds, args.latency)
+            ours, theirs = [], []
+            for repeat in range(args.repeats):
+                work = Path(tmp) / f"repeat-{repeat}"
+                work.mkdir(exist_ok=True)
+                print(f"R={rate:g}/s: uniedit ...", file=sys.stderr, flush=True)
+                ours.append(run_uniedit(work, rate, args.seconds, args.latency, args.workers))
+                if python is not None:
+                    print(f"R={rate:g}/s: curator ...", file=sys.stderr, flush=True)
+                    theirs.append(run_curator(work, python, rate, args.seconds, args.latency))
             rows.append((rate, ours, theirs))
     load_after = os.getloadavg()
 
+    runs = f"median of {args.repeats} runs each" if args.repeats > 1 else "one run each"
     print(f"share of a gpt-4o limit reaching the fake OpenAI server (latency {args.latency:g} s; middle 80 % of "
-          f"calls; uniedit: openai pipeline, {args.workers} Ray workers; {os.cpu_count()} cores, load average "
-          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after)")
+          f"calls; {runs}; uniedit: openai pipeline, {args.workers} Ray workers; {os.cpu_count()} cores, load "
+          f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after)")
     print(f"{'limit/s':>7} {'uniedit/s':>9} {'share':>6} {'curator/s':>9} {'share':>6} {'ratio':>6} "
-          f"{'RPCs/call':>9} {'1 RPC per':>9} {'calls':>6} {'RPCs':>5} {'leases':>6} {'lapsed':>6} {'uniedit cpu s':>13}")
-    for rate, ours, theirs in rows:
+          f"{'1s peak/R':>9} {'RPCs/call':>9} {'1 RPC per':>9} {'calls':>6} {'RPCs':>5} {'leases':>6} "
+          f"{'lapsed':>6} {'uniedit cpu s':>13}")
+    nan = float("nan")
+    for rate, all_ours, all_theirs in rows:
+        ours = median_run(all_ours)
+        theirs = median_run(all_theirs) if all_theirs else None
         share = ours["rate"] / rate
-        their_share = theirs["rate"] / rate if theirs else float("nan")
-        per_call = ours["rpcs"] / ours["model_calls"] if ours["model_calls"] else float("nan")
+        their_share = theirs["rate"] / rate if theirs else nan
+        peaks = f"{max(r['burst'] for r in all_ours) / rate:.2f}/" + (
+            f"{max(r['burst'] for r in all_theirs) / rate:.2f}" if all_theirs else "-")
+        per_call = ours["rpcs"] / ours["model_calls"] if ours["model_calls"] else nan
         print(f"{rate:>7g} {ours['rate']:>9.1f} {share:>6.2f} "
-              f"{(theirs['rate'] if theirs else float('nan')):>9.1f} {their_share:>6.2f} "
-              f"{share / their_share:>6.2f} {per_call:>9.3f} {1 / per_call:>9.1f} {ours['model_calls']:>6} "
-              f"{ours['rpcs']:>5} {ours['leases']:>6} {ours['granted'] - ours['gpt4o_calls']:>6} "
-              f"{ours['cpu_s']:>13.1f}")
-    for rate, ours, _ in rows:
+              f"{(theirs['rate'] if theirs else nan):>9.1f} {their_share:>6.2f} "
+              f"{share / their_share:>6.2f} {peaks:>9} {per_call:>9.3f} {1 / per_call:>9.1f} "
+              f"{ours['model_calls']:>6} {ours['rpcs']:>5} {ours['leases']:>6} "
+              f"{ours['granted'] - ours['gpt4o_calls']:>6} {ours['cpu_s']:>13.1f}")
+    if args.repeats > 1:
+        for rate, all_ours, all_theirs in rows:
+            print(f"  R={rate:g}: share range uniedit {spread(all_ours, rate)}"
+                  + (f", curator {spread(all_theirs, rate)}" if all_theirs else ""))
+    print("  1s peak/R: the most gpt-4o calls that arrived within any 1 s, ÷ R (uniedit/curator; max over runs)")
+    for rate, all_ours, _ in rows:
+        ours = median_run(all_ours)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(ours["rpc_detail"].items(), key=lambda kv: -kv[1]))
         print(f"  R={rate:g}: coordinator RPCs by method: {detail}")
     if args.json:
