@@ -325,6 +325,7 @@ class Driver:
                             shard, done.get("admitted", {}), self._screened(shard) if screening else None
                         )
                     continue
+                runtime.start_workers()  # at the first shard to run (a no-op rerun starts none)
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)
                 if caps or screening:  # category caps and the input screen decide in shard order

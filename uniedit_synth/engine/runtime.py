@@ -92,6 +92,9 @@ class InlineRuntime:
         self.processor = ShardProcessor(config, out_dir, pipeline_hash, self.coordinator_impl, "inline-0")
         self.workers = 1
 
+    def start_workers(self) -> None:
+        return None
+
     def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool):
         return self.processor.process(shard, records, exhausted)
 
@@ -281,7 +284,15 @@ class RayRuntime:
         self._options = actor_options(self._resources)
         self.workers = config.engine.workers
         self._generations = [0] * self.workers
-        self._actors = [self._new_actor(i) for i in range(self.workers)]
+        # a worker actor starts with the first shard sent to it: a rerun with every shard finished starts
+        # none, and a resume starts them while the driver checks the finished shards, not before
+        self._actors: list[Any] = [None] * self.workers
+
+    def start_workers(self) -> None:
+        """Start the worker actors not started yet (they boot in parallel, beside the coordinator)."""
+        for index, actor in enumerate(self._actors):
+            if actor is None:
+                self._actors[index] = self._new_actor(index)
 
     def _new_actor(self, index: int):
         self._generations[index] += 1
@@ -308,6 +319,7 @@ class RayRuntime:
 
     async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
         ray = self._ray
+        self.start_workers()
         generation = self._generations[worker]
         try:
             return await self._actors[worker].process.remote(shard, records, exhausted)
@@ -327,10 +339,11 @@ class RayRuntime:
         if self._generations[worker] != generation:
             return
         old = self._actors[worker]
-        try:
-            self._ray.kill(old, no_restart=True)
-        except Exception:  # noqa: BLE001 - it is already gone
-            pass
+        if old is not None:
+            try:
+                self._ray.kill(old, no_restart=True)
+            except Exception:  # noqa: BLE001 - it is already gone
+                pass
         self._actors[worker] = self._new_actor(worker)
 
     async def replica_stats(self) -> dict[str, Any]:
@@ -346,6 +359,8 @@ class RayRuntime:
     async def close(self) -> None:
         ray = self._ray
         for actor in self._actors:
+            if actor is None:
+                continue
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001
