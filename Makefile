@@ -16,6 +16,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 help:
 	@echo "make demo   - install into $(VENV) and run uniedit synth on the offline world ($(OUT))"
 	@echo "make test   - install (with the train and diffusers extras and chromium) and run the whole test suite"
+	@echo "              (TEST_JOBS=2 processes, then the timing-sensitive 'serial' tests alone)"
 	@echo "make test-fast - unit tests only (no Ray, no subprocess e2e)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - run the benchmarks in benchmarks/"
@@ -51,11 +52,17 @@ demo: setup
 	$(BIN)/uniedit synth --pipeline default --out $(OUT)
 	$(BIN)/uniedit stats $(OUT)
 
-# pytest exits 5 when it collected nothing: that is a failure here too (make stops on any non-zero code).
+# Two parts: every test not marked `serial`, spread over TEST_JOBS processes (pytest-xdist, whole files per
+# process: most e2e time is Ray start-up and fake-server latency, not CPU), then the `serial` tests alone
+# (they bound time, or their outcome depends on timing under load). Both parts always run; the first
+# failure's code is make's. pytest exits 5 when it collected nothing: that is a failure here too.
 # UNIEDIT_REQUIRE_BROWSER: the browser test fails instead of skipping when chromium is missing.
+TEST_JOBS ?= 2
 test: setup-train browser
-	@UNIEDIT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q; rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+	@UNIEDIT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not serial"; a=$$?; \
+	  UNIEDIT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -m serial; b=$$?; \
+	  for rc in $$a $$b; do if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; done; \
+	  if [ $$a -ne 0 ]; then exit $$a; fi; exit $$b
 
 test-fast: setup
 	$(BIN)/python -m pytest -q tests/unit -m "not ray and not train and not browser"

@@ -558,6 +558,7 @@ def test_retry_after_from_one_worker_pauses_every_worker(ray_run: RayRun):
     assert totals["rate_limits"][f"openai/{GPT4O}"]["pauses"] == 1
 
 
+@pytest.mark.serial
 def test_configured_rpm_holds_across_concurrent_shards(tmp_path, openai_fake, gemini_fake):
     rpm = 240  # one request per 250 ms
     out = tmp_path / "run"

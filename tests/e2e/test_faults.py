@@ -23,6 +23,7 @@ SLOW = [
 ]
 
 
+@pytest.mark.serial
 def test_chaos_ten_kills_lose_nothing_and_pay_nothing_twice(tmp_path: Path):
     tally = run_chaos(tmp_path, kills=10, seed=7)
     print(json.dumps(tally, indent=2))

@@ -13,7 +13,7 @@ from tests.e2e.test_backends_e2e import CHAT_USAGE, CHAT_USD, reasons, rows, sta
 from tests.fakes import FakeOpenAI
 from tests.fakes.base import RecordedRequest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.serial]
 
 RATE = 40.0  # calls/s on gpt-4o: 60 records x 3 chat calls take ~4.5 s
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.serial]
 
 RAY_CLI = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 RPM = 1200

@@ -390,6 +390,7 @@ def test_call_log_gets_one_line_per_call(tmp_path: Any, monkeypatch: pytest.Monk
     ]
 
 
+@pytest.mark.serial
 def test_latency_sleeps_without_blocking_the_loop() -> None:
     backend = text_backend(latency_s=0.2)
     record = next(iter(ScenesSource(count=1, image_size=96)))

@@ -1,6 +1,8 @@
 import asyncio
 from collections import Counter
 
+import pytest
+
 from uniedit_synth.engine.coordinator import Bucket, Coordinator
 
 
@@ -147,6 +149,7 @@ def _drive(workers: list[RemoteCoordinator], bucket: str, seconds: float, tasks:
     return asyncio.run(scenario()), sent
 
 
+@pytest.mark.serial
 def test_two_leased_workers_keep_the_cluster_bound_with_few_rpcs():
     rate = 400.0
     coord = Coordinator(rate_limits={"p/m": {"rpm": rate * 60}})
@@ -163,6 +166,7 @@ def test_two_leased_workers_keep_the_cluster_bound_with_few_rpcs():
     assert len(handle.calls) <= len(times) / 20, Counter(handle.calls)
 
 
+@pytest.mark.serial
 def test_a_retry_after_on_one_worker_stops_every_workers_calls_within_a_second():
     coord = Coordinator(rate_limits={"p/m": {"rpm": 200 * 60}})
     handle = FakeHandle(coord)
