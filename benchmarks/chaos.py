@@ -92,10 +92,27 @@ def cached_keys(out: Path) -> set[str]:
     return {path.stem for path in (out / "cache").glob("??/*.entry")}
 
 
+def wait_for_work(proc: subprocess.Popen, stdout: Path, timeout_s: float = 300.0) -> bool:
+    """Wait until the invocation has dispatched its first shard (True) or has exited (False).
+
+    Start-up (imports, config, lock, Ray) takes from under a second to many on a loaded machine, so a kill
+    timed from the start alone can land in start-up every time and test nothing of the work's durability."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if stdout.exists() and b'"dispatch"' in stdout.read_bytes():
+            return True
+        time.sleep(0.02)
+    raise RuntimeError(f"no shard dispatched within {timeout_s:g} s of a start")
+
+
 def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600, engine: str = "inline",
-              max_delay_s: float | None = None) -> dict[str, Any]:
-    """Kill moments are drawn uniformly from [0.3 s, max_delay_s] after each start (default: 25 % of the
-    uninterrupted run's time), so most invocations die mid-work rather than during start-up."""
+              max_delay_s: float | None = None, startup_kill_p: float = 0.2) -> dict[str, Any]:
+    """With probability `startup_kill_p` an invocation is killed during start-up (0.05–1 s after it starts:
+    config, lock, run.json); otherwise at a moment drawn uniformly from [0, max_delay_s] after it dispatched
+    its first shard (default: 10 % of the uninterrupted run's time), so most kills land mid-work however long
+    start-up takes on a loaded machine, and ten of them still leave work for the final run."""
     args = synth_args(records, engine)
     reference, chaotic = work / "reference", work / "chaos"
     ref_log, chaos_log = work / "reference.calls", work / "chaos.calls"
@@ -106,9 +123,10 @@ def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600,
         raise RuntimeError("the reference run failed")
     reference_s = time.monotonic() - t0
 
-    max_delay_s = max_delay_s or max(1.0, 0.25 * reference_s)
+    max_delay_s = max_delay_s or max(0.5, 0.1 * reference_s)
     rng = random.Random(seed)
-    tally: dict[str, Any] = {"kills": 0, "shards_redone": 0, "unreadable_shards": [], "invocations": 0}
+    tally: dict[str, Any] = {"kills": 0, "kills_in_startup": 0, "shards_redone": 0, "unreadable_shards": [],
+                             "invocations": 0}
     in_flight_at_kill: set[int] = set()
     # per kill: how many calls had been logged, and which replies the engine had stored in its cache
     kill_points: list[tuple[int, set[str]]] = []
@@ -116,14 +134,20 @@ def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600,
         stdout = work / f"chaos-{tally['invocations']}.out"  # one file per invocation: json events
         proc = start(chaotic, args, chaos_log, stdout)
         tally["invocations"] += 1
+        in_startup = rng.random() < startup_kill_p
         try:
-            proc.wait(timeout=rng.uniform(0.3, max_delay_s))
+            if in_startup:
+                proc.wait(timeout=rng.uniform(0.05, 1.0))
+            elif wait_for_work(proc, stdout):
+                proc.wait(timeout=rng.uniform(0.0, max_delay_s))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             tally["kills"] += 1
+            tally["kills_in_startup"] += in_startup
             kill_points.append((len(call_lines(chaos_log)), cached_keys(chaotic)))
         else:
+            proc.wait()
             if proc.returncode != 0:
                 raise RuntimeError(f"invocation {tally['invocations']} failed with {proc.returncode}")
             break  # it finished before the next kill
@@ -166,7 +190,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--engine", choices=("inline", "ray"), default="inline")
     parser.add_argument("--max-delay", type=float, default=None,
-                        help="latest kill moment after a start, seconds (default: 25%% of the uninterrupted run)")
+                        help="latest kill moment after an invocation's first dispatched shard, seconds "
+                             "(default: 10%% of the uninterrupted run)")
     args = parser.parse_args()
     max_delay = args.max_delay
     with tempfile.TemporaryDirectory(prefix="uniedit-chaos-") as tmp:
