@@ -104,6 +104,8 @@ def wait_for_work(proc: subprocess.Popen, stdout: Path, timeout_s: float = 300.0
         if stdout.exists() and b'"dispatch"' in stdout.read_bytes():
             return True
         time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
     raise RuntimeError(f"no shard dispatched within {timeout_s:g} s of a start")
 
 
