@@ -106,11 +106,32 @@ def to_rgb(image: ImageInput) -> Image.Image:
     return pil if pil.mode == "RGB" else pil.convert("RGB")
 
 
+#: PIL's RGB → "L" weights (Convert.c: L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16)
+_PIL_GREY = np.array([19595, 38470, 7471], dtype=np.float32)
+
+
+def _rgb_array(image: ImageInput) -> bool:
+    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def _grey_difference_at_least(source: np.ndarray, edited: np.ndarray, threshold: int) -> np.ndarray:
+    """``ImageChops.difference(...).convert("L") >= threshold`` of two RGB arrays, bit for bit, without the trip
+    through PIL (half the time: the loader computes a mask per item). The weighted sums are integers below 2**24,
+    exact in float32 whatever the summation order."""
+    import cv2
+
+    diff = cv2.absdiff(source, edited)
+    weighted = diff.reshape(-1, 3).astype(np.float32) @ _PIL_GREY
+    return (weighted >= threshold * 65536 - 0x8000).reshape(diff.shape[:2])
+
+
 def difference_mask(source: ImageInput, edited: ImageInput, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
     """Step 1 (``get_mask``): grey level of the per-channel |source − edited| ``>= threshold``.
 
     ``edited`` is resized (bilinear) to the source's size when they differ (the authors' inputs already match).
     """
+    if _rgb_array(source) and _rgb_array(edited) and source.shape == edited.shape:
+        return _grey_difference_at_least(source, edited, threshold)
     before = to_rgb(source)
     after = to_rgb(edited)
     if after.size != before.size:

@@ -197,6 +197,21 @@ def test_float_pixels_are_the_uint8_ones_in_model_range(hf_dir: Path) -> None:
         to_model_range(torch.zeros(2, dtype=torch.int32))
 
 
+def test_to_uint8_puts_each_channel_in_its_plane() -> None:
+    """The in-place OpenCV split gives the planes a permute gives: contiguous, strided and PIL inputs, odd sizes."""
+    import numpy as np
+    from PIL import Image
+
+    from uniedit_synth.train.loader import EditItemTransform
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(17, 30, 3), dtype=np.uint8)
+    for image in (pixels, pixels[:, ::-1], pixels[1::2, ::3], Image.fromarray(pixels)):
+        planes = EditItemTransform.to_uint8(image)
+        expected = torch.from_numpy(np.ascontiguousarray(np.asarray(image))).permute(2, 0, 1)
+        assert planes.dtype == torch.uint8 and planes.is_contiguous() and torch.equal(planes, expected)
+
+
 @pytest.mark.parametrize(
     "mode,fmt,extra",
     [("RGB", "PNG", {}), ("RGBA", "PNG", {}), ("P", "PNG", {}), ("P", "PNG", {"transparency": 0}),

@@ -14,6 +14,7 @@ from uniedit_synth.masks import (
     UNIWORLD,
     MaskParams,
     close,
+    difference_mask,
     edit_mask,
     label_components,
     mask_from_image,
@@ -189,6 +190,19 @@ def test_masks_and_weights_equal_the_authors_code(seed: int) -> None:
     mask = edit_mask(src_image, edited_image)
     np.testing.assert_array_equal(mask, expected_mask)
     assert region_weight(mask) == expected_weight
+    np.testing.assert_array_equal(edit_mask(source, edited), expected_mask)  # arrays: the path without PIL
+
+
+def test_array_difference_is_pils_grey_level_bit_for_bit() -> None:
+    """RGB arrays skip PIL (cv2.absdiff and PIL's integer grey weights): the same mask at every threshold,
+    including differences that round to exactly the threshold."""
+    rng = np.random.default_rng(11)
+    source = rng.integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
+    edited = rng.integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
+    edited[:8] = source[:8]  # some identical pixels
+    for threshold in (0, 1, 17, 18, 19, 128, 254, 255, 256):
+        via_pil = difference_mask(Image.fromarray(source), Image.fromarray(edited), threshold)
+        np.testing.assert_array_equal(difference_mask(source, edited, threshold), via_pil)
 
 
 # -- weights, grids, inputs ----------------------------------------------------------------------------------

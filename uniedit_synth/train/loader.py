@@ -8,7 +8,8 @@ Two flavours over the same rows and the same item dicts:
   (run shards: 16 rows) keep a miss cheap.
 * ``EditPairIterableDataset``: streams row groups in a seeded, per-epoch shuffled order (across all shards),
   splits them between DataLoader workers (``get_worker_info``) and, if asked, between distributed ranks, and
-  shuffles rows within a buffer. Every row is yielded exactly once per epoch over all workers.
+  shuffles rows within a buffer. Every row is yielded exactly once per epoch over all workers. Row groups
+  read are kept for the next epoch within the same ``cache_bytes`` budget.
 
 Each item::
 
@@ -126,6 +127,39 @@ def _row_groups(files: list[Path]) -> list[tuple[str, int, int]]:
     return groups
 
 
+class _GroupCache:
+    """Undecoded row groups read in this process, least recently used dropped first past `max_bytes` (or
+    `max_groups`): a dataset that fits is read from disk once per worker, not once per row or per epoch."""
+
+    def __init__(self, max_bytes: int, max_groups: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.max_groups = max_groups
+        self._tables: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def get(self, path: str, group: int) -> pa.Table:
+        key = (path, group)
+        table = self._tables.get(key)
+        if table is not None:
+            self._tables.move_to_end(key)
+            return table
+        table = self._tables[key] = _read_group(path, group)
+        self._bytes += table.nbytes
+        while len(self._tables) > 1 and (
+            self._bytes > self.max_bytes or (self.max_groups is not None and len(self._tables) > self.max_groups)
+        ):
+            _key, dropped = self._tables.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return table
+
+    def __getstate__(self) -> dict[str, Any]:
+        # read tables stay in the process that read them: a DataLoader worker starts with an empty cache
+        return {**self.__dict__, "_tables": OrderedDict(), "_bytes": 0}
+
+
 def _read_group(path: str, group: int) -> pa.Table:
     with pq.ParquetFile(path) as parquet:
         names = set(parquet.schema_arrow.names)
@@ -177,13 +211,16 @@ class EditItemTransform:
 
     @staticmethod
     def to_uint8(image: Image.Image | np.ndarray) -> torch.Tensor:
-        """[3,H,W] uint8 from an RGB image (PIL or HxWx3 uint8). OpenCV's split writes the planes straight into
-        the tensor: a third of the time of a strided permute copy."""
+        """[3,H,W] uint8 from an RGB image (PIL or HxWx3 uint8). OpenCV's split is handed the tensor's planes as
+        its outputs and writes them in place: a quarter of the time of a strided permute copy, or of a split into
+        new arrays copied over (0.05 vs 0.2 ms at 512 px)."""
         array = np.asarray(image, dtype=np.uint8)
         height, width = array.shape[:2]
         planes = torch.empty((3, height, width), dtype=torch.uint8)
-        for channel, plane in enumerate(cv2.split(array)):
-            planes[channel].numpy()[...] = plane
+        views = list(planes.numpy())
+        for view, plane in zip(views, cv2.split(array, views), strict=True):
+            if plane is not view:  # an OpenCV that allocated its own outputs after all
+                view[...] = plane
         return planes
 
     @classmethod
@@ -252,31 +289,11 @@ class EditPairDataset(Dataset):
         for _path, _group, rows in self.groups:
             self.starts.append(self.starts[-1] + rows)
         self.transform = transform or EditItemTransform(**transform_options)
-        self.cache_row_groups = cache_row_groups
-        self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
-        self._cached_bytes = 0
+        # shuffled access hits row groups at random: keep as many (undecoded) as the byte budget allows
+        self._cache = _GroupCache(cache_bytes, cache_row_groups)
 
     def __len__(self) -> int:
         return self.starts[-1]
-
-    def _table(self, unit: int) -> pa.Table:
-        if unit in self._cache:
-            self._cache.move_to_end(unit)
-            return self._cache[unit]
-        path, group, _rows = self.groups[unit]
-        table = _read_group(path, group)
-        self._cache[unit] = table
-        self._cached_bytes += table.nbytes
-        # shuffled access hits row groups at random: keep as many (undecoded) as the byte budget allows, so a
-        # dataset that fits is read once per worker, not once per row
-        while len(self._cache) > 1 and (
-            self._cached_bytes > self.cache_bytes
-            or (self.cache_row_groups is not None and len(self._cache) > self.cache_row_groups)
-        ):
-            _unit, dropped = self._cache.popitem(last=False)
-            self._cached_bytes -= dropped.nbytes
-        return table
 
     def row(self, index: int) -> dict[str, Any]:
         """The raw parquet row at index (images undecoded)."""
@@ -285,16 +302,11 @@ class EditPairDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} rows")
         unit = bisect.bisect_right(self.starts, index) - 1
-        return self._table(unit).slice(index - self.starts[unit], 1).to_pylist()[0]
+        path, group, _rows = self.groups[unit]
+        return self._cache.get(path, group).slice(index - self.starts[unit], 1).to_pylist()[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.transform(self.row(index))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_cache"] = OrderedDict()  # decoded tables stay in the process that read them
-        state["_cached_bytes"] = 0
-        return state
 
 
 class EditPairIterableDataset(IterableDataset):
@@ -311,6 +323,7 @@ class EditPairIterableDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         transform: EditItemTransform | None = None,
+        cache_bytes: int = 256 * 2**20,
         **transform_options: Any,
     ) -> None:
         if not 0 <= rank < world_size:
@@ -324,6 +337,8 @@ class EditPairIterableDataset(IterableDataset):
         self.world_size = world_size
         self.epoch = 0
         self.transform = transform or EditItemTransform(**transform_options)
+        # a worker's row groups of one epoch, kept for the next while they fit in `cache_bytes`
+        self._cache = _GroupCache(cache_bytes)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffle order (call before each epoch, as with DistributedSampler)."""
@@ -349,7 +364,7 @@ class EditPairIterableDataset(IterableDataset):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank * 101 + worker)
         buffer: list[dict[str, Any]] = []
         for path, group, _rows in self._my_groups():
-            for row in _read_group(path, group).to_pylist():
+            for row in self._cache.get(path, group).to_pylist():
                 if not self.shuffle:
                     yield self.transform(row)
                     continue
