@@ -547,7 +547,7 @@ def test_retry_after_from_one_worker_pauses_every_worker(ray_run: RayRun):
     )
     assert retried.started - throttled.finished >= 2 - 0.1, "the throttled call waited out its Retry-After"
     # The coordinator paused the bucket for [p, p + 2] from some p after the 429, and every worker must stop
-    # within 1 s of it (DESIGN §4: a worker sends on news at most LeaseHolder.POLL_S old, plus the RPC): so no
+    # within 1 s of it (the leases' guarantee: a worker sends on news at most LeaseHolder.POLL_S old, plus the RPC): so no
     # call to the bucket may start in [429 + 1, 429 + 2], from either worker.
     pause = (throttled.finished + 1.0, throttled.finished + 2)
     in_pause = [r for r in ray_run.openai_requests if pause[0] < r.started < pause[1]]

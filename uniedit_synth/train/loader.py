@@ -71,6 +71,8 @@ cv2.setNumThreads(1)
 PIXELS = ("uint8", "float")
 COLUMNS = ("id", "edit_instruction", "original_question", "original_answer", "source_image", "edited_image")
 OPTIONAL_COLUMNS = ("edit_mask",)
+#: both datasets' default budget for undecoded row groups kept per process
+CACHE_BYTES = 256 * 2**20
 
 
 def shard_files(path: str | Path, split: str = "train") -> list[Path]:
@@ -280,7 +282,7 @@ class EditPairDataset(Dataset):
         split: str = "train",
         transform: EditItemTransform | None = None,
         cache_row_groups: int | None = None,
-        cache_bytes: int = 256 * 2**20,
+        cache_bytes: int = CACHE_BYTES,
         **transform_options: Any,
     ) -> None:
         self.files = shard_files(path, split)
@@ -323,7 +325,7 @@ class EditPairIterableDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         transform: EditItemTransform | None = None,
-        cache_bytes: int = 256 * 2**20,
+        cache_bytes: int = CACHE_BYTES,
         **transform_options: Any,
     ) -> None:
         if not 0 <= rank < world_size:
