@@ -208,7 +208,7 @@ def test_to_uint8_puts_each_channel_in_its_plane() -> None:
     pixels = rng.integers(0, 256, size=(17, 30, 3), dtype=np.uint8)
     for image in (pixels, pixels[:, ::-1], pixels[1::2, ::3], Image.fromarray(pixels)):
         planes = EditItemTransform.to_uint8(image)
-        expected = torch.from_numpy(np.ascontiguousarray(np.asarray(image))).permute(2, 0, 1)
+        expected = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
         assert planes.dtype == torch.uint8 and planes.is_contiguous() and torch.equal(planes, expected)
 
 
