@@ -1,7 +1,7 @@
 """Build hook: ship the top-level `pipelines/` and `prompts/` folders inside the wheel as package data.
 
 They stay at the repository's top level (the layout names them there); `build_py` copies them into
-`uniedit_synth/_data/`, where uniedit_synth/bundled.py finds them with importlib.resources.
+`uniedit_synth/_data/`, where uniedit_synth/core/bundled.py finds them with importlib.resources.
 """
 
 import shutil

@@ -33,8 +33,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import REPO, TreeSampler, repo_env  # noqa: E402
-from uniedit_synth.records import SAMPLE_SCHEMA  # noqa: E402
-from uniedit_synth.store import RunDir, write_shard_table  # noqa: E402
+from uniedit_synth.core.records import SAMPLE_SCHEMA  # noqa: E402
+from uniedit_synth.run.store import RunDir, write_shard_table  # noqa: E402
 
 SHARD_ROWS = 1000
 COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan", "brown", "gray"]
@@ -132,10 +132,10 @@ def synth_cpu(out: Path, records: int, extra: list[str]) -> float:
 def screen_cost(records: int, bench: Path) -> tuple[float, float, float]:
     """In this process, CPU ms per offline-world record (256 px) of: validation alone, validation with the
     fingerprint taken from its decoded image (what the worker does), and the coordinator's decision."""
-    from uniedit_synth.audit.benchmarks import load_benchmark
-    from uniedit_synth.audit.fingerprint import fingerprint_image
-    from uniedit_synth.audit.screen import InputScreen, ScreenEntry
-    from uniedit_synth.config import InputPolicy
+    from uniedit_synth.sources.benchmarks import load_benchmark
+    from uniedit_synth.method.fingerprint import fingerprint_image
+    from uniedit_synth.method.screen import InputScreen, ScreenEntry
+    from uniedit_synth.core.config import InputPolicy
     from uniedit_synth.sources.scenes import ScenesSource
     from uniedit_synth.sources.validate import validate_record
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 
 from uniedit_synth.backends.diffusers_backend import DiffusersRunner  # noqa: E402
-from uniedit_synth.config import BackendSpec  # noqa: E402
+from uniedit_synth.core.config import BackendSpec  # noqa: E402
 
 
 def payloads(n: int, size: int, steps: int) -> list[dict]:

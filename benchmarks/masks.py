@@ -1,4 +1,4 @@
-"""Edit-mask speed and identity: uniedit_synth.masks.edit_mask (OpenCV) side by side with the same recipe on
+"""Edit-mask speed and identity: uniedit_synth.method.masks.edit_mask (OpenCV) side by side with the same recipe on
 scipy.ndimage and with a literal transcription of UniWorld-V1's get_weight_mask (univa/utils/get_mask.py: a
 Python loop over component labels, PIL for the threshold, max-pooling via reshape like F.max_pool2d).
 
@@ -23,7 +23,7 @@ from PIL import Image, ImageChops
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.uniworld_reference import close_small_holes, full_resolution_mask  # noqa: E402
-from uniedit_synth.masks import UNIWORLD, edit_mask  # noqa: E402
+from uniedit_synth.method.masks import UNIWORLD, edit_mask  # noqa: E402
 
 ELLIPSE_5 = np.array(  # cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     [[0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0]], dtype=bool

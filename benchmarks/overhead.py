@@ -50,7 +50,7 @@ BUCKETS: list[tuple[str, str]] = [
     ("backends/gemini_backend.py", "gemini SDK + HTTP client"),
     ("backends/replies.py", "openai SDK + HTTP client"),
     ("engine/calls.py", "stage logic (calls, stages, worker)"),
-    ("uniedit_synth/ledger.py", "stage logic (calls, stages, worker)"),
+    ("uniedit_synth/core/ledger.py", "stage logic (calls, stages, worker)"),
     ("stages/", "stage logic (calls, stages, worker)"),
     ("engine/worker.py", "stage logic (calls, stages, worker)"),
     ("prompts.py", "stage logic (calls, stages, worker)"),
@@ -109,8 +109,8 @@ def run_inline(config_overrides: dict, out: Path, records: int) -> tuple[float, 
     """One inline run in this process under the sampler: (wall s, CPU s of this process, sample counts)."""
     import yaml
 
-    from uniedit_synth.bundled import pipelines_dir
-    from uniedit_synth.config import parse_pipeline
+    from uniedit_synth.core.bundled import pipelines_dir
+    from uniedit_synth.core.config import parse_pipeline
     from uniedit_synth.engine.driver import run_synth as engine_run
 
     raw = yaml.safe_load((pipelines_dir() / "default.yaml").read_text())

@@ -55,7 +55,7 @@ def build_parquet(path: Path, size: int, blobs: list[bytes]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from uniedit_synth.records import IMAGE_STRUCT, with_hf_metadata
+    from uniedit_synth.core.records import IMAGE_STRUCT, with_hf_metadata
 
     schema = with_hf_metadata(
         pa.schema(
@@ -98,7 +98,7 @@ def peak_rss_mb() -> float:
 
 def child(source: str, shuffle: bool, caps: bool) -> None:
     """Read the whole source through open_source + validate_record; print one JSON line of measurements."""
-    from uniedit_synth.config import InputPolicy, SourceSpec
+    from uniedit_synth.core.config import InputPolicy, SourceSpec
     from uniedit_synth.sources import open_source
     from uniedit_synth.sources.validate import InvalidInput, validate_record
 

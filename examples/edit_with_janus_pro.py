@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import finetune_janus_pro as finetune  # noqa: E402
 
-from uniedit_synth.masks import to_rgb  # noqa: E402
+from uniedit_synth.method.masks import to_rgb  # noqa: E402
 from uniedit_synth.train.loader import EditItemTransform  # noqa: E402
 
 

@@ -48,13 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import edit_with_janus_pro as editor  # noqa: E402
 import finetune_janus_pro as finetune  # noqa: E402
 
-from uniedit_synth.config import PipelineConfig, load_pipeline  # noqa: E402
-from uniedit_synth.engine.cache import ResponseCache  # noqa: E402
+from uniedit_synth.core.config import PipelineConfig, load_pipeline  # noqa: E402
+from uniedit_synth.run.cache import ResponseCache  # noqa: E402
 from uniedit_synth.engine.calls import ModelCaller  # noqa: E402
 from uniedit_synth.engine.coordinator import Coordinator  # noqa: E402
 from uniedit_synth.export.selection import split_of  # noqa: E402
-from uniedit_synth.masks import to_rgb  # noqa: E402
-from uniedit_synth.records import VQARecord  # noqa: E402
+from uniedit_synth.method.masks import to_rgb  # noqa: E402
+from uniedit_synth.core.records import VQARecord  # noqa: E402
 from uniedit_synth.report.assets import REPORT_CSS  # noqa: E402
 from uniedit_synth.stages.base import Rejected, StageContext, WorkItem  # noqa: E402
 from uniedit_synth.stages.judge import JudgeStage  # noqa: E402

@@ -77,8 +77,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from uniedit_synth.errors import UniEditError
-from uniedit_synth.runfs import RunFS, open_run_fs
+from uniedit_synth.core.errors import UniEditError
+from uniedit_synth.run.fs import RunFS, open_run_fs
 from uniedit_synth.train.loader import EditPairDataset, shard_files, to_model_range
 from uniedit_synth.train.sampler import RankBatches
 

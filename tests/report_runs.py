@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from uniedit_synth.records import ModelNames, RejectReason, Sample, Scores, samples_to_table
-from uniedit_synth.store import RunDir, write_shard_table
+from uniedit_synth.core.records import ModelNames, RejectReason, Sample, Scores, samples_to_table
+from uniedit_synth.run.store import RunDir, write_shard_table
 
 CATEGORIES = ("color", "count", "shape", "ocr", "math", "location")
 XSS = "<script>alert(1)</script>"

@@ -13,7 +13,7 @@ __all__ = ["Run", "UniEditError", "load_pipeline", "open_run", "synth"]
 
 if TYPE_CHECKING:
     from .api import Run, load_pipeline, open_run, synth
-    from .errors import UniEditError
+    from .core.errors import UniEditError
 
 
 def __getattr__(name: str) -> Any:
@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "UniEditError":
-        from .errors import UniEditError
+        from .core.errors import UniEditError
 
         return UniEditError
     raise AttributeError(f"module 'uniedit_synth' has no attribute {name!r}")

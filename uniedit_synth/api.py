@@ -20,10 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import PipelineConfig, deep_merge
-from .config import load_pipeline as _load_pipeline
-from .errors import ConfigError, UniEditError
-from .runfs import is_uri
+from .core.config import PipelineConfig, deep_merge
+from .core.config import load_pipeline as _load_pipeline
+from .core.errors import ConfigError, UniEditError
+from .run.fs import is_uri
 
 if TYPE_CHECKING:  # datasets is imported only when a Dataset is asked for
     import datasets
@@ -40,7 +40,7 @@ def load_pipeline(pipeline: str | PipelineConfig = "default", overrides: dict[st
     if isinstance(pipeline, PipelineConfig):
         if not overrides:
             return pipeline
-        from .config import parse_pipeline
+        from .core.config import parse_pipeline
 
         return parse_pipeline(pipeline.model_dump(mode="json"), origin=pipeline.name, overrides=overrides)
     return _load_pipeline(str(pipeline), overrides)
@@ -77,7 +77,7 @@ def synth(
             raise ConfigError(f"limit must be >= 0, not {limit}")
         flags["limit"] = limit
     if batch:
-        from .config import MODEL_STAGES
+        from .core.config import MODEL_STAGES
 
         flags["stages"] = {stage: {"mode": "batch"} for stage in MODEL_STAGES}
     config = load_pipeline(pipeline, deep_merge(overrides or {}, flags))
@@ -110,7 +110,7 @@ class Run:
     export --format hf` it and `datasets.load_dataset("parquet", ...)` the export instead."""
 
     def __init__(self, location: str | os.PathLike[str]):
-        from .store import RunDir
+        from .run.store import RunDir
 
         self.run_dir = RunDir(str(location))
         if not self.run_dir.is_run():
@@ -124,7 +124,7 @@ class Run:
     @property
     def stats(self) -> dict[str, Any]:
         """Totals over the finished shards (what `uniedit stats --json` prints)."""
-        from .store import summarise
+        from .run.store import summarise
 
         return summarise(list(self.run_dir.latest_by_shard().values()))
 
@@ -150,7 +150,7 @@ class Run:
         import datasets
         import pyarrow as pa
 
-        from .records import SAMPLE_SCHEMA
+        from .core.records import SAMPLE_SCHEMA
 
         tables = []
         for kind in kinds:

@@ -11,9 +11,9 @@ from typing import Any
 
 import typer
 
-from .bundled import builtin_pipelines
-from .config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
-from .errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
+from .core.bundled import builtin_pipelines
+from .core.config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
+from .core.errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
 from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
 
 app = typer.Typer(
@@ -169,7 +169,7 @@ def synth(
     """
     from .api import load_pipeline
     from .api import synth as run_synth
-    from .runfs import is_uri, redact_location
+    from .run.fs import is_uri, redact_location
 
     _setup_logging(verbose, quiet)
     if log_format not in ("text", "json"):
@@ -228,7 +228,7 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
 ) -> None:
     """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
-    from .store import RunDir, summarise
+    from .run.store import RunDir, summarise
 
     run_dir = RunDir(run)
     if not run_dir.is_run():

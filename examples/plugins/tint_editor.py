@@ -28,8 +28,8 @@ from pathlib import Path
 from PIL import Image
 
 from uniedit_synth.backends.base import BadRequest, EditReply, EditRequest, Usage
-from uniedit_synth.config import BackendSpec
-from uniedit_synth.errors import BackendConfigError
+from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.core.errors import BackendConfigError
 
 
 class TintEditor:

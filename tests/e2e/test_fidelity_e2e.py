@@ -13,8 +13,8 @@ from PIL import Image
 from tests.conftest import run_cli
 from tests.e2e.test_backends_e2e import GEMINI_KEY, OPENAI_KEY, assert_no_key_anywhere, rows, synth
 from tests.fakes import FakeGemini, FakeOpenAI
-from uniedit_synth.bundled import prompts_dir
-from uniedit_synth.prompts import load_prompt
+from uniedit_synth.core.bundled import prompts_dir
+from uniedit_synth.core.prompts import load_prompt
 from uniedit_synth.sources.scenes import ScenesSource
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import REPO
-from uniedit_synth.bundled import pipelines_dir
+from uniedit_synth.core.bundled import pipelines_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
@@ -70,7 +70,7 @@ def test_plugin_editor_runs_on_ray_actors(tmp_path: Path):
 
 def test_a_worker_can_ask_for_more_than_the_cluster_has():
     """What a worker asks for is what Ray is told: the merged amounts (a GPU backend → num_gpus)."""
-    from uniedit_synth.config import load_pipeline
+    from uniedit_synth.core.config import load_pipeline
     from uniedit_synth.engine.runtime import actor_options, worker_resources
 
     config = load_pipeline("default", {

@@ -14,7 +14,7 @@ from PIL import Image
 
 from benchmarks.chaos import rows
 from tests.conftest import run_cli
-from uniedit_synth.records import IMAGE_STRUCT, with_hf_metadata
+from uniedit_synth.core.records import IMAGE_STRUCT, with_hf_metadata
 
 pytestmark = pytest.mark.e2e
 

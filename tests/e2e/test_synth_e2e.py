@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO, run_cli, uniedit_cmd
-from uniedit_synth.scenes.checks import quality_figures
-from uniedit_synth.scenes.program import expected_edited_png
+from uniedit_synth.offline.checks import quality_figures
+from uniedit_synth.offline.program import expected_edited_png
 
 pytestmark = pytest.mark.e2e
 

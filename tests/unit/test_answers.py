@@ -1,10 +1,10 @@
-"""Leak check v2 and the one answer normaliser (uniedit_synth/answers.py), table-driven."""
+"""Leak check v2 and the one answer normaliser (uniedit_synth/method/answers.py), table-driven."""
 
 from __future__ import annotations
 
 import pytest
 
-from uniedit_synth.answers import (
+from uniedit_synth.method.answers import (
     candidate_in_condition,
     leaks_answer,
     mentions_answer,
@@ -163,12 +163,12 @@ def test_one_normaliser_for_the_whole_package() -> None:
     from pathlib import Path
 
     import uniedit_synth
-    import uniedit_synth.answers as answers
-    from uniedit_synth.scenes import program, questions
+    import uniedit_synth.method.answers as answers
+    from uniedit_synth.offline import program, questions
 
     package = Path(uniedit_synth.__file__).parent
     defined = [p for p in package.rglob("*.py") if re.search(r"^def normali[sz]e_answer\b", p.read_text(), re.M)]
-    assert defined == [package / "answers.py"]
+    assert defined == [package / "method" / "answers.py"]
     assert questions.normalise_answer is answers.normalise_answer is program.normalise_answer
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import uniedit_synth
 from uniedit_synth import load_pipeline, open_run, synth
-from uniedit_synth.errors import ConfigError, UniEditError
+from uniedit_synth.core.errors import ConfigError, UniEditError
 
 INLINE = {"engine": {"kind": "inline", "shard_size": 5}}
 

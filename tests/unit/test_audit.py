@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 
 from tests.audit_fixtures import reencode
-from uniedit_synth.audit.benchmarks import BenchmarkError, load_benchmark
+from uniedit_synth.sources.benchmarks import BenchmarkError, load_benchmark
 from uniedit_synth.audit.checks import decided_in_advance, expected_branch, flagged_ids, is_noop
-from uniedit_synth.audit.fingerprint import fingerprint_image, hamming, same_image, shingles
-from uniedit_synth.audit.index import HammingIndex, TextIndex, near_duplicate_pairs
+from uniedit_synth.method.fingerprint import fingerprint_image, hamming, same_image, shingles
+from uniedit_synth.method.index import HammingIndex, TextIndex, near_duplicate_pairs
 from uniedit_synth.audit.rows import AuditRow
-from uniedit_synth.audit.screen import InputScreen, ScreenEntry
+from uniedit_synth.method.screen import InputScreen, ScreenEntry
 from uniedit_synth.engine.coordinator import Coordinator
-from uniedit_synth.records import IMAGE_STRUCT
+from uniedit_synth.core.records import IMAGE_STRUCT
 from uniedit_synth.sources.scenes import ScenesSource
 
 
@@ -214,7 +214,7 @@ def row(**kw) -> AuditRow:
 
 
 def test_branch_from_plan_or_program_and_decided_in_advance():
-    from uniedit_synth.scenes.world import Scene
+    from uniedit_synth.offline.world import Scene
 
     assert expected_branch(row(plan={"style": "conditional", "expected_branch": "else"})) == "else"
     assert expected_branch(row(plan={"style": "synthesis"})) is None

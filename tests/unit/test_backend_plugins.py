@@ -10,8 +10,8 @@ from PIL import Image
 
 from uniedit_synth.backends.base import EditRequest
 from uniedit_synth.backends.registry import create_backend
-from uniedit_synth.config import BackendSpec
-from uniedit_synth.errors import BackendConfigError
+from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.core.errors import BackendConfigError
 
 
 class NotAnEditor:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from uniedit_synth.backends.base import RetryableError, TextReply, TextRequest, Usage
-from uniedit_synth.config import BatchSpec, Price, RetrySpec
+from uniedit_synth.core.config import BatchSpec, Price, RetrySpec
 from uniedit_synth.engine.batch import (
     BatchJobFailed,
     BatchPending,
@@ -21,10 +21,10 @@ from uniedit_synth.engine.batch import (
     JobStatus,
     StageBatch,
 )
-from uniedit_synth.engine.cache import ResponseCache
+from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.engine.calls import BudgetExhausted, Ledger, ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
-from uniedit_synth.runfs import open_run_fs
+from uniedit_synth.run.fs import open_run_fs
 
 PRICES = {"m": Price(input_per_mtok=1_000_000.0, output_per_mtok=0.0)}  # $1 per input token: easy sums
 
@@ -223,7 +223,7 @@ def test_a_reply_another_record_paid_for_is_attributed_not_paid_again(tmp_path):
 
 def test_mode_and_batch_settings_do_not_change_the_pipeline_hash():
     """An online run's directory can be resumed with --batch (the rows are the same either way)."""
-    from uniedit_synth.config import load_pipeline
+    from uniedit_synth.core.config import load_pipeline
 
     online = load_pipeline("uniedit")
     batch = load_pipeline("uniedit", {"stages": {s: {"mode": "batch", "batch": {"poll_s": 1}}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from uniedit_synth.engine.cache import ResponseCache
-from uniedit_synth.errors import ConfigChangedError, OutputDirError, RunLockedError
-from uniedit_synth.store import RunDir, RunLock
+from uniedit_synth.run.cache import ResponseCache
+from uniedit_synth.core.errors import ConfigChangedError, OutputDirError, RunLockedError
+from uniedit_synth.run.store import RunDir, RunLock
 
 
 def test_cache_roundtrip_and_corruption(tmp_path: Path, caplog):

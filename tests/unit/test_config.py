@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from uniedit_synth.config import diff_views, load_pipeline, parse_pipeline, pipeline_hash
-from uniedit_synth.errors import ConfigError
+from uniedit_synth.core.config import diff_views, load_pipeline, parse_pipeline, pipeline_hash
+from uniedit_synth.core.errors import ConfigError
 
 
 def test_default_pipeline_loads():

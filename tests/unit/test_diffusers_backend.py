@@ -19,8 +19,8 @@ from uniedit_synth.backends.diffusers_backend import (
     target_size,
 )
 from uniedit_synth.backends.registry import create_backend
-from uniedit_synth.config import BackendSpec, load_pipeline
-from uniedit_synth.errors import BackendConfigError
+from uniedit_synth.core.config import BackendSpec, load_pipeline
+from uniedit_synth.core.errors import BackendConfigError
 
 
 def model_dir(tmp_path: Path, class_name: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uniedit_synth.config import parse_pipeline
+from uniedit_synth.core.config import parse_pipeline
 from uniedit_synth.engine.coordinator import Coordinator
 from uniedit_synth.engine.driver import shards_per_worker
 from uniedit_synth.engine.runtime import RemoteCoordinator

@@ -17,11 +17,11 @@ import yaml
 from PIL import Image
 
 from tests.unit.synthetic_runs import EDIT_BOX, SIZE, make_sample, write_run
-from uniedit_synth.errors import ExportError, UniEditError
+from uniedit_synth.core.errors import ExportError, UniEditError
 from uniedit_synth.export import ExportSummary, export_run, split_of
 from uniedit_synth.export import bagel as bagel_export
 from uniedit_synth.export.files import safe_stem
-from uniedit_synth.masks import mask_from_image
+from uniedit_synth.method.masks import mask_from_image
 
 CATEGORIES = ("color", "count", "ocr")
 UNSAFE_IDS = ("a/../../b", "x\x00y", "../../etc/passwd", ".hidden", "/abs/path", "a_b", "a/b")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.unit.synthetic_runs import make_sample, write_run
-from uniedit_synth.errors import ExportError
+from uniedit_synth.core.errors import ExportError
 from uniedit_synth.export import export_run
 from uniedit_synth.export.uniedit_release import RELEASE_KEYS
 

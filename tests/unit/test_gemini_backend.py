@@ -31,8 +31,8 @@ from uniedit_synth.backends.base import (
 )
 from uniedit_synth.backends.gemini_backend import GeminiEditor, GeminiText
 from uniedit_synth.backends.registry import create_backend
-from uniedit_synth.config import BackendSpec
-from uniedit_synth.errors import BackendConfigError
+from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.core.errors import BackendConfigError
 
 CANARY = "gm-canary-4be1d07c93a2f658"
 

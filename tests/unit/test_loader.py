@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from tests.unit.synthetic_runs import make_sample, write_run  # noqa: E402
 from uniedit_synth.export import export_run  # noqa: E402
-from uniedit_synth.masks import region_weight  # noqa: E402
+from uniedit_synth.method.masks import region_weight  # noqa: E402
 from uniedit_synth.train.loader import (  # noqa: E402
     EditPairDataset,
     EditPairIterableDataset,
@@ -127,7 +127,7 @@ def test_stored_export_masks_are_used(run_dir: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from uniedit_synth.masks import mask_to_png, max_pool
+    from uniedit_synth.method.masks import mask_to_png, max_pool
 
     out = run_dir.parent / "hf-masks"
     export_run(run_dir, out, "hf", with_masks=True, mask_grid=GRID, progress=False)
@@ -155,7 +155,7 @@ def test_stored_export_masks_are_used(run_dir: Path) -> None:
 
 
 def test_importing_the_package_does_not_import_torch() -> None:
-    code = "import sys, uniedit_synth, uniedit_synth.masks, uniedit_synth.export, uniedit_synth.train; print('torch' in sys.modules)"
+    code = "import sys, uniedit_synth, uniedit_synth.method.masks, uniedit_synth.export, uniedit_synth.train; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -177,7 +177,7 @@ def test_float_pixels_are_the_uint8_ones_in_model_range(hf_dir: Path) -> None:
     channel for channel, as the RGB pixels of the stored images resized."""
     import numpy as np
 
-    from uniedit_synth.masks import to_rgb
+    from uniedit_synth.method.masks import to_rgb
 
     raw = EditPairDataset(hf_dir, image_size=64, mask_grid=GRID)  # the stored size: no resize
     floats = EditPairDataset(hf_dir, image_size=64, mask_grid=GRID, pixels="float")
@@ -226,7 +226,7 @@ def test_fast_png_decode_matches_to_rgb(mode: str, fmt: str, extra: dict) -> Non
     import numpy as np
     from PIL import Image
 
-    from uniedit_synth.masks import to_rgb
+    from uniedit_synth.method.masks import to_rgb
 
     rng = np.random.default_rng(7)
     pixels = rng.integers(0, 256, size=(24, 20, 4), dtype=np.uint8)

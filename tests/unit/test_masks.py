@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.uniworld_reference import close_small_holes, full_resolution_mask
-from uniedit_synth.masks import (
+from uniedit_synth.method.masks import (
     UNIWORLD,
     MaskParams,
     close,

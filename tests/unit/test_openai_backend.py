@@ -32,8 +32,8 @@ from uniedit_synth.backends.base import (
 )
 from uniedit_synth.backends.openai_backend import OpenAICompatibleText, OpenAIEditor, OpenAIText
 from uniedit_synth.backends.registry import create_backend
-from uniedit_synth.config import BackendSpec
-from uniedit_synth.errors import BackendConfigError
+from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.core.errors import BackendConfigError
 
 CANARY = "sk-canary-7f3a9c2e51d84b06"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from uniedit_synth.runfs import ArrowRunFS, LocalRunFS, normalize_location, redact_location
-from uniedit_synth.store import RunDir
+from uniedit_synth.run.fs import ArrowRunFS, LocalRunFS, normalize_location, redact_location
+from uniedit_synth.run.store import RunDir
 
 
 @pytest.mark.parametrize("path", ["runs/a", "/mnt/s3/runs/a", "./a:b/c", "C:/runs/a"])

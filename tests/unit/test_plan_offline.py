@@ -11,16 +11,16 @@ from collections import Counter
 
 import pytest
 
-from uniedit_synth.answers import leaks_answer
+from uniedit_synth.method.answers import leaks_answer
 from uniedit_synth.backends.base import TextRequest
-from uniedit_synth.backends.builtin import BuiltinText
-from uniedit_synth.config import BackendSpec
-from uniedit_synth.plan import draw_plan
-from uniedit_synth.scenes import program as prog
-from uniedit_synth.scenes.checks import judge_probe, opening
-from uniedit_synth.scenes.questions import SCENE_CATEGORIES, generate_vqa, possible_answers
-from uniedit_synth.scenes.render import render_png
-from uniedit_synth.scenes.world import Scene
+from uniedit_synth.offline.builtin import BuiltinText
+from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.method.plan import draw_plan
+from uniedit_synth.offline import program as prog
+from uniedit_synth.offline.checks import judge_probe, opening
+from uniedit_synth.offline.questions import SCENE_CATEGORIES, generate_vqa, possible_answers
+from uniedit_synth.offline.render import render_png
+from uniedit_synth.offline.world import Scene
 from uniedit_synth.sources.scenes import ScenesSource
 
 RECORDS = 2000

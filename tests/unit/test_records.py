@@ -4,8 +4,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from uniedit_synth.records import SAMPLE_SCHEMA, RejectReason, Sample, Scores, row_to_sample, samples_to_table
-from uniedit_synth.store import write_shard_table
+from uniedit_synth.core.records import SAMPLE_SCHEMA, RejectReason, Sample, Scores, row_to_sample, samples_to_table
+from uniedit_synth.run.store import write_shard_table
 
 
 def png(color=(200, 10, 10)) -> bytes:

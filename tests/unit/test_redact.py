@@ -1,7 +1,7 @@
 """The one URL redactor: base URLs in run.json and error messages, output locations."""
 
-from uniedit_synth.redact import redact_url
-from uniedit_synth.runfs import redact_location
+from uniedit_synth.core.redact import redact_url
+from uniedit_synth.run.fs import redact_location
 
 
 def test_userinfo_query_and_fragment_go_host_and_path_stay():

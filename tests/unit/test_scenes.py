@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from uniedit_synth.scenes import program as prog
-from uniedit_synth.scenes.questions import (
+from uniedit_synth.offline import program as prog
+from uniedit_synth.offline.questions import (
     SCENE_CATEGORIES,
     answer_query,
     generate_vqa,
@@ -19,8 +19,8 @@ from uniedit_synth.scenes.questions import (
     normalise_answer,
     select,
 )
-from uniedit_synth.scenes.render import render_png, slot_box
-from uniedit_synth.scenes.world import GRID_COLS, GRID_ROWS, Board, Scene, SceneObject, Sign, generate_scene
+from uniedit_synth.offline.render import render_png, slot_box
+from uniedit_synth.offline.world import GRID_COLS, GRID_ROWS, Board, Scene, SceneObject, Sign, generate_scene
 from uniedit_synth.sources.scenes import ScenesSource
 
 
@@ -143,7 +143,7 @@ def test_source_records_are_consistent_with_their_scene() -> None:
 def test_source_category_filter_and_errors() -> None:
     records = list(ScenesSource(count=6, categories=["ocr", "math"]))
     assert [r.category for r in records] == ["ocr", "math"] * 3
-    from uniedit_synth.errors import SourceError
+    from uniedit_synth.core.errors import SourceError
 
     with pytest.raises(SourceError, match="unknown category"):
         ScenesSource(categories=["poetry"])
@@ -379,7 +379,7 @@ def test_programs_exist_for_scenes_of_look_alike_objects() -> None:
 
 
 def test_deferred_render_gives_the_same_image_in_validation() -> None:
-    from uniedit_synth.config import InputPolicy
+    from uniedit_synth.core.config import InputPolicy
     from uniedit_synth.sources.validate import validate_record
 
     eager = ScenesSource(count=3, seed=2).record(2)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from uniedit_synth.config import SourceSpec
+from uniedit_synth.core.config import SourceSpec
 from uniedit_synth.sources import open_source
 from uniedit_synth.sources.llava import LLAVA_ONEVISION_CAPS
 

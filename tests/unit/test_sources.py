@@ -20,9 +20,9 @@ import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from uniedit_synth.config import InputPolicy, SourceSpec  # noqa: E402
-from uniedit_synth.errors import SourceError  # noqa: E402
-from uniedit_synth.records import IMAGE_STRUCT, VQARecord, with_hf_metadata  # noqa: E402
+from uniedit_synth.core.config import InputPolicy, SourceSpec  # noqa: E402
+from uniedit_synth.core.errors import SourceError  # noqa: E402
+from uniedit_synth.core.records import IMAGE_STRUCT, VQARecord, with_hf_metadata  # noqa: E402
 from uniedit_synth.sources import image_root_for, open_source, parse_hf_spec  # noqa: E402
 from uniedit_synth.sources.arrange import capped_mask, permutation  # noqa: E402
 from uniedit_synth.sources.rows import majority_answer  # noqa: E402

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from uniedit_synth.config import InputPolicy
-from uniedit_synth.records import VQARecord
+from uniedit_synth.core.config import InputPolicy
+from uniedit_synth.core.records import VQARecord
 from uniedit_synth.sources.validate import InvalidInput, clean_text, validate_record
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from uniedit_synth.config import SourceSpec
+from uniedit_synth.core.config import SourceSpec
 from uniedit_synth.sources import open_source
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from uniedit_synth.config import MAX_YAML_NODES, load_yaml_text
-from uniedit_synth.errors import ConfigError, UnsafeYAML
+from uniedit_synth.core.config import MAX_YAML_NODES, load_yaml_text
+from uniedit_synth.core.errors import ConfigError, UnsafeYAML
 
 
 def test_ordinary_anchors_and_merge_keys_still_work():
@@ -34,7 +34,7 @@ def test_invalid_yaml_is_a_one_line_config_error():
 
 
 def test_a_pipeline_limit_applies_only_to_its_own_source():
-    from uniedit_synth.config import load_pipeline
+    from uniedit_synth.core.config import load_pipeline
 
     assert load_pipeline("default").limit == 300  # the endless offline world
     assert load_pipeline("default", {"source": {"spec": "scenes"}}).limit == 300

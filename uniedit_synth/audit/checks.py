@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 from datasketch import HyperLogLogPlusPlus
 from PIL import Image
 
-from ..answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
-from .benchmarks import load_benchmark
-from .fingerprint import (
+from ..method.answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
+from ..sources.benchmarks import load_benchmark
+from ..method.fingerprint import (
     DEFAULT_MAX_DISTANCE,
     VERIFY_COLOUR_DELTA,
     VERIFY_DETAIL_BITS,
@@ -40,9 +40,9 @@ from .fingerprint import (
     text_key,
     word_shingles,
 )
-from .index import minhash, near_duplicate_pairs
+from ..method.index import minhash, near_duplicate_pairs
 from .rows import AuditFile, AuditRow, open_audit_input
-from .screen import Decontaminator
+from ..method.screen import Decontaminator
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def expected_branch(row: AuditRow) -> str | None:
     program = row.edit_program
     if not isinstance(program, dict) or "condition" not in program:
         return None
-    from ..scenes.program import ProgramError, branch_taken, generic_branch_taken, scene_of
+    from ..offline.program import ProgramError, branch_taken, generic_branch_taken, scene_of
 
     if (program.get("condition") or {}).get("test", {}).get("op") == "always":
         return None  # not a conditional
@@ -134,7 +134,7 @@ def decided_in_advance(row: AuditRow) -> bool | None:
     program, meta = row.edit_program, row.record_meta
     if not (isinstance(program, dict) and program.get("kind") == "scene" and "condition" in program and meta):
         return None
-    from ..scenes.program import ProgramError, decided_conditions, scene_of
+    from ..offline.program import ProgramError, decided_conditions, scene_of
 
     if (program["condition"].get("test") or {}).get("op") == "always":
         return None

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UniEditError
-from ..runfs import RunFS, open_run_fs
+from ..core.errors import UniEditError
+from ..run.fs import RunFS, open_run_fs
 
 #: columns read from parquet when the fingerprints of a file are cached (no image bytes at all)
 TEXT_COLUMNS = ["id", "task_category", "original_question", "original_answer", "process_answer",
@@ -118,7 +118,7 @@ class AuditFile:
 
 def open_audit_input(location: str) -> tuple[str, RunFS, list[AuditFile]]:
     """(kind, filesystem, data files) of a run dir/URI, an hf export or a uniedit-jsonl export."""
-    from ..store import RunDir
+    from ..run.store import RunDir
 
     try:
         fs = open_run_fs(location)

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import BackendSpec, ServeSpec
-from ..errors import BackendConfigError
+from ..core.config import BackendSpec, ServeSpec
+from ..core.errors import BackendConfigError
 from .base import BadRequest, EditReply, EditRequest, Unreachable, Usage, request_key
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from ..errors import BackendConfigError
+from ..core.errors import BackendConfigError
 from .base import (
     AuthError,
     BackendError,

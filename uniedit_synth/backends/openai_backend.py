@@ -27,8 +27,8 @@ from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.images import AsyncImages
 from openai.types.chat import ChatCompletion
 
-from ..config import BackendSpec
-from ..errors import BackendConfigError
+from ..core.config import BackendSpec
+from ..core.errors import BackendConfigError
 from .base import (
     AuthError,
     BackendError,

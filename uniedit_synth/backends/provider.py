@@ -6,8 +6,8 @@ import asyncio
 import weakref
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ..config import BackendSpec
-from ..errors import BackendConfigError
+from ..core.config import BackendSpec
+from ..core.errors import BackendConfigError
 from .replies import Redactor
 
 ClientT = TypeVar("ClientT")

@@ -11,19 +11,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..config import BackendSpec
-from ..errors import BackendConfigError
+from ..core.config import BackendSpec
+from ..core.errors import BackendConfigError
 from .base import EditBackend, TextBackend, protocol_methods
 
 # type name -> "module:Class" (imported lazily, so the offline path never imports the SDKs)
 _TEXT: dict[str, str] = {
-    "builtin": "uniedit_synth.backends.builtin:BuiltinText",
+    "builtin": "uniedit_synth.offline.builtin:BuiltinText",
     "openai": "uniedit_synth.backends.openai_backend:OpenAIText",
     "openai-compatible": "uniedit_synth.backends.openai_backend:OpenAICompatibleText",
     "gemini": "uniedit_synth.backends.gemini_backend:GeminiText",
 }
 _EDIT: dict[str, str] = {
-    "builtin": "uniedit_synth.backends.builtin:BuiltinEditor",
+    "builtin": "uniedit_synth.offline.builtin:BuiltinEditor",
     "openai": "uniedit_synth.backends.openai_backend:OpenAIEditor",
     "openai-compatible": "uniedit_synth.backends.openai_backend:OpenAIEditor",
     "gemini": "uniedit_synth.backends.gemini_backend:GeminiEditor",

@@ -39,10 +39,10 @@ from ..backends.base import (
     TextRequest,
 )
 from ..backends.batch_routes import ItemResult, JobStatus
-from ..config import BatchSpec, Price
-from ..errors import AuthenticationFailed, ProviderUnreachable, UniEditError
-from ..runfs import RunFS
-from .cache import ResponseCache
+from ..core.config import BatchSpec, Price
+from ..core.errors import AuthenticationFailed, ProviderUnreachable, UniEditError
+from ..run.fs import RunFS
+from ..run.cache import ResponseCache
 from .calls import BudgetExhausted, estimate_tokens, price
 
 log = logging.getLogger(__name__)

@@ -39,11 +39,11 @@ from ..backends.base import (
     Usage,
     request_key,
 )
-from ..config import Price, RetrySpec
-from ..errors import AuthenticationFailed, ProviderUnreachable
-from ..ledger import Ledger
-from ..redact import redact_url
-from .cache import CacheEntry, ResponseCache
+from ..core.config import Price, RetrySpec
+from ..core.errors import AuthenticationFailed, ProviderUnreachable
+from ..core.ledger import Ledger
+from ..core.redact import redact_url
+from ..run.cache import CacheEntry, ResponseCache
 
 log = logging.getLogger(__name__)
 

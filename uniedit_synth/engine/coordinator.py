@@ -162,7 +162,7 @@ class Coordinator:
         # source.dedup / source.decontaminate: a second ordered lane, decided before classify
         self._screen = None
         if screen is not None:
-            from ..audit.screen import InputScreen
+            from ..method.screen import InputScreen
 
             self._screen = InputScreen(screen.get("by"), screen.get("max_distance", 4), screen.get("benchmarks", ()))
         self._screened: dict[int, list[Any]] = {}
@@ -308,7 +308,7 @@ class Coordinator:
             self._decided[shard] = []
             self._advance()
         if preset is not None and self._screen is not None and shard not in self._screened:
-            from ..audit.screen import ScreenEntry
+            from ..method.screen import ScreenEntry
 
             self._screen.remember(ScreenEntry(**e) if isinstance(e, dict) else e for e in (screened or []))
             self._screened[shard] = []

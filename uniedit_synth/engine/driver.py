@@ -27,13 +27,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..backends.registry import create_backend
-from ..config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
-from ..errors import UniEditError
-from ..prompts import prompt_hashes
-from ..records import VQARecord
-from ..redact import redact_url
+from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
+from ..core.errors import UniEditError
+from ..core.prompts import prompt_hashes
+from ..core.records import VQARecord
+from ..core.redact import redact_url
 from ..sources import open_source
-from ..store import RunDir, locked, summarise
+from ..run.store import RunDir, locked, summarise
 from .batch import JobStore, summarise_jobs
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
@@ -201,7 +201,7 @@ class Driver:
         source = self.config.source
         if not (source.dedup or source.decontaminate):
             return None
-        from ..audit.benchmarks import load_benchmark
+        from ..sources.benchmarks import load_benchmark
 
         root = self.run_dir.fs.local_root if not self.run_dir.fs.remote else None
         cache = root / "audit" if root is not None else None

@@ -309,7 +309,7 @@ def check_gpus(name: str, num_gpus: float, ray: Any) -> None:
         return
     largest = max((n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
     if largest < num_gpus:
-        from ..errors import BackendConfigError
+        from ..core.errors import BackendConfigError
 
         have = "no GPU" if not largest else f"at most {largest:g} GPU(s) per node"
         raise BackendConfigError(
@@ -322,8 +322,8 @@ def start_pools(config: Any, ray: Any, run_token: str, env: dict[str, str]) -> d
     """Start the replica pool of every served backend (named so shard workers find it) and wait until each
     has a replica with the model loaded. A load failure is a one-line BackendConfigError."""
     from ..backends.diffusers_backend import pool_name
-    from ..config import ActorResources, ServeSpec
-    from ..errors import BackendConfigError
+    from ..core.config import ActorResources, ServeSpec
+    from ..core.errors import BackendConfigError
     from .runtime import actor_options
 
     pools: dict[str, Any] = {}

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.diffusers_backend import RUN_TOKEN_ENV
-from ..config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..errors import UniEditError, handle_sigterm
-from ..records import VQARecord
-from ..store import ShardResult
+from ..core.config import CONFIGURED_STAGES, ActorResources, PipelineConfig
+from ..core.errors import UniEditError, handle_sigterm
+from ..core.records import VQARecord
+from ..run.store import ShardResult
 from .coordinator import Coordinator, LeaseHolder
 from .replicas import start_pools
 from .worker import CAPABILITY, ShardProcessor

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.registry import create_backend
-from ..config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
-from ..records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
+from ..core.config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
+from ..core.records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
-from ..store import RunDir, ShardResult
+from ..run.store import RunDir, ShardResult
 from .batch import BatchPending, BatchRunner, BatchState, StageBatch
-from .cache import ResponseCache
+from ..run.cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
 log = logging.getLogger(__name__)
@@ -271,8 +271,8 @@ class ShardProcessor:
         """Fingerprint the validated records and let the coordinator decide, in shard order, which are copies
         of an earlier record or of a benchmark item (called for every shard, even with nothing left, so
         later shards never wait on this one). Returns the entries that passed (saved for resume)."""
-        from ..audit.fingerprint import ImageUnreadable, fingerprint_image
-        from ..audit.screen import ScreenEntry
+        from ..method.fingerprint import ImageUnreadable, fingerprint_image
+        from ..method.screen import ScreenEntry
 
         def entry(item: WorkItem) -> ScreenEntry:
             hex_fp = self._fingerprints.pop(id(item), None)
@@ -307,7 +307,7 @@ class ShardProcessor:
                 raise Rejected(RejectReason.duplicate_id, "an earlier record has the same id")
             on_image = None
             if self._screening:  # fingerprint the decoded image there: no second decode for the screen
-                from ..audit.fingerprint import fingerprint_image
+                from ..method.fingerprint import fingerprint_image
 
                 def on_image(image: Any) -> None:
                     self._fingerprints[id(item)] = fingerprint_image(image).to_hex()

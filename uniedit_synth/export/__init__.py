@@ -21,9 +21,9 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
-from ..errors import ExportError
-from ..masks import DEFAULT_VAE_FACTOR
-from ..records import Sample
+from ..core.errors import ExportError
+from ..method.masks import DEFAULT_VAE_FACTOR
+from ..core.records import Sample
 from .card import CardStats
 from .options import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS, ExportOptions
 from .run_reader import RunReader

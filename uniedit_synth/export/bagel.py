@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from ..records import Sample
+from ..core.records import Sample
 from .card import CardStats
 from .options import SPLITS, ExportOptions
 from .parquet_shards import ParquetShardWriter

@@ -6,7 +6,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Any
 
-from ..records import Sample
+from ..core.records import Sample
 from .options import SPLITS, ExportOptions
 from .selection import PreferencePair
 
@@ -135,7 +135,7 @@ def card_body(
         out.append("## Edit masks\n")
         out.append(
             "Masks by UniWorld-V1's recipe (per-channel RGB difference, threshold, close, small components "
-            f"dropped, max-pooled; `uniedit_synth/masks.py`), region weight `{options.weight_fn}`; "
+            f"dropped, max-pooled; `uniedit_synth/method/masks.py`), region weight `{options.weight_fn}`; "
             f"mean weight {mean_weight:.3f}, max {max(stats.weights):.3f}.\n"
         )
     out.append("## Provenance\n")

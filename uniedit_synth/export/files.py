@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import ExportError
+from ..core.errors import ExportError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PASSTHROUGH = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from ..errors import ExportError
-from ..masks import mask_to_png
-from ..records import (
+from ..core.errors import ExportError
+from ..method.masks import mask_to_png
+from ..core.records import (
     IMAGE_COLUMNS,
     IMAGE_STRUCT,
     SAMPLE_SCHEMA_FIELDS,

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..masks import DEFAULT_CLOSE_KERNEL, DEFAULT_MIN_COMPONENT_FRAC, DEFAULT_THRESHOLD, DEFAULT_VAE_FACTOR
-from ..records import TASK_CATEGORIES
+from ..method.masks import DEFAULT_CLOSE_KERNEL, DEFAULT_MIN_COMPONENT_FRAC, DEFAULT_THRESHOLD, DEFAULT_VAE_FACTOR
+from ..core.records import TASK_CATEGORIES
 
 SPLITS = ("train", "validation")
 

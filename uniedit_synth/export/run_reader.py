@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportError
-from ..records import SAMPLE_SCHEMA, Sample, row_to_sample
-from ..runfs import is_uri
-from ..store import RunDir
+from ..core.errors import ExportError
+from ..core.records import SAMPLE_SCHEMA, Sample, row_to_sample
+from ..run.fs import is_uri
+from ..run.store import RunDir
 
 #: columns an export cannot do without; anything else in SAMPLE_SCHEMA is optional for older runs
 REQUIRED_COLUMNS = ("id", "task_category", "edit_instruction", "source_image", "edited_image", "accepted")

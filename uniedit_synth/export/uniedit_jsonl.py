@@ -28,8 +28,8 @@ from typing import Any, TextIO
 import numpy as np
 import yaml
 
-from ..masks import mask_to_png
-from ..records import Sample
+from ..method.masks import mask_to_png
+from ..core.records import Sample
 from .card import CardStats, card_body
 from .files import safe_stem, write_image
 from .options import SPLITS, ExportOptions

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..errors import ExportError
-from ..records import Sample
+from ..core.errors import ExportError
+from ..core.records import Sample
 from .card import CardStats, card_body
 from .files import contained, image_suffix, safe_stem
 from .options import ExportOptions

@@ -38,8 +38,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from ..runfs import RunFS, as_run_fs
-from ..store import RunDir
+from ..run.fs import RunFS, as_run_fs
+from ..run.store import RunDir
 
 log = logging.getLogger(__name__)
 

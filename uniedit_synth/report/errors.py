@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UniEditError
+from ..core.errors import UniEditError
 
 
 class ReportError(UniEditError):

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..export.files import safe_stem, write_image
-from ..runfs import RunFS
-from ..store import RunDir
+from ..run.fs import RunFS
+from ..run.store import RunDir
 from .assets import REPORT_CSS, REPORT_JS
 from .errors import ReportError
 from .page import PageContext, render_index

@@ -24,11 +24,11 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image
 
-from ..config import STAGE_NAMES
-from ..engine.cache import ResponseCache
-from ..records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
-from ..runfs import RunFS
-from ..store import RunDir
+from ..core.config import STAGE_NAMES
+from ..run.cache import ResponseCache
+from ..core.records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
+from ..run.fs import RunFS
+from ..run.store import RunDir
 from .call_index import has_call_index, index_path, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, open_shard, shard_error, shard_files

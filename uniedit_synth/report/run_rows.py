@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..records import SAMPLE_SCHEMA
-from ..runfs import RunFS, as_run_fs, is_uri
-from ..store import RunDir, shard_result, summarise
+from ..core.records import SAMPLE_SCHEMA
+from ..run.fs import RunFS, as_run_fs, is_uri
+from ..run.store import RunDir, shard_result, summarise
 from .errors import ReportError
 
 log = logging.getLogger(__name__)

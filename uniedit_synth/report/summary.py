@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import EXIT_STAGE as STAGE_EXITS
-from ..config import STAGE_NAMES
-from ..runfs import RunFS
+from ..core.config import EXIT_STAGE as STAGE_EXITS
+from ..core.config import STAGE_NAMES
+from ..run.fs import RunFS
 from .call_index import has_call_index, iter_call_index
 
 SCORE_FIELDS = ("instruction_following", "visual_quality", "coherence", "aggregate")

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import SourceSpec
-from ..errors import SourceError
+from ..core.config import SourceSpec
+from ..core.errors import SourceError
 from .arrange import ArrangedSource, PositionalSource
 from .base import Source
 from .files import (

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
-from ..records import VQARecord
+from ..core.errors import SourceError
+from ..core.records import VQARecord
 from .base import Source
 
 _MASK64 = (1 << 64) - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-from ..records import VQARecord
+from ..core.records import VQARecord
 
 
 class Source(ABC):

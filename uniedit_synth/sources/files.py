@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import SourceError
-from ..records import VQARecord, content_key
+from ..core.errors import SourceError
+from ..core.records import VQARecord, content_key
 from .arrange import PositionalSource, block_shuffled_positions, subject_of
 from .rowfiles import (
     BadRow,

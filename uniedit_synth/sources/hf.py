@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import SourceError
-from ..records import VQARecord
+from ..core.errors import SourceError
+from ..core.records import VQARecord
 from .arrange import PositionalSource
 from .base import Source
 from .files import map_row

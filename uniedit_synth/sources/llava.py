@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ..errors import SourceError
-from ..records import VQARecord, content_key
+from ..core.errors import SourceError
+from ..core.records import VQARecord, content_key
 from .rows import RowProblem, as_text, image_from_value, image_identity, json_safe, scrub
 
 HUMAN_ROLES = frozenset({"human", "user"})

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 
 _WHITESPACE = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import SourceError
-from ..records import TASK_CATEGORIES, VQARecord, content_key
+from ..core.errors import SourceError
+from ..core.records import TASK_CATEGORIES, VQARecord, content_key
 
 ROLES = ("image", "question", "answer", "id", "category", "subject")
 

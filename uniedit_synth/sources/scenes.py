@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from ..errors import SourceError
-from ..records import VQARecord
-from ..scenes.questions import SCENE_CATEGORIES, generate_vqa, plausible_answers
-from ..scenes.render import render_png
-from ..scenes.world import Scene
+from ..core.errors import SourceError
+from ..core.records import VQARecord
+from ..offline.questions import SCENE_CATEGORIES, generate_vqa, plausible_answers
+from ..offline.render import render_png
+from ..offline.world import Scene
 from .base import Source
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..config import InputPolicy
-from ..images import ImageRejected, load_image_bytes, normalise_image
-from ..records import VQARecord
+from ..core.config import InputPolicy
+from .images import ImageRejected, load_image_bytes, normalise_image
+from ..core.records import VQARecord
 from .scenes import render_record_image
 
 _SURROGATES = re.compile("[\ud800-\udfff]")

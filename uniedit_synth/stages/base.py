@@ -17,11 +17,11 @@ from ..backends.base import (
     TextReply,
     TextRequest,
 )
-from ..config import PipelineConfig, stage_def
-from ..ledger import Ledger
-from ..plan import InstructionPlan
-from ..prompts import Prompt, load_prompt
-from ..records import RejectReason, Sample, VQARecord
+from ..core.config import PipelineConfig, stage_def
+from ..core.ledger import Ledger
+from ..method.plan import InstructionPlan
+from ..core.prompts import Prompt, load_prompt
+from ..core.records import RejectReason, Sample, VQARecord
 
 
 class Caller(Protocol):

@@ -6,7 +6,7 @@ decimals, boxes and words as the source wrote them); `normalise_answer` is for c
 
 from __future__ import annotations
 
-from ..records import TASK_CATEGORIES, RejectReason
+from ..core.records import TASK_CATEGORIES, RejectReason
 from .base import Rejected, StageContext, WorkItem
 from .schemas import CLASSIFY_SCHEMA, ClassifyReply
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..backends.base import BackendError, EditReply, EditRequest, NoImageReply, SafetyBlocked
-from ..records import RejectReason
+from ..core.records import RejectReason
 from .base import Rejected, StageContext, WorkItem
 
 

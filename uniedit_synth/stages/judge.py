@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import cascade as cascading
-from ..consistency import box_region_consistency, non_edit_consistency
-from ..records import RejectReason, Sample
+from ..method import cascade as cascading
+from ..method.consistency import box_region_consistency, non_edit_consistency
+from ..core.records import RejectReason, Sample
 from .base import StageContext, WorkItem
 from .schemas import (
     JUDGE_LOCALISED_SCHEMA,

@@ -7,11 +7,11 @@ import json
 import logging
 import re
 
-from ..answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
-from ..plan import InstructionPlan, draw_plan
-from ..prompts import Prompt
-from ..reasoning import check_trace, intended_effect, template_trace
-from ..records import RejectReason
+from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
+from ..method.plan import InstructionPlan, draw_plan
+from ..core.prompts import Prompt
+from ..method.reasoning import check_trace, intended_effect, template_trace
+from ..core.records import RejectReason
 from .base import Rejected, StageContext, WorkItem
 from .schemas import (
     REASONING_IN_REWRITE_REQUEST,

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from ..records import TASK_CATEGORIES
+from ..core.records import TASK_CATEGORIES
 
 
 class ClassifyReply(BaseModel):

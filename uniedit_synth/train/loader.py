@@ -51,7 +51,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..masks import (
+from ..method.masks import (
     DEFAULT_CLOSE_KERNEL,
     DEFAULT_MIN_COMPONENT_FRAC,
     DEFAULT_THRESHOLD,

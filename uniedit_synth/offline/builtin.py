@@ -29,12 +29,12 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from ..answers import leaks_answer, normalise_answer
-from ..config import BackendSpec
-from ..errors import BackendConfigError
-from ..records import TASK_CATEGORIES
-from ..scenes.instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
-from ..scenes.program import (
+from ..method.answers import leaks_answer, normalise_answer
+from ..core.config import BackendSpec
+from ..core.errors import BackendConfigError
+from ..core.records import TASK_CATEGORIES
+from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
+from .program import (
     FLAW_KINDS,
     FLAWS,
     ProgramError,
@@ -45,8 +45,8 @@ from ..scenes.program import (
     scene_program,
     verify,
 )
-from ..scenes.questions import QueryError
-from .base import (
+from .questions import QueryError
+from ..backends.base import (
     BadRequest,
     EditReply,
     EditRequest,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import InputPolicy
+from ..core.config import InputPolicy
 
 #: local image files above this size are refused without being read (a VQA image is a few MB at most)
 MAX_LOCAL_IMAGE_BYTES = 256 * 1024 * 1024

@@ -24,7 +24,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from ..answers import normalise_text
+from .answers import normalise_text
 
 #: candidate stage: 64-bit pHash within this many bits
 DEFAULT_MAX_DISTANCE = 4

@@ -38,8 +38,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import UniEditError
-from .fingerprint import ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
+from ..core.errors import UniEditError
+from ..method.fingerprint import ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def _table_items(path: Path, preset: str) -> Iterator[BenchmarkItem]:
 
 
 def _open_hf(location: str) -> Any:
-    from ..sources.hf import load_hf, parse_hf_spec
+    from .hf import load_hf, parse_hf_spec
 
     name, config, split = parse_hf_spec(location)
     try:

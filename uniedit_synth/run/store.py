@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import cascade as cascading
-from .config import STAGE_NAMES
-from .errors import ConfigChangedError, OutputDirError, RunLockedError
-from .runfs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
+from ..method import cascade as cascading
+from ..core.config import STAGE_NAMES
+from ..core.errors import ConfigChangedError, OutputDirError, RunLockedError
+from .fs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
 
 __all__ = ["DISK_ERRNOS", "RunDir", "RunInfo", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes",
            "disk_error", "locked", "summarise", "write_shard_table"]
@@ -421,7 +421,7 @@ class RunDir:
         self, view: dict[str, Any], prompt_hashes: dict[str, str], pipeline_hash: str, force_new_config: bool
     ) -> None:
         """Refuse to continue a run made with another config, unless forced (then start the shards over)."""
-        from .config import diff_views
+        from ..core.config import diff_views
 
         previous, problem = self.load_run_json()
         if problem:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..answers import number_words
+from ..method.answers import number_words
 from .program import is_nested
 from .questions import describe, noun_phrase, slot_phrase
 from .world import ROW_NAMES, Board, Scene, Sign

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..answers import mentions_answer, normalise_answer  # noqa: F401  (re-exported for the world's users)
+from ..method.answers import mentions_answer, normalise_answer  # noqa: F401  (re-exported for the world's users)
 from .world import COLORS, GRID_COLS, GRID_ROWS, SHAPES, SIGN_WORDS, Scene, SceneObject, Sign, generate_scene
 
 SCENE_CATEGORIES: tuple[str, ...] = ("count", "color", "shape", "location", "ocr", "math", "knowledge")

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
-from ..answers import mentions_answer, normalise_answer, same_answer
+from ..method.answers import mentions_answer, normalise_answer, same_answer
 from .questions import (
     FLAT_TOP_SHAPES,
     POINTED_SHAPES,
@@ -637,7 +637,7 @@ def generic_program(
     if style == "conditional":
         candidate = (plan or {}).get("candidate")
         if not candidate:
-            from ..plan import distractor
+            from ..method.plan import distractor
 
             candidate = distractor(answer, rng) or f"not {norm}"
         test: dict[str, Any] = {"op": "eq", "value": str(candidate)}

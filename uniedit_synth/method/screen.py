@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .benchmarks import Benchmark
+from ..sources.benchmarks import Benchmark
 from .fingerprint import (
     DEFAULT_MAX_DISTANCE,
     ImageFingerprint,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runfs import RunFS, as_run_fs
+from .fs import RunFS, as_run_fs
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .errors import DiskFullError, OutputDirError
-from .redact import redact_url
+from ..core.errors import DiskFullError, OutputDirError
+from ..core.redact import redact_url
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # s3://, gs://, hdfs://, file:// (not C:/)

@@ -20,7 +20,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from .scenes.program import (
+from ..offline.program import (
     PIXEL_TOLERANCE,
     ProgramError,
     apply_program,
@@ -29,7 +29,7 @@ from .scenes.program import (
     generic_branch_taken,
     scene_of,
 )
-from .scenes.render import render_image
+from ..offline.render import render_image
 
 #: how far the known region is widened (pixels): anti-aliased outlines and shadows of the edited objects
 REGION_MARGIN_PX = 4

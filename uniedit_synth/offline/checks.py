@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..answers import leaks_answer
+from ..method.answers import leaks_answer
 from .program import FLAWS, apply_flaw, decided_conditions, expected_edited_png, scene_of, verify
 
 OPENING_WORDS = 5

@@ -1,0 +1,1 @@
+"""The contracts: records, errors, config models, prompts and the bundled pipelines (the lowest layer)."""

@@ -1,0 +1,1 @@
+"""The run directory: its file system, lock, manifest, shards, response cache and stats."""
