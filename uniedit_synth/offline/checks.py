@@ -52,6 +52,7 @@ def row_leak(row: dict[str, Any]) -> str | None:
         row.get("original_answer"),
         row.get("process_answer"),
         candidate_is_answer=bool(plan.get("candidate_is_answer")),
+        question=row.get("original_question"),
     )
 
 

@@ -160,6 +160,7 @@ class RewriteStage:
             item.record.answer,
             item.process_answer,
             candidate_is_answer=bool(plan.candidate_is_answer),
+            question=item.record.question,
         )
         if leaked:
             where = " outside the condition" if plan.candidate_is_answer else ""
