@@ -45,6 +45,7 @@ from .program import (
     scene_program,
     verify,
 )
+from .observe import observe
 from .questions import QueryError
 from ..backends.base import (
     BadRequest,
@@ -361,8 +362,11 @@ class BuiltinText(_Builtin):
             )
         if len(request.images) != 2:
             raise BadRequest(f"builtin judge needs [source, edited] images, got {len(request.images)}")
-        result = verify(request.images[0], request.images[1], program, ctx.get("meta") or {})
-        return {**result.scores, "analysis": result.analysis}
+        meta = ctx.get("meta") or {}
+        result = verify(request.images[0], request.images[1], program, meta)
+        # observations first, as the evidence-first schema asks a model judge (stages/schemas.py)
+        seen = observe(request.images[0], request.images[1], program, meta)
+        return {**seen, "analysis": result.analysis, **result.scores}
 
     @staticmethod
     def _visual_quality(request: TextRequest) -> dict[str, Any]:
