@@ -31,7 +31,11 @@ def test_schema_lists_observations_before_scores() -> None:
         assert keys[:7] == OBSERVATIONS + SCORES
         assert set(OBSERVATIONS + SCORES) <= set(schema["required"])
     assert JUDGE_SCHEMA["properties"]["branch_observed"]["enum"] == [
-        "expected", "other", "both", "none", "not_conditional"
+        "expected",
+        "other",
+        "both",
+        "none",
+        "not_conditional",
     ]
 
 
@@ -55,8 +59,15 @@ def test_observations_reject_whatever_the_scores(evidence: dict[str, Any] | None
 
 def test_reply_model_keeps_the_observations() -> None:
     reply = JudgeReply.model_validate(
-        {"observed_changes": "x", "branch_observed": "other", "changes_outside_target": False, "analysis": "a",
-         "instruction_following": 5, "visual_quality": 5, "coherence": 5}
+        {
+            "observed_changes": "x",
+            "branch_observed": "other",
+            "changes_outside_target": False,
+            "analysis": "a",
+            "instruction_following": 5,
+            "visual_quality": 5,
+            "coherence": 5,
+        }
     )
     assert reply.branch_observed == "other"
     with pytest.raises(ValueError):
@@ -135,5 +146,7 @@ def test_judge_probe_with_observations_keeps_precision_and_recall() -> None:
 
 
 def test_plan_types_still_validate() -> None:  # the judge reads expected/wrong edits from the plan
-    plan = InstructionPlan(style="conditional", candidate="red", candidate_is_answer=True, expected_branch="then")
+    plan = InstructionPlan(
+        style="conditional", candidate="red", candidate_is_answer=True, expected_branch="then"
+    )
     assert plan.expected_edit is None

@@ -48,8 +48,13 @@ def test_request_schema_lists_observations_before_scores(server: FakeOpenAI, tmp
     schema = request.body["response_format"]["json_schema"]["schema"]
     keys = list(schema["properties"])
     assert keys == [
-        "observed_changes", "branch_observed", "changes_outside_target", "analysis",
-        "instruction_following", "visual_quality", "coherence",
+        "observed_changes",
+        "branch_observed",
+        "changes_outside_target",
+        "analysis",
+        "instruction_following",
+        "visual_quality",
+        "coherence",
     ]
     assert request.body["response_format"]["json_schema"]["strict"] is True
     assert set(schema["required"]) == set(keys)
@@ -80,7 +85,11 @@ def test_a_lenient_5_5_5_judge_that_saw_a_defect_is_rejected(
 
 def test_a_lenient_judge_that_saw_the_expected_branch_passes(server: FakeOpenAI, tmp_path: Path) -> None:
     _, judge = stages(server, tmp_path, p=0.0)
-    seen = {"observed_changes": "a yellow cube", "branch_observed": "expected", "changes_outside_target": False}
+    seen = {
+        "observed_changes": "a yellow cube",
+        "branch_observed": "expected",
+        "changes_outside_target": False,
+    }
     server.script([{"content": {**seen, **LENIENT}}])
     item = judged_item()
     assert run(judge(item)) is True and judge.failed_thresholds(item) == ""
@@ -88,7 +97,11 @@ def test_a_lenient_judge_that_saw_the_expected_branch_passes(server: FakeOpenAI,
 
 def test_exact_content_needs_instruction_following_4(server: FakeOpenAI, tmp_path: Path) -> None:
     _, judge = stages(server, tmp_path, p=0.0)
-    seen = {"observed_changes": "a sign", "branch_observed": "not_conditional", "changes_outside_target": False}
+    seen = {
+        "observed_changes": "a sign",
+        "branch_observed": "not_conditional",
+        "changes_outside_target": False,
+    }
     item = judged_item()
     item.plan = InstructionPlan(style="render")
     server.script([{"content": {**seen, **LENIENT, "instruction_following": 3}}])

@@ -16,8 +16,14 @@ QUESTION = "What colour is the square left of the red circle?"
         # the question quoted or reworded around the answer's word: not a leak
         ('Answer "What colour is the square left of the red circle?" and paint that square pink.', None),
         ("Work out the colour of the square left of the red circle, then add a cone of that colour.", None),
-        ("Identify the colour of the square to the left of the red circle and draw a star in that colour.", None),
-        ("Look at the square just left of the red circle; if it is blue, enlarge it, otherwise shrink it.", None),
+        (
+            "Identify the colour of the square to the left of the red circle and draw a star in that colour.",
+            None,
+        ),
+        (
+            "Look at the square just left of the red circle; if it is blue, enlarge it, otherwise shrink it.",
+            None,
+        ),
         # the answer said outside the question's copy: still a leak
         ("Work out the colour of the square left of the red circle. Paint it red.", "red"),
         ("Find the square left of the red circle; the answer is red, so add a red cube.", "red"),
@@ -37,8 +43,21 @@ def test_without_the_question_the_check_is_as_before() -> None:
 
 def test_numbers_in_the_question_and_plural_forms() -> None:
     question = "How many cubes are behind the 3 spheres?"
-    assert leaks_answer("Count the cubes behind the three spheres and add that many cones.", "3", question=question) is None
-    assert leaks_answer("Count the cubes behind the 3 spheres, then add 3 cones.", "3", question=question) == "3"
+    assert (
+        leaks_answer(
+            "Count the cubes behind the three spheres and add that many cones.", "3", question=question
+        )
+        is None
+    )
+    assert (
+        leaks_answer("Count the cubes behind the 3 spheres, then add 3 cones.", "3", question=question) == "3"
+    )
     question = "What shape is next to the two cubes?"
-    assert leaks_answer("Find what is next to the two cubes and add one more of it.", "cube", question=question) is None
-    assert leaks_answer("Find what is next to the two cubes and add a cube.", "cube", question=question) == "cube"
+    assert (
+        leaks_answer("Find what is next to the two cubes and add one more of it.", "cube", question=question)
+        is None
+    )
+    assert (
+        leaks_answer("Find what is next to the two cubes and add a cube.", "cube", question=question)
+        == "cube"
+    )

@@ -91,13 +91,22 @@ def _verdict(
             branch = "none"
         else:
             branch = "expected" if off_expected <= off_other else "other"
-        text += f"; in the branches' regions it is closer to the {branch} branch's edit" if branch in (
-            "expected",
-            "other",
-        ) else f"; branch observed: {branch}"
+        text += (
+            f"; in the branches' regions it is closer to the {branch} branch's edit"
+            if branch
+            in (
+                "expected",
+                "other",
+            )
+            else f"; branch observed: {branch}"
+        )
     if outside > OUTSIDE_SHARE:
         text += f"; {outside:.2%} of the image changed outside the target"
-    return {"observed_changes": text + ".", "branch_observed": branch, "changes_outside_target": bool(outside > OUTSIDE_SHARE)}
+    return {
+        "observed_changes": text + ".",
+        "branch_observed": branch,
+        "changes_outside_target": bool(outside > OUTSIDE_SHARE),
+    }
 
 
 def _both_scene(scene: Any, program: dict[str, Any]) -> np.ndarray | None:
@@ -105,12 +114,16 @@ def _both_scene(scene: Any, program: dict[str, Any]) -> np.ndarray | None:
     value = condition_value(scene, program)
     try:
         first = apply_action(scene, resolve(program["if_true"], value, scene), value)
-        return np.asarray(render_image(apply_action(first, resolve(program["if_false"], value, first), value)))
+        return np.asarray(
+            render_image(apply_action(first, resolve(program["if_false"], value, first), value))
+        )
     except (ProgramError, KeyError, ValueError):
         return None
 
 
-def observe(source_png: bytes, edited_png: bytes, program: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+def observe(
+    source_png: bytes, edited_png: bytes, program: dict[str, Any], meta: dict[str, Any]
+) -> dict[str, Any]:
     """The judge's observation fields for one edit (`observed_changes`, `branch_observed`,
     `changes_outside_target`), measured against the program's renders."""
     try:
@@ -138,12 +151,17 @@ def observe(source_png: bytes, edited_png: bytes, program: dict[str, Any], meta:
         if program.get("kind") == "generic":
             return _generic(source_png, source, edited, program)
     except (ProgramError, KeyError, TypeError, ValueError) as exc:
-        return {"observed_changes": f"cannot observe: {exc!r}", "branch_observed": "none",
-                "changes_outside_target": False}
+        return {
+            "observed_changes": f"cannot observe: {exc!r}",
+            "branch_observed": "none",
+            "changes_outside_target": False,
+        }
     return {"observed_changes": "unknown program", "branch_observed": "none", "changes_outside_target": False}
 
 
-def _generic(source_png: bytes, source: np.ndarray, edited: np.ndarray, program: dict[str, Any]) -> dict[str, Any]:
+def _generic(
+    source_png: bytes, source: np.ndarray, edited: np.ndarray, program: dict[str, Any]
+) -> dict[str, Any]:
     """Generic programs draw into corner boxes: the target is the expected branch's box."""
     taken = generic_branch_taken(program)
     expected = np.asarray(decode_rgb(apply_generic(source_png, program, taken)))
