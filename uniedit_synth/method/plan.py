@@ -12,6 +12,13 @@ seeded by (pipeline seed, record id) so resume and reruns get the same plan:
 
 The rewriter fills in `then_edit` / `else_edit`; the judge is told the expected branch's edit (never the
 answer) and the other one as the wrong outcome. The plan is a column of every row.
+
+The plan also draws the instruction's closing sentence (`closing`, its own seeded draw so the other draws
+stay as they were): a preservation clause ("change nothing else"), worded in one of
+len(PRESERVE_CORES) x len(PRESERVE_TAILS) ways, so no wording ends more than a few per cent of the rows.
+The release ends every instruction with RELEASE_CLOSING, a request for a global aesthetic change that
+invites the editor to re-render the whole image; a pipeline that sets `stages.rewrite.aesthetics_directive`
+(or the release judge preset) gets that fixed sentence instead.
 """
 
 from __future__ import annotations
@@ -56,6 +63,30 @@ VOCABULARIES: tuple[tuple[str, ...], ...] = (COLOR_WORDS, SHAPE_WORDS, SIDE_WORD
 _NUMBER = re.compile(r"-?\d+")
 
 
+#: the Uni-Edit release's closing sentence (data_gen/system2.py), kept for reproducing the release
+RELEASE_CLOSING = "Refine the image with a visually appealing effect."
+PRESERVE_CORES: tuple[str, ...] = (
+    "Change nothing else",
+    "Leave everything else exactly as it is",
+    "Keep the rest of the image unchanged",
+    "Do not alter anything else",
+    "Make no other changes",
+    "Everything else must stay as it is",
+    "Preserve the rest of the scene exactly",
+    "Touch nothing else",
+    "Keep every other detail as it is",
+    "Leave the rest of the picture untouched",
+    "Keep all other content unchanged",
+    "Apart from this edit, keep the picture exactly as it was",
+)
+PRESERVE_TAILS: tuple[str, ...] = (
+    ".",
+    ", including the background and the lighting.",
+    "; the framing, the lighting and the other objects stay as they are.",
+    ": same framing, same lighting, same objects.",
+)
+
+
 class InstructionPlan(BaseModel):
     """One record's plan; `then_edit` / `else_edit` come from the rewriter. Nulls where the style has no
     branch."""
@@ -66,6 +97,8 @@ class InstructionPlan(BaseModel):
     expected_branch: Literal["then", "else"] | None = None
     then_edit: str | None = None
     else_edit: str | None = None
+    #: the sentence the instruction ends with: a drawn preservation clause, or a pipeline's fixed directive
+    closing: str | None = None
 
     @property
     def conditional(self) -> bool:
@@ -83,6 +116,13 @@ class InstructionPlan(BaseModel):
 def plan_rng(seed: int, record_id: str) -> random.Random:
     digest = hashlib.sha256(f"uniedit-plan/{seed}/{record_id}".encode()).hexdigest()
     return random.Random(digest)
+
+
+def draw_closing(seed: int, record_id: str) -> str:
+    """The record's preservation clause, seeded by (pipeline seed, record id) apart from the plan's other
+    draws."""
+    rng = plan_rng(seed, f"{record_id}/closing")
+    return f"{rng.choice(PRESERVE_CORES)}{rng.choice(PRESERVE_TAILS)}"
 
 
 def style_mix(category: str, styles: dict[str, dict[str, float]] | None) -> dict[str, float]:
@@ -128,8 +168,11 @@ def draw_plan(
     styles: dict[str, dict[str, float]] | None = None,
     candidate_is_answer_p: float = DEFAULT_CANDIDATE_P,
     answer_space: Sequence[str] | None = None,
+    closing: str | None = None,
 ) -> InstructionPlan:
-    """The plan for one record; a pure function of its arguments."""
+    """The plan for one record; a pure function of its arguments. `closing`: a fixed closing sentence (the
+    pipeline's directive); None draws a preservation clause."""
+    closing = closing or draw_closing(seed, record_id)
     rng = plan_rng(seed, record_id)
     mix = {k: float(v) for k, v in style_mix(category, styles).items() if float(v) > 0}
     names = sorted(mix)
@@ -143,7 +186,7 @@ def draw_plan(
         others = [n for n in names if n != "conditional"]
         style = rng.choices(others, weights=[mix[n] for n in others])[0] if others else "synthesis"
     if style != "conditional":
-        return InstructionPlan(style=style)
+        return InstructionPlan(style=style, closing=closing)
     is_answer = rng.random() < candidate_is_answer_p
     other = distractor(answer, rng, answer_space)
     if is_answer:
@@ -155,6 +198,7 @@ def draw_plan(
         candidate=candidate,
         candidate_is_answer=is_answer,
         expected_branch="then" if is_answer else "else",
+        closing=closing,
     )
 
 

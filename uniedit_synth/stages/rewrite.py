@@ -7,11 +7,11 @@ import json
 import logging
 import re
 
-from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
-from ..method.plan import InstructionPlan, draw_plan
 from ..core.prompts import Prompt
-from ..method.reasoning import check_trace, intended_effect, template_trace
 from ..core.records import RejectReason
+from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
+from ..method.plan import RELEASE_CLOSING, InstructionPlan, draw_plan
+from ..method.reasoning import check_trace, intended_effect, template_trace
 from .base import Rejected, StageContext, WorkItem
 from .schemas import (
     REASONING_IN_REWRITE_REQUEST,
@@ -24,9 +24,6 @@ from .schemas import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_AESTHETICS = (
-    "Keep the rest of the image unchanged, with natural lighting and a clean, high-quality look."
-)
 
 #: a branch that asks for no change: a no-op training pair when it is the branch that applies
 _NO_OP = re.compile(
@@ -44,7 +41,7 @@ def is_no_op(edit: str) -> bool:
 
 
 def _without_directive(instruction: str, directive: str) -> str:
-    return instruction.replace(directive, "").strip()
+    return instruction.replace(directive, "").strip() if directive else instruction.strip()
 
 
 def plan_brief(plan: InstructionPlan) -> str:
@@ -96,7 +93,10 @@ class RewriteStage:
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
         self.spec = ctx.config.stages.rewrite
-        self.aesthetics = self.spec.aesthetics_directive or DEFAULT_AESTHETICS
+        # a fixed closing sentence: the pipeline's directive, or the release's under the release judge preset;
+        # None: each record's plan draws a preservation clause ("change nothing else", worded variously)
+        release = ctx.config.stages.judge.preset == "release"
+        self.fixed_closing = self.spec.aesthetics_directive or (RELEASE_CLOSING if release else None)
 
     def prompt_for(self, category: str) -> Prompt:
         template = self.spec.prompt or "rewrite/{category}.txt"
@@ -116,6 +116,7 @@ class RewriteStage:
             self.spec.styles,
             self.spec.candidate_is_answer_p,
             [str(v) for v in space] if isinstance(space, list) else None,
+            closing=self.fixed_closing,
         )
 
     async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
@@ -131,7 +132,7 @@ class RewriteStage:
                 "answer": record.answer,
                 "process_answer": item.process_answer or "",
                 "category": category,
-                "aesthetics": self.aesthetics,
+                "aesthetics": plan.closing or "",
                 "plan": plan_brief(plan),
             },
             reply_model=RewriteReply,
@@ -143,7 +144,7 @@ class RewriteStage:
                 "process_answer": item.process_answer,
                 "task_category": category,
                 "meta": record.meta,
-                "aesthetics": self.spec.aesthetics_directive or None,
+                "aesthetics": plan.closing,
                 "plan": plan.model_dump(mode="json"),
                 **({"repair": repair} if repair else {}),
                 **({"reasoning_requested": True} if same_call else {}),
@@ -198,7 +199,8 @@ class RewriteStage:
             return
         plan, record = item.plan, item.record
         branch_edit = parsed.then_edit if plan is not None and not plan.conditional else None
-        effect = intended_effect(plan, _without_directive(item.instruction or "", self.aesthetics), branch_edit)
+        closing = plan.closing if plan is not None else None
+        effect = intended_effect(plan, _without_directive(item.instruction or "", closing or ""), branch_edit)
         item.intended_effect = effect
         answer = record.answer or item.process_answer or ""
         trace = template_trace(record.question, answer, plan, effect)
