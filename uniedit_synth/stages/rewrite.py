@@ -1,15 +1,22 @@
 """The rewrite stage: a VQA pair and its instruction plan become an edit instruction that embeds the question,
-checked against the plan (visible, distinct branches; the candidate in the condition) and for answer leaks."""
+checked against the plan and for answer leaks.
+
+The plan checks are code, before any image is paid for: both branches name a visible action and differ in
+meaning (method/edit_meaning.py: lemmas and synonyms, not a keyword list), the candidate sits in the
+condition, and the reported `then_edit` / `else_edit` sit in the instruction's own clauses that run when the
+condition holds / does not (method/branches.py parses the instruction, whatever the connective). A broken
+rule gets one repair request, then `rewrite_failed`; a leak is `leaks_answer` at once."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 
 from ..core.prompts import Prompt
 from ..core.records import RejectReason
 from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
+from ..method.branches import branch_mismatch, read_branches
+from ..method.edit_meaning import is_visible_edit, same_edit
 from ..method.plan import RELEASE_CLOSING, InstructionPlan, draw_plan
 from ..method.reasoning import check_trace, intended_effect, template_trace
 from .base import Rejected, StageContext, WorkItem
@@ -25,19 +32,10 @@ from .schemas import (
 log = logging.getLogger(__name__)
 
 
-#: a branch that asks for no change: a no-op training pair when it is the branch that applies
-_NO_OP = re.compile(
-    r"\b(leave|leaving|keep|keeping|let|letting)\b(?:\W+\w+){0,4}?\W+"
-    r"(unchanged|untouched|intact|alone|as\s+(it|they)\s+(is|are|was|were)|as\s+is|the\s+same)\b"
-    r"|\bdo(es)?\s+nothing\b|\bnothing\s+(changes|happens)\b|\bno\s+(change|changes|edit|edits)\b"
-    r"|\b(do|does)\s*n[o']?t\s+(change|edit|modify|alter|touch)\b|\bremains?\s+(unchanged|the\s+same|as\s+is)\b"
-    r"|^\s*(none|n/?a|nothing|unchanged|no-?op)\s*\.?\s*$",
-    re.IGNORECASE,
-)
-
-
 def is_no_op(edit: str) -> bool:
-    return bool(_NO_OP.search(edit))
+    """A branch that asks for no visible change, by meaning (method/edit_meaning.py): no action verb that is
+    not negated ("leave it unchanged", "the picture should stay exactly the way it looks now")."""
+    return not is_visible_edit(edit)
 
 
 def _without_directive(instruction: str, directive: str) -> str:
@@ -72,9 +70,15 @@ def check_reply(plan: InstructionPlan, reply: RewriteReply, answer: str, process
         return "both branches: then_edit and else_edit must both be given for a conditional plan"
     for name, edit in (("then_edit", then_edit), ("else_edit", else_edit)):
         if is_no_op(edit):
-            return f"visible edit: {name} {edit!r} asks for no change; both branches must change the image"
-    if normalise_text(then_edit) == normalise_text(else_edit):
-        return "distinct branches: then_edit and else_edit are the same edit"
+            return (
+                f"visible edit: {name} {edit!r} names no visible action on something in the scene; both "
+                "branches must change the image"
+            )
+    if normalise_text(then_edit) == normalise_text(else_edit) or same_edit(then_edit, else_edit):
+        return (
+            "distinct branches: then_edit and else_edit are the same edit (same action, object and attribute "
+            "in other words); the two branches must do visibly different things"
+        )
     candidate = plan.candidate if plan.candidate is not None else (reply.candidate or "").strip()
     if not candidate:
         return "candidate: the plan asked for a candidate in the `candidate` field and none was given"
@@ -84,6 +88,23 @@ def check_reply(plan: InstructionPlan, reply: RewriteReply, answer: str, process
         return (
             f"candidate in condition: the condition of the instruction must test the candidate {candidate!r}"
         )
+    return check_clauses(reply.instruction, then_edit, else_edit, candidate, plan.closing)
+
+
+def check_clauses(
+    instruction: str, then_edit: str, else_edit: str, candidate: str, closing: str | None
+) -> str | None:
+    """The instruction's own clauses (method/branches.py): then_edit in the clause that runs when the
+    condition holds, else_edit in the other, and both clauses visible, different edits."""
+    mismatch = branch_mismatch(instruction, then_edit, else_edit, candidate, closing)
+    if mismatch:
+        return f"branches match the text: {mismatch}"
+    branches = read_branches(instruction, candidate, closing)
+    for name, text in (("holds", branches.then_text), ("does not hold", branches.else_text)):
+        if is_no_op(text):
+            return f"visible edit: the clause that runs when the condition {name} ({text!r}) changes nothing"
+    if same_edit(branches.then_text, branches.else_text):
+        return "distinct branches: the instruction's two clauses are the same edit in other words"
     return None
 
 
