@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from .answers import answer_forms, canonical_tokens
-from .edit_meaning import ACTION_VERBS, content_terms, verb_lemma
+from .edit_meaning import _BRITISH, ACTION_VERBS, GENERIC_VERBS, content_terms, edit_meaning, verb_lemma
 
 #: connectives that open a condition clause (multi-word ones as tuples)
 CONDITION_OPENERS: tuple[tuple[str, ...], ...] = (
@@ -84,7 +84,7 @@ class Branches:
 def _words(text: str) -> list[str]:
     text = text.lower().replace("\u2019", "'").replace("can't", "can not").replace("won't", "will not")
     text = text.replace("n't", " not").replace("'s", " is").replace("'re", " are")
-    return re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.replace("-", " "))
+    return [_BRITISH.get(w, w) for w in re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.replace("-", " "))]
 
 
 def _starts(words: list[str], phrases: tuple[tuple[str, ...], ...]) -> int:
@@ -112,6 +112,7 @@ def _pieces(instruction: str) -> list[tuple[list[str], int]]:
 
 
 _LEADS = frozenset({"and", "but", "then", "or", "so"})
+_ELSE_PRONOUNS = frozenset({"anything", "something", "nothing", "everything", "what", "someone", "somewhere"})
 
 
 def _split_connectives(words: list[str]) -> list[list[str]]:
@@ -127,6 +128,8 @@ def _split_connectives(words: list[str]) -> list[list[str]]:
             _starts(rest[1:], CONDITION_OPENERS) or _starts(rest[1:], ELSE_MARKERS)
         )
         only_leads = all(w in _LEADS for w in parts[-1])
+        if rest[0] == "else" and i > 0 and words[i - 1] in _ELSE_PRONOUNS:
+            opener = lead = 0  # "anything else", "what else": not the other branch's marker
         if (opener or lead) and parts[-1] and not only_leads and not (rest[0] == "should" and i > 0):
             parts.append([])
         parts[-1].append(words[i])
@@ -154,8 +157,10 @@ def _cut_condition(words: list[str], candidate: str) -> tuple[list[str], list[st
     """A condition clause that runs on into its action without a comma ("if it is red paint it blue"): cut
     at the first action verb after the candidate."""
     for i in range(1, len(words)):
-        if verb_lemma(words[i]) in ACTION_VERBS and _has_candidate(words[:i], candidate) and words[i - 1] != "be":
-            return words[:i], words[i:]
+        lemma = verb_lemma(words[i])
+        starts_action = lemma in ACTION_VERBS or lemma in GENERIC_VERBS or words[i] == "then"
+        if starts_action and words[i - 1] not in ("be", "is", "are", "to") and _has_candidate(words[:i], candidate):
+            return words[:i], words[i + 1 :] if words[i] == "then" else words[i:]
     return words, []
 
 
@@ -213,7 +218,7 @@ def read_branches(instruction: str, candidate: str, closing: str | None = None) 
     follows = nxt is not None and nxt.kind == "action" and nxt.sentence == clauses[main].sentence
     before = clauses[main - 1] if main > 0 else None
     if not follows and before is not None and before.kind == "action" and before.sentence == clauses[main].sentence:
-        if any(t.startswith("act:") for t in content_terms(" ".join(before.words))):
+        if edit_meaning(" ".join(before.words)).visible:
             before.polarity = sign  # "Repaint it red if it is purple, …"
     current = sign
     first_branch = True  # still in the branch the main condition opened

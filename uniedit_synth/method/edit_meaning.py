@@ -134,15 +134,16 @@ NOUN_LIKE = frozenset({"circle", "frame", "border", "mark", "label", "print", "d
                        "cut", "double", "type", "spell", "letter", "caption", "shade", "stain", "tint", "color",
                        "paint", "set", "place", "pin", "position", "show", "sketch", "spin", "dye", "outline",
                        "highlight", "glow", "wrap", "coat", "fill", "crack", "fold", "tear", "break", "swap",
-                       "exchange", "move", "push", "slide", "shift", "scale", "melt", "open", "close", "frame",
-                       "mount", "lay", "hide", "flip", "mirror", "reverse", "blur", "fade", "dim", "render"})
+                       "exchange", "move", "push", "slide", "shift", "scale", "melt", "open", "close", "mount", "lay", "hide", "flip", "mirror", "reverse", "blur", "fade", "dim", "render"})
 #: phrasal verbs: (verb lemma, particle) → action ("take it out", "get rid of it")
 PHRASAL: dict[tuple[str, str], str] = {
     ("take", "out"): "remove", ("take", "away"): "remove", ("take", "off"): "remove", ("get", "rid"): "remove",
     ("wipe", "out"): "remove", ("rub", "out"): "remove", ("pull", "out"): "remove", ("put", "up"): "add",
-    ("stick", "on"): "add", ("bring", "in"): "add", ("swap", "out"): "transform", ("scale", "up"): "resize",
-    ("scale", "down"): "resize", ("blow", "up"): "resize", ("turn", "over"): "rotate", ("turn", "around"): "rotate",
+    ("stick", "on"): "add", ("bring", "in"): "add", ("swap", "out"): "transform", ("scale", "up"): "resize:large",
+    ("scale", "down"): "resize:small", ("blow", "up"): "resize:large", ("turn", "over"): "rotate", ("turn", "around"): "rotate",
     ("light", "up"): "mark",
+    # idioms that do nothing: "carry on", "move on", "go on"
+    ("carry", "on"): "", ("move", "on"): "", ("go", "on"): "", ("hold", "on"): "", ("carry", "forward"): "",
 }
 _CONTRACTIONS = {"n't": " not", "'s": "", "'re": " are", "'ll": " will", "'ve": " have", "'d": " would",
                  "'m": " am"}
@@ -244,7 +245,7 @@ def _phrasal(tokens: list[str], index: int) -> str | None:
         if index + offset >= len(tokens) or tokens[index + offset] in (",", ";", ":"):
             break
         action = PHRASAL.get((lemma, tokens[index + offset]))
-        if action:
+        if action is not None:
             return action
     return None
 
@@ -279,11 +280,16 @@ def edit_meaning(text: str) -> EditMeaning:
         lemma = verb_lemma(token)
         verb_like = _is_verb(tokens, index)
         phrasal = _phrasal(tokens, index) if action is None and verb_like else None
+        if phrasal == "":
+            continue  # an idiom that does nothing ("carry on")
         if phrasal is not None:
             if _negated(tokens, index):
                 negated = True
                 continue
-            action, verb_at = phrasal, index
+            action, _, size = phrasal.partition(":")
+            verb_at = index
+            if size:
+                items.append((index, f"size:{size}"))
             continue
         if lemma in ACTION_VERBS and action is None and verb_like:
             if _negated(tokens, index):
@@ -328,9 +334,10 @@ def _split(action: str, tokens: list[str], verb_at: int, items: list[tuple[int, 
     terms = [t for _, t in items]
     if action in ("recolor", "resize"):
         kind = "color" if action == "recolor" else "size"
-        chosen = [t for t in terms if t.startswith(f"{kind}:") or (action == "resize" and t.startswith("n:"))]
+        from_verb = [t for i, t in items if i == verb_at and t.startswith(f"{kind}:")]  # "enlarge", "scale up"
+        chosen = from_verb or [t for t in terms if t.startswith(f"{kind}:") or (action == "resize" and t.startswith("n:"))]
         result = {chosen[-1]} if chosen else set()
-        return set(terms) - result, result
+        return {t for i, t in items if t not in result or i != verb_at} - result, result
     if action == "transform":
         marker = max((i for i, t in enumerate(tokens) if t in RESULT_MARKERS and i > verb_at), default=None)
         if marker is None:
@@ -387,7 +394,8 @@ def content_terms(text: str) -> frozenset[str]:
         lemma = verb_lemma(token)
         phrasal = _phrasal(tokens, index) if _is_verb(tokens, index) else None
         if phrasal is not None:
-            terms.add(f"act:{phrasal}")
+            if phrasal:
+                terms.add(f"act:{phrasal.partition(':')[0]}")
             continue
         if lemma in ACTION_VERBS and _is_verb(tokens, index):
             terms.add(f"act:{ACTION_VERBS[lemma]}")
