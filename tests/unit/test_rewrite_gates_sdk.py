@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeOpenAI
-from tests.unit.test_rewrite_plan import KEY, RELEASE_STYLE, prompt_text, purple_item, rewrite_requests, run, stages
+from tests.unit.test_rewrite_plan import (
+    KEY,
+    RELEASE_STYLE,
+    prompt_text,
+    purple_item,
+    rewrite_requests,
+    run,
+    stages,
+)
 from uniedit_synth.core.records import RejectReason, VQARecord
 from uniedit_synth.stages.base import Rejected, WorkItem
 
