@@ -50,7 +50,13 @@ ACTION_VERBS: dict[str, str] = {
                      "circle", "frame", "border", "mark", "underline"), "mark"),
     **dict.fromkeys(("blur", "pixelate", "sharpen", "fade"), "blur"),
     **dict.fromkeys(("draw", "sketch", "render", "depict", "show"), "draw"),
-    **dict.fromkeys(("fill", "cover", "coat", "wrap", "texture", "pattern", "stripe"), "cover"),
+    **dict.fromkeys(("fill", "cover", "coat", "wrap", "texture", "pattern", "stripe", "decorate", "adorn",
+                     "sprinkle", "scatter", "splash", "stamp", "overlay", "superimpose", "pour", "surround",
+                     "enclose", "encircle", "dress", "crown", "sticker", "glue", "tape", "paste", "emboss",
+                     "carve", "etch", "engrave", "scribble", "doodle"), "cover"),
+    **dict.fromkeys(("raise", "lift", "lower", "arrange", "align", "stack", "pile", "line", "float", "hover",
+                     "fly", "tip", "topple", "knock", "roll"), "move"),
+    **dict.fromkeys(("wear",), "add"),
     **dict.fromkeys(("open", "close", "break", "crack", "melt", "bend", "fold", "crush", "tear"), "alter"),
 }
 #: verbs that act only with a result: "make it red", "turn it into a cone", "change its colour to blue"
@@ -104,6 +110,13 @@ NOUN_SYNONYMS: dict[str, str] = {
     "tag": "label", "star": "star", "text": "text", "word": "text", "number": "number", "digit": "number",
     "figure": "number", "numeral": "number",
 }
+#: words that describe keeping things as they are: never an object of an edit
+KEEP_WORDS = frozenset({"unchanged", "untouched", "intact", "alone", "identical", "original", "current",
+                        "unaltered", "unmodified", "unedited", "preserved", "steady", "static", "still", "now",
+                        "whatsoever", "thing", "way", "place", "state", "condition", "present", "before",
+                        "previously", "already", "exactly", "precisely", "needed", "necessary", "required",
+                        "modification", "modifications", "edits", "editing", "changes", "alteration",
+                        "alterations", "adjustment", "adjustments", "touch", "happen", "happens"})
 #: nouns that name no particular thing: a pronoun-like target
 GENERIC_NOUNS = frozenset({"object", "thing", "item", "one", "target", "it", "them", "this", "that", "these",
                            "those", "element", "piece", "entity", "subject", "shape", "color", "image", "size",
@@ -134,7 +147,10 @@ NOUN_LIKE = frozenset({"circle", "frame", "border", "mark", "label", "print", "d
                        "cut", "double", "type", "spell", "letter", "caption", "shade", "stain", "tint", "color",
                        "paint", "set", "place", "pin", "position", "show", "sketch", "spin", "dye", "outline",
                        "highlight", "glow", "wrap", "coat", "fill", "crack", "fold", "tear", "break", "swap",
-                       "exchange", "move", "push", "slide", "shift", "scale", "melt", "open", "close", "mount", "lay", "hide", "flip", "mirror", "reverse", "blur", "fade", "dim", "render"})
+                       "exchange", "move", "push", "slide", "shift", "scale", "melt", "open", "close", "mount",
+                       "lay", "hide", "flip", "mirror", "reverse", "blur", "fade", "dim", "render", "crown",
+                       "sticker", "glue", "tape", "paste", "stamp", "splash", "dress", "line", "pile", "roll",
+                       "tip", "fly", "float", "knock", "doodle", "scribble", "overlay", "wear", "lift"})
 #: phrasal verbs: (verb lemma, particle) → action ("take it out", "get rid of it")
 PHRASAL: dict[tuple[str, str], str] = {
     ("take", "out"): "remove", ("take", "away"): "remove", ("take", "off"): "remove", ("get", "rid"): "remove",
@@ -318,6 +334,8 @@ def edit_meaning(text: str) -> EditMeaning:
             continue
         if lemma in ACTION_VERBS and (verb_like or lemma != token):  # a verb form ("showing", "painted")
             continue
+        if token in KEEP_WORDS:
+            continue
         noun = noun_lemma(token)
         if noun not in GENERIC_NOUNS:
             items.append((index, noun))
@@ -361,6 +379,8 @@ def _generic_action(tokens: list[str], at: int, terms: list[str]) -> str | None:
         return "resize"
     if "material" in kinds:
         return "transform"
+    if any(":" not in t for t in terms):  # "make the cat wear a hat", "give the cube a crown"
+        return "alter"
     return None
 
 
