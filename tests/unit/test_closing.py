@@ -65,3 +65,10 @@ def test_offline_rows_end_with_their_plans_closing(tmp_path) -> None:
         assert row["edit_instruction"].endswith(plan["closing"]), row["edit_instruction"]
         endings[plan["closing"]] += 1
     assert max(endings.values()) / len(rows) <= 0.2
+
+
+def test_a_closing_never_names_the_answer() -> None:
+    for answer in ("lighting", "background", "objects", "image"):
+        closings = {draw_plan(0, f"r{i}", "others", answer).closing for i in range(300)}
+        assert len(closings) >= 5
+        assert not any(answer.rstrip("s") in c.lower() for c in closings), answer

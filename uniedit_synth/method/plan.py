@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .answers import normalise_answer, same_answer
+from .answers import mentions_answer, normalise_answer, same_answer
 
 Style = Literal["conditional", "synthesis", "render", "transform"]
 STYLES: tuple[str, ...] = ("conditional", "synthesis", "render", "transform")
@@ -118,11 +118,13 @@ def plan_rng(seed: int, record_id: str) -> random.Random:
     return random.Random(digest)
 
 
-def draw_closing(seed: int, record_id: str) -> str:
+def draw_closing(seed: int, record_id: str, answer: str = "") -> str:
     """The record's preservation clause, seeded by (pipeline seed, record id) apart from the plan's other
-    draws."""
+    draws; never one that names the answer ("… the lighting …" for the answer lighting would be a leak)."""
     rng = plan_rng(seed, f"{record_id}/closing")
-    return f"{rng.choice(PRESERVE_CORES)}{rng.choice(PRESERVE_TAILS)}"
+    options = [f"{core}{tail}" for core in PRESERVE_CORES for tail in PRESERVE_TAILS]
+    rng.shuffle(options)
+    return next((o for o in options if not (answer and mentions_answer(o, answer))), options[0])
 
 
 def style_mix(category: str, styles: dict[str, dict[str, float]] | None) -> dict[str, float]:
@@ -172,7 +174,7 @@ def draw_plan(
 ) -> InstructionPlan:
     """The plan for one record; a pure function of its arguments. `closing`: a fixed closing sentence (the
     pipeline's directive); None draws a preservation clause."""
-    closing = closing or draw_closing(seed, record_id)
+    closing = closing or draw_closing(seed, record_id, answer)
     rng = plan_rng(seed, record_id)
     mix = {k: float(v) for k, v in style_mix(category, styles).items() if float(v) > 0}
     names = sorted(mix)
