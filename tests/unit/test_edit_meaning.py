@@ -40,6 +40,7 @@ VISIBLE = [
     "keep everything else, only remove the cone", "draw a white panel in the top left corner with the answer on it",
     "if the colour is warm, like fire or sunshine, enlarge the cone, and if not, remove the cone",
     "if not, remove the cone", "circle the cube in red", "add a red circle",
+    "take the green rubber object out of the scene", "make the cat wear a hat",
 ]
 SAME = [
     ("repaint the sphere white", "paint the sphere in a white colour"),

@@ -255,9 +255,9 @@ def _is_verb(tokens: list[str], index: int) -> bool:
 
 
 def _phrasal(tokens: list[str], index: int) -> str | None:
-    """The action of a phrasal verb at `index` ("take … out", "get rid of"), its particle within 4 words."""
+    """The action of a phrasal verb at `index` ("take … out", "get rid of"), its particle within 6 words."""
     lemma = verb_lemma(tokens[index])
-    for offset in range(1, 5):
+    for offset in range(1, 7):  # "take the green rubber object out"
         if index + offset >= len(tokens) or tokens[index + offset] in (",", ";", ":"):
             break
         action = PHRASAL.get((lemma, tokens[index + offset]))
