@@ -43,6 +43,9 @@ TEMPLATES = [
     "{q} Only if it is {c}, {T}; in the other case, {E}.",
     "{q} If {c} is the colour you find, {T}; otherwise {E}.",
     "{q} If it is {c} {T}; otherwise {E}.",
+    "{q} If it is {c}, {T}. For any other colour, {E}.",
+    "{q} If it is {c}, {T}, but if it is green, {E}.",
+    "{q} If it is {c}, {T}. Alternatively, {E}.",
 ]
 #: (then clause as the instruction words it, else clause, then_edit as reported, else_edit as reported)
 EDITS = [

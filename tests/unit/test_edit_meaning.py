@@ -23,6 +23,7 @@ NO_OP = [
     "maintain the image without any edits", "do not add anything", "never remove anything",
     "keep the sphere exactly as it appears", "the picture should look the way it does now",
     "let everything remain in its place", "carry on without editing", "hold the scene steady as it is",
+    "make sure nothing changes", "make it look exactly as it does now", "the sphere stays purple",
 ]
 VISIBLE = [
     "paint it red", "add a small yellow cube beside it", "keep its shape but paint it red", "remove the cone",
@@ -86,6 +87,7 @@ SAME = [
     ("put three red cubes on the floor", "add 3 red cubes on the floor"),
     ("remove the sphere from the image", "delete the ball from the picture"),
     ("repaint the tiny sphere white", "paint the tiny sphere in a white colour"),
+    ("apply white paint to the sphere", "repaint the sphere white"),
 ]
 DIFFERENT = [
     ("paint the sphere red", "paint the sphere blue"),

@@ -44,7 +44,12 @@ ELSE_MARKERS: tuple[tuple[str, ...], ...] = (
     ("if", "that", "is", "not", "the", "case"), ("if", "this", "is", "not", "the", "case"),
     ("if", "it", "is", "not", "the", "case"), ("if", "not"), ("or", "else"), ("otherwise",), ("else",),
     ("failing", "that"), ("if", "no"), ("should", "it", "not"), ("and", "if", "not"), ("but", "if", "not"),
+    ("alternatively",), ("conversely",), ("if", "instead"), ("instead",),
 )
+#: a prepositional opener over "any other value" is the other branch too ("for any other colour, …")
+_OTHER_VALUE_OPENERS = frozenset({"for", "with", "in", "on", "at", "under", "given"})
+_OTHER_VALUE_PAIRS = frozenset({("any", "other"), ("every", "other"), ("all", "other"), ("anything", "else"),
+                                ("any", "different"), ("some", "other"), ("something", "else")})
 #: phrases that refer back to the main condition holding
 BACK_REFERENCES: tuple[tuple[str, ...], ...] = (
     ("in", "which", "case"), ("if", "so"), ("if", "yes"), ("if", "that", "is", "the", "case"),
@@ -69,6 +74,7 @@ class Clause:
     candidate: bool = False
     sentence: int = 0
     main: bool = False
+    lead: tuple[str, ...] = ()  # the connective words stripped before it ("but", "and", "then")
 
 
 @dataclass
@@ -112,6 +118,9 @@ def _pieces(instruction: str) -> list[tuple[list[str], int]]:
 
 
 _LEADS = frozenset({"and", "but", "then", "or", "so"})
+#: the words of an elliptical condition that refers back to the main one ("if it is", "if they are not")
+_BACKREF_WORDS = frozenset({"it", "is", "are", "does", "do", "they", "so", "not", "that", "this", "the",
+                            "case", "true", "was", "were", "indeed", "did", "be"})
 _ELSE_PRONOUNS = frozenset({"anything", "something", "nothing", "everything", "what", "someone", "somewhere"})
 
 
@@ -171,6 +180,10 @@ def classify(instruction: str, candidate: str) -> list[Clause]:
             head = part
             while len(head) > 1 and head[0] in _LEADS and head[:2] != ["or", "else"]:
                 head = head[1:]
+            lead = tuple(part[: len(part) - len(head)])
+            if head[0] in _OTHER_VALUE_OPENERS and any(pair in _OTHER_VALUE_PAIRS for pair in zip(head, head[1:], strict=False)):
+                clauses.append(Clause(head, "else", -1, sentence=sentence, lead=lead))
+                continue
             if _starts(head, ELSE_MARKERS):
                 n = _starts(head, ELSE_MARKERS)
                 clauses.append(Clause(head[:n], "else", -1, sentence=sentence))
@@ -189,11 +202,9 @@ def classify(instruction: str, candidate: str) -> list[Clause]:
                 polarity = -1 if _negative(condition) else 1
                 if not has and any(w in OTHER_VALUE_WORDS for w in condition):
                     polarity = -1  # "if the answer is anything else"
-                clause = Clause(condition, "condition", polarity, candidate=has, sentence=sentence)
-                if not has and len(condition) <= 4 and condition[0] == "if" and not any(
-                    w in OTHER_VALUE_WORDS for w in condition
-                ) and any(w in ("is", "are", "does", "do", "it", "they", "so") for w in condition[1:]):
-                    clause.kind = "backref"  # "if it is", "if they are", "if it does not"
+                clause = Clause(condition, "condition", polarity, candidate=has, sentence=sentence, lead=lead)
+                if not has and condition[0] in ("if", "when") and set(condition[1:]) <= _BACKREF_WORDS:
+                    clause.kind = "backref"  # "if it is", "if they are", "if it does not", "when it is"
                 clauses.append(clause)
                 if action:
                     clauses.append(Clause(action, sentence=sentence))
@@ -233,7 +244,7 @@ def read_branches(instruction: str, candidate: str, closing: str | None = None) 
             if not nested:
                 current, first_branch = clause.polarity, False  # "if so" / "if it is" / "if not": absolute
         elif clause.kind == "condition":
-            parallel = clause.polarity < 0 or _boundary_before(clauses, clause)
+            parallel = clause.polarity < 0 or _boundary_before(clauses, clause) or "but" in clause.lead
             if clause.candidate:
                 current, first_branch, nested = clause.polarity, False, 0
             elif first_branch and not nested and parallel:

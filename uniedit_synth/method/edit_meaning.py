@@ -61,7 +61,7 @@ ACTION_VERBS: dict[str, str] = {
 }
 #: verbs that act only with a result: "make it red", "turn it into a cone", "change its colour to blue"
 GENERIC_VERBS = frozenset({"make", "turn", "change", "give", "alter", "modify", "edit", "adjust", "update",
-                           "switch", "become", "have", "get"})
+                           "switch", "become", "have", "get", "apply", "use"})
 #: verbs that ask to keep things as they are
 KEEP_VERBS = frozenset({"leave", "keep", "stay", "remain", "preserve", "retain", "maintain", "let", "skip",
                         "ignore", "hold", "continue", "proceed", "stop", "wait", "rest", "do", "be", "look",
@@ -160,6 +160,7 @@ PHRASAL: dict[tuple[str, str], str] = {
     ("light", "up"): "mark",
     # idioms that do nothing: "carry on", "move on", "go on"
     ("carry", "on"): "", ("move", "on"): "", ("go", "on"): "", ("hold", "on"): "", ("carry", "forward"): "",
+    ("make", "sure"): "", ("make", "certain"): "",
 }
 _CONTRACTIONS = {"n't": " not", "'s": "", "'re": " are", "'ll": " will", "'ve": " have", "'d": " would",
                  "'m": " am"}
