@@ -153,7 +153,9 @@ def synth(
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
     ),
     log_format: str = typer.Option("text", "--log-format", metavar="text|json", help="`text` (progress bar) or `json` (one JSON line per shard)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    no_progress: bool = typer.Option(
+        False, "--no-progress", help="Hide the progress (a bar on a terminal, a status line every 30 s in a log)."
+    ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
 ) -> None:
@@ -225,7 +227,7 @@ def default_run_name(name: str) -> str:
 
 @app.command()
 def stats(
-    run: str = typer.Argument(..., help="A run's output directory or URI."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI."),
     as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
 ) -> None:
     """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
@@ -254,7 +256,7 @@ def stats(
 
 @app.command("export")
 def export_cmd(
-    run: str = typer.Argument(..., help="A run's output directory or URI (from uniedit synth)."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI (from uniedit synth)."),
     fmt: str = typer.Option(
         ..., "--format", "-f", metavar="FORMAT",
         help="uniedit-jsonl (the Uni-Edit-148k release layout: JSONL + image files), hf (parquet with HF Image "
@@ -348,7 +350,7 @@ def export_cmd(
 
 @app.command()
 def audit(
-    run: str = typer.Argument(..., help="A run's output directory or URI, or an hf / uniedit-jsonl export."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI, or an hf / uniedit-jsonl export."),
     against: list[str] | None = typer.Option(
         None, "--against", metavar="BENCHMARK",
         help="A benchmark to check for contamination (repeatable): a preset (gedit-bench, or imgedit-bench=DIR, "
@@ -380,7 +382,7 @@ def audit(
 
 @app.command()
 def report(
-    run: str = typer.Argument(..., help="A run's output directory or URI."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI."),
     out: Path | None = typer.Option(
         None, "--out", "-o", metavar="DIR", help="Report directory (default: <run>/report; required for a run on a URI)."
     ),
@@ -400,7 +402,7 @@ def report(
 
 @app.command()
 def inspect(
-    run: str = typer.Argument(..., help="A run's output directory or URI."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI."),
     sample_id: str = typer.Option(..., "--id", metavar="ID", help="The sample id (see `uniedit report` or the parquet `id` column)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     scan_cache: bool = typer.Option(
