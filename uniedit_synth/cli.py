@@ -179,6 +179,10 @@ def synth(
         raise UniEditError(f"--log-format must be text or json, not {log_format!r}")
     if engine not in (None, "ray", "inline"):
         raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
+    if log_format == "text" and not (no_progress or quiet):
+        from .engine.progress import status_interval_s
+
+        status_interval_s()  # a bad UNIEDIT_PROGRESS_INTERVAL_S is refused before the run starts
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,

@@ -39,6 +39,8 @@ def test_a_bad_interval_is_a_one_line_error(tmp_path):
     proc = run_cli(*SYNTH, "--out", str(tmp_path / "run"), env={"UNIEDIT_PROGRESS_INTERVAL_S": "often"})
     assert proc.returncode == 2
     assert "UNIEDIT_PROGRESS_INTERVAL_S='often'" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
 def test_a_terminal_gets_the_live_bar(tmp_path):
