@@ -22,7 +22,7 @@ app = typer.Typer(
     help=(
         "Turn VQA data into reasoning-heavy image-editing training data (the Uni-Edit method).\n\n"
         "Start with `uniedit synth` (runs offline on the built-in scene world), then `uniedit stats`, "
-        "`uniedit report` and `uniedit export`."
+        "`uniedit report`, `uniedit audit` and `uniedit export`."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -152,7 +152,11 @@ def synth(
         None, "--set", metavar="KEY=VALUE", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
     ),
-    log_format: str = typer.Option("text", "--log-format", metavar="text|json", help="`text` (progress bar) or `json` (one JSON line per shard)."),
+    log_format: str = typer.Option(
+        "text", "--log-format", metavar="text|json",
+        help="`text` (a progress bar, or a status line every 30 s in a log) or `json` (one JSON line per "
+        "dispatched and finished shard on stdout).",
+    ),
     no_progress: bool = typer.Option(
         False, "--no-progress", help="Hide the progress (a bar on a terminal, a status line every 30 s in a log)."
     ),
