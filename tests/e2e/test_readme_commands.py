@@ -4,7 +4,8 @@ The README's ```bash blocks are parsed as shell lines. Each `make` target must e
 must parse against the CLI as it is now (every option known, every value of its type, required options there),
 and `uniedit <command> --help` runs for every subcommand named. The quick start's commands on `runs/demo` are
 run for real, in order, on a small run of the same pipeline (`make demo` itself is `uniedit synth --pipeline
-default --out runs/demo`, 300 records: here 8, inline). `uniedit` commands in the docs pages are parsed too.
+default --out runs/demo`, 300 records: here 8, inline). `uniedit` commands in the docs pages (and the files
+they include) are parsed too.
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ def parse_against_cli(args: list[str]) -> None:
 README = (REPO / "README.md").read_text()
 README_COMMANDS = shell_commands(README)
 README_UNIEDIT = [args for words in README_COMMANDS if (args := uniedit_args(words)) is not None]
+#: the docs pages, and the repository files they include
+DOCS_PAGES = [page for page in sorted((REPO / "docs").rglob("*.md")) if "incoming" not in page.parts] + [
+    REPO / "benchmarks" / "README.md", REPO / "examples" / "bagel" / "README.md"]
 DOCS_UNIEDIT = [
     (page.relative_to(REPO).as_posix(), args)
-    for page in sorted((REPO / "docs").rglob("*.md")) if "incoming" not in page.parts
+    for page in DOCS_PAGES
     for words in shell_commands(page.read_text())
     if (args := uniedit_args(words)) is not None and args and not any(a.startswith("<") for a in args)
 ]
@@ -117,3 +121,12 @@ def test_the_quick_start_runs(tmp_path):
         ran.append(args[0])
     assert {"report", "export"} <= set(ran), ran
     assert (demo / "report" / "index.html").is_file()
+
+
+def test_every_script_the_docs_run_exists():
+    scripts = {words[1] for page in [REPO / "README.md", *DOCS_PAGES] for words in shell_commands(page.read_text())
+               if Path(words[0]).name in ("python", "python3", "bash") and len(words) > 1
+               and not words[1].startswith("-")}
+    assert scripts, "no script found"
+    missing = sorted(s for s in scripts if not (REPO / s).is_file())
+    assert not missing, missing
