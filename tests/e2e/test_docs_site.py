@@ -5,6 +5,7 @@ notes in docs/incoming/ stay out of the build."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,3 +72,19 @@ def test_a_broken_link_fails_and_incoming_notes_are_left_out(tmp_path):
     proc = mkdocs_build(root, tmp_path / "site2")
     assert proc.returncode != 0
     assert "no-such-section" in proc.stderr
+
+
+def test_the_readme_links_to_files_that_exist():
+    """The README is read on the forge, outside the site: its relative links and anchors must resolve there."""
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert len(local) >= 10, local  # the front door points into docs/
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = REPO / path
+        assert target.exists(), link
+        if anchor and target.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in slugs, (link, sorted(slugs))
