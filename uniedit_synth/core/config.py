@@ -57,6 +57,18 @@ class ActorResources(Strict):
             resources={k: max(self.resources.get(k, 0.0), other.resources.get(k, 0.0)) for k in sorted(names)},
         )
 
+    def actor_options(self) -> dict[str, Any]:
+        """Ray actor options for these resources. A shard worker is an asyncio process that waits on the network
+        most of the time, so by default it reserves no CPU (num_cpus=0) and packs next to others."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus or 0}
+        if self.num_gpus:
+            options["num_gpus"] = self.num_gpus
+        if self.memory_mb:
+            options["memory"] = int(self.memory_mb * 1024 * 1024)
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
+
 
 class ServeSpec(Strict):
     """How a local-model backend (`type: diffusers`) is served: `replicas` Ray actors, each asking Ray for the

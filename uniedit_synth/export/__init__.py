@@ -22,8 +22,9 @@ from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from ..core.errors import ExportError
-from ..method.masks import DEFAULT_VAE_FACTOR
 from ..core.records import Sample
+from ..method.masks import DEFAULT_VAE_FACTOR
+from ..run.processes import process_alive
 from .card import CardStats
 from .options import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS, ExportOptions
 from .run_reader import RunReader
@@ -279,19 +280,9 @@ def _remove_dead_staging(out: Path) -> None:
     """Staging dirs of earlier exports to the same out dir whose process is gone (killed mid-export)."""
     for leftover in out.parent.glob(f".{glob_escape(out.name)}.partial-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
             log.warning("removed %s, left by an export that was killed", leftover.name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _replace(staging: Path, out: Path) -> None:

@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..method import cascade as cascading
 from ..core.config import STAGE_NAMES
 from ..core.errors import ConfigChangedError, OutputDirError, RunLockedError
+from ..method import cascade as cascading
 from .fs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
+from .processes import process_alive, process_start_time
 
 __all__ = ["DISK_ERRNOS", "RunDir", "RunInfo", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes",
            "disk_error", "locked", "summarise", "write_shard_table"]
@@ -139,24 +140,6 @@ def write_shard_table(run_dir: Path | RunFS, kind: str, index: int, table: pa.Ta
     return {"path": rel, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def _process_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """`.lock` in the output dir: pid, host, process start time, a run id and a heartbeat (unix time) that the
     holder rewrites every HEARTBEAT_S seconds from a background thread. Nobody deletes lock files by hand:
@@ -189,7 +172,7 @@ class RunLock:
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "start": _process_start_time(os.getpid()),
+            "start": process_start_time(os.getpid()),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "run_id": self.run_id,
             "heartbeat": time.time(),
@@ -270,10 +253,7 @@ class RunLock:
             return True
         else:
             pid = int(holder.get("pid", -1))
-            alive = _pid_alive(pid) and (
-                holder.get("start") is None or _process_start_time(pid) == holder.get("start")
-            )
-            if alive:
+            if process_alive(pid, holder.get("start")):
                 return False
             why = f"pid {holder.get('pid')}"
         log.warning("removing a stale lock left by %s (process no longer running); resuming", why)
