@@ -14,7 +14,7 @@ import typer
 from .core.bundled import builtin_pipelines
 from .core.config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .core.errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
-from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .core.terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
 
 app = typer.Typer(
     name="uniedit",
@@ -47,7 +47,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "google_genai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    from .terminal import install_log_filter
+    from .core.terminal import install_log_filter
 
     install_log_filter()  # any record, from any library, leaves without a key in it
 
@@ -228,7 +228,8 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
 ) -> None:
     """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
-    from .run.store import RunDir, summarise
+    from .run.store import RunDir
+    from .stages.totals import run_totals
 
     run_dir = RunDir(run)
     if not run_dir.is_run():
@@ -239,7 +240,7 @@ def stats(
         if damaged:
             typer.echo(f"warning: shard {shard}: {', '.join(damaged)} missing or truncated (these totals are the "
                        "manifest's); run `uniedit synth` again with the same options and --out to redo it", err=True)
-    totals = summarise(list(latest.values()))
+    totals = run_totals(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
     jobs = JobStore(run_dir.fs).all()

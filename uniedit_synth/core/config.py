@@ -217,7 +217,7 @@ class RewriteSpec(StageBase):
     @field_validator("styles")
     @classmethod
     def _known_styles(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        from ..method.plan import STYLES
+        from .plan import STYLES
 
         for category, mix in value.items():
             unknown = set(mix) - set(STYLES)

@@ -190,7 +190,7 @@ class _ShardWorkerActor:
                  env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.WARNING)
-        from ..terminal import install_log_filter
+        from ..core.terminal import install_log_filter
 
         install_log_filter()
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)

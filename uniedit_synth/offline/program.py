@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
 from ..method.answers import mentions_answer, normalise_answer, same_answer
+from ..method.consistency import PIXEL_TOLERANCE, changed_mask
 from .questions import (
     FLAT_TOP_SHAPES,
     POINTED_SHAPES,
@@ -49,8 +50,6 @@ from .world import COLORS, MATERIALS, SHAPES, SIGN_WORDS, SIZES, Board, Scene, S
 PROGRAM_VERSION = 2
 ANSWER = "$answer"
 SCORE_NAMES = ("instruction_following", "visual_quality", "coherence")
-# A pixel "changed" when some channel moved by more than this (absorbs mild re-encoding noise).
-PIXEL_TOLERANCE = 24
 # Share of pixels that may differ from the expected render for an edit to still count as exact. Tiny on
 # purpose: one wrong digit on a board changes only a few dozen pixels of a 256x256 render.
 SCENE_MISMATCH_SHARE = 0.0001
@@ -914,10 +913,6 @@ def _generic_flaw(
     return encode_png(image), "wrong_detail"
 
 
-def _changed_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > PIXEL_TOLERANCE
-
-
 def _scores(instruction: int, quality: int, coherence: int) -> dict[str, int]:
     return dict(zip(SCORE_NAMES, (instruction, quality, coherence), strict=True))
 
@@ -957,7 +952,7 @@ def _verify_scene(
     taken = branch_taken(scene, program)
     expected = np.asarray(render_image(apply_branch(scene, program, taken)))  # no PNG round trip: lossless
     total = expected.shape[0] * expected.shape[1]
-    mismatch = 0.0 if np.array_equal(edited, expected) else _changed_mask(edited, expected).mean()
+    mismatch = 0.0 if np.array_equal(edited, expected) else changed_mask(edited, expected).mean()
     branch_name = "if_true" if taken else "if_false"
     op = resolve(program[branch_name], condition_value(scene, program), scene)["op"]
     if mismatch <= SCENE_MISMATCH_SHARE:
@@ -967,7 +962,7 @@ def _verify_scene(
             analysis=f"The condition evaluates to {taken}; the {op} edit of the {branch_name} branch is present "
             "exactly and nothing else changed.",
         )
-    if _changed_mask(edited, source).mean() <= SCENE_MISMATCH_SHARE:
+    if changed_mask(edited, source).mean() <= SCENE_MISMATCH_SHARE:
         return VerifyResult(
             ok=False,
             scores=_scores(1, 5, 4),
@@ -975,15 +970,15 @@ def _verify_scene(
         )
     if is_conditional(program):
         other = np.asarray(render_image(apply_branch(scene, program, not taken)))
-        if _changed_mask(edited, other).mean() <= SCENE_MISMATCH_SHARE:
+        if changed_mask(edited, other).mean() <= SCENE_MISMATCH_SHARE:
             return VerifyResult(
                 ok=False,
                 scores=_scores(1, 5, 4),
                 analysis=f"The edit follows the wrong branch: the condition evaluates to {taken}, but the image "
                 f"shows the {'if_false' if taken else 'if_true'} edit instead of the {op} edit.",
             )
-    expected_region = _changed_mask(expected, source)
-    stray = (_changed_mask(edited, source) & ~expected_region).sum() / total
+    expected_region = changed_mask(expected, source)
+    stray = (changed_mask(edited, source) & ~expected_region).sum() / total
     coherence = 4 if stray < 0.01 else 3 if stray < 0.05 else 2
     return VerifyResult(
         ok=False,
@@ -1008,9 +1003,9 @@ def _verify_generic(
     x0, y0, x1, y1 = corner_box(action["corner"], width, height)
     inside = np.zeros((height, width), dtype=bool)
     inside[y0:y1, x0:x1] = True
-    changed = _changed_mask(edited, source)
+    changed = changed_mask(edited, source)
     expected = np.asarray(decode_rgb(apply_generic(source_png, program)))
-    expected_in = _changed_mask(expected, source)[inside].mean()
+    expected_in = changed_mask(expected, source)[inside].mean()
     changed_in = changed[inside].mean()
     changed_out = changed[~inside].mean()
     if not changed.any():
@@ -1029,7 +1024,7 @@ def _verify_generic(
             analysis=f"Only {changed_in:.1%} of the {action['corner']} region changed (expected about "
             f"{expected_in:.1%}).",
         )
-    mismatch = _changed_mask(edited, expected)[inside].mean()
+    mismatch = changed_mask(edited, expected)[inside].mean()
     if mismatch <= GENERIC_BOX_MISMATCH_SHARE:
         return VerifyResult(
             ok=True,

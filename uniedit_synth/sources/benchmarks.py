@@ -31,7 +31,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import UniEditError
-from ..method.fingerprint import ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
+from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +81,6 @@ class BenchmarkItem:
     image: bytes | None = None
     image_path: Path | None = None
     text: str | None = None
-
-
-@dataclass
-class Benchmark:
-    """A benchmark's fingerprints: per item its key, image fingerprint (or None) and text."""
-
-    name: str
-    spec: str
-    content_key: str
-    keys: list[str] = field(default_factory=list)
-    images: list[ImageFingerprint | None] = field(default_factory=list)
-    texts: list[str | None] = field(default_factory=list)
-    skipped_images: int = 0
-    from_cache: bool = False
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
 
 # ------------------------------------------------------------------------------------------ spec → reader
