@@ -258,7 +258,8 @@ def export_cmd(
     fmt: str = typer.Option(
         ..., "--format", "-f",
         help="uniedit-jsonl (the Uni-Edit-148k release layout: JSONL + image files), hf (parquet with HF Image "
-        "features + dataset card) or bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet).",
+        "features + dataset card), bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet), or a "
+        "plugin format as package.module:Class.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Export directory (must be new or empty, or use --overwrite)."),
     min_score: float | None = typer.Option(None, "--min-score", help="Keep accepted samples with aggregate score >= this."),
@@ -305,14 +306,23 @@ def export_cmd(
     against: list[str] | None = typer.Option(
         None, "--against", help="With --drop-flagged: benchmarks for the contamination check (as in uniedit audit)."
     ),
+    format_option: list[str] | None = typer.Option(
+        None, "--format-option", help="KEY=VALUE: an option of a plugin format (repeat for several)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, or BAGEL)."""
-    from .export import FORMATS, export_run
+    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, BAGEL, or a plugin format)."""
+    from .export import export_run
+    from .export.registry import format_class
 
     _setup_logging(0, quiet)
-    if fmt not in FORMATS:
-        raise UniEditError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    format_class(fmt)  # an unknown format fails before the audit below runs
+    format_options = {}
+    for assignment in format_option or []:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UniEditError(f"--format-option expects KEY=VALUE, got {assignment!r}")
+        format_options[key.strip()] = value
     drop = None
     if drop_flagged:
         from .audit.checks import FLAG_KINDS, flagged_ids, run_audit
@@ -334,7 +344,7 @@ def export_cmd(
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
         with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
         layout=layout, bagel_data_dir=bagel_data_dir, with_reasoning=with_reasoning,
-        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop,
+        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop, format_options=format_options,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
     pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())

@@ -129,6 +129,9 @@ class SourceSpec(Strict):
     """Where VQA records come from. `spec` is `scenes`, `hf:<name>[:config][@split]`, or a path."""
 
     spec: str = "scenes"
+    #: the Source class that opens `spec`: a registered name or a plugin `package.module:Class`; None = the
+    #: first registered class that opens it (sources/registry.py)
+    type: str | None = None
     preset: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     image_root: str | None = None
@@ -482,6 +485,8 @@ class PipelineConfig(Strict):
         view.pop("prices", None)
         view.pop("prompts_dir", None)
         view["engine"] = {"shard_size": self.engine.shard_size}
+        if view["source"].get("type") is None:  # unset, the class comes from the spec: hashes as before the field
+            view["source"].pop("type", None)
         for backend in view["backends"].values():
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)
