@@ -19,7 +19,8 @@ from uniedit_synth.backends.base import TextRequest
 from uniedit_synth.core.config import BackendSpec
 from uniedit_synth.method.plan import draw_plan
 from uniedit_synth.offline.builtin import BuiltinText
-from uniedit_synth.offline.program import apply_flaw, expected_edited_png, generic_program
+from uniedit_synth.offline.flaws import apply_flaw, expected_edited_png
+from uniedit_synth.offline.generic import generic_program
 from uniedit_synth.offline.regions import non_edit_consistency
 from uniedit_synth.offline.render import render_png
 from uniedit_synth.offline.world import Scene

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 
 from ..method.consistency import changed_mask, comparable, consistency_score
-from .program import ProgramError, apply_program, corner_box, generic_branch_taken, scene_of
+from .generic import corner_box, generic_branch_taken
+from .program import ProgramError, apply_program, scene_of
 from .render import render_image
 
 #: how far the known region is widened (pixels): anti-aliased outlines and shadows of the edited objects
