@@ -20,7 +20,6 @@ import hashlib
 import random
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from ..core.plan import InstructionPlan
 from .answers import normalise_answer, same_answer
@@ -128,7 +127,3 @@ def draw_plan(
         candidate_is_answer=is_answer,
         expected_branch="then" if is_answer else "else",
     )
-
-
-def plan_to_row(plan: InstructionPlan | None) -> dict[str, Any] | None:
-    return None if plan is None else plan.model_dump(mode="json")

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from ..core.config import SourceSpec
 from ..core.errors import SourceError, UniEditError
-from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
+from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image
 
 log = logging.getLogger(__name__)
 
@@ -394,9 +394,3 @@ def load_benchmark(spec: str, cache_dir: Path | None = None) -> Benchmark:
         except OSError as exc:
             log.warning("cannot cache benchmark fingerprints in %s: %s", cache.parent, exc.strerror or exc)
     return bench
-
-
-def benchmark_shingles(bench: Benchmark) -> Iterator[tuple[str, set[str]]]:
-    for key, text in zip(bench.keys, bench.texts, strict=True):
-        if text:
-            yield key, shingles(text)
