@@ -392,8 +392,8 @@ class ParquetSource(PositionalSource):
         if is_glob(spec):
             return True
         path = Path(spec).expanduser()
-        if path.is_dir():
-            return bool(parquet_paths(str(path)))
+        if path.is_dir():  # the first file found answers (a worker asks this of a folder of thousands)
+            return any(p.is_file() and p.suffix.lower() == ".parquet" for p in path.rglob("*.parquet"))
         return path.is_file() and path.suffix.lower() == ".parquet"
 
     @classmethod

@@ -215,7 +215,8 @@ class HFSource(PositionalSource):
     def image_root_of(cls, spec: SourceSpec) -> Path | None:
         if spec.image_root:
             return super().image_root_of(spec)
-        local = Path(parse_hf_spec(spec_text(spec))[0]).expanduser()
+        text = spec_text(spec)
+        local = Path(parse_hf_spec(text)[0] if text.startswith("hf:") else text).expanduser()
         return (local if local.is_dir() else Path.cwd()).resolve()
 
     def __len__(self) -> int:
