@@ -13,8 +13,10 @@ from PIL import Image
 
 from uniedit_synth.core.config import JudgeSpec, load_pipeline
 from uniedit_synth.method.plan import InstructionPlan, draw_plan
-from uniedit_synth.offline import program as prog
 from uniedit_synth.offline.checks import evidence_ok, judge_probe
+from uniedit_synth.offline.choose import scene_program
+from uniedit_synth.offline.flaws import apply_flaw, expected_edited_png
+from uniedit_synth.offline.generic import generic_program
 from uniedit_synth.offline.observe import observe
 from uniedit_synth.offline.questions import SCENE_CATEGORIES, generate_vqa
 from uniedit_synth.offline.render import render_png
@@ -92,7 +94,7 @@ def scene_probes(count: int, seed: int = 3) -> list[tuple[bytes, dict[str, Any],
         scene, _, answer, spec = generate_vqa(rng, category, size=128)
         plan = draw_plan(seed, f"s{index}", category, answer).model_dump()
         try:
-            program = prog.scene_program(scene, spec, rng, avoid=answer, plan=plan, nested_rate=0.3)
+            program = scene_program(scene, spec, rng, avoid=answer, plan=plan, nested_rate=0.3)
         except ValueError:
             continue
         meta = {"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec}
@@ -111,7 +113,7 @@ def generic_probes(count: int) -> list[tuple[bytes, dict[str, Any], dict[str, An
         Image.fromarray(noise).save(buffer, "PNG")
         answer = rng.choice(["7", "12", "red", "blue", "yes"])
         plan = draw_plan(0, f"g{index}", "others", answer).model_dump()
-        program = prog.generic_program("What is it?", answer, "others", (200, 150), rng, plan=plan)
+        program = generic_program("What is it?", answer, "others", (200, 150), rng, plan=plan)
         out.append((buffer.getvalue(), program, {}))
     return out
 
@@ -122,18 +124,18 @@ def test_builtin_observations_are_true(kind: str) -> None:
     seen_kinds = set()
     for source, program, meta in probes:
         conditional = program["condition"]["test"]["op"] != "always"
-        good = prog.expected_edited_png(source, program, meta)
+        good = expected_edited_png(source, program, meta)
         seen = observe(source, good, program, meta)
         assert seen["branch_observed"] == ("expected" if conditional else "not_conditional"), seen
         assert seen["changes_outside_target"] is False and seen["observed_changes"]
         unchanged = observe(source, source, program, meta)
         assert unchanged["branch_observed"] == ("none" if conditional else "not_conditional")
         if conditional:
-            other, applied = prog.apply_flaw(source, program, meta, "wrong_branch", random.Random(1))
+            other, applied = apply_flaw(source, program, meta, "wrong_branch", random.Random(1))
             if applied == "wrong_branch":
                 seen_kinds.add("wrong_branch")
                 assert observe(source, other, program, meta)["branch_observed"] == "other"
-        collateral, applied = prog.apply_flaw(source, program, meta, "collateral_change", random.Random(2))
+        collateral, applied = apply_flaw(source, program, meta, "collateral_change", random.Random(2))
         if applied == "collateral_change":
             seen_kinds.add("collateral_change")
             assert observe(source, collateral, program, meta)["changes_outside_target"] is True

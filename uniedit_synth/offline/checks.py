@@ -19,8 +19,10 @@ import numpy as np
 from PIL import Image
 
 from ..method.answers import leaks_answer
+from .flaws import FLAWS, apply_flaw, expected_edited_png
 from .observe import observe
-from .program import FLAWS, apply_flaw, decided_conditions, expected_edited_png, scene_of, verify
+from .program import decided_conditions, scene_of
+from .verify import verify
 
 #: the judge's observations that reject an edit whatever the scores (as stages/judge.py decides)
 _REJECTED_BRANCHES = ("other", "both", "none")

@@ -15,16 +15,14 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .generic import apply_generic, corner_box, generic_branch_taken
 from .program import (
     ProgramError,
     apply_action,
     apply_branch,
-    apply_generic,
     branch_taken,
     condition_value,
-    corner_box,
     decode_rgb,
-    generic_branch_taken,
     is_conditional,
     resolve,
     scene_of,

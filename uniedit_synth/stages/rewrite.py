@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 
+from ..core.plan import InstructionPlan
 from ..core.prompts import Prompt
 from ..core.records import RejectReason
 from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
 from ..method.branches import branch_mismatch, read_branches
 from ..method.edit_meaning import is_visible_edit, same_edit
-from ..method.plan import RELEASE_CLOSING, InstructionPlan, draw_plan
+from ..method.plan import RELEASE_CLOSING, draw_plan
 from ..method.reasoning import check_trace, intended_effect, template_trace
 from .base import Rejected, StageContext, WorkItem
 from .schemas import (
