@@ -447,6 +447,8 @@ def eval_cmd(
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, metavar="N", help="Only the first N items."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, metavar="N", help="Items in flight at once."),
+    batch: bool = typer.Option(False, "--batch", help="Judge calls as provider batch jobs (half price, up to 24 h; "
+                               "stages.judge.batch.* sets polling); a rerun re-attaches to jobs in flight."),
     settings: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a pipeline key (repeatable)."),
     compare_with: tuple[Path, Path] | None = typer.Option(
         None, "--compare", metavar="A B", help="Compare two finished evaluations (paired differences of their --model)."
@@ -472,7 +474,8 @@ def eval_cmd(
     if not bench or out is None:
         raise UniEditError("uniedit eval needs --bench and --out (or --compare A B)")
     options = EvalOptions(bench=bench, out=out, model=model, baseline=baseline, pipeline=pipeline, judge=judge,
-                          preset=preset, limit=limit, concurrency=concurrency, overrides=_overrides(settings=settings))
+                          preset=preset, limit=limit, concurrency=concurrency, batch=batch,
+                          overrides=_overrides(settings=settings))
     report_ = run_eval(options)
     if as_json:
         print(json.dumps({k: v for k, v in report_.items() if k != "samples"}, sort_keys=True))

@@ -197,3 +197,24 @@ def test_builtin_judge_refuses_a_benchmark_preset(tmp_path):
     assert proc.returncode != 0
     assert re.search(r"builtin judge cannot read kris-bench", proc.stderr + proc.stdout)
     assert "Traceback" not in proc.stderr
+
+
+def test_batch_judges_through_batch_jobs_with_the_online_figures(fake, tmp_path):
+    root = WRITERS["kris-bench"](tmp_path / "kris")
+    online = evaluate(fake, f"kris-bench={root}", tmp_path / "online")
+    assert online.returncode == 0, online.stderr[-3000:]
+    before = len(fake.requests)
+    poll = ["--set", "stages.judge.batch.poll_s=0.02", "--set", "stages.judge.batch.group_s=0.01"]
+    batch = evaluate(fake, f"kris-bench={root}", tmp_path / "batch", "--batch", *poll)
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    judged = [r for r in fake.requests[before:] if r.path.endswith("/chat/completions")]
+    assert judged and all(r.batch for r in judged), "a judge call went online"
+    assert list((tmp_path / "batch" / "batches").iterdir()), "no job file under <out>/batches"
+    a = json.loads((tmp_path / "online" / "eval.json").read_text())
+    b = json.loads((tmp_path / "batch" / "eval.json").read_text())
+    for label in ("model", "baseline"):
+        assert [r["figures"] for r in b["samples"][label]] == [r["figures"] for r in a["samples"][label]]
+    assert b["paired"] == a["paired"] and b["batch"] is True
+    after = len(fake.requests)
+    again = evaluate(fake, f"kris-bench={root}", tmp_path / "batch", "--batch", *poll)
+    assert again.returncode == 0 and len(fake.requests) == after  # a rerun submits no job and makes no call

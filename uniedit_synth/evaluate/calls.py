@@ -8,6 +8,7 @@ exactly as in synthesis.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,17 +134,21 @@ class ProtocolJudge:
             calls = self.protocol.calls(item, edited)
         except JudgeReplyError as exc:
             return Verdict(error=f"not judged: {exc}")
+        requests = [TextRequest(
+            task=f"eval/{self.protocol.name}/{call.name}", model=self.model, prompt=call.prompt, images=call.images,
+            response_schema=call.schema(), schema_name=f"{self.protocol.name}_{call.name}".replace("-", "_"),
+            params=call.params) for call in calls]
+        # all of an item's calls at once: in batch mode every one of them is deferred to the same wave
+        outcomes = await asyncio.gather(*(self.caller.text(r, ledger) for r in requests), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, (SafetyBlocked, BadRequest,
+                                                                               MalformedReply)):
+                raise outcome  # batch pending, budget, outage, a wrong key: not a property of this sample
         replies: dict[str, dict[str, Any]] = {}
-        for call in calls:
-            request = TextRequest(
-                task=f"eval/{self.protocol.name}/{call.name}", model=self.model, prompt=call.prompt,
-                images=call.images, response_schema=call.schema(),
-                schema_name=f"{self.protocol.name}_{call.name}".replace("-", "_"), params=call.params,
-            )
-            try:
-                replies[call.name] = (await self.caller.text(request, ledger)).data
-            except (SafetyBlocked, BadRequest, MalformedReply) as exc:
-                return Verdict(error=f"judge_failed: {call.name}: {exc}")
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                return Verdict(error=f"judge_failed: {call.name}: {outcome}")
+            replies[call.name] = outcome.data
         try:
             figures = self.protocol.figures(item, replies)
         except (JudgeReplyError, KeyError) as exc:

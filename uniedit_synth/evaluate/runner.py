@@ -20,8 +20,10 @@ from ..backends.base import BadRequest, MalformedReply, NoImageReply, SafetyBloc
 from ..core.config import PipelineConfig, load_pipeline
 from ..core.errors import UniEditError
 from ..core.ledger import Ledger
+from ..engine.batch import BatchPending, BatchRunner, BatchState, StageBatch
 from ..engine.calls import BudgetExhausted
 from ..run.cache import ResponseCache
+from ..run.fs import as_run_fs
 from . import stats
 from .calls import (
     BackendEditor,
@@ -53,6 +55,8 @@ class EvalOptions(BaseModel):
     preset: str | None = None
     limit: int | None = None
     concurrency: int = 8
+    #: judge calls as provider batch jobs (half price, hours): `stages.judge.batch` sets polling and sizes
+    batch: bool = False
     overrides: dict[str, Any] = {}
 
 
@@ -96,15 +100,14 @@ def png(data: bytes) -> bytes:
         return data
 
 
-async def _evaluate_model(editor: Editor, judge: Any, items: list[EvalItem], out: Path,
-                          concurrency: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+async def _evaluate_model(editor: Editor, judge: Any, items: list[EvalItem], out: Path, concurrency: int,
+                          batch_runner: Any = None) -> tuple[list[dict[str, Any]], dict[str, float]]:
     gate = asyncio.Semaphore(max(1, concurrency))
     folder = out / "edits" / editor.label
     folder.mkdir(parents=True, exist_ok=True)
     totals = {"paid_calls": 0, "cached_calls": 0, "spent_usd": 0.0, "cost_usd": 0.0}
 
-    async def one(index: int, item: EvalItem) -> dict[str, Any]:
-        ledger = Ledger(owner=f"eval/{editor.label}/{item.key}")
+    async def one(index: int, item: EvalItem, ledger: Ledger) -> dict[str, Any]:
         row: dict[str, Any] = {"key": item.key, "category": item.category,
                                "extra": {k: _jsonable(v) for k, v in item.extra.items()
                                          if k not in ("edit_program", "record_meta")},
@@ -119,17 +122,39 @@ async def _evaluate_model(editor: Editor, judge: Any, items: list[EvalItem], out
                 name = f"edits/{editor.label}/{index:05d}.png"
                 (out / name).write_bytes(png(edited))
                 row["edit"] = name
-                verdict: Verdict = await judge.judge(item, edited, ledger)
+                try:
+                    verdict: Verdict = await judge.judge(item, edited, ledger)
+                except BatchPending:
+                    return row  # its judge calls wait in ledger.deferred for this wave's batch jobs
                 row["figures"], row["error"] = verdict.figures, verdict.error
                 row["judge_scores"], row["reasons"] = verdict.replies, verdict.reasons
+        return row
+
+    def count(ledger: Ledger) -> None:
         totals["paid_calls"] += sum(ledger.calls.values())
         totals["cached_calls"] += sum(ledger.cache_hits.values())
         totals["spent_usd"] += ledger.spent_now_usd
         totals["cost_usd"] += ledger.cost_usd
-        return row
 
+    rows: list[dict[str, Any]] = [{} for _ in items]
+    todo = list(range(len(items)))
     try:
-        rows = list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
+        while todo:  # one wave online; in batch mode a wave per judge round trip, replayed from the cache
+            ledgers = {i: Ledger(owner=f"eval/{editor.label}/{items[i].key}") for i in todo}
+            done = await asyncio.gather(*(one(i, items[i], ledgers[i]) for i in todo))
+            for i, row in zip(todo, done, strict=True):
+                rows[i] = row
+            waiting = [i for i in todo if ledgers[i].deferred]
+            for i in todo:
+                if not ledgers[i].deferred:
+                    count(ledgers[i])
+            if not waiting:
+                break
+            wave = await batch_runner.run_wave(0, [c for i in waiting for c in ledgers[i].deferred])
+            totals["batch_requests"] = totals.get("batch_requests", 0) + wave["requests"]
+            totals["batch_jobs"] = totals.get("batch_jobs", 0) + wave["jobs"]
+            totals["spent_usd"] += wave["spent_usd"]
+            todo = waiting
     except BudgetExhausted:
         raise EvalBudgetExhausted(
             "limits.max_cost_usd is spent: what was judged so far is cached; raise the limit "
@@ -170,6 +195,16 @@ def run_eval(options: EvalOptions, editors: list[Editor] | None = None) -> dict[
     else:
         judge = ProtocolJudge(protocol_for(preset), options.judge or config.stages.judge.backend, config, cache,
                               coordinator)
+    batch_runner = None
+    if options.batch:
+        route = getattr(judge.caller.backend, "batch_route", None)
+        route = route("text") if callable(route) else None
+        if route is None:
+            raise EvalConfigError(f"--batch: the judge backend ({judge.description.get('type')}) has no batch API; "
+                                  "drop --batch or judge with an openai or gemini backend")
+        state = BatchState()
+        judge.caller.batch = StageBatch("judge", route, config.stages.judge.batch, state)
+        batch_runner = BatchRunner(as_run_fs(out), cache, coordinator, config.prices, state)
     if editors is None:
         if not options.model:
             raise EvalConfigError("--model is required (a pipeline backend, `edit`, a plugin class or a model dir)")
@@ -189,7 +224,8 @@ def run_eval(options: EvalOptions, editors: list[Editor] | None = None) -> dict[
         results = []
         try:
             for editor in editors:
-                results.append(await _evaluate_model(editor, judge, items, out, options.concurrency))
+                results.append(await _evaluate_model(editor, judge, items, out, options.concurrency,
+                                                     batch_runner))
         finally:
             for editor in editors:
                 await editor.aclose()
@@ -203,6 +239,7 @@ def run_eval(options: EvalOptions, editors: list[Editor] | None = None) -> dict[
         "protocol": judge.description,
         "pipeline": config.name,
         "models": {},
+        "batch": options.batch,
         "calls": {},
         "samples": {},
     }
