@@ -74,6 +74,8 @@ def test_rise_calls_follow_eval_vanilla(sets):
     logical_img = protocol.calls(by_key(rise, "logical_reasoning_1"), EDIT)
     assert shape(logical_img) == [("consistency", "logical_cons.txt", 2, (0, 1)),
                                   ("reasoning", "logical_img.txt", 2, (0, 1))]
+    no_question = EvalItem("l", "logical_reasoning", "x", b"src", {"reasoning_wo_ins": True}, b"ref")
+    assert protocol.calls(no_question, EDIT)[1].prompt_file == "risebench/logical_img_wo_q.txt"
 
 
 def test_rise_scores_accuracy_and_the_reasoning_penalty():

@@ -99,7 +99,8 @@ def rise_items(root: Path) -> list[EvalItem]:
             continue
         rel = row["image"][0] if isinstance(row["image"], list) else row["image"]
         reference_image = _read(images / row["reference_img"]) if row.get("reference_img") else None
-        extra = {k: row[k] for k in ("subtask", "reference", "reference_txt", "reasoning_img", "consistency_free")
+        extra = {k: row[k] for k in ("subtask", "reference", "reference_txt", "reasoning_img", "consistency_free",
+                                                  "reasoning_wo_ins")
                  if row.get(k) not in (None, "")}
         items.append(EvalItem(
             key=str(row.get("index", n)), category=str(row.get("category") or "uncategorised"),

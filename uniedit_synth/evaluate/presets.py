@@ -244,7 +244,7 @@ class RiseBench(Protocol):
     reproduced = (
         "per category the prompts and image pairs of eval_vanilla (temporal/causal: consist, reasoning"
         "[_w_input], generation; spatial: spatial_cons, spatial_ref[_img|_w_input], spatial_qual; logical: "
-        "logical_cons[_ans], logical_txt|logical_img), filled with str.format; consistency_free skips consistency",
+        "logical_cons[_ans], logical_txt|logical_img[_wo_q]), filled with str.format; consistency_free skips consistency",
         "logical 0/1 scores map to 4*min(s,1)+1",
         "score = 0.3*consistency + 0.5*reasoning + 0.2*plausibility (0.2/0.8 without consistency; logical "
         "0.3/0.7), halved (not below 1) when reasoning is 1",
@@ -291,7 +291,8 @@ class RiseBench(Protocol):
             elif item.reference_image is not None:
                 first = item.reference_image
                 cons = ("logical_cons", (0, 1), {})
-                rea = self._call("reasoning", "logical_img", item, [first, edited], (0, 1))
+                rea = self._call("reasoning", "logical_img_wo_q" if x.get("reasoning_wo_ins") else "logical_img",
+                                 item, [first, edited], (0, 1))
             else:
                 raise JudgeReplyError("a logical_reasoning item without reference_txt or reference_img")
         else:
