@@ -14,8 +14,8 @@ import typer
 from .core.bundled import builtin_pipelines
 from .core.config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .core.errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
-from .sources import known_presets
-from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .core.terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .sources.rows import known_presets
 
 app = typer.Typer(
     name="uniedit",
@@ -48,7 +48,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "google_genai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    from .terminal import install_log_filter
+    from .core.terminal import install_log_filter
 
     install_log_filter()  # any record, from any library, leaves without a key in it
 
@@ -239,7 +239,8 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
 ) -> None:
     """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
-    from .run.store import RunDir, summarise
+    from .run.store import RunDir
+    from .stages.totals import run_totals
 
     run_dir = RunDir(run)
     if not run_dir.is_run():
@@ -250,7 +251,7 @@ def stats(
         if damaged:
             typer.echo(f"warning: shard {shard}: {', '.join(damaged)} missing or truncated (these totals are the "
                        "manifest's); run `uniedit synth` again with the same options and --out to redo it", err=True)
-    totals = summarise(list(latest.values()))
+    totals = run_totals(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
     jobs = JobStore(run_dir.fs).all()
@@ -268,7 +269,8 @@ def export_cmd(
     fmt: str = typer.Option(
         ..., "--format", "-f", metavar="FORMAT",
         help="uniedit-jsonl (the Uni-Edit-148k release layout: JSONL + image files), hf (parquet with HF Image "
-        "features + dataset card) or bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet).",
+        "features + dataset card), bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet), or a "
+        "plugin format as package.module:Class.",
     ),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Export directory (must be new or empty, or use --overwrite)."),
     min_score: float | None = typer.Option(None, "--min-score", metavar="SCORE", help="Keep accepted samples with aggregate score >= this."),
@@ -315,14 +317,23 @@ def export_cmd(
     against: list[str] | None = typer.Option(
         None, "--against", metavar="BENCHMARK", help="With --drop-flagged: benchmarks for the contamination check (as in uniedit audit)."
     ),
+    format_option: list[str] | None = typer.Option(
+        None, "--format-option", metavar="KEY=VALUE", help="KEY=VALUE: an option of a plugin format (repeat for several)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, or BAGEL)."""
-    from .export import FORMATS, export_run
+    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, BAGEL, or a plugin format)."""
+    from .export import export_run
+    from .export.registry import format_class
 
     _setup_logging(0, quiet)
-    if fmt not in FORMATS:
-        raise UniEditError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    format_class(fmt)  # an unknown format fails before the audit below runs
+    format_options = {}
+    for assignment in format_option or []:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UniEditError(f"--format-option expects KEY=VALUE, got {assignment!r}")
+        format_options[key.strip()] = value
     drop = None
     if drop_flagged:
         from .audit.checks import FLAG_KINDS, flagged_ids, run_audit
@@ -344,7 +355,7 @@ def export_cmd(
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
         with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
         layout=layout, bagel_data_dir=bagel_data_dir, with_reasoning=with_reasoning,
-        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop,
+        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop, format_options=format_options,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
     pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())

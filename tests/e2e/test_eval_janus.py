@@ -35,7 +35,7 @@ def _bootstrap(diffs: list[float], resamples: int, seed: int) -> list[float]:
 
 
 def test_tiny_janus_tuned_vs_untuned_on_an_export_validation_split(tmp_path: Path):
-    from uniedit_synth.offline.program import verify
+    from uniedit_synth.offline.verify import verify
 
     run, export = tmp_path / "run", tmp_path / "hf"
     synth = run_cli("synth", "--engine", "inline", "--limit", "16", "--shard-size", "8", "--no-progress",

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from uniedit_synth.cli import app
-from uniedit_synth.sources import TABLE_PRESETS
+from uniedit_synth.sources.rows import TABLE_PRESETS
 
 COMMANDS = sorted(typer.main.get_command(app).commands)
 

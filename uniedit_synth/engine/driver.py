@@ -30,8 +30,9 @@ from ..core.errors import UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
-from ..run.store import RunDir, locked, summarise
+from ..run.store import RunDir, locked
 from ..sources import open_source
+from ..stages.totals import run_totals
 from .batch import JobStore, summarise_jobs
 from .progress import open_progress
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
@@ -254,7 +255,7 @@ class Driver:
         replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
-            totals = summarise(list(self.run_dir.latest_by_shard().values()))
+            totals = run_totals(list(self.run_dir.latest_by_shard().values()))
             status = "budget_exhausted" if totals["reject_reasons"].get("budget_exhausted") else "finished"
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
@@ -278,7 +279,7 @@ class Driver:
                 jobs = JobStore(self.run_dir.fs).all()
                 if jobs:
                     extra["batch_jobs"] = summarise_jobs(jobs)
-                self.run_dir.write_stats(extra)
+                self.run_dir.write_stats(extra, run_totals(list(self.run_dir.latest_by_shard().values())))
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]

@@ -24,7 +24,6 @@ from ..engine.batch import BatchPending, BatchRunner, BatchState, StageBatch
 from ..engine.calls import BudgetExhausted
 from ..run.cache import ResponseCache
 from ..run.fs import as_run_fs
-from . import stats
 from .calls import (
     BackendEditor,
     Editor,
@@ -36,6 +35,7 @@ from .calls import (
 )
 from .items import EvalItem, EvalSet, load_eval_set
 from .presets import protocol_for
+from .stats import means, paired, summarise
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -166,7 +166,7 @@ async def _evaluate_model(editor: Editor, judge: Any, items: list[EvalItem], out
 def _headline(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     if isinstance(judge, ProtocolJudge):
         return judge.protocol.headline(rows)
-    summary = stats.means(rows)
+    summary = means(rows)
     return {"name": "share of edits passing every judge threshold", "value": summary.get("passed")}
 
 
@@ -244,12 +244,12 @@ def run_eval(options: EvalOptions, editors: list[Editor] | None = None) -> dict[
         "samples": {},
     }
     for editor, (rows, totals) in zip(editors, results, strict=True):
-        report["models"][editor.label] = {"model": editor.description, **stats.summarise(rows),
+        report["models"][editor.label] = {"model": editor.description, **summarise(rows),
                                           "headline": _headline(judge, rows)}
         report["calls"][editor.label] = totals
         report["samples"][editor.label] = rows
     if len(editors) == 2:
-        report["paired"] = {"model_minus_baseline": stats.paired(report["samples"][editors[0].label],
+        report["paired"] = {"model_minus_baseline": paired(report["samples"][editors[0].label],
                                                                   report["samples"][editors[1].label])}
     write_report(out, report)
     return report
@@ -291,7 +291,7 @@ def compare(first: Path, second: Path, out: Path | None = None) -> dict[str, Any
               "b": {"eval": str(second), "model": b["models"]["model"]["model"],
                     "headline": b["models"]["model"]["headline"].get("value")},
               "benchmark": a["benchmark"]["name"], "preset": a["protocol"].get("preset"),
-              "paired": stats.paired(rows_a, rows_b)}
+              "paired": paired(rows_a, rows_b)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
