@@ -1,4 +1,4 @@
-"""The `uniedit` command line: synth, stats, export, audit, report, inspect."""
+"""The `uniedit` command line: synth, stats, export, audit, report, inspect, eval."""
 
 from __future__ import annotations
 
@@ -433,6 +433,66 @@ def inspect(
 
     info = inspect_sample(run, sample_id, scan_cache=scan_cache)
     print(json.dumps(info, indent=2, sort_keys=True, default=str) if as_json else format_inspection(info))
+
+
+@app.command("eval")
+def eval_cmd(
+    bench: str | None = typer.Option(
+        None, "--bench", metavar="BENCHMARK", help="kris-bench=DIR, risebench=DIR, imgedit-bench=DIR, gedit-bench[=DIR] "
+        "(each in its own layout), or export=DIR[@validation] (an `uniedit export --format hf` split).",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", metavar="MODEL", help="The editor: a backend of --pipeline (e.g. gpt-image, nano-pro), `edit` "
+        "(the pipeline's edit stage), a plugin class package.module:Class, or a tuned Janus-Pro directory.",
+    ),
+    baseline: str | None = typer.Option(None, "--baseline", metavar="MODEL", help="A second editor, paired with --model."),
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR", help="Where eval.json, index.html, edits/ and cache/ go."),
+    pipeline: str | None = typer.Option(
+        None, "--pipeline", "-p", metavar="NAME|YAML",
+        help="Backends, prices and limits (default: openai for a benchmark, the run's own for an export).",
+    ),
+    judge: str | None = typer.Option(None, "--judge", metavar="BACKEND", help="The judge backend (default: the pipeline's judge stage's)."),
+    preset: str | None = typer.Option(
+        None, "--preset", metavar="NAME", help="Judge protocol: kris-bench, risebench, gedit-bench, imgedit-bench or "
+        "pipeline (default: the benchmark's own; `pipeline` for an export).",
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, metavar="N", help="Only the first N items."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, metavar="N", help="Items in flight at once."),
+    batch: bool = typer.Option(False, "--batch", help="Judge calls as provider batch jobs (half price, up to 24 h; "
+                               "stages.judge.batch.* sets polling); a rerun re-attaches to jobs in flight."),
+    settings: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a pipeline key (repeatable)."),
+    compare_with: tuple[Path, Path] | None = typer.Option(
+        None, "--compare", metavar="A B", help="Compare two finished evaluations (paired differences of their --model)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print eval.json's figures (or the comparison) as JSON."),
+) -> None:
+    """Evaluate an editor (or a tuned model) on a public reasoning-edit benchmark with the benchmark's own judge
+    protocol; cached, so a rerun makes no call. Writes eval.json and a side-by-side index.html."""
+    from .evaluate import EvalOptions, compare, format_report, run_eval
+
+    _setup_logging(0, False)
+    if compare_with:
+        result = compare(compare_with[0], compare_with[1], out)
+        if as_json:
+            print(json.dumps(result, sort_keys=True))
+            return
+        print(f"{result['benchmark']}: A {result['a']['headline']} vs B {result['b']['headline']} (headline)")
+        for name, figure in result["paired"]["figures"].items():
+            if figure["mean_diff"] is not None:
+                print(f"  {name}: A − B {figure['mean_diff']:+.4g} (95% CI {figure['ci95'][0]:+.4g} … "
+                      f"{figure['ci95'][1]:+.4g}, n={figure['n']})")
+        return
+    if not bench or out is None:
+        raise UniEditError("uniedit eval needs --bench and --out (or --compare A B)")
+    options = EvalOptions(bench=bench, out=out, model=model, baseline=baseline, pipeline=pipeline, judge=judge,
+                          preset=preset, limit=limit, concurrency=concurrency, batch=batch,
+                          overrides=_overrides(settings=settings))
+    report_ = run_eval(options)
+    if as_json:
+        print(json.dumps({k: v for k, v in report_.items() if k != "samples"}, sort_keys=True))
+    else:
+        print(format_report(report_))
+        print(f"uniedit eval: wrote {out / 'eval.json'}; open file://{(out / 'index.html').resolve()}")
 
 
 def format_stats(t: dict[str, Any]) -> str:
