@@ -90,8 +90,8 @@ def answer_leak(row: AuditRow) -> str | None:
     plan = row.plan if isinstance(row.plan, dict) else {}
     if plan.get("candidate_is_answer") is not None:
         return leaks_answer(row.instruction, row.answer, row.process_answer,
-                            candidate_is_answer=bool(plan["candidate_is_answer"]))
-    return leaks_answer(row.instruction, row.answer, row.process_answer)
+                            candidate_is_answer=bool(plan["candidate_is_answer"]), question=row.question)
+    return leaks_answer(row.instruction, row.answer, row.process_answer, question=row.question)
 
 
 def expected_branch(row: AuditRow) -> str | None:

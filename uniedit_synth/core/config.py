@@ -253,6 +253,9 @@ class JudgeSpec(StageBase):
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
     )
+    #: stricter bars where the content must be exact: categories in `exact_categories` and render-style plans
+    exact_thresholds: dict[str, float] = Field(default_factory=lambda: {"instruction_following": 4})
+    exact_categories: list[str] = Field(default_factory=lambda: ["count", "ocr", "math"])
 
     #: `[cheap, expensive]` backend names: the cheap judge (`backend` must be the first) scores every edit, the
     #: expensive one only edits in `cascade_band` and a seeded `audit_share` of the rest (stages/judge.py)
@@ -289,6 +292,8 @@ class JudgeSpec(StageBase):
         if self.prompt is None or self.prompt in set(JUDGE_PROMPTS.values()) - {JUDGE_PROMPTS[self.preset]}:
             self.prompt = JUDGE_PROMPTS[self.preset]  # the other preset's prompt cannot fill this schema
         if self.preset == "release":
+            if "exact_thresholds" not in self.model_fields_set:
+                self.exact_thresholds = {}  # the release's filter scores visual quality only
             if "thresholds" not in self.model_fields_set:
                 self.thresholds = {"visual_quality": 3}
             elif set(self.thresholds) - {"visual_quality"}:
@@ -298,7 +303,7 @@ class JudgeSpec(StageBase):
                 )
         return self
 
-    @field_validator("thresholds")
+    @field_validator("thresholds", "exact_thresholds")
     @classmethod
     def _known_scores(cls, value: dict[str, float]) -> dict[str, float]:
         known = {"instruction_following", "visual_quality", "coherence"}
