@@ -28,14 +28,14 @@ from tqdm import tqdm
 from .. import __version__
 from ..backends.registry import create_backend
 from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
-from ..core.errors import UniEditError
+from ..core.errors import RuntimeBusy, UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
 from ..sources import open_source
 from ..run.store import RunDir, locked, summarise
 from .batch import JobStore, summarise_jobs
-from .runtime import InlineRuntime, RayRuntime, WorkerLost
+from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class Driver:
 
     # -- entry point -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        if self.config.engine.kind == "ray" and ray_run_in_progress():
+            raise RuntimeBusy(RAY_BUSY)  # before the output dir is touched (RayRuntime holds the slot itself)
         self.run_dir.create_dirs()
         with locked(self.run_dir):
             self.run_dir.check_config(
