@@ -18,7 +18,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .core.config import PipelineConfig, deep_merge
 from .core.config import load_pipeline as _load_pipeline
@@ -59,12 +59,13 @@ def synth(
     progress: bool = False,
     log_format: str = "text",
     batch: bool = False,
+    events: TextIO | None = None,
 ) -> RunSummary:
     """Run (or resume) a synthesis into `out` (default `runs/<pipeline name>`; a path or a pyarrow filesystem
     URI) and return its summary: counts, reject reasons, cost, calls and the run's paths.
 
     `progress` shows the tqdm bar on stderr; `log_format="json"` writes one JSON line per finished shard to
-    stdout instead.
+    `events` (default stdout) instead.
     `source` and `limit` override the pipeline's; `overrides` is merged over the YAML like `--set`. A run
     stopped by its budget returns normally with `summary.stopped_by_budget` set. `batch=True` is `--batch`:
     every stage whose provider has a batch API sends its calls as batch jobs (half the price; see README).
@@ -98,7 +99,8 @@ def synth(
         location = str(Path(location))
     if log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be text or json, not {log_format!r}")
-    kwargs = {"force_new_config": force_new_config, "progress": progress, "log_format": log_format}
+    kwargs = {"force_new_config": force_new_config, "progress": progress, "log_format": log_format,
+              "stream": events}
     if _loop_running():
         # a notebook (Jupyter runs an event loop in this thread): the driver's own loop runs in a thread
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniedit-synth") as pool:
