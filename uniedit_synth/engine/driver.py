@@ -208,7 +208,7 @@ class Driver:
         root = self.run_dir.fs.local_root if not self.run_dir.fs.remote else None
         cache = root / "audit" if root is not None else None
         max_distance = source.dedup.max_distance if source.dedup else 4
-        benchmarks = [load_benchmark(spec, cache) for spec in source.decontaminate]
+        benchmarks = [load_benchmark(spec, cache, self.config.input.max_pixels) for spec in source.decontaminate]
         for bench in benchmarks:
             if bench.skipped_images:
                 log.warning("benchmark %s: %d unreadable image(s) skipped", bench.name, bench.skipped_images)

@@ -20,6 +20,7 @@ from .files import (
     first_row,
     leading_objects,
     parquet_paths,
+    require_regular_file,
     row_file_kind,
 )
 from .hf import HF_OPTIONS, HFSource, HFStreamingSource, ImageJoin, is_saved_dataset, load_hf, parse_hf_spec
@@ -280,8 +281,7 @@ def _open_path(spec: SourceSpec, text: str, subject_key: str | None) -> Source:
         raise SourceError(f"source not found: '{text}'; {FORMS_LINE}")
     if path.is_dir():
         return _open_dir(spec, path, subject_key)
-    if not path.is_file():  # reading a FIFO, socket or device would block or never end
-        raise SourceError(f"source '{text}' is not a regular file (a FIFO, socket or device); give a file or a folder")
+    require_regular_file(path, "source")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _open_parquet(spec, [path], path.parent, subject_key)
