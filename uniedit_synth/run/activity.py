@@ -26,8 +26,9 @@ class RunActivity:
     def note(self) -> str | None:
         """One line for a reader's output when what it read is partial; None for a run at rest."""
         if self.writer is not None:
-            return (f"this run is still being written (pid {self.writer.get('pid')} on {self.writer.get('host')}, "
-                    f"since {self.writer.get('since')}): the figures cover its finished shards so far")
+            since = f", since {self.writer['since']}" if self.writer.get("since") else ""
+            return (f"this run is still being written (pid {self.writer.get('pid')} on {self.writer.get('host')}"
+                    f"{since}): the figures cover its finished shards so far")
         if self.status == "running":
             return ("this run did not finish (run.json says running, but no live process holds its lock: it was "
                     "killed?): the figures cover its finished shards; run the same synth command to finish it")
