@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from uniedit_synth.backends.base import BadRequest, EditReply, EditRequest, RateLimited, TextReply, TextRequest
+from uniedit_synth.backends.base import (
+    BadRequest,
+    EditReply,
+    EditRequest,
+    RateLimited,
+    TextReply,
+    TextRequest,
+)
 from uniedit_synth.backends.plugin_guard import PluginFailed, PluginGuard
 from uniedit_synth.backends.registry import create_backend
 from uniedit_synth.core.config import BackendSpec

@@ -60,6 +60,8 @@ class PluginGuard:
         self._type = type_name
 
     def __getattr__(self, attr: str) -> Any:
+        if attr == "_backend":  # not set yet (a copy being built): no endless lookup
+            raise AttributeError(attr)
         return getattr(self._backend, attr)
 
     @property
