@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from .core.bundled import builtin_pipelines
 from .core.config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .core.errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
 from .core.terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .core.values import MAX_DEPTH
 from .sources.rows import known_presets
 
 app = typer.Typer(
@@ -87,6 +89,10 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         key, sep, raw = assignment.partition("=")
         if not sep or not key.strip():
             raise UniEditError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
+        levels = key.count(".") + 1
+        if levels > MAX_DEPTH:
+            raise UniEditError(f"--set {key[:40]}...: {levels} dotted levels; a pipeline key has a handful "
+                               "(e.g. stages.judge.thresholds.coherence)")
         try:
             value = load_yaml_text(raw, f"--set {key.strip()}") if raw.strip() else ""
         except UnsafeYAML:
@@ -177,16 +183,15 @@ def synth(
     from .api import load_pipeline
     from .api import synth as run_synth
     from .run.fs import is_uri, redact_location
+    from .core.terminal import json_stdout, shell_quote
 
     _setup_logging(verbose, quiet)
     if log_format not in ("text", "json"):
         raise UniEditError(f"--log-format must be text or json, not {log_format!r}")
     if engine not in (None, "ray", "inline"):
         raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
-    if log_format == "text" and not (no_progress or quiet):
-        from .engine.progress import status_interval_s
-
-        status_interval_s()  # a bad UNIEDIT_PROGRESS_INTERVAL_S is refused before the run starts
+    if out is not None and not out.strip():
+        raise UniEditError("--out is empty; name the run's directory (or leave --out out for runs/<pipeline name>)")
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
@@ -194,14 +199,16 @@ def synth(
     )
     config = load_pipeline(pipeline, overrides)
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
-    summary = run_synth(
-        config, out=location, force_new_config=force_new_config, log_format=log_format,
-        progress=not (no_progress or quiet),
-    )
+    with json_stdout() if log_format == "json" else contextlib.nullcontext(None) as events:
+        summary = run_synth(
+            config, out=location, force_new_config=force_new_config, log_format=log_format,
+            progress=not (no_progress or quiet), events=events,
+        )
+        if events is not None:
+            events.write(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True) + "\n")
     out_dir = redact_location(location)  # a URI is shown without keys or query
-    if log_format == "json":
-        print(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True))
-    elif not quiet:
+    shell_dir = shell_quote(out_dir)  # the next commands are pasted into a shell: spaces, quotes, newlines
+    if log_format != "json" and not quiet:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.reject_reasons.items(), key=lambda kv: -kv[1]))
         calls = sum(summary.calls.values())
         hits = sum(summary.cache_hits.values())
@@ -214,9 +221,9 @@ def synth(
               f"(this invocation ${summary.spent_now_usd:.4f}); {summary.elapsed_s:.1f} s")
         if summary.batch_requests:
             print(f"  batch:   {summary.batch_requests} requests sent as batch jobs (answers come back through "
-                  f"the cache above); uniedit stats {out_dir} lists the jobs")
-        print(f"  next:    uniedit stats {out_dir}  |  uniedit report {out_dir}  |  "
-              f"uniedit export {out_dir} --format hf --out {out_dir}-hf")
+                  f"the cache above); uniedit stats {shell_dir} lists the jobs")
+        print(f"  next:    uniedit stats {shell_dir}  |  uniedit report {shell_dir}  |  "
+              f"uniedit export {shell_dir} --format hf --out {shell_quote(out_dir + '-hf')}")
     if summary.stopped_by_budget:
         typer.echo(
             f"stopped by --max-cost: {summary.budget_exhausted} record(s) not processed; run again with a higher "

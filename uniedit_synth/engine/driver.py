@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from .. import __version__
 from ..backends.registry import create_backend
 from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
-from ..core.errors import UniEditError
+from ..core.errors import RuntimeBusy, UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
@@ -35,7 +35,7 @@ from ..sources import open_source
 from ..stages.totals import run_totals
 from .batch import JobStore, summarise_jobs
 from .progress import open_progress
-from .runtime import InlineRuntime, RayRuntime, WorkerLost
+from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class Driver:
 
     # -- entry point -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        if self.config.engine.kind == "ray" and ray_run_in_progress():
+            raise RuntimeBusy(RAY_BUSY)  # before the output dir is touched (RayRuntime holds the slot itself)
         self.run_dir.create_dirs()
         with locked(self.run_dir):
             self.run_dir.check_config(
@@ -206,7 +208,7 @@ class Driver:
         root = self.run_dir.fs.local_root if not self.run_dir.fs.remote else None
         cache = root / "audit" if root is not None else None
         max_distance = source.dedup.max_distance if source.dedup else 4
-        benchmarks = [load_benchmark(spec, cache) for spec in source.decontaminate]
+        benchmarks = [load_benchmark(spec, cache, self.config.input.max_pixels) for spec in source.decontaminate]
         for bench in benchmarks:
             if bench.skipped_images:
                 log.warning("benchmark %s: %d unreadable image(s) skipped", bench.name, bench.skipped_images)

@@ -11,13 +11,14 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..core.config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..core.errors import UniEditError, handle_sigterm
+from ..core.errors import RuntimeBusy, UniEditError, handle_sigterm
 from ..core.records import VQARecord
 from ..run.processes import process_alive
 from ..run.store import ShardResult
@@ -30,6 +31,16 @@ log = logging.getLogger(__name__)
 # environment a worker needs that is not a secret (keys reach local workers by inheritance, and on a real
 # cluster they are set on the nodes: they are never shipped through Ray's runtime_env, which Ray records)
 FORWARDED_ENV_PREFIXES = ("UNIEDIT_",)
+
+#: one Ray run at a time in a process: Ray's driver is process-wide (a second ray.init fails, and one run's
+#: shutdown would end the other's cluster)
+_RAY_RUN = threading.Lock()
+RAY_BUSY = ("another Ray run is going on in this process (one Ray run per process at a time); wait for it to "
+            "finish, run this one with engine kind inline, or in another process")
+
+
+def ray_run_in_progress() -> bool:
+    return _RAY_RUN.locked()
 
 
 def remove_stale_temp_dirs() -> None:
@@ -211,7 +222,22 @@ class _ShardWorkerActor:
 class RayRuntime:
     kind = "ray"
 
-    def __init__(
+    def __init__(self, *args: Any, **kwargs: Any):
+        if not _RAY_RUN.acquire(blocking=False):
+            raise RuntimeBusy(RAY_BUSY)
+        self._holds_ray = True
+        try:
+            self._init(*args, **kwargs)
+        except BaseException:
+            self._release_ray()
+            raise
+
+    def _release_ray(self) -> None:
+        if getattr(self, "_holds_ray", False):
+            self._holds_ray = False
+            _RAY_RUN.release()
+
+    def _init(
         self,
         config: PipelineConfig,
         out_dir: str,
@@ -368,7 +394,10 @@ class RayRuntime:
                 ray.kill(pool, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
-        if self._started:
-            ray.shutdown()
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        try:
+            if self._started:
+                ray.shutdown()
+            if self._temp_dir:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+        finally:
+            self._release_ray()

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.config import SourceSpec
-from ..core.errors import SourceError
+from ..core.errors import SourceError, UniEditError
 from ..core.records import VQARecord, content_key
 from .arrange import PositionalSource, block_shuffled_positions, subject_of
 from .opening import (
@@ -40,6 +40,14 @@ from .rowfiles import (
     read_jsonl_at,
 )
 from .rows import RowMapper, TableMapper, json_safe
+
+
+def require_regular_file(path: Path, what: str, error: type[UniEditError] = SourceError) -> Path:
+    """`path`, which must be a regular file: reading a FIFO, socket or device would block or never end."""
+    if not path.is_file():
+        raise error(f"{what} '{path}' is not a regular file (a FIFO, socket or device); give a file or a folder")
+    return path
+
 
 ROW_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
