@@ -242,9 +242,9 @@ def stats(
     totals = summarise(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
-    jobs = JobStore(run_dir.fs).all()
-    if jobs:
-        totals["batch_jobs"] = summarise_jobs(jobs)
+    jobs, unreadable = JobStore(run_dir.fs).scan()
+    if jobs or unreadable:
+        totals["batch_jobs"] = summarise_jobs(jobs, unreadable)
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
@@ -439,6 +439,8 @@ def format_stats(t: dict[str, Any]) -> str:
                   f"${b['spent_usd']:.4f} at batch prices"
                   + (f"; {b['in_flight']} in flight (ETA provider-bound: up to the batch window)"
                      if b["in_flight"] else "")]
+        lines += [f"  unreadable job file {u['file']}: {u['problem']} (ignored; its job, if any, is unknown to "
+                  "reruns)" for u in b.get("unreadable", [])]
     if len(t.get("shards_by_node", {})) > 1:
         lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
     return "\n".join(lines)

@@ -36,6 +36,7 @@ from .base import (
     EditRequest,
     MalformedReply,
     NoImageReply,
+    NotFound,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -182,7 +183,7 @@ class _GeminiBase(ProviderBackend[genai.Client]):
         if status >= 500 or status == 408:
             raise RetryableError(text, status=status) from None
         if 400 <= status < 500:
-            raise BadRequest(text) from None
+            raise (NotFound if status == 404 else BadRequest)(text) from None
         raise BackendError(text) from None
 
     @staticmethod

@@ -37,6 +37,7 @@ from .base import (
     EditRequest,
     MalformedReply,
     NoImageReply,
+    NotFound,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -191,7 +192,7 @@ class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
                 raise SafetyBlocked(text) from None
             if status >= 500 or status in (408, 409):
                 raise RetryableError(text, status=status) from None
-            raise BadRequest(text) from None
+            raise (NotFound if status == 404 else BadRequest)(text) from None
         raise BackendError(f"{where}: {type(exc).__name__}: {self._redact(truncate(str(exc)))}") from None
 
 

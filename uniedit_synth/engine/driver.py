@@ -34,7 +34,7 @@ from ..core.records import VQARecord
 from ..core.redact import redact_url
 from ..sources import open_source
 from ..run.store import RunDir, locked, summarise
-from .batch import JobStore, summarise_jobs
+from .batch import JobStore, attach_keys, summarise_jobs
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
@@ -187,6 +187,7 @@ class Driver:
             if callable(check):  # a local model: its files and class, checked without loading weights
                 await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
+        self._announce_jobs_in_flight(batched)
         if online:  # said once per run: these stages asked for batch mode and cannot have it
             message = (f"batch mode: no batch route for {', '.join(online)}; "
                        f"{'that stage runs' if len(online) == 1 else 'those stages run'} online")
@@ -194,6 +195,20 @@ class Driver:
             if self.log_format == "json":
                 self._emit({"event": "batch_unsupported", "stages": online})
         self.batch_stages = batched
+
+    def _announce_jobs_in_flight(self, batched: list[str]) -> None:
+        """Stages that run online now but have requests in jobs of an earlier --batch run still in flight: the
+        provider finishes (and bills) those jobs anyway, so their requests wait for them (engine/batch.py
+        attach mode) instead of being sent again; said once, with the counts."""
+        jobs = JobStore(self.run_dir.fs).all()
+        for stage_name in CAPABILITY:
+            if stage_name in batched:
+                continue
+            keys = attach_keys(jobs, stage_name)
+            if keys:
+                log.warning("stage %s runs online, but %d of its requests are in batch jobs still in flight (see "
+                            "%s): they wait for those jobs instead of being sent (and paid) again", stage_name,
+                            len(keys), self.run_dir.fs.display_path("batches"))
 
     def _screen_spec(self) -> dict[str, Any] | None:
         """source.dedup / source.decontaminate for the coordinator: benchmark fingerprints are loaded here, once
@@ -276,9 +291,9 @@ class Driver:
                 extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
                          "rate_limits": limiter, "coordinator_rpcs": rpcs,
                          **({"replicas": replicas} if replicas else {})}
-                jobs = JobStore(self.run_dir.fs).all()
-                if jobs:
-                    extra["batch_jobs"] = summarise_jobs(jobs)
+                jobs, unreadable = JobStore(self.run_dir.fs).scan()
+                if jobs or unreadable:
+                    extra["batch_jobs"] = summarise_jobs(jobs, unreadable)
                 self.run_dir.write_stats(extra)
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
