@@ -147,6 +147,10 @@ def synth(
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Write the run into a non-empty --out that is not a uniedit run (refused otherwise); "
+        "the run's files go beside the folder's own, and none of those is ever overwritten or removed.",
+    ),
     settings: list[str] | None = typer.Option(
         None, "--set", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
@@ -185,7 +189,7 @@ def synth(
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
     summary = run_synth(
         config, out=location, force_new_config=force_new_config, log_format=log_format,
-        progress=not (no_progress or quiet),
+        progress=not (no_progress or quiet), force=force,
     )
     out_dir = redact_location(location)  # a URI is shown without keys or query
     if log_format == "json":

@@ -35,6 +35,7 @@ from ..core.redact import redact_url
 from ..sources import open_source
 from ..run.store import RunDir, locked, summarise
 from .batch import JobStore, attach_keys, summarise_jobs
+from .out_guard import check_out
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
@@ -113,6 +114,7 @@ class Driver:
         out_dir: str,
         *,
         force_new_config: bool = False,
+        force: bool = False,
         log_format: str = "text",
         progress: bool = True,
         stream: TextIO | None = None,
@@ -120,6 +122,7 @@ class Driver:
         self.config = config
         self.run_dir = RunDir(out_dir)
         self.force_new_config = force_new_config
+        self.force = force  # --force: a non-empty folder that is not a run may hold the run (engine/out_guard.py)
         self.log_format = log_format
         self.show_progress = progress and log_format == "text"
         self.stream = stream or sys.stdout
@@ -128,6 +131,7 @@ class Driver:
 
     # -- entry point -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        check_out(self.run_dir.location, self.config.source, self.force)  # before anything is created there
         self.run_dir.create_dirs()
         with locked(self.run_dir):
             self.run_dir.check_config(
