@@ -131,7 +131,7 @@ class Driver:
 
     # -- entry point -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        check_out(self.run_dir.location, self.config.source, self.force)  # before anything is created there
+        check_out(self.run_dir, self.config.source, self.force)  # before anything is created there
         self.run_dir.create_dirs()
         with locked(self.run_dir):
             self.run_dir.check_config(

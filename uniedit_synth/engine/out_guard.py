@@ -26,8 +26,8 @@ from ..sources.files import parquet_paths
 from ..sources.hf import parse_hf_spec
 
 #: what a run writes (and may delete) under its root, relative to it
-RUN_PATHS = ("data", "rejects", "attempts", "cache", "screen", "batches", "manifest", "manifest.jsonl", "run.json",
-             "stats.json", ".lock")
+RUN_PATHS = ("data", "rejects", "attempts", "cache", "screen", "batches", "audit", "manifest", "manifest.jsonl",
+             "run.json", "stats.json", ".lock")
 #: what a run creates before its run.json (a run killed at once leaves these, empty)
 FIRST_PATHS = ("data", "rejects", "attempts", "cache", ".lock")
 
@@ -122,9 +122,9 @@ def check_folder(out: Path, run_dir: RunDir, force: bool) -> None:
         )
 
 
-def check_out(location: str, spec: SourceSpec, force: bool = False) -> None:
+def check_out(location: str | RunDir, spec: SourceSpec, force: bool = False) -> None:
     """Every check of this module for a local `--out`, before anything is created there."""
-    run_dir = RunDir(location)
+    run_dir = location if isinstance(location, RunDir) else RunDir(location)
     if run_dir.path is None:
         return
     out = run_dir.path.expanduser().resolve()
