@@ -96,10 +96,8 @@ def _is_run(run_dir: RunDir) -> bool:
 
 def check_folder(out: Path, run_dir: RunDir, force: bool) -> None:
     """Refuse a non-empty folder that is not a run unless `force`; never one with a file where a run writes."""
-    if not out.exists():
-        return
     if not out.is_dir():
-        raise OutputDirError(f"--out {out} is a file; choose a folder")
+        return  # new (or a file: RunDir.create_dirs says it is not writable)
     if _is_run(run_dir):
         return
     entries = list(out.iterdir())
