@@ -693,12 +693,15 @@ def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcom
         first = cli("export", str(run), "--format", "uniedit-jsonl", "--out", str(target), "-q")
         (target / "notes.txt").write_text("mine")
         again = cli("export", str(run), "--format", "hf", "--out", str(target), "--overwrite", "-q")
-        ok = first.rc == 0 and again.rc == 0 and (target / "notes.txt").read_text() == "mine" \
+        notes = target / "notes.txt"
+        ok = first.rc == 0 and again.rc == 0 and notes.exists() and notes.read_text() == "mine" \
             and not list(target.rglob("*.jsonl"))
-        return failure(again) or Outcome("handled" if ok else "UNEXPECTED", "earlier export replaced, notes.txt kept")
+        return failure(again) or Outcome("handled" if ok else "UNEXPECTED",
+                                         "earlier export replaced, notes.txt kept" if ok else
+                                         f"exit {again.rc}; notes.txt {'kept' if notes.exists() else 'deleted'}")
 
     # -- 3. synth --out over its own source or image root ----------------------------------------------------
-    @case("synth --out over its own source (pq/data/shard-*.parquet, --force)")
+    @case("synth --out over its own source (pq/data/shard-*.parquet)")
     def _() -> Outcome:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -708,9 +711,9 @@ def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcom
         pq.write_table(pa.table({"id": ["a"], "image": [png()], "question": [QUESTION], "answer": ["red"]}),
                        root / "data" / "shard-00000.parquet")
         before = tree(root)
-        result = cli("synth", "--source", str(root / "data" / "shard-*.parquet"), "--out", str(root), "--force",
+        result = cli("synth", "--source", str(root / "data" / "shard-*.parquet"), "--out", str(root),
                      "--engine", "inline", "--no-progress")
-        return kept(result, root, before, "source")
+        return kept(result, root, before, "overlaps the source")
 
     @case("synth --out that is its --image-root")
     def _() -> Outcome:
@@ -720,9 +723,9 @@ def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcom
         rows = area / "rows.jsonl"
         rows.write_text(json.dumps({"id": "a", "image": "good.png", "question": QUESTION, "answer": "red"}) + "\n")
         before = tree(images)
-        result = cli("synth", "--source", str(rows), "--image-root", str(images), "--out", str(images), "--force",
+        result = cli("synth", "--source", str(rows), "--image-root", str(images), "--out", str(images),
                      "--engine", "inline", "--no-progress")
-        return kept(result, images, before, "--image-root")
+        return kept(result, images, before, "overlaps --image-root")
 
     # -- 4. a folder that is not a run -----------------------------------------------------------------------
     @case("synth --out into a folder that is not a run")
@@ -730,6 +733,15 @@ def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcom
         mine = area / "home"
         mine.mkdir()
         (mine / "thesis.tex").write_text("precious")
+        before = tree(mine)
+        return kept(synth_on(mine), mine, before, "not a uniedit run")
+
+    @case("synth --out into a folder with the user's stats.json and .*.tmp files")
+    def _() -> Outcome:
+        mine = area / "home-plain"
+        mine.mkdir()
+        (mine / "stats.json").write_text('{"mine": 1}')
+        (mine / ".draft.tmp").write_text("half a thought")
         before = tree(mine)
         return kept(synth_on(mine), mine, before, "not a uniedit run")
 
@@ -749,8 +761,9 @@ def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcom
         result = synth_on(mine, "--force")
         again = synth_on(mine)
         ok = result.rc == 0 and again.rc == 0 and (mine / ".draft.tmp").exists()
-        return failure(result) or failure(again) or Outcome("handled" if ok else "UNEXPECTED",
-                                                            "run written beside them, .draft.tmp kept")
+        return failure(result) or failure(again) or Outcome(
+            "handled" if ok else "UNEXPECTED", "run written beside them, .draft.tmp kept" if ok else
+            f"exit {result.rc}, then {again.rc}; .draft.tmp {'kept' if (mine / '.draft.tmp').exists() else 'deleted'}")
 
     # -- 5. job files of the wrong shape: stats and a rerun list them -----------------------------------------
     job = {"name": "judge-00000-0123456789", "job_id": "batch_1", "status": "submitted", "stage": "judge",
