@@ -4,6 +4,7 @@ twice and the job's results are used. Counted at the fake providers."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,3 +62,22 @@ def test_sigkill_with_a_job_in_flight_then_a_rerun_without_batch_sends_none_of_i
     assert len(found) == 6
     # the judge (after the edit) ran online in the rerun: the edit results reached it
     assert any(r.task == "judge" and not r.batch for r in openai_fake.requests)
+
+
+@pytest.mark.parametrize("text", ['{"name": "judge-00000-0123456789", "status": "submitted", "stage": "judge", '
+                                  '"requests": "many", "owners": {}}', "null", "[1, 2]"])
+def test_stats_and_a_rerun_list_a_job_file_of_the_wrong_shape_instead_of_crashing(tmp_path, text):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "run"
+    args = ("synth", "--engine", "inline", "--limit", "2", "--no-progress", "--out", str(out))
+    assert run_cli(*args).returncode == 0
+    (out / "batches").mkdir()
+    (out / "batches" / "judge-00000-0123456789.json").write_text(text)
+    shown = run_cli("stats", str(out))
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "unreadable job file batches/judge-00000-0123456789.json" in shown.stdout
+    again = run_cli(*args)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert json.loads((out / "stats.json").read_text())["batch_jobs"]["unreadable"][0]["file"].endswith(".json")
