@@ -889,6 +889,227 @@ def surface_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcome]
     return cases
 
 
+# -- data loss and double payment (issue 30, items 1-5) ------------------------------------------------------
+# Nothing of the user's is deleted or overwritten (export --overwrite, synth --out over a source, an image root or
+# a folder that is not a run), a batch job is never paid twice (a rerun without --batch, a job file damaged,
+# renamed or gone while its job is in flight, a job the provider forgot), and a job file of the wrong shape is
+# listed, not a crash.
+BATCH_KEY = "sk-hostile-batch-0123456789"
+FAST_BATCH = [arg for stage in ("classify", "rewrite", "edit", "judge")
+              for arg in ("--set", f"stages.{stage}.batch.poll_s=0.02", "--set", f"stages.{stage}.batch.group_s=0.05")]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def openai_synth_args(fake: FakeOpenAI, out: Path, *extra: str) -> list[str]:
+    return ["synth", "--pipeline", "openai", "--limit", "2", "--engine", "inline", "--no-progress",
+            "--out", str(out), "--set", f"backends.gpt4o.base_url={fake.base_url}",
+            "--set", f"backends.gpt-image.base_url={fake.base_url}", "--set", "limits.rate_limits={}",
+            "--set", "retry.initial_s=0.01", "--set", "retry.max_s=0.05", *FAST_BATCH, *extra]
+
+
+def killed_with_a_job_in_flight(fake: FakeOpenAI, out: Path) -> Path | None:
+    """A `--batch` run SIGKILLed while its first job is held in flight at the fake; the job file's path."""
+    fake.batch_script(["hold"])
+    proc = subprocess.Popen([sys.executable, "-m", "uniedit_synth.cli", *openai_synth_args(fake, out, "--batch")],
+                            cwd=REPO, env={**os.environ, "OPENAI_API_KEY": BATCH_KEY}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + TIME_LIMIT_S
+    found = None
+    try:
+        while time.monotonic() < deadline and found is None:
+            held = [job for job in fake.jobs.values() if job.outcome == "hold" and job.polls >= 2]
+            files = sorted((out / "batches").glob("*.json")) if held else []
+            found = next((f for f in files if json.loads(f.read_text()).get("job_id")), None)
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return found
+
+
+def paid_twice(fake: FakeOpenAI) -> int:
+    """Model requests billed more than once: those the fake answered (online or inside a job), plus the items of
+    every job it still holds in flight (a provider finishes and bills those whether anyone polls them or not)."""
+    billed = [r.body for r in fake.requests if r.task != "batch-api" and r.status == 200]
+    billed += [item.get("body") for job in fake.jobs.values() if not job.done for item in job.items]
+    bodies = Counter(json.dumps(body, sort_keys=True, default=repr) for body in billed)
+    return sum(n - 1 for n in bodies.values() if n > 1)
+
+
+def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcome]]]:
+    cases: list[tuple[str, Callable[[], Outcome]]] = []
+    area = tmp / "data-loss"
+    area.mkdir()
+
+    def case(name: str):
+        def register(fn: Callable[[], Outcome]) -> Callable[[], Outcome]:
+            cases.append((name, fn))
+            return fn
+        return register
+
+    def kept(result: Result, root: Path, before: dict[str, bytes], needle: str) -> Outcome:
+        outcome = clean_error(result, needle)
+        if outcome.kind == "clean error" and tree(root) != before:
+            return Outcome("SILENT", f"refused, but files changed: {outcome.detail[:120]}")
+        return outcome
+
+    # -- 1. export --overwrite -------------------------------------------------------------------------------
+    for label, manifest in (("not JSON", b"not json"), ("another tool's JSON", b'{"tool": "x", "files": []}')):
+        @case(f"export --overwrite over a folder whose export.json is {label}")
+        def _(manifest: bytes = manifest, label: str = label) -> Outcome:
+            target = area / f"foreign-export-{len(label)}"
+            (target / "sub").mkdir(parents=True)
+            (target / "export.json").write_bytes(manifest)
+            (target / "sub" / "mydata.txt").write_text("precious")
+            before = tree(target)
+            result = cli("export", str(run), "--format", "hf", "--out", str(target), "--overwrite", "-q")
+            return kept(result, target, before, "not a uniedit export")
+
+    @case("export --overwrite keeps a file the user added to an earlier export")
+    def _() -> Outcome:
+        target = area / "own-export"
+        first = cli("export", str(run), "--format", "uniedit-jsonl", "--out", str(target), "-q")
+        (target / "notes.txt").write_text("mine")
+        again = cli("export", str(run), "--format", "hf", "--out", str(target), "--overwrite", "-q")
+        notes = target / "notes.txt"
+        ok = first.rc == 0 and again.rc == 0 and notes.exists() and notes.read_text() == "mine" \
+            and not list(target.rglob("*.jsonl"))
+        return failure(again) or Outcome("handled" if ok else "UNEXPECTED",
+                                         "earlier export replaced, notes.txt kept" if ok else
+                                         f"exit {again.rc}; notes.txt {'kept' if notes.exists() else 'deleted'}")
+
+    # -- 3. synth --out over its own source or image root ----------------------------------------------------
+    @case("synth --out over its own source (pq/data/shard-*.parquet)")
+    def _() -> Outcome:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        root = area / "pq"
+        (root / "data").mkdir(parents=True)
+        pq.write_table(pa.table({"id": ["a"], "image": [png()], "question": [QUESTION], "answer": ["red"]}),
+                       root / "data" / "shard-00000.parquet")
+        before = tree(root)
+        result = cli("synth", "--source", str(root / "data" / "shard-*.parquet"), "--out", str(root),
+                     "--engine", "inline", "--no-progress")
+        return kept(result, root, before, "overlaps the source")
+
+    @case("synth --out that is its --image-root")
+    def _() -> Outcome:
+        images = area / "images"
+        images.mkdir()
+        (images / "good.png").write_bytes(png())
+        rows = area / "rows.jsonl"
+        rows.write_text(json.dumps({"id": "a", "image": "good.png", "question": QUESTION, "answer": "red"}) + "\n")
+        before = tree(images)
+        result = cli("synth", "--source", str(rows), "--image-root", str(images), "--out", str(images),
+                     "--engine", "inline", "--no-progress")
+        return kept(result, images, before, "overlaps --image-root")
+
+    # -- 4. a folder that is not a run -----------------------------------------------------------------------
+    @case("synth --out into a folder that is not a run")
+    def _() -> Outcome:
+        mine = area / "home"
+        mine.mkdir()
+        (mine / "thesis.tex").write_text("precious")
+        before = tree(mine)
+        return kept(synth_on(mine), mine, before, "not a uniedit run")
+
+    @case("synth --out into a folder with the user's stats.json and .*.tmp files")
+    def _() -> Outcome:
+        mine = area / "home-plain"
+        mine.mkdir()
+        (mine / "stats.json").write_text('{"mine": 1}')
+        (mine / ".draft.tmp").write_text("half a thought")
+        before = tree(mine)
+        return kept(synth_on(mine), mine, before, "not a uniedit run")
+
+    @case("synth --out --force over a user's stats.json")
+    def _() -> Outcome:
+        mine = area / "home-stats"
+        mine.mkdir()
+        (mine / "stats.json").write_text('{"mine": 1}')
+        before = tree(mine)
+        return kept(synth_on(mine, "--force"), mine, before, "stats.json")
+
+    @case("synth --out --force keeps the user's .*.tmp files")
+    def _() -> Outcome:
+        mine = area / "home-tmp"
+        mine.mkdir()
+        (mine / ".draft.tmp").write_text("half a thought")
+        result = synth_on(mine, "--force")
+        again = synth_on(mine)
+        ok = result.rc == 0 and again.rc == 0 and (mine / ".draft.tmp").exists()
+        return failure(result) or failure(again) or Outcome(
+            "handled" if ok else "UNEXPECTED", "run written beside them, .draft.tmp kept" if ok else
+            f"exit {result.rc}, then {again.rc}; .draft.tmp {'kept' if (mine / '.draft.tmp').exists() else 'deleted'}")
+
+    # -- 5. job files of the wrong shape: stats and a rerun list them -----------------------------------------
+    job = {"name": "judge-00000-0123456789", "job_id": "batch_1", "status": "submitted", "stage": "judge",
+           "requests": 1, "owners": {"0" * 64: "scenes/0"}}
+    shapes = {
+        "requests a string": json.dumps({**job, "requests": "many"}),
+        "null": "null",
+        "a list": json.dumps([job]),
+        "requests 1e400": json.dumps(job).replace('"requests": 1', '"requests": 1e400'),
+        "owners a list": json.dumps({**job, "owners": ["scenes/0"]}),
+    }
+    for label, text in shapes.items():
+        @case(f"batch job file with {label}: stats and a rerun")
+        def _(label: str = label, text: str = text) -> Outcome:
+            out = copy(run, area, f"job-shape-{label.replace(' ', '-')}")
+            (out / "batches").mkdir()
+            (out / "batches" / f"{job['name']}.json").write_text(text)
+            shown = cli("stats", str(out))
+            again = synth_on(out)
+            bad = failure(shown) or failure(again)
+            ok = shown.rc == 0 and "unreadable job file" in shown.stdout and again.rc == 0
+            return bad or Outcome("handled" if ok else "UNEXPECTED", (shown.stdout + shown.stderr).strip()[-110:])
+
+    # -- 2 and 5. a job in flight across a kill ---------------------------------------------------------------
+    def in_flight(label: str, damage: Callable[[FakeOpenAI, Path, Path], None], *rerun: str) -> Callable[[], Outcome]:
+        def check() -> Outcome:
+            with FakeOpenAI(api_key=BATCH_KEY) as fake:
+                out = area / f"in-flight-{label}"
+                path = killed_with_a_job_in_flight(fake, out)
+                if path is None:
+                    return Outcome("UNEXPECTED", "the job was never submitted and polled")
+                jobs_before = len(fake.jobs)
+                damage(fake, out, path)
+                fake.release()
+                result = cli(*openai_synth_args(fake, out, *rerun), env={"OPENAI_API_KEY": BATCH_KEY})
+                twice = paid_twice(fake)
+                outside = [p.name for p in area.glob("*escape*")]
+                ok = result.rc == 0 and twice == 0 and not outside
+                return failure(result) or Outcome(
+                    "handled" if ok else "UNEXPECTED",
+                    f"exit {result.rc}; paid twice {twice}; jobs {jobs_before}->{len(fake.jobs)}"
+                    + (f"; written outside: {outside}" if outside else "")
+                    + ("" if ok else f"; {result.stderr.strip()[-120:]}"))
+        return check
+
+    def rename(fake: FakeOpenAI, out: Path, path: Path) -> None:
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "name": "../../escape-x", "job_id": None, "status": "submitting"}))
+
+    def vanish(fake: FakeOpenAI, out: Path, path: Path) -> None:  # deleted at the provider: 404 from now on
+        fake.jobs.pop(json.loads(path.read_text())["job_id"])
+
+    variants: dict[str, tuple[Callable[[FakeOpenAI, Path, Path], None], tuple[str, ...]]] = {
+        "rerun without --batch": (lambda fake, out, path: None, ()),
+        "job file truncated": (lambda fake, out, path: path.write_bytes(path.read_bytes()[:30]), ("--batch",)),
+        "job file deleted": (lambda fake, out, path: path.unlink(), ("--batch",)),
+        "job name ../../escape": (rename, ("--batch",)),
+        "job forgotten by the provider (404)": (vanish, ("--batch",)),
+    }
+    for number, (label, (damage, rerun)) in enumerate(variants.items()):
+        case(f"batch job in flight, killed; {label}: nothing paid twice")(in_flight(str(number), damage, *rerun))
+
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", default="", help="only the cases whose name contains this")
@@ -906,7 +1127,7 @@ def main() -> None:
         per_record = (time.monotonic() - t0) / max(1, len(records))
         results += [(name, outcome, per_record) for name, outcome in records if args.k in name]
         run = base_run(tmp)
-        for name, check in [*operator_cases(tmp, run), *surface_cases(tmp, run)]:
+        for name, check in [*operator_cases(tmp, run), *data_loss_cases(tmp, run), *surface_cases(tmp, run)]:
             if args.k not in name:
                 continue
             t0 = time.monotonic()

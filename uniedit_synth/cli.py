@@ -154,6 +154,10 @@ def synth(
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Write the run into a non-empty --out that is not a uniedit run (refused otherwise); "
+        "the run's files go beside the folder's own, and none of those is ever overwritten or removed.",
+    ),
     settings: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
@@ -182,8 +186,8 @@ def synth(
     """
     from .api import load_pipeline
     from .api import synth as run_synth
-    from .run.fs import is_uri, redact_location
     from .core.terminal import json_stdout, shell_quote
+    from .run.fs import is_uri, redact_location
 
     _setup_logging(verbose, quiet)
     if log_format not in ("text", "json"):
@@ -202,7 +206,7 @@ def synth(
     with json_stdout() if log_format == "json" else contextlib.nullcontext(None) as events:
         summary = run_synth(
             config, out=location, force_new_config=force_new_config, log_format=log_format,
-            progress=not (no_progress or quiet), events=events,
+            progress=not (no_progress or quiet), events=events, force=force,
         )
         if events is not None:
             events.write(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True) + "\n")
@@ -261,9 +265,9 @@ def stats(
     totals = run_totals(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
-    jobs = JobStore(run_dir.fs).all()
-    if jobs:
-        totals["batch_jobs"] = summarise_jobs(jobs)
+    jobs, unreadable = JobStore(run_dir.fs).scan()
+    if jobs or unreadable:
+        totals["batch_jobs"] = summarise_jobs(jobs, unreadable)
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
@@ -528,6 +532,8 @@ def format_stats(t: dict[str, Any]) -> str:
                   f"${b['spent_usd']:.4f} at batch prices"
                   + (f"; {b['in_flight']} in flight (ETA provider-bound: up to the batch window)"
                      if b["in_flight"] else "")]
+        lines += [f"  unreadable job file {u['file']}: {u['problem']} (ignored; its job, if any, is unknown to "
+                  "reruns)" for u in b.get("unreadable", [])]
     if len(t.get("shards_by_node", {})) > 1:
         lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
     return "\n".join(lines)

@@ -33,7 +33,8 @@ from ..core.redact import redact_url
 from ..run.store import RunDir, locked
 from ..sources import open_source
 from ..stages.totals import run_totals
-from .batch import JobStore, summarise_jobs
+from .batch import JobStore, attach_keys, summarise_jobs
+from .out_guard import check_out
 from .progress import open_progress
 from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
@@ -113,6 +114,7 @@ class Driver:
         out_dir: str,
         *,
         force_new_config: bool = False,
+        force: bool = False,
         log_format: str = "text",
         progress: bool = True,
         stream: TextIO | None = None,
@@ -120,6 +122,7 @@ class Driver:
         self.config = config
         self.run_dir = RunDir(out_dir)
         self.force_new_config = force_new_config
+        self.force = force  # --force: a non-empty folder that is not a run may hold the run (engine/out_guard.py)
         self.log_format = log_format
         self.show_progress = progress and log_format == "text"
         self.stream = stream or sys.stdout
@@ -130,6 +133,7 @@ class Driver:
     def run(self) -> RunSummary:
         if self.config.engine.kind == "ray" and ray_run_in_progress():
             raise RuntimeBusy(RAY_BUSY)  # before the output dir is touched (RayRuntime holds the slot itself)
+        check_out(self.run_dir, self.config.source, self.force)  # before anything is created there
         self.run_dir.create_dirs()
         with locked(self.run_dir):
             self.run_dir.check_config(
@@ -189,6 +193,7 @@ class Driver:
             if callable(check):  # a local model: its files and class, checked without loading weights
                 await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
+        self._announce_jobs_in_flight(batched)
         if online:  # said once per run: these stages asked for batch mode and cannot have it
             message = (f"batch mode: no batch route for {', '.join(online)}; "
                        f"{'that stage runs' if len(online) == 1 else 'those stages run'} online")
@@ -196,6 +201,20 @@ class Driver:
             if self.log_format == "json":
                 self._emit({"event": "batch_unsupported", "stages": online})
         self.batch_stages = batched
+
+    def _announce_jobs_in_flight(self, batched: list[str]) -> None:
+        """Stages that run online now but have requests in jobs of an earlier --batch run still in flight: the
+        provider finishes (and bills) those jobs anyway, so their requests wait for them (engine/batch.py
+        attach mode) instead of being sent again; said once, with the counts."""
+        jobs = JobStore(self.run_dir.fs).all()
+        for stage_name in CAPABILITY:
+            if stage_name in batched:
+                continue
+            keys = attach_keys(jobs, stage_name)
+            if keys:
+                log.warning("stage %s runs online, but %d of its requests are in batch jobs still in flight (see "
+                            "%s): they wait for those jobs instead of being sent (and paid) again", stage_name,
+                            len(keys), self.run_dir.fs.display_path("batches"))
 
     def _screen_spec(self) -> dict[str, Any] | None:
         """source.dedup / source.decontaminate for the coordinator: benchmark fingerprints are loaded here, once
@@ -278,9 +297,9 @@ class Driver:
                 extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
                          "rate_limits": limiter, "coordinator_rpcs": rpcs,
                          **({"replicas": replicas} if replicas else {})}
-                jobs = JobStore(self.run_dir.fs).all()
-                if jobs:
-                    extra["batch_jobs"] = summarise_jobs(jobs)
+                jobs, unreadable = JobStore(self.run_dir.fs).scan()
+                if jobs or unreadable:
+                    extra["batch_jobs"] = summarise_jobs(jobs, unreadable)
                 self.run_dir.write_stats(extra, run_totals(list(self.run_dir.latest_by_shard().values())))
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]

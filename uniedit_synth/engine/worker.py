@@ -30,7 +30,7 @@ from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from ..run.store import RunDir, ShardResult
-from .batch import BatchPending, BatchRunner, BatchState, StageBatch
+from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
 from ..run.cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
 
@@ -136,12 +136,21 @@ class ShardProcessor:
         self.batch_state = BatchState()
         self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
         self.batch_stages: list[str] = []
+        jobs: list[dict[str, Any]] | None = None
         for stage_name, caller in callers.items():
             stage_spec = getattr(config.stages, stage_name)
-            route = batch_route(caller.backend, CAPABILITY[stage_name]) if stage_spec.mode == "batch" else None
-            if route is not None:
+            route = batch_route(caller.backend, CAPABILITY[stage_name])
+            if route is not None and stage_spec.mode == "batch":
                 caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state)
                 self.batch_stages.append(stage_name)
+            elif route is not None:
+                # an online stage whose requests may sit in jobs of an earlier --batch run that are still in
+                # flight: those wait for their jobs (paid for already), the rest go online
+                jobs = JobStore(self.run_dir.fs).all() if jobs is None else jobs
+                keys = attach_keys(jobs, stage_name)
+                if keys:
+                    caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state, attach=keys)
+                    self.batch_stages.append(stage_name)
         self._batch_sent: Counter = Counter()
         cascade = config.stages.judge.cascade
         if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
