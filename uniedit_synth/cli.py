@@ -147,6 +147,10 @@ def synth(
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
+    verify_source: bool = typer.Option(
+        False, "--verify-source", help="Re-read every finished shard's rows (in the workers) and redo those that "
+        "changed; without it a finished shard is trusted while the source's files keep their sizes and times.",
+    ),
     settings: list[str] | None = typer.Option(
         None, "--set", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
@@ -185,7 +189,7 @@ def synth(
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
     summary = run_synth(
         config, out=location, force_new_config=force_new_config, log_format=log_format,
-        progress=not (no_progress or quiet),
+        progress=not (no_progress or quiet), verify_source=verify_source,
     )
     out_dir = redact_location(location)  # a URI is shown without keys or query
     if log_format == "json":
@@ -245,6 +249,12 @@ def stats(
     jobs = JobStore(run_dir.fs).all()
     if jobs:
         totals["batch_jobs"] = summarise_jobs(jobs)
+    try:  # how the source's rows travelled (written by synth into stats.json)
+        data_path = json.loads(run_dir.fs.read_bytes("stats.json") or b"{}").get("data_path")
+    except (ValueError, AttributeError):
+        data_path = None
+    if isinstance(data_path, dict) and data_path:
+        totals["data_path"] = data_path
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
@@ -439,6 +449,10 @@ def format_stats(t: dict[str, Any]) -> str:
                   f"${b['spent_usd']:.4f} at batch prices"
                   + (f"; {b['in_flight']} in flight (ETA provider-bound: up to the batch window)"
                      if b["in_flight"] else "")]
+    if t.get("data_path"):
+        d = t["data_path"]
+        lines += ["", f"source rows read by: {d.get('rows_read_by', '?')} (driver reads: {d.get('driver_reads', '?')}); "
+                  f"a rerun reads rows: {d.get('rerun_reads_rows', '?')}"]
     if len(t.get("shards_by_node", {})) > 1:
         lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
     return "\n".join(lines)

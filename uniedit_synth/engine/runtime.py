@@ -95,8 +95,8 @@ class InlineRuntime:
     def start_workers(self) -> None:
         return None
 
-    def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool):
-        return self.processor.process(shard, records, exhausted)
+    def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool, verify: str | None = None):
+        return self.processor.process(shard, records, exhausted, verify)
 
     async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
@@ -208,7 +208,8 @@ class _ShardWorkerActor:
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
-    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
+    async def process(self, shard: int, records: list[VQARecord], exhausted: bool,
+                      verify: str | None = None) -> ShardResult | None:
         if self._processor is None:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
@@ -217,7 +218,7 @@ class _ShardWorkerActor:
                                        leases=config.engine.leases, holder=label,
                                        caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
-        return await self._processor.process(shard, records, exhausted)
+        return await self._processor.process(shard, records, exhausted, verify)
 
 
 class RayRuntime:
@@ -317,12 +318,13 @@ class RayRuntime:
 
         return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
-    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
+    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool,
+                     verify: str | None = None) -> ShardResult | None:
         ray = self._ray
         self.start_workers()
         generation = self._generations[worker]
         try:
-            return await self._actors[worker].process.remote(shard, records, exhausted)
+            return await self._actors[worker].process.remote(shard, records, exhausted, verify)
         except ray.exceptions.RayActorError as exc:
             raise WorkerLost(
                 f"worker {worker} died while processing shard {shard}: {type(exc).__name__}", worker, generation

@@ -96,6 +96,19 @@ def ids_digest(records: list[VQARecord]) -> str:
     return digest.hexdigest()[:32]
 
 
+def rows_digest(records: list[VQARecord]) -> str:
+    """What a shard's rows hold (ids, text, image bytes or paths, meta): a row edited in place changes it, so a
+    rerun whose source changed can tell an untouched finished shard from one to redo."""
+    digest = hashlib.sha256()
+    for record in records:
+        image = hashlib.sha256(record.image).hexdigest() if record.image is not None else ""
+        fields = [record.id, record.question, record.answer, record.category, record.image_path, image,
+                  record.invalid, record.duplicate, record.meta]
+        digest.update(json.dumps(fields, sort_keys=True, default=repr).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
+
+
 class ShardProcessor:
     def __init__(
         self,
@@ -162,6 +175,8 @@ class ShardProcessor:
         self._root = image_root_for(config.source)
         self._screening = bool(config.source.dedup or config.source.decontaminate)
         self._fingerprints: dict[int, str] = {}  # id(WorkItem) → fingerprint hex, set while validating
+        self._source: Any = None  # opened on the first light shard (records tagged with positions)
+        self._hydrate_lock = asyncio.Lock()
 
     def _backend(self, name: str, capability: str) -> Any:
         key = (name, capability)
@@ -184,8 +199,28 @@ class ShardProcessor:
             await backend.aclose()
 
     # -- one shard ---------------------------------------------------------------------------------------
-    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> ShardResult:
+    def _hydrate(self, records: list[VQARecord]) -> list[VQARecord]:
+        """The shard's whole records: a light read's records (ids and text, tagged with positions) are read here
+        by position, so the driver never holds image bytes; other records came whole from the driver."""
+        if not any("_pos" in r.meta for r in records):
+            return records
+        if self._source is None:
+            from ..sources import open_source
+
+            self._source = open_source(self.config.source, seed=self.config.seed, limit=self.config.limit)
+        return self._source.hydrate(records)
+
+    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False,
+                      verify: str | None = None) -> ShardResult | None:
+        """Run one shard and write it. With `verify` (the rows digest a finished shard recorded), return None
+        without running anything when its rows are still those: the rerun after a source change re-reads a
+        finished shard here, in the worker, not in the driver."""
         started = time.monotonic()
+        async with self._hydrate_lock:  # one shard's rows in memory at a time while reading
+            records = await asyncio.to_thread(self._hydrate, records)
+        digest = rows_digest(records)
+        if verify is not None and digest == verify:
+            return None
         await self.start_backends()
         funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
@@ -235,6 +270,7 @@ class ShardProcessor:
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
         entry = self._write(shard, items, samples, funnel, admitted, started)
+        entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
             entry.spent_usd = round(entry.spent_usd + batch["spent_usd"], 8)

@@ -80,6 +80,10 @@ class ScenesSource(Source):
             },
         )
 
+    def lighten(self) -> str | None:
+        """The driver holds scene graphs only: with `defer_render` the images are drawn in the workers."""
+        return None if self.defer_render else "images rendered in the driver (defer_render off)"
+
     def __iter__(self) -> Iterator[VQARecord]:
         for index in range(self.count):
             yield self.record(index)
