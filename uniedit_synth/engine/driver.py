@@ -435,14 +435,28 @@ class Driver:
                 write_plan(self.run_dir, SourcePlan(identity=self.identity, limit=limit, shards=count,
                                                     records=records_read, pipeline_hash=self.pipeline_hash))
         except BaseException:
-            for task in in_flight:
-                task.cancel()
+            await self._stop_in_order(runtime, in_flight)
             raise
         finally:
             poller.cancel()
             with contextlib.suppress(BaseException):
                 await self._refresh_bar(runtime, bar, base_records)
             bar.close()
+
+    async def _stop_in_order(self, runtime: Any, in_flight: dict) -> None:
+        """An outage, Ctrl-C or SIGTERM: before the workers go, they send nothing new and wait for the calls
+        already on the wire (at most the longest backend timeout), so every reply that arrives is cached and a
+        rerun never pays for it again. A second Ctrl-C stops at once."""
+        timeout_s = max((b.timeout_s for b in self.config.backends.values()), default=60.0)
+        try:
+            awaited = await runtime.stop(timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C, a dead actor: stop without waiting
+            log.debug("orderly stop cut short: %s", exc)
+        else:
+            if awaited:
+                log.info("stopping: waited for %d call(s) on the wire; their replies are cached", awaited)
+        for task in in_flight:
+            task.cancel()
 
     def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries, verify=None) -> None:
         if self.log_format == "json":

@@ -7,6 +7,7 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -100,6 +101,10 @@ class InlineRuntime:
 
     async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
+
+    async def stop(self, timeout_s: float) -> int:
+        """Send nothing new and wait for the calls on the wire (an orderly stop); how many there were."""
+        return await self.processor.stop(timeout_s)
 
     async def replica_stats(self) -> dict[str, Any]:
         return {}
@@ -219,6 +224,13 @@ class _ShardWorkerActor:
                                        caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
         return await self._processor.process(shard, records, exhausted, verify)
+
+    async def stop(self, timeout_s: float) -> int:
+        return 0 if self._processor is None else await self._processor.stop(timeout_s)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 class RayRuntime:
@@ -347,6 +359,16 @@ class RayRuntime:
             except Exception:  # noqa: BLE001 - it is already gone
                 pass
         self._actors[worker] = self._new_actor(worker)
+
+    async def stop(self, timeout_s: float) -> int:
+        """An orderly stop before the actors are killed: every worker sends nothing new and waits for its calls
+        on the wire (bounded by `timeout_s`), whose replies land in the cache. How many calls were awaited."""
+        actors = [a for a in self._actors if a is not None]
+        if not actors:
+            return 0
+        refs = [actor.stop.remote(timeout_s) for actor in actors]
+        done, _ = await asyncio.wait([asyncio.ensure_future(_awaited(r)) for r in refs], timeout=timeout_s + 5)
+        return sum(task.result() for task in done if not task.exception() and isinstance(task.result(), int))
 
     async def replica_stats(self) -> dict[str, Any]:
         """Each served backend's replica figures (engine/replicas.py ReplicaPool.stats)."""

@@ -32,7 +32,7 @@ from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from ..run.store import RunDir, ShardResult
 from .batch import BatchPending, BatchRunner, BatchState, StageBatch
 from ..run.cache import ResponseCache
-from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
+from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,23 @@ def node_label() -> str:
     return host
 
 
-async def gather_or_cancel(coros: Iterable[Awaitable[Any]]) -> None:
+async def gather_or_cancel(coros: Iterable[Awaitable[Any]], drain: Drain | None = None) -> None:
     """Run a shard's records together. Records turn their own failures into rejects, so an exception here
-    ends the run (a rejected API key, a full disk): the other records are cancelled at once instead of
-    going on making paid calls, as plain `asyncio.gather` would let them."""
+    ends the run (a rejected API key, a full disk, an outage): the other records make no new call (`drain`
+    stops this worker's calls; without one they are cancelled at once), but a call already on the wire is
+    awaited, so that its reply lands in the cache instead of being paid for again by the rerun. A
+    cancellation from outside (the driver going away) still cancels at once."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    except BaseException as exc:
+        if drain is not None:
+            drain.halt(exc)
+            await asyncio.gather(*tasks, return_exceptions=True)  # each call is bounded by its timeout
         for task in tasks:
             task.cancel()
         raise
@@ -159,6 +168,9 @@ class ShardProcessor:
         cascade = config.stages.judge.cascade
         if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
             callers[EXPENSIVE_JUDGE] = make_caller(EXPENSIVE_JUDGE, cascade[1], "text")
+        self.drain = Drain()  # one for the worker: an orderly stop waits for every stage's calls on the wire
+        for caller in callers.values():
+            caller.drain = self.drain
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
         self._front_stages = [d for d in STAGES if not d.after_caps]
@@ -191,6 +203,11 @@ class ShardProcessor:
             starts = [b.start() for b in self._backends.values() if callable(getattr(b, "start", None))]
             self._started = asyncio.ensure_future(asyncio.gather(*starts))
         await asyncio.shield(self._started)
+
+    async def stop(self, timeout_s: float) -> int:
+        """An orderly stop: send no new call, and wait (at most `timeout_s`) for those on the wire, which cache
+        their replies as they land. Returns how many calls were on the wire."""
+        return await self.drain.stop(timeout_s)
 
     async def aclose(self) -> None:
         if self._reporter is not None:
@@ -235,7 +252,8 @@ class ShardProcessor:
         try:
             if self._screening:
                 # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
-                await gather_or_cancel(self._validate(i, item, outcomes, funnel) for i, item in enumerate(items))
+                await gather_or_cancel((self._validate(i, item, outcomes, funnel) for i, item in enumerate(items)),
+                                      self.drain)
                 screened = await self._screen(shard, items, outcomes)
                 await self._in_waves(
                     shard, [i for i in range(len(items)) if outcomes[i] is None], items, funnel, batch,
@@ -262,6 +280,10 @@ class ShardProcessor:
                 shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
                 lambda i, f: self._back(i, items[i], outcomes, f),
             )
+        except RunStopping:
+            if self.drain.cause is not None:  # the error that stopped this worker, not the stop itself
+                raise self.drain.cause from None
+            raise
         finally:
             await self._flush_report()
         samples = [s for s in outcomes if s is not None]
@@ -285,7 +307,7 @@ class ShardProcessor:
         checkpoints = {i: copy.deepcopy(items[i]) for i in todo} if self.batch_stages else {}
         while todo:
             local = {i: {name: Counter() for name in funnel} for i in todo}
-            await gather_or_cancel(run(i, local[i]) for i in todo)
+            await gather_or_cancel((run(i, local[i]) for i in todo), self.drain)
             waiting = [i for i in todo if items[i].ledger.deferred]
             for i in todo:
                 if not items[i].ledger.deferred:
