@@ -32,6 +32,7 @@ from ..core.errors import UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
+from ..run.cache import ResponseCache
 from ..run.resume import SourcePlan, all_finished, positions_runs, read_plan, withdrawn_entry, write_plan
 from ..run.store import RunDir, locked, summarise
 from ..sources import open_source
@@ -278,6 +279,8 @@ class Driver:
             with contextlib.suppress(Exception):
                 replicas = await runtime.replica_stats()
             await runtime.close()
+            with contextlib.suppress(Exception):  # no worker reads the cache now: drop what the packs hold
+                await asyncio.to_thread(ResponseCache(self.run_dir.cache_fs()).sweep)
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
             run_json["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -292,6 +292,9 @@ class ShardProcessor:
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
         entry = self._write(shard, items, samples, funnel, admitted, started)
+        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
+        keys = [event.get("key", "") for item in items for event in item.ledger.events]
+        await asyncio.to_thread(self.cache.pack, shard, keys)
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
