@@ -112,6 +112,11 @@ class ResponseCache:
             self._load_packs()[key] = where
         return None
 
+    def locate(self, key: str) -> tuple[Path, int, int] | None:
+        """Where a packed entry is: (pack file, offset, length); None when it is not packed."""
+        where = self._load_packs().get(key) if self.root is not None else None
+        return None if where is None else (self.root / PACKS / where[0], where[1], where[2])
+
     def pack(self, shard: int, keys: Iterable[str]) -> int:
         """Copy the entries of `keys` (a final shard's calls) into the shard's pack, with those of an earlier
         pack of the same shard (a redone shard keeps every reply it ever had). Returns entries packed."""
@@ -181,10 +186,15 @@ class ResponseCache:
         blob = self.fs.read_bytes(self.rel_path(key))
         if blob is None:
             blob = self._packed_blob(key)
-            if blob is not None and self._decode(blob) is not None:
+            entry = self._decode(blob) if blob is not None else None
+            if entry is not None:
                 self.hits += 1
-                return self._decode(blob)
+                return entry
             self.misses += 1
+            if blob is not None:  # left in its pack: the shard's next pack leaves it out
+                self.corrupt += 1
+                log.warning("cache entry %s in %s is corrupt; the call will be made again", key,
+                            self.locate(key)[0] if self.locate(key) else PACKS)
             return None
         entry = self._decode(blob)
         if entry is None:
