@@ -41,14 +41,14 @@ def proc_io() -> dict[str, int]:
     return out
 
 
-def child(source: str, out: str, engine: str, limit: int | None, workers: int) -> None:
+def child(source: str, out: str, engine: str, limit: int | None, workers: int, shard_size: int) -> None:
     """One synth in this process; prints what the driver read, held and spent."""
     import pyarrow  # noqa: F401 - imported before the measurement: start-up, not the run
     import ray  # noqa: F401
 
     from uniedit_synth import synth
 
-    overrides = {**FAST, "engine": {"kind": engine, "workers": workers}}
+    overrides = {**FAST, "engine": {"kind": engine, "workers": workers, "shard_size": shard_size}}
     before = proc_io()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
@@ -64,8 +64,10 @@ def child(source: str, out: str, engine: str, limit: int | None, workers: int) -
     }))
 
 
-def measure(source: str, out: Path, engine: str = "ray", limit: int | None = None, workers: int = 2) -> dict:
-    cmd = [sys.executable, __file__, "--child", source, str(out), engine, str(limit or 0), str(workers)]
+def measure(source: str, out: Path, engine: str = "ray", limit: int | None = None, workers: int = 2,
+            shard_size: int = 50) -> dict:
+    cmd = [sys.executable, __file__, "--child", source, str(out), engine, str(limit or 0), str(workers),
+           str(shard_size)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
@@ -127,15 +129,16 @@ def driver_io(work: Path, rows: int, side: int) -> None:
           f"{rerun_startup['rchar'] / 1e6:.1f} MB on its rerun")
 
 
-def sizes(work: Path, counts: list[int], workers: int) -> None:
-    print(f"\nsizes: offline world, zero-latency builtins, --engine ray --workers {workers}, one node (2 cores)")
+def sizes(work: Path, counts: list[int], workers: int, shard_size: int) -> None:
+    print(f"\nsizes: offline world, zero-latency builtins, --engine ray --workers {workers} --shard-size "
+          f"{shard_size}, one node (2 cores)")
     print(" records  wall s  rec/s  driver RSS MB  driver CPU ms/rec  files/1k rec  MB/1k rec  rerun s")
     rows = []
     for n in counts:
         out = work / f"run-{n}"
-        run = measure("scenes", out, limit=n, workers=workers)
+        run = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
         files, size = disk(out)
-        rerun = measure("scenes", out, limit=n, workers=workers)
+        rerun = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
         rows.append((n, run, files, size, rerun))
         print(f"{n:>8} {run['wall_s']:>7.1f} {n / run['wall_s']:>6.1f} {run['peak_rss_mb']:>13.0f} "
               f"{1000 * run['cpu_s'] / n:>18.3f} {1000 * files / n:>13.1f} {size / n / 1000:>10.2f} "
@@ -147,14 +150,15 @@ def sizes(work: Path, counts: list[int], workers: int) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        source, out, engine, limit, workers = sys.argv[2:7]
-        child(source, out, engine, int(limit) or None, int(workers))
+        source, out, engine, limit, workers, shard_size = sys.argv[2:8]
+        child(source, out, engine, int(limit) or None, int(workers), int(shard_size))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240, help="rows of the embedded-image parquet source")
     parser.add_argument("--image-side", type=int, default=400, help="its images are side x side noise PNGs")
     parser.add_argument("--sizes", default="1000,4000", help="record counts of the offline-world runs")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shard-size", type=int, default=500, help="of the sizes runs (files per record follow it)")
     parser.add_argument("--skip", choices=("driver-io", "sizes"), action="append", default=[])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="uniedit-scale-") as tmp:
@@ -162,7 +166,7 @@ def main() -> None:
         if "driver-io" not in args.skip:
             driver_io(work, args.rows, args.image_side)
         if "sizes" not in args.skip:
-            sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers)
+            sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size)
 
 
 if __name__ == "__main__":

@@ -149,24 +149,25 @@ class ResponseCache:
         return len(entries)
 
     def sweep(self) -> int:
-        """Delete the loose entries that a pack holds intact (run by the driver at the end of a run, when no
-        worker reads them any more). Returns how many were deleted."""
+        """Delete the loose entries that a pack holds (run by the driver at the end of a run, when no worker
+        reads them any more). Returns how many were deleted. The packed copy was checked when it was written
+        (fsynced, renamed into place); here only its place and size are compared with the loose file's, so
+        the driver reads indexes, not replies."""
         if self.root is None or not (self.root / PACKS).is_dir():
             return 0
         removed = 0
         for path in sorted((self.root / PACKS).glob("shard-*.pack")):
             index = self._pack_index(path.name)
-            if not index:
-                continue
-            with open(path, "rb") as fh:
-                for key, (offset, length) in index.items():
-                    loose = self.root / key[:2] / f"{key}.entry"
-                    if not loose.exists():
-                        continue
-                    fh.seek(int(offset))
-                    if self._decode(fh.read(int(length))) is not None:
-                        loose.unlink(missing_ok=True)
-                        removed += 1
+            size = path.stat().st_size if index else 0
+            for key, (offset, length) in index.items():
+                loose = self.root / key[:2] / f"{key}.entry"
+                try:
+                    same = loose.stat().st_size == int(length) and int(offset) + int(length) <= size
+                except OSError:
+                    continue
+                if same:
+                    loose.unlink(missing_ok=True)
+                    removed += 1
         for folder in self.root.glob("??"):  # empty fan-out folders left by the sweep
             with contextlib.suppress(OSError):
                 folder.rmdir()
