@@ -145,7 +145,8 @@ def sizes(work: Path, counts: list[int], workers: int, shard_size: int) -> None:
               f"{rerun['wall_s']:>8.2f}", flush=True)
     if len(rows) >= 2:
         (n0, r0, *_), (n1, r1, *_) = rows[0], rows[-1]
-        print(f"driver peak RSS {n1} / {n0}: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}")
+        print(f"driver peak RSS {n1} / {n0}: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}; driver CPU per extra "
+              f"record (slope {n0} -> {n1}, start-up out): {1000 * (r1['cpu_s'] - r0['cpu_s']) / (n1 - n0):.3f} ms")
 
 
 def main() -> None:

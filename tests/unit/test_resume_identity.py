@@ -184,3 +184,48 @@ def test_verify_source_sees_an_edit_that_kept_size_and_mtime(tmp_path: Path):
                     verify_source=True)
     assert checked.shards_done == 1 and checked.shards_skipped == 1
     assert "pink" in answers_in(tmp_path / "run").values()
+
+
+def test_the_driver_sends_no_image_bytes_to_the_workers(tmp_path: Path, monkeypatch):
+    from uniedit_synth.engine.runtime import InlineRuntime
+
+    sent = []
+    original = InlineRuntime.submit
+
+    def spy(self, worker, shard, records, exhausted, verify=None):
+        sent.extend(records)
+        return original(self, worker, shard, records, exhausted, verify)
+
+    monkeypatch.setattr(InlineRuntime, "submit", spy)
+    summary = run(write_parquet(tmp_path / "vqa.parquet"), tmp_path / "run")
+    assert len(sent) == ROWS and all(r.image is None for r in sent)
+    rows = pq.read_table(tmp_path / "run" / "data" / "shard-00000.parquet", columns=["source_image"]).to_pylist()
+    assert summary.accepted and all(r["source_image"]["bytes"] for r in rows)  # the worker read them
+
+
+def test_stats_says_which_way_the_rows_went(tmp_path: Path):
+    from uniedit_synth.cli import format_stats
+
+    run(write_parquet(tmp_path / "vqa.parquet"), tmp_path / "run")
+    totals = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert "source rows read by: workers" in format_stats(totals)
+    noid = write_parquet(tmp_path / "noid.parquet", ids=False)
+    run(noid, tmp_path / "run2")
+    totals = json.loads((tmp_path / "run2" / "stats.json").read_text())
+    assert "source rows read by: driver" in format_stats(totals) and "no id column" in format_stats(totals)
+
+
+def test_a_joined_cluster_keeps_whole_rows_unless_told(tmp_path: Path, monkeypatch):
+    from uniedit_synth import load_pipeline
+    from uniedit_synth.engine.driver import Driver
+
+    path = write_parquet(tmp_path / "vqa.parquet")
+    config = load_pipeline("default", {"source": {"spec": str(path)}, "engine": {"ray_address": "10.0.0.1:6379"}})
+    driver = Driver(config, str(tmp_path / "run"), progress=False)
+    source = open_source(config.source, seed=0, limit=None)
+    driver._lighten(source)
+    assert driver.data_path["rows_read_by"] == "driver" and all(r.image for r in source)
+    monkeypatch.setenv("UNIEDIT_WORKERS_READ_SOURCE", "1")
+    source = open_source(config.source, seed=0, limit=None)
+    driver._lighten(source)
+    assert driver.data_path["rows_read_by"] == "workers" and not any(r.image for r in source)

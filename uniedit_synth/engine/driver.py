@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -348,6 +349,14 @@ class Driver:
         text); say which way the rows travel."""
         lighten = getattr(source, "lighten", None)
         reason = lighten() if callable(lighten) else "this source reads whole rows"
+        inner = getattr(source, "inner", source)
+        joined = self.config.engine.kind == "ray" and (self.config.engine.ray_address or os.environ.get("RAY_ADDRESS"))
+        if reason is None and getattr(inner, "light", False) and joined and \
+                os.environ.get("UNIEDIT_WORKERS_READ_SOURCE") != "1":
+            # the nodes of a cluster joined by address may not see the driver's files: whole rows, unless told
+            inner.light = False
+            reason = ("a joined Ray cluster: whole rows, as its nodes may not see this source's files "
+                      "(UNIEDIT_WORKERS_READ_SOURCE=1 when every node can read them at the same path)")
         if reason is None:
             self.data_path = {"rows_read_by": "workers", "driver_reads": "ids and text (no images)"}
         else:
