@@ -229,3 +229,15 @@ def test_a_joined_cluster_keeps_whole_rows_unless_told(tmp_path: Path, monkeypat
     source = open_source(config.source, seed=0, limit=None)
     driver._lighten(source)
     assert driver.data_path["rows_read_by"] == "workers" and not any(r.image for r in source)
+
+
+def test_scene_records_are_generated_in_the_worker_the_same(tmp_path: Path):
+    spec = SourceSpec(spec="scenes", shuffle=True)
+    whole = list(open_source(spec, seed=3, limit=30))
+    light_source = open_source(spec, seed=3, limit=30)
+    assert light_source.lighten() is None
+    light = list(light_source)
+    assert [r.id for r in light] == [r.id for r in whole]
+    assert all(not r.meta.get("scene") for r in light)
+    hydrated = open_source(spec, seed=3, limit=30).hydrate(light)
+    assert [r.model_dump() for r in hydrated] == [r.model_dump() for r in whole]

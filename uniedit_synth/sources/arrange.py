@@ -243,10 +243,13 @@ class ArrangedSource(Source):
         lighten = getattr(self.inner, "lighten", None)
         if not callable(lighten):
             return "a stream (no random access): rows pass through the driver, a shard at a time"
+        if self.subject_caps and not isinstance(self.inner, PositionalSource):
+            return "subject caps on a source without positions read whole rows (twice)"
         return lighten()
 
     def hydrate(self, records: list[VQARecord]) -> list[VQARecord]:
-        return self.inner.hydrate(records) if isinstance(self.inner, PositionalSource) else records
+        hydrate = getattr(self.inner, "hydrate", None)
+        return hydrate(records) if callable(hydrate) else records
 
     def __iter__(self) -> Iterator[VQARecord]:
         records = self._arranged()
