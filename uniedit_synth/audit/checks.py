@@ -26,7 +26,6 @@ from datasketch import HyperLogLogPlusPlus
 from PIL import Image
 
 from ..method.answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
-from ..sources.benchmarks import load_benchmark
 from ..method.fingerprint import (
     DEFAULT_MAX_DISTANCE,
     VERIFY_COLOUR_DELTA,
@@ -41,8 +40,9 @@ from ..method.fingerprint import (
     word_shingles,
 )
 from ..method.index import minhash, near_duplicate_pairs
-from .rows import AuditFile, AuditRow, open_audit_input
 from ..method.screen import Decontaminator
+from ..sources.benchmarks import load_benchmark
+from .rows import AuditFile, AuditRow, open_audit_input
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def answer_leak(row: AuditRow) -> str | None:
     plan = row.plan if isinstance(row.plan, dict) else {}
     if plan.get("candidate_is_answer") is not None:
         return leaks_answer(row.instruction, row.answer, row.process_answer,
-                            candidate_is_answer=bool(plan["candidate_is_answer"]))
-    return leaks_answer(row.instruction, row.answer, row.process_answer)
+                            candidate_is_answer=bool(plan["candidate_is_answer"]), question=row.question)
+    return leaks_answer(row.instruction, row.answer, row.process_answer, question=row.question)
 
 
 def expected_branch(row: AuditRow) -> str | None:
@@ -112,7 +112,8 @@ def expected_branch(row: AuditRow) -> str | None:
     program = row.edit_program
     if not isinstance(program, dict) or "condition" not in program:
         return None
-    from ..offline.program import ProgramError, branch_taken, generic_branch_taken, scene_of
+    from ..offline.generic import generic_branch_taken
+    from ..offline.program import ProgramError, branch_taken, scene_of
 
     if (program.get("condition") or {}).get("test", {}).get("op") == "always":
         return None  # not a conditional

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..method.plan import InstructionPlan
+from .plan import InstructionPlan
 
 TASK_CATEGORIES = (
     "shape",
@@ -137,6 +137,7 @@ INSTRUCTION_PLAN_STRUCT = pa.struct(
         ("expected_branch", pa.string()),
         ("then_edit", pa.string()),
         ("else_edit", pa.string()),
+        ("closing", pa.string()),
     ]
 )
 

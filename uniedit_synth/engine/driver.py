@@ -24,8 +24,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from .. import __version__
 from ..backends.registry import create_backend
 from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
@@ -35,10 +33,12 @@ from ..core.records import VQARecord
 from ..core.redact import redact_url
 from ..run.cache import ResponseCache
 from ..run.resume import SourcePlan, all_finished, positions_runs, read_plan, withdrawn_entry, write_plan
-from ..run.store import RunDir, locked, summarise
+from ..run.store import RunDir, locked
 from ..sources import open_source
 from ..sources.identity import source_identity
+from ..stages.totals import run_totals
 from .batch import JobStore, summarise_jobs
+from .progress import open_progress
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
@@ -268,7 +268,7 @@ class Driver:
         replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
-            totals = summarise(list(self.run_dir.latest_by_shard().values()))
+            totals = run_totals(list(self.run_dir.latest_by_shard().values()))
             status = "budget_exhausted" if totals["reject_reasons"].get("budget_exhausted") else "finished"
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
@@ -294,7 +294,7 @@ class Driver:
                 jobs = JobStore(self.run_dir.fs).all()
                 if jobs:
                     extra["batch_jobs"] = summarise_jobs(jobs)
-                self.run_dir.write_stats(extra)
+                self.run_dir.write_stats(extra, run_totals(list(self.run_dir.latest_by_shard().values())))
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
@@ -324,7 +324,7 @@ class Driver:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             self.data_path = dict(json.loads(previous or b"{}").get("data_path") or {})
         self.data_path["last_rerun"] = "no rows read: manifest and source identity unchanged"
-        totals = summarise(list(finished.values()))
+        totals = run_totals(list(finished.values()))
         status = "budget_exhausted" if totals["reject_reasons"].get("budget_exhausted") else "finished"
         summary.elapsed_s = round(time.monotonic() - t0, 3)
         run_json["status"] = status
@@ -334,7 +334,7 @@ class Driver:
         jobs = JobStore(self.run_dir.fs).all()
         if jobs:
             extra["batch_jobs"] = summarise_jobs(jobs)
-        self.run_dir.write_stats(extra)
+        self.run_dir.write_stats(extra, totals)
         self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
@@ -386,8 +386,7 @@ class Driver:
         engine = self.config.engine
         max_in_flight = runtime.workers * shards_per_worker(self.config)
         total = source.estimated_len()
-        bar = tqdm(total=total, unit="rec", desc="synth", disable=not self.show_progress, dynamic_ncols=True,
-                   file=sys.stderr)
+        bar = open_progress(total, enabled=self.show_progress)  # a live bar on a terminal, status lines in a log
         base_records = 0
         in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int, str | None]] = {}
         load = Counter[int]()

@@ -29,23 +29,6 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from ..method.answers import leaks_answer, normalise_answer
-from ..core.config import BackendSpec
-from ..core.errors import BackendConfigError
-from ..core.records import TASK_CATEGORIES
-from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
-from .program import (
-    FLAW_KINDS,
-    FLAWS,
-    ProgramError,
-    expected_edited_png,
-    flawed_edit,
-    generic_program,
-    scene_of,
-    scene_program,
-    verify,
-)
-from .questions import QueryError
 from ..backends.base import (
     BadRequest,
     EditReply,
@@ -55,6 +38,18 @@ from ..backends.base import (
     Usage,
     request_key,
 )
+from ..core.config import BackendSpec
+from ..core.errors import BackendConfigError
+from ..core.records import TASK_CATEGORIES
+from ..method.answers import leaks_answer, normalise_answer
+from .choose import scene_program
+from .flaws import FLAW_KINDS, FLAWS, expected_edited_png, flawed_edit
+from .generic import generic_program
+from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
+from .observe import observe
+from .program import ProgramError, scene_of
+from .questions import QueryError
+from .verify import verify
 
 CALL_LOG_ENV = "UNIEDIT_CALL_LOG"
 REWRITE_TRIES = 16
@@ -280,7 +275,9 @@ class BuiltinText(_Builtin):
         meta = ctx.get("meta") or {}
         planned = ctx.get("plan")
         plan = dict(planned or {"style": "conditional"})
-        key = (self.seed, question, answer, process_answer, category, meta, plan, ctx.get("repair"))
+        # the closing sentence is only appended: leaving it out of the draw keeps each record's program
+        drawn = {k: v for k, v in plan.items() if k != "closing"}
+        key = (self.seed, question, answer, process_answer, category, meta, drawn, ctx.get("repair"))
         candidate_is_answer = bool(plan.get("candidate_is_answer"))
         reply: dict[str, Any] | None = None
         problem = ""
@@ -361,8 +358,11 @@ class BuiltinText(_Builtin):
             )
         if len(request.images) != 2:
             raise BadRequest(f"builtin judge needs [source, edited] images, got {len(request.images)}")
-        result = verify(request.images[0], request.images[1], program, ctx.get("meta") or {})
-        return {**result.scores, "analysis": result.analysis}
+        meta = ctx.get("meta") or {}
+        result = verify(request.images[0], request.images[1], program, meta)
+        # observations first, as the evidence-first schema asks a model judge (stages/schemas.py)
+        seen = observe(request.images[0], request.images[1], program, meta)
+        return {**seen, "analysis": result.analysis, **result.scores}
 
     @staticmethod
     def _visual_quality(request: TextRequest) -> dict[str, Any]:

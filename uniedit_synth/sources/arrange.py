@@ -242,7 +242,8 @@ class ArrangedSource(Source):
         """PositionalSource.lighten of the source inside (a source without random access keeps whole rows)."""
         lighten = getattr(self.inner, "lighten", None)
         if not callable(lighten):
-            return "a stream (no random access): rows pass through the driver, a shard at a time"
+            return ("a stream or a plugin's source (no reading by position): rows pass through the driver, a "
+                    "shard at a time")
         if self.subject_caps and not isinstance(self.inner, PositionalSource):
             return "subject caps on a source without positions read whole rows (twice)"
         return lighten()

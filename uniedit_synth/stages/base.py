@@ -19,7 +19,7 @@ from ..backends.base import (
 )
 from ..core.config import PipelineConfig, stage_def
 from ..core.ledger import Ledger
-from ..method.plan import InstructionPlan
+from ..core.plan import InstructionPlan
 from ..core.prompts import Prompt, load_prompt
 from ..core.records import RejectReason, Sample, VQARecord
 
@@ -69,6 +69,8 @@ class WorkItem:
     judge_cascade: dict[str, Any] | None = None
     #: with `stages.judge.localise_edit`: the deciding judge's box of where the edit belongs (fractions)
     judge_region: list[float] | None = None
+    #: the deciding judge's observations (observed_changes, branch_observed, changes_outside_target)
+    judge_evidence: dict[str, Any] | None = None
 
 
 @dataclass
