@@ -81,3 +81,14 @@ def test_a_loose_entry_is_not_swept_when_its_pack_copy_differs(tmp_path: Path):
               b"x" * 999)  # rewritten after packing: not the packed copy
     assert cache.sweep() == 0
     assert ResponseCache(tmp_path).get(key(9)).payload == b"x" * 999
+
+
+def test_a_scan_of_the_cache_sees_packed_entries(tmp_path: Path):
+    from uniedit_synth.report.inspect import _cache_headers
+
+    cache = ResponseCache(tmp_path)
+    fill(cache, [key(1), key(2)])
+    cache.pack(0, [key(1)])
+    cache.sweep()
+    seen = dict(_cache_headers(ResponseCache(tmp_path)))
+    assert set(seen) == {key(1), key(2)} and seen[key(1)]["data"] == {"key": key(1)}

@@ -112,6 +112,10 @@ class ResponseCache:
             self._load_packs()[key] = where
         return None
 
+    def packed_keys(self) -> list[str]:
+        """The keys held in packs (sorted), for a scan of the whole cache."""
+        return sorted(self._load_packs()) if self.root is not None else []
+
     def locate(self, key: str) -> tuple[Path, int, int] | None:
         """Where a packed entry is: (pack file, offset, length); None when it is not packed."""
         where = self._load_packs().get(key) if self.root is not None else None
