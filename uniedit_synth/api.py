@@ -61,6 +61,7 @@ def synth(
     batch: bool = False,
     events: TextIO | None = None,
     force: bool = False,
+    verify_source: bool = False,
 ) -> RunSummary:
     """Run (or resume) a synthesis into `out` (default `runs/<pipeline name>`; a path or a pyarrow filesystem
     URI) and return its summary: counts, reject reasons, cost, calls and the run's paths.
@@ -71,6 +72,7 @@ def synth(
     stopped by its budget returns normally with `summary.stopped_by_budget` set. `batch=True` is `--batch`:
     every stage whose provider has a batch API sends its calls as batch jobs (half the price; see README).
     `force=True` is `--force`: `out` may be a non-empty folder that is not a run (no file of it is overwritten).
+    `verify_source=True` is `--verify-source`: every finished shard's rows are read again and compared.
     """
     from .engine.driver import run_synth
 
@@ -102,7 +104,7 @@ def synth(
     if log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be text or json, not {log_format!r}")
     kwargs = {"force_new_config": force_new_config, "progress": progress, "log_format": log_format,
-              "stream": events, "force": force}
+              "stream": events, "force": force, "verify_source": verify_source}
     if _loop_running():
         # a notebook (Jupyter runs an event loop in this thread): the driver's own loop runs in a thread
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniedit-synth") as pool:

@@ -158,6 +158,10 @@ def synth(
         False, "--force", help="Write the run into a non-empty --out that is not a uniedit run (refused otherwise); "
         "the run's files go beside the folder's own, and none of those is ever overwritten or removed.",
     ),
+    verify_source: bool = typer.Option(
+        False, "--verify-source", help="Re-read every finished shard's rows (in the workers) and redo those that "
+        "changed; without it a finished shard is trusted while the source's files keep their sizes and times.",
+    ),
     settings: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
@@ -206,7 +210,7 @@ def synth(
     with json_stdout() if log_format == "json" else contextlib.nullcontext(None) as events:
         summary = run_synth(
             config, out=location, force_new_config=force_new_config, log_format=log_format,
-            progress=not (no_progress or quiet), events=events, force=force,
+            progress=not (no_progress or quiet), events=events, force=force, verify_source=verify_source,
         )
         if events is not None:
             events.write(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True) + "\n")
@@ -268,6 +272,12 @@ def stats(
     jobs, unreadable = JobStore(run_dir.fs).scan()
     if jobs or unreadable:
         totals["batch_jobs"] = summarise_jobs(jobs, unreadable)
+    try:  # how the source's rows travelled (written by synth into stats.json)
+        data_path = json.loads(run_dir.fs.read_bytes("stats.json") or b"{}").get("data_path")
+    except (ValueError, AttributeError):
+        data_path = None
+    if isinstance(data_path, dict) and data_path:
+        totals["data_path"] = data_path
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
@@ -534,6 +544,10 @@ def format_stats(t: dict[str, Any]) -> str:
                      if b["in_flight"] else "")]
         lines += [f"  unreadable job file {u['file']}: {u['problem']} (ignored; its job, if any, is unknown to "
                   "reruns)" for u in b.get("unreadable", [])]
+    if t.get("data_path"):
+        d = t["data_path"]
+        lines += ["", f"source rows read by: {d.get('rows_read_by', '?')} (driver reads: {d.get('driver_reads', '?')}); "
+                  f"a rerun reads rows: {d.get('rerun_reads_rows', '?')}"]
     if len(t.get("shards_by_node", {})) > 1:
         lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -94,11 +95,15 @@ class InlineRuntime:
     def start_workers(self) -> None:
         return None
 
-    def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool):
-        return self.processor.process(shard, records, exhausted)
+    def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool, verify: str | None = None):
+        return self.processor.process(shard, records, exhausted, verify)
 
     async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
+
+    async def stop(self, timeout_s: float) -> int:
+        """Send nothing new and wait for the calls on the wire (an orderly stop); how many there were."""
+        return await self.processor.stop(timeout_s)
 
     async def replica_stats(self) -> dict[str, Any]:
         return {}
@@ -207,7 +212,8 @@ class _ShardWorkerActor:
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
-    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
+    async def process(self, shard: int, records: list[VQARecord], exhausted: bool,
+                      verify: str | None = None) -> ShardResult | None:
         if self._processor is None:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
@@ -216,7 +222,14 @@ class _ShardWorkerActor:
                                        leases=config.engine.leases, holder=label,
                                        caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
-        return await self._processor.process(shard, records, exhausted)
+        return await self._processor.process(shard, records, exhausted, verify)
+
+    async def stop(self, timeout_s: float) -> int:
+        return 0 if self._processor is None else await self._processor.stop(timeout_s)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 class RayRuntime:
@@ -331,12 +344,13 @@ class RayRuntime:
 
         return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
-    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
+    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool,
+                     verify: str | None = None) -> ShardResult | None:
         ray = self._ray
         self.start_workers()
         generation = self._generations[worker]
         try:
-            return await self._actors[worker].process.remote(shard, records, exhausted)
+            return await self._actors[worker].process.remote(shard, records, exhausted, verify)
         except ray.exceptions.RayActorError as exc:
             raise WorkerLost(
                 f"worker {worker} died while processing shard {shard}: {type(exc).__name__}", worker, generation
@@ -359,6 +373,16 @@ class RayRuntime:
             except Exception:  # noqa: BLE001 - it is already gone
                 pass
         self._actors[worker] = self._new_actor(worker)
+
+    async def stop(self, timeout_s: float) -> int:
+        """An orderly stop before the actors are killed: every worker sends nothing new and waits for its calls
+        on the wire (bounded by `timeout_s`), whose replies land in the cache. How many calls were awaited."""
+        actors = [a for a in self._actors if a is not None]
+        if not actors:
+            return 0
+        refs = [actor.stop.remote(timeout_s) for actor in actors]
+        done, _ = await asyncio.wait([asyncio.ensure_future(_awaited(r)) for r in refs], timeout=timeout_s + 5)
+        return sum(task.result() for task in done if not task.exception() and isinstance(task.result(), int))
 
     async def replica_stats(self) -> dict[str, Any]:
         """Each served backend's replica figures (engine/replicas.py ReplicaPool.stats)."""

@@ -513,7 +513,8 @@ class RunDir:
         latest: dict[int, dict[str, Any]] = {}
         for entry in self.manifest_entries():
             latest[int(entry["shard"])] = entry
-        return latest
+        # a shard whose rows left the source (run/resume.py withdrawn_entry) is no longer part of the run
+        return {shard: entry for shard, entry in latest.items() if not entry.get("withdrawn")}
 
     def append_manifest(self, result: ShardResult | dict[str, Any]) -> None:
         """Record a finished shard (after its files are in place): a manifest line, or an object."""
