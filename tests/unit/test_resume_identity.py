@@ -20,7 +20,7 @@ from PIL import Image
 from uniedit_synth import synth
 from uniedit_synth.core.config import SourceSpec
 from uniedit_synth.core.records import IMAGE_STRUCT
-from uniedit_synth.engine.worker import rows_digest
+from uniedit_synth.run.resume import rows_digest
 from uniedit_synth.sources import open_source
 from uniedit_synth.sources.files import ParquetSource, RowFileSource
 from uniedit_synth.sources.identity import source_identity
@@ -204,7 +204,7 @@ def test_the_driver_sends_no_image_bytes_to_the_workers(tmp_path: Path, monkeypa
 
 
 def test_stats_says_which_way_the_rows_went(tmp_path: Path):
-    from uniedit_synth.cli import format_stats
+    from uniedit_synth.report.stats_text import format_stats
 
     run(write_parquet(tmp_path / "vqa.parquet"), tmp_path / "run")
     totals = json.loads((tmp_path / "run" / "stats.json").read_text())

@@ -48,8 +48,8 @@ from ..backends.batch_routes import ItemResult, JobStatus
 from ..core.config import BatchSpec, Price
 from ..core.errors import AuthenticationFailed, ProviderUnreachable, UniEditError
 from ..run.batch_jobs import DONE, JobStore, summarise_jobs
-from ..run.fs import RunFS
 from ..run.cache import ResponseCache
+from ..run.fs import RunFS
 from .calls import BudgetExhausted, estimate_tokens, price
 
 log = logging.getLogger(__name__)

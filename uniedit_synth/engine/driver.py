@@ -14,25 +14,30 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Any, TextIO
 
-from .. import __version__
 from ..backends.registry import create_backend
-from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
+from ..core.config import PipelineConfig, pipeline_hash
 from ..core.errors import RuntimeBusy, UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
 from ..run.cache import ResponseCache
-from ..run.resume import SourcePlan, all_finished, positions_runs, read_plan, withdrawn_entry, write_plan
+from ..run.resume import (
+    SourcePlan,
+    all_finished,
+    ids_digest,
+    positions_runs,
+    read_plan,
+    withdrawn_entry,
+    write_plan,
+)
 from ..run.store import RunDir, locked
 from ..sources import open_source
 from ..sources.identity import source_identity
@@ -40,8 +45,9 @@ from ..stages.totals import run_totals
 from .batch import JobStore, attach_keys, summarise_jobs
 from .out_guard import check_out
 from .progress import open_progress
+from .run_info import prompt_files, versions
 from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
-from .worker import CAPABILITY, STAGES, batch_route, ids_digest
+from .worker import CAPABILITY, STAGES, batch_route
 
 log = logging.getLogger(__name__)
 
@@ -81,34 +87,6 @@ class RunSummary:
         names = {"data": "data", "rejects": "rejects", "attempts": "attempts", "stats": "stats.json",
                  "run_json": "run.json", "cache": "cache"}
         return {key: f"{base}/{rel}" for key, rel in names.items()}
-
-
-def prompt_files(config: PipelineConfig) -> list[str]:
-    """Every template the pipeline's stages can use (a `{category}` template expands over the files that exist)."""
-    names: list[str] = []
-    for definition in CONFIGURED_STAGES:
-        template = getattr(getattr(config.stages, definition.name), "prompt", None)
-        if not template:
-            continue
-        if "{category}" in template:
-            folder = (config.prompts_path() / template).parent
-            pattern = Path(template).name.replace("{category}", "*")
-            rel_folder = Path(template).parent
-            names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
-        else:
-            names.append(template)
-    if config.stages.rewrite.reasoning == "model":
-        names.append(config.stages.rewrite.reasoning_prompt)
-    return names
-
-
-def versions() -> dict[str, str]:
-    out = {"uniedit-synth": __version__, "python": platform.python_version()}
-    for name in ("ray", "pyarrow", "pydantic", "openai", "google.genai", "datasets", "PIL"):
-        module = sys.modules.get(name)
-        if module is not None:
-            out[name] = getattr(module, "__version__", "?")
-    return out
 
 
 class Driver:

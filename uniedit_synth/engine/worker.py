@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import importlib
 import json
 import logging
@@ -26,12 +25,13 @@ from typing import Any
 from ..backends.registry import create_backend
 from ..core.config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..core.records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
+from ..run.cache import ResponseCache
+from ..run.resume import ids_digest, rows_digest
+from ..run.store import RunDir, ShardResult
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
-from ..run.store import RunDir, ShardResult
 from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
-from ..run.cache import ResponseCache
 from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
 
 log = logging.getLogger(__name__)
@@ -95,27 +95,6 @@ def describe_exception(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def ids_digest(records: list[VQARecord]) -> str:
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(record.id.encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()[:32]
-
-
-def rows_digest(records: list[VQARecord]) -> str:
-    """What a shard's rows hold (ids, text, image bytes or paths, meta): a row edited in place changes it, so a
-    rerun whose source changed can tell an untouched finished shard from one to redo."""
-    digest = hashlib.sha256()
-    for record in records:
-        image = hashlib.sha256(record.image).hexdigest() if record.image is not None else ""
-        fields = [record.id, record.question, record.answer, record.category, record.image_path, image,
-                  record.invalid, record.duplicate, record.meta]
-        digest.update(json.dumps(fields, sort_keys=True, default=repr).encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()[:32]
 
 
 class ShardProcessor:

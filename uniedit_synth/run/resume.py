@@ -3,12 +3,14 @@ checks the manifest and the source's identity and reads no rows (engine/driver.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ..core.records import VQARecord
 from .store import RunDir
 
 SOURCE_PLAN = "source.json"
@@ -76,3 +78,25 @@ def positions_runs(positions: list[int]) -> list[list[int]]:
         else:
             runs.append([position, position + 1])
     return runs
+
+
+def ids_digest(records: list[VQARecord]) -> str:
+    """The ids of a shard's records in order: the manifest keeps it, so a resume knows the shard is the same."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(record.id.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
+
+
+def rows_digest(records: list[VQARecord]) -> str:
+    """What a shard's rows hold (ids, text, image bytes or paths, meta): a row edited in place changes it, so a
+    rerun whose source changed can tell an untouched finished shard from one to redo."""
+    digest = hashlib.sha256()
+    for record in records:
+        image = hashlib.sha256(record.image).hexdigest() if record.image is not None else ""
+        fields = [record.id, record.question, record.answer, record.category, record.image_path, image,
+                  record.invalid, record.duplicate, record.meta]
+        digest.update(json.dumps(fields, sort_keys=True, default=repr).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
