@@ -363,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=1, default=lambda o: dict(o)))
     print(f"{len(failures)} failure(s) of the check" + (":" if failures else ""))
-    for failure in failures:
+    for failure in failures[:40]:
         print(f"  {failure}")
+    if len(failures) > 40:
+        print(f"  … and {len(failures) - 40} more")
     return 1 if failures else 0
 
 
