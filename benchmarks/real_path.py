@@ -13,7 +13,7 @@ Exit status 1 when a defective pair is accepted, a good record rejected, or an a
 aspect, in any pipeline — so this is a check. Kinds marked judge-only (a wrong object, with a judge that lies
 about it) are shown but not part of the check: no code can tell them from a good pair.
 
-    PYTHONPATH=. python benchmarks/real_path.py                    # both pipelines, 64 records
+    PYTHONPATH=. python benchmarks/real_path.py                    # both pipelines, 72 records
     PYTHONPATH=. python benchmarks/real_path.py --pipelines openai --records 40
 """
 
@@ -47,13 +47,14 @@ KEY = "sk-fake-real-path"
 MODELS = {"openai": ("openai/gpt-4o", "openai/gpt-image-1"),
           "uniedit": ("openai/gpt-4o-2024-11-20", "gemini/gemini-3-pro-image-preview")}  # fmt: skip
 
-#: how many records each kind is dealt, per 64 records (scaled by --records); the answer-naming records are
+#: how many records each kind is dealt, per 62 scene records (scaled by --records); the answer-naming records are
 #: built apart (their questions are written here)
 DEAL: dict[str, int] = {
-    "good": 9, "square_output": 3, "no_image_then_ok": 2, "truncated_json": 2,
+    "good": 8, "good_drift": 3, "square_output": 3, "no_image_then_ok": 2, "truncated_json": 2,
     "swapped_branches": 3, "noop_branch": 3, "same_edit_reworded": 3, "candidate_ignored": 2,
     "answer_form_outside": 3, "answer_leaked": 3, "rewriter_refusal": 2,
-    "unchanged": 3, "reencoded": 3, "global_rerender": 3, "reframed": 3, "tiny_region": 3, "editor_refusal": 2,
+    "unchanged": 3, "reencoded": 3, "global_rerender": 3, "reframed": 3, "oversized_edit": 3, "tiny_region": 3,
+    "editor_refusal": 2,
     "judge_contradicts": 3, "wrong_object": 2,
 }  # fmt: skip
 NAMING = 5  # records whose question names the answer's word
@@ -342,7 +343,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=64, help="records per pipeline (default 64)")
+    parser.add_argument("--records", type=int, default=72, help="records per pipeline (default 72)")
     parser.add_argument("--pipelines", nargs="+", default=["openai", "uniedit"], choices=sorted(MODELS))
     parser.add_argument("--keep", type=Path, default=None, help="keep the source and runs under this folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the summaries as JSON here")

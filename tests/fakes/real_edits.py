@@ -1,9 +1,10 @@
 """The pixels of the realistic fake editors: honest local edits and the ways generative editors fail in pixels.
 
 A generative editor never hands back the source bytes: it re-renders the whole picture at its own output size
-and encodes it (JPEG-like noise everywhere, a resampling blur). So an *honest* edit here is a local change on
-the target plus that re-rendering; the failures are the source unchanged, the source re-encoded and resampled
-(a no-op in disguise), a global colour cast or a re-framing on top of the edit, a speck instead of the edit,
+and encodes it (JPEG-like noise everywhere, a resampling blur, sometimes a slight global drift). So an *honest*
+edit here is a local change on the target plus that re-rendering; the failures are the source unchanged, the source re-encoded and resampled
+(a no-op in disguise), a global colour cast or a re-framing on top of the edit, the whole floor repainted
+with it, a speck instead of the edit,
 the edit on the wrong object, and a square picture for a 4:3 source (a geometry fault, not a defect once the
 pipeline brings it back to the source's size).
 
@@ -111,6 +112,12 @@ def colour_cast(image: Image.Image) -> Image.Image:
     return ImageEnhance.Contrast(ImageEnhance.Brightness(warmed).enhance(1.08)).enhance(1.15)
 
 
+def drift(image: Image.Image) -> Image.Image:
+    """An honest editor's slight global drift: 2 % brighter, a touch warmer (what gpt-image-1 does to skies)."""
+    r, g, b = image.split()
+    return Image.merge("RGB", (r.point(lambda v: min(255, round(v * 1.02 + 1))), g.point(lambda v: min(255, v + 1)), b))
+
+
 def reframe(image: Image.Image) -> Image.Image:
     """The editor zooms in and pans: the central 86 % of the picture, slightly right, scaled back up."""
     width, height = image.size
@@ -136,7 +143,11 @@ def render_edit(
         return png(rerender(edited, size))
     if play == "wrong":
         return png(rerender(paint(source, wrong), size))
+    if play == "oversized":  # the whole floor recoloured along with the edit
+        strokes = [*strokes, Stroke((0.0, 0.62, 1.0, 1.0), strokes[0].colour if strokes else "gold")]
     edited = paint(source, strokes)
+    if play == "drift":
+        return png(rerender(drift(edited), size, 80))
     if play == "global":
         edited = colour_cast(edited)
     elif play == "reframed":

@@ -42,6 +42,8 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("good", "a correct local edit (re-rendered, lossy encoded)", good=True),
+    Kind("good_drift", "a correct edit, the whole picture 2 % brighter and JPEG q80 (an honest re-render)",
+         good=True),
     Kind("square_output", "a correct edit returned 1024x1024 for the 4:3 source", good=True),
     Kind("question_names_answer", "a good record whose question names the answer's word", good=True),
     Kind("no_image_then_ok", "the first edit reply has no image (text / 503), the retry is fine", good=True),
@@ -57,6 +59,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("reencoded", "the editor returns the source resampled and JPEG re-encoded"),
     Kind("global_rerender", "the edit plus a global colour shift of every pixel"),
     Kind("reframed", "the edit plus a zoom/pan of the whole view"),
+    Kind("oversized_edit", "the edit plus the whole floor repainted (40 % of the picture)"),
     Kind("tiny_region", "only a 4x4-pixel speck far from the target changes"),
     Kind("editor_refusal", "the editor refuses (moderation 400 / text instead of an image)"),
     Kind("judge_contradicts", "the wrong branch is drawn; the judge observes it yet scores 5/5/5",
@@ -290,7 +293,7 @@ class Playbook:
         wrong = [Stroke(_shift(s.box, case.target, case.other), s.colour, s.ellipse) for s in strokes]
         play = {"unchanged": "unchanged", "reencoded": "reencoded", "global_rerender": "global",
                 "reframed": "reframed", "tiny_region": "speck", "square_output": "square",
-                "wrong_object": "wrong"}.get(kind, "ok")  # fmt: skip
+                "wrong_object": "wrong", "good_drift": "drift", "oversized_edit": "oversized"}.get(kind, "ok")  # fmt: skip
         if not strokes and play == "ok":  # a no-op branch that applies: the editor changes nothing
             play = "reencoded"
         return render_edit(source, play, strokes, wrong, size)
@@ -365,6 +368,7 @@ def observation(case: Case, written: Written | None) -> str:
         "reencoded": "The edited image looks like the original, slightly softer.",
         "global_rerender": "The requested change was made, and the whole image is warmer and brighter.",
         "reframed": "The requested change was made, and the view is zoomed in and shifted.",
+        "oversized_edit": "The requested change was made, and the whole floor changed colour too.",
         "tiny_region": "A tiny dark dot appeared in the top-left corner.",
         "wrong_object": f"A change was made, on an object other than {case.ref}.",
         "judge_contradicts": "The change of the other branch was made.",

@@ -57,17 +57,21 @@ def test_pixel_plays_change_what_they_claim() -> None:
     edit = [Stroke(TARGET, "gold", ellipse=True)]
     wrong = [Stroke(OTHER, "gold", ellipse=True)]
     out = {play: render_edit(source, play, edit, wrong, (480, 320))
-           for play in ("ok", "unchanged", "reencoded", "speck", "global", "reframed", "square", "wrong")}
+           for play in ("ok", "unchanged", "reencoded", "speck", "global", "reframed", "square", "wrong", "drift",
+                        "oversized")}
     assert pixels(out["unchanged"]).tolist() == pixels(source).tolist()
     assert 0 < np.abs(pixels(out["reencoded"]) - pixels(source)).mean() < 3  # a no-op in disguise
-    assert changed_share(out["reencoded"], source) == 0
-    assert changed_share(out["speck"], source) < 0.001
-    assert 0.005 < changed_share(out["ok"], source) < 0.05  # local: the target only
+    assert changed_share(out["reencoded"], source) < 0.01  # only ringing at hard edges
+    assert changed_share(out["speck"], source) < 0.005
+    assert 0.01 < changed_share(out["ok"], source) < 0.05  # local: the target only
     assert changed_share(out["global"], source, level=12) > 0.9  # every pixel moved
     assert changed_share(out["reframed"], source, level=12) > 0.1
-    ok_region = np.abs(pixels(out["ok"]) - pixels(source)).max(axis=2) > 30
-    wrong_region = np.abs(pixels(out["wrong"]) - pixels(source)).max(axis=2) > 30
-    assert not (ok_region & wrong_region).any()  # the wrong object is elsewhere
+    assert changed_share(out["oversized"], source) > 0.3
+    drifted = np.abs(pixels(out["drift"]) - pixels(out["ok"]))
+    assert 1 < drifted.mean() < 6 and changed_share(out["drift"], source) < 0.05  # honest: slight, everywhere
+    for play, box in (("ok", TARGET), ("wrong", OTHER)):  # the change sits on its object
+        ys, xs = np.nonzero(np.abs(pixels(out[play]) - pixels(source)).max(axis=2) > 60)
+        assert box[0] < xs.mean() / 320 < box[2] and box[1] < ys.mean() / 240 < box[3]
     sizes = {play: Image.open(io.BytesIO(data)).size for play, data in out.items()}
     assert sizes["ok"] == (480, 320) and sizes["square"] == (1024, 1024) and sizes["unchanged"] == (320, 240)
 
