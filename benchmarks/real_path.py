@@ -341,6 +341,32 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def combined(summaries: list[dict[str, Any]]) -> str:
+    """One table over the pipelines: played and accepted per pipeline, the gates that caught each kind."""
+    names = [s["pipeline"] for s in summaries]
+    lines = [
+        "| kind | role | played | caught by | accepted (" + " / ".join(names) + ") |",
+        "|---|---|---|---|---|",
+    ]
+    for name, kind in KINDS.items():
+        cells = [s["table"].get(name) for s in summaries]
+        if not any(cells):
+            continue
+        played = " / ".join(str(c["played"] if c else 0) for c in cells)
+        gates: Counter[str] = Counter()
+        for cell in cells:
+            gates.update(cell["gates"] if cell else {})
+        caught = "; ".join(f"{g} ×{n}" for g, n in gates.most_common()) or "—"
+        accepted = " / ".join(str(c["accepted"] if c else 0) for c in cells)
+        role = "good" if kind.good else ("judge-only" if kind.judge_only else "defective")
+        lines.append(f"| `{name}`: {kind.what} | {role} | {played} | {caught} | {accepted} |")
+    kept = " / ".join(f"{s['good_kept']}/{s['good_played']}" for s in summaries)
+    aspect = " / ".join(f"{s['aspect_mismatch']}/{s['accepted']}" for s in summaries)
+    lines.append(f"| good records kept | | | | {kept} |")
+    lines.append(f"| accepted edits not at the source's aspect (±3 %) | | | | {aspect} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=72, help="records per pipeline (default 72)")
@@ -361,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(summary))
         print(f"\n({pipeline}: {elapsed:.0f} s)\n", flush=True)
     failures = [f for s in summaries for f in s["failures"]]
+    if len(summaries) > 1:
+        print(combined(summaries) + "\n")
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=1, default=lambda o: dict(o)))
     print(f"{len(failures)} failure(s) of the check" + (":" if failures else ""))
