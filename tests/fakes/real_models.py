@@ -4,10 +4,10 @@
 protocols (they are `FakeOpenAI` / `FakeGemini` underneath), but every reply is played from a `Playbook`: the
 records the run will see (`Case`: question, answer, category, where the target sits in the picture) and, per
 record, one failure kind from `KINDS`. The text model classifies correctly, writes instructions that embed the
-question (with varied connectives: "if … otherwise", "unless", "when … isn't", "in every other case") and
-judges leniently: 5/5/5 for everything and, in an evidence-first schema, the expected branch and no changes
-outside the target — except for the kind where its own observations contradict its scores. The editors
-re-render every picture at the requested size with lossy encoding, as generative editors do.
+question (connectives: "if … otherwise", "unless", "when … isn't", "in every other case", "if not") and judges
+leniently: 5/5/5 for everything and, in an evidence-first schema, the expected branch and no changes outside the
+target — except for the kind where its own observations contradict its scores. The editors re-render every
+picture at the requested size with lossy encoding, as generative editors do.
 
 A record is found in every request by its question (`<vqa_question>…</vqa_question>`; questions are unique in
 a playbook). What was played is recorded per record (`Playbook.played`).
@@ -75,8 +75,20 @@ NO_OPS = (
     "let the scene be as it is",
     "the image needs no further work",
     "simply hand the photo back as you received it",
+    "skip the edit entirely",
+    "the scene stays just as it was photographed",
 )
-COLOUR_PARAPHRASE = ("repaint {d} {c}", "paint {d} in a {c} colour")
+#: one edit said twice: (then wording, else wording); {d} the target, {c} a colour, {t} a thing
+SAME_EDIT = (
+    ("repaint {d} {c}", "paint {d} in a {c} colour"),
+    ("recolour {d} to {c}", "give {d} a coat of {c} paint"),
+    ("make {d} {c}", "turn {d} {c}"),
+)
+SAME_EDIT_FLOOR = (
+    ("paint a {c} stripe along the front edge of the floor", "add a {c}-coloured band at the front edge of the floor"),
+    ("put a small {c} {t} in the front left corner of the floor",
+     "place a little {c} {t} at the front left corner of the floor"),
+)
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve")  # fmt: skip
 LEADS = (
@@ -223,18 +235,17 @@ class Playbook:
             tested = distractor(case, avoid=(candidate, case.answer))
             expected = "else"  # the instruction tests a value that is not the answer
         elif kind == "noop_branch":
-            no_op = NO_OPS[seed % len(NO_OPS)]
+            no_op = NO_OPS[_stable(case.question + "/no-op") % len(NO_OPS)]
             then_edit, else_edit = (no_op, else_edit) if expected == "else" else (then_edit, no_op)
             strokes = {"then": [then_px] if expected == "then" else [], "else": [else_px] if expected == "else" else []}
             fields = (then_edit, else_edit)
         elif kind == "same_edit_reworded":
-            if case.category == "count":
-                then_edit = f"paint a {first} stripe along the front edge of the floor"
-                else_edit = f"add a {first}-coloured band at the front edge of the floor"
-            else:
-                then_edit = COLOUR_PARAPHRASE[0].format(d=case.ref, c=first)
-                else_edit = COLOUR_PARAPHRASE[1].format(d=case.ref, c=first)
-            strokes = {"then": [then_px], "else": [then_px]}
+            pairs = SAME_EDIT_FLOOR if case.category == "count" else SAME_EDIT
+            pair = pairs[_stable(case.question + "/same") % len(pairs)]
+            then_edit, else_edit = (w.format(d=case.ref, c=first, t=thing) for w in pair)
+            floor_corner = case.category == "count" and "corner" in pair[0]
+            same = Stroke(else_px.box, first) if floor_corner else then_px
+            strokes = {"then": [same], "else": [same]}
             fields = (then_edit, else_edit)
         elif kind == "answer_form_outside":
             form = answer_form(case)
@@ -245,15 +256,17 @@ class Playbook:
             fields = (then_edit, else_edit)
         elif kind == "swapped_branches":
             fields = (else_edit, then_edit)  # the reply's fields, against the instruction's own clauses
-        connective = seed % 4
+        connective = _stable(case.question + "/connective") % 5
         if connective == 0:
             body = f"If the answer is {tested}, {then_edit}; otherwise, {else_edit}."
         elif connective == 1:
             body = f"Unless the answer is {tested}, {else_edit}; if it is {tested}, {then_edit}."
         elif connective == 2:
             body = f"When the answer is {tested}, {then_edit}; in every other case, {else_edit}."
-        else:
+        elif connective == 3:
             body = f"When the answer isn't {tested}, {else_edit}. If it is {tested}, {then_edit}."
+        else:
+            body = f"If the answer is not {tested}, {else_edit}; otherwise, {then_edit}."
         return Written("conditional", kind, f"{lead} {body} {closing}", fields[0], fields[1], expected, strokes)
 
     def _synthesis(

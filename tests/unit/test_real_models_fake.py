@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from tests.fakes.real_edits import Stroke, gemini_size, openai_size, render_edit
-from tests.fakes.real_models import KINDS, NO_OPS, Case, Playbook, RealisticGemini, RealisticOpenAI
+from tests.fakes.real_models import (
+    EDIT_COLOURS,
+    KINDS,
+    NO_OPS,
+    Case,
+    Playbook,
+    RealisticGemini,
+    RealisticOpenAI,
+)
 from uniedit_synth.method.answers import leaks_answer
 
 TARGET = (0.40, 0.45, 0.55, 0.70)
@@ -113,7 +121,10 @@ def test_text_kinds_break_the_rule_they_name() -> None:
     assert (swapped["then_edit"], swapped["else_edit"]) == (good["else_edit"], good["then_edit"])
     assert swapped["instruction"] == good["instruction"]  # the clauses are right; the fields are not
     assert plays["noop_branch"]["then_edit"] in NO_OPS  # blue is not the answer: the branch that never runs
-    assert "white" in plays["same_edit_reworded"]["then_edit"] or "gold" in plays["same_edit_reworded"]["then_edit"]
+    same = plays["same_edit_reworded"]
+    assert same["then_edit"] != same["else_edit"]
+    assert {w for w in same["then_edit"].split() if w in EDIT_COLOURS} == {
+        w for w in same["else_edit"].split() if w in EDIT_COLOURS}  # one colour, said two ways
     assert "blue" not in plays["candidate_ignored"]["instruction"]
     assert "grey" not in plays["answer_form_outside"]["instruction"]
     assert "red-tinted" in plays["answer_form_outside"]["instruction"]
