@@ -42,7 +42,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("good", "a correct local edit (re-rendered, lossy encoded)", good=True),
-    Kind("good_drift", "a correct edit, the whole picture 2 % brighter and JPEG q80 (an honest re-render)",
+    Kind("good_drift", "a correct edit, the whole picture 2 % brighter, shifted 0.6 px, JPEG q80 (honest)",
          good=True),
     Kind("square_output", "a correct edit returned 1024x1024 for the 4:3 source", good=True),
     Kind("question_names_answer", "a good record whose question names the answer's word", good=True),
