@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageEnhance
 
+from uniedit_synth.offline.world import COLORS as WORLD_COLOURS
+
 Box = tuple[float, float, float, float]
 
 #: gpt-image-1's sizes and Gemini's 1K sizes per aspect ratio (ai.google.dev image generation docs)
@@ -28,9 +30,10 @@ GEMINI_1K: dict[str, tuple[int, int]] = {
 }  # fmt: skip
 SQUARE = (1024, 1024)
 
-#: RGB of the colour words the fake rewriter uses in its edits (none is an offline-world colour)
+#: RGB of the colour words the fake rewriter uses in its edits: none is an offline-world colour, and all stand
+#: out on its light wall and floor (an honest edit is a visible one)
 PAINT: dict[str, tuple[int, int, int]] = {
-    "gold": (212, 175, 55), "white": (245, 245, 245), "black": (20, 20, 20), "silver": (192, 192, 200),
+    "gold": (212, 160, 30), "maroon": (120, 20, 40), "black": (20, 20, 20), "teal": (0, 120, 120),
     "navy": (20, 30, 110), "olive": (110, 120, 30),
 }  # fmt: skip
 
@@ -90,7 +93,7 @@ def paint(image: Image.Image, strokes: list[Stroke]) -> Image.Image:
     for stroke in strokes:
         x0, y0, x1, y1 = stroke.box
         xy = (round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height))
-        rgb = PAINT.get(stroke.colour, (255, 0, 255))
+        rgb = PAINT.get(stroke.colour) or WORLD_COLOURS.get(stroke.colour, (255, 0, 255))
         if stroke.ellipse:
             draw.ellipse(xy, fill=rgb)
         else:

@@ -67,7 +67,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("wrong_object", "the edit lands on another object (a lying judge hides it)", judge_only=True),
 )}  # fmt: skip
 
-EDIT_COLOURS = ("gold", "white", "black", "silver", "navy", "olive")
+EDIT_COLOURS = ("gold", "maroon", "black", "teal", "navy", "olive")
 #: added things: no offline-world shape word, no number word, so they never leak a shape or count answer
 THINGS = ("paper lantern", "wooden crate", "star-shaped sticker", "little flag", "glass bottle", "tin can")
 NO_OPS = (
@@ -278,7 +278,7 @@ class Playbook:
         form = answer_form(case) if kind == "answer_form_outside" else None
         if case.category == "color":
             edit = f"add a {thing} painted in that same {form + ' ' if form else ''}colour right beside {case.ref}"
-            stroke = Stroke(beside, "gold")
+            stroke = Stroke(beside, case.answer)  # the answer's colour: what the instruction asks for
         elif case.category == "shape":
             where = f"among the {form}" if form else f"next to {case.ref}"
             edit = f"place a small {colour} object of that same shape {where}"
@@ -303,7 +303,10 @@ class Playbook:
             strokes = written.strokes.get(branch, [])
         else:
             strokes = written.strokes.get("edit", [])
-        wrong = [Stroke(_shift(s.box, case.target, case.other), s.colour, s.ellipse) for s in strokes]
+        if case.category == "count":  # a floor-wide edit has no object to miss: the other object gets it
+            wrong = [Stroke(case.other, s.colour, True) for s in strokes[:1]]
+        else:
+            wrong = [Stroke(_shift(s.box, case.target, case.other), s.colour, s.ellipse) for s in strokes]
         play = {"unchanged": "unchanged", "reencoded": "reencoded", "global_rerender": "global",
                 "reframed": "reframed", "tiny_region": "speck", "square_output": "square",
                 "wrong_object": "wrong", "good_drift": "drift", "oversized_edit": "oversized"}.get(kind, "ok")  # fmt: skip
