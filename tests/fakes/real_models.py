@@ -59,7 +59,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("reencoded", "the editor returns the source resampled and JPEG re-encoded"),
     Kind("global_rerender", "the edit plus a global colour shift of every pixel"),
     Kind("reframed", "the edit plus a zoom/pan of the whole view"),
-    Kind("oversized_edit", "the edit plus the whole floor repainted (40 % of the picture)"),
+    Kind("oversized_edit", "the edit plus the whole floor repainted (38 % of the picture)"),
     Kind("tiny_region", "only a 4x4-pixel speck far from the target changes"),
     Kind("editor_refusal", "the editor refuses (moderation 400 / text instead of an image)"),
     Kind("judge_contradicts", "the wrong branch is drawn; the judge observes it yet scores 5/5/5",
