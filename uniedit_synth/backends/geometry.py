@@ -50,7 +50,3 @@ def rounded_size(
         max(multiple, round(height * scale / multiple) * multiple),
     )
 
-
-def aspect_error(first: tuple[int, int], second: tuple[int, int]) -> float:
-    """How far two sizes' aspect ratios are apart, relative (0.0: the same; 0.03: 3 %)."""
-    return abs((first[0] / first[1]) / (second[0] / second[1]) - 1.0)

@@ -234,7 +234,7 @@ class PixelGatesSpec(Strict):
     max_changed_share: dict[str, float] = Field(
         default_factory=lambda: {"conditional": 0.5, "synthesis": 0.6, "render": 0.5, "transform": 0.6, "default": 0.6}
     )
-    #: the median local change at or above this: the whole image shifted (a colour cast, a tone change)
+    #: the 25th-percentile change at or above this: the whole image shifted (a colour cast, a tone change)
     shift_delta: float = Field(default=6.0, gt=0, le=255)
     #: this share of the structured cells of an 8x8 grid changed (by no_op_delta): a global re-render or shift
     spread_share: float = Field(default=0.75, gt=0, le=1)
@@ -267,6 +267,12 @@ class EditSpec(StageBase):
 
     @model_validator(mode="after")
     def _one_geometry(self) -> EditSpec:
+        ratio = self.params.get("aspect_ratio")
+        if ratio is not None and not isinstance(ratio, str):
+            raise ValueError(
+                f"params.aspect_ratio must be a string such as \"4:3\"; got {ratio!r} (YAML reads an unquoted "
+                "1:1 as the number 61: quote it, e.g. --set 'stages.edit.params.aspect_ratio=\"1:1\"')"
+            )
         # a diffusers `size` is a long side (an int): it keeps the aspect ratio, only "WxH" or a ratio fixes one
         fixed = {
             k: v for k, v in self.params.items()

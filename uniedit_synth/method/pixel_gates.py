@@ -12,7 +12,7 @@ size). Three measures:
 * **changed area** ``changed_share``: the UniWorld-V1 edit mask of method/masks.py (per-channel difference,
   grey >= 18, 5-px close, small components dropped) without its empty/tiny-mask fallback to all ones, as a
   share of the image. Above the style's ``max_changed_share``: ``over_edited``.
-* **change everywhere**: ``shift``, the median of the low-passed difference (a colour cast or tone shift of
+* **change everywhere**: ``shift``, the 25th percentile of the low-passed difference (a colour cast or tone shift of
   the whole image, which a threshold of 18 misses), and ``spread``, the share of cells of an 8x8 grid where
   the local change reaches ``no_op_delta``, among the cells where the source has structure (a gradient of that
   size: where a shifted or re-rendered picture shows), for a whole-image re-render. Either above its limit: ``over_edited``.
@@ -41,8 +41,10 @@ SIGMA = 1.5
 MATCH_BLURS = (0.0, 0.5, 0.8, 1.1, 1.5)
 #: how much of the source's local gradient a re-encoding may move a value by (benchmarks/pixel_gates.py)
 EDGE_ALLOWANCE = 0.5
-#: the wider low-pass of the tone-shift measure (a median over the image: local edits do not move it)
+#: the tone-shift measure: this percentile of the change after a wider low-pass (an edit covering up to
+#: 100 - SHIFT_PERCENTILE % of the image does not move it; a colour cast or tone change of the whole does)
 SHIFT_SIGMA = 3.0
+SHIFT_PERCENTILE = 25
 #: the grid whose cells `spread` counts, and how many of them must have structure for it to count at all
 GRID = 8
 MIN_STRUCTURED_CELLS = 8
@@ -86,6 +88,11 @@ class PixelMeasures:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def aspect_error(first: tuple[int, int], second: tuple[int, int]) -> float:
+    """How far two (width, height) sizes' aspect ratios are apart, relative (0.0: the same; 0.03: 3 %)."""
+    return abs((first[0] / first[1]) / (second[0] / second[1]) - 1.0)
 
 
 def decode_rgb(image: bytes | Image.Image) -> Image.Image:
@@ -163,7 +170,7 @@ def measure(
     return PixelMeasures(
         peak=float(local.max()),
         changed_share=float(uniworld.mean()),
-        shift=float(np.median(tone.max(axis=2))),
+        shift=float(np.percentile(tone.max(axis=2), SHIFT_PERCENTILE)),
         spread=_cell_share(local, gradient, (limits or GateLimits()).no_op_delta),
         outside=_outside(local, region),
     )
@@ -206,8 +213,15 @@ class GateFailure(NamedTuple):
 
 
 def verdict(measures: PixelMeasures, limits: GateLimits, style: str | None) -> GateFailure | None:
-    """The gate an edit fails (the first, in the order below), or None when it passes them all."""
+    """The gate an edit fails (the first, in the order below), or None when it passes them all. A shift of
+    the whole image comes first: it is an over-edit even where no local edit shows."""
     m, lim = measures, limits
+    if m.shift >= lim.shift_delta:
+        detail = (
+            f"the whole image shifted: {SHIFT_PERCENTILE}th-percentile change {m.shift:.1f} >= shift_delta {lim.shift_delta:g} "
+            "(a global colour or tone change)"
+        )
+        return GateFailure(OVER_EDITED, "shift", detail)
     if m.peak < lim.no_op_delta:
         detail = (
             f"the edited image is the source up to re-encoding: largest local change {m.peak:.1f} "
@@ -218,12 +232,6 @@ def verdict(measures: PixelMeasures, limits: GateLimits, style: str | None) -> G
     if m.changed_share > area:
         detail = f"changed area {m.changed_share:.1%} of the image > {area:.0%} allowed for style {style or 'default'}"
         return GateFailure(OVER_EDITED, "area", detail)
-    if m.shift >= lim.shift_delta:
-        detail = (
-            f"the whole image shifted: median change {m.shift:.1f} >= shift_delta {lim.shift_delta:g} "
-            "(a global colour or tone change)"
-        )
-        return GateFailure(OVER_EDITED, "shift", detail)
     if m.spread >= lim.spread_share:
         detail = (
             f"changes everywhere: {m.spread:.0%} of the image's cells changed >= spread_share "
