@@ -149,3 +149,20 @@ def test_a_fixed_geometry_needs_keep_geometry_off() -> None:
         load_pipeline("uniedit", {"stages": {"edit": {"keep_geometry": False, "params": {"aspect_ratio": 61}}}})
     for name in ("default", "uniedit", "openai", "local-vllm", "open-weights"):
         assert load_pipeline(name).stages.edit.keep_geometry
+
+
+def test_audit_flags_pairs_whose_aspect_differs(tmp_path) -> None:
+    from tests.unit.synthetic_runs import make_sample, write_run
+    from uniedit_synth.audit.checks import flagged_ids, format_audit, run_audit
+
+    samples = [make_sample(i) for i in range(4)]
+    for sample, size in zip(samples[:2], [(64, 48), (66, 64)], strict=True):  # 4:3 (33 % off), 3 % off + a bit
+        sample.edited_image = png(size)
+    samples[2].edited_image = png((65, 64))  # 1.6 % off: within the tolerance
+    run = write_run(tmp_path / "run", samples)
+    for use_cache in (True, True):  # the second pass reads the fingerprint cache: same figures
+        result = run_audit(str(run), use_cache=use_cache)
+        assert result["aspect_mismatch"]["ids"] == ["synth/0000", "synth/0001"]
+        assert result["aspect_mismatch"]["differences"]["synth/0000"] == pytest.approx(1 / 3, abs=1e-3)
+    assert "aspect mismatches    2 (50.0 %)" in format_audit(result)
+    assert set(flagged_ids(result, ["aspect_mismatch"])) == {"synth/0000", "synth/0001"}

@@ -91,8 +91,10 @@ class PixelMeasures:
 
 
 def aspect_error(first: tuple[int, int], second: tuple[int, int]) -> float:
-    """How far two (width, height) sizes' aspect ratios are apart, relative (0.0: the same; 0.03: 3 %)."""
-    return abs((first[0] / first[1]) / (second[0] / second[1]) - 1.0)
+    """How far two (width, height) sizes' aspect ratios are apart, relative and symmetric: the larger ratio over
+    the smaller, less 1 (0.0: the same; 0.03: 3 %; 4:3 against 1:1 is 0.333 either way)."""
+    ratio = (first[0] / first[1]) / (second[0] / second[1])
+    return max(ratio, 1.0 / ratio) - 1.0
 
 
 def decode_rgb(image: bytes | Image.Image) -> Image.Image:
