@@ -11,7 +11,7 @@ OUT    ?= runs/demo
 TORCH  ?= $(or $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl)),torch)
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: help setup setup-train browser demo test test-fast lint bench clean
+.PHONY: help setup setup-train browser demo test test-fast lint bench docs clean
 
 help:
 	@echo "make demo   - install into $(VENV) and run uniedit synth on the offline world ($(OUT))"
@@ -19,14 +19,15 @@ help:
 	@echo "              (TEST_JOBS=2 processes, then the timing-sensitive 'serial' tests alone)"
 	@echo "make test-fast - unit tests only (no Ray, no subprocess e2e)"
 	@echo "make lint   - ruff"
+	@echo "make docs   - build the documentation site into site/ (mkdocs build --strict)"
 	@echo "make bench  - run the benchmarks in benchmarks/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import uniedit_synth, ray, pyarrow, datasets, openai, google.genai"
+	$(PIP) install -e ".[dev,docs]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import uniedit_synth, ray, pyarrow, datasets, openai, google.genai, mkdocs, material"
 	touch $@
 
 $(VENV)/.installed-train: $(VENV)/.installed
@@ -70,8 +71,11 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check uniedit_synth tests benchmarks examples
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

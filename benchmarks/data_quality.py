@@ -39,10 +39,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import REPO, repo_env  # noqa: E402
-from uniedit_synth.method.plan import draw_plan  # noqa: E402
 from uniedit_synth.core.records import JSON_COLUMNS  # noqa: E402
+from uniedit_synth.method.plan import draw_plan  # noqa: E402
 from uniedit_synth.offline.checks import judge_probe, opening, quality_figures  # noqa: E402
-from uniedit_synth.offline.program import generic_program, scene_program  # noqa: E402
+from uniedit_synth.offline.choose import scene_program  # noqa: E402
+from uniedit_synth.offline.generic import generic_program  # noqa: E402
 from uniedit_synth.offline.questions import SCENE_CATEGORIES, generate_vqa  # noqa: E402
 from uniedit_synth.offline.render import render_png  # noqa: E402
 

@@ -9,7 +9,7 @@ conditional, synthesis, render, transform; 256x256), and generic-mode edits on i
   (radius 0.6, 1.0), and combinations (resample or blur, then JPEG). Pure-noise pictures get the exact edit and
   the 4x round trip only: a JPEG or a blur of white noise changes every pixel, which is what a global re-render
   does, and no real picture is white noise.
-- defective, editor flaws of the offline world (scenes/program.py `apply_flaw`): `unchanged` (the source
+- defective, editor flaws of the offline world (offline/flaws.py `apply_flaw`): `unchanged` (the source
   returned) and `collateral_change` (the right edit plus an unrelated change), each also through every noise
   variant above;
 - defective, whole-image changes on top of the right edit, with no edit region known (as a pipeline with a real
@@ -40,15 +40,12 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from uniedit_synth.method import pixel_gates  # noqa: E402
-from uniedit_synth.method.consistency import edit_region  # noqa: E402
 from uniedit_synth.method.plan import draw_plan  # noqa: E402
-from uniedit_synth.offline.program import (  # noqa: E402
-    apply_flaw,
-    expected_edited_png,
-    generic_program,
-    scene_program,
-)
+from uniedit_synth.offline.choose import scene_program  # noqa: E402
+from uniedit_synth.offline.flaws import apply_flaw, expected_edited_png  # noqa: E402
+from uniedit_synth.offline.generic import generic_program  # noqa: E402
 from uniedit_synth.offline.questions import SCENE_CATEGORIES, generate_vqa  # noqa: E402
+from uniedit_synth.offline.regions import edit_region  # noqa: E402
 from uniedit_synth.offline.render import render_png  # noqa: E402
 
 Variant = Callable[[Image.Image], Image.Image]

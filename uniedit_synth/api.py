@@ -124,9 +124,9 @@ class Run:
     @property
     def stats(self) -> dict[str, Any]:
         """Totals over the finished shards (what `uniedit stats --json` prints)."""
-        from .run.store import summarise
+        from .stages.totals import run_totals
 
-        return summarise(list(self.run_dir.latest_by_shard().values()))
+        return run_totals(list(self.run_dir.latest_by_shard().values()))
 
     @cached_property
     def run_info(self) -> dict[str, Any]:

@@ -14,14 +14,15 @@ import typer
 from .core.bundled import builtin_pipelines
 from .core.config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .core.errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
-from .terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .core.terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .sources.rows import known_presets
 
 app = typer.Typer(
     name="uniedit",
     help=(
         "Turn VQA data into reasoning-heavy image-editing training data (the Uni-Edit method).\n\n"
         "Start with `uniedit synth` (runs offline on the built-in scene world), then `uniedit stats`, "
-        "`uniedit report` and `uniedit export`."
+        "`uniedit report`, `uniedit audit` and `uniedit export`."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -47,7 +48,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "google_genai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    from .terminal import install_log_filter
+    from .core.terminal import install_log_filter
 
     install_log_filter()  # any record, from any library, leaves without a key in it
 
@@ -99,46 +100,46 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 @app.command()
 def synth(
     pipeline: str = typer.Option(
-        "default", "--pipeline", "-p",
+        "default", "--pipeline", "-p", metavar="NAME|PATH",
         help="A built-in pipeline (" + ", ".join(builtin_pipelines()) + ") or a path to a YAML file.",
     ),
     source: str | None = typer.Option(
-        None, "--source", "-s",
+        None, "--source", "-s", metavar="SOURCE",
         help="VQA source, overriding the pipeline's: `scenes` (built-in offline world), "
         "`hf:<name or saved dir>[:config][@split]`, or a path to .parquet / .jsonl / .json / .csv / an image folder.",
     ),
     out: str | None = typer.Option(
-        None, "--out", "-o",
+        None, "--out", "-o", metavar="DIR|URI",
         help="Output directory (default: runs/<pipeline name>), or a pyarrow filesystem URI such as "
         "s3://bucket/prefix. Re-run to resume.",
     ),
-    limit: int | None = typer.Option(None, "--limit", "-n", min=0, help="Read at most this many records."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=0, metavar="N", help="Read at most this many records."),
     shard_size: int | None = typer.Option(
-        None, "--shard-size", min=1, help="Records per shard: the unit of work, resume and output files."
+        None, "--shard-size", min=1, metavar="N", help="Records per shard: the unit of work, resume and output files."
     ),
     concurrency: int | None = typer.Option(
-        None, "--concurrency", "-c", min=1, help="In-flight calls per stage per worker (sets every stage: "
+        None, "--concurrency", "-c", min=1, metavar="N", help="In-flight calls per stage per worker (sets every stage: "
         + ", ".join(d.name for d in CONFIGURED_STAGES) + ")."
     ),
-    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Number of shard workers (Ray actors)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for the scene world, shuffling and builtin models."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1, metavar="N", help="Number of shard workers (Ray actors)."),
+    seed: int | None = typer.Option(None, "--seed", metavar="N", help="Seed for the scene world, shuffling and builtin models."),
     image_root: Path | None = typer.Option(
-        None, "--image-root", help="Folder that relative image paths in the source are resolved against."
+        None, "--image-root", metavar="PATH", help="Folder that relative image paths in the source are resolved against."
     ),
     preset: str | None = typer.Option(
-        None, "--preset", help="Column preset for the source (vqav2, gqa, aokvqa, scienceqa, textvqa, chartqa, clevr, llava)."
+        None, "--preset", metavar="NAME", help=f"Column preset for the source ({known_presets()})."
     ),
     shuffle: bool = typer.Option(
         False, "--shuffle", help="Shuffle the source deterministically with --seed (a larger --limit only appends)."
     ),
     engine: str | None = typer.Option(
-        None, "--engine", help="`ray` (default; in-process unless --ray-address/RAY_ADDRESS) or `inline` (no Ray, for debugging)."
+        None, "--engine", metavar="ray|inline", help="`ray` (default; in-process unless --ray-address/RAY_ADDRESS) or `inline` (no Ray, for debugging)."
     ),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting one (also RAY_ADDRESS)."
+        None, "--ray-address", envvar="RAY_ADDRESS", metavar="HOST:PORT", help="Join this Ray cluster instead of starting one (also RAY_ADDRESS)."
     ),
     max_cost: float | None = typer.Option(
-        None, "--max-cost", min=0, help="Stop starting paid calls once this many USD are spent (resumable with a higher budget)."
+        None, "--max-cost", min=0, metavar="USD", help="Stop starting paid calls once this many USD are spent (resumable with a higher budget)."
     ),
     batch: bool = typer.Option(
         False, "--batch", help="Send every stage whose provider has a batch API (OpenAI Batch, Gemini Batch Mode) "
@@ -148,11 +149,17 @@ def synth(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
     settings: list[str] | None = typer.Option(
-        None, "--set", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
+        None, "--set", metavar="KEY=VALUE", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
     ),
-    log_format: str = typer.Option("text", "--log-format", help="`text` (progress bar) or `json` (one JSON line per shard)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    log_format: str = typer.Option(
+        "text", "--log-format", metavar="text|json",
+        help="`text` (a progress bar, or a status line every 30 s in a log) or `json` (one JSON line per "
+        "dispatched and finished shard on stdout).",
+    ),
+    no_progress: bool = typer.Option(
+        False, "--no-progress", help="Hide the progress (a bar on a terminal, a status line every 30 s in a log)."
+    ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
 ) -> None:
@@ -176,6 +183,10 @@ def synth(
         raise UniEditError(f"--log-format must be text or json, not {log_format!r}")
     if engine not in (None, "ray", "inline"):
         raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
+    if log_format == "text" and not (no_progress or quiet):
+        from .engine.progress import status_interval_s
+
+        status_interval_s()  # a bad UNIEDIT_PROGRESS_INTERVAL_S is refused before the run starts
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
@@ -224,11 +235,12 @@ def default_run_name(name: str) -> str:
 
 @app.command()
 def stats(
-    run: str = typer.Argument(..., help="A run's output directory or URI."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI."),
     as_json: bool = typer.Option(False, "--json", help="Print stats.json's totals as JSON."),
 ) -> None:
     """Totals of a run: records, accepted, rejects by reason, and counts by stage and category."""
-    from .run.store import RunDir, summarise
+    from .run.store import RunDir
+    from .stages.totals import run_totals
 
     run_dir = RunDir(run)
     if not run_dir.is_run():
@@ -239,7 +251,7 @@ def stats(
         if damaged:
             typer.echo(f"warning: shard {shard}: {', '.join(damaged)} missing or truncated (these totals are the "
                        "manifest's); run `uniedit synth` again with the same options and --out to redo it", err=True)
-    totals = summarise(list(latest.values()))
+    totals = run_totals(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
     jobs = JobStore(run_dir.fs).all()
@@ -253,16 +265,17 @@ def stats(
 
 @app.command("export")
 def export_cmd(
-    run: str = typer.Argument(..., help="A run's output directory or URI (from uniedit synth)."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI (from uniedit synth)."),
     fmt: str = typer.Option(
-        ..., "--format", "-f",
+        ..., "--format", "-f", metavar="FORMAT",
         help="uniedit-jsonl (the Uni-Edit-148k release layout: JSONL + image files), hf (parquet with HF Image "
-        "features + dataset card) or bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet).",
+        "features + dataset card), bagel (BAGEL's unified_edit parquet + parquet_info + dataset_info snippet), or a "
+        "plugin format as package.module:Class.",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Export directory (must be new or empty, or use --overwrite)."),
-    min_score: float | None = typer.Option(None, "--min-score", help="Keep accepted samples with aggregate score >= this."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Export directory (must be new or empty, or use --overwrite)."),
+    min_score: float | None = typer.Option(None, "--min-score", metavar="SCORE", help="Keep accepted samples with aggregate score >= this."),
     categories: str | None = typer.Option(
-        None, "--categories", help="Comma-separated task categories to keep, e.g. color,count,ocr."
+        None, "--categories", metavar="CATEGORY,...", help="Comma-separated task categories to keep, e.g. color,count,ocr."
     ),
     include_rejects: bool = typer.Option(
         False, "--include-rejects",
@@ -270,48 +283,57 @@ def export_cmd(
         "instruction (rejected), e.g. a failed first attempt (hf and uniedit-jsonl).",
     ),
     val_fraction: float = typer.Option(
-        0.0, "--val-fraction", min=0.0, max=0.5, help="Share of ids (stable, by id hash) put in a validation split."
+        0.0, "--val-fraction", min=0.0, max=0.5, metavar="FRACTION", help="Share of ids (stable, by id hash) put in a validation split."
     ),
     with_masks: bool = typer.Option(
         False, "--with-masks", help="Compute UniWorld-V1 edit masks and region weights per sample (hf, uniedit-jsonl)."
     ),
-    mask_grid: int | None = typer.Option(None, "--mask-grid", help="Max-pool masks to this latent grid (e.g. 32)."),
+    mask_grid: int | None = typer.Option(None, "--mask-grid", metavar="N", help="Max-pool masks to this latent grid (e.g. 32)."),
     mask_factor: int = typer.Option(
-        8, "--mask-factor", min=1, help="Max-pool masks by this VAE factor (UniWorld-V1: 8; 1 = full resolution)."
+        8, "--mask-factor", min=1, metavar="N", help="Max-pool masks by this VAE factor (UniWorld-V1: 8; 1 = full resolution)."
     ),
     layout: str = typer.Option(
-        "default", "--layout",
+        "default", "--layout", metavar="default|release",
         help="uniedit-jsonl: 'default' (sharded rows with ids) or 'release' (the Uni-Edit release's files and "
         "nine keys exactly; rows repeating a source image and instruction removed).",
     ),
-    weight_fn: str = typer.Option("log", "--weight-fn", help="Region weight: log (w=log2(x)+1), linear, exp_root, quad_root."),
-    shard_rows: int | None = typer.Option(None, "--shard-rows", min=1, help="Rows per output file (default per format)."),
+    weight_fn: str = typer.Option("log", "--weight-fn", metavar="FUNCTION", help="Region weight: log (w=log2(x)+1), linear, exp_root, quad_root."),
+    shard_rows: int | None = typer.Option(None, "--shard-rows", min=1, metavar="N", help="Rows per output file (default per format)."),
     bagel_data_dir: str | None = typer.Option(
-        None, "--bagel-data-dir", help="bagel: the path where BAGEL will read the export (default: --out)."
+        None, "--bagel-data-dir", metavar="PATH", help="bagel: the path where BAGEL will read the export (default: --out)."
     ),
     with_reasoning: bool = typer.Option(
         False, "--with-reasoning",
         help="bagel: add each sample's reasoning trace as the <think> text BAGEL generates before the edited image.",
     ),
-    push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="hf: upload the export to this dataset repo id."),
+    push_to_hub: str | None = typer.Option(None, "--push-to-hub", metavar="REPO_ID", help="hf: upload the export to this dataset repo id."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
     drop_flagged: str | None = typer.Option(
-        None, "--drop-flagged",
+        None, "--drop-flagged", metavar="all|KIND,...",
         help="Leave out rows `uniedit audit` flags: `all` (no_op_edits, answer_leaks, duplicate_sources, "
         "duplicate_pairs, contaminated, aspect_mismatch) or a comma-separated list of those kinds and decided_in_advance. Of a "
         "group of duplicates the first id is kept.",
     ),
     against: list[str] | None = typer.Option(
-        None, "--against", help="With --drop-flagged: benchmarks for the contamination check (as in uniedit audit)."
+        None, "--against", metavar="BENCHMARK", help="With --drop-flagged: benchmarks for the contamination check (as in uniedit audit)."
+    ),
+    format_option: list[str] | None = typer.Option(
+        None, "--format-option", metavar="KEY=VALUE", help="KEY=VALUE: an option of a plugin format (repeat for several)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, or BAGEL)."""
-    from .export import FORMATS, export_run
+    """Export a run's accepted samples for training (Uni-Edit JSONL, HF parquet, BAGEL, or a plugin format)."""
+    from .export import export_run
+    from .export.registry import format_class
 
     _setup_logging(0, quiet)
-    if fmt not in FORMATS:
-        raise UniEditError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    format_class(fmt)  # an unknown format fails before the audit below runs
+    format_options = {}
+    for assignment in format_option or []:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UniEditError(f"--format-option expects KEY=VALUE, got {assignment!r}")
+        format_options[key.strip()] = value
     drop = None
     if drop_flagged:
         from .audit.checks import FLAG_KINDS, flagged_ids, run_audit
@@ -333,7 +355,7 @@ def export_cmd(
         include_rejects=include_rejects, val_fraction=val_fraction, shard_rows=shard_rows,
         with_masks=with_masks, mask_grid=mask_grid, mask_factor=mask_factor, weight_fn=weight_fn,
         layout=layout, bagel_data_dir=bagel_data_dir, with_reasoning=with_reasoning,
-        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop,
+        push_to_hub=push_to_hub, overwrite=overwrite, progress=not quiet, drop=drop, format_options=format_options,
     )
     rows = ", ".join(f"{split} {n}" for split, n in summary.rows.items())
     pairs = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())
@@ -347,16 +369,16 @@ def export_cmd(
 
 @app.command()
 def audit(
-    run: str = typer.Argument(..., help="A run's output directory or URI, or an hf / uniedit-jsonl export."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI, or an hf / uniedit-jsonl export."),
     against: list[str] | None = typer.Option(
-        None, "--against",
+        None, "--against", metavar="BENCHMARK",
         help="A benchmark to check for contamination (repeatable): a preset (gedit-bench, or imgedit-bench=DIR, "
         "kris-bench=DIR, risebench=DIR for local copies in their own layouts), an image folder, a "
         ".jsonl/.json/.csv/.parquet with image paths or bytes and an instruction/question column, or hf:<name>.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (every figure and the flagged ids)."),
     max_distance: int = typer.Option(
-        4, "--max-distance", min=0, max=16, help="Candidate near-duplicates: 64-bit pHash within this many bits."
+        4, "--max-distance", min=0, max=16, metavar="BITS", help="Candidate near-duplicates: 64-bit pHash within this many bits."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write fingerprints under <run>/audit/."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -379,12 +401,12 @@ def audit(
 
 @app.command()
 def report(
-    run: str = typer.Argument(..., help="A run's output directory or URI."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Report directory (default: <run>/report; required for a run on a URI)."
+        None, "--out", "-o", metavar="DIR", help="Report directory (default: <run>/report; required for a run on a URI)."
     ),
-    page_size: int = typer.Option(60, "--page-size", min=1, max=1000, help="Samples per gallery page."),
-    thumb_px: int = typer.Option(192, "--thumb-px", min=32, max=1024, help="Thumbnail size in pixels."),
+    page_size: int = typer.Option(60, "--page-size", min=1, max=1000, metavar="N", help="Samples per gallery page."),
+    thumb_px: int = typer.Option(192, "--thumb-px", min=32, max=1024, metavar="PX", help="Thumbnail size in pixels."),
     no_rejects: bool = typer.Option(False, "--no-rejects", help="Leave rejected samples out of the gallery."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -399,8 +421,8 @@ def report(
 
 @app.command()
 def inspect(
-    run: str = typer.Argument(..., help="A run's output directory or URI."),
-    sample_id: str = typer.Option(..., "--id", help="The sample id (see `uniedit report` or the parquet `id` column)."),
+    run: str = typer.Argument(..., metavar="RUN", help="A run's output directory or URI."),
+    sample_id: str = typer.Option(..., "--id", metavar="ID", help="The sample id (see `uniedit report` or the parquet `id` column)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     scan_cache: bool = typer.Option(
         False, "--scan-cache", help="For runs without a call index: match cache entries by content (a guess)."

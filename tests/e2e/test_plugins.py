@@ -71,7 +71,7 @@ def test_plugin_editor_runs_on_ray_actors(tmp_path: Path):
 def test_a_worker_can_ask_for_more_than_the_cluster_has():
     """What a worker asks for is what Ray is told: the merged amounts (a GPU backend → num_gpus)."""
     from uniedit_synth.core.config import load_pipeline
-    from uniedit_synth.engine.runtime import actor_options, worker_resources
+    from uniedit_synth.engine.runtime import worker_resources
 
     config = load_pipeline("default", {
         "backends": {"editor": {"resources": {"num_gpus": 1, "resources": {"a100": 0.5}}},
@@ -79,8 +79,8 @@ def test_a_worker_can_ask_for_more_than_the_cluster_has():
         "engine": {"worker_resources": {"num_cpus": 1, "memory_mb": 512}},
         "stages": {"judge": {"resources": {"resources": {"judge_slot": 1}}}},
     })
-    assert actor_options(worker_resources(config)) == {
+    assert worker_resources(config).actor_options() == {
         "num_cpus": 2, "num_gpus": 1, "memory": 512 * 1024 * 1024, "resources": {"a100": 0.5, "judge_slot": 1}}
     # where it runs is not what it makes: resources stay out of the pipeline hash
     assert config.hashed_view() == load_pipeline("default").hashed_view()
-    assert actor_options(worker_resources(load_pipeline("default"))) == {"num_cpus": 0}
+    assert worker_resources(load_pipeline("default")).actor_options() == {"num_cpus": 0}

@@ -38,7 +38,7 @@ def test_a_noop_stage_is_one_module_and_one_line(tmp_path: Path):
     tree = tmp_path / "tree"
     for name in ("uniedit_synth", "pipelines", "prompts"):
         shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__", "_data"))
-    config_py = tree / "uniedit_synth" / "config.py"
+    config_py = tree / "uniedit_synth" / "core" / "config.py"
     before = config_py.read_text().splitlines(keepends=True)
     anchor = next(i for i, line in enumerate(before) if line.lstrip().startswith('StageDef("classify"'))
     after = [*before[:anchor], TABLE_LINE, *before[anchor:]]

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli, uniedit_cmd
 from uniedit_synth.offline.checks import quality_figures
-from uniedit_synth.offline.program import expected_edited_png
+from uniedit_synth.offline.flaws import expected_edited_png
 
 pytestmark = pytest.mark.e2e
 

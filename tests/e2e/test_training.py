@@ -189,7 +189,7 @@ def test_eval_edits_tuned_vs_untuned_on_an_offline_run(tmp_path: Path):
     (builtin) judge; every figure is recomputed here from the judge's verdict on the very images in the gallery."""
     from tests.conftest import run_cli
     from uniedit_synth.export.selection import split_of
-    from uniedit_synth.offline.program import verify
+    from uniedit_synth.offline.verify import verify
 
     run = tmp_path / "run"
     synth = run_cli(

@@ -57,7 +57,7 @@ def test_wheel_ships_pipelines_and_prompts(installed):
     user = venv.parent / "user"
     user.mkdir(exist_ok=True)
     probe = (
-        "import uniedit_synth, json; from uniedit_synth import bundled; "
+        "import uniedit_synth, json; from uniedit_synth.core import bundled; "
         "print(json.dumps([uniedit_synth.__file__, str(bundled.pipelines_dir()), str(bundled.prompts_dir()), "
         "bundled.builtin_pipelines()]))"
     )

@@ -164,12 +164,12 @@ def test_one_normaliser_for_the_whole_package() -> None:
 
     import uniedit_synth
     import uniedit_synth.method.answers as answers
-    from uniedit_synth.offline import program, questions
+    from uniedit_synth.offline import choose, questions
 
     package = Path(uniedit_synth.__file__).parent
     defined = [p for p in package.rglob("*.py") if re.search(r"^def normali[sz]e_answer\b", p.read_text(), re.M)]
     assert defined == [package / "method" / "answers.py"]
-    assert questions.normalise_answer is answers.normalise_answer is program.normalise_answer
+    assert questions.normalise_answer is answers.normalise_answer is choose.normalise_answer
 
 
 def test_same_answer() -> None:

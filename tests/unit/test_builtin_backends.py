@@ -16,13 +16,13 @@ import pytest
 from PIL import Image
 
 from uniedit_synth.backends.base import BadRequest, EditRequest, TextRequest, request_key
-from uniedit_synth.offline.builtin import BuiltinEditor, BuiltinText, heuristic_category
 from uniedit_synth.backends.registry import create_backend
 from uniedit_synth.core.config import BackendSpec
 from uniedit_synth.core.errors import BackendConfigError
-from uniedit_synth.method.plan import draw_plan
 from uniedit_synth.core.records import TASK_CATEGORIES, VQARecord
-from uniedit_synth.offline.program import expected_edited_png
+from uniedit_synth.method.plan import draw_plan
+from uniedit_synth.offline.builtin import BuiltinEditor, BuiltinText, heuristic_category
+from uniedit_synth.offline.flaws import expected_edited_png
 from uniedit_synth.offline.questions import SCENE_CATEGORIES, generate_vqa, possible_answers
 from uniedit_synth.sources.scenes import ScenesSource
 

@@ -179,3 +179,22 @@ def test_a_retry_after_on_one_worker_stops_every_workers_calls_within_a_second()
     assert not held, held
     assert {w for t, w in sent if t > paused + 2.0} == {0, 1}, "both resumed after the pause"
     assert (asyncio.run(coord.limiter_stats()))["p/m"]["pauses"] == 1
+
+
+def test_the_shard_order_gate_waits_for_earlier_shards_and_settled_ones_release_it():
+    from uniedit_synth.engine.coordinator import ShardOrderGate
+
+    async def scenario():
+        registered = [0, 1, 2]
+        seen: list[str] = []
+        gate = ShardOrderGate(registered, lambda question: (seen.append(question), [question])[1])
+        later = asyncio.ensure_future(gate.ask(2, "c"))
+        middle = asyncio.ensure_future(gate.ask(1, "b"))
+        await asyncio.sleep(0.01)
+        assert not later.done() and not middle.done()
+        gate.settle(0, [])  # shard 0 finished in an earlier run: nothing to decide
+        return await middle, await later, await gate.ask(1, "other"), seen
+
+    middle, later, retried, seen = asyncio.run(scenario())
+    assert (middle, later, seen) == (["b"], ["c"], ["b", "c"])
+    assert retried == ["b"]  # a retried shard gets the answer it got before

@@ -134,11 +134,11 @@ def test_preflight_refuses_the_inline_engine(tmp_path):
 
 
 def test_replicas_resources_stay_off_the_shard_workers():
-    from uniedit_synth.engine.runtime import actor_options, worker_resources
+    from uniedit_synth.engine.runtime import worker_resources
 
     config = load_pipeline("open-weights")
     assert config.backends["editor"].resources.num_gpus == 1
-    assert actor_options(worker_resources(config)) == {"num_cpus": 0}
+    assert worker_resources(config).actor_options() == {"num_cpus": 0}
 
 
 def test_serving_knobs_are_not_part_of_the_pipeline_hash():

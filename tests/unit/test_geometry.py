@@ -97,7 +97,9 @@ def test_diffusers_size_is_the_sources_rounded_to_the_models_multiple() -> None:
 def test_gemini_request_carries_the_matched_aspect_ratio() -> None:
     with FakeGemini(api_key=KEY) as fake:
         fake.edit_geometry = True
-        spec = BackendSpec(type="gemini", model="gemini-3-pro-image-preview", base_url=fake.base_url, timeout_s=5)
+        spec = BackendSpec(
+            type="gemini", model="gemini-3-pro-image-preview", base_url=fake.base_url, timeout_s=5
+        )
         source = png((320, 240))
         request = EditRequest(model=spec.model, instruction="paint it", image=source, source_size=(320, 240))
         reply = run_edit(GeminiEditor(spec), request)
@@ -135,7 +137,9 @@ def test_cache_key_without_source_size_is_the_old_one() -> None:
     payload["image_sha256"] = [hashlib.sha256(payload.pop("image")).hexdigest()]
     blob = json.dumps({"kind": "edit", **payload}, sort_keys=True, ensure_ascii=False, default=str)
     assert request_key("edit", request) == hashlib.sha256(blob.encode()).hexdigest()
-    assert request_key("edit", request.model_copy(update={"source_size": (4, 3)})) != request_key("edit", request)
+    assert request_key("edit", request.model_copy(update={"source_size": (4, 3)})) != request_key(
+        "edit", request
+    )
 
 
 def test_a_fixed_geometry_needs_keep_geometry_off() -> None:
@@ -143,10 +147,14 @@ def test_a_fixed_geometry_needs_keep_geometry_off() -> None:
         load_pipeline("uniedit", {"stages": {"edit": {"params": {"aspect_ratio": "1:1"}}}})
     with pytest.raises(ConfigError, match="keep_geometry"):
         load_pipeline("openai", {"stages": {"edit": {"params": {"size": "1024x1024"}}}})
-    release = load_pipeline("uniedit", {"stages": {"edit": {"keep_geometry": False, "params": {"aspect_ratio": "1:1"}}}})
+    release = load_pipeline(
+        "uniedit", {"stages": {"edit": {"keep_geometry": False, "params": {"aspect_ratio": "1:1"}}}}
+    )
     assert release.stages.edit.params["aspect_ratio"] == "1:1" and not release.stages.edit.keep_geometry
     with pytest.raises(ConfigError, match="quote it"):  # YAML 1.1 reads 1:1 as 61
-        load_pipeline("uniedit", {"stages": {"edit": {"keep_geometry": False, "params": {"aspect_ratio": 61}}}})
+        load_pipeline(
+            "uniedit", {"stages": {"edit": {"keep_geometry": False, "params": {"aspect_ratio": 61}}}}
+        )
     for name in ("default", "uniedit", "openai", "local-vllm", "open-weights"):
         assert load_pipeline(name).stages.edit.keep_geometry
 
@@ -156,7 +164,9 @@ def test_audit_flags_pairs_whose_aspect_differs(tmp_path) -> None:
     from uniedit_synth.audit.checks import flagged_ids, format_audit, run_audit
 
     samples = [make_sample(i) for i in range(4)]
-    for sample, size in zip(samples[:2], [(64, 48), (66, 64)], strict=True):  # 4:3 (33 % off), 3 % off + a bit
+    for sample, size in zip(
+        samples[:2], [(64, 48), (66, 64)], strict=True
+    ):  # 4:3 (33 % off), 3 % off + a bit
         sample.edited_image = png(size)
     samples[2].edited_image = png((65, 64))  # 1.6 % off: within the tolerance
     run = write_run(tmp_path / "run", samples)

@@ -16,11 +16,12 @@ from PIL import Image
 
 from uniedit_synth.api import synth
 from uniedit_synth.backends.base import TextRequest
-from uniedit_synth.offline.builtin import BuiltinText
 from uniedit_synth.core.config import BackendSpec
-from uniedit_synth.method.consistency import non_edit_consistency
 from uniedit_synth.method.plan import draw_plan
-from uniedit_synth.offline.program import apply_flaw, expected_edited_png, generic_program
+from uniedit_synth.offline.builtin import BuiltinText
+from uniedit_synth.offline.flaws import apply_flaw, expected_edited_png
+from uniedit_synth.offline.generic import generic_program
+from uniedit_synth.offline.regions import non_edit_consistency
 from uniedit_synth.offline.render import render_png
 from uniedit_synth.offline.world import Scene
 from uniedit_synth.sources.scenes import ScenesSource

@@ -11,12 +11,13 @@ from collections import Counter
 
 import pytest
 
-from uniedit_synth.method.answers import leaks_answer
 from uniedit_synth.backends.base import TextRequest
-from uniedit_synth.offline.builtin import BuiltinText
 from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.method.answers import leaks_answer
 from uniedit_synth.method.plan import draw_plan
+from uniedit_synth.offline import choose
 from uniedit_synth.offline import program as prog
+from uniedit_synth.offline.builtin import BuiltinText
 from uniedit_synth.offline.checks import judge_probe, opening
 from uniedit_synth.offline.questions import SCENE_CATEGORIES, generate_vqa, possible_answers
 from uniedit_synth.offline.render import render_png
@@ -156,7 +157,7 @@ def test_judge_precision_and_recall_per_flaw_kind() -> None:
         scene, _, answer, spec = generate_vqa(rng, category, size=96)
         plan = draw_plan(1, f"p{index}", category, answer).model_dump()
         try:
-            program = prog.scene_program(scene, spec, rng, avoid=answer, plan=plan, nested_rate=0.3)
+            program = choose.scene_program(scene, spec, rng, avoid=answer, plan=plan, nested_rate=0.3)
         except prog.ProgramError:  # a style this scene cannot show (the engine rejects it as rewrite_failed)
             continue
         meta = {"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec}

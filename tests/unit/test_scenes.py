@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from uniedit_synth.offline import choose, flaws, generic, verify
 from uniedit_synth.offline import program as prog
 from uniedit_synth.offline.questions import (
     SCENE_CATEGORIES,
@@ -230,7 +231,7 @@ def test_scene_program_branches_are_distinct_and_visible() -> None:
     for category in SCENE_CATEGORIES:
         for _ in range(20):
             scene, _, answer, spec = generate_vqa(rng, category, size=128)
-            program = prog.scene_program(scene, spec, rng, avoid=answer)
+            program = choose.scene_program(scene, spec, rng, avoid=answer)
             assert json.loads(json.dumps(program)) == program
             original = scene.model_dump()
             results = [prog.apply_branch(scene, program, b).model_dump() for b in (True, False)]
@@ -244,15 +245,15 @@ def test_verify_accepts_the_expected_edit_and_rejects_flaws() -> None:
         for _ in range(6):
             scene, _, answer, spec = generate_vqa(rng, category, size=128)
             meta = {"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec}
-            program = prog.scene_program(scene, spec, rng, avoid=answer)
+            program = choose.scene_program(scene, spec, rng, avoid=answer)
             source = render_png(scene)
-            good = prog.expected_edited_png(source, program, meta)
-            verdict = prog.verify(source, good, program, meta)
+            good = flaws.expected_edited_png(source, program, meta)
+            verdict = verify.verify(source, good, program, meta)
             assert verdict.ok and min(verdict.scores.values()) >= 4, verdict
-            for flaw in prog.FLAWS:
-                bad = prog.flawed_edit(source, program, meta, flaw, random.Random(flaw))
+            for flaw in flaws.FLAWS:
+                bad = flaws.flawed_edit(source, program, meta, flaw, random.Random(flaw))
                 assert bad != good
-                verdict = prog.verify(source, bad, program, meta)
+                verdict = verify.verify(source, bad, program, meta)
                 assert not verdict.ok
                 assert verdict.scores["instruction_following"] <= 2, (flaw, verdict)
 
@@ -266,13 +267,13 @@ def test_verify_names_the_wrong_branch_and_bad_images() -> None:
     )
     source = render_png(scene)
     wrong = render_png(prog.apply_branch(scene, program, False))
-    verdict = prog.verify(source, wrong, program, meta)
+    verdict = verify.verify(source, wrong, program, meta)
     assert verdict.scores["instruction_following"] == 1 and "wrong branch" in verdict.analysis
-    garbage = prog.verify(source, b"not an image", program, meta)
+    garbage = verify.verify(source, b"not an image", program, meta)
     assert not garbage.ok and garbage.scores["visual_quality"] == 1
     resized = io.BytesIO()
     Image.open(io.BytesIO(source)).resize((64, 64)).save(resized, "PNG")
-    assert not prog.verify(source, resized.getvalue(), program, meta).ok
+    assert not verify.verify(source, resized.getvalue(), program, meta).ok
 
 
 # ---------------------------------------------------------------- generic mode
@@ -297,22 +298,22 @@ def random_png(width: int = 200, height: int = 150, seed: int = 0) -> bytes:
 )
 def test_generic_edit_changes_only_its_region(question: str, answer: str) -> None:
     source = random_png()
-    program = prog.generic_program(question, answer, "others", (200, 150), random.Random(question))
+    program = generic.generic_program(question, answer, "others", (200, 150), random.Random(question))
     assert program["kind"] == "generic"
-    edited = prog.apply_generic(source, program)
-    assert edited == prog.apply_generic(source, program)
-    taken = prog.generic_branch_taken(program)
-    x0, y0, x1, y1 = prog.corner_box(program["if_true" if taken else "if_false"]["corner"], 200, 150)
+    edited = generic.apply_generic(source, program)
+    assert edited == generic.apply_generic(source, program)
+    taken = generic.generic_branch_taken(program)
+    x0, y0, x1, y1 = generic.corner_box(program["if_true" if taken else "if_false"]["corner"], 200, 150)
     changed = np.abs(pixels(edited).astype(int) - pixels(source).astype(int)).max(axis=2) > 0
     inside = np.zeros_like(changed)
     inside[y0:y1, x0:x1] = True
     assert changed[inside].mean() > 0.3
     assert not changed[~inside].any()
-    good = prog.verify(source, edited, program, {})
+    good = verify.verify(source, edited, program, {})
     assert good.ok and min(good.scores.values()) >= 4
-    for flaw in prog.FLAWS:
-        bad = prog.flawed_edit(source, program, {}, flaw, random.Random(0))
-        verdict = prog.verify(source, bad, program, {})
+    for flaw in flaws.FLAWS:
+        bad = flaws.flawed_edit(source, program, {}, flaw, random.Random(0))
+        verdict = verify.verify(source, bad, program, {})
         assert not verdict.ok and verdict.scores["instruction_following"] <= 2, (flaw, verdict)
 
 
@@ -320,29 +321,29 @@ def test_generic_verify_rejects_other_content_in_the_right_region() -> None:
     """The generic judge compares the box with a re-render of the expected panel pixel by pixel: other
     content in the right place is a wrong edit (it used to pass with a mean over the box)."""
     source = random_png(seed=1)
-    program = prog.generic_program("How many cats?", "4", "count", 200, random.Random(0))
-    taken = prog.generic_branch_taken(program)
-    x0, y0, x1, y1 = prog.corner_box(program["if_true" if taken else "if_false"]["corner"], 200, 150)
+    program = generic.generic_program("How many cats?", "4", "count", 200, random.Random(0))
+    taken = generic.generic_branch_taken(program)
+    x0, y0, x1, y1 = generic.corner_box(program["if_true" if taken else "if_false"]["corner"], 200, 150)
     image = Image.open(io.BytesIO(source)).convert("RGB")
     image.paste((10, 200, 10), (x0, y0, x1, y1))  # right place, other content
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    verdict = prog.verify(source, buffer.getvalue(), program, {})
+    verdict = verify.verify(source, buffer.getvalue(), program, {})
     assert not verdict.ok and verdict.scores["instruction_following"] == 2
     image.paste((10, 200, 10), (0, 60, 200, 90))  # and a stray band across the image
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    assert not prog.verify(source, buffer.getvalue(), program, {}).ok
+    assert not verify.verify(source, buffer.getvalue(), program, {}).ok
 
 
 def test_generic_verify_rejects_a_wrong_digit() -> None:
     """A panel showing 8 where the answer is 7 scored 5/5/5 under the old mean-over-the-box check."""
     source = random_png(seed=4)
-    program = prog.generic_program("How many birds?", "7", "count", 200, random.Random(2), plan={"style": "render"})
-    good = prog.apply_generic(source, program)
-    assert prog.verify(source, good, program, {}).ok
+    program = generic.generic_program("How many birds?", "7", "count", 200, random.Random(2), plan={"style": "render"})
+    good = generic.apply_generic(source, program)
+    assert verify.verify(source, good, program, {}).ok
     wrong = dict(program, if_true={**program["if_true"], "text": "8"})
-    verdict = prog.verify(source, prog.apply_generic(source, wrong), program, {})
+    verdict = verify.verify(source, generic.apply_generic(source, wrong), program, {})
     assert not verdict.ok and verdict.scores["instruction_following"] <= 2, verdict
 
 
@@ -351,10 +352,10 @@ def test_generic_mode_reads_jpeg_and_grayscale_sources() -> None:
     buffer = io.BytesIO()
     gray.save(buffer, "JPEG")
     source = buffer.getvalue()
-    program = prog.generic_program("What is written?", "EXIT", "ocr", (120, 90), random.Random(1))
-    edited = prog.apply_generic(source, program)
+    program = generic.generic_program("What is written?", "EXIT", "ocr", (120, 90), random.Random(1))
+    edited = generic.apply_generic(source, program)
     assert pixels(edited).shape == (90, 120, 3)
-    assert prog.verify(source, edited, program, {}).ok
+    assert verify.verify(source, edited, program, {}).ok
 
 
 def test_programs_exist_for_scenes_of_look_alike_objects() -> None:
@@ -373,7 +374,7 @@ def test_programs_exist_for_scenes_of_look_alike_objects() -> None:
     }
     for spec, answer in ((side, "right"), (total, "3")):
         for seed in range(10):
-            program = prog.scene_program(scene, spec, random.Random(seed), avoid=answer)
+            program = choose.scene_program(scene, spec, random.Random(seed), avoid=answer)
             results = [prog.apply_branch(scene, program, b).model_dump() for b in (True, False)]
             assert scene.model_dump() not in results and results[0] != results[1]
 

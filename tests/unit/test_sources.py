@@ -734,9 +734,11 @@ def test_parse_hf_spec() -> None:
 
 
 def test_scenes_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniedit_synth.sources.scenes import ScenesSource
+
     calls: list[dict[str, Any]] = []
 
-    class FakeScenes:
+    class FakeScenes(ScenesSource):  # the real class's opening (opens, open), no world behind it
         label = "scenes"
 
         def __init__(self, **kwargs: Any) -> None:

@@ -124,7 +124,8 @@ def expected_branch(row: AuditRow) -> str | None:
     program = row.edit_program
     if not isinstance(program, dict) or "condition" not in program:
         return None
-    from ..offline.program import ProgramError, branch_taken, generic_branch_taken, scene_of
+    from ..offline.generic import generic_branch_taken
+    from ..offline.program import ProgramError, branch_taken, scene_of
 
     if (program.get("condition") or {}).get("test", {}).get("op") == "always":
         return None  # not a conditional

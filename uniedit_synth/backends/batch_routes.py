@@ -10,8 +10,9 @@
   poll (PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED | EXPIRED); results as inlined responses or a
   responses file (`files.download`).
 
-A route reuses its backend's request building and reply parsing, so a batch reply is read exactly as the online
-reply would be (the one difference: a malformed JSON reply gets no repair round trip, it is final).
+A route reuses its backend's request building, reply parsing and HTTP-status mapping (`status_error`), so a
+batch reply or failure is read exactly as the online one would be (the one difference: a malformed JSON reply
+gets no repair round trip, it is final).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .base import BackendError, BadRequest, MalformedReply, RetryableError, SafetyBlocked, TextReply, Usage
+from .base import BackendError, MalformedReply, RetryableError, TextReply, Usage
 from .replies import parse_reply, truncate
 
 # job states as the engine names them (engine/batch.py JobStatus)
@@ -35,8 +36,6 @@ _GEMINI_STATES = {
     "JOB_STATE_SUCCEEDED": "completed", "JOB_STATE_PARTIALLY_SUCCEEDED": "completed",
     "JOB_STATE_FAILED": "failed", "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired",
 }
-#: google.rpc codes that mean the request itself is wrong (the rest: worth another try)
-_RPC_BAD_REQUEST = {3, 5, 9, 11}
 
 
 @dataclass
@@ -65,18 +64,6 @@ def _job_status(state: str, total: int = 0, completed: int = 0, failed: int = 0,
 
 def _item(reply: Any = None, error: Exception | None = None) -> ItemResult:
     return ItemResult(reply=reply, error=error)
-
-
-def _status_error(where: str, status: int, code: str, message: str) -> BackendError:
-    """An item's HTTP status inside a job, mapped as the online call's status would be."""
-    from .openai_backend import SAFETY_CODES
-
-    text = f"{where}: HTTP {status}" + (f" {code}" if code else "") + f": {truncate(message)}"
-    if status == 400 and code in SAFETY_CODES:
-        return SafetyBlocked(text)
-    if status in (400, 401, 403, 404, 422):
-        return BadRequest(text)
-    return RetryableError(text, status=status)
 
 
 class OpenAIChatBatch:
@@ -183,8 +170,9 @@ class OpenAIChatBatch:
         if status:
             error = body.get("error") if isinstance(body, dict) else None
             error = error if isinstance(error, dict) else {}
-            return _item(error=_status_error(where, status, str(error.get("code") or ""),
-                                             str(error.get("message") or "")))
+            return _item(error=self.backend.status_error(
+                status, str(error.get("code") or ""), str(error.get("message") or ""),
+                kind=str(error.get("type") or ""), where=where))
         error = line.get("error") or {}
         return _item(error=RetryableError(f"{where}: {error.get('code', 'no result')}: {error.get('message', '')}"))
 
@@ -309,10 +297,10 @@ class GeminiBatch:
     def _item(self, response: Any, error: Any, info: dict[str, Any], where: str) -> Any:
         if error is not None or response is None:
             code = int(getattr(error, "code", 0) or 0)
-            message = truncate(str(getattr(error, "message", "") or "no response"))
-            if code in _RPC_BAD_REQUEST or code in (400, 404, 422):
-                return _item(error=BadRequest(f"{where}: {code}: {message}"))
-            return _item(error=RetryableError(f"{where}: {code}: {message}"))
+            message = str(getattr(error, "message", "") or "no response")
+            if not code:  # no reply and no error: the job lost it, worth another wave
+                return _item(error=RetryableError(f"{where}: {truncate(message)}"))
+            return _item(error=self.backend.status_error(code, message, where=where))
         model = info.get("model") or self.backend.model
         try:
             if info.get("kind") == "edit":

@@ -72,6 +72,9 @@ SAFETY_FINISH_REASONS = frozenset(
         "IMAGE_RECITATION",
     }
 )
+#: google.rpc codes (a batch item's error) as the HTTP status the same error has online (google/rpc/code.proto)
+RPC_HTTP_STATUS = {1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409, 11: 400,
+                   12: 501, 13: 500, 14: 503, 15: 500, 16: 401}
 _KNOWN_OPTIONS = frozenset({"api_version", "max_connections"})
 _PARAM_ALIASES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
 _RESERVED = frozenset(
@@ -169,22 +172,39 @@ class _GeminiBase(ProviderBackend[genai.Client]):
             raise MalformedReply(f"gemini {self.model}: reply did not match the API schema") from None
 
     def _raise_api_error(self, exc: genai_errors.APIError) -> NoReturn:
-        status = int(exc.code or 0)
         details = exc.details if isinstance(exc.details, dict) else {}
         error = details.get("error", details) if isinstance(details.get("error", details), dict) else {}
         extra = error.get("details") if isinstance(error.get("details"), list) else []
         reasons = {str(d.get("reason", "")) for d in extra if isinstance(d, dict)}
-        message = self._redact(truncate(str(exc.message or "")))
-        text = f"gemini {self.model}: HTTP {status} {exc.status or ''}".rstrip() + f": {message}"
+        status = int(exc.code or 0)
+        raise self.status_error(
+            status, str(exc.message or ""), status_name=str(exc.status or ""), reasons=reasons,
+            retry_after=self._retry_after(exc, extra) if status == 429 else None,
+        ) from None
+
+    def status_error(
+        self, status: int, message: str, *, status_name: str = "", reasons: set[str] | frozenset[str] = frozenset(),
+        retry_after: float | None = None, where: str = "",
+    ) -> BackendError:
+        """The error an HTTP status means, one mapping for an online call and for an item of a batch job
+        (batch_routes.GeminiBatch, whose item errors carry google.rpc codes: below 100, read as their HTTP
+        status), so the same failure is never a reject online and a retry in a batch.
+
+        429 is a RateLimited, 401/403 (or an invalid key) an AuthError that stops the run, 408/409/499 and 5xx
+        worth another try (a timeout, an aborted or cancelled call), any other 4xx a BadRequest (a reject)."""
+        if 0 < status < 100:
+            status = RPC_HTTP_STATUS.get(status, 500)
+        where = where or f"gemini {self.model}"
+        text = f"{where}: HTTP {status} {status_name}".rstrip() + f": {self._redact(truncate(message))}"
         if status == 429:
-            raise RateLimited(text, retry_after=self._retry_after(exc, extra), status=429) from None
+            return RateLimited(text, retry_after=retry_after, status=429)
         if status in (401, 403) or "API_KEY_INVALID" in reasons:
-            raise AuthError(text) from None
-        if status >= 500 or status == 408:
-            raise RetryableError(text, status=status) from None
+            return AuthError(text)
+        if status >= 500 or status in (408, 409, 499):
+            return RetryableError(text, status=status)
         if 400 <= status < 500:
-            raise BadRequest(text) from None
-        raise BackendError(text) from None
+            return BadRequest(text)
+        return BackendError(text)
 
     @staticmethod
     def _retry_after(exc: genai_errors.APIError, extra: list[Any]) -> float | None:

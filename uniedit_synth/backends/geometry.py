@@ -49,4 +49,3 @@ def rounded_size(
         max(multiple, round(width * scale / multiple) * multiple),
         max(multiple, round(height * scale / multiple) * multiple),
     )
-

@@ -164,6 +164,29 @@ class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
         except openai.OpenAIError as exc:
             self._raise_mapped(exc)
 
+    def status_error(
+        self, status: int, code: str, message: str, *, kind: str = "", retry_after: float | None = None,
+        where: str = "",
+    ) -> BackendError:
+        """The error an HTTP status means, one mapping for an online call and for an item of a batch job
+        (batch_routes.OpenAIChatBatch): the same reply must never be a reject online and a retry in a batch.
+
+        429 is a RateLimited (the cluster's bucket pauses), 401/403 an AuthError (the run stops), a 400 from
+        the safety system a SafetyBlocked (a reject), 408/409/5xx worth another try, any other 4xx a
+        BadRequest (the request itself is wrong: a reject, never retried)."""
+        where = where or f"{self.provider} {self.model}"
+        message = self._redact(truncate(message))
+        text = f"{where}: HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+        if status == 429:
+            return RateLimited(text, retry_after=retry_after, status=429)
+        if status in (401, 403):
+            return AuthError(text)
+        if status == 400 and (code in SAFETY_CODES or kind in SAFETY_CODES or _mentions_safety(kind, message)):
+            return SafetyBlocked(text)
+        if status >= 500 or status in (408, 409):
+            return RetryableError(text, status=status)
+        return BadRequest(text)
+
     def _raise_mapped(self, exc: openai.OpenAIError) -> NoReturn:
         where = f"{self.provider} {self.model}"
         if isinstance(exc, openai.APITimeoutError):
@@ -175,24 +198,11 @@ class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
         if isinstance(exc, openai.APIResponseValidationError):
             raise MalformedReply(f"{where}: reply did not match the API schema", raw="") from None
         if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            code = str(exc.code or "")
-            kind = str(exc.type or "")
-            message = self._redact(truncate(_error_message(exc)))
-            text = f"{where}: HTTP {status}" + (f" {code}" if code else "") + f": {message}"
-            if status == 429:
-                raise RateLimited(
-                    text, retry_after=retry_after_seconds(exc.response.headers), status=429
-                ) from None
-            if status in (401, 403):
-                raise AuthError(text) from None
-            if status == 400 and (
-                code in SAFETY_CODES or kind in SAFETY_CODES or _mentions_safety(kind, message)
-            ):
-                raise SafetyBlocked(text) from None
-            if status >= 500 or status in (408, 409):
-                raise RetryableError(text, status=status) from None
-            raise BadRequest(text) from None
+            retry_after = retry_after_seconds(exc.response.headers)
+            raise self.status_error(
+                exc.status_code, str(exc.code or ""), _error_message(exc), kind=str(exc.type or ""),
+                retry_after=retry_after,
+            ) from None
         raise BackendError(f"{where}: {type(exc).__name__}: {self._redact(truncate(str(exc)))}") from None
 
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
-from .replies import Redactor
+from ..core.redact import Redactor
 
 ClientT = TypeVar("ClientT")
 

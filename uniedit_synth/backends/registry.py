@@ -37,10 +37,6 @@ def register(capability: str, type_name: str, target: str) -> None:
     _CAPABILITIES[capability][type_name] = target
 
 
-def known_types(capability: str) -> list[str]:
-    return sorted(_CAPABILITIES[capability])
-
-
 _PROTOCOLS = {"text": TextBackend, "edit": EditBackend}
 
 

@@ -1,12 +1,13 @@
 """What the real (network) backends share: JSON reply parsing and validation, the repair prompt, Retry-After
-parsing, image MIME sniffing and API-key redaction. Nothing here imports a provider SDK."""
+parsing and image MIME sniffing (API keys are redacted by core/redact.py Redactor). Nothing here imports a
+provider SDK."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -22,7 +23,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "array": (list,),
 }
 # Shapes of provider keys, redacted even when they are not the configured key (e.g. echoed by a proxy).
-_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})")
 
 
 def strip_fences(text: str) -> str:
@@ -161,19 +161,6 @@ def image_mime(data: bytes) -> str:
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
     return "image/png"
-
-
-class Redactor:
-    """Removes secrets (the configured key, and anything shaped like a provider key) from text."""
-
-    def __init__(self, secrets: Iterable[str | None] = ()):
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: object) -> str:
-        out = str(text)
-        for secret in self._secrets:
-            out = out.replace(secret, "***")
-        return _KEY_SHAPES.sub("***", out)
 
 
 HINT_LINE = (

@@ -57,6 +57,18 @@ class ActorResources(Strict):
             resources={k: max(self.resources.get(k, 0.0), other.resources.get(k, 0.0)) for k in sorted(names)},
         )
 
+    def actor_options(self) -> dict[str, Any]:
+        """Ray actor options for these resources. A shard worker is an asyncio process that waits on the network
+        most of the time, so by default it reserves no CPU (num_cpus=0) and packs next to others."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus or 0}
+        if self.num_gpus:
+            options["num_gpus"] = self.num_gpus
+        if self.memory_mb:
+            options["memory"] = int(self.memory_mb * 1024 * 1024)
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
+
 
 class ServeSpec(Strict):
     """How a local-model backend (`type: diffusers`) is served: `replicas` Ray actors, each asking Ray for the
@@ -117,6 +129,9 @@ class SourceSpec(Strict):
     """Where VQA records come from. `spec` is `scenes`, `hf:<name>[:config][@split]`, or a path."""
 
     spec: str = "scenes"
+    #: the Source class that opens `spec`: a registered name or a plugin `package.module:Class`; None = the
+    #: first registered class that opens it (sources/registry.py)
+    type: str | None = None
     preset: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     image_root: str | None = None
@@ -205,7 +220,7 @@ class RewriteSpec(StageBase):
     @field_validator("styles")
     @classmethod
     def _known_styles(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        from ..method.plan import STYLES
+        from .plan import STYLES
 
         for category, mix in value.items():
             unknown = set(mix) - set(STYLES)
@@ -533,6 +548,8 @@ class PipelineConfig(Strict):
         view.pop("prices", None)
         view.pop("prompts_dir", None)
         view["engine"] = {"shard_size": self.engine.shard_size}
+        if view["source"].get("type") is None:  # unset, the class comes from the spec: hashes as before the field
+            view["source"].pop("type", None)
         for backend in view["backends"].values():
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)

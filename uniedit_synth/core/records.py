@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..method.plan import InstructionPlan
+from .plan import InstructionPlan
 
 TASK_CATEGORIES = (
     "shape",

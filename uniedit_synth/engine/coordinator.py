@@ -138,6 +138,51 @@ class Progress:
     batch: Counter = field(default_factory=Counter)  # batch jobs: submitted, done, requests (engine/batch.py)
 
 
+class ShardOrderGate:
+    """Per-shard answers decided strictly in shard order: a shard's question waits until every earlier
+    registered shard has been decided, so the outcome (which record a cap admits, which copy of a duplicate
+    is kept) never depends on which worker was faster. A retried shard gets the answer it got before.
+
+    `decide(question)` turns one shard's question into its answer, in order; `registered` is the
+    coordinator's sorted list of shards the driver dispatched or skipped (shared, so one registration serves
+    every gate)."""
+
+    def __init__(self, registered: list[int], decide: Callable[[Any], list[Any]]):
+        self._registered = registered
+        self._decide = decide
+        self.decided: dict[int, list[Any]] = {}
+        self._pending: dict[int, Any] = {}
+        self._waiters: dict[int, asyncio.Future] = {}
+
+    async def ask(self, shard: int, question: Any) -> list[Any]:
+        if shard in self.decided:
+            return self.decided[shard]
+        self._pending[shard] = question
+        self.advance()
+        if shard not in self.decided:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters[shard] = fut
+            await fut
+        return self.decided[shard]
+
+    def settle(self, shard: int, answer: list[Any]) -> None:
+        """A shard decided outside the gate (a finished shard the driver skips): later shards may go on."""
+        if shard not in self.decided:
+            self.decided[shard] = answer
+            self.advance()
+
+    def advance(self) -> None:
+        for shard in self._registered:
+            if shard in self.decided:
+                continue
+            if shard not in self._pending:
+                return  # an earlier shard has not asked yet: later ones wait for it
+            self.decided[shard] = self._decide(self._pending.pop(shard))
+            waiter = self._waiters.pop(shard, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
 class Coordinator:
     def __init__(
         self,
@@ -155,19 +200,15 @@ class Coordinator:
         self._caps = dict(category_caps or {})
         self._admitted: Counter = Counter(admitted_before or {})
         self._registered: list[int] = []
-        self._decided: dict[int, list[bool]] = {}
-        self._pending: dict[int, list[str]] = {}
-        self._waiters: dict[int, asyncio.Future] = {}
         self._rpcs: Counter = Counter()
+        self._caps_gate = ShardOrderGate(self._registered, self._admit_in_order)
         # source.dedup / source.decontaminate: a second ordered lane, decided before classify
         self._screen = None
         if screen is not None:
             from ..method.screen import InputScreen
 
             self._screen = InputScreen(screen.get("by"), screen.get("max_distance", 4), screen.get("benchmarks", ()))
-        self._screened: dict[int, list[Any]] = {}
-        self._screen_pending: dict[int, list[Any]] = {}
-        self._screen_waiters: dict[int, asyncio.Future] = {}
+        self._screen_gate = ShardOrderGate(self._registered, lambda entries: self._screen.decide(entries))
 
     # -- rate limits -------------------------------------------------------------------------------
     @_rpc
@@ -303,76 +344,39 @@ class Coordinator:
         if shard not in self._registered:
             self._registered.append(shard)
             self._registered.sort()
-        if preset is not None and shard not in self._decided:
+        if preset is not None and shard not in self._caps_gate.decided:
             self._admitted.update(preset)
-            self._decided[shard] = []
-            self._advance()
-        if preset is not None and self._screen is not None and shard not in self._screened:
+            self._caps_gate.settle(shard, [])
+        if preset is not None and self._screen is not None and shard not in self._screen_gate.decided:
             from ..method.screen import ScreenEntry
 
             self._screen.remember(ScreenEntry(**e) if isinstance(e, dict) else e for e in (screened or []))
-            self._screened[shard] = []
-            self._advance_screen()
+            self._screen_gate.settle(shard, [])
 
     # -- input screen (dedup, decontamination), decided in shard order like the caps ----------------
     @_rpc
     async def screen(self, shard: int, entries: list[Any]) -> list[Any]:
-        """Per entry (audit.screen.ScreenEntry) of this shard: None or (reason, detail), deciding shards in order."""
+        """Per entry (method.screen.ScreenEntry) of this shard: None or (reason, detail), deciding shards in order."""
         if self._screen is None:
             return [None] * len(entries)
-        if shard in self._screened:  # a retried shard gets the same answer
-            return self._screened[shard]
-        self._screen_pending[shard] = entries
-        self._advance_screen()
-        if shard not in self._screened:
-            fut = asyncio.get_running_loop().create_future()
-            self._screen_waiters[shard] = fut
-            await fut
-        return self._screened[shard]
-
-    def _advance_screen(self) -> None:
-        for shard in self._registered:
-            if shard in self._screened:
-                continue
-            if shard not in self._screen_pending:
-                return  # an earlier shard has not been screened yet: later ones wait for it
-            self._screened[shard] = self._screen.decide(self._screen_pending.pop(shard))
-            waiter = self._screen_waiters.pop(shard, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        return await self._screen_gate.ask(shard, entries)
 
     @_rpc
     async def admit(self, shard: int, categories: list[str]) -> list[bool]:
         """Which of this shard's records (by category) fit under the caps, deciding shards in order."""
         if not self._caps:
             return [True] * len(categories)
-        if shard in self._decided:  # a retried shard gets the same answer
-            return self._decided[shard]
-        self._pending[shard] = categories
-        self._advance()
-        if shard not in self._decided:
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters[shard] = fut
-            await fut
-        return self._decided[shard]
+        return await self._caps_gate.ask(shard, categories)
 
-    def _advance(self) -> None:
-        for shard in self._registered:
-            if shard in self._decided:
-                continue
-            if shard not in self._pending:
-                return  # an earlier shard has not classified yet: later ones wait for it
-            verdicts = []
-            for category in self._pending.pop(shard):
-                cap = self._caps.get(category, self._caps.get("*"))
-                ok = cap is None or self._admitted[category] < cap
-                if ok:
-                    self._admitted[category] += 1
-                verdicts.append(ok)
-            self._decided[shard] = verdicts
-            waiter = self._waiters.pop(shard, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+    def _admit_in_order(self, categories: list[str]) -> list[bool]:
+        verdicts = []
+        for category in categories:
+            cap = self._caps.get(category, self._caps.get("*"))
+            ok = cap is None or self._admitted[category] < cap
+            if ok:
+                self._admitted[category] += 1
+            verdicts.append(ok)
+        return verdicts
 
 
 @dataclass

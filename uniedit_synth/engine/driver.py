@@ -23,8 +23,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from .. import __version__
 from ..backends.registry import create_backend
 from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
@@ -32,9 +30,11 @@ from ..core.errors import UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
+from ..run.store import RunDir, locked
 from ..sources import open_source
-from ..run.store import RunDir, locked, summarise
+from ..stages.totals import run_totals
 from .batch import JobStore, summarise_jobs
+from .progress import open_progress
 from .runtime import InlineRuntime, RayRuntime, WorkerLost
 from .worker import CAPABILITY, STAGES, batch_route, ids_digest
 
@@ -255,7 +255,7 @@ class Driver:
         replicas: dict[str, Any] = {}
         try:
             await self._dispatch(runtime, source, finished, summary)
-            totals = summarise(list(self.run_dir.latest_by_shard().values()))
+            totals = run_totals(list(self.run_dir.latest_by_shard().values()))
             status = "budget_exhausted" if totals["reject_reasons"].get("budget_exhausted") else "finished"
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
@@ -279,7 +279,7 @@ class Driver:
                 jobs = JobStore(self.run_dir.fs).all()
                 if jobs:
                     extra["batch_jobs"] = summarise_jobs(jobs)
-                self.run_dir.write_stats(extra)
+                self.run_dir.write_stats(extra, run_totals(list(self.run_dir.latest_by_shard().values())))
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
         summary.accepted = totals["accepted"]
@@ -294,8 +294,7 @@ class Driver:
         engine = self.config.engine
         max_in_flight = runtime.workers * shards_per_worker(self.config)
         total = source.estimated_len()
-        bar = tqdm(total=total, unit="rec", desc="synth", disable=not self.show_progress, dynamic_ncols=True,
-                   file=sys.stderr)
+        bar = open_progress(total, enabled=self.show_progress)  # a live bar on a terminal, status lines in a log
         base_records = 0
         in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int]] = {}
         load = Counter[int]()

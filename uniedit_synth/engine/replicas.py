@@ -324,14 +324,13 @@ def start_pools(config: Any, ray: Any, run_token: str, env: dict[str, str]) -> d
     from ..backends.diffusers_backend import pool_name
     from ..core.config import ActorResources, ServeSpec
     from ..core.errors import BackendConfigError
-    from .runtime import actor_options
 
     pools: dict[str, Any] = {}
     for name, runner in served_backends(config).items():
         spec = config.backends[name]
         resources = spec.resources or ActorResources()
         check_gpus(name, resources.num_gpus or 0.0, ray)
-        options = actor_options(resources)
+        options = resources.actor_options()
         options["num_cpus"] = resources.num_cpus if resources.num_cpus is not None else 1
         serve = (spec.serve or ServeSpec()).model_dump()
         pool = ray.remote(ReplicaPool).options(

@@ -19,6 +19,7 @@ from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..core.config import CONFIGURED_STAGES, ActorResources, PipelineConfig
 from ..core.errors import UniEditError, handle_sigterm
 from ..core.records import VQARecord
+from ..run.processes import process_alive
 from ..run.store import ShardResult
 from .coordinator import Coordinator, LeaseHolder
 from .replicas import start_pools
@@ -35,7 +36,7 @@ def remove_stale_temp_dirs() -> None:
     """Delete Ray temp dirs left by killed runs (named after their driver's pid, which is gone)."""
     for path in Path("/tmp").glob("uniedit-ray-*-*"):
         pid = path.name.split("-")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -59,19 +60,6 @@ def worker_resources(config: PipelineConfig) -> ActorResources:
             if resources is not None:
                 needed = needed.merged(resources)
     return needed
-
-
-def actor_options(resources: ActorResources) -> dict[str, Any]:
-    """Ray actor options for `resources`. A worker is an asyncio process that waits on the network most of
-    the time, so by default it reserves no CPU (num_cpus=0) and packs next to others."""
-    options: dict[str, Any] = {"num_cpus": resources.num_cpus or 0}
-    if resources.num_gpus:
-        options["num_gpus"] = resources.num_gpus
-    if resources.memory_mb:
-        options["memory"] = int(resources.memory_mb * 1024 * 1024)
-    if resources.resources:
-        options["resources"] = dict(resources.resources)
-    return options
 
 
 class WorkerLost(Exception):
@@ -202,7 +190,7 @@ class _ShardWorkerActor:
                  env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.WARNING)
-        from ..terminal import install_log_filter
+        from ..core.terminal import install_log_filter
 
         install_log_filter()
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
@@ -281,7 +269,7 @@ class RayRuntime:
             raise
         self._actor_cls = ray.remote(_ShardWorkerActor)
         self._resources = worker_resources(config)
-        self._options = actor_options(self._resources)
+        self._options = self._resources.actor_options()
         self.workers = config.engine.workers
         self._generations = [0] * self.workers
         # a worker actor starts with the first shard sent to it: a rerun with every shard finished starts

@@ -15,36 +15,28 @@ import time
 from collections.abc import Iterable
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from ..core.errors import ExportError
 from ..method.masks import DEFAULT_VAE_FACTOR
-from ..core.records import Sample
+from ..run.processes import process_alive
+from .base import ExportWriter
 from .card import CardStats
-from .options import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_ROWS, ExportOptions
+from .options import ExportOptions
+from .registry import format_class, known_formats
 from .run_reader import RunReader
 from .selection import PreferencePair, Selection, mask_and_weight, split_of
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("uniedit-jsonl", "hf", "bagel")
+#: the built-in formats (export/registry.py; plugins too: `--format package.module:Class`)
+FORMATS = tuple(known_formats())
 SUMMARY_FILE = "export.json"
 
 __all__ = ["FORMATS", "ExportSummary", "ExportOptions", "PreferencePair", "export_run", "split_of"]
-
-
-class FormatWriter(Protocol):
-    """What export_run needs from a format module's writer."""
-
-    def add(self, sample: Sample, split: str, masked: tuple[np.ndarray, float] | None) -> None: ...
-
-    def add_pair(self, pair: PreferencePair, split: str) -> None: ...
-
-    def finish(self, stats: CardStats) -> list[Path]: ...
 
 
 class ExportSummary(BaseModel):
@@ -69,26 +61,6 @@ class ExportSummary(BaseModel):
         return sum(self.rows.values())
 
 
-def _writer(
-    fmt: str, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]
-) -> FormatWriter:
-    if fmt == "uniedit-jsonl" and options.layout == "release":
-        from .uniedit_release import UniEditReleaseWriter
-
-        return UniEditReleaseWriter(root, final_dir, options, run_info)
-    if fmt == "uniedit-jsonl":
-        from .uniedit_jsonl import UniEditJsonlWriter
-
-        return UniEditJsonlWriter(root, final_dir, options, run_info)
-    if fmt == "hf":
-        from .hf import HfWriter
-
-        return HfWriter(root, final_dir, options, run_info)
-    from .bagel import BagelWriter
-
-    return BagelWriter(root, final_dir, options, run_info)
-
-
 def _check_out_dir(out: Path, run_root: Path | None, overwrite: bool) -> None:
     """`run_root` is the run's local directory (None for a run on a URI: it cannot overlap a local out)."""
     if run_root is not None and (out == run_root or out.is_relative_to(run_root) or run_root.is_relative_to(out)):
@@ -110,40 +82,44 @@ def _check_out_dir(out: Path, run_root: Path | None, overwrite: bool) -> None:
         )
 
 
-def _options(fmt: str, **values: Any) -> ExportOptions:
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+def _options(fmt: str, writer: type[ExportWriter], format_options: dict[str, Any], **values: Any) -> ExportOptions:
+    """The options of one export in format `fmt`, defaults from its writer class and checked against it."""
     if values["shard_rows"] is None:
-        values["shard_rows"] = DEFAULT_SHARD_ROWS[fmt]
+        values["shard_rows"] = writer.shard_rows
     if values["row_group_rows"] is None:
-        values["row_group_rows"] = DEFAULT_ROW_GROUP_ROWS[fmt]
+        values["row_group_rows"] = writer.row_group_rows
     if values["categories"] is not None:
         values["categories"] = tuple(values["categories"])
     try:
-        options = ExportOptions(format=fmt, **values)
+        options = ExportOptions(format=fmt, format_options=_format_options(fmt, writer, format_options), **values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ExportError(f"invalid export options: {problems}") from None
-    if options.with_reasoning and fmt != "bagel":
+    if options.with_reasoning and "with_reasoning" not in writer.reads:
         raise ExportError(
             "--with-reasoning is a bagel option; hf and uniedit-jsonl exports always carry the `reasoning` column"
         )
-    if options.layout == "release" and fmt != "uniedit-jsonl":
+    if options.layout == "release" and "layout" not in writer.reads:
         raise ExportError("--layout release is a uniedit-jsonl layout; use --format uniedit-jsonl")
-    if options.layout == "release" and (options.include_rejects or options.with_masks):
-        raise ExportError(
-            "the release layout has exactly the release's nine keys: drop --include-rejects and --with-masks, "
-            "or use --layout default"
-        )
-    if fmt == "bagel" and options.include_rejects:
-        raise ExportError(
-            "the bagel format has no preference pairs; drop --include-rejects or export to hf/uniedit-jsonl"
-        )
-    if fmt == "bagel" and options.with_masks:
-        raise ExportError(
-            "BAGEL's trainer cannot use edit masks; drop --with-masks or export to hf/uniedit-jsonl"
-        )
+    writer.check(options)
+    if options.include_rejects and not writer.pairs:
+        raise ExportError(f"the {fmt} format has no preference pairs; drop --include-rejects")
+    if options.with_masks and not writer.masks:
+        raise ExportError(f"the {fmt} format carries no edit masks; drop --with-masks")
     return options
+
+
+def _format_options(fmt: str, writer: type[ExportWriter], given: dict[str, Any]) -> dict[str, Any]:
+    """A format's own options (`--format-option`), validated by its `Options` model."""
+    if writer.Options is None:
+        if given:
+            raise ExportError(f"the {fmt} format takes no --format-option (given: {', '.join(sorted(given))})")
+        return {}
+    try:
+        return writer.Options(**given).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ExportError(f"invalid --format-option for {fmt}: {problems}") from None
 
 
 def export_run(
@@ -169,6 +145,7 @@ def export_run(
     overwrite: bool = False,
     progress: bool = True,
     drop: dict[str, str] | None = None,
+    format_options: dict[str, Any] | None = None,
 ) -> ExportSummary:
     """Export the accepted samples of `run_dir` to `out_dir` in format `fmt` (one of FORMATS).
 
@@ -183,13 +160,17 @@ def export_run(
     `bagel_data_dir` is where BAGEL will see the export (default: out_dir). `with_reasoning` (bagel) adds each
     sample's reasoning trace as the thinking text BAGEL generates before the edited image (bagel.py).
     `push_to_hub` (hf only) uploads the finished export to that dataset repo. `drop` (id → audit flag, from
-    audit.checks.flagged_ids) leaves those samples out, counted per flag in `skipped`.
+    audit.checks.flagged_ids) leaves those samples out, counted per flag in `skipped`. `format_options` are a
+    plugin format's own options (its `Options` model validates them; export/base.py).
     Raises ExportError for a missing or non-run `run_dir`, a non-empty `out_dir` without `overwrite`, an
     unknown format or invalid options.
     """
     started = time.monotonic()
+    writer = format_class(fmt)
     options = _options(
         fmt,
+        writer,
+        dict(format_options or {}),
         min_score=min_score,
         categories=categories,
         include_rejects=include_rejects,
@@ -205,7 +186,7 @@ def export_run(
         bagel_name=bagel_name,
         with_reasoning=with_reasoning,
     )
-    if push_to_hub and fmt != "hf":
+    if push_to_hub and not writer.hub:
         raise ExportError("--push-to-hub works with the hf format only")
     reader = RunReader(run_dir)
     out = Path(out_dir).expanduser().resolve()
@@ -239,7 +220,7 @@ def _export_into(
     staging: Path, out: Path, reader: RunReader, options: ExportOptions, progress: bool,
     drop: dict[str, str] | None = None,
 ) -> ExportSummary:
-    writer = _writer(options.format, staging, out, options, reader.run_info())
+    writer = format_class(options.format).create(staging, out, options, reader.run_info())
     selection = Selection(reader, options, drop)
     stats = CardStats()
     with tqdm(
@@ -279,19 +260,9 @@ def _remove_dead_staging(out: Path) -> None:
     """Staging dirs of earlier exports to the same out dir whose process is gone (killed mid-export)."""
     for leftover in out.parent.glob(f".{glob_escape(out.name)}.partial-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
             log.warning("removed %s, left by an export that was killed", leftover.name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _replace(staging: Path, out: Path) -> None:

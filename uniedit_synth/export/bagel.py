@@ -43,7 +43,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from ..core.errors import ExportError
 from ..core.records import Sample
+from .base import ExportWriter
 from .card import CardStats
 from .options import SPLITS, ExportOptions
 from .parquet_shards import ParquetShardWriter
@@ -179,8 +181,26 @@ def write_registration(
     return entries
 
 
-class BagelWriter:
+class BagelWriter(ExportWriter):
     """Writes the bagel layout into `root` (see the module docstring)."""
+
+    name = "bagel"
+    shard_rows = 1_000
+    row_group_rows = 32  # BAGEL hands row groups (not files) to its ranks × workers: keep them small
+    pairs = False
+    masks = False
+    reads = frozenset({"with_reasoning", "bagel_data_dir", "bagel_name"})
+
+    @classmethod
+    def check(cls, options: ExportOptions) -> None:
+        if options.include_rejects:
+            raise ExportError(
+                "the bagel format has no preference pairs; drop --include-rejects or export to hf/uniedit-jsonl"
+            )
+        if options.with_masks:
+            raise ExportError(
+                "BAGEL's trainer cannot use edit masks; drop --with-masks or export to hf/uniedit-jsonl"
+            )
 
     def __init__(self, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]) -> None:
         self.root = root

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 import yaml
 
 from ..core.errors import ExportError
-from ..method.masks import mask_to_png
 from ..core.records import (
     IMAGE_COLUMNS,
     IMAGE_STRUCT,
@@ -33,6 +32,8 @@ from ..core.records import (
     sample_to_row,
     with_hf_metadata,
 )
+from ..method.masks import mask_to_png
+from .base import ExportWriter
 from .card import CardStats, card_body
 from .files import safe_stem
 from .options import SPLITS, ExportOptions
@@ -89,8 +90,13 @@ def arrow_bytes(files: list[Path]) -> int:
     return total
 
 
-class HfWriter:
+class HfWriter(ExportWriter):
     """Writes the hf layout into `root` (see the module docstring)."""
+
+    name = "hf"
+    shard_rows = 500  # two images per row
+    row_group_rows = 16  # a shuffled loader reads a group per miss
+    hub = True
 
     def __init__(self, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]) -> None:
         self.root = root

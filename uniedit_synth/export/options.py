@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..method.masks import DEFAULT_CLOSE_KERNEL, DEFAULT_MIN_COMPONENT_FRAC, DEFAULT_THRESHOLD, DEFAULT_VAE_FACTOR
 from ..core.records import TASK_CATEGORIES
+from ..method.masks import (
+    DEFAULT_CLOSE_KERNEL,
+    DEFAULT_MIN_COMPONENT_FRAC,
+    DEFAULT_THRESHOLD,
+    DEFAULT_VAE_FACTOR,
+)
 
 SPLITS = ("train", "validation")
-
-#: rows per file when the caller does not say: JSONL is text only; parquet shards carry two images per row
-DEFAULT_SHARD_ROWS = {"uniedit-jsonl": 10_000, "hf": 500, "bagel": 1_000}
-#: rows per parquet row group: BAGEL hands row groups (not files) to its ranks × workers, so keep them small
-DEFAULT_ROW_GROUP_ROWS = {"uniedit-jsonl": 0, "hf": 16, "bagel": 32}  # a shuffled loader reads a group per miss
 
 
 class ExportOptions(BaseModel):
@@ -42,6 +42,8 @@ class ExportOptions(BaseModel):
     bagel_name: str = "uniedit"
     #: bagel only: add the reasoning trace as thinking text before the edited image (export/bagel.py)
     with_reasoning: bool = False
+    #: a plugin format's own options (`--format-option KEY=VALUE`), as its `Options` model validated them
+    format_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("categories")
     @classmethod

@@ -28,12 +28,15 @@ from typing import Any, TextIO
 import numpy as np
 import yaml
 
-from ..method.masks import mask_to_png
+from ..core.errors import ExportError
 from ..core.records import Sample
+from ..method.masks import mask_to_png
+from .base import ExportWriter
 from .card import CardStats, card_body
 from .files import safe_stem, write_image
 from .options import SPLITS, ExportOptions
 from .selection import PreferencePair
+from .uniedit_release import UniEditReleaseWriter, sample_row
 
 
 class JsonlShards:
@@ -65,29 +68,27 @@ class JsonlShards:
         return list(self.files)
 
 
-def sample_row(sample: Sample, image_path: str, output_image_path: str) -> dict[str, Any]:
-    """One JSONL row in the Uni-Edit-148k key order (plus `id`, and `instruction_plan` as an extra key)."""
-    return {
-        "id": sample.id,
-        "task_category": sample.task_category,
-        "original_question": sample.original_question,
-        "original_answer": sample.original_answer,
-        "process_answer": sample.process_answer,
-        "image_path": image_path,
-        "edit_instruction": sample.edit_instruction,
-        "output_image_path": output_image_path,
-        "analysis": sample.analysis,
-        "score": sample.score,
-        # not in the release: the plan the instruction follows (style, candidate, expected branch, edits)
-        "instruction_plan": sample.instruction_plan.model_dump(mode="json") if sample.instruction_plan else None,
-        # not in the release: question → answer → branch → edit (reasoning.py), and the expected branch's edit
-        "reasoning": sample.reasoning,
-        "intended_effect": sample.intended_effect,
-    }
+class UniEditJsonlWriter(ExportWriter):
+    """Writes the uniedit-jsonl layout into `root` (see the module docstring); with `layout: release`, the
+    release's own files (uniedit_release.py)."""
 
+    name = "uniedit-jsonl"
+    shard_rows = 10_000  # text only: the images are files beside it
+    reads = frozenset({"layout"})
 
-class UniEditJsonlWriter:
-    """Writes the uniedit-jsonl layout into `root` (see the module docstring)."""
+    @classmethod
+    def create(cls, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]) -> ExportWriter:
+        if options.layout == "release":
+            return UniEditReleaseWriter(root, final_dir, options, run_info)
+        return cls(root, final_dir, options, run_info)
+
+    @classmethod
+    def check(cls, options: ExportOptions) -> None:
+        if options.layout == "release" and (options.include_rejects or options.with_masks):
+            raise ExportError(
+                "the release layout has exactly the release's nine keys: drop --include-rejects and --with-masks, "
+                "or use --layout default"
+            )
 
     def __init__(self, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]) -> None:
         self.root = root

@@ -42,11 +42,11 @@ import yaml
 
 from ..core.errors import ExportError
 from ..core.records import Sample
+from .base import ExportWriter
 from .card import CardStats, card_body
 from .files import contained, image_suffix, safe_stem
 from .options import ExportOptions
 from .selection import PreferencePair
-from .uniedit_jsonl import sample_row
 
 RELEASE_KEYS = (
     "task_category",
@@ -87,13 +87,39 @@ def source_name(sample: Sample, data: bytes) -> tuple[str, str, str]:
     return _safe(sample.source) or "images", safe_stem(sample.id), image_suffix(data) or ".png"
 
 
+def sample_row(sample: Sample, image_path: str, output_image_path: str) -> dict[str, Any]:
+    """One JSONL row in the Uni-Edit-148k key order (plus `id`, and `instruction_plan` as an extra key)."""
+    return {
+        "id": sample.id,
+        "task_category": sample.task_category,
+        "original_question": sample.original_question,
+        "original_answer": sample.original_answer,
+        "process_answer": sample.process_answer,
+        "image_path": image_path,
+        "edit_instruction": sample.edit_instruction,
+        "output_image_path": output_image_path,
+        "analysis": sample.analysis,
+        "score": sample.score,
+        # not in the release: the plan the instruction follows (style, candidate, expected branch, edits)
+        "instruction_plan": sample.instruction_plan.model_dump(mode="json") if sample.instruction_plan else None,
+        # not in the release: question → answer → branch → edit (reasoning.py), and the expected branch's edit
+        "reasoning": sample.reasoning,
+        "intended_effect": sample.intended_effect,
+    }
+
+
 def visual_quality_score(sample: Sample) -> int | None:
     value = sample.scores.visual_quality
     return int(round(value)) if value is not None else None
 
 
-class UniEditReleaseWriter:
-    """Writes the release layout into `root` (see the module docstring)."""
+class UniEditReleaseWriter(ExportWriter):
+    """Writes the release layout into `root` (see the module docstring); the uniedit-jsonl format's writer
+    with `layout: release` (UniEditJsonlWriter.create)."""
+
+    name = "uniedit-jsonl"
+    pairs = False
+    masks = False
 
     def __init__(self, root: Path, final_dir: Path, options: ExportOptions, run_info: dict[str, Any]) -> None:
         if options.include_rejects or options.with_masks:  # export._options refuses these first

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import imagehash
 import numpy as np
@@ -115,3 +115,20 @@ def jaccard(a: set[str], b: set[str]) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+@dataclass
+class Benchmark:
+    """A benchmark's fingerprints: per item its key, image fingerprint (or None) and text."""
+
+    name: str
+    spec: str
+    content_key: str
+    keys: list[str] = field(default_factory=list)
+    images: list[ImageFingerprint | None] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+    skipped_images: int = 0
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return len(self.keys)

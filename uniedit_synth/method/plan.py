@@ -20,14 +20,9 @@ import hashlib
 import random
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
 
-from pydantic import BaseModel
-
+from ..core.plan import InstructionPlan
 from .answers import normalise_answer, same_answer
-
-Style = Literal["conditional", "synthesis", "render", "transform"]
-STYLES: tuple[str, ...] = ("conditional", "synthesis", "render", "transform")
 
 #: The release's mix: a fair coin between a conditional branch and a synthesis for colour, shape and count
 #: (third_process.py: random.random() < 0.5); text-like answers are rendered on a medium; location questions
@@ -54,30 +49,6 @@ SIDE_WORDS: tuple[str, ...] = ("left", "right")
 YES_NO: tuple[str, ...] = ("yes", "no")
 VOCABULARIES: tuple[tuple[str, ...], ...] = (COLOR_WORDS, SHAPE_WORDS, SIDE_WORDS, YES_NO)
 _NUMBER = re.compile(r"-?\d+")
-
-
-class InstructionPlan(BaseModel):
-    """One record's plan; `then_edit` / `else_edit` come from the rewriter. Nulls where the style has no
-    branch."""
-
-    style: Style
-    candidate: str | None = None
-    candidate_is_answer: bool | None = None
-    expected_branch: Literal["then", "else"] | None = None
-    then_edit: str | None = None
-    else_edit: str | None = None
-
-    @property
-    def conditional(self) -> bool:
-        return self.style == "conditional"
-
-    @property
-    def expected_edit(self) -> str | None:
-        return self.then_edit if self.expected_branch == "then" else self.else_edit
-
-    @property
-    def wrong_edit(self) -> str | None:
-        return self.else_edit if self.expected_branch == "then" else self.then_edit
 
 
 def plan_rng(seed: int, record_id: str) -> random.Random:
@@ -156,7 +127,3 @@ def draw_plan(
         candidate_is_answer=is_answer,
         expected_branch="then" if is_answer else "else",
     )
-
-
-def plan_to_row(plan: InstructionPlan | None) -> dict[str, Any] | None:
-    return None if plan is None else plan.model_dump(mode="json")

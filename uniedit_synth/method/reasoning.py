@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from ..core.plan import InstructionPlan
 from .answers import normalise_answer, normalise_text, same_answer
-from .plan import InstructionPlan
 
 ReasoningMode = Literal["off", "template", "model"]
 

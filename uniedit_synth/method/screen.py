@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..sources.benchmarks import Benchmark
 from .fingerprint import (
     DEFAULT_MAX_DISTANCE,
+    Benchmark,
     ImageFingerprint,
     detail_distance,
     same_image,

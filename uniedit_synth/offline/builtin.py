@@ -29,23 +29,6 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from ..method.answers import leaks_answer, normalise_answer
-from ..core.config import BackendSpec
-from ..core.errors import BackendConfigError
-from ..core.records import TASK_CATEGORIES
-from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
-from .program import (
-    FLAW_KINDS,
-    FLAWS,
-    ProgramError,
-    expected_edited_png,
-    flawed_edit,
-    generic_program,
-    scene_of,
-    scene_program,
-    verify,
-)
-from .questions import QueryError
 from ..backends.base import (
     BadRequest,
     EditReply,
@@ -55,6 +38,17 @@ from ..backends.base import (
     Usage,
     request_key,
 )
+from ..core.config import BackendSpec
+from ..core.errors import BackendConfigError
+from ..core.records import TASK_CATEGORIES
+from ..method.answers import leaks_answer, normalise_answer
+from .choose import scene_program
+from .flaws import FLAW_KINDS, FLAWS, expected_edited_png, flawed_edit
+from .generic import generic_program
+from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
+from .program import ProgramError, scene_of
+from .questions import QueryError
+from .verify import verify
 
 CALL_LOG_ENV = "UNIEDIT_CALL_LOG"
 REWRITE_TRIES = 16

@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image
 
 from ..method.answers import leaks_answer
-from .program import FLAWS, apply_flaw, decided_conditions, expected_edited_png, scene_of, verify
+from .flaws import FLAWS, apply_flaw, expected_edited_png
+from .program import decided_conditions, scene_of
+from .verify import verify
 
 OPENING_WORDS = 5
 _WORD = re.compile(r"[a-z0-9']+")

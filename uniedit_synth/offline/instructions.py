@@ -325,13 +325,6 @@ def scene_instruction_parts(
     return text, then_edit, else_edit
 
 
-def scene_instruction(
-    program: dict[str, Any], question: str, category: str, scene: Scene, rng: random.Random
-) -> str:
-    """The instruction for a scene program: the question embedded, the branch logic, the directive."""
-    return scene_instruction_parts(program, question, category, scene, rng)[0]
-
-
 def generic_condition(test: dict[str, Any]) -> str:
     op = test["op"]
     if op == "eq":
@@ -379,7 +372,3 @@ def generic_instruction_parts(
         return f"{intro} Then {action}. {AESTHETICS_DIRECTIVE}", None, None
     then_edit, else_edit = generic_action(program["if_true"], rng), generic_action(program["if_false"], rng)
     return assemble(intro, generic_condition(test), then_edit, else_edit, rng, False), then_edit, else_edit
-
-
-def generic_instruction(program: dict[str, Any], question: str, rng: random.Random) -> str:
-    return generic_instruction_parts(program, question, rng)[0]

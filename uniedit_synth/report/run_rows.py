@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from ..core.records import SAMPLE_SCHEMA
 from ..run.fs import RunFS, as_run_fs, is_uri
-from ..run.store import RunDir, shard_result, summarise
+from ..run.store import RunDir, shard_result
+from ..stages.totals import run_totals
 from .errors import ReportError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def run_stats(run_dir: str | Path | RunFS) -> dict[str, Any]:
     if not entries:
         return {}
     try:
-        return summarise(list(entries.values()))
+        return run_totals(list(entries.values()))
     except (KeyError, TypeError):
         log.warning("manifest.jsonl of %s has unexpected lines; the report shows no stage totals", run_dir)
         return {}

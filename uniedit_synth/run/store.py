@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..method import cascade as cascading
 from ..core.config import STAGE_NAMES
 from ..core.errors import ConfigChangedError, OutputDirError, RunLockedError
 from .fs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error, open_run_fs
+from .processes import process_alive, process_start_time
 
 __all__ = ["DISK_ERRNOS", "RunDir", "RunInfo", "RunLock", "ShardFile", "ShardResult", "atomic_write_bytes",
            "disk_error", "locked", "summarise", "write_shard_table"]
@@ -139,24 +139,6 @@ def write_shard_table(run_dir: Path | RunFS, kind: str, index: int, table: pa.Ta
     return {"path": rel, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def _process_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """`.lock` in the output dir: pid, host, process start time, a run id and a heartbeat (unix time) that the
     holder rewrites every HEARTBEAT_S seconds from a background thread. Nobody deletes lock files by hand:
@@ -189,7 +171,7 @@ class RunLock:
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "start": _process_start_time(os.getpid()),
+            "start": process_start_time(os.getpid()),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "run_id": self.run_id,
             "heartbeat": time.time(),
@@ -270,10 +252,7 @@ class RunLock:
             return True
         else:
             pid = int(holder.get("pid", -1))
-            alive = _pid_alive(pid) and (
-                holder.get("start") is None or _process_start_time(pid) == holder.get("start")
-            )
-            if alive:
+            if process_alive(pid, holder.get("start")):
                 return False
             why = f"pid {holder.get('pid')}"
         log.warning("removing a stale lock left by %s (process no longer running); resuming", why)
@@ -553,8 +532,10 @@ class RunDir:
                 if self.fs.size(record["path"]) != record["bytes"]]
 
     # -- stats -----------------------------------------------------------------------------------------
-    def write_stats(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        stats = summarise(list(self.latest_by_shard().values()))
+    def write_stats(self, extra: dict[str, Any] | None = None, totals: dict[str, Any] | None = None) -> dict[str, Any]:
+        """stats.json: `totals` (stages/totals.py run_totals: with the figures each stage merges itself; by
+        default this directory's own totals only) and `extra`."""
+        stats = dict(totals) if totals is not None else summarise(list(self.latest_by_shard().values()))
         stats.update(extra or {})
         self.fs.write_bytes("stats.json", json.dumps(stats, indent=2, sort_keys=True).encode(), fsync=False)
         return stats
@@ -600,7 +581,8 @@ class RunDir:
 
 
 def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over the latest manifest entry of every shard: records, by reason, category, stage, node."""
+    """Totals over the latest manifest entry of every shard: records, by reason, category, stage, node. The
+    figures a stage adds to its shards' entries are that stage's to merge (stages/totals.py run_totals)."""
     reasons: Counter = Counter()
     calls: Counter = Counter()
     hits: Counter = Counter()
@@ -609,13 +591,7 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     funnel: dict[str, Counter] = {}
     read = accepted = 0
     cost = 0.0
-    cascade: dict[str, Any] = {}
-    non_edit: dict[str, Any] = {}
     for e in entries:
-        if e.get("cascade"):
-            cascading.merge(cascade, e["cascade"])
-        if e.get("non_edit"):
-            cascading.merge(non_edit, e["non_edit"])
         read += e["records"]
         accepted += e["accepted"]
         reasons.update(e.get("reject_reasons", {}))
@@ -640,11 +616,6 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "cost_usd": round(cost, 8),  # rows and manifest keep 8 decimals: the ledger stays exact
         "shards_by_node": dict(nodes),
-        **({"judge_cascade": cascading.figures(cascade)} if cascade else {}),
-        **({"non_edit_consistency": {
-            status: {"measured": c["n"], "mean": round(c["sum"] / c["n"], 4), "below_threshold": c["below"]}
-            for status, c in sorted(non_edit.items()) if c.get("n")
-        }} if non_edit else {}),
     }
 
 

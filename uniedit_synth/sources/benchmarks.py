@@ -24,22 +24,23 @@ hashed again and an unchanged one never is. Unreadable images are skipped with a
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.errors import UniEditError
-from ..method.fingerprint import ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
+from ..core.config import SourceSpec
+from ..core.errors import SourceError, UniEditError
+from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +82,6 @@ class BenchmarkItem:
     image: bytes | None = None
     image_path: Path | None = None
     text: str | None = None
-
-
-@dataclass
-class Benchmark:
-    """A benchmark's fingerprints: per item its key, image fingerprint (or None) and text."""
-
-    name: str
-    spec: str
-    content_key: str
-    keys: list[str] = field(default_factory=list)
-    images: list[ImageFingerprint | None] = field(default_factory=list)
-    texts: list[str | None] = field(default_factory=list)
-    skipped_images: int = 0
-    from_cache: bool = False
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
 
 # ------------------------------------------------------------------------------------------ spec → reader
@@ -219,30 +203,41 @@ def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
 
 
 def _rows(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    suffix = path.suffix.lower()
+    """A benchmark table's columns and rows, read by the source class that opens the file (the source
+    registry: .jsonl, .json arrays, .csv / .tsv, .parquet, and any registered plugin form), streamed. A .json
+    object is the benchmarks' own layout, one row per key (`{id: row}`, as ImgEdit's annotations are)."""
+    from .registry import source_class
+
     try:
-        if suffix == ".parquet":
-            parquet = pq.ParquetFile(path)
-            names = parquet.schema_arrow.names
-            return names, (row for batch in parquet.iter_batches(batch_size=64) for row in batch.to_pylist())
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-            return (list(rows[0]) if rows else []), iter(rows)
-        if suffix in (".jsonl", ".ndjson"):
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        elif suffix == ".json":
+        if path.suffix.lower() == ".json" and _json_object(path):
             data = json.loads(path.read_text(encoding="utf-8"))
-            rows = list(data.values()) if isinstance(data, dict) else data
+            rows: Iterator[dict[str, Any]] = iter([r for r in data.values() if isinstance(r, dict)])
         else:
-            raise BenchmarkError(
-                f"{path}: not a benchmark file (.jsonl, .json, .csv, .parquet), folder or hf: data set"
-            )
-    except (OSError, ValueError, pa.ArrowException) as exc:
+            cls = source_class(SourceSpec(spec=str(path))) if path.is_file() else None
+            if cls is None:
+                raise BenchmarkError(
+                    f"{path}: not a benchmark file (.jsonl, .json, .csv, .parquet), folder or hf: data set"
+                )
+            rows = _read(path, (dict(r) for r in cls.raw_rows(path)))
+        head = list(itertools.islice(rows, 100))
+    except (OSError, ValueError, pa.ArrowException, NotImplementedError, SourceError) as exc:
         raise BenchmarkError(f"cannot read benchmark {path}: {exc}") from None
-    rows = [r for r in rows if isinstance(r, dict)]
-    names = sorted({k for r in rows[:100] for k in r})
-    return names, iter(rows)
+    names = sorted({k for r in head for k in r})
+    return names, itertools.chain(head, rows)
+
+
+def _read(path: Path, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    try:
+        yield from rows
+    except SourceError as exc:
+        raise BenchmarkError(f"cannot read benchmark {path}: {exc}") from None
+
+
+def _json_object(path: Path) -> bool:
+    from .rowfiles import json_top_level
+
+    with path.open("rb") as fh:
+        return json_top_level(fh) == b"{"
 
 
 def _columns(names: list[str], where: str, preset: str) -> tuple[str | None, str | None, str | None]:
@@ -399,9 +394,3 @@ def load_benchmark(spec: str, cache_dir: Path | None = None) -> Benchmark:
         except OSError as exc:
             log.warning("cannot cache benchmark fingerprints in %s: %s", cache.parent, exc.strerror or exc)
     return bench
-
-
-def benchmark_shingles(bench: Benchmark) -> Iterator[tuple[str, set[str]]]:
-    for key, text in zip(bench.keys, bench.texts, strict=True):
-        if text:
-            yield key, shingles(text)

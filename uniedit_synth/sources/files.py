@@ -12,9 +12,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..core.config import SourceSpec
 from ..core.errors import SourceError
 from ..core.records import VQARecord, content_key
 from .arrange import PositionalSource, block_shuffled_positions, subject_of
+from .opening import (
+    FILE_OPTIONS,
+    FORMS_LINE,
+    check_options,
+    common_dir,
+    image_root_from,
+    is_glob,
+    label_for,
+    list_columns_of,
+    spec_text,
+    table_mapper,
+)
 from .rowfiles import (
     BadRow,
     csv_header,
@@ -26,7 +39,7 @@ from .rowfiles import (
     read_json_value_at,
     read_jsonl_at,
 )
-from .rows import RowMapper, json_safe
+from .rows import RowMapper, TableMapper, json_safe
 
 ROW_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -214,12 +227,70 @@ class RowFileSource(PositionalSource):
     def estimated_len(self) -> int | None:
         return len(self) if self._offsets is not None else None
 
+    # -- the registry's side (sources/base.py) ---------------------------------------------------------------
+    @classmethod
+    def opens(cls, spec: str) -> bool:
+        """A .jsonl / .json / .csv / .tsv file, or an image folder with a metadata.jsonl (or .csv) sidecar."""
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            return any((path / name).is_file() for name in METADATA_FILES)
+        return path.is_file() and path.suffix.lower() in ROW_FILE_SUFFIXES
+
+    @classmethod
+    def open(cls, spec: SourceSpec, *, seed: int, limit: int | None, subject_key: str | None) -> RowFileSource:
+        path = Path(spec_text(spec)).expanduser()
+        if path.is_dir():
+            metadata = next((path / name for name in METADATA_FILES if (path / name).is_file()), None)
+            if metadata is None:
+                raise SourceError(f"'{path}' is not an image folder: it has no {' or '.join(METADATA_FILES)}")
+            return cls._open_image_folder(spec, metadata, subject_key)
+        check_options(spec, FILE_OPTIONS, "row files")
+        kind = row_file_kind(path)
+        leading = leading_objects(path, kind, spec.options)
+        first = leading[0] if leading else first_row(path, kind, spec.options)
+        label = label_for(spec, path.stem)
+        mapper = table_mapper(spec, label=label, available=None, subject_key=subject_key, first=first)
+        if isinstance(mapper, TableMapper) and leading:
+            # the columns must fit some of the first rows; rows that lack them are rejects of their own
+            problems: list[SourceError] = []
+            for row in leading:
+                try:
+                    mapper.check_columns(list(row), f"{path} (first rows)", required=("question", "answer"))
+                    break
+                except SourceError as exc:
+                    problems.append(exc)
+            else:
+                raise problems[0]
+        return cls(path, mapper=mapper, label=label, image_root=image_root_from(spec, path.parent),
+                   options=spec.options)
+
+    @classmethod
+    def _open_image_folder(cls, spec: SourceSpec, metadata: Path, subject_key: str | None) -> RowFileSource:
+        check_options(spec, FILE_OPTIONS, "image folders")
+        folder = metadata.parent
+        columns = {"image": "file_name", **spec.columns}
+        folder_spec = spec.model_copy(update={"columns": columns})
+        label = label_for(spec, folder.name)
+        mapper = table_mapper(folder_spec, label=label, available=None, subject_key=subject_key)
+        return cls(metadata, mapper=mapper, label=label, image_root=image_root_from(spec, folder),
+                   options=spec.options)
+
+    @classmethod
+    def raw_rows(cls, path: Path, options: Mapping[str, Any] | None = None) -> Iterator[Mapping[str, Any]]:
+        options = options or {}
+        kind = row_file_kind(path)
+        for _, row in _iter_rows(path, kind, options):
+            if isinstance(row, BadRow):
+                raise SourceError(f"{path}: {row.detail}")
+            if isinstance(row, Mapping):
+                yield row
+
 # ------------------------------------------------------------------------------------------ parquet
 
 
 def parquet_paths(spec: str) -> list[Path]:
     """The parquet files named by a file, a directory (searched recursively) or a glob; sorted."""
-    if any(ch in spec for ch in "*?["):
+    if is_glob(spec):
         paths = [Path(p) for p in globlib.glob(spec, recursive=True)]
     else:
         path = Path(spec)
@@ -313,3 +384,51 @@ class ParquetSource(PositionalSource):
 
     def estimated_len(self) -> int | None:
         return len(self)
+
+    # -- the registry's side (sources/base.py) ---------------------------------------------------------------
+    @classmethod
+    def opens(cls, spec: str) -> bool:
+        """A .parquet file, a folder holding .parquet files (searched recursively), or a glob."""
+        if is_glob(spec):
+            return True
+        path = Path(spec).expanduser()
+        if path.is_dir():  # the first file found answers (a worker asks this of a folder of thousands)
+            return any(p.is_file() and p.suffix.lower() == ".parquet" for p in path.rglob("*.parquet"))
+        return path.is_file() and path.suffix.lower() == ".parquet"
+
+    @classmethod
+    def open(cls, spec: SourceSpec, *, seed: int, limit: int | None, subject_key: str | None) -> ParquetSource:
+        text = spec_text(spec)
+        paths = parquet_paths(text if is_glob(text) else str(Path(text).expanduser()))
+        if not paths:
+            raise SourceError(f"no parquet files match '{text}'; {FORMS_LINE}")
+        path = Path(text).expanduser()
+        root = common_dir(paths) if is_glob(text) else path if path.is_dir() else path.parent
+        check_options(spec, frozenset({"turns"}), "parquet sources")
+        try:
+            schema = pq.ParquetFile(paths[0]).schema_arrow
+        except Exception as exc:  # noqa: BLE001
+            raise SourceError(f"{paths[0]}: not a readable parquet file ({exc})") from None
+        columns = schema.names
+        default_label = paths[0].stem if len(paths) == 1 else root.name
+        label = label_for(spec, default_label)
+        mapper = table_mapper(spec, label=label, available=columns, subject_key=subject_key,
+                              list_columns=list_columns_of(schema))
+        return cls(paths, mapper=mapper, label=label, image_root=image_root_from(spec, root))
+
+    @classmethod
+    def image_root_of(cls, spec: SourceSpec) -> Path | None:
+        text = spec_text(spec)
+        if is_glob(text) and not spec.image_root:
+            paths = parquet_paths(text)
+            return common_dir(paths) if paths else Path.cwd().resolve()
+        return super().image_root_of(spec)
+
+    @classmethod
+    def raw_rows(cls, path: Path, options: Mapping[str, Any] | None = None) -> Iterator[Mapping[str, Any]]:
+        try:
+            parquet = pq.ParquetFile(path)
+            for batch in parquet.iter_batches(batch_size=64):
+                yield from batch.to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"{path}: not a readable parquet file ({exc})") from None

@@ -9,17 +9,20 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.config import SourceSpec
 from ..core.errors import SourceError
 from ..core.records import VQARecord
 from .arrange import PositionalSource
 from .base import Source
 from .files import map_row
-from .rows import RowMapper
+from .opening import check_options, image_root_from, label_for, list_columns_of, spec_text, table_mapper
+from .rows import PRESETS, RowMapper
 
 HF_OPTIONS = frozenset(
     {"streaming", "data_files", "data_dir", "revision", "cache_dir", "images", "image_key", "join_on"}
 )
 SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_BUILDER_NAMES = frozenset({"parquet", "json", "csv", "imagefolder", "arrow", "text", "webdataset"})
 _BATCH = 64
 
 
@@ -154,6 +157,68 @@ class HFSource(PositionalSource):
         self._arrow = dataset.with_format("arrow")
         self._adapt = _RowAdapter(dataset.features, join, mapper.image_column)
 
+    # -- the registry's side (sources/base.py) ---------------------------------------------------------------
+    @classmethod
+    def opens(cls, spec: str) -> bool:
+        """`hf:<name or saved-dataset dir>[:config][@split]`, or the folder of a saved data set."""
+        return spec.startswith("hf:") or is_saved_dataset(Path(spec).expanduser())
+
+    @classmethod
+    def open(cls, spec: SourceSpec, *, seed: int, limit: int | None, subject_key: str | None) -> Source:
+        """An HFSource, or an HFStreamingSource with `source.options.streaming`."""
+        text = spec_text(spec)
+        text = text if text.startswith("hf:") else f"hf:{Path(text).expanduser()}"
+        check_options(spec, HF_OPTIONS | {"turns"}, "hf sources")
+        name, config, split = parse_hf_spec(text)
+        options = spec.options
+        dataset = load_hf(name, config, split, options)
+        local = Path(name)
+        if name in _BUILDER_NAMES and options.get("data_files"):
+            default_label = _first_file(options["data_files"]).stem
+        else:
+            default_label = local.name if local.exists() else name.rstrip("/").split("/")[-1]
+        label = label_for(spec, default_label)
+        image_root = image_root_from(spec, local if local.is_dir() else Path.cwd())
+        columns = list(dataset.column_names) if dataset.column_names is not None else None
+
+        join = None
+        preset = PRESETS.get(spec.preset or "")
+        if options.get("images"):
+            images_name, images_config, images_split = parse_hf_spec(str(options["images"]))
+            images = load_hf(
+                images_name,
+                images_config,
+                images_split,
+                {k: v for k, v in options.items() if k in ("cache_dir", "revision")},
+            )
+            join_on = options.get("join_on") or (preset.join_on if preset else None)
+            if not join_on:
+                raise SourceError(
+                    "source.options.images needs source.options.join_on (the column holding the image key)"
+                )
+            join = ImageJoin(images, key_column=str(options.get("image_key", "id")), on=str(join_on))
+
+        try:
+            schema = dataset.features.arrow_schema if getattr(dataset, "features", None) is not None else None
+        except Exception:  # noqa: BLE001 - features of an odd data set: no list columns declared
+            schema = None
+        mapper = table_mapper(spec, label=label, available=columns, subject_key=subject_key,
+                              list_columns=list_columns_of(schema))
+        if columns is not None:
+            visible = columns + ([mapper.image_column] if join and mapper.image_column not in columns else [])
+            mapper.check_columns(visible, text)  # type: ignore[arg-type]
+        if bool(options.get("streaming")):
+            return HFStreamingSource(dataset, mapper=mapper, label=label, image_root=image_root, join=join)
+        return cls(dataset, mapper=mapper, label=label, image_root=image_root, join=join)
+
+    @classmethod
+    def image_root_of(cls, spec: SourceSpec) -> Path | None:
+        if spec.image_root:
+            return super().image_root_of(spec)
+        text = spec_text(spec)
+        local = Path(parse_hf_spec(text)[0] if text.startswith("hf:") else text).expanduser()
+        return (local if local.is_dir() else Path.cwd()).resolve()
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -200,3 +265,11 @@ class HFStreamingSource(Source):
     def __iter__(self) -> Iterator[VQARecord]:
         for position, row in enumerate(self.dataset):
             yield from map_row(self.mapper, self.label, dict(row), position, adapt=self._adapt)
+
+
+def _first_file(data_files: Any) -> Path:
+    """The first path in a `data_files` option (a string, a list, or a {split: files} mapping)."""
+    first = data_files
+    while isinstance(first, (Mapping, list, tuple)) and first:
+        first = next(iter(first.values())) if isinstance(first, Mapping) else first[0]
+    return Path(str(first))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
+from ..core.config import SourceSpec
 from ..core.errors import SourceError
 from ..core.records import VQARecord
 from ..offline.questions import SCENE_CATEGORIES, generate_vqa, plausible_answers
 from ..offline.render import render_png
 from ..offline.world import Scene
 from .base import Source
+from .opening import COMMON_OPTIONS
 
 
 def render_record_image(meta: dict) -> bytes | None:
@@ -58,6 +61,22 @@ class ScenesSource(Source):
         self.image_size = image_size
         self.categories = chosen
         self.defer_render = defer_render
+
+    @classmethod
+    def opens(cls, spec: str) -> bool:
+        return spec == "scenes"
+
+    @classmethod
+    def open(cls, spec: SourceSpec, *, seed: int, limit: int | None, subject_key: str | None) -> ScenesSource:
+        options = {k: v for k, v in spec.options.items() if k not in COMMON_OPTIONS}
+        try:
+            return cls(count=limit or 300, seed=seed, defer_render=True, **options)
+        except TypeError as exc:
+            raise SourceError(f"scenes: invalid source.options ({exc})") from None
+
+    @classmethod
+    def image_root_of(cls, spec: SourceSpec) -> Path | None:
+        return None  # records carry their scene: the worker renders the image
 
     def record(self, index: int) -> VQARecord:
         """Record `index`, built from its own rng (independent of every other record)."""

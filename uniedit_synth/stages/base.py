@@ -19,7 +19,7 @@ from ..backends.base import (
 )
 from ..core.config import PipelineConfig, stage_def
 from ..core.ledger import Ledger
-from ..method.plan import InstructionPlan
+from ..core.plan import InstructionPlan
 from ..core.prompts import Prompt, load_prompt
 from ..core.records import RejectReason, Sample, VQARecord
 

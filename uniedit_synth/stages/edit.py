@@ -11,7 +11,7 @@ from PIL import Image
 from ..backends.base import BackendError, EditReply, EditRequest, NoImageReply, SafetyBlocked
 from ..core.records import RejectReason
 from ..method import pixel_gates
-from ..method.consistency import edit_region
+from ..offline.regions import edit_region
 from .base import Rejected, StageContext, WorkItem
 
 

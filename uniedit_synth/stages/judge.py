@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..method import cascade as cascading
-from ..method.consistency import box_region_consistency, non_edit_consistency
 from ..core.records import RejectReason, Sample
+from ..method import cascade as cascading
+from ..method.consistency import box_region_consistency
+from ..offline.regions import non_edit_consistency
 from .base import StageContext, WorkItem
 from .schemas import (
     JUDGE_LOCALISED_SCHEMA,
@@ -196,3 +197,22 @@ class JudgeStage:
         if bar is not None and measured is not None and measured < bar:
             misses.append(f"non_edit_consistency {measured} < {bar}")
         return "; ".join(misses)
+
+
+def judge_totals(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the judge adds to a run's totals (stats.json) from its shards' manifest entries: the cascade's
+    counters summed, with the rates derived from them, and the non-edit consistency by accepted / rejected."""
+    cascade: dict[str, Any] = {}
+    non_edit: dict[str, Any] = {}
+    for entry in entries:
+        if entry.get("cascade"):
+            cascading.merge(cascade, entry["cascade"])
+        if entry.get("non_edit"):
+            cascading.merge(non_edit, entry["non_edit"])
+    return {
+        **({"judge_cascade": cascading.figures(cascade)} if cascade else {}),
+        **({"non_edit_consistency": {
+            status: {"measured": c["n"], "mean": round(c["sum"] / c["n"], 4), "below_threshold": c["below"]}
+            for status, c in sorted(non_edit.items()) if c.get("n")
+        }} if non_edit else {}),
+    }

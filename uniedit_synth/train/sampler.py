@@ -77,9 +77,6 @@ class RankBatches:
             rows.extend(members)
         return rows
 
-    def epoch_of(self, position: int) -> int:
-        return position // self.batches_per_epoch
-
     def batch(self, position: int) -> list[int]:
         """Row indices of micro-batch `position` (counted from the start of training) for this sampler's ranks."""
         epoch, k = divmod(position, self.batches_per_epoch)

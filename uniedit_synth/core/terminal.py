@@ -9,7 +9,7 @@ import os
 import re
 from typing import Any
 
-from .backends.replies import Redactor
+from .redact import Redactor
 
 #: C0 and C1 control characters except newline and tab: ESC starts ANSI/OSC sequences, CR rewrites a line
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
