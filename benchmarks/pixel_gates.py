@@ -20,7 +20,10 @@ Each pair goes through the gates as the edit stage runs them (`pixel_gates.measu
 defaults of `GateLimits`, the region of the edit program where one is known).
 
     python benchmarks/pixel_gates.py                 # 120 scene + 30 generic records (~3 min on 2 cores)
-    python benchmarks/pixel_gates.py --records 60
+    python benchmarks/pixel_gates.py --records 60 --synth 0
+
+Then `uniedit synth` (default pipeline, whose builtin editor errs on purpose) on --synth records: every record a
+gate rejected is compared with the expected edit of its program (no honest edit may be among them).
 """
 
 from __future__ import annotations
@@ -239,6 +242,50 @@ def calibrate(count: int, seed: int) -> dict[str, Any]:
     }
 
 
+def synth_check(records: int, seed: int) -> dict[str, Any]:
+    """`uniedit synth` (default pipeline: the builtin editor errs 15 % of the time) on `records` records; every
+    record a gate rejected is compared with its program's expected edit: a rejected edit pixel-identical to a
+    correct edit that changes the image would be an honest edit lost."""
+    import json
+    import subprocess
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from benchmarks.harness import REPO, repo_env
+
+    with tempfile.TemporaryDirectory(prefix="uniedit-gates-") as tmp:
+        out = Path(tmp) / "run"
+        proc = subprocess.run(
+            [sys.executable, "-m", "uniedit_synth.cli", "synth", "--out", str(out), "--limit", str(records),
+             "--seed", str(seed), "--engine", "inline", "--no-progress"],
+            cwd=REPO, env=repo_env(), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise SystemExit(f"uniedit synth failed:\n{proc.stderr[-2000:]}")
+        stats = json.loads((out / "stats.json").read_text())
+        gated: Counter = Counter()
+        honest_lost = genuine_no_op_programs = 0
+        for path in sorted((out / "rejects").glob("shard-*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                if row["reject_reason"] not in ("no_op_edit", "over_edited"):
+                    continue
+                gated[row["reject_reason"]] += 1
+                program, meta = (json.loads(row[c]) for c in ("edit_program", "record_meta"))  # JSON columns
+                source = row["source_image"]["bytes"]
+                expected = _image(expected_edited_png(source, program, meta))
+                if np.array_equal(np.asarray(expected), np.asarray(_image(source))):
+                    genuine_no_op_programs += 1  # the program itself changes nothing: a no-op by construction
+                elif np.array_equal(np.asarray(expected), np.asarray(_image(row["edited_image"]["bytes"]))):
+                    honest_lost += 1
+    return {
+        "stats": stats,
+        "gated": gated,
+        "honest_lost": honest_lost,
+        "no_op_programs": genuine_no_op_programs,
+    }
+
+
 def _gates(cell: Counter) -> str:
     return ", ".join(f"{k[3:]} {v}" for k, v in sorted(cell.items()) if k.startswith("by:")) or "-"
 
@@ -249,6 +296,9 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=150, help="records (every fifth generic; default 150)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--synth", type=int, default=400, help="records of the synth check (0: skip; default 400)"
+    )
     parser.add_argument("--show-failures", action="store_true")
     args = parser.parse_args()
     out = calibrate(args.records, args.seed)
@@ -285,6 +335,14 @@ def main() -> None:
           f"{m['collateral_outside']:.1f}; outside_delta {limits.outside_delta:g}")  # fmt: skip
     print(f"honest pairs rejected: {sum(c['n'] - c['passed'] for c in out['honest'].values())}; "
           f"defective pairs missed: {sum(c['passed'] for c in out['caught'].values())}")  # fmt: skip
+    if args.synth:
+        check = synth_check(args.synth, args.seed)
+        st = check["stats"]
+        print(f"\nuniedit synth, default pipeline (builtin editor errs 15 %): {args.synth} records -> "
+              f"{st['accepted']} accepted; rejected by the gates: {dict(check['gated'])}")  # fmt: skip
+        print(f"  of those, the correct edit (changing the image) rejected: {check['honest_lost']}; programs "
+              f"whose correct edit changes nothing: {check['no_op_programs']}")  # fmt: skip
+        print(f"  reject reasons: {st['reject_reasons']}")
     if args.show_failures:
         print("\n".join(out["failures"][:40]))
 
