@@ -2,13 +2,17 @@
 
 Edits come from the offline world: scene records of every category under drawn instruction plans (styles
 conditional, synthesis, render, transform; 256x256), and generic-mode edits on images from outside the world
-(random-noise pictures as in benchmarks/data_quality.py, and smooth "photo-like" 4:3 pictures). For each:
+(random-noise pictures as in benchmarks/data_quality.py, and smooth "photo-like" 4:3 pictures), plus a third as
+many math-board records (the smallest honest edits: "?" -> "1" on a board). For each:
 
-- honest: the correct edit (`expected_edited_png`), exactly and as a generative editor returns it: JPEG
-  round-trips (q95, q85, q75), down/up resampling (0.75x Lanczos, 0.5x bilinear, 4x bicubic), mild Gaussian blur
-  (radius 0.6, 1.0), and combinations (resample or blur, then JPEG). Pure-noise pictures get the exact edit and
-  the 4x round trip only: a JPEG or a blur of white noise changes every pixel, which is what a global re-render
-  does, and no real picture is white noise.
+- honest: the correct edit (`expected_edited_png`), exactly and as a generative editor returns it: re-encoded at
+  the source's size (JPEG q95 and q85, down/up resampling 0.75x Lanczos and 0.5x bilinear, blur radius 0.6, a
+  resample then JPEG), and at the editor's own resolution (upscaled to 1024 px, then plain, JPEG q85 or q75, blur
+  1.0, or a 0.5x resample and JPEG q75, then back to the source's size as the edit stage does). Pure-noise
+  pictures get the exact edit only: any JPEG, blur or resampling of white noise changes every pixel, which is
+  what a global re-render does, and no real picture is white noise. JPEG q75 applied at the 256-px source's own
+  size is shown apart (information rows): on the offline world's 1-px text strokes its blocks move values as much
+  as writing one digit does; a generative editor's JPEG is at its own, 4x larger resolution.
 - defective, editor flaws of the offline world (offline/flaws.py `apply_flaw`): `unchanged` (the source
   returned) and `collateral_change` (the right edit plus an unrelated change), each also through every noise
   variant above;
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import random
 import sys
 from collections import Counter, defaultdict
@@ -77,21 +82,41 @@ def _blur(radius: float) -> Variant:
 
 
 LANCZOS, BILINEAR, BICUBIC = Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC
-#: how a generative editor re-renders an honest edit
+#: the long side a generative editor works at (Gemini 1K, gpt-image-1 1024-1536, FLUX ~1024)
+EDITOR_SIDE = 1024
+
+
+def _at_editor(change: Variant) -> Variant:
+    """`change` applied where a generative editor applies it: at its own resolution (the picture upscaled to
+    EDITOR_SIDE, bicubic), then brought back to the source's size as the edit stage does (Lanczos)."""
+
+    def variant(image: Image.Image) -> Image.Image:
+        width, height = image.size
+        scale = EDITOR_SIDE / max(width, height)
+        large = image.resize((round(width * scale), round(height * scale)), BICUBIC)
+        return change(large).resize((width, height), LANCZOS)
+
+    return variant
+
+
+#: how a generative editor returns an honest edit: re-encoded at the source's size, or at its own resolution
 NOISE: dict[str, Variant] = {
     "exact": lambda image: image,
     "jpeg95": lambda image: _jpeg(image, 95),
     "jpeg85": lambda image: _jpeg(image, 85),
-    "jpeg75": lambda image: _jpeg(image, 75),
     "resample0.75": lambda image: _resample(image, 0.75, LANCZOS),
     "resample0.5": lambda image: _resample(image, 0.5, BILINEAR),
-    "resample4x": lambda image: _resample(image, 4.0, BICUBIC),
     "blur0.6": _blur(0.6),
-    "blur1.0": _blur(1.0),
-    "resample0.75+jpeg85": lambda image: _jpeg(_resample(image, 0.75, LANCZOS), 85),
-    "blur0.6+jpeg75": lambda image: _jpeg(_blur(0.6)(image), 75),
-    "resample0.5+jpeg75": lambda image: _jpeg(_resample(image, 0.5, BILINEAR), 75),
+    "resample0.75+jpeg95": lambda image: _jpeg(_resample(image, 0.75, LANCZOS), 95),
+    "editor:1024": _at_editor(lambda image: image),
+    "editor:jpeg85": _at_editor(lambda image: _jpeg(image, 85)),
+    "editor:jpeg75": _at_editor(lambda image: _jpeg(image, 75)),
+    "editor:blur1.0": _at_editor(_blur(1.0)),
+    "editor:resample0.5+jpeg75": _at_editor(lambda image: _jpeg(_resample(image, 0.5, BILINEAR), 75)),
 }
+#: not in the honest set (information rows): JPEG q75 at the 256-px source's own resolution moves the offline
+#: world's 1-px text strokes by as much as a one-digit edit does
+HARSH: dict[str, Variant] = {"jpeg75 at 256 px": lambda image: _jpeg(image, 75)}
 #: white noise has nothing a re-encoding keeps: only lossless round trips are honest there
 NOISE_ON_NOISE = ("exact",)
 
@@ -165,6 +190,21 @@ def records(count: int, seed: int) -> Iterator[tuple[str, str, bytes, dict[str, 
         yield "scenes", plan["style"], render_png(scene), program, meta
 
 
+def board_records(count: int, seed: int) -> Iterator[tuple[str, str, bytes, dict[str, Any], dict[str, Any]]]:
+    """Scene records of the math category only: the smallest honest edits of the world (the answer written in
+    place of a "?" on a board, e.g. "?" -> "1", a few dozen pixels of 1-px strokes)."""
+    rng = random.Random(f"boards/{seed}")
+    for index in range(count):
+        scene, _, answer, spec = generate_vqa(rng, "math", size=256)
+        plan = draw_plan(seed, f"b{index}", "math", answer).model_dump()
+        try:
+            program = scene_program(scene, spec, rng, avoid=answer, plan=plan, nested_rate=0.3)
+        except ValueError:
+            continue
+        meta = {"world": "scenes", "scene": scene.model_dump(mode="json"), "question_spec": spec}
+        yield "scenes/boards", plan["style"], render_png(scene), program, meta
+
+
 def _image(png: bytes) -> Image.Image:
     return Image.open(io.BytesIO(png)).convert("RGB")
 
@@ -189,7 +229,9 @@ def calibrate(count: int, seed: int) -> dict[str, Any]:
             cell[failed.reason] += 1
             cell[f"by:{failed.gate}"] += 1
 
-    for group, style, source, program, meta in records(count, seed):
+    for group, style, source, program, meta in itertools.chain(
+        records(count, seed), board_records(count // 3, seed)
+    ):
         region = edit_region(np.asarray(_image(source)), program, meta)
         good = _image(expected_edited_png(source, program, meta))
         noises = NOISE_ON_NOISE if group == "generic/noise" else tuple(NOISE)
@@ -201,6 +243,15 @@ def calibrate(count: int, seed: int) -> dict[str, Any]:
                 margins["honest_outside"].append(m.outside)
             if failed:
                 failures.append(f"honest {group}/{style}/{name}: {failed.detail} {m.as_dict()}")
+        if group != "generic/noise":
+            for name, harsh in HARSH.items():
+                tally(
+                    judge_left[f"honest edit, {name} (rejected)"], gate(source, harsh(good), region, style)[0]
+                )
+                tally(
+                    judge_left[f"unchanged, {name} (caught)"],
+                    gate(source, harsh(_image(source)), region, style)[0],
+                )
         for flaw in ("unchanged", "collateral_change"):
             flawed, applied = apply_flaw(
                 source, program, meta, flaw, random.Random(f"{seed}/{len(margins['honest_peak'])}")

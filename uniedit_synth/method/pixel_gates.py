@@ -36,7 +36,7 @@ from . import masks
 #: the long side both images are compared at (a 1024-px source and a 256-px one give the same figures)
 WORK_SIDE = 256
 #: the low-pass's standard deviation, in working pixels
-SIGMA = 1.5
+SIGMA = 1.0
 #: blurs of the source tried to match the edited image's own softness (a resampled or re-rendered reply)
 MATCH_BLURS = (0.0, 0.5, 0.8, 1.1, 1.5)
 #: how much of the source's local gradient a re-encoding may move a value by (benchmarks/pixel_gates.py)
@@ -66,7 +66,7 @@ DEFAULT_MAX_CHANGED_SHARE: dict[str, float] = {
 class GateLimits:
     """The thresholds of the gates (stages.edit.gates in the YAML; docs/incoming/pixel-gates.md)."""
 
-    no_op_delta: float = 25.0
+    no_op_delta: float = 30.0
     max_changed_share: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_CHANGED_SHARE))
     shift_delta: float = 6.0
     spread_share: float = 0.75
@@ -136,9 +136,9 @@ def _gradient(array: np.ndarray) -> np.ndarray:
 def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The map of how much each place changed, with what re-encoding and resampling do explained away: the
     source blurred as much as the edited image looks blurred (the best of MATCH_BLURS by mean difference),
-    both low-passed (SIGMA), their per-channel difference less EDGE_ALLOWANCE x the source's local gradient
-    (resampling moves values only where there are edges; an edit changes flat places too). Also returns that
-    gradient map (where the source has structure)."""
+    both low-passed (SIGMA), their per-channel difference less EDGE_ALLOWANCE x the local gradient of the edges
+    both images have there (resampling moves values only along edges it keeps; an edit changes flat places, or
+    draws or removes an edge). Also returns the source's gradient map (where the source has structure)."""
     import cv2
 
     src = source.astype(np.float32)
@@ -147,8 +147,11 @@ def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np
         (_blur(src, b) for b in MATCH_BLURS), key=lambda candidate: float(np.abs(candidate - out).mean())
     )
     low_src, low_out = _blur(matched, SIGMA), _blur(out, SIGMA)
-    gradient = cv2.dilate(_gradient(low_src), np.ones((3, 3), np.uint8))
-    return np.abs(low_src - low_out).max(axis=2) - EDGE_ALLOWANCE * gradient, gradient
+    kernel = np.ones((3, 3), np.uint8)
+    gradient = cv2.dilate(_gradient(low_src), kernel)
+    # an edge both images have where they have it: a stroke drawn or removed is no edge of the other image
+    shared = np.minimum(gradient, cv2.dilate(_gradient(low_out), kernel))
+    return np.abs(low_src - low_out).max(axis=2) - EDGE_ALLOWANCE * shared, gradient
 
 
 def measure(
