@@ -244,7 +244,7 @@ class PixelGatesSpec(Strict):
 
     enabled: bool = True
     #: the largest low-passed local change (grey levels, 0-255) must reach this, or the edit is a no-op
-    no_op_delta: float = Field(default=30.0, gt=0, le=255)
+    no_op_delta: float = Field(default=25.0, gt=0, le=255)
     #: per style (and `default`): the largest share of the image the UniWorld edit mask may cover
     max_changed_share: dict[str, float] = Field(
         default_factory=lambda: {"conditional": 0.5, "synthesis": 0.6, "render": 0.5, "transform": 0.6, "default": 0.6}

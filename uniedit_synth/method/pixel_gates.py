@@ -66,7 +66,7 @@ DEFAULT_MAX_CHANGED_SHARE: dict[str, float] = {
 class GateLimits:
     """The thresholds of the gates (stages.edit.gates in the YAML; docs/incoming/pixel-gates.md)."""
 
-    no_op_delta: float = 30.0
+    no_op_delta: float = 25.0
     max_changed_share: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_CHANGED_SHARE))
     shift_delta: float = 6.0
     spread_share: float = 0.75
