@@ -2,13 +2,14 @@
 
 Both images are compared in the source's geometry (the edited one resized to the source's size), at a working
 resolution of ``WORK_SIDE`` pixels on the long side (the figures below are in that scale, whatever the source's
-size). Three measures:
+size). The measures:
 
 * **local change** ``peak``: the largest per-channel difference of the two images after a Gaussian low-pass
-  (sigma ``SIGMA`` px). Re-encoding (JPEG q75-95) and mild resampling or blur move fine detail, not local
-  means, so the low-pass leaves them small (at most ~18 grey levels on the offline world's sharp renders under
-  a 0.5x down/up resample plus JPEG q75); an edit, even one digit written on a board, moves a local mean by
-  36 levels and more (benchmarks/pixel_gates.py). Below ``no_op_delta``: ``no_op_edit``.
+  (sigma ``SIGMA`` px), the source first blurred as much as the edited image looks blurred, less an allowance
+  along the edges both images keep (``local_change``). Re-encoding and mild resampling or blur move values along
+  kept edges; an edit draws, removes or recolours something. On the offline world's sharp 256-px renders a
+  re-encoded copy stays below 22 grey levels, an honest edit (even "?" replaced by "1" on a board, resampled)
+  reaches 29 and more (benchmarks/pixel_gates.py). Below ``no_op_delta``: ``no_op_edit``.
 * **changed area** ``changed_share``: the UniWorld-V1 edit mask of method/masks.py (per-channel difference,
   grey >= 18, 5-px close, small components dropped) without its empty/tiny-mask fallback to all ones, as a
   share of the image. Above the style's ``max_changed_share``: ``over_edited``.
