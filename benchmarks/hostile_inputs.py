@@ -608,6 +608,508 @@ def operator_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcome
     return cases
 
 
+# -- issue 30 items 6-9: plugins, numbers, audit inputs, smaller surfaces (robust-b) ----------------------------
+PLUGIN_EDITOR = "tests.fakes.hostile_plugins:HostileEditor"
+PLUGIN_TEXT = "tests.fakes.hostile_plugins:HostileText"
+
+
+def with_repo_path() -> dict[str, str]:
+    """PYTHONPATH with the checkout first, so Ray workers import tests.fakes' plugins too."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def run_rows(out: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [row for kind in ("data", "rejects") for path in sorted((out / kind).glob("shard-*.parquet"))
+            for row in pq.read_table(path, columns=["id", "accepted", "reject_reason", "reject_detail"]).to_pylist()]
+
+
+def rejects_with(result: Result, out: Path, reason: str, needle: str) -> Outcome:
+    """The run finished (exit 0) and the records that met the fault left as `reason` rejects naming it."""
+    bad = failure(result)
+    if bad or result.rc != 0:
+        return bad or Outcome("UNEXPECTED", f"exit {result.rc}: {result.stderr.strip()[-160:]}")
+    rows = run_rows(out)
+    hit = [r for r in rows if r["reject_reason"] == reason and needle in (r["reject_detail"] or "")]
+    if not hit:
+        return Outcome("UNEXPECTED", f"no {reason} reject naming {needle!r} among {len(rows)} rows")
+    return Outcome("reject", f"{len(hit)} of {len(rows)} {reason}: {hit[0]['reject_detail']}")
+
+
+def large_png(side: int) -> bytes:
+    """A valid side x side RGB PNG written row by row: small on disk, side^2 pixels once decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * side)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def python_script(code: str, timeout: float = TIME_LIMIT_S) -> Result:
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, **with_repo_path()}, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        return Result(None, str(exc.stdout or ""), str(exc.stderr or ""), time.monotonic() - started)
+    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def surface_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcome]]]:
+    """Issue 30, items 6-9: what a plugin raises or returns, out-of-range numbers, audit and decontamination
+    inputs, and the smaller surfaces (deep --set keys, large YAML, JSON stdout, quoting, bidi, the Python API)."""
+    cases: list[tuple[str, Callable[[], Outcome]]] = []
+
+    def case(name: str):
+        def register(fn: Callable[[], Outcome]) -> Callable[[], Outcome]:
+            cases.append((name, fn))
+            return fn
+        return register
+
+    def plugin_run(name: str, *settings: str, engine: str = "inline") -> tuple[Result, Path]:
+        out = tmp / f"plugin-{name}"
+        args = [arg for setting in settings for arg in ("--set", setting)]
+        return cli("synth", "--engine", engine, "--limit", "4", "--shard-size", "2", "--workers", "1",
+                   "--no-progress", "--out", str(out), *args, env=with_repo_path()), out
+
+    # -- item 6: plugins -------------------------------------------------------------------------------------
+    @case("plugin edit() raises")
+    def _() -> Outcome:
+        result, out = plugin_run("raise", f"backends.editor.type={PLUGIN_EDITOR}", "backends.editor.options.fail=call")
+        return rejects_with(result, out, "edit_failed", "ZeroDivisionError")
+
+    @case("plugin edit() returns junk")
+    def _() -> Outcome:
+        result, out = plugin_run("junk", f"backends.editor.type={PLUGIN_EDITOR}", "backends.editor.options.fail=junk")
+        return rejects_with(result, out, "edit_failed", "not an EditReply")
+
+    @case("plugin complete() raises at the judge")
+    def _() -> Outcome:
+        result, out = plugin_run("judge", f"backends.text.type={PLUGIN_TEXT}", "backends.text.options.fail=call",
+                                 "backends.text.options.tasks=[judge]")
+        return rejects_with(result, out, "judge_failed", "ZeroDivisionError")
+
+    @case("plugin constructor raises")
+    def _() -> Outcome:
+        result, _ = plugin_run("init", f"backends.editor.type={PLUGIN_EDITOR}", "backends.editor.options.fail=init")
+        return clean_error(result, "constructor raised")
+
+    @case("plugin start() raises")
+    def _() -> Outcome:
+        result, _ = plugin_run("start", f"backends.editor.type={PLUGIN_EDITOR}", "backends.editor.options.fail=start")
+        return clean_error(result, "start() failed")
+
+    @case("plugin start() raises under Ray")
+    def _() -> Outcome:
+        result, _ = plugin_run("start-ray", f"backends.editor.type={PLUGIN_EDITOR}",
+                               "backends.editor.options.fail=start", engine="ray")
+        return clean_error(result, "start() failed")
+
+    @case("plugin type ':X'")
+    def _() -> Outcome:
+        return clean_error(synth_on(tmp / "never", "--set", 'backends.editor.type=":X"'), "package.module:ClassName")
+
+    @case("plugin type 'mod:'")
+    def _() -> Outcome:
+        return clean_error(synth_on(tmp / "never", "--set", 'backends.editor.type="mod:"'), "package.module:ClassName")
+
+    # -- item 7: numbers -------------------------------------------------------------------------------------
+    for setting, needle in (("stages.judge.thresholds.coherence=.nan", "coherence"),
+                            ("stages.judge.thresholds.coherence=7", "from 0 to 5"),
+                            ("stages.judge.thresholds.coherence=-1", "from 0 to 5"),
+                            ("stages.judge.thresholds.coherence=1e999", "coherence"),
+                            ("input.max_side=0", "input.max_side"),
+                            ("input.max_pixels=-1", "input.max_pixels"),
+                            ("stages.judge.params.temperature=.nan", "not a finite number")):
+        @case(f"--set {setting}")
+        def _(setting: str = setting, needle: str = needle) -> Outcome:
+            out = tmp / "never-numbers"
+            outcome = clean_error(synth_on(out, "--set", setting), needle)
+            return outcome if not out.exists() else Outcome("UNEXPECTED", "the output dir was written")
+
+    @case("--max-cost 0 on a free pipeline")
+    def _() -> Outcome:
+        return clean_error(synth_on(tmp / "never-budget", "--max-cost", "0"), "no budget")
+
+    @case("run.json is strict JSON (no NaN/Infinity)")
+    def _() -> Outcome:
+        def refuse(name: str) -> None:
+            raise ValueError(f"{name} in run.json")
+        try:
+            json.loads((run / "run.json").read_text(), parse_constant=refuse)
+        except ValueError as exc:
+            return Outcome("SILENT", str(exc))
+        return Outcome("handled", "parses with NaN/Infinity refused")
+
+    # -- item 8: audit and decontamination inputs ------------------------------------------------------------
+    @case("FIFO as audit --against")
+    def _() -> Outcome:
+        fifo = tmp / "against-fifo.jsonl"
+        os.mkfifo(fifo)
+        return clean_error(cli("audit", str(run), "-q", "--against", str(fifo)), "not a regular file")
+
+    @case("FIFO in source.decontaminate")
+    def _() -> Outcome:
+        fifo = tmp / "decontaminate-fifo.jsonl"
+        os.mkfifo(fifo)
+        return clean_error(synth_on(tmp / "fifo-bench-run", "--set", f"source.decontaminate=[{fifo}]"),
+                           "not a regular file")
+
+    @case("benchmark PNG of 169 Mpx (0.5 MB) in --against")
+    def _() -> Outcome:
+        bench = tmp / "big-bench"
+        bench.mkdir()
+        (bench / "huge.png").write_bytes(large_png(13_000))
+        code = ("import resource, subprocess, sys\n"
+                f"p = subprocess.run([sys.executable, '-m', 'uniedit_synth.cli', 'audit', {str(run)!r}, '-q', "
+                f"'--no-cache', '--json', '--against', {str(bench)!r}], capture_output=True, text=True)\n"
+                "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr)\n"
+                "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, file=sys.stderr)\n"
+                "sys.exit(p.returncode)\n")
+        result = python_script(code)
+        bad = failure(result)
+        if bad or result.rc != 0:
+            return bad or Outcome("UNEXPECTED", f"exit {result.rc}: {result.stderr.strip()[-160:]}")
+        peak = next((line.split()[1] for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_MB")), "?")
+        skipped = json.loads(result.stdout)["input"]["against"][0]["skipped_images"]
+        ok = skipped == 1 and "over input.max_pixels" in result.stderr
+        return Outcome("handled" if ok else "UNEXPECTED", f"skipped undecoded (input.max_pixels); audit peak RSS {peak} MB")
+
+    def audit_note(name: str, pid: int, needle: str) -> Outcome:
+        out = copy(run, tmp, name)
+        info = json.loads((out / "run.json").read_text())
+        (out / "run.json").write_text(json.dumps({**info, "status": "running"}))
+        (out / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "start": None}))
+        result = cli("audit", str(out), "-q")
+        first = (result.stdout.splitlines() or [""])[0]
+        ok = result.rc == 0 and needle in first and (out / ".lock").exists()
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", first[:160])
+
+    @case("audit of a run still being written")
+    def _() -> Outcome:
+        return audit_note("audit-live", os.getpid(), "still being written")
+
+    @case("audit of a run killed mid-run")
+    def _() -> Outcome:
+        return audit_note("audit-dead", 4_000_000, "did not finish")
+
+    # -- item 9: smaller ones --------------------------------------------------------------------------------
+    @case("--set key 5,000 levels deep")
+    def _() -> Outcome:
+        return clean_error(synth_on(tmp / "never", "--set", ".".join(["a"] * 5000) + "=1"), "dotted levels")
+
+    @case("10 MB YAML pipeline without aliases")
+    def _() -> Outcome:
+        path = tmp / "big.yaml"
+        path.write_text((REPO / "pipelines" / "default.yaml").read_text() + "\nx_data:\n"
+                        + "".join(f"  - {i}\n" for i in range(1_000_000)))
+        outcome = clean_error(cli("synth", "--pipeline", str(path), "--out", str(tmp / "never")), "MB")
+        return Outcome("UNEXPECTED", "called an alias bomb") if "alias" in outcome.detail else outcome
+
+    @case("--log-format json under Ray, a worker printing to stdout")
+    def _() -> Outcome:
+        out = tmp / "json-ray"
+        result = cli("synth", "--engine", "ray", "--workers", "1", "--limit", "2", "--no-progress", "--out", str(out),
+                     "--log-format", "json", "--set", f"backends.editor.type={PLUGIN_EDITOR}",
+                     "--set", "backends.editor.options.fail=print", env=with_repo_path())
+        bad = failure(result)
+        if bad or result.rc != 0:
+            return bad or Outcome("UNEXPECTED", f"exit {result.rc}: {result.stderr.strip()[-160:]}")
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        try:
+            events = [json.loads(line)["event"] for line in lines]
+        except (ValueError, KeyError, TypeError):
+            return Outcome("UNEXPECTED", f"a stdout line is not a JSON event: {lines[:3]}")
+        ok = events[-1] == "done" and "a line on stdout" in result.stderr
+        return Outcome("handled" if ok else "UNEXPECTED", f"{len(lines)} JSON lines on stdout; the worker's line on stderr")
+
+    @case("--out ''")
+    def _() -> Outcome:
+        work = tmp / "empty-out"
+        work.mkdir()
+        outcome = clean_error(cli("synth", "--engine", "inline", "--limit", "1", "--out", "", cwd=work), "--out")
+        return outcome if not (work / "runs").exists() else Outcome("SILENT", "wrote runs/")
+
+    @case("next: commands with a space, quote and newline in --out")
+    def _() -> Outcome:
+        out = tmp / "my runs" / "it's $HOME\nx"
+        result = synth_on(out)
+        line = next((x for x in result.stdout.splitlines() if x.strip().startswith("next:")), "")
+        command = line.split("next:", 1)[-1].split("  |  ")[0].strip()
+        parsed = subprocess.run(["bash", "-c", "printf '%s\\0' " + command[len("uniedit "):]], capture_output=True)
+        ok = result.rc == 0 and parsed.stdout.split(b"\0")[:2] == [b"stats", str(out).encode()]
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", command[:110])
+
+    @case("right-to-left override in an id (inspect)")
+    def _() -> Outcome:
+        data = tmp / "bidi"
+        data.mkdir()
+        (data / "good.png").write_bytes(png())
+        evil = "invoice\u202egnp.exe"
+        (data / "vqa.jsonl").write_text(json.dumps({"id": evil, "image": "good.png", "question": QUESTION,
+                                                    "answer": "red"}) + "\n")
+        out = tmp / "bidi-run"
+        cli("synth", "--source", str(data / "vqa.jsonl"), "--out", str(out), "--engine", "inline", "--no-progress")
+        result = cli("inspect", str(out), "--id", f"vqa/{evil}")
+        ok = result.rc == 0 and "\u202e" not in result.stdout + result.stderr and "\\u202e" in result.stdout
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED", "shown as \\u202e")
+
+    @case("Python API: wrong argument types")
+    def _() -> Outcome:
+        code = ("import sys\nfrom uniedit_synth import synth, load_pipeline, open_run, UniEditError\n"
+                "calls = [lambda: synth(limit='3'), lambda: synth(overrides=[1]), lambda: synth(out=5),\n"
+                "         lambda: load_pipeline('default', 3), lambda: open_run(5), lambda: synth(pipeline=None)]\n"
+                "for call in calls:\n"
+                "    try:\n        call()\n    except UniEditError as exc:\n        print(type(exc).__name__, exc)\n"
+                "    else:\n        sys.exit('no error')\n")
+        result = python_script(code)
+        ok = result.rc == 0 and len(result.stdout.splitlines()) == 6
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED",
+                                          (result.stdout.splitlines() or [result.stderr[-120:]])[0][:120])
+
+    @case("Python API: two Ray runs at once in one process")
+    def _() -> Outcome:
+        code = ("import threading\nfrom uniedit_synth import synth\nfrom uniedit_synth.core.errors import RuntimeBusy\n"
+                "from uniedit_synth.engine import runtime\n"
+                f"out = {str(tmp / 'api-ray')!r}\nresult = {{}}\n"
+                "def first():\n    result['first'] = synth(out=out + '/a', limit=2, overrides={'engine': {'workers': 1},"
+                " 'backends': {'text': {'options': {'latency_s': 0.2}}}})\n"
+                "t = threading.Thread(target=first); t.start()\n"
+                "while t.is_alive() and not runtime.ray_run_in_progress():\n    t.join(0.05)\n"
+                "try:\n    synth(out=out + '/b', limit=2)\nexcept RuntimeBusy as exc:\n    print('refused:', exc)\n"
+                "t.join()\nprint('first read', result['first'].read)\n")
+        result = python_script(code, timeout=TIME_LIMIT_S * 2)
+        ok = result.rc == 0 and "refused: another Ray run" in result.stdout and "first read 2" in result.stdout
+        return failure(result) or Outcome("handled" if ok else "UNEXPECTED",
+                                          (result.stdout.splitlines() or [result.stderr[-120:]])[0][:110])
+
+    return cases
+
+
+# -- data loss and double payment (issue 30, items 1-5) ------------------------------------------------------
+# Nothing of the user's is deleted or overwritten (export --overwrite, synth --out over a source, an image root or
+# a folder that is not a run), a batch job is never paid twice (a rerun without --batch, a job file damaged,
+# renamed or gone while its job is in flight, a job the provider forgot), and a job file of the wrong shape is
+# listed, not a crash.
+BATCH_KEY = "sk-hostile-batch-0123456789"
+FAST_BATCH = [arg for stage in ("classify", "rewrite", "edit", "judge")
+              for arg in ("--set", f"stages.{stage}.batch.poll_s=0.02", "--set", f"stages.{stage}.batch.group_s=0.05")]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def openai_synth_args(fake: FakeOpenAI, out: Path, *extra: str) -> list[str]:
+    return ["synth", "--pipeline", "openai", "--limit", "2", "--engine", "inline", "--no-progress",
+            "--out", str(out), "--set", f"backends.gpt4o.base_url={fake.base_url}",
+            "--set", f"backends.gpt-image.base_url={fake.base_url}", "--set", "limits.rate_limits={}",
+            "--set", "retry.initial_s=0.01", "--set", "retry.max_s=0.05", *FAST_BATCH, *extra]
+
+
+def killed_with_a_job_in_flight(fake: FakeOpenAI, out: Path) -> Path | None:
+    """A `--batch` run SIGKILLed while its first job is held in flight at the fake; the job file's path."""
+    fake.batch_script(["hold"])
+    proc = subprocess.Popen([sys.executable, "-m", "uniedit_synth.cli", *openai_synth_args(fake, out, "--batch")],
+                            cwd=REPO, env={**os.environ, "OPENAI_API_KEY": BATCH_KEY}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + TIME_LIMIT_S
+    found = None
+    try:
+        while time.monotonic() < deadline and found is None:
+            held = [job for job in fake.jobs.values() if job.outcome == "hold" and job.polls >= 2]
+            files = sorted((out / "batches").glob("*.json")) if held else []
+            found = next((f for f in files if json.loads(f.read_text()).get("job_id")), None)
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return found
+
+
+def paid_twice(fake: FakeOpenAI) -> int:
+    """Model requests billed more than once: those the fake answered (online or inside a job), plus the items of
+    every job it still holds in flight (a provider finishes and bills those whether anyone polls them or not)."""
+    billed = [r.body for r in fake.requests if r.task != "batch-api" and r.status == 200]
+    billed += [item.get("body") for job in fake.jobs.values() if not job.done for item in job.items]
+    bodies = Counter(json.dumps(body, sort_keys=True, default=repr) for body in billed)
+    return sum(n - 1 for n in bodies.values() if n > 1)
+
+
+def data_loss_cases(tmp: Path, run: Path) -> list[tuple[str, Callable[[], Outcome]]]:
+    cases: list[tuple[str, Callable[[], Outcome]]] = []
+    area = tmp / "data-loss"
+    area.mkdir()
+
+    def case(name: str):
+        def register(fn: Callable[[], Outcome]) -> Callable[[], Outcome]:
+            cases.append((name, fn))
+            return fn
+        return register
+
+    def kept(result: Result, root: Path, before: dict[str, bytes], needle: str) -> Outcome:
+        outcome = clean_error(result, needle)
+        if outcome.kind == "clean error" and tree(root) != before:
+            return Outcome("SILENT", f"refused, but files changed: {outcome.detail[:120]}")
+        return outcome
+
+    # -- 1. export --overwrite -------------------------------------------------------------------------------
+    for label, manifest in (("not JSON", b"not json"), ("another tool's JSON", b'{"tool": "x", "files": []}')):
+        @case(f"export --overwrite over a folder whose export.json is {label}")
+        def _(manifest: bytes = manifest, label: str = label) -> Outcome:
+            target = area / f"foreign-export-{len(label)}"
+            (target / "sub").mkdir(parents=True)
+            (target / "export.json").write_bytes(manifest)
+            (target / "sub" / "mydata.txt").write_text("precious")
+            before = tree(target)
+            result = cli("export", str(run), "--format", "hf", "--out", str(target), "--overwrite", "-q")
+            return kept(result, target, before, "not a uniedit export")
+
+    @case("export --overwrite keeps a file the user added to an earlier export")
+    def _() -> Outcome:
+        target = area / "own-export"
+        first = cli("export", str(run), "--format", "uniedit-jsonl", "--out", str(target), "-q")
+        (target / "notes.txt").write_text("mine")
+        again = cli("export", str(run), "--format", "hf", "--out", str(target), "--overwrite", "-q")
+        notes = target / "notes.txt"
+        ok = first.rc == 0 and again.rc == 0 and notes.exists() and notes.read_text() == "mine" \
+            and not list(target.rglob("*.jsonl"))
+        return failure(again) or Outcome("handled" if ok else "UNEXPECTED",
+                                         "earlier export replaced, notes.txt kept" if ok else
+                                         f"exit {again.rc}; notes.txt {'kept' if notes.exists() else 'deleted'}")
+
+    # -- 3. synth --out over its own source or image root ----------------------------------------------------
+    @case("synth --out over its own source (pq/data/shard-*.parquet)")
+    def _() -> Outcome:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        root = area / "pq"
+        (root / "data").mkdir(parents=True)
+        pq.write_table(pa.table({"id": ["a"], "image": [png()], "question": [QUESTION], "answer": ["red"]}),
+                       root / "data" / "shard-00000.parquet")
+        before = tree(root)
+        result = cli("synth", "--source", str(root / "data" / "shard-*.parquet"), "--out", str(root),
+                     "--engine", "inline", "--no-progress")
+        return kept(result, root, before, "overlaps the source")
+
+    @case("synth --out that is its --image-root")
+    def _() -> Outcome:
+        images = area / "images"
+        images.mkdir()
+        (images / "good.png").write_bytes(png())
+        rows = area / "rows.jsonl"
+        rows.write_text(json.dumps({"id": "a", "image": "good.png", "question": QUESTION, "answer": "red"}) + "\n")
+        before = tree(images)
+        result = cli("synth", "--source", str(rows), "--image-root", str(images), "--out", str(images),
+                     "--engine", "inline", "--no-progress")
+        return kept(result, images, before, "overlaps --image-root")
+
+    # -- 4. a folder that is not a run -----------------------------------------------------------------------
+    @case("synth --out into a folder that is not a run")
+    def _() -> Outcome:
+        mine = area / "home"
+        mine.mkdir()
+        (mine / "thesis.tex").write_text("precious")
+        before = tree(mine)
+        return kept(synth_on(mine), mine, before, "not a uniedit run")
+
+    @case("synth --out into a folder with the user's stats.json and .*.tmp files")
+    def _() -> Outcome:
+        mine = area / "home-plain"
+        mine.mkdir()
+        (mine / "stats.json").write_text('{"mine": 1}')
+        (mine / ".draft.tmp").write_text("half a thought")
+        before = tree(mine)
+        return kept(synth_on(mine), mine, before, "not a uniedit run")
+
+    @case("synth --out --force over a user's stats.json")
+    def _() -> Outcome:
+        mine = area / "home-stats"
+        mine.mkdir()
+        (mine / "stats.json").write_text('{"mine": 1}')
+        before = tree(mine)
+        return kept(synth_on(mine, "--force"), mine, before, "stats.json")
+
+    @case("synth --out --force keeps the user's .*.tmp files")
+    def _() -> Outcome:
+        mine = area / "home-tmp"
+        mine.mkdir()
+        (mine / ".draft.tmp").write_text("half a thought")
+        result = synth_on(mine, "--force")
+        again = synth_on(mine)
+        ok = result.rc == 0 and again.rc == 0 and (mine / ".draft.tmp").exists()
+        return failure(result) or failure(again) or Outcome(
+            "handled" if ok else "UNEXPECTED", "run written beside them, .draft.tmp kept" if ok else
+            f"exit {result.rc}, then {again.rc}; .draft.tmp {'kept' if (mine / '.draft.tmp').exists() else 'deleted'}")
+
+    # -- 5. job files of the wrong shape: stats and a rerun list them -----------------------------------------
+    job = {"name": "judge-00000-0123456789", "job_id": "batch_1", "status": "submitted", "stage": "judge",
+           "requests": 1, "owners": {"0" * 64: "scenes/0"}}
+    shapes = {
+        "requests a string": json.dumps({**job, "requests": "many"}),
+        "null": "null",
+        "a list": json.dumps([job]),
+        "requests 1e400": json.dumps(job).replace('"requests": 1', '"requests": 1e400'),
+        "owners a list": json.dumps({**job, "owners": ["scenes/0"]}),
+    }
+    for label, text in shapes.items():
+        @case(f"batch job file with {label}: stats and a rerun")
+        def _(label: str = label, text: str = text) -> Outcome:
+            out = copy(run, area, f"job-shape-{label.replace(' ', '-')}")
+            (out / "batches").mkdir()
+            (out / "batches" / f"{job['name']}.json").write_text(text)
+            shown = cli("stats", str(out))
+            again = synth_on(out)
+            bad = failure(shown) or failure(again)
+            ok = shown.rc == 0 and "unreadable job file" in shown.stdout and again.rc == 0
+            return bad or Outcome("handled" if ok else "UNEXPECTED", (shown.stdout + shown.stderr).strip()[-110:])
+
+    # -- 2 and 5. a job in flight across a kill ---------------------------------------------------------------
+    def in_flight(label: str, damage: Callable[[FakeOpenAI, Path, Path], None], *rerun: str) -> Callable[[], Outcome]:
+        def check() -> Outcome:
+            with FakeOpenAI(api_key=BATCH_KEY) as fake:
+                out = area / f"in-flight-{label}"
+                path = killed_with_a_job_in_flight(fake, out)
+                if path is None:
+                    return Outcome("UNEXPECTED", "the job was never submitted and polled")
+                jobs_before = len(fake.jobs)
+                damage(fake, out, path)
+                fake.release()
+                result = cli(*openai_synth_args(fake, out, *rerun), env={"OPENAI_API_KEY": BATCH_KEY})
+                twice = paid_twice(fake)
+                outside = [p.name for p in area.glob("*escape*")]
+                ok = result.rc == 0 and twice == 0 and not outside
+                return failure(result) or Outcome(
+                    "handled" if ok else "UNEXPECTED",
+                    f"exit {result.rc}; paid twice {twice}; jobs {jobs_before}->{len(fake.jobs)}"
+                    + (f"; written outside: {outside}" if outside else "")
+                    + ("" if ok else f"; {result.stderr.strip()[-120:]}"))
+        return check
+
+    def rename(fake: FakeOpenAI, out: Path, path: Path) -> None:
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "name": "../../escape-x", "job_id": None, "status": "submitting"}))
+
+    def vanish(fake: FakeOpenAI, out: Path, path: Path) -> None:  # deleted at the provider: 404 from now on
+        fake.jobs.pop(json.loads(path.read_text())["job_id"])
+
+    variants: dict[str, tuple[Callable[[FakeOpenAI, Path, Path], None], tuple[str, ...]]] = {
+        "rerun without --batch": (lambda fake, out, path: None, ()),
+        "job file truncated": (lambda fake, out, path: path.write_bytes(path.read_bytes()[:30]), ("--batch",)),
+        "job file deleted": (lambda fake, out, path: path.unlink(), ("--batch",)),
+        "job name ../../escape": (rename, ("--batch",)),
+        "job forgotten by the provider (404)": (vanish, ("--batch",)),
+    }
+    for number, (label, (damage, rerun)) in enumerate(variants.items()):
+        case(f"batch job in flight, killed; {label}: nothing paid twice")(in_flight(str(number), damage, *rerun))
+
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", default="", help="only the cases whose name contains this")
@@ -625,7 +1127,7 @@ def main() -> None:
         per_record = (time.monotonic() - t0) / max(1, len(records))
         results += [(name, outcome, per_record) for name, outcome in records if args.k in name]
         run = base_run(tmp)
-        for name, check in operator_cases(tmp, run):
+        for name, check in [*operator_cases(tmp, run), *data_loss_cases(tmp, run), *surface_cases(tmp, run)]:
             if args.k not in name:
                 continue
             t0 = time.monotonic()

@@ -100,8 +100,9 @@ class ScriptedJudges:
         else:
             lean = self._draw("cheap-unsure", sha) < a.cheap_unsure_acc
             score = 4 if good == lean else 3
-        return {"content": {"instruction_following": score, "visual_quality": 5, "coherence": 5,
-                            "analysis": "scripted"}}  # fmt: skip
+        return {"content": {"observed_changes": "scripted", "branch_observed": "expected",
+                            "changes_outside_target": False, "instruction_following": score,
+                            "visual_quality": 5, "coherence": 5, "analysis": "scripted"}}  # fmt: skip
 
 
 def run(

@@ -18,7 +18,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .core.config import PipelineConfig, deep_merge
 from .core.config import load_pipeline as _load_pipeline
@@ -37,6 +37,8 @@ def load_pipeline(pipeline: str | PipelineConfig = "default", overrides: dict[st
                   ) -> PipelineConfig:
     """A validated pipeline config: a built-in name (`default`, `uniedit`, `openai`, `local-vllm`), a path to
     a YAML file, or a config to apply `overrides` (a nested dict, e.g. `{"stages": {"judge": {...}}}`) to."""
+    _expect("load_pipeline", "pipeline", pipeline, (str, os.PathLike, PipelineConfig), "a name, a path or a PipelineConfig")
+    _expect("load_pipeline", "overrides", overrides, (dict, type(None)), "a nested dict or None")
     if isinstance(pipeline, PipelineConfig):
         if not overrides:
             return pipeline
@@ -57,21 +59,36 @@ def synth(
     progress: bool = False,
     log_format: str = "text",
     batch: bool = False,
+    events: TextIO | None = None,
+    force: bool = False,
+    verify_source: bool = False,
 ) -> RunSummary:
     """Run (or resume) a synthesis into `out` (default `runs/<pipeline name>`; a path or a pyarrow filesystem
     URI) and return its summary: counts, reject reasons, cost, calls and the run's paths.
 
     `progress` shows the tqdm bar on stderr; `log_format="json"` writes one JSON line per finished shard to
-    stdout instead.
+    `events` (default stdout) instead.
     `source` and `limit` override the pipeline's; `overrides` is merged over the YAML like `--set`. A run
     stopped by its budget returns normally with `summary.stopped_by_budget` set. `batch=True` is `--batch`:
     every stage whose provider has a batch API sends its calls as batch jobs (half the price; see README).
+    `force=True` is `--force`: `out` may be a non-empty folder that is not a run (no file of it is overwritten).
+    `verify_source=True` is `--verify-source`: every finished shard's rows are read again and compared.
     """
     from .engine.driver import run_synth
 
+    _expect("synth", "pipeline", pipeline, (str, os.PathLike, PipelineConfig), "a name, a path or a PipelineConfig")
+    _expect("synth", "source", source, (str, os.PathLike, type(None)), "a str, a path or None")
+    _expect("synth", "out", out, (str, os.PathLike, type(None)), "a str, a path or None")
+    _expect("synth", "limit", limit, (int, type(None)), "an int or None")
+    _expect("synth", "overrides", overrides, (dict, type(None)), "a nested dict or None")
+    for name, flag in (("force_new_config", force_new_config), ("progress", progress), ("batch", batch)):
+        _expect("synth", name, flag, (bool,), "True or False")
+    _expect("synth", "log_format", log_format, (str,), '"text" or "json"')
+    if out is not None and not str(out).strip():
+        raise ConfigError("synth(): out is empty; name the run's directory (or leave it out for runs/<name>)")
     flags: dict[str, Any] = {}
     if source is not None:
-        flags["source"] = {"spec": str(source)}
+        flags["source"] = {"spec": os.fspath(source)}
     if limit is not None:
         if limit < 0:
             raise ConfigError(f"limit must be >= 0, not {limit}")
@@ -81,17 +98,27 @@ def synth(
 
         flags["stages"] = {stage: {"mode": "batch"} for stage in MODEL_STAGES}
     config = load_pipeline(pipeline, deep_merge(overrides or {}, flags))
-    location = str(out) if out is not None else str(Path("runs") / config.name)
+    location = os.fspath(out) if out is not None else str(Path("runs") / config.name)
     if not is_uri(location):
         location = str(Path(location))
     if log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be text or json, not {log_format!r}")
-    kwargs = {"force_new_config": force_new_config, "progress": progress, "log_format": log_format}
+    kwargs = {"force_new_config": force_new_config, "progress": progress, "log_format": log_format,
+              "stream": events, "force": force, "verify_source": verify_source}
     if _loop_running():
         # a notebook (Jupyter runs an event loop in this thread): the driver's own loop runs in a thread
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniedit-synth") as pool:
             return pool.submit(run_synth, config, location, **kwargs).result()
     return run_synth(config, location, **kwargs)
+
+
+def _expect(function: str, name: str, value: Any, types: tuple[type, ...], what: str) -> None:
+    """A wrong argument type is a ConfigError naming the argument (never a TypeError from deep inside)."""
+    if isinstance(value, bool) and bool not in types:  # True is an int to Python, not a limit to a user
+        types = ()
+    if not isinstance(value, types):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{function}(): {name} must be {what}, not {type(value).__name__} ({shown})")
 
 
 def _loop_running() -> bool:
@@ -111,6 +138,8 @@ class Run:
 
     def __init__(self, location: str | os.PathLike[str]):
         from .run.store import RunDir
+
+        _expect("open_run", "location", location, (str, os.PathLike), "a run directory (a str or a path) or a URI")
 
         self.run_dir = RunDir(str(location))
         if not self.run_dir.is_run():

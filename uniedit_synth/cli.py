@@ -1,7 +1,8 @@
-"""The `uniedit` command line: synth, stats, export, audit, report, inspect."""
+"""The `uniedit` command line: synth, stats, export, audit, report, inspect, eval."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from .core.bundled import builtin_pipelines
 from .core.config import CONFIGURED_STAGES, MODEL_STAGES, Replace, load_yaml_text
 from .core.errors import TERMINATED, ConfigError, UniEditError, UnsafeYAML, handle_sigterm
 from .core.terminal import safe_print as print  # noqa: A001 - every line this CLI prints has control characters escaped
+from .core.values import MAX_DEPTH
 from .sources.rows import known_presets
 
 app = typer.Typer(
@@ -87,6 +89,10 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         key, sep, raw = assignment.partition("=")
         if not sep or not key.strip():
             raise UniEditError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
+        levels = key.count(".") + 1
+        if levels > MAX_DEPTH:
+            raise UniEditError(f"--set {key[:40]}...: {levels} dotted levels; a pipeline key has a handful "
+                               "(e.g. stages.judge.thresholds.coherence)")
         try:
             value = load_yaml_text(raw, f"--set {key.strip()}") if raw.strip() else ""
         except UnsafeYAML:
@@ -148,6 +154,14 @@ def synth(
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Write the run into a non-empty --out that is not a uniedit run (refused otherwise); "
+        "the run's files go beside the folder's own, and none of those is ever overwritten or removed.",
+    ),
+    verify_source: bool = typer.Option(
+        False, "--verify-source", help="Re-read every finished shard's rows (in the workers) and redo those that "
+        "changed; without it a finished shard is trusted while the source's files keep their sizes and times.",
+    ),
     settings: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE", help="Override any pipeline key, e.g. --set stages.judge.thresholds.coherence=4 "
         "--set backends.editor.options.error_rate=0 (repeatable; values are YAML)."
@@ -176,6 +190,7 @@ def synth(
     """
     from .api import load_pipeline
     from .api import synth as run_synth
+    from .core.terminal import json_stdout, shell_quote
     from .run.fs import is_uri, redact_location
 
     _setup_logging(verbose, quiet)
@@ -183,10 +198,8 @@ def synth(
         raise UniEditError(f"--log-format must be text or json, not {log_format!r}")
     if engine not in (None, "ray", "inline"):
         raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
-    if log_format == "text" and not (no_progress or quiet):
-        from .engine.progress import status_interval_s
-
-        status_interval_s()  # a bad UNIEDIT_PROGRESS_INTERVAL_S is refused before the run starts
+    if out is not None and not out.strip():
+        raise UniEditError("--out is empty; name the run's directory (or leave --out out for runs/<pipeline name>)")
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
@@ -194,14 +207,16 @@ def synth(
     )
     config = load_pipeline(pipeline, overrides)
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))
-    summary = run_synth(
-        config, out=location, force_new_config=force_new_config, log_format=log_format,
-        progress=not (no_progress or quiet),
-    )
+    with json_stdout() if log_format == "json" else contextlib.nullcontext(None) as events:
+        summary = run_synth(
+            config, out=location, force_new_config=force_new_config, log_format=log_format,
+            progress=not (no_progress or quiet), events=events, force=force, verify_source=verify_source,
+        )
+        if events is not None:
+            events.write(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True) + "\n")
     out_dir = redact_location(location)  # a URI is shown without keys or query
-    if log_format == "json":
-        print(json.dumps({"event": "done", **summary.__dict__}, sort_keys=True))
-    elif not quiet:
+    shell_dir = shell_quote(out_dir)  # the next commands are pasted into a shell: spaces, quotes, newlines
+    if log_format != "json" and not quiet:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.reject_reasons.items(), key=lambda kv: -kv[1]))
         calls = sum(summary.calls.values())
         hits = sum(summary.cache_hits.values())
@@ -214,9 +229,9 @@ def synth(
               f"(this invocation ${summary.spent_now_usd:.4f}); {summary.elapsed_s:.1f} s")
         if summary.batch_requests:
             print(f"  batch:   {summary.batch_requests} requests sent as batch jobs (answers come back through "
-                  f"the cache above); uniedit stats {out_dir} lists the jobs")
-        print(f"  next:    uniedit stats {out_dir}  |  uniedit report {out_dir}  |  "
-              f"uniedit export {out_dir} --format hf --out {out_dir}-hf")
+                  f"the cache above); uniedit stats {shell_dir} lists the jobs")
+        print(f"  next:    uniedit stats {shell_dir}  |  uniedit report {shell_dir}  |  "
+              f"uniedit export {shell_dir} --format hf --out {shell_quote(out_dir + '-hf')}")
     if summary.stopped_by_budget:
         typer.echo(
             f"stopped by --max-cost: {summary.budget_exhausted} record(s) not processed; run again with a higher "
@@ -254,12 +269,20 @@ def stats(
     totals = run_totals(list(latest.values()))
     from .engine.batch import JobStore, summarise_jobs
 
-    jobs = JobStore(run_dir.fs).all()
-    if jobs:
-        totals["batch_jobs"] = summarise_jobs(jobs)
+    jobs, unreadable = JobStore(run_dir.fs).scan()
+    if jobs or unreadable:
+        totals["batch_jobs"] = summarise_jobs(jobs, unreadable)
+    try:  # how the source's rows travelled (written by synth into stats.json)
+        data_path = json.loads(run_dir.fs.read_bytes("stats.json") or b"{}").get("data_path")
+    except (ValueError, AttributeError):
+        data_path = None
+    if isinstance(data_path, dict) and data_path:
+        totals["data_path"] = data_path
     if as_json:
         print(json.dumps(totals, indent=2, sort_keys=True))
         return
+    from .report.stats_text import format_stats
+
     print(format_stats(totals))
 
 
@@ -435,35 +458,64 @@ def inspect(
     print(json.dumps(info, indent=2, sort_keys=True, default=str) if as_json else format_inspection(info))
 
 
-def format_stats(t: dict[str, Any]) -> str:
-    lines = [
-        f"records: {t['read']}   accepted: {t['accepted']}   rejected: {t['rejected']}   "
-        f"shards: {t['shards']}   cost: ${t['cost_usd']:.4f}",
-        "",
-        "by stage            in     out   calls  cache_hits",
-    ]
-    for stage, s in t["stages"].items():
-        lines.append(
-            f"  {stage:<14}{s.get('in', 0):>7} {s.get('out', 0):>7} {s.get('calls', 0):>7} {s.get('cache_hits', 0):>11}"
-        )
-    lines += ["", "by category         read  accepted  rejected"]
-    for cat, c in t["categories"].items():
-        lines.append(f"  {cat:<14}{c.get('read', 0):>7} {c.get('accepted', 0):>9} {c.get('rejected', 0):>9}")
-    lines += ["", "rejects by reason"]
-    if not t["reject_reasons"]:
-        lines.append("  (none)")
-    for reason, n in sorted(t["reject_reasons"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {reason:<20}{n:>7}")
-    if t.get("batch_jobs"):
-        b = t["batch_jobs"]
-        states = ", ".join(f"{k} {v}" for k, v in sorted(b["by_status"].items()))
-        lines += ["", f"batch jobs: {b['jobs']} ({states}); {b['requests']} requests, {b['results']} answered, "
-                  f"${b['spent_usd']:.4f} at batch prices"
-                  + (f"; {b['in_flight']} in flight (ETA provider-bound: up to the batch window)"
-                     if b["in_flight"] else "")]
-    if len(t.get("shards_by_node", {})) > 1:
-        lines += ["", "shards by node"] + [f"  {k:<20}{v:>7}" for k, v in t["shards_by_node"].items()]
-    return "\n".join(lines)
+@app.command("eval")
+def eval_cmd(
+    bench: str | None = typer.Option(
+        None, "--bench", metavar="BENCHMARK", help="kris-bench=DIR, risebench=DIR, imgedit-bench=DIR, gedit-bench[=DIR] "
+        "(each in its own layout), or export=DIR[@validation] (an `uniedit export --format hf` split).",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", metavar="MODEL", help="The editor: a backend of --pipeline (e.g. gpt-image, nano-pro), `edit` "
+        "(the pipeline's edit stage), a plugin class package.module:Class, or a tuned Janus-Pro directory.",
+    ),
+    baseline: str | None = typer.Option(None, "--baseline", metavar="MODEL", help="A second editor, paired with --model."),
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR", help="Where eval.json, index.html, edits/ and cache/ go."),
+    pipeline: str | None = typer.Option(
+        None, "--pipeline", "-p", metavar="NAME|YAML",
+        help="Backends, prices and limits (default: openai for a benchmark, the run's own for an export).",
+    ),
+    judge: str | None = typer.Option(None, "--judge", metavar="BACKEND", help="The judge backend (default: the pipeline's judge stage's)."),
+    preset: str | None = typer.Option(
+        None, "--preset", metavar="NAME", help="Judge protocol: kris-bench, risebench, gedit-bench, imgedit-bench or "
+        "pipeline (default: the benchmark's own; `pipeline` for an export).",
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, metavar="N", help="Only the first N items."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, metavar="N", help="Items in flight at once."),
+    batch: bool = typer.Option(False, "--batch", help="Judge calls as provider batch jobs (half price, up to 24 h; "
+                               "stages.judge.batch.* sets polling); a rerun re-attaches to jobs in flight."),
+    settings: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a pipeline key (repeatable)."),
+    compare_with: tuple[Path, Path] | None = typer.Option(
+        None, "--compare", metavar="A B", help="Compare two finished evaluations (paired differences of their --model)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print eval.json's figures (or the comparison) as JSON."),
+) -> None:
+    """Evaluate an editor (or a tuned model) on a public reasoning-edit benchmark with the benchmark's own judge
+    protocol; cached, so a rerun makes no call. Writes eval.json and a side-by-side index.html."""
+    from .evaluate import EvalOptions, compare, format_report, run_eval
+
+    _setup_logging(0, False)
+    if compare_with:
+        result = compare(compare_with[0], compare_with[1], out)
+        if as_json:
+            print(json.dumps(result, sort_keys=True))
+            return
+        print(f"{result['benchmark']}: A {result['a']['headline']} vs B {result['b']['headline']} (headline)")
+        for name, figure in result["paired"]["figures"].items():
+            if figure["mean_diff"] is not None:
+                print(f"  {name}: A − B {figure['mean_diff']:+.4g} (95% CI {figure['ci95'][0]:+.4g} … "
+                      f"{figure['ci95'][1]:+.4g}, n={figure['n']})")
+        return
+    if not bench or out is None:
+        raise UniEditError("uniedit eval needs --bench and --out (or --compare A B)")
+    options = EvalOptions(bench=bench, out=out, model=model, baseline=baseline, pipeline=pipeline, judge=judge,
+                          preset=preset, limit=limit, concurrency=concurrency, batch=batch,
+                          overrides=_overrides(settings=settings))
+    report_ = run_eval(options)
+    if as_json:
+        print(json.dumps({k: v for k, v in report_.items() if k != "samples"}, sort_keys=True))
+    else:
+        print(format_report(report_))
+        print(f"uniedit eval: wrote {out / 'eval.json'}; open file://{(out / 'index.html').resolve()}")
 
 
 def _click_exception_types() -> tuple[type[BaseException], ...]:

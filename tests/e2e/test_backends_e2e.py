@@ -310,7 +310,9 @@ def test_cost_ledger_is_exact_for_scripted_usage(tmp_path, openai_fake, gemini_f
     # the first classify call fails (a 500 is not billed; its retry is) and record 1's edit is judged too
     # weak: a reject that still carries everything it cost
     weak = {
-        "content": {"instruction_following": 4, "visual_quality": 1, "coherence": 4, "analysis": "blurry"}
+        "content": {"observed_changes": "a blurred mug", "branch_observed": "not_conditional",
+                    "changes_outside_target": False, "instruction_following": 4, "visual_quality": 1,
+                    "coherence": 4, "analysis": "blurry"}
     }
     first_classify, weak_judge = Once(task_is("classify"), "500"), Once(task_is("judge", about(1)), weak)
     openai_fake.script(lambda request: first_classify(request) or weak_judge(request))

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.chaos import rows, run_chaos, unreadable_shards
 from tests.conftest import REPO, run_cli, uniedit_cmd
+from uniedit_synth.run.cache import ResponseCache
 
 pytestmark = pytest.mark.e2e
 
@@ -122,7 +123,13 @@ def test_corrupt_state_is_detected_and_repaired(tmp_path: Path):
     index = [json.loads(line) for line in (out / "cache" / "index" / "shard-00001.jsonl").read_text().splitlines()]
     key = next(e["key"] for e in index if e["stage"] == "rewrite" and not e["cached"])
     entry = out / "cache" / key[:2] / f"{key}.entry"
-    entry.write_bytes(entry.read_bytes()[:-7])
+    if entry.exists():
+        entry.write_bytes(entry.read_bytes()[:-7])
+    else:  # packed once its shard was final (run/cache.py packs): damage its copy inside the pack
+        pack, offset, length = ResponseCache(out / "cache").locate(key)
+        data = bytearray(pack.read_bytes())
+        data[offset + length - 1] ^= 0xFF
+        pack.write_bytes(bytes(data))
     # 2. a torn manifest line, 3. a leftover temp shard, 4. a stale lock from a dead process
     (out / "manifest.jsonl").write_text("".join(kept) + '{"shard": 2, "records": 2')
     (out / "data" / ".shard-00001.parquet.999.tmp").write_bytes(b"PAR1 half a file")

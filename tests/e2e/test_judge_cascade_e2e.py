@@ -25,10 +25,12 @@ pytestmark = pytest.mark.e2e
 
 CHEAP, EXPENSIVE = "gpt-4o-mini", "gpt-4o"
 AUDIT_SHARE = 0.3
-SURE_PASS = {"instruction_following": 5, "visual_quality": 5, "coherence": 5, "analysis": "clearly right"}
-SURE_FAIL = {"instruction_following": 1, "visual_quality": 5, "coherence": 5, "analysis": "wrong branch"}
-UNSURE = {"instruction_following": 3, "visual_quality": 5, "coherence": 5, "analysis": "maybe"}  # margin 0
-EXPENSIVE_REPLY = {"instruction_following": 2, "visual_quality": 4, "coherence": 4, "analysis": "wrong, on a closer look"}
+#: the evidence-first judge's observations (required by its schema): the expected branch, nothing else changed
+SEEN = {"observed_changes": "the target changed", "branch_observed": "expected", "changes_outside_target": False}
+SURE_PASS = {**SEEN, "instruction_following": 5, "visual_quality": 5, "coherence": 5, "analysis": "clearly right"}
+SURE_FAIL = {**SEEN, "instruction_following": 1, "visual_quality": 5, "coherence": 5, "analysis": "wrong branch"}
+UNSURE = {**SEEN, "instruction_following": 3, "visual_quality": 5, "coherence": 5, "analysis": "maybe"}  # margin 0
+EXPENSIVE_REPLY = {**SEEN, "instruction_following": 2, "visual_quality": 4, "coherence": 4, "analysis": "wrong, on a closer look"}
 
 
 def question_in(request) -> str:

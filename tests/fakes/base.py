@@ -51,6 +51,9 @@ DEFAULT_REPLIES: dict[str, dict[str, Any]] = {
         "edit_program": None,
     },
     "judge": {
+        "observed_changes": "The object the instruction targets changed as asked; nothing else moved (fake judge).",
+        "branch_observed": "expected",
+        "changes_outside_target": False,
         "instruction_following": 4,
         "visual_quality": 4,
         "coherence": 4,
@@ -263,7 +266,7 @@ def fill_schema(
         value = min(value, high) if high is not None else value
         return int(value) if kind == "integer" else value
     if kind == "boolean":
-        return hint if isinstance(hint, bool) else True
+        return hint if isinstance(hint, bool) else False
     if kind == "null":
         return None
     return hint if isinstance(hint, str) else "fake"

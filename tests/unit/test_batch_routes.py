@@ -17,6 +17,7 @@ from uniedit_synth.backends.base import (
     AuthError,
     BackendError,
     BadRequest,
+    NotFound,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -75,7 +76,7 @@ def batch_error(backend: Any, req: TextRequest) -> BackendError:
 
 
 OPENAI_CASES = [
-    ("400", BadRequest), ("404", BadRequest), ("413", BadRequest), ("422", BadRequest),
+    ("400", BadRequest), ("404", NotFound), ("413", BadRequest), ("422", BadRequest),
     ("401", AuthError), ("403", AuthError), ("429", RateLimited), ("409", RetryableError),
     ("500", RetryableError), ("503", RetryableError), ("moderation", SafetyBlocked),
     ("content_policy", SafetyBlocked),
@@ -96,7 +97,7 @@ def test_openai_batch_items_fail_as_online_calls_do(fault: str, expected: type) 
 
 
 GEMINI_CASES = [
-    ("400", BadRequest), ("404", BadRequest), ("422", BadRequest), ("401", AuthError), ("403", AuthError),
+    ("400", BadRequest), ("404", NotFound), ("422", BadRequest), ("401", AuthError), ("403", AuthError),
     ("429", RateLimited), ("500", RetryableError), ("503", RetryableError), ("504", RetryableError),
 ]
 

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "uniedit_synth"
 
 #: The layer rule: each layer and the layers it may import (besides its own modules). From low to high:
 #:     core < method < run < {backends, offline, sources} < stages < engine < {export, audit, train} < report
-#:     < api < cli
+#:     < evaluate < api < cli
 #: A layer may import any lower tier; inside a tier only the edges listed as peers (they form no cycle).
 #: docs/architecture.md shows the same table; change both together.
 TIERS: list[set[str]] = [
@@ -27,6 +27,7 @@ TIERS: list[set[str]] = [
     {"engine"},  # shards through the stages on Ray or inline
     {"export", "audit", "train"},  # what is done with a finished run
     {"report"},  # the report page (shows the audit, writes images with export's file helpers)
+    {"evaluate"},  # `uniedit eval`: editors on benchmarks, judged through the engine (its page reuses report's css)
     {"api"},  # the Python front door
     {"cli"},  # the command line (over the API)
 ]

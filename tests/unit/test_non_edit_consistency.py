@@ -85,8 +85,9 @@ def test_unknown_region_gives_no_score() -> None:
 
 
 def test_threshold_rejects_collateral_edits_in_a_run(tmp_path) -> None:
-    """Every edit gets a collateral change; with the judge's own axes switched off (thresholds 1), only the
-    non-edit threshold stands between them and the data, and it rejects them as low_score."""
+    """Every edit gets a collateral change; with the judge's scores switched off (thresholds 1), the non-edit
+    threshold and the judge's own observation (changes_outside_target) stand between them and the data, and
+    they reject them as low_score."""
     out = str(tmp_path / "run")
     synth("default", out=out, limit=20, overrides={
         "engine": {"kind": "inline", "shard_size": 20},
@@ -99,11 +100,14 @@ def test_threshold_rejects_collateral_edits_in_a_run(tmp_path) -> None:
     rejects = [r for p in glob.glob(f"{out}/rejects/*.parquet") for r in pq.read_table(p).to_pylist()]
     judged = [r for r in rejects if r["reject_reason"] == "low_score"]
     assert len(judged) >= 10
+    below = [row for row in judged if row["scores"]["non_edit_consistency"] < THRESHOLD]
+    assert len(below) >= 10
     for row in judged:
-        assert row["scores"]["non_edit_consistency"] < THRESHOLD
-        assert "non_edit_consistency" in row["reject_detail"]
+        assert "changes_outside_target" in row["reject_detail"]  # the builtin judge saw the collateral change
+        if row in below:
+            assert "non_edit_consistency" in row["reject_detail"]
     figures = json.loads((tmp_path / "run" / "stats.json").read_text())["non_edit_consistency"]
-    assert figures["rejected"]["below_threshold"] == len(judged)
+    assert figures["rejected"]["below_threshold"] == len(below)
     assert figures["rejected"]["mean"] < THRESHOLD
     accepted = [r for p in glob.glob(f"{out}/data/*.parquet") for r in pq.read_table(p).to_pylist()]
     # what got through is what the flaw could not show on (a fallback to no change): nothing changed outside

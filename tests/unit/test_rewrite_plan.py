@@ -235,6 +235,7 @@ def test_release_style_reply_with_the_answer_as_candidate_is_accepted(
         expected_branch="then",
         then_edit=RELEASE_STYLE["then_edit"],
         else_edit=RELEASE_STYLE["else_edit"],
+        closing=item.plan.closing,  # drawn per record (test_closing.py)
     )
     assert item.instruction == RELEASE_STYLE["instruction"]
     [request] = rewrite_requests(server)

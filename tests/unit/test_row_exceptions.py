@@ -117,9 +117,11 @@ def make_source(form: str, root: Path) -> str:
 def test_a_row_that_raises_in_any_step_is_its_own_invalid_input(tmp_path: Path, poisoned: None, form: str):
     import pyarrow.parquet as pq_read
 
-    source = make_source(form, tmp_path)
+    root = tmp_path / "src"  # beside the run: an --out inside the source's folder is refused
+    root.mkdir()
+    source = make_source(form, root)
     config = load_pipeline("default", {
-        "source": {"spec": source, "image_root": str(tmp_path)},
+        "source": {"spec": source, "image_root": str(root)},
         "engine": {"kind": "inline", "shard_size": 2},
         "stages": {"classify": {"drop_categories": []}},
     })

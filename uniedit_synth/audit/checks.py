@@ -26,6 +26,8 @@ from datasketch import HyperLogLogPlusPlus
 from PIL import Image
 
 from ..method.answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
+from ..core.config import InputPolicy
+from ..sources.benchmarks import load_benchmark
 from ..method.fingerprint import (
     DEFAULT_MAX_DISTANCE,
     VERIFY_COLOUR_DELTA,
@@ -102,8 +104,8 @@ def answer_leak(row: AuditRow) -> str | None:
     plan = row.plan if isinstance(row.plan, dict) else {}
     if plan.get("candidate_is_answer") is not None:
         return leaks_answer(row.instruction, row.answer, row.process_answer,
-                            candidate_is_answer=bool(plan["candidate_is_answer"]))
-    return leaks_answer(row.instruction, row.answer, row.process_answer)
+                            candidate_is_answer=bool(plan["candidate_is_answer"]), question=row.question)
+    return leaks_answer(row.instruction, row.answer, row.process_answer, question=row.question)
 
 
 def expected_branch(row: AuditRow) -> str | None:
@@ -414,14 +416,23 @@ def run_audit(
     started = time.monotonic()
     kind, fs, files = open_audit_input(location)
     bench_cache = fs.local_root / "audit" if (use_cache and not fs.remote) else None
-    benchmarks = [load_benchmark(spec, bench_cache) for spec in against]
     caps: dict[str, int] = {}
+    max_pixels = InputPolicy().max_pixels
+    activity = None
     if kind == "run":
+        from ..run.activity import run_activity
+        from ..run.store import RunDir
+
+        activity = run_activity(RunDir(location))
         try:
-            run_json = json.loads(fs.read_bytes("run.json") or b"{}")
-            caps = run_json.get("config", {}).get("stages", {}).get("classify", {}).get("category_caps") or {}
-        except ValueError:
+            config = json.loads(fs.read_bytes("run.json") or b"{}").get("config", {})
+            caps = config.get("stages", {}).get("classify", {}).get("category_caps") or {}
+            bound = config.get("input", {}).get("max_pixels")
+            max_pixels = bound if isinstance(bound, int) and bound > 0 else max_pixels
+        except (ValueError, AttributeError):
             caps = {}
+    # benchmark images are decoded under the bound the run's own inputs had (a small PNG can hold 169 Mpx)
+    benchmarks = [load_benchmark(spec, bench_cache, max_pixels) for spec in against]
     auditor = Auditor(Decontaminator(benchmarks, max_distance) if benchmarks else None, max_distance, caps)
     cache_hits = 0
     for file in files:
@@ -468,6 +479,9 @@ def run_audit(
                 use_cache = False
     result = auditor.result()
     result["input"] = {"location": str(location), "kind": kind, "files": len(files), "fingerprint_cache_hits": cache_hits,
+                       "run_status": activity.status if activity else None,
+                       "in_progress": bool(activity and activity.in_progress),
+                       "note": activity.note if activity else None,
                        "against": [{"spec": b.spec, "name": b.name, "items": len(b), "content_key": b.content_key,
                                     "skipped_images": b.skipped_images, "from_cache": b.from_cache}
                                    for b in benchmarks]}
@@ -502,7 +516,8 @@ def format_audit(result: dict[str, Any]) -> str:
         return (": " + ", ".join(ids[:k]) + (" …" if len(ids) > k else "")) if ids else ""
 
     r = result
-    lines = [f"audit of {r['input']['location']} ({r['input']['kind']}): {rows} accepted rows"]
+    lines = [f"warning: {r['input']['note']}"] if r["input"].get("note") else []
+    lines.append(f"audit of {r['input']['location']} ({r['input']['kind']}): {rows} accepted rows")
     t = r["no_op_edits"]["thresholds"]
     lines.append(f"  no-op edits          {pct(r['no_op_edits']['count'])}{some(r['no_op_edits']['ids'])}"
                  f"   [pHash-256 <= {t['phash256_bits']} bits and no {t['block_px']}x{t['block_px']} block changed by > {t['block_mean_delta']:g}]")

@@ -148,6 +148,11 @@ class BadRequest(BackendError):
     """HTTP 400/404/422: the request itself is wrong; never retried, the record is rejected."""
 
 
+class NotFound(BadRequest):
+    """HTTP 404: what the request names is not there (a model; a batch job the provider no longer knows, which
+    engine/batch.py treats as expired)."""
+
+
 class AuthError(BackendError):
     """HTTP 401/403: the key is wrong; the run stops."""
 

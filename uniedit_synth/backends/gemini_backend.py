@@ -36,6 +36,7 @@ from .base import (
     EditRequest,
     MalformedReply,
     NoImageReply,
+    NotFound,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -203,7 +204,7 @@ class _GeminiBase(ProviderBackend[genai.Client]):
         if status >= 500 or status in (408, 409, 499):
             return RetryableError(text, status=status)
         if 400 <= status < 500:
-            return BadRequest(text)
+            return (NotFound if status == 404 else BadRequest)(text)
         return BackendError(text)
 
     @staticmethod

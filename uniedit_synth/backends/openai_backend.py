@@ -37,6 +37,7 @@ from .base import (
     EditRequest,
     MalformedReply,
     NoImageReply,
+    NotFound,
     RateLimited,
     RetryableError,
     SafetyBlocked,
@@ -185,7 +186,7 @@ class _OpenAIBase(ProviderBackend[AsyncOpenAI]):
             return SafetyBlocked(text)
         if status >= 500 or status in (408, 409):
             return RetryableError(text, status=status)
-        return BadRequest(text)
+        return (NotFound if status == 404 else BadRequest)(text)
 
     def _raise_mapped(self, exc: openai.OpenAIError) -> NoReturn:
         where = f"{self.provider} {self.model}"

@@ -14,6 +14,7 @@ from typing import Any
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
 from .base import EditBackend, TextBackend, protocol_methods
+from .plugin_guard import PluginGuard, construct, describe, is_foreign
 
 # type name -> "module:Class" (imported lazily, so the offline path never imports the SDKs)
 _TEXT: dict[str, str] = {
@@ -59,6 +60,9 @@ def backend_class(name: str, spec: BackendSpec, capability: str) -> type:
     except (ImportError, AttributeError) as exc:
         hint = " (is its package installed, or on PYTHONPATH, on every node?)" if is_plugin(spec.type) else ""
         raise BackendConfigError(f"backend '{name}' ({spec.type}) cannot be loaded: {exc}{hint}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin module that fails while it is imported
+        raise BackendConfigError(f"backend '{name}' ({spec.type}) cannot be loaded: importing it raised "
+                                 f"{describe(exc)}") from None
     protocol = _PROTOCOLS[capability]
     missing = [m for m in protocol_methods(protocol) if not callable(getattr(cls, m, None))]
     if missing:
@@ -74,7 +78,11 @@ def create_backend(name: str, spec: BackendSpec, capability: str, **kwargs: Any)
 
     Construction is cheap by contract (options, API key): the driver builds every backend once to check the
     config. Loading a model happens in the backend's `start()`, which only workers call."""
-    backend = backend_class(name, spec, capability)(spec, **kwargs)
+    cls = backend_class(name, spec, capability)
+    if not is_foreign(cls):
+        backend = cls(spec, **kwargs)
+    else:  # a plugin's failures are fenced: one line for the run, or its record's reject (plugin_guard.py)
+        backend = PluginGuard(construct(cls, name, spec.type, spec, **kwargs), name, spec.type)
     if not isinstance(getattr(backend, "provider", None), str):
         raise BackendConfigError(f"backend '{name}' ({spec.type}) has no `provider` name (a str attribute)")
     return backend

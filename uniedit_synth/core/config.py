@@ -6,10 +6,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,8 +20,10 @@ from pydantic import (
 )
 
 from . import bundled
-from .errors import ConfigError, UnsafeYAML
+from .errors import ConfigError
 from .records import RejectReason
+from .values import check_backend_type, check_threshold, config_problem
+from .yaml_bounds import MAX_YAML_NODES, load_yaml_text, read_yaml_file  # noqa: F401 - load_yaml_text: the CLI's
 
 #: the built-in pipelines and prompts (bundled.py: inside the installed package, or the checkout's top level)
 PIPELINES_DIR = bundled.pipelines_dir()
@@ -29,7 +31,7 @@ PROMPTS_DIR = bundled.prompts_dir()
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no NaN or Infinity: run.json is JSON
 
 
 class ActorResources(Strict):
@@ -91,7 +93,7 @@ class BackendSpec(Strict):
     for a backend served by replicas (`diffusers`), what each replica asks for, with `serve` saying how many
     replicas and how they batch (shard workers then stay on CPU)."""
 
-    type: str
+    type: Annotated[str, AfterValidator(check_backend_type)]
     model: str
     base_url: str | None = None
     api_key_env: str | None = None
@@ -105,13 +107,13 @@ class BackendSpec(Strict):
 class InputPolicy(Strict):
     """What a record must satisfy before any model sees it (bad input becomes `invalid_input`)."""
 
-    max_side: int = 1024
-    max_pixels: int = 64_000_000
-    max_text_chars: int = 4000
+    max_side: int = Field(default=1024, ge=1)
+    max_pixels: int = Field(default=64_000_000, ge=1)
+    max_text_chars: int = Field(default=4000, ge=1)
     truncate_long_text: bool = False
     allow_remote_images: bool = False
-    remote_timeout_s: float = 20.0
-    remote_max_bytes: int = 20_000_000
+    remote_timeout_s: float = Field(default=20.0, gt=0)
+    remote_max_bytes: int = Field(default=20_000_000, ge=1)
 
 
 class DedupSpec(Strict):
@@ -316,6 +318,9 @@ class JudgeSpec(StageBase):
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"instruction_following": 3, "visual_quality": 3, "coherence": 3}
     )
+    #: stricter bars where the content must be exact: categories in `exact_categories` and render-style plans
+    exact_thresholds: dict[str, float] = Field(default_factory=lambda: {"instruction_following": 4})
+    exact_categories: list[str] = Field(default_factory=lambda: ["count", "ocr", "math"])
 
     #: `[cheap, expensive]` backend names: the cheap judge (`backend` must be the first) scores every edit, the
     #: expensive one only edits in `cascade_band` and a seeded `audit_share` of the rest (stages/judge.py)
@@ -352,6 +357,8 @@ class JudgeSpec(StageBase):
         if self.prompt is None or self.prompt in set(JUDGE_PROMPTS.values()) - {JUDGE_PROMPTS[self.preset]}:
             self.prompt = JUDGE_PROMPTS[self.preset]  # the other preset's prompt cannot fill this schema
         if self.preset == "release":
+            if "exact_thresholds" not in self.model_fields_set:
+                self.exact_thresholds = {}  # the release's filter scores visual quality only
             if "thresholds" not in self.model_fields_set:
                 self.thresholds = {"visual_quality": 3}
             elif set(self.thresholds) - {"visual_quality"}:
@@ -361,14 +368,14 @@ class JudgeSpec(StageBase):
                 )
         return self
 
-    @field_validator("thresholds")
+    @field_validator("thresholds", "exact_thresholds")
     @classmethod
     def _known_scores(cls, value: dict[str, float]) -> dict[str, float]:
         known = {"instruction_following", "visual_quality", "coherence"}
         unknown = set(value) - known
         if unknown:
             raise ValueError(f"unknown score name(s) {sorted(unknown)}; known: {sorted(known)}")
-        return value
+        return {name: check_threshold(name, bar) for name, bar in value.items()}
 
 
 @dataclass(frozen=True)
@@ -476,8 +483,15 @@ class RateLimit(Strict):
 
 
 class Limits(Strict):
-    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = None
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+
+    @field_validator("max_cost_usd")
+    @classmethod
+    def _positive_budget(cls, value: float | None) -> float | None:  # 0 would reject every record, even free ones
+        if value is not None and not value > 0:
+            raise ValueError(f"{value:g} USD is no budget; give more than 0 (--max-cost 5), or leave it out for none")
+        return value
 
 
 class RetrySpec(Strict):
@@ -590,65 +604,10 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
     return f"invalid pipeline config {origin}: " + "; ".join(parts)
 
 
-#: a pipeline is a few hundred YAML nodes; anchors and aliases may repeat parts, but expanded it must stay small
-#: (a "billion laughs" alias bomb of 1.4 KB expands to billions of nodes when validated or hashed)
-MAX_YAML_NODES = 100_000
-
-
-def load_yaml_text(text: str, origin: str) -> Any:
-    """`yaml.safe_load` with the alias expansion bounded: the document's node graph is composed (aliases are
-    shared nodes there, so this is cheap), its size with every alias expanded is counted, and a document over
-    MAX_YAML_NODES is refused before anything is built from it. Errors are one-line ConfigErrors."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        size = _expanded_size(node, {})
-        if size > MAX_YAML_NODES:
-            raise UnsafeYAML(
-                f"{origin}: refused, its anchors and aliases expand to more than {MAX_YAML_NODES} YAML nodes "
-                "(an alias bomb?); write the values out instead"
-            )
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{origin}: not valid YAML at{where}: {problem}") from None
-    except RecursionError:
-        raise UnsafeYAML(f"{origin}: refused, nested too deeply") from None
-    finally:
-        loader.dispose()
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    known = memo.get(id(node))
-    if known is not None:
-        return known
-    memo[id(node)] = MAX_YAML_NODES + 1  # a node that (through an alias) contains itself is refused too
-    if isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    elif isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
-    else:
-        size = 1
-    memo[id(node)] = size = min(size, MAX_YAML_NODES + 1)
-    return size
-
-
 def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Read and validate a pipeline YAML; `overrides` is a nested dict merged on top (from CLI flags)."""
     path = resolve_pipeline_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror or exc}") from None
-    raw = load_yaml_text(text, str(path))
+    raw = read_yaml_file(path, "pipeline")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a pipeline file must be a YAML mapping, got {type(raw).__name__}")
     return parse_pipeline(raw, origin=str(path), overrides=overrides)
@@ -658,7 +617,12 @@ def parse_pipeline(
     raw: dict[str, Any], origin: str = "<dict>", overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:
     overrides = overrides or {}
-    merged = deep_merge(raw, overrides)
+    # the overrides before merging (deep_merge recurses), then the whole: no NaN may pass into run.json
+    problem = config_problem(overrides, lambda v: v.value if isinstance(v, Replace) else v)
+    merged = deep_merge(raw, overrides) if problem is None else {}
+    problem = problem or config_problem(merged)
+    if problem:
+        raise ConfigError(f"invalid pipeline config {origin}: {problem}")
     if _source_replaced(raw, overrides) and "limit" not in overrides:
         # a pipeline's `limit` was written for its own source (default.yaml's 300 for the endless offline
         # world): another source given on the command line is read whole unless --limit says otherwise

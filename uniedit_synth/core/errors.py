@@ -49,6 +49,10 @@ class ProviderUnreachable(UniEditError):
     the run stops with the shards in flight unfinished, and a rerun picks them up (never a reject)."""
 
 
+class RuntimeBusy(UniEditError):
+    """This process already runs a Ray synthesis; a second one at the same time cannot share its Ray driver."""
+
+
 class DiskFullError(OutputDirError):
     """The output filesystem is full or refused a write; the run stops and can be resumed later."""
 

@@ -22,6 +22,8 @@ class InstructionPlan(BaseModel):
     expected_branch: Literal["then", "else"] | None = None
     then_edit: str | None = None
     else_edit: str | None = None
+    #: the sentence the instruction ends with: a drawn preservation clause, or a pipeline's fixed directive
+    closing: str | None = None
 
     @property
     def conditional(self) -> bool:

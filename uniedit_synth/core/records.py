@@ -141,6 +141,7 @@ INSTRUCTION_PLAN_STRUCT = pa.struct(
         ("expected_branch", pa.string()),
         ("then_edit", pa.string()),
         ("else_edit", pa.string()),
+        ("closing", pa.string()),
     ]
 )
 

@@ -13,7 +13,11 @@ so the rows, the call index, `inspect` and resume work as for online calls.
 Resume: a rerun replays the shard; a noted call whose key belongs to a job in `<out>/batches/` that was not
 ingested yet re-attaches to that job (polls it, never resubmits it). A job that ends expired, cancelled or failed
 keeps the results it has and the rest of its requests come back in the next wave as a new job; a request that
-got no result from `max_job_attempts` jobs goes online (`on_failure: online`) or stops the run (`stop`).
+got no result from `max_job_attempts` jobs goes online (`on_failure: online`) or stops the run (`stop`). A job
+the provider answers 404 for (deleted, or past its retention) ends as expired: its requests go out again, once.
+A rerun without `--batch` never sends a request that sits in a job still in flight: that stage's caller gets an
+attach-only `StageBatch`, so the request waits for its job (which the provider bills anyway) and the rest go
+online. The job files are validated input (run/batch_jobs.py), each kept twice.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +39,7 @@ from ..backends.base import (
     EditReply,
     EditRequest,
     MalformedReply,
+    NotFound,
     RetryableError,
     SafetyBlocked,
     TextRequest,
@@ -41,13 +47,19 @@ from ..backends.base import (
 from ..backends.batch_routes import ItemResult, JobStatus
 from ..core.config import BatchSpec, Price
 from ..core.errors import AuthenticationFailed, ProviderUnreachable, UniEditError
-from ..run.fs import RunFS
+from ..run.batch_jobs import DONE, JobStore, summarise_jobs
 from ..run.cache import ResponseCache
+from ..run.fs import RunFS
 from .calls import BudgetExhausted, estimate_tokens, price
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BatchJobFailed", "BatchPending", "BatchRunner", "BatchState", "DeferredCall", "ItemResult", "JobStatus",
+           "JobStore", "StageBatch", "attach_keys", "request_info", "summarise_jobs"]
+
 TERMINAL = ("completed", "expired", "cancelled", "failed")
+#: what a job the provider answers 404 for is taken to have ended as (its requests go out again)
+VANISHED = "the provider no longer knows this job (HTTP 404); its requests go out again"
 _FINAL = {SafetyBlocked: "safety_blocked", BadRequest: "bad_request", MalformedReply: "malformed"}
 #: output tokens assumed per text call when reserving a job's budget (no max_tokens in the params)
 EST_OUTPUT_TOKENS = 600
@@ -92,61 +104,36 @@ class BatchState:
 
 
 class StageBatch:
-    """Batch mode of one stage's ModelCaller (set as `caller.batch`)."""
+    """Batch mode of one stage's ModelCaller (set as `caller.batch`).
 
-    def __init__(self, stage: str, route: Any, spec: BatchSpec, state: BatchState):
+    `attach` (a set of request keys) makes it the attach-only mode of a stage that runs online: a request in a
+    job that is still in flight (a batch run killed, rerun without `--batch`) waits for that job, which the
+    provider will finish and bill anyway, instead of being sent online and paid twice; every other request,
+    and one whose job ends without its result, goes online. No new job is ever submitted in this mode."""
+
+    def __init__(self, stage: str, route: Any, spec: BatchSpec, state: BatchState,
+                 attach: Iterable[str] | None = None):
         self.stage = stage
         self.route = route
         self.spec = spec
         self.state = state
+        self.attach = set(attach) if attach is not None else None
 
     def defer(self, caller: Any, kind: str, key: str, request: TextRequest | EditRequest, ledger: Any) -> None:
         if key in self.state.exhausted:
             raise BudgetExhausted()
         if key in self.state.online:
             return  # its jobs failed: the caller sends it online
+        if self.attach is not None and key not in self.attach:
+            return  # an online stage: only requests already in a job wait for it
         ledger.deferred.append(DeferredCall(caller, kind, key, request, ledger.owner))
         raise BatchPending(self.stage)
 
 
-# -- the job files under <out>/batches/ -----------------------------------------------------------------------
-class JobStore:
-    """`<out>/batches/<name>.json`, one per job: provider job id, stage, model, request keys and their payers,
-    what reading the results needs, status (submitting → submitted → ingested, or abandoned). Written atomically
-    before the submit, with the id before the first poll, and when the job's results are in the cache."""
-
-    def __init__(self, out: RunFS):
-        self.fs = out
-
-    def all(self) -> list[dict[str, Any]]:
-        jobs = []
-        for name in self.fs.list("batches", "*.json"):
-            blob = self.fs.read_bytes(f"batches/{name}")
-            try:
-                job = json.loads(blob or b"")
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                log.warning("batches/%s is unreadable; ignoring it", name)
-                continue
-            if isinstance(job, dict) and job.get("name"):
-                jobs.append(job)
-        return jobs
-
-    def write(self, job: dict[str, Any]) -> None:
-        data = json.dumps(job, sort_keys=True).encode()
-        self.fs.write_bytes(f"batches/{job['name']}.json", data, fsync=True, what="the batch job list")
-
-
-def summarise_jobs(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Jobs by status and request counts, for `uniedit stats` and stats.json."""
-    by_status: Counter[str] = Counter(j.get("status", "?") for j in jobs)
-    return {
-        "jobs": len(jobs),
-        "by_status": dict(by_status),
-        "requests": sum(int(j.get("requests", 0)) for j in jobs),
-        "results": sum(int(j.get("results", 0)) for j in jobs),
-        "in_flight": sum(1 for j in jobs if j.get("status") not in ("ingested", "abandoned")),
-        "spent_usd": round(sum(float(j.get("spent_usd", 0.0)) for j in jobs), 8),
-    }
+def attach_keys(jobs: list[dict[str, Any]], stage: str) -> set[str]:
+    """The request keys of `stage` that sit in jobs not yet ingested (the jobs as `JobStore.scan` gives them)."""
+    return {key for job in jobs if job.get("stage") == stage and job.get("status") not in DONE
+            for key in job.get("owners", {})}
 
 
 def request_info(calls: list[DeferredCall]) -> dict[str, Any]:
@@ -194,7 +181,7 @@ class BatchRunner:
 
     def _live_job_of(self, key: str) -> dict[str, Any] | None:
         for job in self._jobs().values():
-            if job.get("status") not in ("ingested", "abandoned") and key in job.get("owners", {}):
+            if job.get("status") not in DONE and key in job.get("owners", {}):
                 return job
         return None
 
@@ -239,6 +226,8 @@ class BatchRunner:
                     self._tasks[job["name"]] = asyncio.ensure_future(self._follow(job, call.caller))
                 waiting.append(self._tasks[job["name"]])
                 continue
+            if call.caller.batch.attach is not None:
+                continue  # an online stage never submits a job: counted missing below, it goes online
             fresh.setdefault(id(call.caller), []).append(call)
             callers[id(call.caller)] = call.caller
         for caller_id, calls in fresh.items():
@@ -254,7 +243,9 @@ class BatchRunner:
         for call in missing:
             self.state.failures[call.key] += 1
             spec = call.caller.batch.spec
-            if self.state.failures[call.key] >= spec.max_job_attempts:
+            if call.caller.batch.attach is not None:
+                self.state.online.add(call.key)  # its job ended without it: online, as the stage runs now
+            elif self.state.failures[call.key] >= spec.max_job_attempts:
                 if spec.on_failure == "stop":
                     raise BatchJobFailed(
                         f"stage {call.caller.stage}: a request got no result from {spec.max_job_attempts} batch "
@@ -473,6 +464,9 @@ class BatchRunner:
             except AuthError as exc:
                 raise AuthenticationFailed(f"batch job {job['job_id']}: the provider rejected the API key "
                                            f"({exc})") from None
+            except NotFound:  # deleted at the provider, or past its retention: as good as expired
+                log.warning("batch job %s (%s): %s", job["job_id"], job["name"], VANISHED)
+                return JobStatus("expired", detail=VANISHED)
             if status.state in TERMINAL:
                 return status
             await self._sleep(batch.spec.poll_s)
@@ -481,10 +475,15 @@ class BatchRunner:
         schemas = job.get("schemas", {})
         requests = {key: {**info, "schema": schemas.get(info.get("schema"))}
                     for key, info in job.get("info", {}).items()}
+        if status.detail == VANISHED:
+            return {}
         attempt = 0
         while True:
             try:
                 return await batch.route.results(job["job_id"], requests)
+            except NotFound:
+                log.warning("batch job %s (%s): %s", job["job_id"], job["name"], VANISHED)
+                return {}
             except RetryableError as exc:
                 attempt += 1
                 if attempt > 8:

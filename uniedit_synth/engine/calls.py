@@ -91,6 +91,60 @@ def estimate_tokens(request: TextRequest | EditRequest) -> int:
     return len(text) // 4 + 800 * images
 
 
+class RunStopping(Exception):
+    """The run is stopping (an outage, Ctrl-C, SIGTERM): no new call is sent; the record's shard is left
+    unfinished, for the rerun. Not a BackendError, so no stage turns it into a reject."""
+
+
+class Drain:
+    """A worker's calls on the wire, so that an orderly stop can wait for them (and their cache writes) before
+    the worker is killed: a reply that arrived is then never paid for again by the rerun."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._halted = asyncio.Event()
+        #: the error that stopped this worker (its other shards end with it too, not with RunStopping)
+        self.cause: BaseException | None = None
+
+    def halt(self, cause: BaseException | None = None) -> None:
+        """Send nothing new from now on (a retry's back-off in progress ends at once)."""
+        if cause is not None and self.cause is None and not isinstance(cause, RunStopping):
+            self.cause = cause
+        self.stopping = True
+        self._halted.set()
+
+    async def pause(self, seconds: float) -> None:
+        """A back-off before a retry, cut short when the run stops (the retry is then not sent)."""
+        try:
+            await asyncio.wait_for(self._halted.wait(), timeout=max(0.0, seconds))
+        except asyncio.TimeoutError:
+            pass
+
+    def enter(self) -> None:
+        if self.stopping:
+            raise RunStopping("the run is stopping")
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight <= 0:
+            self._idle.set()
+
+    async def stop(self, timeout_s: float) -> int:
+        """Send nothing new; wait (at most `timeout_s`) for the calls on the wire. Returns how many were."""
+        self.halt()
+        waited = self.in_flight
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
+        except asyncio.TimeoutError:
+            pass
+        return waited
+
+
 class ModelCaller:
     """Makes the calls of one stage through one backend, for every record a worker handles."""
 
@@ -122,6 +176,8 @@ class ModelCaller:
         self.batch: Any = None
         #: request key -> done when the call in flight for it returns (identical requests are sent once)
         self._in_flight: dict[str, asyncio.Future] = {}
+        #: the worker's calls on the wire (set by the worker; an orderly stop waits for them)
+        self.drain = Drain()
         self.backend_name = backend_name
 
     async def text(self, request: TextRequest, ledger: Ledger) -> TextReply:
@@ -155,6 +211,7 @@ class ModelCaller:
             raise BudgetExhausted()
         if self.batch is not None:
             self.batch.defer(self, kind, key, request, ledger)  # raises BatchPending unless it goes online
+        self.drain.enter()  # raises RunStopping once the run stops: nothing new goes out
         done = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
@@ -162,6 +219,7 @@ class ModelCaller:
         finally:
             self._in_flight.pop(key, None)
             done.set_result(None)
+            self.drain.leave()
 
     async def _call_provider(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger,
                              key: str) -> tuple[dict, bytes]:
@@ -218,14 +276,18 @@ class ModelCaller:
             wait=self._wait,
             retry=retry_if_exception_type(RetryableError),
             reraise=True,
-            sleep=self._sleep,
+            sleep=self._retry_sleep,
         )
         async for attempt in retrying:
             with attempt:
+                if self.drain.stopping and attempt.retry_state.attempt_number > 1:
+                    raise RunStopping("the run is stopping: no retry")
                 if self.rate_limited:
                     delay = await self.coordinator.acquire(self.bucket, estimate_tokens(request))
                     if delay > 0:
                         await self._sleep(delay)
+                    if self.drain.stopping:  # waited for a slot while the run stopped: not sent
+                        raise RunStopping("the run is stopping")
                 try:
                     if kind == "text":
                         return await self.backend.complete(request)
@@ -242,6 +304,12 @@ class ModelCaller:
                 except asyncio.TimeoutError:
                     raise Unreachable(f"{self.bucket}: timed out") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _retry_sleep(self, seconds: float) -> None:
+        if self._sleep is not asyncio.sleep:  # a test's clock
+            await self._sleep(seconds)
+        else:
+            await self.drain.pause(seconds)
 
     def where(self) -> str:
         """The backend as an error message names it: provider/model and the endpoint (without credentials)."""

@@ -13,30 +13,41 @@ import contextlib
 import json
 import logging
 import math
-import platform
+import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Any, TextIO
 
-from .. import __version__
 from ..backends.registry import create_backend
-from ..core.config import CONFIGURED_STAGES, PipelineConfig, pipeline_hash
-from ..core.errors import UniEditError
+from ..core.config import PipelineConfig, pipeline_hash
+from ..core.errors import RuntimeBusy, UniEditError
 from ..core.prompts import prompt_hashes
 from ..core.records import VQARecord
 from ..core.redact import redact_url
+from ..run.cache import ResponseCache
+from ..run.resume import (
+    SourcePlan,
+    all_finished,
+    ids_digest,
+    positions_runs,
+    read_plan,
+    withdrawn_entry,
+    write_plan,
+)
 from ..run.store import RunDir, locked
 from ..sources import open_source
+from ..sources.identity import source_identity
 from ..stages.totals import run_totals
-from .batch import JobStore, summarise_jobs
+from .batch import JobStore, attach_keys, summarise_jobs
+from .out_guard import check_out
 from .progress import open_progress
-from .runtime import InlineRuntime, RayRuntime, WorkerLost
-from .worker import CAPABILITY, STAGES, batch_route, ids_digest
+from .run_info import prompt_files, versions
+from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
+from .worker import CAPABILITY, STAGES, batch_route
 
 log = logging.getLogger(__name__)
 
@@ -78,34 +89,6 @@ class RunSummary:
         return {key: f"{base}/{rel}" for key, rel in names.items()}
 
 
-def prompt_files(config: PipelineConfig) -> list[str]:
-    """Every template the pipeline's stages can use (a `{category}` template expands over the files that exist)."""
-    names: list[str] = []
-    for definition in CONFIGURED_STAGES:
-        template = getattr(getattr(config.stages, definition.name), "prompt", None)
-        if not template:
-            continue
-        if "{category}" in template:
-            folder = (config.prompts_path() / template).parent
-            pattern = Path(template).name.replace("{category}", "*")
-            rel_folder = Path(template).parent
-            names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
-        else:
-            names.append(template)
-    if config.stages.rewrite.reasoning == "model":
-        names.append(config.stages.rewrite.reasoning_prompt)
-    return names
-
-
-def versions() -> dict[str, str]:
-    out = {"uniedit-synth": __version__, "python": platform.python_version()}
-    for name in ("ray", "pyarrow", "pydantic", "openai", "google.genai", "datasets", "PIL"):
-        module = sys.modules.get(name)
-        if module is not None:
-            out[name] = getattr(module, "__version__", "?")
-    return out
-
-
 class Driver:
     def __init__(
         self,
@@ -113,13 +96,21 @@ class Driver:
         out_dir: str,
         *,
         force_new_config: bool = False,
+        force: bool = False,
         log_format: str = "text",
         progress: bool = True,
         stream: TextIO | None = None,
+        verify_source: bool = False,
     ):
         self.config = config
         self.run_dir = RunDir(out_dir)
         self.force_new_config = force_new_config
+        self.force = force  # --force: a non-empty folder that is not a run may hold the run (engine/out_guard.py)
+        #: --verify-source: re-read every finished shard's rows (in the workers) and redo those that changed
+        self.verify_source = verify_source
+        self.identity: str | None = None
+        #: how the source's rows travel (stats.json `data_path`, shown by `uniedit stats`)
+        self.data_path: dict[str, Any] = {}
         self.log_format = log_format
         self.show_progress = progress and log_format == "text"
         self.stream = stream or sys.stdout
@@ -128,6 +119,9 @@ class Driver:
 
     # -- entry point -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        if self.config.engine.kind == "ray" and ray_run_in_progress():
+            raise RuntimeBusy(RAY_BUSY)  # before the output dir is touched (RayRuntime holds the slot itself)
+        check_out(self.run_dir, self.config.source, self.force)  # before anything is created there
         self.run_dir.create_dirs()
         with locked(self.run_dir):
             self.run_dir.check_config(
@@ -187,6 +181,7 @@ class Driver:
             if callable(check):  # a local model: its files and class, checked without loading weights
                 await asyncio.to_thread(check, self.config.engine.kind)
             await backend.aclose()
+        self._announce_jobs_in_flight(batched)
         if online:  # said once per run: these stages asked for batch mode and cannot have it
             message = (f"batch mode: no batch route for {', '.join(online)}; "
                        f"{'that stage runs' if len(online) == 1 else 'those stages run'} online")
@@ -194,6 +189,26 @@ class Driver:
             if self.log_format == "json":
                 self._emit({"event": "batch_unsupported", "stages": online})
         self.batch_stages = batched
+
+    def _add_batch_jobs(self, extra: dict[str, Any]) -> None:
+        """stats.json's `batch_jobs`: the run's jobs, and the job files that could not be read."""
+        jobs, unreadable = JobStore(self.run_dir.fs).scan()
+        if jobs or unreadable:
+            extra["batch_jobs"] = summarise_jobs(jobs, unreadable)
+
+    def _announce_jobs_in_flight(self, batched: list[str]) -> None:
+        """Stages that run online now but have requests in jobs of an earlier --batch run still in flight: the
+        provider finishes (and bills) those jobs anyway, so their requests wait for them (engine/batch.py
+        attach mode) instead of being sent again; said once, with the counts."""
+        jobs = JobStore(self.run_dir.fs).all()
+        for stage_name in CAPABILITY:
+            if stage_name in batched:
+                continue
+            keys = attach_keys(jobs, stage_name)
+            if keys:
+                log.warning("stage %s runs online, but %d of its requests are in batch jobs still in flight (see "
+                            "%s): they wait for those jobs instead of being sent (and paid) again", stage_name,
+                            len(keys), self.run_dir.fs.display_path("batches"))
 
     def _screen_spec(self) -> dict[str, Any] | None:
         """source.dedup / source.decontaminate for the coordinator: benchmark fingerprints are loaded here, once
@@ -206,7 +221,7 @@ class Driver:
         root = self.run_dir.fs.local_root if not self.run_dir.fs.remote else None
         cache = root / "audit" if root is not None else None
         max_distance = source.dedup.max_distance if source.dedup else 4
-        benchmarks = [load_benchmark(spec, cache) for spec in source.decontaminate]
+        benchmarks = [load_benchmark(spec, cache, self.config.input.max_pixels) for spec in source.decontaminate]
         for bench in benchmarks:
             if bench.skipped_images:
                 log.warning("benchmark %s: %d unreadable image(s) skipped", bench.name, bench.skipped_images)
@@ -241,6 +256,9 @@ class Driver:
         }
         source = open_source(
             self.config.source, seed=self.config.seed, limit=self.config.limit)
+        self.identity = await asyncio.to_thread(source_identity, source)
+        if self._nothing_to_do(finished):
+            return self._finished_already(finished, run_json, t0)
         engine = self.config.engine
         if engine.kind == "inline":
             runtime: Any = InlineRuntime(self.config, self.run_dir.location, self.pipeline_hash, coordinator_args)
@@ -267,6 +285,8 @@ class Driver:
             with contextlib.suppress(Exception):
                 replicas = await runtime.replica_stats()
             await runtime.close()
+            with contextlib.suppress(Exception):  # no worker reads the cache now: drop what the packs hold
+                await asyncio.to_thread(ResponseCache(self.run_dir.cache_fs()).sweep)
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
             run_json["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -274,11 +294,9 @@ class Driver:
             failed = status not in ("finished", "budget_exhausted")
             with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
                 extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
-                         "rate_limits": limiter, "coordinator_rpcs": rpcs,
+                         "rate_limits": limiter, "coordinator_rpcs": rpcs, "data_path": self.data_path,
                          **({"replicas": replicas} if replicas else {})}
-                jobs = JobStore(self.run_dir.fs).all()
-                if jobs:
-                    extra["batch_jobs"] = summarise_jobs(jobs)
+                self._add_batch_jobs(extra)
                 self.run_dir.write_stats(extra, run_totals(list(self.run_dir.latest_by_shard().values())))
                 self.run_dir.write_run_json(run_json)
         summary.read = totals["read"]
@@ -289,6 +307,81 @@ class Driver:
         summary.budget_exhausted = totals["reject_reasons"].get("budget_exhausted", 0)
         return summary
 
+    # -- a finished run: nothing to read -----------------------------------------------------------------
+    def _nothing_to_do(self, finished: dict[int, dict]) -> bool:
+        """Whether the last complete read of this source (source.json) saw the identity it has now, with this
+        limit and config, and every one of its shards is finished from that identity: then no row is read."""
+        if self.verify_source or self.identity is None:
+            return False
+        plan = read_plan(self.run_dir)
+        if (plan is None or plan.identity != self.identity or plan.limit != self.config.limit
+                or plan.pipeline_hash != self.pipeline_hash):
+            return False
+        screening = bool(self.config.source.dedup or self.config.source.decontaminate)
+        return all_finished(self.run_dir, plan, self.identity, finished, screening)
+
+    def _finished_already(self, finished: dict[int, dict], run_json: dict[str, Any], t0: float) -> RunSummary:
+        """The rerun of a finished run: the manifest and the source's identity say every shard is done."""
+        summary = RunSummary(out_dir=self.run_dir.display, shards_skipped=len(finished))
+        previous = self.run_dir.fs.read_bytes("stats.json")
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            self.data_path = dict(json.loads(previous or b"{}").get("data_path") or {})
+        self.data_path["last_rerun"] = "no rows read: manifest and source identity unchanged"
+        totals = run_totals(list(finished.values()))
+        status = "budget_exhausted" if totals["reject_reasons"].get("budget_exhausted") else "finished"
+        summary.elapsed_s = round(time.monotonic() - t0, 3)
+        run_json["status"] = status
+        run_json["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        extra = {"status": status, "pipeline_hash": self.pipeline_hash, "elapsed_s": summary.elapsed_s,
+                 "data_path": self.data_path}
+        self._add_batch_jobs(extra)
+        self.run_dir.write_stats(extra, totals)
+        self.run_dir.write_run_json(run_json)
+        summary.read = totals["read"]
+        summary.accepted = totals["accepted"]
+        summary.rejected = totals["rejected"]
+        summary.reject_reasons = totals["reject_reasons"]
+        summary.cost_usd = totals["cost_usd"]
+        summary.budget_exhausted = totals["reject_reasons"].get("budget_exhausted", 0)
+        return summary
+
+    def _lighten(self, source: Any) -> None:
+        """Let the workers read the rows' images when the source can leave them out (the driver keeps ids and
+        text); say which way the rows travel."""
+        lighten = getattr(source, "lighten", None)
+        reason = lighten() if callable(lighten) else "this source reads whole rows"
+        inner = getattr(source, "inner", source)
+        joined = self.config.engine.kind == "ray" and (self.config.engine.ray_address or os.environ.get("RAY_ADDRESS"))
+        if reason is None and getattr(inner, "light", False) and joined and \
+                os.environ.get("UNIEDIT_WORKERS_READ_SOURCE") != "1":
+            # the nodes of a cluster joined by address may not see the driver's files: whole rows, unless told
+            inner.light = False
+            reason = ("a joined Ray cluster: whole rows, as its nodes may not see this source's files "
+                      "(UNIEDIT_WORKERS_READ_SOURCE=1 when every node can read them at the same path)")
+        if reason is None:
+            self.data_path = {"rows_read_by": "workers", "driver_reads": "ids and text (no images)"}
+        else:
+            self.data_path = {"rows_read_by": "driver", "driver_reads": reason}
+        self.data_path["rerun_reads_rows"] = ("only when the source changed" if self.identity is not None
+                                              else "yes (this source has no identity to check)")
+
+    def _withdraw(self, finished: dict[int, dict], shards: int) -> None:
+        """The source ended before some finished shards (it was replaced by a shorter one): their rows are no
+        longer in the source, so they leave the output, and the run says so."""
+        gone = sorted(shard for shard in finished if shard >= shards)
+        if not gone:
+            return
+        records = sum(int(finished[shard].get("records", 0)) for shard in gone)
+        for shard in gone:
+            for record in (finished[shard].get("files") or {}).values():
+                with contextlib.suppress(OSError):
+                    self.run_dir.fs.delete(record["path"])
+            self.run_dir.append_manifest(withdrawn_entry(shard, self.identity))
+        log.warning("the source now ends after %d shard(s): finished shard(s) %s (%d record(s)) are no longer in it "
+                    "and were removed from the output", shards, _shard_list(gone), records)
+        if self.log_format == "json":
+            self._emit({"event": "withdrawn", "shards": gone, "records": records})
+
     # -- the dispatch loop -------------------------------------------------------------------------------
     async def _dispatch(self, runtime: Any, source: Any, finished: dict[int, dict], summary: RunSummary) -> None:
         engine = self.config.engine
@@ -296,20 +389,25 @@ class Driver:
         total = source.estimated_len()
         bar = open_progress(total, enabled=self.show_progress)  # a live bar on a terminal, status lines in a log
         base_records = 0
-        in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int]] = {}
+        in_flight: dict[asyncio.Task, tuple[int, list[VQARecord], int, int, str | None]] = {}
         load = Counter[int]()
         caps = bool(self.config.stages.classify.category_caps)
         screening = bool(self.config.source.dedup or self.config.source.decontaminate)
         budgeted = self.config.limits.max_cost_usd is not None
+        await asyncio.to_thread(self._lighten, source)
+        self._finished = finished
         shards = iter_shards(source, engine.shard_size)
         poller = asyncio.create_task(self._poll_progress(runtime, bar, lambda: base_records))
+        count = records_read = 0
         try:
             while True:
                 item = await asyncio.to_thread(next, shards, None)
                 if item is None:
                     break
                 shard, records = item
+                count, records_read = shard + 1, records_read + len(records)
                 done = finished.get(shard)
+                verify = None
                 if (
                     done is not None
                     and done.get("ids_sha256") == ids_digest(records)
@@ -317,13 +415,21 @@ class Driver:
                     and self.run_dir.shard_files_intact(done)
                     and (not screening or self.run_dir.read_screen(shard) is not None)
                 ):
-                    summary.shards_skipped += 1
-                    base_records += len(records)
-                    if caps or screening:
-                        await runtime.coordinator.register_shard(
-                            shard, done.get("admitted", {}), self._screened(shard) if screening else None
-                        )
-                    continue
+                    unchanged = done.get("source_identity") == self.identity and not self.verify_source
+                    legacy = "rows_sha256" not in done and not self.verify_source  # made before identities
+                    if unchanged or legacy:
+                        summary.shards_skipped += 1
+                        base_records += len(records)
+                        if caps or screening:
+                            await runtime.coordinator.register_shard(
+                                shard, done.get("admitted", {}), self._screened(shard) if screening else None
+                            )
+                        continue
+                    # the source changed since this shard was made: a worker re-reads its rows and keeps it when
+                    # they are the same (with caps or a screen, which decide in shard order, it is redone from
+                    # the cache instead)
+                    if not (caps or screening) and done.get("rows_sha256"):
+                        verify = str(done["rows_sha256"])
                 runtime.start_workers()  # at the first shard to run (a no-op rerun starts none)
                 while len(in_flight) >= max_in_flight:
                     await self._collect(runtime, in_flight, load, summary)
@@ -331,12 +437,17 @@ class Driver:
                     await runtime.coordinator.register_shard(shard)
                 exhausted = budgeted and not await runtime.coordinator.budget_left()
                 worker = min(range(runtime.workers), key=lambda w: load[w])
-                self._start(runtime, in_flight, load, worker, shard, records, exhausted, 0)
+                self._start(runtime, in_flight, load, worker, shard, records, exhausted, 0, verify)
             while in_flight:
                 await self._collect(runtime, in_flight, load, summary)
+            limit = self.config.limit
+            if limit is None or records_read < limit:  # the source itself ended (not the limit)
+                self._withdraw(finished, count)
+            if self.identity is not None:
+                write_plan(self.run_dir, SourcePlan(identity=self.identity, limit=limit, shards=count,
+                                                    records=records_read, pipeline_hash=self.pipeline_hash))
         except BaseException:
-            for task in in_flight:
-                task.cancel()
+            await self._stop_in_order(runtime, in_flight)
             raise
         finally:
             poller.cancel()
@@ -344,18 +455,33 @@ class Driver:
                 await self._refresh_bar(runtime, bar, base_records)
             bar.close()
 
-    def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries) -> None:
+    async def _stop_in_order(self, runtime: Any, in_flight: dict) -> None:
+        """An outage, Ctrl-C or SIGTERM: before the workers go, they send nothing new and wait for the calls
+        already on the wire (at most the longest backend timeout), so every reply that arrives is cached and a
+        rerun never pays for it again. A second Ctrl-C stops at once."""
+        timeout_s = max((b.timeout_s for b in self.config.backends.values()), default=60.0)
+        try:
+            awaited = await runtime.stop(timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C, a dead actor: stop without waiting
+            log.debug("orderly stop cut short: %s", exc)
+        else:
+            if awaited:
+                log.info("stopping: waited for %d call(s) on the wire; their replies are cached", awaited)
+        for task in in_flight:
+            task.cancel()
+
+    def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries, verify=None) -> None:
         if self.log_format == "json":
             self._emit({"event": "dispatch", "shard": shard, "records": len(records), "worker": worker,
-                        "retry": tries})
-        task = asyncio.ensure_future(runtime.submit(worker, shard, records, exhausted))
-        in_flight[task] = (shard, records, worker, tries)
+                        "retry": tries, **({"verify": True} if verify else {})})
+        task = asyncio.ensure_future(runtime.submit(worker, shard, records, exhausted, verify))
+        in_flight[task] = (shard, records, worker, tries, verify)
         load[worker] += 1
 
     async def _collect(self, runtime, in_flight, load, summary: RunSummary) -> None:
         done, _ = await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            shard, records, worker, tries = in_flight.pop(task)
+            shard, records, worker, tries, verify = in_flight.pop(task)
             load[worker] -= 1
             try:
                 result = task.result()
@@ -366,8 +492,16 @@ class Driver:
                 summary.shards_retried += 1
                 await runtime.replace_worker(worker, exc.generation)
                 exhausted = self.config.limits.max_cost_usd is not None and not await runtime.coordinator.budget_left()
-                self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1)
+                self._start(runtime, in_flight, load, worker, shard, records, exhausted, tries + 1, verify)
                 continue
+            if result is None:  # a verify job: the shard's rows are unchanged, it stays as it is
+                self.run_dir.append_manifest({**self._finished[shard], "source_identity": self.identity})
+                summary.shards_skipped += 1
+                continue
+            result.source_identity = self.identity
+            positions = [int(r.meta["_pos"]) for r in records if "_pos" in r.meta]
+            if positions:
+                result.positions = positions_runs(list(dict.fromkeys(positions)))
             self.run_dir.append_manifest(result)
             summary.shards_done += 1
             summary.spent_now_usd += result.spent_usd
@@ -447,6 +581,10 @@ def iter_shards(source: Any, shard_size: int) -> Iterator[tuple[int, list[VQARec
                 record.duplicate = seen[record.id] - 1
         yield index, batch
         index += 1
+
+
+def _shard_list(shards: list[int]) -> str:
+    return ", ".join(str(s) for s in shards[:10]) + (f" … ({len(shards)} in all)" if len(shards) > 10 else "")
 
 
 def run_synth(config: PipelineConfig, out_dir: str, **kwargs: Any) -> RunSummary:

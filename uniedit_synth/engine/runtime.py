@@ -7,17 +7,19 @@ Ray starts in-process (dashboard off, temp dir under /tmp, usage stats off) unle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..core.config import CONFIGURED_STAGES, ActorResources, PipelineConfig
-from ..core.errors import UniEditError, handle_sigterm
+from ..core.errors import RuntimeBusy, UniEditError, handle_sigterm
 from ..core.records import VQARecord
 from ..run.processes import process_alive
 from ..run.store import ShardResult
@@ -30,6 +32,16 @@ log = logging.getLogger(__name__)
 # environment a worker needs that is not a secret (keys reach local workers by inheritance, and on a real
 # cluster they are set on the nodes: they are never shipped through Ray's runtime_env, which Ray records)
 FORWARDED_ENV_PREFIXES = ("UNIEDIT_",)
+
+#: one Ray run at a time in a process: Ray's driver is process-wide (a second ray.init fails, and one run's
+#: shutdown would end the other's cluster)
+_RAY_RUN = threading.Lock()
+RAY_BUSY = ("another Ray run is going on in this process (one Ray run per process at a time); wait for it to "
+            "finish, run this one with engine kind inline, or in another process")
+
+
+def ray_run_in_progress() -> bool:
+    return _RAY_RUN.locked()
 
 
 def remove_stale_temp_dirs() -> None:
@@ -83,11 +95,15 @@ class InlineRuntime:
     def start_workers(self) -> None:
         return None
 
-    def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool):
-        return self.processor.process(shard, records, exhausted)
+    def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool, verify: str | None = None):
+        return self.processor.process(shard, records, exhausted, verify)
 
     async def replace_worker(self, worker: int, generation: int) -> None:  # pragma: no cover - never lost
         return None
+
+    async def stop(self, timeout_s: float) -> int:
+        """Send nothing new and wait for the calls on the wire (an orderly stop); how many there were."""
+        return await self.processor.stop(timeout_s)
 
     async def replica_stats(self) -> dict[str, Any]:
         return {}
@@ -196,7 +212,8 @@ class _ShardWorkerActor:
         self._args = (config_json, out_dir, pipeline_hash, coordinator, label)
         self._processor: ShardProcessor | None = None
 
-    async def process(self, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
+    async def process(self, shard: int, records: list[VQARecord], exhausted: bool,
+                      verify: str | None = None) -> ShardResult | None:
         if self._processor is None:
             config_json, out_dir, pipeline_hash, coordinator, label = self._args
             config = PipelineConfig.model_validate_json(config_json)
@@ -205,13 +222,35 @@ class _ShardWorkerActor:
                                        leases=config.engine.leases, holder=label,
                                        caps=bool(config.stages.classify.category_caps))
             self._processor = ShardProcessor(config, out_dir, pipeline_hash, remote, label)
-        return await self._processor.process(shard, records, exhausted)
+        return await self._processor.process(shard, records, exhausted, verify)
+
+    async def stop(self, timeout_s: float) -> int:
+        return 0 if self._processor is None else await self._processor.stop(timeout_s)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 class RayRuntime:
     kind = "ray"
 
-    def __init__(
+    def __init__(self, *args: Any, **kwargs: Any):
+        if not _RAY_RUN.acquire(blocking=False):
+            raise RuntimeBusy(RAY_BUSY)
+        self._holds_ray = True
+        try:
+            self._init(*args, **kwargs)
+        except BaseException:
+            self._release_ray()
+            raise
+
+    def _release_ray(self) -> None:
+        if getattr(self, "_holds_ray", False):
+            self._holds_ray = False
+            _RAY_RUN.release()
+
+    def _init(
         self,
         config: PipelineConfig,
         out_dir: str,
@@ -305,12 +344,13 @@ class RayRuntime:
 
         return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=False)
 
-    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool) -> ShardResult:
+    async def submit(self, worker: int, shard: int, records: list[VQARecord], exhausted: bool,
+                     verify: str | None = None) -> ShardResult | None:
         ray = self._ray
         self.start_workers()
         generation = self._generations[worker]
         try:
-            return await self._actors[worker].process.remote(shard, records, exhausted)
+            return await self._actors[worker].process.remote(shard, records, exhausted, verify)
         except ray.exceptions.RayActorError as exc:
             raise WorkerLost(
                 f"worker {worker} died while processing shard {shard}: {type(exc).__name__}", worker, generation
@@ -333,6 +373,16 @@ class RayRuntime:
             except Exception:  # noqa: BLE001 - it is already gone
                 pass
         self._actors[worker] = self._new_actor(worker)
+
+    async def stop(self, timeout_s: float) -> int:
+        """An orderly stop before the actors are killed: every worker sends nothing new and waits for its calls
+        on the wire (bounded by `timeout_s`), whose replies land in the cache. How many calls were awaited."""
+        actors = [a for a in self._actors if a is not None]
+        if not actors:
+            return 0
+        refs = [actor.stop.remote(timeout_s) for actor in actors]
+        done, _ = await asyncio.wait([asyncio.ensure_future(_awaited(r)) for r in refs], timeout=timeout_s + 5)
+        return sum(task.result() for task in done if not task.exception() and isinstance(task.result(), int))
 
     async def replica_stats(self) -> dict[str, Any]:
         """Each served backend's replica figures (engine/replicas.py ReplicaPool.stats)."""
@@ -368,7 +418,10 @@ class RayRuntime:
                 ray.kill(pool, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
-        if self._started:
-            ray.shutdown()
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        try:
+            if self._started:
+                ray.shutdown()
+            if self._temp_dir:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+        finally:
+            self._release_ray()

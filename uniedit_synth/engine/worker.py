@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import importlib
 import json
 import logging
@@ -26,13 +25,14 @@ from typing import Any
 from ..backends.registry import create_backend
 from ..core.config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..core.records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
+from ..run.cache import ResponseCache
+from ..run.resume import ids_digest, rows_digest
+from ..run.store import RunDir, ShardResult
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
-from ..run.store import RunDir, ShardResult
-from .batch import BatchPending, BatchRunner, BatchState, StageBatch
-from ..run.cache import ResponseCache
-from .calls import BudgetExhausted, CoordinatorLike, ModelCaller
+from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
+from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,23 @@ def node_label() -> str:
     return host
 
 
-async def gather_or_cancel(coros: Iterable[Awaitable[Any]]) -> None:
+async def gather_or_cancel(coros: Iterable[Awaitable[Any]], drain: Drain | None = None) -> None:
     """Run a shard's records together. Records turn their own failures into rejects, so an exception here
-    ends the run (a rejected API key, a full disk): the other records are cancelled at once instead of
-    going on making paid calls, as plain `asyncio.gather` would let them."""
+    ends the run (a rejected API key, a full disk, an outage): the other records make no new call (`drain`
+    stops this worker's calls; without one they are cancelled at once), but a call already on the wire is
+    awaited, so that its reply lands in the cache instead of being paid for again by the rerun. A
+    cancellation from outside (the driver going away) still cancels at once."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    except BaseException as exc:
+        if drain is not None:
+            drain.halt(exc)
+            await asyncio.gather(*tasks, return_exceptions=True)  # each call is bounded by its timeout
         for task in tasks:
             task.cancel()
         raise
@@ -86,14 +95,6 @@ def describe_exception(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def ids_digest(records: list[VQARecord]) -> str:
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(record.id.encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()[:32]
 
 
 class ShardProcessor:
@@ -136,16 +137,28 @@ class ShardProcessor:
         self.batch_state = BatchState()
         self.batch_runner = BatchRunner(self.run_dir.fs, self.cache, coordinator, config.prices, self.batch_state)
         self.batch_stages: list[str] = []
+        jobs: list[dict[str, Any]] | None = None
         for stage_name, caller in callers.items():
             stage_spec = getattr(config.stages, stage_name)
-            route = batch_route(caller.backend, CAPABILITY[stage_name]) if stage_spec.mode == "batch" else None
-            if route is not None:
+            route = batch_route(caller.backend, CAPABILITY[stage_name])
+            if route is not None and stage_spec.mode == "batch":
                 caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state)
                 self.batch_stages.append(stage_name)
+            elif route is not None:
+                # an online stage whose requests may sit in jobs of an earlier --batch run that are still in
+                # flight: those wait for their jobs (paid for already), the rest go online
+                jobs = JobStore(self.run_dir.fs).all() if jobs is None else jobs
+                keys = attach_keys(jobs, stage_name)
+                if keys:
+                    caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state, attach=keys)
+                    self.batch_stages.append(stage_name)
         self._batch_sent: Counter = Counter()
         cascade = config.stages.judge.cascade
         if cascade:  # the expensive judge of the cascade: a second caller of the judge stage (stages/judge.py)
             callers[EXPENSIVE_JUDGE] = make_caller(EXPENSIVE_JUDGE, cascade[1], "text")
+        self.drain = Drain()  # one for the worker: an orderly stop waits for every stage's calls on the wire
+        for caller in callers.values():
+            caller.drain = self.drain
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
         self._front_stages = [d for d in STAGES if not d.after_caps]
@@ -162,6 +175,8 @@ class ShardProcessor:
         self._root = image_root_for(config.source)
         self._screening = bool(config.source.dedup or config.source.decontaminate)
         self._fingerprints: dict[int, str] = {}  # id(WorkItem) → fingerprint hex, set while validating
+        self._source: Any = None  # opened on the first light shard (records tagged with positions)
+        self._hydrate_lock = asyncio.Lock()
 
     def _backend(self, name: str, capability: str) -> Any:
         key = (name, capability)
@@ -177,6 +192,11 @@ class ShardProcessor:
             self._started = asyncio.ensure_future(asyncio.gather(*starts))
         await asyncio.shield(self._started)
 
+    async def stop(self, timeout_s: float) -> int:
+        """An orderly stop: send no new call, and wait (at most `timeout_s`) for those on the wire, which cache
+        their replies as they land. Returns how many calls were on the wire."""
+        return await self.drain.stop(timeout_s)
+
     async def aclose(self) -> None:
         if self._reporter is not None:
             self._reporter.cancel()
@@ -184,8 +204,28 @@ class ShardProcessor:
             await backend.aclose()
 
     # -- one shard ---------------------------------------------------------------------------------------
-    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False) -> ShardResult:
+    def _hydrate(self, records: list[VQARecord]) -> list[VQARecord]:
+        """The shard's whole records: a light read's records (ids and text, tagged with positions) are read here
+        by position, so the driver never holds image bytes; other records came whole from the driver."""
+        if not any("_pos" in r.meta for r in records):
+            return records
+        if self._source is None:
+            from ..sources import open_source
+
+            self._source = open_source(self.config.source, seed=self.config.seed, limit=self.config.limit)
+        return self._source.hydrate(records)
+
+    async def process(self, shard: int, records: list[VQARecord], budget_exhausted: bool = False,
+                      verify: str | None = None) -> ShardResult | None:
+        """Run one shard and write it. With `verify` (the rows digest a finished shard recorded), return None
+        without running anything when its rows are still those: the rerun after a source change re-reads a
+        finished shard here, in the worker, not in the driver."""
         started = time.monotonic()
+        async with self._hydrate_lock:  # one shard's rows in memory at a time while reading
+            records = await asyncio.to_thread(self._hydrate, records)
+        digest = rows_digest(records)
+        if verify is not None and digest == verify:
+            return None
         await self.start_backends()
         funnel: dict[str, Counter] = {name: Counter() for name in STAGE_NAMES}
         items: list[WorkItem] = [WorkItem(record=r, shard=shard) for r in records]
@@ -200,7 +240,8 @@ class ShardProcessor:
         try:
             if self._screening:
                 # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
-                await gather_or_cancel(self._validate(i, item, outcomes, funnel) for i, item in enumerate(items))
+                await gather_or_cancel((self._validate(i, item, outcomes, funnel) for i, item in enumerate(items)),
+                                      self.drain)
                 screened = await self._screen(shard, items, outcomes)
                 await self._in_waves(
                     shard, [i for i in range(len(items)) if outcomes[i] is None], items, funnel, batch,
@@ -227,6 +268,10 @@ class ShardProcessor:
                 shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
                 lambda i, f: self._back(i, items[i], outcomes, f),
             )
+        except RunStopping:
+            if self.drain.cause is not None:  # the error that stopped this worker, not the stop itself
+                raise self.drain.cause from None
+            raise
         finally:
             await self._flush_report()
         samples = [s for s in outcomes if s is not None]
@@ -235,6 +280,10 @@ class ShardProcessor:
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
         entry = self._write(shard, items, samples, funnel, admitted, started)
+        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
+        keys = [event.get("key", "") for item in items for event in item.ledger.events]
+        await asyncio.to_thread(self.cache.pack, shard, keys)
+        entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
             entry.spent_usd = round(entry.spent_usd + batch["spent_usd"], 8)
@@ -249,7 +298,7 @@ class ShardProcessor:
         checkpoints = {i: copy.deepcopy(items[i]) for i in todo} if self.batch_stages else {}
         while todo:
             local = {i: {name: Counter() for name in funnel} for i in todo}
-            await gather_or_cancel(run(i, local[i]) for i in todo)
+            await gather_or_cancel((run(i, local[i]) for i in todo), self.drain)
             waiting = [i for i in todo if items[i].ledger.deferred]
             for i in todo:
                 if not items[i].ledger.deferred:

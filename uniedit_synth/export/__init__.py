@@ -27,6 +27,7 @@ from .base import ExportWriter
 from .card import CardStats
 from .options import ExportOptions
 from .registry import format_class, known_formats
+from .replace import MANIFEST, files_under, previous_export, replace_export
 from .run_reader import RunReader
 from .selection import PreferencePair, Selection, mask_and_weight, split_of
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: the built-in formats (export/registry.py; plugins too: `--format package.module:Class`)
 FORMATS = tuple(known_formats())
-SUMMARY_FILE = "export.json"
+SUMMARY_FILE = MANIFEST
 
 __all__ = ["FORMATS", "ExportSummary", "ExportOptions", "PreferencePair", "export_run", "split_of"]
 
@@ -53,6 +54,8 @@ class ExportSummary(BaseModel):
     rejects_without_edit: int = 0
     with_masks: bool = False
     files: list[str]
+    #: every file the export wrote (relative to it; export.json aside): all that a later --overwrite removes
+    written: list[str] = []
     seconds: float
     hub_url: str | None = None  # --push-to-hub: the dataset repo the export was uploaded to
 
@@ -61,25 +64,23 @@ class ExportSummary(BaseModel):
         return sum(self.rows.values())
 
 
-def _check_out_dir(out: Path, run_root: Path | None, overwrite: bool) -> None:
-    """`run_root` is the run's local directory (None for a run on a URI: it cannot overlap a local out)."""
+def _check_out_dir(out: Path, run_root: Path | None, overwrite: bool) -> list[str] | None:
+    """`run_root` is the run's local directory (None for a run on a URI: it cannot overlap a local out).
+    Returns the files of the earlier export that --overwrite may replace (None: `out` is new or empty)."""
     if run_root is not None and (out == run_root or out.is_relative_to(run_root) or run_root.is_relative_to(out)):
         raise ExportError(f"the export dir {out} must be outside the run dir {run_root} (and not contain it)")
     if not out.exists():
-        return
+        return None
     if not out.is_dir():
         raise ExportError(f"{out} exists and is a file; choose a directory for the export")
     if not any(out.iterdir()):
-        return
+        return None
     if not overwrite:
         raise ExportError(
             f"{out} is not empty; pass --overwrite to replace a previous export, or choose another dir"
         )
-    if not (out / SUMMARY_FILE).exists():
-        # --overwrite deletes the directory: only ever do that to something `uniedit export` made
-        raise ExportError(
-            f"{out} is not empty and is not a uniedit export (no {SUMMARY_FILE}); refusing to replace it"
-        )
+    # --overwrite removes files: only ever those an earlier `uniedit export` listed as its own
+    return previous_export(out, FORMATS)
 
 
 def _options(fmt: str, writer: type[ExportWriter], format_options: dict[str, Any], **values: Any) -> ExportOptions:
@@ -190,7 +191,7 @@ def export_run(
         raise ExportError("--push-to-hub works with the hf format only")
     reader = RunReader(run_dir)
     out = Path(out_dir).expanduser().resolve()
-    _check_out_dir(out, reader.root.resolve() if reader.root is not None else None, overwrite)
+    previous = _check_out_dir(out, reader.root.resolve() if reader.root is not None else None, overwrite)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,8 +204,9 @@ def export_run(
     try:
         summary = _export_into(staging, out, reader, options, progress, drop)
         summary.seconds = round(time.monotonic() - started, 3)
+        summary.written = [path for path in files_under(staging) if path != SUMMARY_FILE]
         (staging / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n")
-        _replace(staging, out)
+        replace_export(staging, out, previous)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -263,14 +265,3 @@ def _remove_dead_staging(out: Path) -> None:
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
             log.warning("removed %s, left by an export that was killed", leftover.name)
-
-
-def _replace(staging: Path, out: Path) -> None:
-    """Move the finished staging dir to out, replacing a previous export (already checked to be ours or empty)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)

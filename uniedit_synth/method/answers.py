@@ -2,9 +2,10 @@
 
 An instruction leaks its answer when the answer appears in it in *any* surface form: normalised text,
 singular or plural (`inflect`), British or American spelling, a number as digits or as words (hyphenated
-or spaced compounds, "one hundred and twenty-five"), an ordinal. The only exception is the plan's
+or spaced compounds, "one hundred and twenty-five"), an ordinal. The exceptions are the plan's
 candidate inside the condition of a conditional instruction whose candidate *is* the answer ("If it is
-purple, repaint it red …"), the release's own style (`data_gen/system2.py`).
+purple, repaint it red …"), the release's own style (`data_gen/system2.py`); and a word the embedded
+question itself contains, inside the instruction's copy of the question (`in_question_span`).
 
 Both sides are reduced to one token stream before matching: lowercase, accents stripped, hyphens split,
 runs of number words folded into one number token (`n:21`, ordinals `o:21`), clause boundaries kept as
@@ -312,20 +313,68 @@ def in_condition(tokens: list[str], index: int) -> bool:
     return False
 
 
-def find_answer(instruction: str, *answers: str | None, allow_in_condition: bool = False) -> str | None:
+#: words too common to show that an instruction quotes the question around an answer form
+_FILLER = frozenset({*_ARTICLES, "of", "to", "in", "on", "is", "are", "it", "and", "or", "that", "this", BOUNDARY})
+#: at least this many neighbouring tokens (one of them not filler) shared with the question around the form
+QUESTION_CONTEXT_TOKENS = 3
+
+
+def in_question_span(tokens: list[str], index: int, length: int, question_tokens: list[str]) -> bool:
+    """Does the form at `tokens[index:index + length]` sit inside the instruction's copy of the question?
+
+    It does when the question holds the same form with the same neighbours: extending the match left and
+    right of the form, token by token, while the instruction and the question agree, covers at least
+    QUESTION_CONTEXT_TOKENS neighbours, one of them a content word ("left of the red circle" quoted or
+    reworded around it). The answer said anywhere else ("if it is red", "paint it red") has no such
+    neighbourhood in the question."""
+    form = tokens[index : index + length]
+    for start in _occurrences(question_tokens, tuple(form)):
+        before = 0
+        while (
+            index - before - 1 >= 0
+            and start - before - 1 >= 0
+            and tokens[index - before - 1] == question_tokens[start - before - 1]
+            and tokens[index - before - 1] != BOUNDARY
+        ):
+            before += 1
+        after = 0
+        while (
+            index + length + after < len(tokens)
+            and start + length + after < len(question_tokens)
+            and tokens[index + length + after] == question_tokens[start + length + after]
+            and tokens[index + length + after] != BOUNDARY
+        ):
+            after += 1
+        shared = tokens[index - before : index] + tokens[index + length : index + length + after]
+        if len(shared) >= QUESTION_CONTEXT_TOKENS and any(t not in _FILLER for t in shared):
+            return True
+    return False
+
+
+def find_answer(
+    instruction: str,
+    *answers: str | None,
+    allow_in_condition: bool = False,
+    question: str | None = None,
+) -> str | None:
     """The first answer form found in `instruction` (as the instruction spells it), else None.
 
     With `allow_in_condition` (the plan's candidate is the answer), an occurrence inside a condition
-    clause is allowed; anywhere else it is still a leak.
+    clause is allowed; anywhere else it is still a leak. With `question` (the embedded question), a form
+    that the question itself contains is allowed inside the instruction's copy of the question, and only
+    there (`in_question_span`): "the square left of the red circle" with the answer red.
     """
     tokens = canonical_tokens(instruction)
     raw = _raw_tokens(instruction)
+    question_tokens = canonical_tokens(question) if question else []
     for answer in answers:
         if not answer:
             continue
         for form in sorted(answer_forms(answer), key=lambda f: (-len(f), f)):
             for index in _occurrences(tokens, form):
                 if allow_in_condition and in_condition(tokens, index):
+                    continue
+                if question_tokens and in_question_span(tokens, index, len(form), question_tokens):
                     continue
                 return _shown(form, raw)
     return None
@@ -336,9 +385,12 @@ def _shown(form: tuple[str, ...], raw: list[str]) -> str:
     return " ".join(t[2:] if t[:2] in ("n:", "o:") else t for t in form)
 
 
-def leaks_answer(instruction: str, *answers: str | None, candidate_is_answer: bool = False) -> str | None:
-    """The leak check of the rewrite stage: the answer form that gives the answer away, else None."""
-    return find_answer(instruction, *answers, allow_in_condition=candidate_is_answer)
+def leaks_answer(
+    instruction: str, *answers: str | None, candidate_is_answer: bool = False, question: str | None = None
+) -> str | None:
+    """The leak check of the rewrite stage: the answer form that gives the answer away, else None. Pass the
+    embedded `question` so that its own words are not leaks inside its copy in the instruction."""
+    return find_answer(instruction, *answers, allow_in_condition=candidate_is_answer, question=question)
 
 
 def mentions_answer(text: str, answer: str) -> bool:

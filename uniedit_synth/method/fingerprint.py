@@ -57,14 +57,20 @@ def _bits(hash_: imagehash.ImageHash) -> bytes:
     return np.packbits(hash_.hash.flatten()).tobytes()
 
 
-def fingerprint_image(image: bytes | Image.Image) -> ImageFingerprint:
-    """The fingerprint of an image given as encoded bytes or a PIL image; ImageUnreadable if undecodable."""
+def fingerprint_image(image: bytes | Image.Image, max_pixels: int | None = None) -> ImageFingerprint:
+    """The fingerprint of an image given as encoded bytes or a PIL image; ImageUnreadable if undecodable, or
+    (read from its header, before it is decoded) larger than `max_pixels`."""
     try:
         if isinstance(image, (bytes, bytearray, memoryview)):
             opened = Image.open(io.BytesIO(bytes(image)))
+            _within(opened.size, max_pixels)
             opened.draft("RGB", (128, 128))  # JPEG: decode at reduced size, far cheaper
             image = opened
+        else:
+            _within(image.size, max_pixels)
         rgb = image.convert("RGB")
+    except ImageUnreadable:
+        raise
     except Exception as exc:  # PIL raises many types for bad data
         raise ImageUnreadable(f"not a readable image ({type(exc).__name__})") from None
     small = rgb.resize((64, 64), Image.Resampling.BOX)
@@ -73,6 +79,12 @@ def fingerprint_image(image: bytes | Image.Image) -> ImageFingerprint:
     fine = imagehash.phash(grey, hash_size=16)
     colour = np.asarray(small.resize((4, 4), Image.Resampling.BOX), dtype=np.uint8).tobytes()
     return ImageFingerprint(int.from_bytes(_bits(coarse), "big"), _bits(fine), colour)
+
+
+def _within(size: tuple[int, int], max_pixels: int | None) -> None:
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ImageUnreadable(f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over input.max_pixels "
+                              f"({max_pixels:,}); not decoded")
 
 
 def hamming(a: int, b: int) -> int:

@@ -12,6 +12,13 @@ seeded by (pipeline seed, record id) so resume and reruns get the same plan:
 
 The rewriter fills in `then_edit` / `else_edit`; the judge is told the expected branch's edit (never the
 answer) and the other one as the wrong outcome. The plan is a column of every row.
+
+The plan also draws the instruction's closing sentence (`closing`, its own seeded draw so the other draws
+stay as they were): a preservation clause ("change nothing else"), worded in one of
+len(PRESERVE_CORES) x len(PRESERVE_TAILS) ways, so no wording ends more than a few per cent of the rows.
+The release ends every instruction with RELEASE_CLOSING, a request for a global aesthetic change that
+invites the editor to re-render the whole image; a pipeline that sets `stages.rewrite.aesthetics_directive`
+(or the release judge preset) gets that fixed sentence instead.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import re
 from collections.abc import Sequence
 
 from ..core.plan import InstructionPlan
-from .answers import normalise_answer, same_answer
+from .answers import mentions_answer, normalise_answer, same_answer
 
 #: The release's mix: a fair coin between a conditional branch and a synthesis for colour, shape and count
 #: (third_process.py: random.random() < 0.5); text-like answers are rendered on a medium; location questions
@@ -51,9 +58,42 @@ VOCABULARIES: tuple[tuple[str, ...], ...] = (COLOR_WORDS, SHAPE_WORDS, SIDE_WORD
 _NUMBER = re.compile(r"-?\d+")
 
 
+#: the Uni-Edit release's closing sentence (data_gen/system2.py), kept for reproducing the release
+RELEASE_CLOSING = "Refine the image with a visually appealing effect."
+PRESERVE_CORES: tuple[str, ...] = (
+    "Change nothing else",
+    "Leave everything else exactly as it is",
+    "Keep the rest of the image unchanged",
+    "Do not alter anything else",
+    "Make no other changes",
+    "Everything else must stay as it is",
+    "Preserve the rest of the scene exactly",
+    "Touch nothing else",
+    "Keep every other detail as it is",
+    "Leave the rest of the picture untouched",
+    "Keep all other content unchanged",
+    "Apart from this edit, keep the picture exactly as it was",
+)
+PRESERVE_TAILS: tuple[str, ...] = (
+    ".",
+    ", including the background and the lighting.",
+    "; the framing, the lighting and the other objects stay as they are.",
+    ": same framing, same lighting, same objects.",
+)
+
+
 def plan_rng(seed: int, record_id: str) -> random.Random:
     digest = hashlib.sha256(f"uniedit-plan/{seed}/{record_id}".encode()).hexdigest()
     return random.Random(digest)
+
+
+def draw_closing(seed: int, record_id: str, answer: str = "") -> str:
+    """The record's preservation clause, seeded by (pipeline seed, record id) apart from the plan's other
+    draws; never one that names the answer ("… the lighting …" for the answer lighting would be a leak)."""
+    rng = plan_rng(seed, f"{record_id}/closing")
+    options = [f"{core}{tail}" for core in PRESERVE_CORES for tail in PRESERVE_TAILS]
+    rng.shuffle(options)
+    return next((o for o in options if not (answer and mentions_answer(o, answer))), options[0])
 
 
 def style_mix(category: str, styles: dict[str, dict[str, float]] | None) -> dict[str, float]:
@@ -99,8 +139,11 @@ def draw_plan(
     styles: dict[str, dict[str, float]] | None = None,
     candidate_is_answer_p: float = DEFAULT_CANDIDATE_P,
     answer_space: Sequence[str] | None = None,
+    closing: str | None = None,
 ) -> InstructionPlan:
-    """The plan for one record; a pure function of its arguments."""
+    """The plan for one record; a pure function of its arguments. `closing`: a fixed closing sentence (the
+    pipeline's directive); None draws a preservation clause."""
+    closing = closing or draw_closing(seed, record_id, answer)
     rng = plan_rng(seed, record_id)
     mix = {k: float(v) for k, v in style_mix(category, styles).items() if float(v) > 0}
     names = sorted(mix)
@@ -114,7 +157,7 @@ def draw_plan(
         others = [n for n in names if n != "conditional"]
         style = rng.choices(others, weights=[mix[n] for n in others])[0] if others else "synthesis"
     if style != "conditional":
-        return InstructionPlan(style=style)
+        return InstructionPlan(style=style, closing=closing)
     is_answer = rng.random() < candidate_is_answer_p
     other = distractor(answer, rng, answer_space)
     if is_answer:
@@ -126,4 +169,5 @@ def draw_plan(
         candidate=candidate,
         candidate_is_answer=is_answer,
         expected_branch="then" if is_answer else "else",
+        closing=closing,
     )

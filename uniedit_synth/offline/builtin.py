@@ -46,6 +46,7 @@ from .choose import scene_program
 from .flaws import FLAW_KINDS, FLAWS, expected_edited_png, flawed_edit
 from .generic import generic_program
 from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
+from .observe import observe
 from .program import ProgramError, scene_of
 from .questions import QueryError
 from .verify import verify
@@ -274,7 +275,9 @@ class BuiltinText(_Builtin):
         meta = ctx.get("meta") or {}
         planned = ctx.get("plan")
         plan = dict(planned or {"style": "conditional"})
-        key = (self.seed, question, answer, process_answer, category, meta, plan, ctx.get("repair"))
+        # the closing sentence is only appended: leaving it out of the draw keeps each record's program
+        drawn = {k: v for k, v in plan.items() if k != "closing"}
+        key = (self.seed, question, answer, process_answer, category, meta, drawn, ctx.get("repair"))
         candidate_is_answer = bool(plan.get("candidate_is_answer"))
         reply: dict[str, Any] | None = None
         problem = ""
@@ -355,8 +358,11 @@ class BuiltinText(_Builtin):
             )
         if len(request.images) != 2:
             raise BadRequest(f"builtin judge needs [source, edited] images, got {len(request.images)}")
-        result = verify(request.images[0], request.images[1], program, ctx.get("meta") or {})
-        return {**result.scores, "analysis": result.analysis}
+        meta = ctx.get("meta") or {}
+        result = verify(request.images[0], request.images[1], program, meta)
+        # observations first, as the evidence-first schema asks a model judge (stages/schemas.py)
+        seen = observe(request.images[0], request.images[1], program, meta)
+        return {**seen, "analysis": result.analysis, **result.scores}
 
     @staticmethod
     def _visual_quality(request: TextRequest) -> dict[str, Any]:

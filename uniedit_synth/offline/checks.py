@@ -20,8 +20,16 @@ from PIL import Image
 
 from ..method.answers import leaks_answer
 from .flaws import FLAWS, apply_flaw, expected_edited_png
+from .observe import observe
 from .program import decided_conditions, scene_of
 from .verify import verify
+
+#: the judge's observations that reject an edit whatever the scores (as stages/judge.py decides)
+_REJECTED_BRANCHES = ("other", "both", "none")
+
+
+def evidence_ok(seen: dict[str, Any]) -> bool:
+    return seen.get("branch_observed") not in _REJECTED_BRANCHES and not seen.get("changes_outside_target")
 
 OPENING_WORDS = 5
 _WORD = re.compile(r"[a-z0-9']+")
@@ -54,6 +62,7 @@ def row_leak(row: dict[str, Any]) -> str | None:
         row.get("original_answer"),
         row.get("process_answer"),
         candidate_is_answer=bool(plan.get("candidate_is_answer")),
+        question=row.get("original_question"),
     )
 
 
@@ -111,7 +120,8 @@ def judge_probe(
     records: Iterable[tuple[bytes, dict[str, Any], dict[str, Any]]], seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """The builtin judge against an independent truth, per flaw kind: for every (source image, program,
-    meta), the correct edit and one edit per flaw kind; truth = pixel-identical to the expected render.
+    meta), the correct edit and one edit per flaw kind; truth = pixel-identical to the expected render. The
+    judge accepts as the stage decides: scores over the bar and observations that reject nothing.
 
     Per kind: `n` probes whose edit really is wrong, `rejected` share of them (recall of the rejection);
     `correct`: the expected edits, with precision / recall of acceptance over all probes."""
@@ -127,7 +137,8 @@ def judge_probe(
         for kind, edited in probes:
             truth = same_pixels(edited, good)
             verdict = verify(source, edited, program, meta)
-            accepted = verdict.ok and verdict.scores["instruction_following"] >= 3
+            seen = observe(source, edited, program, meta)  # the builtin judge's observations decide too
+            accepted = verdict.ok and verdict.scores["instruction_following"] >= 3 and evidence_ok(seen)
             if truth:
                 right_total += 1
                 accepted_right += accepted

@@ -202,12 +202,18 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
 def _cache_headers(cache: ResponseCache) -> Iterator[tuple[str, Any]]:
     """(key, JSON header) of every readable cache entry, in key order."""
     if cache.root is not None:  # local: read the header line only, not the payload
+        loose = set()
         for path in sorted(cache.root.glob("??/*.entry")):
             try:
                 with open(path, "rb") as handle:
                     yield path.stem, json.loads(handle.readline())
+                loose.add(path.stem)
             except (OSError, ValueError):
                 continue
+        for key in cache.packed_keys():  # the replies of final shards, packed (run/cache.py)
+            entry, _ = cache.peek(key) if key not in loose else (None, False)
+            if entry is not None:
+                yield key, entry.meta
         return
     for folder in (f"{i:02x}" for i in range(256)):  # keys are hex: an object store lists by these prefixes
         for name in cache.fs.list(folder, "*.entry"):

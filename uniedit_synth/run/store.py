@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -44,6 +45,9 @@ __all__ = ["DISK_ERRNOS", "RunDir", "RunInfo", "RunLock", "ShardFile", "ShardRes
 log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "manifest"  # object stores: one manifest object per finished shard
+#: temp names of a run's own atomic writes: shard files, and run.json / stats.json in the root
+TEMP_OF_SHARD = re.compile(r"\.shard-\d{5,}\.parquet\.[0-9a-f-]+\.tmp")
+TEMP_OF_ROOT_FILE = re.compile(r"\.(?:run|stats)\.json\.[0-9a-f-]+\.tmp")
 HEARTBEAT_S = 30.0  # the lock holder rewrites its heartbeat this often
 STALE_AFTER_S = 180.0  # a lock held from another host (or on object storage) with an older heartbeat is stale
 
@@ -364,10 +368,15 @@ class RunDir:
         if self.path is None:
             return 0
         removed = 0
-        for d in (self.data_dir, self.rejects_dir, self.attempts_dir, self.path):
+        # only the temp names this run's own writes use (fs.atomic_write_bytes: `.<name>.<pid>-<hex>.tmp`) for the
+        # files it writes there: a `.*.tmp` of anyone else in the folder is not ours to delete
+        own = {d: TEMP_OF_SHARD for d in (self.data_dir, self.rejects_dir, self.attempts_dir)}
+        own[self.path] = TEMP_OF_ROOT_FILE
+        for d, pattern in own.items():
             for tmp in d.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
+                if pattern.fullmatch(tmp.name) and tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
         if removed:
             log.warning("removed %d leftover temp file(s) from an interrupted run", removed)
         return removed
@@ -504,7 +513,8 @@ class RunDir:
         latest: dict[int, dict[str, Any]] = {}
         for entry in self.manifest_entries():
             latest[int(entry["shard"])] = entry
-        return latest
+        # a shard whose rows left the source (run/resume.py withdrawn_entry) is no longer part of the run
+        return {shard: entry for shard, entry in latest.items() if not entry.get("withdrawn")}
 
     def append_manifest(self, result: ShardResult | dict[str, Any]) -> None:
         """Record a finished shard (after its files are in place): a manifest line, or an object."""

@@ -68,6 +68,53 @@ class PositionalSource(Source):
 
     #: directory that relative image paths are resolved against (validate_record's `image_root`)
     image_root: Path | None = None
+    #: tag every record with its position (`meta["_pos"]`, `meta["_turn"]`: the n-th record of that position), so
+    #: that a worker can read the same record again by position (engine: the driver is not the data path)
+    tag_positions: bool = False
+    #: read every column but the images (set by `lighten`): the driver's records then carry ids and text only
+    light: bool = False
+
+    def lighten(self) -> str | None:
+        """Read ids and text only from now on, tagged with their positions, so that workers read the images
+        themselves (`hydrate`). None when done; otherwise why this source's rows must pass whole through the
+        driver. Sources that can leave their image column out override this."""
+        return "this source has no image column to leave out"
+
+    def _tagged(self, records: list[VQARecord], position: int) -> list[VQARecord]:
+        if self.tag_positions or self.light:
+            for turn, record in enumerate(records):
+                record.meta["_pos"] = position
+                record.meta["_turn"] = turn
+        return records
+
+    def hydrate(self, records: list[VQARecord]) -> list[VQARecord]:
+        """The full records (images included) of records a light read tagged with positions, read here by
+        position; records without a tag are returned as they are. The id the driver saw is kept: it is the
+        shard's identity (a row that maps to another id when read whole, e.g. one that fails to map, keeps it)."""
+        wanted = list(dict.fromkeys(int(r.meta["_pos"]) for r in records if "_pos" in r.meta))
+        if not wanted:
+            return records
+        saved = (self.tag_positions, self.light)
+        self.tag_positions, self.light = True, False
+        try:
+            full: dict[tuple[int, int], VQARecord] = {}
+            for record in self.records_at(wanted):
+                full[(int(record.meta["_pos"]), int(record.meta["_turn"]))] = record
+        finally:
+            self.tag_positions, self.light = saved
+        out: list[VQARecord] = []
+        for record in records:
+            if "_pos" not in record.meta:
+                out.append(record)
+                continue
+            key = (int(record.meta["_pos"]), int(record.meta["_turn"]))
+            whole = full.get(key)
+            if whole is None:  # the source changed between the driver's read and this one
+                whole = record.model_copy(update={"invalid": "the source row changed while the run read it"})
+            whole = whole.model_copy(update={"id": record.id, "duplicate": record.duplicate})
+            whole.meta = {k: v for k, v in whole.meta.items() if k not in ("_pos", "_turn")}
+            out.append(whole)
+        return out
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -190,6 +237,20 @@ class ArrangedSource(Source):
     @property
     def image_root(self) -> Path | None:
         return getattr(self.inner, "image_root", None)
+
+    def lighten(self) -> str | None:
+        """PositionalSource.lighten of the source inside (a source without random access keeps whole rows)."""
+        lighten = getattr(self.inner, "lighten", None)
+        if not callable(lighten):
+            return ("a stream or a plugin's source (no reading by position): rows pass through the driver, a "
+                    "shard at a time")
+        if self.subject_caps and not isinstance(self.inner, PositionalSource):
+            return "subject caps on a source without positions read whole rows (twice)"
+        return lighten()
+
+    def hydrate(self, records: list[VQARecord]) -> list[VQARecord]:
+        hydrate = getattr(self.inner, "hydrate", None)
+        return hydrate(records) if callable(hydrate) else records
 
     def __iter__(self) -> Iterator[VQARecord]:
         records = self._arranged()

@@ -19,7 +19,9 @@ The layouts of the presets, as the benchmarks ship them:
 
 Fingerprints of a benchmark are computed once and cached as `<cache_dir>/bench-<name>-<content key>.parquet`,
 the key being a sha256 of the benchmark's files (or the `datasets` fingerprint), so an edited benchmark is
-hashed again and an unchanged one never is. Unreadable images are skipped with a warning and counted.
+hashed again and an unchanged one never is. Unreadable images are skipped with a warning and counted, and so
+are images over `max_pixels` (the run's `input.max_pixels`: read from the header, never decoded) and paths that
+are not regular files (a FIFO would block the read). A benchmark given as a FIFO, socket or device is refused.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ import pyarrow.parquet as pq
 
 from ..core.config import SourceSpec
 from ..core.errors import SourceError, UniEditError
-from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image
+from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
+from .files import require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +111,19 @@ def parse_spec(spec: str) -> tuple[str, str | None, str]:
     return "", spec, _slug(Path(spec).name if not spec.startswith("hf:") else spec[3:])
 
 
+def _local(location: str) -> Path:
+    """A local benchmark's path: a folder or a regular file (never a FIFO, whose read would wait forever)."""
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise BenchmarkError(f"benchmark {location} does not exist")
+    return path if path.is_dir() else require_regular_file(path, "benchmark", BenchmarkError)
+
+
 def _items(preset: str, location: str) -> Iterator[BenchmarkItem]:
     if location.startswith("hf:"):
         yield from _hf_items(location, preset)
         return
-    path = Path(location).expanduser()
-    if not path.exists():
-        raise BenchmarkError(f"benchmark {location} does not exist")
+    path = _local(location)
     if preset == "imgedit-bench" or (not preset and path.is_dir() and (path / "basic_edit.json").is_file()):
         yield from _imgedit_items(path)
     elif preset == "risebench" or (
@@ -141,6 +150,7 @@ def _need(path: Path, what: str) -> Path:
 
 
 def _load_json(path: Path) -> Any:
+    require_regular_file(path, "benchmark file", BenchmarkError)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -320,9 +330,7 @@ def content_key(preset: str, location: str) -> str:
             digest.update(str(getattr(dataset, "_fingerprint", "")).encode())
             digest.update(str(len(dataset)).encode())
         return digest.hexdigest()[:20]
-    path = Path(location).expanduser()
-    if not path.exists():
-        raise BenchmarkError(f"benchmark {location} does not exist")
+    path = _local(location)
     if path.is_file():  # a table: its bytes and those of every image file it names
         files = [(path.name, path)]
         files += [(str(item.image_path), item.image_path) for item in _items(preset, location) if item.image_path]
@@ -330,6 +338,9 @@ def content_key(preset: str, location: str) -> str:
         files = [(str(p.relative_to(path)), p) for p in sorted(path.rglob("*")) if p.is_file()]
     for name, file in files:
         digest.update(name.encode() + b"\0")
+        if not file.is_file():  # missing, or a FIFO (its read would block)
+            digest.update(b"<not a file>")
+            continue
         try:
             with file.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
@@ -343,12 +354,14 @@ def content_key(preset: str, location: str) -> str:
 CACHE_SCHEMA = pa.schema([("key", pa.string()), ("fingerprint", pa.string()), ("text", pa.string())])
 
 
-def load_benchmark(spec: str, cache_dir: Path | None = None) -> Benchmark:
-    """Fingerprints of one benchmark, from `cache_dir` when its content is unchanged."""
+def load_benchmark(spec: str, cache_dir: Path | None = None, max_pixels: int | None = None) -> Benchmark:
+    """Fingerprints of one benchmark, from `cache_dir` when its content is unchanged; images over
+    `max_pixels` are skipped (the bound of the run's own input images)."""
     preset, location, name = parse_spec(spec)
     key = content_key(preset, location)
     bench = Benchmark(name=name, spec=spec, content_key=key)
-    cache = cache_dir / f"bench-{name}-{key}.parquet" if cache_dir is not None else None
+    bound = f"-px{max_pixels}" if max_pixels is not None else ""  # which images were skipped depends on it
+    cache = cache_dir / f"bench-{name}-{key}{bound}.parquet" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         try:
             table = pq.read_table(cache)
@@ -367,8 +380,10 @@ def load_benchmark(spec: str, cache_dir: Path | None = None) -> Benchmark:
         fingerprint = None
         if item.image is not None or item.image_path is not None:
             try:
+                if item.image is None and not item.image_path.is_file():
+                    raise ImageUnreadable(f"{item.image_path} is not a regular file")
                 data = item.image if item.image is not None else item.image_path.read_bytes()
-                fingerprint = fingerprint_image(data)
+                fingerprint = fingerprint_image(data, max_pixels)
             except (OSError, ImageUnreadable) as exc:
                 bench.skipped_images += 1
                 detail = exc.strerror if isinstance(exc, OSError) else str(exc)

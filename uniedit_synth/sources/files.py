@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.config import SourceSpec
-from ..core.errors import SourceError
+from ..core.errors import SourceError, UniEditError
 from ..core.records import VQARecord, content_key
 from .arrange import PositionalSource, block_shuffled_positions, subject_of
 from .opening import (
@@ -40,6 +40,14 @@ from .rowfiles import (
     read_jsonl_at,
 )
 from .rows import RowMapper, TableMapper, json_safe
+
+
+def require_regular_file(path: Path, what: str, error: type[UniEditError] = SourceError) -> Path:
+    """`path`, which must be a regular file: reading a FIFO, socket or device would block or never end."""
+    if not path.is_file():
+        raise error(f"{what} '{path}' is not a regular file (a FIFO, socket or device); give a file or a folder")
+    return path
+
 
 ROW_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -144,6 +152,28 @@ def map_row(
         return [bad_row_record(label, BadRow(f"row cannot be read: {reason[:300]}", raw), position)]
 
 
+def light_reason(mapper: RowMapper, columns: Sequence[str], id_values: Callable[[str], Iterable[Any]]) -> str | None:
+    """Why the rows of a table cannot be read without their image column (None: they can). Without the
+    images a row's id must be its own: a row with no id of its own is keyed by a hash that includes its
+    image bytes (rows.content_key), so only the whole row gives it. `id_values(column)` yields that column's
+    Arrow chunks (ids only: a small read)."""
+    import pyarrow.compute as pc
+
+    image = getattr(mapper, "image_column", None)
+    id_column = getattr(mapper, "id_column", None) or (getattr(mapper, "mapping", None) or {}).get("id")
+    if not image or image not in columns:
+        return "no image column to leave out"
+    if not id_column or id_column not in columns:
+        return "no id column: a row's id is a hash of its image, so the driver reads whole rows"
+    for chunk in id_values(id_column):
+        if chunk.null_count:
+            return f"the id column '{id_column}' has empty values, keyed by image hashes: the driver reads whole rows"
+        if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+            if pc.any(pc.equal(pc.utf8_trim_whitespace(chunk), "")).as_py():
+                return f"the id column '{id_column}' has empty values, keyed by image hashes: the driver reads whole rows"
+    return None
+
+
 class RowFileSource(PositionalSource):
     """Rows of one JSONL, JSON (array) or CSV file through a row mapper. Sequential reading streams the
     file; shuffling and caps use an index of row byte offsets (8 bytes a row) and seek."""
@@ -172,6 +202,10 @@ class RowFileSource(PositionalSource):
         elif self.kind == "json-object":
             with path.open("rb") as fh:
                 self._rows = _rows_in_json_object(fh, path, self.options)
+
+    def lighten(self) -> str | None:
+        return ("rows hold image paths: the driver reads the rows' text (a shard at a time), the workers read "
+                "the images")
 
     def _offset_index(self) -> np.ndarray:
         if self._offsets is None:
@@ -337,6 +371,21 @@ class ParquetSource(PositionalSource):
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def lighten(self) -> str | None:
+        def ids(column: str) -> Iterator[Any]:
+            for path in self.paths:
+                yield from pq.read_table(path, columns=[column]).column(column).chunks
+
+        reason = light_reason(self.mapper, self.columns, ids)
+        if reason is None:
+            self.light = True
+            self._cache = None
+        return reason
+
+    def _read_columns(self) -> list[str] | None:
+        image = getattr(self.mapper, "image_column", None)
+        return [c for c in self.columns if c != image] if self.light else None
+
     def _group_table(self, group: int) -> pa.Table:
         if self._cache is not None and self._cache[0] == group:
             return self._cache[1]
@@ -345,7 +394,7 @@ class ParquetSource(PositionalSource):
         if handle is None:
             self._files.clear()  # keep one file open at a time
             handle = self._files[file_index] = pq.ParquetFile(self.paths[file_index])
-        table = handle.read_row_group(row_group)
+        table = handle.read_row_group(row_group, columns=self._read_columns())
         self._cache = (group, table)
         return table
 
@@ -355,7 +404,7 @@ class ParquetSource(PositionalSource):
                 group = int(np.searchsorted(self._starts, position, side="right")) - 1
                 table = self._group_table(group)
                 row = table.slice(position - int(self._starts[group]), 1).to_pylist()[0]
-                yield from map_row(self.mapper, self.label, row, position)
+                yield from self._tagged(map_row(self.mapper, self.label, row, position), position)
         finally:
             self._cache = None
             self._files.clear()
@@ -366,7 +415,7 @@ class ParquetSource(PositionalSource):
             table = self._group_table(group)
             for batch in table.to_batches(max_chunksize=64):
                 for row in batch.to_pylist():
-                    yield from map_row(self.mapper, self.label, row, position)
+                    yield from self._tagged(map_row(self.mapper, self.label, row, position), position)
                     position += 1
         self._cache = None
         self._files.clear()

@@ -14,7 +14,7 @@ from ..core.errors import SourceError
 from ..core.records import VQARecord
 from .arrange import PositionalSource
 from .base import Source
-from .files import map_row
+from .files import light_reason, map_row
 from .opening import check_options, image_root_from, label_for, list_columns_of, spec_text, table_mapper
 from .rows import PRESETS, RowMapper
 
@@ -222,15 +222,31 @@ class HFSource(PositionalSource):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def lighten(self) -> str | None:
+        if self._adapt.join is not None:
+            return "images joined from another table: the driver reads whole rows"
+        columns = list(self.dataset.column_names)
+
+        def ids(column: str) -> Any:
+            return self.dataset.select_columns([column]).with_format("arrow")[:].column(column).chunks
+
+        reason = light_reason(self.mapper, columns, ids)
+        if reason is None:
+            image = getattr(self.mapper, "image_column", None)
+            self._light_arrow = self.dataset.select_columns([c for c in columns if c != image]).with_format("arrow")
+            self.light = True
+        return reason
+
     def records_at(self, positions: Iterable[int]) -> Iterator[VQARecord]:
         iterator = iter(positions)
+        table = self._light_arrow if self.light else self._arrow
         while True:
             chunk = list(itertools.islice(iterator, _BATCH))
             if not chunk:
                 return
-            rows = self._arrow[chunk].to_pylist()
+            rows = table[chunk].to_pylist()
             for position, row in zip(chunk, rows, strict=True):
-                yield from map_row(self.mapper, self.label, row, position, adapt=self._adapt)
+                yield from self._tagged(map_row(self.mapper, self.label, row, position, adapt=self._adapt), position)
 
     def subjects(self, key: str) -> Sequence[Any]:
         if key not in self.dataset.column_names:

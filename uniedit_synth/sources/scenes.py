@@ -84,7 +84,7 @@ class ScenesSource(Source):
         category = self.categories[index % len(self.categories)]
         scene, question, answer, spec = generate_vqa(rng, category, size=self.image_size)
         return VQARecord(
-            id=f"scenes/{self.seed}-{index:06d}",
+            id=self._id(index),
             source="scenes",
             image=None if self.defer_render else render_png(scene),
             question=question,
@@ -99,9 +99,35 @@ class ScenesSource(Source):
             },
         )
 
+    #: set by `lighten`: records are ids and positions only, and the workers generate them (`hydrate`)
+    light = False
+
+    def lighten(self) -> str | None:
+        """A record's id and category follow from its index alone, so the driver yields those (no scene is
+        generated there) and each worker generates its shard's records."""
+        self.light = True
+        return None
+
+    def hydrate(self, records: list[VQARecord]) -> list[VQARecord]:
+        out = []
+        for record in records:
+            if "_pos" in record.meta:
+                whole = self.record(int(record.meta["_pos"]))
+                record = whole.model_copy(update={"id": record.id, "duplicate": record.duplicate})
+            out.append(record)
+        return out
+
     def __iter__(self) -> Iterator[VQARecord]:
         for index in range(self.count):
-            yield self.record(index)
+            if self.light:
+                yield VQARecord(id=self._id(index), source="scenes",
+                                category=self.categories[index % len(self.categories)],
+                                meta={"_pos": index, "_turn": 0})
+            else:
+                yield self.record(index)
+
+    def _id(self, index: int) -> str:
+        return f"scenes/{self.seed}-{index:06d}"
 
     def estimated_len(self) -> int | None:
         return self.count

@@ -69,6 +69,8 @@ class WorkItem:
     judge_cascade: dict[str, Any] | None = None
     #: with `stages.judge.localise_edit`: the deciding judge's box of where the edit belongs (fractions)
     judge_region: list[float] | None = None
+    #: the deciding judge's observations (observed_changes, branch_observed, changes_outside_target)
+    judge_evidence: dict[str, Any] | None = None
 
 
 @dataclass

@@ -1,5 +1,11 @@
 """The judge stage: scores an edit against thresholds — three axes (instruction following, visual quality,
-coherence) from both images, or the Uni-Edit release's visual-quality-only check of the edited image."""
+coherence) from both images, or the Uni-Edit release's visual-quality-only check of the edited image.
+
+The three-axis judge answers evidence first (stages/schemas.py JUDGE_SCHEMA): what changed, which branch it
+sees, whether anything outside the target changed, its analysis, then the scores. Code decides from both: an
+edit showing the other branch, both, or neither, or changes outside the target is rejected whatever the scores
+(`low_score`, the observation in reject_detail); content that must be exact (count, ocr, math, render) needs
+`exact_thresholds` (instruction following 4 by default)."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from .schemas import (
     JUDGE_LOCALISED_SCHEMA,
     JUDGE_SCHEMA,
     LOCALISE_REQUEST,
+    REJECTED_BRANCHES,
     RELEASE_JUDGE_SCHEMA,
     JudgeReply,
     ReleaseJudgeReply,
@@ -70,6 +77,30 @@ def non_edit_counts(samples: list[Sample], threshold: float | None) -> dict[str,
 #: without `non_edit_threshold`, stats count the edits below this level (nothing changed outside on 99.5 %)
 NON_EDIT_REPORT_BAR = 0.995
 
+#: why an observation rejects an edit whatever the scores (the reject_detail of a `low_score` reject)
+_BRANCH_MISSES = {
+    "other": "the judge saw the other branch's edit (the wrong outcome)",
+    "both": "the judge saw both branches' edits",
+    "none": "the judge saw neither branch's edit",
+}
+
+
+def evidence_misses(evidence: dict[str, Any] | None) -> list[str]:
+    """The judge's observations that reject an edit whatever its scores: a branch other than the expected
+    one (other, both, none) and changes outside the target."""
+    if not evidence:
+        return []
+    misses = []
+    branch = evidence.get("branch_observed")
+    if branch in REJECTED_BRANCHES:
+        misses.append(f"branch_observed={branch}: {_BRANCH_MISSES[branch]}")
+    if evidence.get("changes_outside_target"):
+        misses.append("changes_outside_target: the judge saw changes outside the edit's target")
+    seen = str(evidence.get("observed_changes") or "").strip()
+    if misses and seen:
+        misses.append(f"observed: {seen[:300]}")
+    return misses
+
 
 class JudgeStage:
     name = "judge"
@@ -83,6 +114,7 @@ class JudgeStage:
         consistency threshold, when set and measurable)."""
         item.judge_cascade = None
         item.judge_region = None
+        item.judge_evidence = None
         if self.spec.preset == "release":
             await self._visual_quality(item)
         elif self.spec.cascade:
@@ -103,7 +135,7 @@ class JudgeStage:
     async def _cascade(self, item: WorkItem) -> None:
         """The cheap judge scores the edit; an unsure verdict (in the band) or an audited one is also
         scored by the expensive judge, whose verdict then decides (cascade.py)."""
-        thresholds = self.spec.thresholds
+        thresholds = self.thresholds_for(item)
         cheap = await self._three_axes(item)
         attempt = item.attempts - 1 if item.attempts else 0
         draw = cascading.audit_draw(self.ctx.config.seed, item.record.id, attempt)
@@ -159,6 +191,11 @@ class JudgeStage:
             repair=LOCALISE_REQUEST if self.spec.localise_edit else "",
         )
         item.judge_region = parsed.edit_region
+        item.judge_evidence = {
+            "observed_changes": parsed.observed_changes,
+            "branch_observed": parsed.branch_observed,
+            "changes_outside_target": parsed.changes_outside_target,
+        }
         item.scores = {
             "instruction_following": parsed.instruction_following,
             "visual_quality": parsed.visual_quality,
@@ -186,10 +223,25 @@ class JudgeStage:
         item.score = float(parsed.score)
         item.analysis = parsed.analysis
 
+    def thresholds_for(self, item: WorkItem) -> dict[str, float]:
+        """The thresholds of this item: the stage's, raised to `exact_thresholds` where the content must be
+        exact (a category of `exact_categories`, or a render-style plan)."""
+        thresholds = dict(self.spec.thresholds)
+        exact = item.task_category in self.spec.exact_categories or (
+            item.plan is not None and item.plan.style == "render"
+        )
+        if exact:
+            for name, bar in self.spec.exact_thresholds.items():
+                thresholds[name] = max(thresholds.get(name, bar), bar)
+        return thresholds
+
     def failed_thresholds(self, item: WorkItem) -> str:
-        misses = [
+        """Why the item's edit fails ('' when it passes): the deciding judge's observations first (they reject
+        whatever the scores), then the scores under their thresholds, then non-edit consistency."""
+        misses = evidence_misses(item.judge_evidence)
+        misses += [
             f"{name} {item.scores.get(name)} < {bar}"
-            for name, bar in self.spec.thresholds.items()
+            for name, bar in self.thresholds_for(item).items()
             if item.scores.get(name, 0) < bar
         ]
         bar = self.spec.non_edit_threshold

@@ -1,17 +1,25 @@
 """The rewrite stage: a VQA pair and its instruction plan become an edit instruction that embeds the question,
-checked against the plan (visible, distinct branches; the candidate in the condition) and for answer leaks."""
+checked against the plan and for answer leaks.
+
+The plan checks are code, before any image is paid for: both branches name a visible action and differ in
+meaning (method/edit_meaning.py: lemmas and synonyms, not a keyword list), the candidate sits in the
+condition, and the reported `then_edit` / `else_edit` sit in the instruction's own clauses that run when the
+condition holds / does not (method/branches.py parses the instruction, whatever the connective). A broken
+rule gets one repair request, then `rewrite_failed`; a leak is `leaks_answer` at once."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 
-from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
-from ..method.plan import InstructionPlan, draw_plan
+from ..core.plan import InstructionPlan
 from ..core.prompts import Prompt
-from ..method.reasoning import check_trace, intended_effect, template_trace
 from ..core.records import RejectReason
+from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
+from ..method.branches import branch_mismatch, read_branches
+from ..method.edit_meaning import is_visible_edit, same_edit
+from ..method.plan import RELEASE_CLOSING, draw_plan
+from ..method.reasoning import check_trace, intended_effect, template_trace
 from .base import Rejected, StageContext, WorkItem
 from .schemas import (
     REASONING_IN_REWRITE_REQUEST,
@@ -24,27 +32,15 @@ from .schemas import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_AESTHETICS = (
-    "Keep the rest of the image unchanged, with natural lighting and a clean, high-quality look."
-)
-
-#: a branch that asks for no change: a no-op training pair when it is the branch that applies
-_NO_OP = re.compile(
-    r"\b(leave|leaving|keep|keeping|let|letting)\b(?:\W+\w+){0,4}?\W+"
-    r"(unchanged|untouched|intact|alone|as\s+(it|they)\s+(is|are|was|were)|as\s+is|the\s+same)\b"
-    r"|\bdo(es)?\s+nothing\b|\bnothing\s+(changes|happens)\b|\bno\s+(change|changes|edit|edits)\b"
-    r"|\b(do|does)\s*n[o']?t\s+(change|edit|modify|alter|touch)\b|\bremains?\s+(unchanged|the\s+same|as\s+is)\b"
-    r"|^\s*(none|n/?a|nothing|unchanged|no-?op)\s*\.?\s*$",
-    re.IGNORECASE,
-)
-
 
 def is_no_op(edit: str) -> bool:
-    return bool(_NO_OP.search(edit))
+    """A branch that asks for no visible change, by meaning (method/edit_meaning.py): no action verb that is
+    not negated ("leave it unchanged", "the picture should stay exactly the way it looks now")."""
+    return not is_visible_edit(edit)
 
 
 def _without_directive(instruction: str, directive: str) -> str:
-    return instruction.replace(directive, "").strip()
+    return instruction.replace(directive, "").strip() if directive else instruction.strip()
 
 
 def plan_brief(plan: InstructionPlan) -> str:
@@ -75,9 +71,15 @@ def check_reply(plan: InstructionPlan, reply: RewriteReply, answer: str, process
         return "both branches: then_edit and else_edit must both be given for a conditional plan"
     for name, edit in (("then_edit", then_edit), ("else_edit", else_edit)):
         if is_no_op(edit):
-            return f"visible edit: {name} {edit!r} asks for no change; both branches must change the image"
-    if normalise_text(then_edit) == normalise_text(else_edit):
-        return "distinct branches: then_edit and else_edit are the same edit"
+            return (
+                f"visible edit: {name} {edit!r} names no visible action on something in the scene; both "
+                "branches must change the image"
+            )
+    if normalise_text(then_edit) == normalise_text(else_edit) or same_edit(then_edit, else_edit):
+        return (
+            "distinct branches: then_edit and else_edit are the same edit (same action, object and attribute "
+            "in other words); the two branches must do visibly different things"
+        )
     candidate = plan.candidate if plan.candidate is not None else (reply.candidate or "").strip()
     if not candidate:
         return "candidate: the plan asked for a candidate in the `candidate` field and none was given"
@@ -87,6 +89,23 @@ def check_reply(plan: InstructionPlan, reply: RewriteReply, answer: str, process
         return (
             f"candidate in condition: the condition of the instruction must test the candidate {candidate!r}"
         )
+    return check_clauses(reply.instruction, then_edit, else_edit, candidate, plan.closing)
+
+
+def check_clauses(
+    instruction: str, then_edit: str, else_edit: str, candidate: str, closing: str | None
+) -> str | None:
+    """The instruction's own clauses (method/branches.py): then_edit in the clause that runs when the
+    condition holds, else_edit in the other, and both clauses visible, different edits."""
+    mismatch = branch_mismatch(instruction, then_edit, else_edit, candidate, closing)
+    if mismatch:
+        return f"branches match the text: {mismatch}"
+    branches = read_branches(instruction, candidate, closing)
+    for name, text in (("holds", branches.then_text), ("does not hold", branches.else_text)):
+        if is_no_op(text):
+            return f"visible edit: the clause that runs when the condition {name} ({text!r}) changes nothing"
+    if same_edit(branches.then_text, branches.else_text):
+        return "distinct branches: the instruction's two clauses are the same edit in other words"
     return None
 
 
@@ -96,7 +115,10 @@ class RewriteStage:
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
         self.spec = ctx.config.stages.rewrite
-        self.aesthetics = self.spec.aesthetics_directive or DEFAULT_AESTHETICS
+        # a fixed closing sentence: the pipeline's directive, or the release's under the release judge preset;
+        # None: each record's plan draws a preservation clause ("change nothing else", worded variously)
+        release = ctx.config.stages.judge.preset == "release"
+        self.fixed_closing = self.spec.aesthetics_directive or (RELEASE_CLOSING if release else None)
 
     def prompt_for(self, category: str) -> Prompt:
         template = self.spec.prompt or "rewrite/{category}.txt"
@@ -116,6 +138,7 @@ class RewriteStage:
             self.spec.styles,
             self.spec.candidate_is_answer_p,
             [str(v) for v in space] if isinstance(space, list) else None,
+            closing=self.fixed_closing,
         )
 
     async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
@@ -131,7 +154,7 @@ class RewriteStage:
                 "answer": record.answer,
                 "process_answer": item.process_answer or "",
                 "category": category,
-                "aesthetics": self.aesthetics,
+                "aesthetics": plan.closing or "",
                 "plan": plan_brief(plan),
             },
             reply_model=RewriteReply,
@@ -143,7 +166,7 @@ class RewriteStage:
                 "process_answer": item.process_answer,
                 "task_category": category,
                 "meta": record.meta,
-                "aesthetics": self.spec.aesthetics_directive or None,
+                "aesthetics": plan.closing,
                 "plan": plan.model_dump(mode="json"),
                 **({"repair": repair} if repair else {}),
                 **({"reasoning_requested": True} if same_call else {}),
@@ -160,6 +183,7 @@ class RewriteStage:
             item.record.answer,
             item.process_answer,
             candidate_is_answer=bool(plan.candidate_is_answer),
+            question=item.record.question,
         )
         if leaked:
             where = " outside the condition" if plan.candidate_is_answer else ""
@@ -197,7 +221,8 @@ class RewriteStage:
             return
         plan, record = item.plan, item.record
         branch_edit = parsed.then_edit if plan is not None and not plan.conditional else None
-        effect = intended_effect(plan, _without_directive(item.instruction or "", self.aesthetics), branch_edit)
+        closing = plan.closing if plan is not None else None
+        effect = intended_effect(plan, _without_directive(item.instruction or "", closing or ""), branch_edit)
         item.intended_effect = effect
         answer = record.answer or item.process_answer or ""
         trace = template_trace(record.question, answer, plan, effect)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -49,11 +49,25 @@ class ReleaseJudgeReply(BaseModel):
     score: float = Field(ge=1, le=5)
 
 
+#: what the judge saw of the plan's branches: the expected branch's edit, the other one's, both, neither, or
+#: an instruction without a condition
+BRANCHES_OBSERVED = ("expected", "other", "both", "none", "not_conditional")
+#: observations that reject an edit whatever its scores (stages/judge.py)
+REJECTED_BRANCHES = frozenset({"other", "both", "none"})
+
+
 class JudgeReply(BaseModel):
+    """The three-axis judge's reply, evidence first: what changed, which branch it shows, whether anything
+    outside the target changed, the analysis, then the scores. The observations are optional here (a custom
+    prompt in JSON mode may leave them out); the schema sent to the model requires them."""
+
+    observed_changes: str = ""
+    branch_observed: Literal["expected", "other", "both", "none", "not_conditional"] | None = None
+    changes_outside_target: bool | None = None
+    analysis: str = ""
     instruction_following: float = Field(ge=1, le=5)
     visual_quality: float = Field(ge=1, le=5)
     coherence: float = Field(ge=1, le=5)
-    analysis: str = ""
     #: with `stages.judge.localise_edit`: [x0, y0, x1, y1] as fractions of the image, where the edit belongs
     edit_region: list[float] | None = None
 
@@ -96,12 +110,17 @@ REWRITE_SCHEMA = {
     ),
     "required": ["instruction"],
 }
+# Observations before scores: with structured outputs a model writes the keys in schema order, so it
+# states what it sees (and reasons) before it commits to a number.
 JUDGE_SCHEMA = _strict(
     {
+        "observed_changes": {"type": "string"},
+        "branch_observed": {"type": "string", "enum": list(BRANCHES_OBSERVED)},
+        "changes_outside_target": {"type": "boolean"},
+        "analysis": {"type": "string"},
         "instruction_following": {"type": "integer", "minimum": 1, "maximum": 5},
         "visual_quality": {"type": "integer", "minimum": 1, "maximum": 5},
         "coherence": {"type": "integer", "minimum": 1, "maximum": 5},
-        "analysis": {"type": "string"},
     }
 )
 RELEASE_JUDGE_SCHEMA = _strict(

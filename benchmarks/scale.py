@@ -1,0 +1,174 @@
+"""Past 148k: what the driver reads and holds, what a run leaves on disk, and what a rerun of a finished run costs.
+
+Two parts, each measurement in a fresh process (its own /proc/self/io and getrusage, the driver only: the Ray
+workers, raylet and coordinator are other processes):
+
+  driver-io  a parquet source with embedded images under `--engine ray`: the driver's `rchar` (every byte its
+             read() calls returned: files, and Ray's sockets too, so an over-estimate) on the run and on a rerun
+             of the finished run, minus the same run on a 4-row copy of the source (start-up: imports, Ray
+             start, one shard). Acceptance: < 20 % of the source's bytes on the run, < 5 % on the rerun.
+  sizes      the offline world with zero-latency builtin backends (`--engine ray`, 2 workers, one node) at each
+             --sizes N: driver peak RSS, driver CPU per record, files and bytes on disk per 1,000 records, and the
+             rerun time of the finished run (no Ray is started: manifest and source identity say it is done).
+
+    python benchmarks/scale.py                               # driver-io 240 rows; sizes 1000,4000
+    python benchmarks/scale.py --sizes 10000,50000 --rows 240 --image-side 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+FAST = {"backends": {"text": {"options": {"latency_s": 0}}, "editor": {"options": {"latency_s": 0}}}}
+
+
+def proc_io() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/io").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key.strip()] = int(value)
+    return out
+
+
+def child(source: str, out: str, engine: str, limit: int | None, workers: int, shard_size: int) -> None:
+    """One synth in this process; prints what the driver read, held and spent."""
+    import pyarrow  # noqa: F401 - imported before the measurement: start-up, not the run
+    import ray  # noqa: F401
+
+    from uniedit_synth import synth
+
+    overrides = {**FAST, "engine": {"kind": engine, "workers": workers, "shard_size": shard_size}}
+    before = proc_io()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    summary = synth("default", source=source, out=out, limit=limit, overrides=overrides)
+    wall = time.monotonic() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    after = proc_io()
+    print(json.dumps({
+        "rchar": after["rchar"] - before["rchar"], "read_bytes": after["read_bytes"] - before["read_bytes"],
+        "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+        "peak_rss_mb": cpu1.ru_maxrss / 1024, "wall_s": wall, "records": summary.read,
+        "shards_done": summary.shards_done, "shards_skipped": summary.shards_skipped,
+    }))
+
+
+def measure(source: str, out: Path, engine: str = "ray", limit: int | None = None, workers: int = 2,
+            shard_size: int = 50) -> dict:
+    cmd = [sys.executable, __file__, "--child", source, str(out), engine, str(limit or 0), str(workers),
+           str(shard_size)]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_source(path: Path, rows: int, side: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from uniedit_synth.core.records import IMAGE_STRUCT
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(rows):
+        pixels = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)  # noise: PNG cannot shrink it
+        pixels[side // 4: side // 2, side // 4: side // 2] = (200, 40, 40) if i % 2 else (40, 40, 200)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    table = pa.table({
+        "id": [f"q{i}" for i in range(rows)],
+        "question": [f"What colour is the square in picture {i}?" for i in range(rows)],
+        "answer": ["red" if i % 2 else "blue" for i in range(rows)],
+        "image": pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(images)], IMAGE_STRUCT),
+    })
+    pq.write_table(table, path, row_group_size=50)
+
+
+def disk(out: Path) -> tuple[int, int]:
+    files = size = 0
+    for root, _, names in os.walk(out):
+        for name in names:
+            files += 1
+            size += (Path(root) / name).stat().st_size
+    return files, size
+
+
+def driver_io(work: Path, rows: int, side: int) -> None:
+    source = work / "embedded.parquet"
+    write_source(source, rows, side)
+    tiny = work / "tiny.parquet"
+    write_source(tiny, 4, side)
+    size = source.stat().st_size
+    startup = measure(str(tiny), work / "run-tiny")
+    run = measure(str(source), work / "run-io")
+    rerun = measure(str(source), work / "run-io")
+    rerun_startup = measure(str(tiny), work / "run-tiny")
+    print(f"\ndriver-io: {rows} rows, images {side}x{side}, source {size / 1e6:.1f} MB, --engine ray --workers 2")
+    print("                      rchar MB  minus start-up MB  share of source  shards run/skipped  wall s")
+    for name, r, base in (("run", run, startup), ("rerun (finished)", rerun, rerun_startup)):
+        net = r["rchar"] - base["rchar"]
+        print(f"  {name:<18} {r['rchar'] / 1e6:>9.1f} {net / 1e6:>18.1f} {net / size:>15.1%} "
+              f"{r['shards_done']:>10}/{r['shards_skipped']:<8} {r['wall_s']:>7.1f}")
+    print(f"  start-up (4-row source, same schema): {startup['rchar'] / 1e6:.1f} MB on a run, "
+          f"{rerun_startup['rchar'] / 1e6:.1f} MB on its rerun")
+
+
+def sizes(work: Path, counts: list[int], workers: int, shard_size: int) -> None:
+    print(f"\nsizes: offline world, zero-latency builtins, --engine ray --workers {workers} --shard-size "
+          f"{shard_size}, one node (2 cores)")
+    print(" records  wall s  rec/s  driver RSS MB  driver CPU ms/rec  files/1k rec  MB/1k rec  rerun s")
+    rows = []
+    for n in counts:
+        out = work / f"run-{n}"
+        run = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
+        files, size = disk(out)
+        rerun = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
+        rows.append((n, run, files, size, rerun))
+        print(f"{n:>8} {run['wall_s']:>7.1f} {n / run['wall_s']:>6.1f} {run['peak_rss_mb']:>13.0f} "
+              f"{1000 * run['cpu_s'] / n:>18.3f} {1000 * files / n:>13.1f} {size / n / 1000:>10.2f} "
+              f"{rerun['wall_s']:>8.2f}", flush=True)
+    if len(rows) >= 2:
+        (n0, r0, *_), (n1, r1, *_) = rows[0], rows[-1]
+        print(f"driver peak RSS {n1} / {n0}: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}; driver CPU per extra "
+              f"record (slope {n0} -> {n1}, start-up out): {1000 * (r1['cpu_s'] - r0['cpu_s']) / (n1 - n0):.3f} ms")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        source, out, engine, limit, workers, shard_size = sys.argv[2:8]
+        child(source, out, engine, int(limit) or None, int(workers), int(shard_size))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=240, help="rows of the embedded-image parquet source")
+    parser.add_argument("--image-side", type=int, default=400, help="its images are side x side noise PNGs")
+    parser.add_argument("--sizes", default="1000,4000", help="record counts of the offline-world runs")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shard-size", type=int, default=500, help="of the sizes runs (files per record follow it)")
+    parser.add_argument("--skip", choices=("driver-io", "sizes"), action="append", default=[])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="uniedit-scale-") as tmp:
+        work = Path(tmp)
+        if "driver-io" not in args.skip:
+            driver_io(work, args.rows, args.image_side)
+        if "sizes" not in args.skip:
+            sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size)
+
+
+if __name__ == "__main__":
+    main()
