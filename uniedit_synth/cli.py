@@ -334,7 +334,7 @@ def export_cmd(
     drop_flagged: str | None = typer.Option(
         None, "--drop-flagged", metavar="all|KIND,...",
         help="Leave out rows `uniedit audit` flags: `all` (no_op_edits, answer_leaks, duplicate_sources, "
-        "duplicate_pairs, contaminated) or a comma-separated list of those kinds and decided_in_advance. Of a "
+        "duplicate_pairs, contaminated, aspect_mismatch) or a comma-separated list of those kinds and decided_in_advance. Of a "
         "group of duplicates the first id is kept.",
     ),
     against: list[str] | None = typer.Option(

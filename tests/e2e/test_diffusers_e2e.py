@@ -52,7 +52,8 @@ def tiny_pipeline(tmp_path: Path, model: Path | str, *, serve=None, resources=No
         "stages": {
             "classify": {"backend": "text", "trust_source_category": False},
             "rewrite": {"backend": "text"},
-            "edit": {"backend": "editor", "concurrency": 8, "max_attempts": 1},
+            # the model's own output is stored (keep_geometry would resize it to the source's size)
+            "edit": {"backend": "editor", "concurrency": 8, "max_attempts": 1, "keep_geometry": False},
             "judge": {"backend": "text",
                       "thresholds": {"instruction_following": 0, "visual_quality": 0, "coherence": 0}},
         },

@@ -128,6 +128,8 @@ class RecordedRequest:
     batch: str = ""
     #: the raw body of a file upload (other requests keep only the parsed `body`)
     raw: bytes = b""
+    #: an edit's requested geometry as it arrived (Gemini aspectRatio, OpenAI size; None when not sent)
+    edit_geometry: Any = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -270,10 +272,20 @@ def fill_schema(
     return hint if isinstance(hint, str) else "fake"
 
 
-def edited_png(image_bytes: bytes, index: int = 0) -> bytes:
-    """The input image with a coloured rectangle drawn on it, as PNG: a real, visibly edited image."""
+#: what Gemini image models return at 1K per `imageConfig.aspectRatio` (ai.google.dev image generation docs)
+GEMINI_1K_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
+    "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672),
+}  # fmt: skip
+
+
+def edited_png(image_bytes: bytes, index: int = 0, size: tuple[int, int] | None = None) -> bytes:
+    """The input image with a coloured rectangle drawn on it, as PNG: a real, visibly edited image; at `size`
+    (stretched, as an image model re-renders to its output canvas) when given."""
     with Image.open(io.BytesIO(image_bytes)) as source:
         image = source.convert("RGB")
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
     width, height = image.size
     colours = [(230, 57, 70), (42, 157, 143), (233, 196, 106), (69, 123, 157)]
     draw = ImageDraw.Draw(image)
@@ -436,6 +448,9 @@ class FakeServer:
         self.random_faults = tuple(random_faults) if random_faults is not None else self.RANDOM_FAULTS
         self.replies: dict[str, Any] = {key: dict(value) for key, value in DEFAULT_REPLIES.items()}
         self.usage_override: dict[str, Any] | None = None
+        #: edits come back at the requested geometry (Gemini imageConfig.aspectRatio at 1K, OpenAI `size`), as
+        #: the real APIs do; off: at the input's size
+        self.edit_geometry = False
         self.max_in_flight = 0
         self._rng = random.Random(fault_seed)
         self._latency_rng = random.Random(fault_seed + 1)

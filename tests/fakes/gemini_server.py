@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from .base import (
+    GEMINI_1K_SIZES,
     FakeServer,
     Fault,
     RecordedRequest,
@@ -331,8 +332,14 @@ class FakeGemini(BatchJobs, FakeServer):
     ) -> Reply:
         if not images:
             return error_reply(400, "An input image is required for this fake edit endpoint.")
+        config = _get(record.body if isinstance(record.body, dict) else {}, "generationConfig", "generation_config", {})
+        image_config = _get(config or {}, "imageConfig", "image_config", {}) or {}
+        aspect = _get(image_config, "aspectRatio", "aspect_ratio")
+        record.edit_geometry = aspect
+        size = GEMINI_1K_SIZES.get(str(aspect or "1:1")) if self.edit_geometry else None
         try:
-            png = edited_png(images[0])
+            # fault "unchanged": the input image back as it came (an editor that did nothing)
+            png = images[0] if fault.kind == "unchanged" else edited_png(images[0], size=size)
         except Exception:  # noqa: BLE001 - an undecodable upload is the client's fault
             return error_reply(
                 400,

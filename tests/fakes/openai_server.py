@@ -239,8 +239,16 @@ class FakeOpenAI(BatchJobs, FakeServer):
                 400, "Missing required parameter: 'prompt'.", code="missing_required_parameter"
             )
         n = int(fields.get("n") or 1)
+        record.edit_geometry = fields.get("size")
+        size = None
+        if self.edit_geometry and str(fields.get("size") or "auto") != "auto":
+            width, _, height = str(fields["size"]).partition("x")
+            size = (int(width), int(height))
         try:
-            outputs = [edited_png(images[0]["data"], index=i) for i in range(n)]
+            if fault.kind == "unchanged":  # the input image back as it came (an editor that did nothing)
+                outputs = [images[0]["data"]] * n
+            else:
+                outputs = [edited_png(images[0]["data"], index=i, size=size) for i in range(n)]
         except Exception:  # noqa: BLE001 - any undecodable upload is the client's fault
             return error_reply(
                 400,

@@ -92,7 +92,8 @@ def test_threshold_rejects_collateral_edits_in_a_run(tmp_path) -> None:
     synth("default", out=out, limit=20, overrides={
         "engine": {"kind": "inline", "shard_size": 20},
         "backends": {"editor": {"options": {"error_rate": 1.0, "flaw_kinds": ["collateral_change"]}}},
-        "stages": {"edit": {"max_attempts": 1},
+        # the pixel gates would reject these before the judge (over_edited): off, to test the judge's own measure
+        "stages": {"edit": {"max_attempts": 1, "gates": {"enabled": False}},
                    "judge": {"non_edit_threshold": THRESHOLD,
                              "thresholds": {"instruction_following": 1, "visual_quality": 1, "coherence": 1}}},
     })

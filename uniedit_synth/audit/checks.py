@@ -42,6 +42,7 @@ from ..method.fingerprint import (
     word_shingles,
 )
 from ..method.index import minhash, near_duplicate_pairs
+from ..method.pixel_gates import aspect_error
 from ..method.screen import Decontaminator
 from ..sources.benchmarks import load_benchmark
 from .rows import AuditFile, AuditRow, open_audit_input
@@ -59,8 +60,19 @@ NOOP_BLOCK_DELTA = 10.0
 INSTRUCTION_BANDS = 8
 BALANCE_RANGE = (0.35, 0.65)
 FLAG_KINDS = ("no_op_edits", "answer_leaks", "duplicate_sources", "duplicate_pairs", "contaminated",
-              "decided_in_advance")
-CACHE_SCHEMA = pa.schema([("source", pa.string()), ("noop", pa.bool_())])
+              "decided_in_advance", "aspect_mismatch")
+#: an edited image whose aspect ratio differs from its source's by more than this (relative) is flagged
+ASPECT_TOLERANCE = 0.03
+CACHE_SCHEMA = pa.schema([("source", pa.string()), ("noop", pa.bool_()), ("aspect", pa.float64())])
+
+
+def aspect_difference(source: bytes, edited: bytes) -> float | None:
+    """How far the edited image's aspect ratio is from its source's (relative; headers only), or None."""
+    try:
+        with Image.open(io.BytesIO(source)) as before, Image.open(io.BytesIO(edited)) as after:
+            return aspect_error(before.size, after.size)
+    except Exception:  # noqa: BLE001 - an unreadable image is counted elsewhere (unreadable_source_images)
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ per row
@@ -172,6 +184,7 @@ class Auditor:
         self._has_image = bytearray()
         self._bands = [array("q") for _ in range(INSTRUCTION_BANDS)]
         self.no_op: list[str] = []
+        self.aspect: list[tuple[str, float]] = []
         self.leaks: list[tuple[str, str]] = []
         self.contaminated: list[tuple[str, list[dict[str, Any]]]] = []
         self.unreadable_sources = 0
@@ -185,8 +198,12 @@ class Auditor:
         self.trigram_total = 0
         self.instructions = 0
 
-    def add(self, row: AuditRow, source: ImageFingerprint | None, noop: bool | None) -> None:
+    def add(
+        self, row: AuditRow, source: ImageFingerprint | None, noop: bool | None, aspect: float | None = None
+    ) -> None:
         self.ids.append(row.id)
+        if aspect is not None and aspect > ASPECT_TOLERANCE:
+            self.aspect.append((row.id, round(aspect, 4)))
         if source is None:
             self.unreadable_sources += 1 if row.source is not None else 0
             self._phash.append(0)
@@ -322,6 +339,10 @@ class Auditor:
                 "thresholds": {"phash256_bits": NOOP_DETAIL_BITS, "colour_delta": NOOP_COLOUR_DELTA,
                                "block_px": NOOP_BLOCK, "block_mean_delta": NOOP_BLOCK_DELTA},
             },
+            "aspect_mismatch": {
+                "count": len(self.aspect), "ids": sorted(i for i, _ in self.aspect),
+                "differences": {i: d for i, d in sorted(self.aspect)}, "tolerance": ASPECT_TOLERANCE,
+            },
             "answer_leaks": {
                 "count": len(self.leaks), "ids": sorted(i for i, _ in self.leaks),
                 "forms": {i: form for i, form in sorted(self.leaks)},
@@ -370,12 +391,15 @@ class Auditor:
         }
 
 
-def _file_fingerprints(fs, file: AuditFile, cache_rel: str | None) -> list[tuple[str | None, bool | None]] | None:
+def _file_fingerprints(
+    fs, file: AuditFile, cache_rel: str | None
+) -> list[tuple[str | None, bool | None, float | None]] | None:
     if cache_rel is None or not fs.exists(cache_rel):
         return None
     try:
         table = pq.read_table(pa.BufferReader(fs.read_bytes(cache_rel)))
-        return list(zip(table.column("source").to_pylist(), table.column("noop").to_pylist(), strict=True))
+        columns = [table.column(name).to_pylist() for name in ("source", "noop", "aspect")]  # older: no aspect
+        return list(zip(*columns, strict=True))
     except (OSError, pa.ArrowException, KeyError):
         return None
 
@@ -417,13 +441,13 @@ def run_audit(
             stem = Path(file.path).name.rsplit(".", 1)[0]
             cache_rel = f"audit/fingerprints/{file.path.split('/')[0]}-{stem}-{file.cache_key()}.parquet"
         cached = _file_fingerprints(fs, file, cache_rel)
-        computed: list[tuple[str | None, bool | None]] = []
+        computed: list[tuple[str | None, bool | None, float | None]] = []
         for n, row in enumerate(file.rows(with_images=cached is None)):
             if cached is not None and n < len(cached):
-                hex_fp, noop = cached[n]
+                hex_fp, noop, aspect = cached[n]
                 fp = ImageFingerprint.from_hex(hex_fp) if hex_fp else None
             else:
-                fp, noop = None, None
+                fp, noop, aspect = None, None, None
                 if row.source is not None:
                     try:
                         fp = fingerprint_image(row.source)
@@ -434,14 +458,18 @@ def run_audit(
                         noop = is_noop(row.source, row.edited, fp, fingerprint_image(row.edited))
                     except ImageUnreadable:
                         noop = None
-                computed.append((fp.to_hex() if fp else None, noop))
-            auditor.add(row, fp, noop)
+                if row.source is not None and row.edited is not None:
+                    aspect = aspect_difference(row.source, row.edited)
+                computed.append((fp.to_hex() if fp else None, noop, aspect))
+            auditor.add(row, fp, noop, aspect)
             if progress is not None:
                 progress(1)
         if cached is not None:
             cache_hits += 1
         elif cache_rel is not None:
-            table = pa.Table.from_pylist([{"source": s, "noop": n} for s, n in computed], schema=CACHE_SCHEMA)
+            table = pa.Table.from_pylist(
+                [{"source": s, "noop": n, "aspect": a} for s, n, a in computed], schema=CACHE_SCHEMA
+            )
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink)
             try:
@@ -493,6 +521,9 @@ def format_audit(result: dict[str, Any]) -> str:
     t = r["no_op_edits"]["thresholds"]
     lines.append(f"  no-op edits          {pct(r['no_op_edits']['count'])}{some(r['no_op_edits']['ids'])}"
                  f"   [pHash-256 <= {t['phash256_bits']} bits and no {t['block_px']}x{t['block_px']} block changed by > {t['block_mean_delta']:g}]")
+    am = r["aspect_mismatch"]
+    lines.append(f"  aspect mismatches    {pct(am['count'])}{some(am['ids'])}   [edited aspect ratio off the source's "
+                 f"by > {am['tolerance']:.0%}]")
     lines.append(f"  answer leaks         {pct(r['answer_leaks']['count'])}{some(r['answer_leaks']['ids'])}")
     lines.append(f"  duplicate sources    {pct(r['duplicate_sources']['count'])} in {len(r['duplicate_sources']['groups'])} group(s)"
                  f"{some([' = '.join(g) for g in r['duplicate_sources']['groups']], 3)}")

@@ -54,6 +54,9 @@ class EditRequest(BaseModel):
     `system` is the system half of the edit prompt (prompts/edit.txt): Gemini receives it as
     `system_instruction`; OpenAI `images.edit` has no system role, so it is prepended to the prompt
     (replies.with_system_prefix). `instruction` is the rendered user half (question, reference answer, task).
+    `source_size` (width, height), set with `stages.edit.keep_geometry`: ask the model for the source's
+    geometry, each backend as close as it supports (backends/geometry.py); an explicit geometry parameter in
+    `params` wins. The edit stage brings the reply back to this size whatever the backend did.
     """
 
     model: str
@@ -64,6 +67,7 @@ class EditRequest(BaseModel):
     attempt: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
+    source_size: tuple[int, int] | None = None
 
 
 class EditReply(BaseModel):
@@ -81,6 +85,8 @@ def request_key(kind: str, request: BaseModel, *, with_context: bool = True) -> 
     a real model, which never saw it. With it, the key is the one every run before this change wrote (the
     engine still finds those entries: engine/calls.py)."""
     payload = request.model_dump(exclude=None if with_context else {"context"})
+    if payload.get("source_size", 0) is None:  # unset: the key every run before keep_geometry wrote
+        del payload["source_size"]
     images: list[bytes] = []
     if "images" in payload:
         images = payload.pop("images")

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..core.config import BackendSpec, ServeSpec
 from ..core.errors import BackendConfigError
 from .base import BadRequest, EditReply, EditRequest, Unreachable, Usage, request_key
+from .geometry import DIFFUSERS_MULTIPLE, rounded_size
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,12 @@ def request_seed(request: EditRequest) -> int:
     return int(request_key("edit", request, with_context=False)[:15], 16)
 
 
-def target_size(width: int, height: int, size: int | None) -> tuple[int, int]:
-    if size is None:
+def target_size(width: int, height: int, size: int | None, keep_geometry: bool = False) -> tuple[int, int]:
+    """The size the editor works at: the long side `size` (or the source's own), both sides rounded to the
+    model's multiple; without either, the source's size as is."""
+    if size is None and not keep_geometry:
         return width, height
-    scale = size / max(width, height)
-    return max(16, round(width * scale / 16) * 16), max(16, round(height * scale / 16) * 16)
+    return rounded_size((width, height), DIFFUSERS_MULTIPLE, size)
 
 
 def pool_name(spec: BackendSpec, run_token: str) -> str:
@@ -226,7 +228,7 @@ class DiffusersEditor:
                 width, height = img.size
         except Exception as exc:  # noqa: BLE001 - validated upstream; a broken image is this record's problem
             raise BadRequest(f"source image unreadable: {exc}") from None
-        size = target_size(width, height, params.pop("size"))
+        size = target_size(width, height, params.pop("size"), keep_geometry=request.source_size is not None)
         params["width"], params["height"] = size
         return {
             "prompt": request.instruction,

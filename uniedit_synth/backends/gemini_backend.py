@@ -8,8 +8,8 @@ message or a log record.
 
 `spec.options` recognised here: `api_version` (default "v1beta"), `max_connections` (HTTP pool size).
 Call parameters come from the stage's `params`: any `GenerateContentConfig` field (temperature, top_p,
-max_output_tokens — alias max_tokens —, seed, …); for edits also `aspect_ratio` (default "1:1"; "auto" or
-null keeps the model's choice), `image_size` (default "1K") and `response_modalities` (default ["IMAGE"]).
+max_output_tokens — alias max_tokens —, seed, …); for edits also `aspect_ratio` (default: the supported ratio
+closest to the request's `source_size` (keep_geometry), else "1:1"; "auto" or null keeps the model's choice), `image_size` (default "1K") and `response_modalities` (default ["IMAGE"]).
 An edit request's `system` text goes out as `system_instruction`; a reply with no image (and no safety
 finishReason) raises NoImageReply, which the edit stage retries.
 """
@@ -45,6 +45,7 @@ from .base import (
     Unreachable,
     Usage,
 )
+from .geometry import gemini_aspect_ratio
 from .provider import ProviderBackend
 from .replies import (
     duration_seconds,
@@ -340,7 +341,9 @@ class GeminiEditor(_GeminiBase):
 
     def _edit_request(self, request: EditRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
         params = dict(request.params)
-        aspect = params.pop("aspect_ratio", "1:1")
+        # the source's geometry (keep_geometry) unless the stage's params fix one; the release's default 1:1
+        matched = gemini_aspect_ratio(request.source_size) if request.source_size else "1:1"
+        aspect = params.pop("aspect_ratio", matched)
         size = params.pop("image_size", "1K")
         modalities = params.pop("response_modalities", ["IMAGE"])
         image_config = types.ImageConfig(

@@ -46,6 +46,7 @@ from .base import (
     Unreachable,
     Usage,
 )
+from .geometry import gpt_image_size
 from .provider import ProviderBackend
 from .replies import (
     image_mime,
@@ -358,7 +359,10 @@ class OpenAIEditor(_OpenAIBase):
         )
         mime = image_mime(request.image)
         filename = "image." + mime.split("/", 1)[1].replace("jpeg", "jpg")
-        kwargs = split_params(dict(request.params), _EDIT_PARAMS, _RESERVED_EDIT)
+        params = dict(request.params)
+        if request.source_size and "size" not in params:  # keep_geometry: the closest of gpt-image-1's sizes
+            params["size"] = gpt_image_size(request.source_size)
+        kwargs = split_params(params, _EDIT_PARAMS, _RESERVED_EDIT)
         response = await self._call(
             lambda: self._client().images.edit(
                 model=request.model or self.model,

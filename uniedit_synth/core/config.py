@@ -233,6 +233,43 @@ class RewriteSpec(StageBase):
         return value
 
 
+#: the instruction styles (method/plan.py STYLES) plus `default`, the keys of `gates.max_changed_share`
+GATE_STYLES = ("conditional", "synthesis", "render", "transform", "default")
+#: edit parameters that can fix the editor's output geometry (Gemini `aspect_ratio`, gpt-image-1 `size`)
+GEOMETRY_PARAMS = ("aspect_ratio", "size")
+
+
+class PixelGatesSpec(Strict):
+    """`stages.edit.gates`: the pixel gates run on every edit before the judge is paid (method/pixel_gates.py;
+    the defaults are calibrated in benchmarks/pixel_gates.py). A failed gate asks the editor again while
+    `max_attempts` allow, then rejects the record (`no_op_edit`, `over_edited`) without a judge call."""
+
+    enabled: bool = True
+    #: the largest low-passed local change (grey levels, 0-255) must reach this, or the edit is a no-op
+    no_op_delta: float = Field(default=25.0, gt=0, le=255)
+    #: per style (and `default`): the largest share of the image the UniWorld edit mask may cover
+    max_changed_share: dict[str, float] = Field(
+        default_factory=lambda: {"conditional": 0.5, "synthesis": 0.6, "render": 0.5, "transform": 0.6, "default": 0.6}
+    )
+    #: the 25th-percentile change at or above this: the whole image shifted (a colour cast, a tone change)
+    shift_delta: float = Field(default=6.0, gt=0, le=255)
+    #: this share of the structured cells of an 8x8 grid changed (by no_op_delta): a global re-render or shift
+    spread_share: float = Field(default=0.75, gt=0, le=1)
+    #: where the edit's region is known (an offline edit program): a local change this strong outside it
+    outside_delta: float = Field(default=30.0, gt=0, le=255)
+
+    @field_validator("max_changed_share")
+    @classmethod
+    def _known_styles(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(GATE_STYLES)
+        if unknown:
+            raise ValueError(f"unknown style(s) {sorted(unknown)}; known: {list(GATE_STYLES)}")
+        bad = {k: v for k, v in value.items() if not 0 < float(v) <= 1}
+        if bad:
+            raise ValueError(f"shares must be in (0, 1]; got {bad}")
+        return value
+
+
 class EditSpec(StageBase):
     max_attempts: int = Field(default=2, ge=1, le=10)
     #: how many times a reply without an image is asked again, per edit attempt (so up to 6 calls by
@@ -240,6 +277,32 @@ class EditSpec(StageBase):
     no_image_retries: int = Field(default=5, ge=0, le=50)
     give_reference_answer: bool = True
     prompt: str | None = "edit.txt"
+    #: ask the editor for the source's aspect ratio (each backend picks its closest supported geometry) and
+    #: bring the edited image back to the source's size before the gates, the judge and the shard
+    keep_geometry: bool = True
+    gates: PixelGatesSpec = Field(default_factory=PixelGatesSpec)
+
+    @model_validator(mode="after")
+    def _one_geometry(self) -> EditSpec:
+        ratio = self.params.get("aspect_ratio")
+        if ratio is not None and not isinstance(ratio, str):
+            raise ValueError(
+                f"params.aspect_ratio must be a string such as \"4:3\"; got {ratio!r} (YAML reads an unquoted "
+                "1:1 as the number 61: quote it, e.g. --set 'stages.edit.params.aspect_ratio=\"1:1\"')"
+            )
+        # a diffusers `size` is a long side (an int): it keeps the aspect ratio, only "WxH" or a ratio fixes one
+        fixed = {
+            k: v for k, v in self.params.items()
+            if k in GEOMETRY_PARAMS and isinstance(v, str) and v != "auto"
+        }  # fmt: skip
+        if self.keep_geometry and fixed:
+            name, value = next(iter(fixed.items()))
+            raise ValueError(
+                f"params.{name}={value!r} fixes the editor's output geometry while keep_geometry is on (the "
+                f"source's aspect ratio is asked for): drop params.{name}, or set keep_geometry: false to keep "
+                f"a fixed geometry such as the release's 1:1 (--set stages.edit.keep_geometry=false)"
+            )
+        return self
 
 
 JUDGE_PROMPTS = {"three_axis": "judge.txt", "release": "judge_release.txt"}
@@ -347,7 +410,7 @@ STAGE_TABLE: tuple[StageDef, ...] = (
     StageDef("rewrite", "text", "uniedit_synth.stages.rewrite:RewriteStage", RejectReason.rewrite_failed,
              RewriteSpec, (RejectReason.leaks_answer,), after_caps=True),
     StageDef("edit", "edit", "uniedit_synth.stages.edit:EditStage", RejectReason.edit_failed, EditSpec,
-             (RejectReason.safety_blocked,), after_caps=True),
+             (RejectReason.safety_blocked, RejectReason.no_op_edit, RejectReason.over_edited), after_caps=True),
     StageDef("judge", "text", "uniedit_synth.stages.judge:JudgeStage", RejectReason.judge_failed, JudgeSpec,
              (RejectReason.low_score,), after_caps=True, retries="edit"),
 )

@@ -41,6 +41,10 @@ class RejectReason(str, Enum):
     leaks_answer = "leaks_answer"
     edit_failed = "edit_failed"
     safety_blocked = "safety_blocked"
+    #: pixel gates (method/pixel_gates.py), before the judge is paid: the edit returned the source, or changed
+    #: more than its style allows (or the whole image)
+    no_op_edit = "no_op_edit"
+    over_edited = "over_edited"
     judge_failed = "judge_failed"
     low_score = "low_score"
     budget_exhausted = "budget_exhausted"

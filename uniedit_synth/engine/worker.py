@@ -422,6 +422,7 @@ class ShardProcessor:
                     index += 1
                     continue
                 verdict = self.stages[definition.name]
+                attempt = max(attempt, item.attempts - 1)  # the edit stage may have used attempts (pixel gates)
                 max_attempts = getattr(getattr(self.config.stages, definition.retries), "max_attempts", 1)
                 if attempt + 1 >= max_attempts:
                     raise Rejected(RejectReason.low_score, verdict.failed_thresholds(item))

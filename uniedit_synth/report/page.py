@@ -349,6 +349,7 @@ def _facts_panel(ctx: PageContext) -> str:
 
 AUDIT_ROWS = [
     ("no_op_edits", "no-op edits", "edited image (near-)identical to the source"),
+    ("aspect_mismatch", "aspect mismatches", "edited image's aspect ratio off the source's by more than 3 %"),
     ("answer_leaks", "answer leaks", "the instruction gives the answer away"),
     ("duplicate_sources", "duplicate sources", "one source image under several questions"),
     ("duplicate_pairs", "duplicate pairs", "the same question on the same image twice"),

@@ -1,24 +1,85 @@
-"""The edit stage: an image model performs the instruction on the source image."""
+"""The edit stage: an image model performs the instruction on the source image; the pixel gates check the result."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+
+import numpy as np
+from PIL import Image
+
 from ..backends.base import BackendError, EditReply, EditRequest, NoImageReply, SafetyBlocked
 from ..core.records import RejectReason
+from ..method import pixel_gates
+from ..offline.regions import edit_region
 from .base import Rejected, StageContext, WorkItem
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header, or None when it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - an unreadable image is left to the stages that need its pixels
+        return None
+
+
+def to_size(data: bytes, size: tuple[int, int]) -> bytes:
+    """The image at `size` (Lanczos), as PNG; unchanged bytes when it already is, or cannot be decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            if opened.size == size:
+                return data
+            image = pixel_gates.decode_rgb(opened.copy())
+    except Exception:  # noqa: BLE001 - an undecodable reply goes on as it came (the judge sees it)
+        return data
+    buffer = io.BytesIO()
+    pixel_gates.in_geometry(image, size).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class EditStage:
     """Renders prompts/edit.txt as the Uni-Edit release's editor input (data_gen/forth_process.py: "Original
     Question / Reference Answer / Task Instruction"), its system half as the request's `system`, and asks
-    again when a reply carries no image (up to `no_image_retries` times; safety blocks are rejects)."""
+    again when a reply carries no image (up to `no_image_retries` times; safety blocks are rejects).
+
+    With `keep_geometry` the request carries the source's size (each backend asks its model for the closest
+    geometry it supports) and the edited image is resized to the source's size. The pixel gates then run
+    before any judge call: a no-op or over-edit is edited again while `max_attempts` allow (the attempt the
+    worker's judge loop continues from: `item.attempts`), then rejected as `no_op_edit` / `over_edited`."""
 
     name = "edit"
 
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
         self.spec = ctx.config.stages.edit
+        gates = self.spec.gates
+        self.limits = pixel_gates.GateLimits(
+            no_op_delta=gates.no_op_delta,
+            max_changed_share=dict(gates.max_changed_share),
+            shift_delta=gates.shift_delta,
+            spread_share=gates.spread_share,
+            outside_delta=gates.outside_delta,
+        )
 
     async def __call__(self, item: WorkItem, attempt: int) -> WorkItem:
+        source_size = image_size(item.image) if item.image else None
+        while True:
+            item.ledger.attempt = attempt
+            reply = await self._edit_until_image(self._request(item, attempt, source_size), item)
+            edited = reply.image
+            if self.spec.keep_geometry and source_size is not None:
+                edited = await asyncio.to_thread(to_size, edited, source_size)
+            item.edited_image = edited
+            item.attempts = attempt + 1
+            failed = await asyncio.to_thread(self._gate, item) if self.spec.gates.enabled else None
+            if failed is None:
+                return item
+            if attempt + 1 >= self.spec.max_attempts:
+                raise Rejected(RejectReason(failed.reason), f"edit: {failed.detail}")
+            attempt += 1
+
+    def _request(self, item: WorkItem, attempt: int, source_size: tuple[int, int] | None) -> EditRequest:
         record = item.record
         answer = item.process_answer if self.spec.give_reference_answer else None
         instruction = item.instruction or ""
@@ -30,7 +91,7 @@ class EditStage:
             instruction = prompt.render(
                 instruction=instruction, reference_answer=answer or "", question=record.question
             )
-        request = EditRequest(
+        return EditRequest(
             model=self.ctx.models[self.name],
             instruction=instruction,
             system=system,
@@ -43,11 +104,23 @@ class EditStage:
                 "meta": record.meta,
                 "task_category": item.task_category,
             },
+            source_size=source_size if self.spec.keep_geometry else None,
         )
-        reply = await self._edit_until_image(request, item)
-        item.edited_image = reply.image
-        item.attempts = attempt + 1
-        return item
+
+    def _gate(self, item: WorkItem) -> pixel_gates.GateFailure | None:
+        """The pixel gate the current edit fails, or None (also when an image cannot be
+        decoded: that is the judge's to see)."""
+        if not item.image or not item.edited_image:
+            return None
+        try:
+            source = pixel_gates.decode_rgb(item.image)
+            meta = item.record.meta if isinstance(item.record.meta, dict) else {}
+            region = edit_region(np.asarray(source), item.edit_program, meta)
+            measures = pixel_gates.measure(source, item.edited_image, region, self.limits)
+        except Exception:  # noqa: BLE001 - an undecodable edit is not a pixel verdict
+            return None
+        style = item.plan.style if item.plan is not None else None
+        return pixel_gates.verdict(measures, self.limits, style)
 
     async def _edit_until_image(self, request: EditRequest, item: WorkItem) -> EditReply:
         replies = 0

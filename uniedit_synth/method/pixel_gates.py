@@ -1,0 +1,250 @@
+"""Pixel gates: whether an edited image is a no-op or an over-edit of its source, measured before a judge is paid.
+
+Both images are compared in the source's geometry (the edited one resized to the source's size), at a working
+resolution of ``WORK_SIDE`` pixels on the long side (the figures below are in that scale, whatever the source's
+size). The measures:
+
+* **local change** ``peak``: the largest per-channel difference of the two images after a Gaussian low-pass
+  (sigma ``SIGMA`` px), the source first blurred as much as the edited image looks blurred, less an allowance
+  along the edges both images keep (``local_change``). Re-encoding and mild resampling or blur move values along
+  kept edges; an edit draws, removes or recolours something. On the offline world's sharp 256-px renders a
+  re-encoded copy stays below 22 grey levels, an honest edit (even "?" replaced by "1" on a board, resampled)
+  reaches 29 and more (benchmarks/pixel_gates.py). Below ``no_op_delta``: ``no_op_edit``.
+* **changed area** ``changed_share``: the UniWorld-V1 edit mask of method/masks.py (per-channel difference,
+  grey >= 18, 5-px close, small components dropped) without its empty/tiny-mask fallback to all ones, as a
+  share of the image. Above the style's ``max_changed_share``: ``over_edited``.
+* **change everywhere**: ``shift``, the 25th percentile of the low-passed difference (a colour cast or tone shift of
+  the whole image, which a threshold of 18 misses), and ``spread``, the share of cells of an 8x8 grid where
+  the local change reaches ``no_op_delta``, among the cells where the source has structure (a gradient of that
+  size: where a shifted or re-rendered picture shows), for a whole-image re-render. Either above its limit: ``over_edited``.
+
+Where the region the edit may touch is known (an offline-world edit program: method/consistency.py), a local
+change of ``outside_delta`` or more outside that region (widened by 2 sigma) is ``over_edited`` too: an
+unrelated object changed beside the right edit.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from . import masks
+
+#: the long side both images are compared at (a 1024-px source and a 256-px one give the same figures)
+WORK_SIDE = 256
+#: the low-pass's standard deviation, in working pixels
+SIGMA = 1.0
+#: blurs of the source tried to match the edited image's own softness (a resampled or re-rendered reply)
+MATCH_BLURS = (0.0, 0.5, 0.8, 1.1, 1.5)
+#: how much of the source's local gradient a re-encoding may move a value by (benchmarks/pixel_gates.py)
+EDGE_ALLOWANCE = 0.5
+#: the tone-shift measure: this percentile of the change after a wider low-pass (an edit covering up to
+#: 100 - SHIFT_PERCENTILE % of the image does not move it; a colour cast or tone change of the whole does)
+SHIFT_SIGMA = 3.0
+SHIFT_PERCENTILE = 25
+#: the grid whose cells `spread` counts, and how many of them must have structure for it to count at all
+GRID = 8
+MIN_STRUCTURED_CELLS = 8
+
+NO_OP = "no_op_edit"
+OVER_EDITED = "over_edited"
+
+#: per style, the largest share of the image an edit may change (UniWorld mask); `default` for other styles
+DEFAULT_MAX_CHANGED_SHARE: dict[str, float] = {
+    "conditional": 0.5,
+    "synthesis": 0.6,
+    "render": 0.5,
+    "transform": 0.6,
+    "default": 0.6,
+}
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """The thresholds of the gates (stages.edit.gates in the YAML; docs/incoming/pixel-gates.md)."""
+
+    no_op_delta: float = 25.0
+    max_changed_share: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_CHANGED_SHARE))
+    shift_delta: float = 6.0
+    spread_share: float = 0.75
+    outside_delta: float = 30.0
+
+    def area_limit(self, style: str | None) -> float:
+        shares = self.max_changed_share
+        return float(shares.get(style or "default", shares.get("default", 1.0)))
+
+
+@dataclass(frozen=True)
+class PixelMeasures:
+    peak: float
+    changed_share: float
+    shift: float
+    spread: float
+    #: the largest local change outside the known edit region (None: no region known)
+    outside: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def aspect_error(first: tuple[int, int], second: tuple[int, int]) -> float:
+    """How far two (width, height) sizes' aspect ratios are apart, relative and symmetric: the larger ratio over
+    the smaller, less 1 (0.0: the same; 0.03: 3 %; 4:3 against 1:1 is 0.333 either way)."""
+    ratio = (first[0] / first[1]) / (second[0] / second[1])
+    return max(ratio, 1.0 / ratio) - 1.0
+
+
+def decode_rgb(image: bytes | Image.Image) -> Image.Image:
+    return masks.to_rgb(image if isinstance(image, Image.Image) else Image.open(io.BytesIO(image)))
+
+
+def in_geometry(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` at `size` (Lanczos), as it is brought back to the source's geometry."""
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _working(image: Image.Image) -> np.ndarray:
+    import cv2
+
+    array = np.asarray(image, dtype=np.uint8)
+    height, width = array.shape[:2]
+    scale = WORK_SIDE / max(width, height)
+    if scale >= 1.0:
+        return array
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+
+
+def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(array, (0, 0), sigma) if sigma > 0 else array
+
+
+def _gradient(array: np.ndarray) -> np.ndarray:
+    """Per-pixel gradient magnitude (grey levels per pixel), the largest over the channels."""
+    import cv2
+
+    dx = cv2.Sobel(array, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    dy = cv2.Sobel(array, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return np.sqrt(dx * dx + dy * dy).max(axis=2)
+
+
+def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The map of how much each place changed, with what re-encoding and resampling do explained away: the
+    source blurred as much as the edited image looks blurred (the best of MATCH_BLURS by mean difference),
+    both low-passed (SIGMA), their per-channel difference less EDGE_ALLOWANCE x the local gradient of the edges
+    both images have there (resampling moves values only along edges it keeps; an edit changes flat places, or
+    draws or removes an edge). Also returns the source's gradient map (where the source has structure)."""
+    import cv2
+
+    src = source.astype(np.float32)
+    out = edited.astype(np.float32)
+    matched = min(
+        (_blur(src, b) for b in MATCH_BLURS), key=lambda candidate: float(np.abs(candidate - out).mean())
+    )
+    low_src, low_out = _blur(matched, SIGMA), _blur(out, SIGMA)
+    kernel = np.ones((3, 3), np.uint8)
+    gradient = cv2.dilate(_gradient(low_src), kernel)
+    # an edge both images have where they have it: a stroke drawn or removed is no edge of the other image
+    shared = np.minimum(gradient, cv2.dilate(_gradient(low_out), kernel))
+    return np.abs(low_src - low_out).max(axis=2) - EDGE_ALLOWANCE * shared, gradient
+
+
+def measure(
+    source: bytes | Image.Image,
+    edited: bytes | Image.Image,
+    region: np.ndarray | None = None,
+    limits: GateLimits | None = None,
+) -> PixelMeasures:
+    """The gates' measures of one pair; `edited` is first brought to the source's size, `region` is a boolean
+    mask at the source's size of where the edit may change the image (or None). `spread` counts cells whose
+    local change reaches the limits' `no_op_delta`."""
+    before = decode_rgb(source)
+    after = in_geometry(decode_rgb(edited), before.size)
+    src, out = _working(before), _working(after)
+    local, gradient = local_change(src, out)
+    tone = np.abs(_blur(src.astype(np.float32), SHIFT_SIGMA) - _blur(out.astype(np.float32), SHIFT_SIGMA))
+    uniworld = masks.remove_small_components(
+        masks.close(masks.difference_mask(src, out, masks.UNIWORLD.threshold), masks.UNIWORLD.close_kernel),
+        masks.UNIWORLD.min_component_frac,
+    )
+    return PixelMeasures(
+        peak=float(local.max()),
+        changed_share=float(uniworld.mean()),
+        shift=float(np.percentile(tone.max(axis=2), SHIFT_PERCENTILE)),
+        spread=_cell_share(local, gradient, (limits or GateLimits()).no_op_delta),
+        outside=_outside(local, region),
+    )
+
+
+def _cell_share(local: np.ndarray, gradient: np.ndarray, level: float) -> float:
+    """The share of the grid's structured cells (a source gradient of `level` or more somewhere in them: where
+    a shift or re-render of the picture shows) whose local change reaches `level`; 0.0 with fewer than
+    MIN_STRUCTURED_CELLS of them (a picture too flat to tell)."""
+    height, width = local.shape
+    rows = np.array_split(np.arange(height), min(GRID, height))
+    cols = np.array_split(np.arange(width), min(GRID, width))
+    structured = changed = 0
+    for r in rows:
+        for c in cols:
+            if gradient[np.ix_(r, c)].max() >= level:
+                structured += 1
+                changed += bool(local[np.ix_(r, c)].max() >= level)
+    return changed / structured if structured >= MIN_STRUCTURED_CELLS else 0.0
+
+
+def _outside(local: np.ndarray, region: np.ndarray | None) -> float | None:
+    if region is None:
+        return None
+    import cv2
+
+    height, width = local.shape
+    mask = cv2.resize(np.asarray(region, dtype=np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    reach = int(round(2 * SIGMA))
+    mask = cv2.dilate(mask, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
+    return float(local[~mask].max()) if (~mask).any() else 0.0
+
+
+class GateFailure(NamedTuple):
+    """A failed gate: the reject reason, which measure decided (no_op, area, shift, spread, outside), why."""
+
+    reason: str
+    gate: str
+    detail: str
+
+
+def verdict(measures: PixelMeasures, limits: GateLimits, style: str | None) -> GateFailure | None:
+    """The gate an edit fails (the first, in the order below), or None when it passes them all. A shift of
+    the whole image comes first: it is an over-edit even where no local edit shows."""
+    m, lim = measures, limits
+    if m.shift >= lim.shift_delta:
+        detail = (
+            f"the whole image shifted: {SHIFT_PERCENTILE}th-percentile change {m.shift:.1f} >= shift_delta {lim.shift_delta:g} "
+            "(a global colour or tone change)"
+        )
+        return GateFailure(OVER_EDITED, "shift", detail)
+    if m.peak < lim.no_op_delta:
+        detail = (
+            f"the edited image is the source up to re-encoding: largest local change {m.peak:.1f} "
+            f"< no_op_delta {lim.no_op_delta:g}"
+        )
+        return GateFailure(NO_OP, "no_op", detail)
+    area = lim.area_limit(style)
+    if m.changed_share > area:
+        detail = f"changed area {m.changed_share:.1%} of the image > {area:.0%} allowed for style {style or 'default'}"
+        return GateFailure(OVER_EDITED, "area", detail)
+    if m.spread >= lim.spread_share:
+        detail = (
+            f"changes everywhere: {m.spread:.0%} of the image's cells changed >= spread_share "
+            f"{lim.spread_share:.0%} (a global re-render)"
+        )
+        return GateFailure(OVER_EDITED, "spread", detail)
+    if m.outside is not None and m.outside >= lim.outside_delta:
+        detail = f"a change outside the edit's region: {m.outside:.1f} >= outside_delta {lim.outside_delta:g}"
+        return GateFailure(OVER_EDITED, "outside", detail)
+    return None
