@@ -132,10 +132,10 @@ def synth_cpu(out: Path, records: int, extra: list[str]) -> float:
 def screen_cost(records: int, bench: Path) -> tuple[float, float, float]:
     """In this process, CPU ms per offline-world record (256 px) of: validation alone, validation with the
     fingerprint taken from its decoded image (what the worker does), and the coordinator's decision."""
-    from uniedit_synth.sources.benchmarks import load_benchmark
+    from uniedit_synth.core.config import InputPolicy
     from uniedit_synth.method.fingerprint import fingerprint_image
     from uniedit_synth.method.screen import InputScreen, ScreenEntry
-    from uniedit_synth.core.config import InputPolicy
+    from uniedit_synth.sources.benchmarks import load_benchmark
     from uniedit_synth.sources.scenes import ScenesSource
     from uniedit_synth.sources.validate import validate_record
 

@@ -290,7 +290,8 @@ def test_routes_find_a_job_by_name_through_the_real_clients(fakes, monkeypatch):
 
     from uniedit_synth.backends.base import EditRequest, TextRequest
     from uniedit_synth.backends.registry import create_backend
-    from uniedit_synth.core.config import BackendSpec, BatchSpec
+    from uniedit_synth.core.config import BackendSpec
+    from uniedit_synth.core.specs import BatchSpec
     from uniedit_synth.sources.scenes import ScenesSource
 
     openai_fake, gemini_fake = fakes
@@ -343,7 +344,8 @@ def test_a_gemini_job_over_the_inline_limit_goes_as_an_uploaded_jsonl_file(fakes
     from uniedit_synth.backends.base import EditReply, EditRequest, TextReply, TextRequest
     from uniedit_synth.backends.batch_routes import GeminiBatch
     from uniedit_synth.backends.registry import create_backend
-    from uniedit_synth.core.config import BackendSpec, BatchSpec
+    from uniedit_synth.core.config import BackendSpec
+    from uniedit_synth.core.specs import BatchSpec
     from uniedit_synth.engine.batch import request_info
     from uniedit_synth.sources.scenes import ScenesSource
 

@@ -18,8 +18,8 @@ from tests.e2e.test_backends_e2e import (  # noqa: F401 - openai_fake is a fixtu
     synth,
     text_of,
 )
-from uniedit_synth.method.cascade import audit_draw
 from uniedit_synth.core.prompts import neutralise
+from uniedit_synth.method.cascade import audit_draw
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from uniedit_synth.method.plan import InstructionPlan
 from uniedit_synth.core.records import RejectReason, Sample, Scores, samples_to_table
+from uniedit_synth.method.plan import InstructionPlan
 from uniedit_synth.run.store import RunDir, write_shard_table
 
 SIZE = 64

@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 
 from tests.audit_fixtures import reencode
-from uniedit_synth.sources.benchmarks import BenchmarkError, load_benchmark
 from uniedit_synth.audit.checks import decided_in_advance, expected_branch, flagged_ids, is_noop
+from uniedit_synth.audit.rows import AuditRow
+from uniedit_synth.core.records import IMAGE_STRUCT
+from uniedit_synth.engine.coordinator import Coordinator
 from uniedit_synth.method.fingerprint import fingerprint_image, hamming, same_image, shingles
 from uniedit_synth.method.index import HammingIndex, TextIndex, near_duplicate_pairs
-from uniedit_synth.audit.rows import AuditRow
 from uniedit_synth.method.screen import InputScreen, ScreenEntry
-from uniedit_synth.engine.coordinator import Coordinator
-from uniedit_synth.core.records import IMAGE_STRUCT
+from uniedit_synth.sources.benchmarks import BenchmarkError, load_benchmark
 from uniedit_synth.sources.scenes import ScenesSource
 
 

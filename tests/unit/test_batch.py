@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from uniedit_synth.backends.base import RetryableError, TextReply, TextRequest, Usage
-from uniedit_synth.core.config import BatchSpec, Price, RetrySpec
+from uniedit_synth.core.config import Price, RetrySpec
+from uniedit_synth.core.specs import BatchSpec
 from uniedit_synth.engine.batch import (
     BatchJobFailed,
     BatchPending,
@@ -21,9 +22,9 @@ from uniedit_synth.engine.batch import (
     JobStatus,
     StageBatch,
 )
-from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.engine.calls import BudgetExhausted, Ledger, ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
+from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.run.fs import open_run_fs
 
 PRICES = {"m": Price(input_per_mtok=1_000_000.0, output_per_mtok=0.0)}  # $1 per input token: easy sums

@@ -13,7 +13,7 @@ import pytest
 
 from tests.unit.test_batch import StubCaller, StubRoute, calls_for, runner
 from uniedit_synth.backends.base import NotFound
-from uniedit_synth.core.config import BatchSpec
+from uniedit_synth.core.specs import BatchSpec
 from uniedit_synth.engine.batch import (
     BatchPending,
     BatchState,

@@ -25,7 +25,8 @@ from uniedit_synth.backends.base import (
 )
 from uniedit_synth.backends.gemini_backend import GeminiText
 from uniedit_synth.backends.openai_backend import OpenAIText
-from uniedit_synth.core.config import BackendSpec, BatchSpec
+from uniedit_synth.core.config import BackendSpec
+from uniedit_synth.core.specs import BatchSpec
 
 KEY = "sk-canary-batch-routes-5a1f"
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {"visual_quality": {"type": "integer"}},

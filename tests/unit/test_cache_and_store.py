@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.core.errors import ConfigChangedError, OutputDirError, RunLockedError
+from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.run.store import RunDir, RunLock
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from uniedit_synth.backends.base import TextReply, TextRequest, request_key
 from uniedit_synth.core.config import BackendSpec, RetrySpec
-from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.engine.calls import Ledger, ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
+from uniedit_synth.run.cache import ResponseCache
 
 
 class CountingText:

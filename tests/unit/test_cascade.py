@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from uniedit_synth.method import cascade
 from uniedit_synth.core.config import load_pipeline
 from uniedit_synth.core.errors import ConfigError
+from uniedit_synth.method import cascade
 
 BARS = {"instruction_following": 4, "visual_quality": 3, "coherence": 3}
 

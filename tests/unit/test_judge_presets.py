@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from uniedit_synth.backends.base import TextRequest
-from uniedit_synth.offline.builtin import BuiltinText
 from uniedit_synth.core.bundled import prompts_dir
 from uniedit_synth.core.config import BackendSpec, JudgeSpec
 from uniedit_synth.core.prompts import load_prompt
+from uniedit_synth.offline.builtin import BuiltinText
 
 
 def test_three_axis_is_the_default() -> None:

@@ -15,10 +15,11 @@ from PIL import Image
 
 from benchmarks.pixel_gates import GLOBAL, NOISE, records
 from uniedit_synth.backends.base import EditReply, EditRequest
-from uniedit_synth.core.config import PixelGatesSpec, load_pipeline
+from uniedit_synth.core.config import load_pipeline
 from uniedit_synth.core.ledger import Ledger
 from uniedit_synth.core.plan import InstructionPlan
 from uniedit_synth.core.records import RejectReason, VQARecord
+from uniedit_synth.core.specs import PixelGatesSpec
 from uniedit_synth.method import pixel_gates
 from uniedit_synth.offline.flaws import apply_flaw, expected_edited_png
 from uniedit_synth.offline.regions import edit_region

@@ -10,13 +10,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from uniedit_synth.method.answers import normalise_text
 from uniedit_synth.api import synth
 from uniedit_synth.core.errors import ExportError
+from uniedit_synth.core.records import row_to_sample
 from uniedit_synth.export import export_run
+from uniedit_synth.method.answers import normalise_text
 from uniedit_synth.method.plan import InstructionPlan
 from uniedit_synth.method.reasoning import check_trace, intended_effect, template_trace
-from uniedit_synth.core.records import row_to_sample
 from uniedit_synth.offline.program import branch_taken, scene_of
 
 INLINE = {"engine": {"kind": "inline", "shard_size": 20}}

@@ -4,7 +4,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from uniedit_synth.core.records import SAMPLE_SCHEMA, RejectReason, Sample, Scores, row_to_sample, samples_to_table
+from uniedit_synth.core.records import (
+    SAMPLE_SCHEMA,
+    RejectReason,
+    Sample,
+    Scores,
+    row_to_sample,
+    samples_to_table,
+)
 from uniedit_synth.run.store import write_shard_table
 
 

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from tests.report_runs import PLANTED_SECRET, XSS, make_run, make_samples, report_order, write_run
-from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.core.errors import UniEditError
 from uniedit_synth.report.call_index import read_call_index
 from uniedit_synth.report.errors import ReportError, SampleNotFoundError
 from uniedit_synth.report.html import build_report, make_thumbnail
 from uniedit_synth.report.inspect import format_inspection, inspect_sample
+from uniedit_synth.run.cache import ResponseCache
 
 
 def write_index(run: Path, shard: int, calls: list[dict]) -> None:

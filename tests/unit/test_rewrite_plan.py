@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 
 from tests.fakes import FakeOpenAI
-from uniedit_synth.method.answers import mentions_answer, same_answer
 from uniedit_synth.backends.openai_backend import OpenAIText
 from uniedit_synth.core.config import RetrySpec, load_pipeline
-from uniedit_synth.run.cache import ResponseCache
+from uniedit_synth.core.errors import ConfigError
+from uniedit_synth.core.records import RejectReason, VQARecord
 from uniedit_synth.engine.calls import ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
-from uniedit_synth.core.errors import ConfigError
+from uniedit_synth.method.answers import mentions_answer, same_answer
 from uniedit_synth.method.plan import DEFAULT_STYLE_MIX, InstructionPlan, distractor, draw_plan
-from uniedit_synth.core.records import RejectReason, VQARecord
+from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.stages.base import Rejected, StageContext, WorkItem
 from uniedit_synth.stages.judge import JudgeStage
 from uniedit_synth.stages.rewrite import RewriteStage, is_no_op

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from uniedit_synth.core.config import load_pipeline
-from uniedit_synth.engine.driver import run_synth
 from uniedit_synth.core.records import IMAGE_STRUCT
+from uniedit_synth.engine.driver import run_synth
 from uniedit_synth.sources import validate as validate_module
 from uniedit_synth.sources.llava import ConversationMapper
 from uniedit_synth.sources.rows import TableMapper

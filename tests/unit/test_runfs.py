@@ -14,9 +14,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from uniedit_synth.core.errors import RunLockedError
 from uniedit_synth.run import store
 from uniedit_synth.run.cache import ResponseCache
-from uniedit_synth.core.errors import RunLockedError
 from uniedit_synth.run.fs import ArrowRunFS, LocalRunFS, RunFS, open_run_fs
 from uniedit_synth.run.store import RunDir, RunLock, write_shard_table
 

@@ -26,8 +26,8 @@ from uniedit_synth.backends.plugin_guard import PluginFailed, PluginGuard
 from uniedit_synth.backends.registry import create_backend
 from uniedit_synth.core.config import BackendSpec
 from uniedit_synth.core.errors import BackendConfigError
-from uniedit_synth.method.fingerprint import ImageUnreadable, fingerprint_image
 from uniedit_synth.core.terminal import shell_quote, terminal_safe
+from uniedit_synth.method.fingerprint import ImageUnreadable, fingerprint_image
 
 
 def png(size: tuple[int, int]) -> bytes:

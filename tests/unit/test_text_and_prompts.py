@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from uniedit_synth.method.answers import leaks_answer, normalise_answer
 from uniedit_synth.core.prompts import Prompt, load_prompt
+from uniedit_synth.method.answers import leaks_answer, normalise_answer
 
 
 def test_normalise_answer():

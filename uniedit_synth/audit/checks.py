@@ -25,9 +25,8 @@ import pyarrow.parquet as pq
 from datasketch import HyperLogLogPlusPlus
 from PIL import Image
 
-from ..method.answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
 from ..core.config import InputPolicy
-from ..sources.benchmarks import load_benchmark
+from ..method.answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
 from ..method.fingerprint import (
     DEFAULT_MAX_DISTANCE,
     VERIFY_COLOUR_DELTA,

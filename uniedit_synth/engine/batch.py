@@ -45,8 +45,9 @@ from ..backends.base import (
     TextRequest,
 )
 from ..backends.batch_routes import ItemResult, JobStatus
-from ..core.config import BatchSpec, Price
+from ..core.config import Price
 from ..core.errors import AuthenticationFailed, ProviderUnreachable, UniEditError
+from ..core.specs import BatchSpec
 from ..run.batch_jobs import DONE, JobStore, summarise_jobs
 from ..run.cache import ResponseCache
 from ..run.fs import RunFS

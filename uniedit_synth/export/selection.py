@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..method.masks import edit_mask, region_weight
 from ..core.records import Sample
+from ..method.masks import edit_mask, region_weight
 from .options import ExportOptions
 from .run_reader import RowRef, RunReader
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 from PIL import Image
 
 from ..core.config import STAGE_NAMES
-from ..run.cache import ResponseCache
 from ..core.records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
+from ..run.cache import ResponseCache
 from ..run.fs import RunFS
 from ..run.store import RunDir
 from .call_index import has_call_index, index_path, read_call_index

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from ..core.config import SourceSpec
 from ..core.errors import SourceError, UniEditError
-from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image, shingles
+from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image
 from .files import require_regular_file
 
 log = logging.getLogger(__name__)

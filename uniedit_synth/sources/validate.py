@@ -11,8 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..core.config import InputPolicy
-from .images import ImageRejected, load_image_bytes, normalise_image
 from ..core.records import VQARecord
+from .images import ImageRejected, load_image_bytes, normalise_image
 from .scenes import render_record_image
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
