@@ -8,7 +8,8 @@ import pytest
 
 from uniedit_synth.core.errors import ConfigChangedError, OutputDirError, RunLockedError
 from uniedit_synth.run.cache import ResponseCache
-from uniedit_synth.run.store import RunDir, RunLock
+from uniedit_synth.run.lock import RunLock
+from uniedit_synth.run.store import RunDir
 
 
 def test_cache_roundtrip_and_corruption(tmp_path: Path, caplog):

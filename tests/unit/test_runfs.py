@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from uniedit_synth.core.errors import RunLockedError
-from uniedit_synth.run import store
+from uniedit_synth.run import lock as run_lock
 from uniedit_synth.run.cache import ResponseCache
 from uniedit_synth.run.fs import ArrowRunFS, LocalRunFS, RunFS, open_run_fs
-from uniedit_synth.run.store import RunDir, RunLock, write_shard_table
+from uniedit_synth.run.lock import RunLock
+from uniedit_synth.run.store import RunDir, write_shard_table
 
 
 @pytest.fixture(params=["local", "arrow-local", "arrow-mock"])
@@ -127,7 +128,7 @@ def test_remote_lock_fresh_heartbeat_refuses_stale_is_taken_over(remote_run: Run
     _write_lock(fs, heartbeat=time.time() - 10)
     with pytest.raises(RunLockedError, match="pid 4242 on other-host"):
         RunLock(".lock", fs=fs).acquire()
-    _write_lock(fs, heartbeat=time.time() - store.STALE_AFTER_S - 5)
+    _write_lock(fs, heartbeat=time.time() - run_lock.STALE_AFTER_S - 5)
     lock = RunLock(".lock", fs=fs)
     lock.acquire()
     try:
@@ -156,7 +157,7 @@ def test_local_lock_from_another_host_follows_the_heartbeat(tmp_path: Path, capl
     with pytest.raises(RunLockedError, match="other-host"):
         RunLock(tmp_path / ".lock").acquire()
     _write_lock(fs)  # an old-style lock without a heartbeat: its mtime counts
-    old = time.time() - store.STALE_AFTER_S - 60
+    old = time.time() - run_lock.STALE_AFTER_S - 60
     os.utime(tmp_path / ".lock", (old, old))
     lock = RunLock(tmp_path / ".lock")
     lock.acquire()
@@ -166,7 +167,7 @@ def test_local_lock_from_another_host_follows_the_heartbeat(tmp_path: Path, capl
 
 
 def test_heartbeat_is_refreshed_while_held(remote_run: RunDir, monkeypatch):
-    monkeypatch.setattr(store, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.05)
     lock = RunLock(".lock", fs=remote_run.fs)
     lock.acquire()
     try:

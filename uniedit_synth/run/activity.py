@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .lock import STALE_AFTER_S
 from .processes import process_alive
-from .store import STALE_AFTER_S, RunDir
+from .store import RunDir
 
 
 @dataclass
