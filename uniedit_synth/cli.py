@@ -200,6 +200,10 @@ def synth(
         raise UniEditError(f"--engine must be ray or inline, not {engine!r}")
     if out is not None and not out.strip():
         raise UniEditError("--out is empty; name the run's directory (or leave --out out for runs/<pipeline name>)")
+    if log_format == "text" and not (no_progress or quiet):
+        from .engine.progress import status_interval_s
+
+        status_interval_s()  # a bad UNIEDIT_PROGRESS_INTERVAL_S is refused before the run starts
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,

@@ -793,7 +793,7 @@ def test_no_api_key_in_outputs_logs_or_errors(tmp_path, openai_fake, gemini_fake
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["read"] == 4
-    assert (out / "cache").is_dir() and any((out / "cache").rglob("*.entry"))
+    assert (out / "cache").is_dir() and any((out / "cache").rglob("*.pack"))  # a final shard's replies, packed
     assert (
         json.loads((out / "run.json").read_text())["config"]["backends"]["gpt4o"]["api_key_env"]
         == "UE_E2E_OPENAI_KEY"

@@ -101,7 +101,10 @@ def check_folder(out: Path, run_dir: RunDir, force: bool) -> None:
     if _is_run(run_dir):
         return
     entries = list(out.iterdir())
-    leftovers = [e for e in entries if e.name in FIRST_PATHS and (e.name == ".lock" or not _holds_files(e))]
+    # the response cache is content-addressed (a run only adds entries): a cache/ copied from another run seeds
+    # this one with its paid replies, as a run that stopped before its run.json would
+    leftovers = [e for e in entries if e.name in FIRST_PATHS and (e.name == ".lock" or not _holds_files(e))
+                 or (e.name == "cache" and e.is_dir() and not e.is_symlink())]
     if len(leftovers) == len(entries):
         return  # empty, or a run that stopped before its run.json
     if not force:
@@ -112,7 +115,7 @@ def check_folder(out: Path, run_dir: RunDir, force: bool) -> None:
             "overwritten or removed)"
         )
     clashes = sorted(p.relative_to(out).as_posix() for p in _run_paths(out)
-                     if p.name != ".lock" and _holds_files(p))
+                     if p.name not in (".lock", "cache") and _holds_files(p))
     if clashes:
         raise NotARunFolder(
             f"--out {out} holds {', '.join(clashes[:4])}, where a run writes its own files; move them or choose "
