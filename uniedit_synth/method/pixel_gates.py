@@ -16,9 +16,10 @@ size). The measures:
 * **changed pixels** ``changed_px``: how many working pixels the local change reaches ``no_op_delta`` at, counted
   before anything is dropped (the UniWorld mask drops pieces small relative to the whole change, so a lone
   speck's share there says nothing, and resampling along edges inflates its raw difference pieces). Below
-  ``min_changed_px``: ``no_op_edit`` (a speck instead of the edit: a 4x4-px dot reaches 16-32 working px
-  through the re-encodings of benchmarks/pixel_gates.py, 44 after a 0.5x bilinear round trip at 256 px; the
-  offline world's smallest honest edit, one digit written on a board, reaches 49).
+  the style's ``min_changed_px``: ``no_op_edit`` (a speck instead of the edit: a 4x4-px dot reaches 16-44
+  working px through the re-encodings of benchmarks/pixel_gates.py; honest offline edits of the conditional,
+  synthesis and transform styles reach 250 and more). Not for `render`: one digit written on a board is as
+  small as a speck (7 px at the least), so there a speck is left to the judge.
 * **change everywhere**: ``shift``, the 25th percentile of the low-passed difference (a colour cast or tone shift of
   the whole image, which a threshold of 18 misses), and ``spread``, the share of cells of an 8x8 grid where
   the local change reaches ``no_op_delta``, among the cells where the source has structure (a gradient of that
@@ -68,8 +69,15 @@ DEFAULT_MAX_CHANGED_SHARE: dict[str, float] = {
     "transform": 0.15,
     "default": 0.3,
 }
-#: the fewest working pixels (at WORK_SIDE) whose local change reaches no_op_delta: fewer is a speck, no edit
-DEFAULT_MIN_CHANGED_PX = 36
+#: per style, the fewest working pixels (at WORK_SIDE) whose local change reaches no_op_delta: fewer is a
+#: speck, not an edit; 0 turns the check off (render: a written digit is as small as a speck)
+DEFAULT_MIN_CHANGED_PX: dict[str, int] = {
+    "conditional": 96,
+    "synthesis": 96,
+    "render": 0,
+    "transform": 96,
+    "default": 96,
+}
 
 
 @dataclass(frozen=True)
@@ -81,11 +89,15 @@ class GateLimits:
     shift_delta: float = 6.0
     spread_share: float = 0.75
     outside_delta: float = 30.0
-    min_changed_px: int = DEFAULT_MIN_CHANGED_PX
+    min_changed_px: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIN_CHANGED_PX))
 
     def area_limit(self, style: str | None) -> float:
         shares = self.max_changed_share
         return float(shares.get(style or "default", shares.get("default", 1.0)))
+
+    def speck_limit(self, style: str | None) -> int:
+        counts = self.min_changed_px
+        return int(counts.get(style or "default", counts.get("default", 0)))
 
 
 @dataclass(frozen=True)
@@ -248,10 +260,11 @@ def verdict(measures: PixelMeasures, limits: GateLimits, style: str | None) -> G
             f"< no_op_delta {lim.no_op_delta:g}"
         )
         return GateFailure(NO_OP, "no_op", detail)
-    if m.changed_px < lim.min_changed_px:
+    speck = lim.speck_limit(style)
+    if m.changed_px < speck:
         detail = (
             f"only a speck changed: {m.changed_px} px (at {WORK_SIDE} px on the long side) changed by "
-            f"no_op_delta or more < min_changed_px {lim.min_changed_px} (a dot, not the edit)"
+            f"no_op_delta or more < min_changed_px {speck} for style {style or 'default'} (a dot, not the edit)"
         )
         return GateFailure(NO_OP, "speck", detail)
     area = lim.area_limit(style)
