@@ -131,6 +131,21 @@ def _gamma(image: Image.Image, gamma: float) -> Image.Image:
     return Image.fromarray((255.0 * array**gamma).round().astype(np.uint8))
 
 
+def _speck(image: Image.Image) -> Image.Image:
+    """A 4x4-pixel dark dot in a corner instead of the edit (a model that "edited" a speck)."""
+    out = image.copy()
+    out.paste((20, 20, 20), (3, 3, 7, 7))
+    return out
+
+
+def _floor_repaint(image: Image.Image) -> Image.Image:
+    """The bottom 38 % of the picture (the floor) repainted a flat colour along with the edit."""
+    out = image.copy()
+    width, height = out.size
+    out.paste((200, 160, 40), (0, round(height * 0.62), width, height))
+    return out
+
+
 def _translate(image: Image.Image, pixels: int) -> Image.Image:
     return Image.fromarray(np.roll(np.asarray(image), (pixels, pixels), axis=(0, 1)))
 
@@ -239,6 +254,8 @@ def calibrate(count: int, seed: int) -> dict[str, Any]:
             failed, m = gate(source, NOISE[name](good), region, style)
             tally(honest[f"{group}:{style}"], failed)
             margins["honest_peak"].append(m.peak)
+            margins[f"honest_px:{style}"].append(m.changed_px)
+            margins[f"share:{style}"].append(m.changed_share)
             if m.outside is not None:
                 margins["honest_outside"].append(m.outside)
             if failed:
@@ -278,6 +295,21 @@ def calibrate(count: int, seed: int) -> dict[str, Any]:
                 tally(caught[f"whole image: {name}"], failed)
                 if failed is None:
                     failures.append(f"missed whole-image {name} {group}/{style}: {m.as_dict()}")
+            for name, bad in (
+                ("speck instead of the edit", _speck(_image(source))),
+                ("the edit plus the floor repainted (38 %)", _floor_repaint(good)),
+            ):
+                for noise in noises:  # as a pipeline without an edit program sees them: no region
+                    failed, m = gate(source, NOISE[noise](bad), None, style)
+                    if name.startswith("speck") and not limits.speck_limit(style):
+                        # render: a written digit is as small as a speck; the check is off there
+                        tally(judge_left[f"{name}, style {style} (check off)"], failed)
+                        continue
+                    tally(caught[name], failed)
+                    if name.startswith("speck"):
+                        margins["speck_px"].append(m.changed_px)
+                    if failed is None:
+                        failures.append(f"missed {name} {group}/{style}/{noise}: {m.as_dict()}")
             for pixels in (1, 2):
                 shifted = gate(source, _translate(good, pixels), None, style)[0]
                 tally(judge_left[f"whole image: translate{pixels}px, {group}"], shifted)
@@ -286,7 +318,8 @@ def calibrate(count: int, seed: int) -> dict[str, Any]:
         "caught": caught,
         "judge_left": judge_left,
         "margins": {
-            k: (min(v) if k.startswith(("honest_peak", "collateral")) else max(v)) for k, v in margins.items()
+            k: (min(v) if k.startswith(("honest_peak", "honest_px", "collateral")) else max(v))
+            for k, v in margins.items()
         },
         "failures": failures,
         "limits": limits,
@@ -356,7 +389,7 @@ def main() -> None:
     limits = out["limits"]
     print(f"gate defaults: no_op_delta {limits.no_op_delta:g}, max_changed_share {limits.max_changed_share}, "
           f"shift_delta {limits.shift_delta:g}, spread_share {limits.spread_share:g}, "
-          f"outside_delta {limits.outside_delta:g}")  # fmt: skip
+          f"outside_delta {limits.outside_delta:g}, min_changed_px {limits.min_changed_px}")  # fmt: skip
     print(f"noise variants per honest edit: {len(NOISE)} ({', '.join(NOISE)}); on white noise: "
           f"{', '.join(NOISE_ON_NOISE)}\n")  # fmt: skip
     print(
@@ -384,6 +417,13 @@ def main() -> None:
           f"{m['unchanged_peak']:.1f}; no_op_delta {limits.no_op_delta:g}")  # fmt: skip
     print(f"outside a known edit region: honest edits <= {m['honest_outside']:.1f}, collateral changes >= "
           f"{m['collateral_outside']:.1f}; outside_delta {limits.outside_delta:g}")  # fmt: skip
+    shares = ", ".join(f"{k[6:]} {v:.1%}" for k, v in sorted(m.items()) if k.startswith("share:"))
+    print(f"changed area (UniWorld mask), largest honest edit per style: {shares}; max_changed_share "
+          f"{limits.max_changed_share}")  # fmt: skip
+    fewest = ", ".join(f"{k[10:]} {v}" for k, v in sorted(m.items()) if k.startswith("honest_px:"))
+    print(f"changed pixels (local change >= no_op_delta, working px), fewest of an honest edit per style: "
+          f"{fewest}; specks (styles where the check is on) <= {m.get('speck_px')}; min_changed_px "
+          f"{limits.min_changed_px}")  # fmt: skip
     print(f"honest pairs rejected: {sum(c['n'] - c['passed'] for c in out['honest'].values())}; "
           f"defective pairs missed: {sum(c['passed'] for c in out['caught'].values())}")  # fmt: skip
     if args.synth:

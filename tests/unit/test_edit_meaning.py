@@ -161,3 +161,65 @@ def test_different_edits_are_different(first: str, second: str) -> None:
 
 def test_a_no_op_is_never_the_same_edit_as_anything() -> None:
     assert not same_edit("leave it unchanged", "keep it as is")
+
+
+#: declining the edit in words that name an edit ("skip the edit entirely"): a no-op, however phrased (issue 24)
+DECLINED = [
+    "skip the edit entirely", "skip the edit", "skip this edit altogether", "skip any change",
+    "skip making any change to the picture", "skipping the modification is fine", "omit the edit",
+    "omit any changes to the image", "omit the modification entirely", "forgo the edit", "forgo any modification",
+    "forgo changing the picture", "forego the change", "refrain from editing the picture",
+    "refrain from making any change", "refrain from any modification", "abstain from editing",
+    "avoid any edit to the scene", "avoid changing anything", "avoid modifying the image",
+    "decline to edit the picture", "bypass the edit", "cancel the edit", "withhold any modification",
+    "pass on the edit", "skip over the proposed edit entirely", "omit painting the sphere",
+    "refrain from repainting the cube", "skip adding anything",
+]
+#: legitimate edits that merely contain a declining word: still visible
+NOT_DECLINED = [
+    "avoid the cube and paint the sphere red", "move the sphere so that it avoids the cube",
+    "paint the sphere red, skip nothing else", "add a red cube, then skip the rest",
+    "remove the cone; avoid touching the cube", "enlarge the sphere to avoid any gap",
+]
+#: creating a painted mark (a stripe, band, strip, line or streak) is an `add` of that mark, however worded
+MARKS_SAME = [
+    ("paint a gold stripe along the front edge of the floor", "add a gold-coloured band at the front edge of the floor"),
+    ("paint a red stripe along the front edge of the floor", "add a red band at the front edge of the floor"),
+    ("draw a blue line across the floor", "add a blue stripe on the floor"),
+    ("paint a green strip along the wall", "add a green band on the wall"),
+    ("paint two white stripes on the floor", "add 2 white lines on the floor"),
+    ("draw a yellow streak on the wall", "paint a yellow stripe on the wall"),
+    ("add a thin gold band at the front of the floor", "paint a thin golden stripe along the front of the floor"),
+    ("paint a purple line on the floor", "put a purple strip on the floor"),
+]
+#: marks that differ, or recolouring an existing mark: legitimately different edits
+MARKS_DIFFERENT = [
+    ("paint a gold stripe along the front edge of the floor", "add a silver band at the front edge of the floor"),
+    ("paint a gold stripe along the front edge of the floor", "put a small gold cone in the front left corner of the floor"),
+    ("paint a red stripe on the floor", "paint a red stripe on the wall"),
+    ("paint the stripe red", "add a red stripe"),
+    ("paint a blue stripe on the floor", "paint the floor blue"),
+    ("draw two red lines on the floor", "draw three red lines on the floor"),
+    ("add a gold band at the front of the floor", "add a gold band at the back of the floor"),
+    ("paint a green stripe on the cube", "paint the cube green"),
+]
+
+
+@pytest.mark.parametrize("text", DECLINED)
+def test_declining_the_edit_is_a_no_op(text: str) -> None:
+    assert not is_visible_edit(text), edit_meaning(text)
+
+
+@pytest.mark.parametrize("text", NOT_DECLINED)
+def test_a_declining_word_elsewhere_keeps_the_edit_visible(text: str) -> None:
+    assert is_visible_edit(text), edit_meaning(text)
+
+
+@pytest.mark.parametrize(("first", "second"), MARKS_SAME)
+def test_a_painted_mark_reworded_is_the_same_edit(first: str, second: str) -> None:
+    assert same_edit(first, second) and same_edit(second, first), (edit_meaning(first), edit_meaning(second))
+
+
+@pytest.mark.parametrize(("first", "second"), MARKS_DIFFERENT)
+def test_different_marks_are_different_edits(first: str, second: str) -> None:
+    assert not same_edit(first, second) and not same_edit(second, first), (edit_meaning(first), edit_meaning(second))

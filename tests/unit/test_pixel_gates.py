@@ -91,6 +91,50 @@ def test_area_limit_is_per_style() -> None:
     assert pixel_gates.verdict(pixel_gates.measure(png(source), edited), wide, None) is not None  # default
 
 
+def scene_like(size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A wall over a floor (the floor from 62 % down) with a box on it, as the real-path scenes look."""
+    width, height = size
+    picture = Image.new("RGB", size, (196, 198, 204))
+    picture.paste((150, 140, 128), (0, round(height * 0.62), width, height))
+    picture.paste(
+        (60, 90, 200), (round(width * 0.4), round(height * 0.45), round(width * 0.55), round(height * 0.7))
+    )
+    return picture
+
+
+def test_a_speck_instead_of_the_edit_is_a_no_op() -> None:
+    source = scene_like()
+    speck = source.copy()
+    speck.paste((20, 20, 20), (3, 3, 7, 7))  # a 4x4-px dot: its local change is large, its area a speck's
+    measures = pixel_gates.measure(png(source), NOISE["editor:jpeg85"](speck))
+    assert measures.peak >= LIMITS.no_op_delta and measures.changed_px < LIMITS.speck_limit("conditional")
+    for style in ("conditional", "synthesis", "transform", None):
+        failed = pixel_gates.verdict(measures, LIMITS, style)
+        assert failed is not None and (failed.reason, failed.gate) == ("no_op_edit", "speck"), style
+        assert "min_changed_px" in failed.detail
+    # render: one written digit is as small as a speck, so the check is off there (the judge sees it)
+    assert pixel_gates.verdict(measures, LIMITS, "render") is None
+
+
+def test_a_small_honest_edit_is_no_speck() -> None:
+    source = scene_like()
+    edited = source.copy()
+    edited.paste((230, 200, 40), (150, 150, 170, 170))  # a 20x20-px gold mark: small, but an edit
+    for name in ("exact", "jpeg85", "editor:jpeg75", "editor:resample0.5+jpeg75"):
+        assert judge(png(source), NOISE[name](edited), "conditional") is None, name
+
+
+@pytest.mark.parametrize("style", ["conditional", "synthesis", "render", "transform", None])
+def test_the_edit_plus_the_floor_repainted_is_an_over_edit(style: str | None) -> None:
+    source = scene_like()
+    edited = source.copy()
+    edited.paste((230, 200, 40), (0, round(240 * 0.62), 320, 240))  # the whole floor: 38 % of the picture
+    failed = pixel_gates.verdict(
+        pixel_gates.measure(png(source), NOISE["editor:jpeg85"](edited)), LIMITS, style
+    )
+    assert failed is not None and failed.reason == "over_edited", (style, failed)
+
+
 def test_geometry_is_compared_in_the_sources() -> None:
     source = Image.new("RGB", (320, 240), (90, 120, 150))
     same_upscaled = source.resize((1184, 864), Image.Resampling.BICUBIC)

@@ -149,7 +149,7 @@ class PixelGatesSpec(Strict):
     no_op_delta: float = Field(default=25.0, gt=0, le=255)
     #: per style (and `default`): the largest share of the image the UniWorld edit mask may cover
     max_changed_share: dict[str, float] = Field(
-        default_factory=lambda: {"conditional": 0.5, "synthesis": 0.6, "render": 0.5, "transform": 0.6, "default": 0.6}
+        default_factory=lambda: {"conditional": 0.2, "synthesis": 0.3, "render": 0.25, "transform": 0.15, "default": 0.3}
     )
     #: the 25th-percentile change at or above this: the whole image shifted (a colour cast, a tone change)
     shift_delta: float = Field(default=6.0, gt=0, le=255)

@@ -67,6 +67,12 @@ KEEP_VERBS = frozenset({"leave", "keep", "stay", "remain", "preserve", "retain",
                         "ignore", "hold", "continue", "proceed", "stop", "wait", "rest", "do", "be", "look",
                         "need", "require", "want", "should", "must", "will", "can", "may"})
 NEGATIONS = frozenset({"not", "no", "never", "nothing", "none", "nor", "neither", "without", "zero", "nobody"})
+#: verbs that decline what follows them ("skip the edit entirely", "refrain from editing", "omit any change"):
+#: an action after one of these in the same clause is not asked for
+ABSTAIN_VERBS = frozenset({"skip", "omit", "forgo", "forego", "refrain", "abstain", "avoid", "decline",
+                           "bypass", "withhold", "cancel", "pass"})
+#: how many words after an abstaining verb its object may start ("skip over the proposed edit entirely")
+ABSTAIN_REACH = 6
 #: irregular verb forms → lemma
 IRREGULAR: dict[str, str] = {
     "put": "put", "set": "set", "cut": "cut", "made": "make", "makes": "make", "making": "make", "gave": "give",
@@ -109,7 +115,15 @@ NOUN_SYNONYMS: dict[str, str] = {
     "whiteboard": "board", "chalkboard": "board", "panel": "panel", "plaque": "panel", "label": "label",
     "tag": "label", "star": "star", "text": "text", "word": "text", "number": "number", "digit": "number",
     "figure": "number", "numeral": "number",
+    # a painted mark: a stripe, a band, a strip, a line or a streak drawn across something is one kind of mark
+    **dict.fromkeys(("stripe", "band", "strip", "streak", "line", "stroke", "bar"), "stripe"),
 }
+#: marks an edit paints onto a surface: "paint a gold stripe" creates one (an `add`), it recolours nothing
+PAINTED_MARKS = frozenset({"stripe"})
+#: words that introduce a new thing ("paint a stripe", "draw two lines"), unlike "paint the stripe red"
+INDEFINITE = frozenset({"a", "an", "another", "some", "several", "few", "couple"})
+#: how far after its verb a created mark's noun may come ("paint a thin golden stripe")
+MARK_REACH = 5
 #: words that describe keeping things as they are: never an object of an edit
 KEEP_WORDS = frozenset({"unchanged", "untouched", "intact", "alone", "identical", "original", "current",
                         "unaltered", "unmodified", "unedited", "preserved", "steady", "static", "still", "now",
@@ -135,7 +149,7 @@ STOPWORDS = frozenset("""a an the of to in on at for with and or but then so as 
 that these those there here is are be been being was were into onto from up down out off just only also
 exactly very slightly clearly same please now its own each every all any some one own such than too much more
 most while keeping keep keeps kept leaving which who whose what when where how if whether rid away around
-instead""".split())
+instead along across""".split())
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?|[,;:]")
 #: British spellings of the lexicon's verbs and nouns
 _BRITISH = {"colour": "color", "colours": "colors", "coloured": "colored", "colouring": "coloring",
@@ -179,7 +193,7 @@ def verb_lemma(word: str) -> str:
     """A verb's lemma by the irregular table, then suffix rules checked against the known verbs."""
     if word in IRREGULAR:
         return IRREGULAR[word]
-    known = ACTION_VERBS.keys() | GENERIC_VERBS | KEEP_VERBS | {verb for verb, _ in PHRASAL}
+    known = ACTION_VERBS.keys() | GENERIC_VERBS | KEEP_VERBS | ABSTAIN_VERBS | {verb for verb, _ in PHRASAL}
     if word in known:
         return word
     for suffix, repl in (("ies", "y"), ("ied", "y"), ("ying", "y"), ("ing", ""), ("ing", "e"), ("ed", ""),
@@ -277,6 +291,11 @@ def _negated(tokens: list[str], index: int) -> bool:
         before.append(token)
     if any(t in NEGATIONS for t in before):
         return True
+    for token in reversed(tokens[max(0, index - ABSTAIN_REACH) : index]):
+        if token in (",", ";", ":", "and", "then", "but", "instead"):  # "avoid the cube and paint the sphere"
+            break
+        if verb_lemma(token) in ABSTAIN_VERBS:  # "skip the edit", "refrain from painting"
+            return True
     after = tokens[index + 1 : index + 2]
     return bool(after) and after[0] in ("nothing", "no", "none", "neither")
 
@@ -333,7 +352,10 @@ def edit_meaning(text: str) -> EditMeaning:
             continue
         if token in STOPWORDS or token in NEGATIONS or lemma in KEEP_VERBS or lemma in GENERIC_VERBS:
             continue
-        if lemma in ACTION_VERBS and (verb_like or lemma != token):  # a verb form ("showing", "painted")
+        if lemma in ABSTAIN_VERBS:
+            continue
+        mark = not verb_like and noun_lemma(token) in PAINTED_MARKS  # "two red lines", "stripes"
+        if lemma in ACTION_VERBS and (verb_like or lemma != token) and not mark:  # a verb form ("painted")
             continue
         if token in KEEP_WORDS:
             continue
@@ -344,8 +366,19 @@ def edit_meaning(text: str) -> EditMeaning:
         action, verb_at = _generic_action(tokens, generic_at, [t for _, t in items]), generic_at
     if action is None:
         return EditMeaning(None, frozenset(), frozenset(), frozenset(places), negated)
+    if action in ("recolor", "draw", "cover", "mark") and _creates_mark(tokens, verb_at, items):
+        action = "add"  # "paint a gold stripe along the edge" = "add a gold band at the edge"
     target, result = _split(action, tokens, verb_at, items)
     return EditMeaning(action, frozenset(target), frozenset(result), frozenset(places), negated)
+
+
+def _creates_mark(tokens: list[str], verb_at: int, items: list[tuple[int, str]]) -> bool:
+    """Does the verb at `verb_at` create a painted mark (a stripe, band, line …): its object, introduced as new
+    right after it, is one ("paint a gold stripe", "draw two thin red lines"; not "paint the stripe red")?"""
+    following = tokens[verb_at + 1 : verb_at + 2]
+    if not following or not (following[0] in INDEFINITE or following[0].isdigit() or following[0] in _NUMBER_WORDS):
+        return False
+    return any(t in PAINTED_MARKS for i, t in items if verb_at < i <= verb_at + MARK_REACH)
 
 
 def _split(action: str, tokens: list[str], verb_at: int, items: list[tuple[int, str]]) -> tuple[set, set]:

@@ -13,6 +13,13 @@ size). The measures:
 * **changed area** ``changed_share``: the UniWorld-V1 edit mask of method/masks.py (per-channel difference,
   grey >= 18, 5-px close, small components dropped) without its empty/tiny-mask fallback to all ones, as a
   share of the image. Above the style's ``max_changed_share``: ``over_edited``.
+* **changed pixels** ``changed_px``: how many working pixels the local change reaches ``no_op_delta`` at, counted
+  before anything is dropped (the UniWorld mask drops pieces small relative to the whole change, so a lone
+  speck's share there says nothing, and resampling along edges inflates its raw difference pieces). Below
+  the style's ``min_changed_px``: ``no_op_edit`` (a speck instead of the edit: a 4x4-px dot reaches 16-44
+  working px through the re-encodings of benchmarks/pixel_gates.py; honest offline edits of the conditional,
+  synthesis and transform styles reach 250 and more). Not for `render`: one digit written on a board is as
+  small as a speck (7 px at the least), so there a speck is left to the judge.
 * **change everywhere**: ``shift``, the 25th percentile of the low-passed difference (a colour cast or tone shift of
   the whole image, which a threshold of 18 misses), and ``spread``, the share of cells of an 8x8 grid where
   the local change reaches ``no_op_delta``, among the cells where the source has structure (a gradient of that
@@ -54,12 +61,22 @@ NO_OP = "no_op_edit"
 OVER_EDITED = "over_edited"
 
 #: per style, the largest share of the image an edit may change (UniWorld mask); `default` for other styles
+#: (calibrated in benchmarks/pixel_gates.py: the largest honest offline edit of each style plus a margin)
 DEFAULT_MAX_CHANGED_SHARE: dict[str, float] = {
-    "conditional": 0.5,
-    "synthesis": 0.6,
-    "render": 0.5,
-    "transform": 0.6,
-    "default": 0.6,
+    "conditional": 0.2,
+    "synthesis": 0.3,
+    "render": 0.25,
+    "transform": 0.15,
+    "default": 0.3,
+}
+#: per style, the fewest working pixels (at WORK_SIDE) whose local change reaches no_op_delta: fewer is a
+#: speck, not an edit; 0 turns the check off (render: a written digit is as small as a speck)
+DEFAULT_MIN_CHANGED_PX: dict[str, int] = {
+    "conditional": 96,
+    "synthesis": 96,
+    "render": 0,
+    "transform": 96,
+    "default": 96,
 }
 
 
@@ -72,10 +89,15 @@ class GateLimits:
     shift_delta: float = 6.0
     spread_share: float = 0.75
     outside_delta: float = 30.0
+    min_changed_px: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIN_CHANGED_PX))
 
     def area_limit(self, style: str | None) -> float:
         shares = self.max_changed_share
         return float(shares.get(style or "default", shares.get("default", 1.0)))
+
+    def speck_limit(self, style: str | None) -> int:
+        counts = self.min_changed_px
+        return int(counts.get(style or "default", counts.get("default", 0)))
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,8 @@ class PixelMeasures:
     changed_share: float
     shift: float
     spread: float
+    #: working pixels whose local change reaches no_op_delta (nothing dropped)
+    changed_px: int = 0
     #: the largest local change outside the known edit region (None: no region known)
     outside: float | None = None
 
@@ -173,11 +197,13 @@ def measure(
         masks.close(masks.difference_mask(src, out, masks.UNIWORLD.threshold), masks.UNIWORLD.close_kernel),
         masks.UNIWORLD.min_component_frac,
     )
+    level = (limits or GateLimits()).no_op_delta
     return PixelMeasures(
         peak=float(local.max()),
         changed_share=float(uniworld.mean()),
         shift=float(np.percentile(tone.max(axis=2), SHIFT_PERCENTILE)),
-        spread=_cell_share(local, gradient, (limits or GateLimits()).no_op_delta),
+        spread=_cell_share(local, gradient, level),
+        changed_px=int((local >= level).sum()),
         outside=_outside(local, region),
     )
 
@@ -234,6 +260,13 @@ def verdict(measures: PixelMeasures, limits: GateLimits, style: str | None) -> G
             f"< no_op_delta {lim.no_op_delta:g}"
         )
         return GateFailure(NO_OP, "no_op", detail)
+    speck = lim.speck_limit(style)
+    if m.changed_px < speck:
+        detail = (
+            f"only a speck changed: {m.changed_px} px (at {WORK_SIDE} px on the long side) changed by "
+            f"no_op_delta or more < min_changed_px {speck} for style {style or 'default'} (a dot, not the edit)"
+        )
+        return GateFailure(NO_OP, "speck", detail)
     area = lim.area_limit(style)
     if m.changed_share > area:
         detail = f"changed area {m.changed_share:.1%} of the image > {area:.0%} allowed for style {style or 'default'}"
