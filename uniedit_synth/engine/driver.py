@@ -76,6 +76,15 @@ class RunSummary:
     batch_requests: int = 0
     batch_jobs: int = 0
 
+    def take(self, totals: dict[str, Any]) -> None:
+        """The counts and cost of the run's totals (stages/totals.py run_totals)."""
+        self.read = totals["read"]
+        self.accepted = totals["accepted"]
+        self.rejected = totals["rejected"]
+        self.reject_reasons = totals["reject_reasons"]
+        self.cost_usd = totals["cost_usd"]
+        self.budget_exhausted = totals["reject_reasons"].get("budget_exhausted", 0)
+
     @property
     def stopped_by_budget(self) -> bool:
         return self.budget_exhausted > 0
@@ -299,12 +308,7 @@ class Driver:
                 self._add_batch_jobs(extra)
                 self.run_dir.write_stats(extra, run_totals(list(self.run_dir.latest_by_shard().values())))
                 self.run_dir.write_run_json(run_json)
-        summary.read = totals["read"]
-        summary.accepted = totals["accepted"]
-        summary.rejected = totals["rejected"]
-        summary.reject_reasons = totals["reject_reasons"]
-        summary.cost_usd = totals["cost_usd"]
-        summary.budget_exhausted = totals["reject_reasons"].get("budget_exhausted", 0)
+        summary.take(totals)
         return summary
 
     # -- a finished run: nothing to read -----------------------------------------------------------------
@@ -337,12 +341,7 @@ class Driver:
         self._add_batch_jobs(extra)
         self.run_dir.write_stats(extra, totals)
         self.run_dir.write_run_json(run_json)
-        summary.read = totals["read"]
-        summary.accepted = totals["accepted"]
-        summary.rejected = totals["rejected"]
-        summary.reject_reasons = totals["reject_reasons"]
-        summary.cost_usd = totals["cost_usd"]
-        summary.budget_exhausted = totals["reject_reasons"].get("budget_exhausted", 0)
+        summary.take(totals)
         return summary
 
     def _lighten(self, source: Any) -> None:
