@@ -8,11 +8,11 @@ the TextBackend or EditBackend protocol of backends/base.py.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
+from ..core.plugins import is_plugin, load_target
 from .base import EditBackend, TextBackend, protocol_methods
 from .plugin_guard import PluginGuard, construct, describe, is_foreign
 
@@ -41,10 +41,6 @@ def register(capability: str, type_name: str, target: str) -> None:
 _PROTOCOLS = {"text": TextBackend, "edit": EditBackend}
 
 
-def is_plugin(type_name: str) -> bool:
-    return ":" in type_name
-
-
 def backend_class(name: str, spec: BackendSpec, capability: str) -> type:
     """The class for backend `name`: from the registry, or the plugin `package.module:ClassName`."""
     table = _CAPABILITIES[capability]
@@ -54,9 +50,8 @@ def backend_class(name: str, spec: BackendSpec, capability: str) -> type:
             f"backend '{name}': unknown type '{spec.type}' for {capability} "
             f"(known: {', '.join(sorted(table))}, or a plugin class as package.module:ClassName)"
         )
-    module_name, _, class_name = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = load_target(target)
     except (ImportError, AttributeError) as exc:
         hint = " (is its package installed, or on PYTHONPATH, on every node?)" if is_plugin(spec.type) else ""
         raise BackendConfigError(f"backend '{name}' ({spec.type}) cannot be loaded: {exc}{hint}") from None

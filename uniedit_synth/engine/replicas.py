@@ -13,7 +13,6 @@ of the queue, so callers only see a delay. No rate limiter is involved: capacity
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from collections import Counter, deque
 from typing import Any
 
 from ..backends.base import BadRequest, Unreachable
+from ..core.plugins import load_target
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ class ModelReplica:
 
         runner_path, spec_json, num_cpus = self._args
         device = "cuda" if ray.get_gpu_ids() else "cpu"
-        module_name, _, class_name = runner_path.partition(":")
-        runner_cls = getattr(importlib.import_module(module_name), class_name)
+        runner_cls = load_target(runner_path)
         self._runner = runner_cls(spec_json, device, num_cpus)
         return {"device": device, "node": ray.get_runtime_context().get_node_id()[:12], "pid": os.getpid()}
 

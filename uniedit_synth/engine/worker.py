@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..backends.registry import create_backend
 from ..core.config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
+from ..core.plugins import load_target
 from ..core.records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..run.cache import ResponseCache
 from ..run.resume import ids_digest, rows_digest
@@ -45,8 +45,7 @@ CAPABILITY: dict[str, str] = {d.name: d.capability for d in STAGES if d.capabili
 
 
 def load_stage_class(definition: StageDef) -> type:
-    module_name, _, class_name = (definition.cls or "").partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return load_target(definition.cls or "")
 
 
 def node_label() -> str:

@@ -6,9 +6,8 @@ that subclasses export/base.py `ExportWriter`, imported when an export asks for 
 
 from __future__ import annotations
 
-import importlib
-
 from ..core.errors import ExportError
+from ..core.plugins import is_plugin, load_target
 from .base import ExportWriter
 
 # name -> "module:Class" (imported lazily: an export loads only its own format's modules)
@@ -28,19 +27,14 @@ def known_formats() -> list[str]:
     return list(_FORMATS)
 
 
-def is_plugin(fmt: str) -> bool:
-    return ":" in fmt
-
-
 def format_class(fmt: str) -> type[ExportWriter]:
     """The writer class of format `fmt` (a registered name or `package.module:ClassName`)."""
     target = fmt if is_plugin(fmt) else _FORMATS.get(fmt)
     if target is None:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(_FORMATS)} "
                           "(or a plugin class as package.module:ClassName)")
-    module_name, _, class_name = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = load_target(target)
     except (ImportError, AttributeError) as exc:
         hint = " (is its package installed, or on PYTHONPATH?)" if is_plugin(fmt) else ""
         raise ExportError(f"export format {fmt!r} cannot be loaded: {exc}{hint}") from None

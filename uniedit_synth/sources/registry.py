@@ -9,10 +9,9 @@ spec (`Source.opens`) and the first that does is used. A plugin class subclasses
 
 from __future__ import annotations
 
-import importlib
-
 from ..core.config import SourceSpec
 from ..core.errors import SourceError
+from ..core.plugins import is_plugin, load_target
 from .base import Source
 
 # name -> "module:Class", in the order specs are matched (imported lazily: only what a spec needs, in order)
@@ -34,19 +33,14 @@ def known_sources() -> list[str]:
     return list(_SOURCES)
 
 
-def is_plugin(type_name: str) -> bool:
-    return ":" in type_name
-
-
 def load_source_class(type_name: str) -> type[Source]:
     """The class `source.type` names (a registered name or `package.module:ClassName`)."""
     target = type_name if is_plugin(type_name) else _SOURCES.get(type_name)
     if target is None:
         raise SourceError(f"unknown source.type '{type_name}' (known: {', '.join(_SOURCES)}, or a plugin class "
                           "as package.module:ClassName)")
-    module_name, _, class_name = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = load_target(target)
     except (ImportError, AttributeError) as exc:
         hint = " (is its package installed, or on PYTHONPATH, on every node?)" if is_plugin(type_name) else ""
         raise SourceError(f"source.type '{type_name}' cannot be loaded: {exc}{hint}") from None
