@@ -48,6 +48,20 @@ class RejectReason(str, Enum):
     judge_failed = "judge_failed"
     low_score = "low_score"
     budget_exhausted = "budget_exhausted"
+    #: with `source.group_by_image`: this record's question was embedded in another record's sample (the
+    #: detail names that sample's id), so the record leaves the run through that sample
+    merged = "merged"
+
+
+class SiblingQA(BaseModel):
+    """Another question about the same image, merged into a record by `source.group_by_image`: the plan may
+    embed it beside the record's own question (a second condition, or the parameter of a branch)."""
+
+    id: str
+    question: str
+    answer: str
+    category: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 class VQARecord(BaseModel):
@@ -66,6 +80,9 @@ class VQARecord(BaseModel):
     invalid: str | None = None
     #: set by the engine: 0 for the first record with this id, n for its n-th repeat (rejected as duplicate_id)
     duplicate: int = 0
+    #: with `source.group_by_image`: the other questions about this image merged into this record (each of
+    #: them leaves the run as a `merged` reject naming this record's sample)
+    siblings: list[SiblingQA] = Field(default_factory=list)
 
 
 def content_key(*parts: bytes | str) -> str:
