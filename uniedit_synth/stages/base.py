@@ -71,6 +71,10 @@ class WorkItem:
     judge_region: list[float] | None = None
     #: the deciding judge's observations (observed_changes, branch_observed, changes_outside_target)
     judge_evidence: dict[str, Any] | None = None
+    #: what a stage without a field of its own produced, by stage name (the rows' `outputs` column)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    #: the validated image's perceptual fingerprint (hex), set by the validate stage while screening is on
+    fingerprint: str | None = None
 
 
 @dataclass
