@@ -1,4 +1,4 @@
-"""The shard worker: runs one shard's records through the stages of config.STAGE_TABLE and writes the shard.
+"""The shard worker: runs one shard's records through the stages of core/stage_table.py and writes the shard.
 
 With the built-in table that is validate → classify → (category caps) → rewrite → edit ⇄ judge. The same
 ShardProcessor runs inside a Ray async actor (engine/runtime.py) or in-process (`--engine inline`). Records of
