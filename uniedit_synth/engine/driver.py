@@ -467,6 +467,8 @@ class Driver:
                 log.info("stopping: waited for %d call(s) on the wire; their replies are cached", awaited)
         for task in in_flight:
             task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # another shard that failed too (seen, not logged as never retrieved)
 
     def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries, verify=None) -> None:
         if self.log_format == "json":
