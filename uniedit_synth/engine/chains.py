@@ -148,6 +148,7 @@ async def run_chains(proc: ShardProcessor, shard: int, items: list[WorkItem], ou
             lengths[str(len(rows_of))] += 1
             out.data.extend(rows_of[1:])
             if failed is not None:
+                failed.reject_detail = f"chain broke at turn {failed.turn}: {failed.reject_detail or ''}"[:2000]
                 out.attempts.append(failed)
             continue
         # too short: the record leaves through its failed turn's row; the verified prefix is kept as negatives

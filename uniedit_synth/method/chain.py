@@ -10,6 +10,8 @@ model's; the rewriter only phrases the instruction around the question, as for a
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from typing import Any
 
 from ..core.plan import InstructionPlan
 from .answers import normalise_text
@@ -49,3 +51,42 @@ def fact_question(
         return None
     coin = hashlib.sha256(f"uniedit-chain-fact/{seed}/{chain_id}/{turn}".encode()).digest()[0]
     return facts[coin % len(facts)]
+
+
+def chain_totals(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's chain figures summed over its shards' manifest entries (`chains`, written by engine/chains.py):
+    chain lengths kept, full chains, chains dropped (shorter than min_turns), and breaks by turn and reason.
+    Empty for a single-turn run."""
+    found = [e["chains"] for e in entries if isinstance(e.get("chains"), dict)]
+    if not found:
+        return {}
+    lengths: Counter = Counter()
+    breaks: dict[str, Counter] = {}
+    for counts in found:
+        lengths.update(counts.get("lengths", {}))
+        for turn, reasons in counts.get("breaks", {}).items():
+            breaks.setdefault(turn, Counter()).update(reasons)
+    return {"chains": {
+        "turns": max(c.get("turns", 1) for c in found),
+        "min_turns": max(c.get("min_turns", 1) for c in found),
+        "kept": sum(lengths.values()),
+        "full": sum(c.get("full", 0) for c in found),
+        "dropped": sum(c.get("dropped", 0) for c in found),
+        "failed_first_turn": sum(c.get("failed_first_turn", 0) for c in found),
+        "lengths": dict(sorted(lengths.items(), key=lambda kv: int(kv[0]))),
+        "breaks": {t: dict(sorted(c.items())) for t, c in sorted(breaks.items(), key=lambda kv: int(kv[0]))},
+    }}
+
+
+def format_chain_totals(chains: dict[str, Any]) -> list[str]:
+    """The chain lines of `uniedit stats` (none for a single-turn run)."""
+    if not chains:
+        return []
+    lengths = ", ".join(f"{k} turn{'s' if k != '1' else ''}: {v}" for k, v in chains["lengths"].items()) or "none"
+    lines = ["", f"chains ({chains['turns']} turns, min {chains['min_turns']}): {chains['kept']} kept, "
+             f"{chains['full']} full, {chains['dropped']} dropped as too short, "
+             f"{chains['failed_first_turn']} failed at turn 1",
+             f"  lengths: {lengths}"]
+    for turn, reasons in chains["breaks"].items():
+        lines.append(f"  broke at turn {turn}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+    return lines
