@@ -108,3 +108,73 @@ def _render(scene: dict) -> np.ndarray:
     from uniedit_synth.offline.render import render_image
 
     return np.asarray(render_image(Scene.model_validate(scene)))
+
+
+# -- against the Gemini / OpenAI fakes ------------------------------------------------------------------------
+def _fakes_run(tmp_path: Path, *extra: str, records: int = 4):
+    from tests.e2e.test_backends_e2e import GEMINI_KEY, OPENAI_KEY, scripted_usage, synth
+    from tests.fakes import FakeGemini, FakeOpenAI
+
+    with FakeOpenAI(api_key=OPENAI_KEY) as openai_fake, FakeGemini(api_key=GEMINI_KEY) as gemini_fake:
+        scripted_usage(openai_fake, gemini_fake)
+        proc = synth("uniedit", tmp_path / "run", openai_fake, gemini_fake, "--turns", "2", "--shard-size", "2",
+                     *extra, records=records)
+        return proc, openai_fake, gemini_fake
+
+
+def edit_images(fake: Any) -> list[tuple[bytes, str]]:
+    """(image, batch job id or "") of every Gemini edit request the fake answered, online or as a batch item."""
+    from tests.fakes.base import b64decode_any
+
+    out = []
+    for request in fake.requests:
+        if request.task != "edit" or not isinstance(request.body, dict):
+            continue
+        for content in request.body.get("contents", []):
+            for part in content.get("parts", []):
+                inline = part.get("inlineData") or part.get("inline_data")
+                if inline:
+                    out.append((b64decode_any(inline["data"]), request.batch))
+    return out
+
+
+def _check_two_turns(out: Path, gemini_fake: Any, records: int) -> dict[str, list[dict[str, Any]]]:
+    data = shard_rows(out, "data")
+    chains = chains_of(data)
+    assert len(chains) + len(shard_rows(out, "rejects")) == records
+    two = [c for c in chains.values() if len(c) == 2]
+    assert two, "no chain reached its second turn"
+    sent = [image for image, _job in edit_images(gemini_fake)]
+    for first, second in two:
+        # the second edit request carries the first edit's image, byte for byte
+        assert second["source_image"]["bytes"] == first["edited_image"]["bytes"]
+        assert first["edited_image"]["bytes"] in sent
+        assert second["parent_id"] == first["id"] and second["chain_id"] == first["id"]
+        # the question is about what the first turn established; the plan holds its answer
+        assert second["original_question"].startswith("Does the picture show this change:")
+        assert second["original_answer"] in ("yes", "no")
+        assert second["original_question"] != first["original_question"]
+    return chains
+
+
+def test_uniedit_pipeline_two_turns_against_the_fakes(tmp_path: Path):
+    proc, _openai, gemini_fake = _fakes_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    _check_two_turns(tmp_path / "run", gemini_fake, 4)
+
+
+def test_batch_mode_with_chains_waits_for_the_previous_turns_job(tmp_path: Path):
+    from tests.e2e.test_batch_e2e import BATCH, online_calls
+
+    proc, openai_fake, gemini_fake = _fakes_run(tmp_path, *BATCH)
+    assert proc.returncode == 0, proc.stderr
+    chains = _check_two_turns(tmp_path / "run", gemini_fake, 4)
+    assert online_calls(openai_fake) == {} and online_calls(gemini_fake) == {}
+    # a turn-2 edit went out in another job than every turn-1 edit: it waited for its previous turn's job
+    sent = edit_images(gemini_fake)
+    assert all(job for _image, job in sent)
+    firsts = {c[0]["source_image"]["bytes"] for c in chains.values()}
+    seconds = {c[1]["source_image"]["bytes"] for c in chains.values() if len(c) == 2}
+    first_jobs = {job for image, job in sent if image in firsts}
+    second_jobs = {job for image, job in sent if image in seconds}
+    assert first_jobs and second_jobs and not first_jobs & second_jobs
