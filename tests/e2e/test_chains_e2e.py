@@ -178,3 +178,20 @@ def test_batch_mode_with_chains_waits_for_the_previous_turns_job(tmp_path: Path)
     first_jobs = {job for image, job in sent if image in firsts}
     second_jobs = {job for image, job in sent if image in seconds}
     assert first_jobs and second_jobs and not first_jobs & second_jobs
+
+
+# -- kills anywhere ------------------------------------------------------------------------------------------
+@pytest.mark.serial
+def test_chaos_with_three_turn_chains_loses_nothing_and_pays_nothing_twice(tmp_path: Path):
+    from benchmarks.chaos import rows, run_chaos
+
+    tally = run_chaos(tmp_path, kills=6, seed=11, records=120, extra_args=("--turns", "3"))
+    print(json.dumps(tally, indent=2))
+    assert tally["kills"] == 6
+    assert tally["unreadable_shards"] == []
+    assert tally["same_output"] is True  # identical rows, every turn of every chain
+    assert tally["calls_repeated"] == 0
+    assert tally["calls_missing"] == 0
+    assert tally["calls_lost_in_flight"] <= tally["kills"]
+    found = rows(tmp_path / "chaos")
+    assert any(row["turn"] == 3 for row in found.values())  # the chains did run to their third turn
