@@ -58,7 +58,7 @@ def test_offline_three_turn_chains_answers_resume_and_bagel(tmp_path: Path):
     for chain in chains.values():
         assert [r["turn"] for r in chain] == list(range(1, len(chain) + 1))
         assert chain[0]["parent_id"] is None and chain[0]["id"] == chain[0]["chain_id"]
-        for before, after in zip(chain, chain[1:]):
+        for before, after in zip(chain, chain[1:], strict=False):
             assert after["parent_id"] == before["id"]
             # byte for byte, hence pixel for pixel: turn k edits turn k-1's accepted image
             assert after["source_image"]["bytes"] == before["edited_image"]["bytes"]

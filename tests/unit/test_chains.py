@@ -162,7 +162,7 @@ def test_chain_dataset_yields_whole_chains(chained_run: Path):
         chain = dataset[index]
         ids = [t["id"] for t in chain["turns"]]
         assert ids[0] == chain["chain_id"] and ids[1:] == [f"{chain['chain_id']}~t{k}" for k in range(2, len(ids) + 1)]
-        for before, after in zip(chain["turns"], chain["turns"][1:]):
+        for before, after in zip(chain["turns"], chain["turns"][1:], strict=False):
             assert torch.equal(before["target"], after["source"])
     assert len(EditChainDataset(chained_run, image_size=32, min_turns=3)) < len(dataset) or all(
         len(dataset[i]["turns"]) == 3 for i in range(len(dataset)))

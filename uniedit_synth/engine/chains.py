@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.records import RejectReason, Sample, VQARecord
 from ..method.chain import fact_question
@@ -24,9 +24,6 @@ from ..offline.chain import NoNextTurn, is_scene_turn, next_scene_turn
 from ..stages.base import Rejected, WorkItem
 
 EXHAUSTED = Rejected(RejectReason.budget_exhausted, "the run's --max-cost was reached before this turn")
-
-if TYPE_CHECKING:
-    from .worker import ShardProcessor
 
 
 @dataclass
@@ -82,9 +79,10 @@ def next_record(previous: WorkItem, row: Sample, turn: int, seed: int, avoid: tu
                      question=question, answer=answer, category=category, meta=new_meta)
 
 
-async def run_chains(proc: ShardProcessor, shard: int, items: list[WorkItem], outcomes: list[Sample | None],
+async def run_chains(proc: Any, shard: int, items: list[WorkItem], outcomes: list[Sample | None],
                      funnel: dict[str, Counter], batch: Counter, exhausted: bool) -> ChainRows:
-    """Run turns 2..N of the shard's chains; `outcomes` (one exit row per record) is updated for the chains
+    """Run turns 2..N of the shard's chains with `proc`, the shard's worker (engine/worker.py ShardProcessor,
+    whose stage steps each turn reuses); `outcomes` (one exit row per record) is updated for the chains
     that end with fewer than `min_turns` turns. Returns the rows and counts the turns add."""
     spec = proc.config.stages.chain
     out = ChainRows()
