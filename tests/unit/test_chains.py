@@ -111,6 +111,11 @@ def test_fact_question_asks_what_the_verified_edit_established():
     repeated = "Does the picture show this change: draw a red panel?"
     assert fact_question(synthesis, "draw a red panel", None, repeated, seed=0, chain_id="c", turn=3) is None
     assert fact_question(None, None, None, "q", seed=0, chain_id="c", turn=2) is None
+    # a synthesis instruction as the effect: the edit after its quoted question, not the whole instruction
+    whole = 'First, decide "What colour is the circle?". Then fill a panel in the corner with that colour. Keep it.'
+    assert fact_question(synthesis, whole, None, "q", seed=0, chain_id="c", turn=2) == (
+        "Does the picture show this change: fill a panel in the corner with that colour?", "yes")
+    assert fact_question(synthesis, "x" * 200, None, "q", seed=0, chain_id="c", turn=2) is None
 
 
 # -- a run: min_turns, accounting, the chain dataset ------------------------------------------------------

@@ -10,6 +10,7 @@ model's; the rewriter only phrases the instruction around the question, as for a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from typing import Any
 
@@ -19,8 +20,22 @@ from .answers import normalise_text
 QUESTION_TEMPLATE = "Does the picture show this change: {edit}?"
 
 
-def _edit_phrase(edit: str) -> str:
-    return edit.strip().rstrip(".!?").strip()
+#: an edit longer than this is an instruction, not an edit description: not asked about
+MAX_EDIT_CHARS = 160
+
+
+def _edit_phrase(edit: str | None) -> str:
+    """The edit as the question quotes it: of a whole instruction (a synthesis style's intended effect), the
+    sentence after its quoted question; empty when that is not a short description of one edit (questions
+    nested inside questions)."""
+    phrase = (edit or "").strip()
+    if '"' in phrase:  # an instruction that quotes its question: the edit is what follows the question
+        phrase = re.sub(r"^[\s.,;:!?]*(then\b[\s,]*)?", "", phrase.rsplit('"', 1)[1], flags=re.IGNORECASE)
+        phrase = re.split(r"(?<=[.!])\s", phrase, maxsplit=1)[0]
+    phrase = phrase.strip().rstrip(".!?").strip()
+    if len(phrase) > MAX_EDIT_CHARS or any(mark in phrase for mark in ('"', "?", "\n")):
+        return ""
+    return phrase
 
 
 def fact_question(
@@ -39,12 +54,14 @@ def fact_question(
     The facts: its intended effect was carried out ("yes"), and, for a conditional, its other branch's edit
     was not ("no"). Which one is asked is a seeded coin flip (seed, chain, turn), so both answers occur."""
     facts: list[tuple[str, str]] = []
-    done = intended_effect or (plan.expected_edit if plan is not None else None) or instruction
-    if done and _edit_phrase(done):
-        facts.append((QUESTION_TEMPLATE.format(edit=_edit_phrase(done)), "yes"))
-    wrong = plan.wrong_edit if plan is not None and plan.conditional else None
-    if wrong and _edit_phrase(wrong):
-        facts.append((QUESTION_TEMPLATE.format(edit=_edit_phrase(wrong)), "no"))
+    done = next((p for p in map(_edit_phrase, (
+        intended_effect, plan.expected_edit if plan is not None else None, plan.then_edit if plan is not None else None,
+        instruction)) if p), "")
+    if done:
+        facts.append((QUESTION_TEMPLATE.format(edit=done), "yes"))
+    wrong = _edit_phrase(plan.wrong_edit) if plan is not None and plan.conditional else ""
+    if wrong and wrong != done:
+        facts.append((QUESTION_TEMPLATE.format(edit=wrong), "no"))
     before = normalise_text(previous_question)
     facts = [f for f in facts if normalise_text(f[0]) != before]
     if not facts:
