@@ -45,6 +45,12 @@ class ChainRows:
         """What the later turns add to the shard's cost (every row's cost counted once)."""
         return sum(s.cost_usd for s in self.samples) + self.cost_adjust_usd
 
+    def judged_rows(self, samples: list[Sample], attempts: list[Sample]) -> list[Sample]:
+        """Every row of the shard once (first turns, later turns, judged failures before a retry), for the
+        judge cascade's counters; `attempts` are the first turns' failures."""
+        later_failures = [a for item in self.items for a in item.failed_attempts]
+        return self.first_rows(samples) + attempts + self.samples + later_failures
+
     def first_rows(self, samples: list[Sample]) -> list[Sample]:
         """The shard's first-turn rows (for the call index), where `samples` holds each record's exit row."""
         return [self.replaced.get(i, s) for i, s in enumerate(samples)]

@@ -536,7 +536,8 @@ class ShardProcessor:
             hits.update(item.ledger.cache_hits)
         spent = sum(item.ledger.spent_now_usd for item in items + chains.items)
         records = [item.record for item in items]
-        cascade = cascade_counts(samples + attempts, items) if self.config.stages.judge.cascade else None
+        cascade = (cascade_counts(chains.judged_rows(samples, attempts), items + chains.items)
+                   if self.config.stages.judge.cascade else None)
         non_edit = non_edit_counts(samples, self.config.stages.judge.non_edit_threshold)
         return ShardResult(
             **({"cascade": cascade} if cascade else {}),
