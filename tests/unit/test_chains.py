@@ -212,3 +212,33 @@ def test_chain_totals_sum_shards_and_are_empty_for_single_turn_runs():
     assert totals["lengths"] == {"1": 1, "2": 1, "3": 2} and totals["kept"] == 4 and totals["full"] == 2
     assert totals["breaks"] == {"2": {"low_score": 3}, "3": {"leaks_answer": 1}}
     assert np.sum(list(totals["lengths"].values())) == 4
+
+
+# -- audit and report ----------------------------------------------------------------------------------------
+def test_audit_knows_chain_lengths_and_breaks_and_not_a_chain_as_duplicates(chained_run: Path):
+    from uniedit_synth.audit.checks import format_audit, run_audit
+
+    result = run_audit(str(chained_run), use_cache=False)
+    chains: dict[str, int] = {}
+    for row in _rows(chained_run, "data"):
+        chains[row["chain_id"]] = chains.get(row["chain_id"], 0) + 1
+    expected = {}
+    for n in chains.values():
+        expected[str(n)] = expected.get(str(n), 0) + 1
+    assert result["chains"]["lengths"] == dict(sorted(expected.items()))
+    assert result["chains"]["breaks"]  # turn -> reason -> chains, from the manifest
+    # a turn edits its parent's image: near copies, but not duplicate sources of each other
+    grouped = [set(g) for g in result["duplicate_sources"]["groups"]]
+    assert not any(len({i.split("~")[0] for i in g}) < len(g) for g in grouped)
+    assert "chains " in format_audit(result)
+
+
+def test_report_strip_follows_a_chain_in_order():
+    from uniedit_synth.report.html import _ChainStrip
+
+    strip = _ChainStrip()
+    image = {"src": {"thumb": "s"}, "edit": {"thumb": "e1"}}
+    assert strip.add({"id": "a", "chain_id": "a", "turn": 1}, image) == []
+    assert strip.add({"id": "a~t2", "chain_id": "a", "turn": 2}, {"src": {"thumb": "e1"}, "edit": {"thumb": "e2"}}) == [
+        {"thumb": "s"}, {"thumb": "e1"}, {"thumb": "e2"}]
+    assert strip.add({"id": "b~t2", "chain_id": "b", "turn": 2}, image) == []  # its turn 1 is not in the gallery
