@@ -51,7 +51,7 @@ def start(out: Path, args: list[str], call_log: Path, stdout: Path) -> subproces
 def rows(out: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for kind in ("data", "rejects"):
-        for path in sorted((out / kind).glob("shard-*.parquet")):
+        for path in sorted((out / kind).glob("shard-*.parquet")):  # a chain's turns are rows of their own ids
             for row in pq.read_table(path).to_pylist():
                 if row["id"] in found:
                     raise AssertionError(f"duplicate id {row['id']}")
@@ -110,12 +110,14 @@ def wait_for_work(proc: subprocess.Popen, stdout: Path, timeout_s: float = 300.0
 
 
 def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600, engine: str = "inline",
-              max_delay_s: float | None = None, startup_kill_p: float = 0.2) -> dict[str, Any]:
+              max_delay_s: float | None = None, startup_kill_p: float = 0.2,
+              extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """With probability `startup_kill_p` an invocation is killed during start-up (0.05–1 s after it starts:
     config, lock, run.json); otherwise at a moment drawn uniformly from [0, max_delay_s] after it dispatched
     its first shard (default: 10 % of the uninterrupted run's time), so most kills land mid-work however long
-    start-up takes on a loaded machine, and ten of them still leave work for the final run."""
-    args = synth_args(records, engine)
+    start-up takes on a loaded machine, and ten of them still leave work for the final run. `extra_args` go to
+    every invocation (e.g. `--turns 3`)."""
+    args = synth_args(records, engine) + list(extra_args)
     reference, chaotic = work / "reference", work / "chaos"
     ref_log, chaos_log = work / "reference.calls", work / "chaos.calls"
 
@@ -191,6 +193,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--engine", choices=("inline", "ray"), default="inline")
+    parser.add_argument("--turns", type=int, default=1, help="multi-turn chains (uniedit synth --turns)")
     parser.add_argument("--max-delay", type=float, default=None,
                         help="latest kill moment after an invocation's first dispatched shard, seconds "
                              "(default: 10%% of the uninterrupted run)")
@@ -198,7 +201,7 @@ def main() -> None:
     max_delay = args.max_delay
     with tempfile.TemporaryDirectory(prefix="uniedit-chaos-") as tmp:
         tally = run_chaos(Path(tmp), kills=args.kills, seed=args.seed, records=args.records, engine=args.engine,
-                          max_delay_s=max_delay)
+                          max_delay_s=max_delay, extra_args=("--turns", str(args.turns)) if args.turns > 1 else ())
     print(json.dumps(tally, indent=2))
     ok = tally["calls_repeated"] == 0 and tally["same_output"] and not tally["unreadable_shards"]
     print("chaos: " + ("PASS" if ok else "FAIL")

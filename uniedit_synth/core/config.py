@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .records import RejectReason
 from .specs import (
     ActorResources,
+    ChainSpec,
     ClassifySpec,
     EditSpec,
     JudgeSpec,
@@ -199,6 +200,7 @@ if TYPE_CHECKING:
         rewrite: RewriteSpec
         edit: EditSpec
         judge: JudgeSpec
+        chain: ChainSpec
 
         def __getattr__(self, name: str) -> Any: ...
 
@@ -206,6 +208,8 @@ else:
     Stages = create_model(
         "Stages", __base__=Strict, __doc__="`stages:` of the YAML, one entry per configured stage (STAGE_TABLE).",
         **{d.name: _stage_field(d) for d in CONFIGURED_STAGES},
+        # not a stage: how many times a record goes through the stages (engine/chains.py)
+        chain=(ChainSpec, Field(default_factory=ChainSpec)),
     )
 
 
@@ -312,6 +316,8 @@ class PipelineConfig(Strict):
         for backend in view["backends"].values():
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)
+        if self.stages.chain.turns == 1:  # single-turn runs hash as before chains existed
+            view["stages"].pop("chain", None)
         for stage in view["stages"].values():
             for how in ("concurrency", "resources", "mode", "batch"):  # online or batch: the same replies, rows
                 stage.pop(how, None)

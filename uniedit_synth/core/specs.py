@@ -276,3 +276,18 @@ class JudgeSpec(StageBase):
         if unknown:
             raise ValueError(f"unknown score name(s) {sorted(unknown)}; known: {sorted(known)}")
         return {name: check_threshold(name, bar) for name, bar in value.items()}
+
+
+class ChainSpec(Strict):
+    """`stages.chain`: multi-turn reasoning chains (docs/guides/chains.md). Turn k edits turn k-1's accepted
+    image and embeds a question about it; a chain that breaks keeps its verified prefix when it has at least
+    `min_turns` turns. `turns: 1` (the default) is the single-turn run."""
+
+    turns: int = Field(default=1, ge=1, le=16)
+    min_turns: int = Field(default=1, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _min_within_turns(self) -> ChainSpec:
+        if self.min_turns > self.turns:
+            raise ValueError(f"min_turns ({self.min_turns}) must be at most turns ({self.turns})")
+        return self

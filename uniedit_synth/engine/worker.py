@@ -33,6 +33,7 @@ from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
 from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
+from .chains import ChainRows, run_chains
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,8 @@ class ShardProcessor:
                 shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
                 lambda i, f: self._back(i, items[i], outcomes, f),
             )
+            # turns 2..N of the shard's chains (engine/chains.py); nothing with `stages.chain.turns: 1`
+            chains = await run_chains(self, shard, items, outcomes, funnel, batch, budget_exhausted)
         except RunStopping:
             if self.drain.cause is not None:  # the error that stopped this worker, not the stop itself
                 raise self.drain.cause from None
@@ -278,9 +281,9 @@ class ShardProcessor:
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
-        entry = self._write(shard, items, samples, funnel, admitted, started)
+        entry = self._write(shard, items, samples, funnel, admitted, started, chains)
         # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
-        keys = [event.get("key", "") for item in items for event in item.ledger.events]
+        keys = [event.get("key", "") for item in items + chains.items for event in item.ledger.events]
         await asyncio.to_thread(self.cache.pack, shard, keys)
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
@@ -476,6 +479,9 @@ class ShardProcessor:
             intended_effect=item.intended_effect,
             judge_cascade=dict(item.judge_cascade) if item.judge_cascade else None,
             record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
+            chain_id=item.chain_id or sample_id,
+            turn=item.turn,
+            parent_id=item.parent_id,
         )
 
     def _reject(self, item: WorkItem, rej: Rejected) -> Sample:
@@ -488,12 +494,13 @@ class ShardProcessor:
         """Record a record's single exit, and queue it for the live progress report."""
         outcomes[i] = sample
         report = self._pending_report
-        report["records"] = report.get("records", 0) + 1
-        if sample.accepted:
-            report["accepted"] = report.get("accepted", 0) + 1
-        elif sample.reject_reason:
-            rejected = report.setdefault("rejected", Counter())
-            rejected[sample.reject_reason.value] += 1
+        if item.turn == 1:  # a chain's later turns: their record was counted at turn 1
+            report["records"] = report.get("records", 0) + 1
+            if sample.accepted:
+                report["accepted"] = report.get("accepted", 0) + 1
+            elif sample.reject_reason:
+                rejected = report.setdefault("rejected", Counter())
+                rejected[sample.reject_reason.value] += 1
         report["cost_usd"] = report.get("cost_usd", 0.0) + item.ledger.spent_now_usd
         report.setdefault("calls", Counter()).update(item.ledger.calls)
         report.setdefault("cache_hits", Counter()).update(item.ledger.cache_hits)
@@ -506,12 +513,14 @@ class ShardProcessor:
         funnel: dict[str, Counter],
         admitted: Counter,
         started: float,
+        chains: ChainRows,
     ) -> ShardResult:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
-        self._write_call_index(shard, items, samples)
-        rows = {"data": accepted, "rejects": rejected, "attempts": attempts}
+        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
+        self._write_call_index(shard, items + chains.items, chains.first_rows(samples) + chains.samples)
+        rows = {"data": accepted + chains.data, "rejects": rejected, "attempts": attempts + chains.attempts}
         files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
@@ -522,16 +531,18 @@ class ShardProcessor:
                 c["accepted" if s.accepted else "rejected"] += 1
         calls: Counter = Counter()
         hits: Counter = Counter()
-        for item in items:
+        for item in items + chains.items:
             calls.update(item.ledger.calls)
             hits.update(item.ledger.cache_hits)
-        spent = sum(item.ledger.spent_now_usd for item in items)
+        spent = sum(item.ledger.spent_now_usd for item in items + chains.items)
         records = [item.record for item in items]
-        cascade = cascade_counts(samples + attempts, items) if self.config.stages.judge.cascade else None
+        cascade = (cascade_counts(chains.judged_rows(samples, attempts), items + chains.items)
+                   if self.config.stages.judge.cascade else None)
         non_edit = non_edit_counts(samples, self.config.stages.judge.non_edit_threshold)
         return ShardResult(
             **({"cascade": cascade} if cascade else {}),
             **({"non_edit": non_edit} if non_edit else {}),
+            **({"chains": chains.counts} if chains.counts else {}),
             shard=shard,
             records=len(records),
             ids_sha256=ids_digest(records),
@@ -542,7 +553,7 @@ class ShardProcessor:
             categories={k: dict(v) for k, v in categories.items()},
             admitted=dict(admitted),
             funnel={k: dict(v) for k, v in funnel.items()},
-            cost_usd=round(sum(s.cost_usd for s in samples), 8),
+            cost_usd=round(sum(s.cost_usd for s in samples) + chains.cost_usd, 8),
             calls=dict(calls),
             cache_hits=dict(hits),
             spent_usd=round(spent, 8),
