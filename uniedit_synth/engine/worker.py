@@ -237,11 +237,12 @@ class ShardProcessor:
             # with a dozen shards in flight those made most of the coordinator's RPCs)
             self._reporter = asyncio.create_task(self._report_loop())
         try:
-            if self._screening:
-                # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
+            if self._screening or self.config.source.group_by_image:
+                # phase 1: validate, group by image, dedup / decontaminate in shard order (no model call), classify
                 await gather_or_cancel((self._validate(i, item, outcomes, funnel) for i, item in enumerate(items)),
                                       self.drain)
-                screened = await self._screen(shard, items, outcomes)
+                self._group(items, outcomes)
+                screened = await self._screen(shard, items, outcomes) if self._screening else []
                 await self._in_waves(
                     shard, [i for i in range(len(items)) if outcomes[i] is None], items, funnel, batch,
                     lambda i, f: self._classify(i, items[i], outcomes, f, budget_exhausted),
@@ -314,6 +315,13 @@ class ShardProcessor:
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
         if await self._validate(i, item, outcomes, funnel):
             await self._classify(i, item, outcomes, funnel, exhausted)
+
+    def _group(self, items: list[WorkItem], outcomes: list) -> None:
+        """`source.group_by_image` (sources/grouping.py): valid records sharing an image become one sample."""
+        from ..sources.grouping import group_items
+
+        for i, detail in group_items(items, outcomes, self.config.source.group_by_image, self.config.seed):
+            self._finish(i, items[i], self._reject(items[i], Rejected(RejectReason.merged, detail)), outcomes)
 
     async def _screen(self, shard: int, items: list[WorkItem], outcomes: list) -> list[Any]:
         """Fingerprint the validated records and let the coordinator decide, in shard order, which are copies
