@@ -22,7 +22,6 @@ from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
 
-
 #: `questions_per_image` when the pipeline groups by image and source.options does not say
 GROUPED_QUESTIONS_PER_IMAGE = 3
 
