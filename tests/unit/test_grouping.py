@@ -106,12 +106,23 @@ def test_scenes_questions_per_image_share_one_scene() -> None:
         ScenesSource(questions_per_image=0)
 
 
-def test_grouping_on_asks_several_questions_per_scene_unless_told() -> None:
-    grouped = open_source(SourceSpec(group_by_image=True), seed=0, limit=6)
+def test_grouping_asks_several_questions_per_scene_when_told() -> None:
+    grouped = open_source(SourceSpec(group_by_image={"scenes_questions_per_image": 3}), seed=0, limit=6)
     assert grouped.inner.questions_per_image == 3
-    told = SourceSpec(group_by_image=True, options={"questions_per_image": 2})
+    told = SourceSpec(group_by_image={"scenes_questions_per_image": 3}, options={"questions_per_image": 2})
     assert open_source(told, seed=0, limit=6).inner.questions_per_image == 2
+    assert open_source(SourceSpec(group_by_image=True), seed=0, limit=6).inner.questions_per_image == 1
     assert open_source(SourceSpec(), seed=0, limit=6).inner.questions_per_image == 1
+
+
+def test_pipelines_group_by_image() -> None:
+    from uniedit_synth.core.config import load_pipeline
+
+    assert load_pipeline("default").source.group_by_image.scenes_questions_per_image == 3
+    for name in ("uniedit", "openai"):
+        assert load_pipeline(name).source.group_by_image == GroupSpec()
+    off = load_pipeline("default", overrides={"source": {"group_by_image": False}})
+    assert off.source.group_by_image is None
 
 
 def _groups(records: list[VQARecord], spec: GroupSpec) -> list[tuple[str, list[str]]]:

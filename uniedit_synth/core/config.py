@@ -98,11 +98,14 @@ class GroupSpec(Strict):
     each other record leaves the run as a `merged` reject whose detail names the primary's sample.
 
     `by`: `id` (the `key` column of the row, e.g. CLEVR's `image_index`), `path` (the image's path or URL),
-    `content` (sha256 of the image bytes), `auto` (the first of these the record has)."""
+    `content` (sha256 of the image bytes), `auto` (the first of these the record has). On the offline world
+    (`scenes`), `scenes_questions_per_image` questions are asked about each scene (CLEVR asks ~10 a picture) unless
+    `source.options.questions_per_image` says; other sources ignore it."""
 
     by: Literal["auto", "id", "path", "content"] = "auto"
     key: str = "image_id"
     max_questions: int = Field(default=3, ge=1, le=3)
+    scenes_questions_per_image: int = Field(default=1, ge=1, le=5)
 
 
 class SourceSpec(Strict):

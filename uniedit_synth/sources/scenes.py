@@ -22,10 +22,6 @@ from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
 
-#: `questions_per_image` when the pipeline groups by image and source.options does not say
-GROUPED_QUESTIONS_PER_IMAGE = 3
-
-
 def render_record_image(meta: dict) -> bytes | None:
     """The PNG of a deferred offline-world record (None for any other record)."""
     if meta.get("world") != "scenes" or "scene" not in meta:
@@ -91,7 +87,7 @@ class ScenesSource(Source):
     def open(cls, spec: SourceSpec, *, seed: int, limit: int | None, subject_key: str | None) -> ScenesSource:
         options = {k: v for k, v in spec.options.items() if k not in COMMON_OPTIONS}
         if spec.group_by_image is not None:  # grouping on: CLEVR-like, several questions about each scene
-            options.setdefault("questions_per_image", GROUPED_QUESTIONS_PER_IMAGE)
+            options.setdefault("questions_per_image", spec.group_by_image.scenes_questions_per_image)
         try:
             return cls(count=limit or 300, seed=seed, defer_render=True, **options)
         except TypeError as exc:
