@@ -204,3 +204,8 @@ def test_a_grouped_run_accounts_for_every_record(tmp_path: Path) -> None:
         assert row["source_image"] is None and primary["shard"] == row["shard"]  # never across a shard
         image_of = {line["id"]: line["image"] for line in lines}
         assert image_of[primary["id"].split("/", 1)[1]] == image_of[row["id"].split("/", 1)[1]]
+
+
+def test_one_category_with_few_question_forms_still_ends() -> None:
+    records = list(ScenesSource(count=10, seed=1, questions_per_image=5, categories=["knowledge"]))
+    assert len(records) == 10 and len({r.meta["image_id"] for r in records}) == 2

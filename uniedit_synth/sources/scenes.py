@@ -135,13 +135,16 @@ class ScenesSource(Source):
         rng = random.Random(f"uniedit-scenes/{self.seed}/image-{image}/{k}")
         categories = [self.categories[(image * k + j) % len(self.categories)] for j in range(k)]
         require = {need for c in categories for need in SCENE_REQUIREMENTS.get(c, ())}
-        while True:  # new scenes until every question fits (and no two ask the same)
+        attempts = 0
+        while True:  # new scenes until every question fits (and, within reason, no two ask the same)
+            attempts += 1
             scene = generate_scene(rng, size=self.image_size, require=require)
             try:
                 drafts = [generate_question(scene, c, rng) for c in categories]
             except QueryError:
                 continue
-            if len({text for text, _, _ in drafts}) == k:
+            # one category with few question forms (ocr: "what does the sign say") may repeat itself
+            if len({text for text, _, _ in drafts}) == k or attempts > 200:
                 break
         self._last_image = (image, (scene, drafts))
         return scene, drafts
