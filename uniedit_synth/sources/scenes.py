@@ -22,6 +22,7 @@ from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
 
+
 def render_record_image(meta: dict) -> bytes | None:
     """The PNG of a deferred offline-world record (None for any other record)."""
     if meta.get("world") != "scenes" or "scene" not in meta:
