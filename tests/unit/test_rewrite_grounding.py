@@ -201,3 +201,16 @@ def test_release_faithful_defaults_send_no_image() -> None:
     assert not load_pipeline("default").stages.rewrite.with_image  # the builtin rewriter reads no pixels
     release = load_pipeline("uniedit", overrides={"stages": {"rewrite": {"with_image": False}}})
     assert not release.stages.rewrite.with_image
+
+
+def test_an_own_prompts_dir_without_pools_uses_the_shipped_ones(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    import shutil
+
+    own = tmp_path / "prompts"
+    shutil.copytree(prompts_dir(), own, ignore=shutil.ignore_patterns("examples"))
+    stage = rewrite_stage(openai_server.base_url, "openai", tmp_path)
+    stage.ctx.config.prompts_dir = str(own)
+    assert stage.pool_for("color") == load_examples(prompts_dir(), "examples/color.jsonl")
+    stage.spec.examples = "mine/{category}.jsonl"  # a pool the user named must be there
+    with pytest.raises(ConfigError, match="exemplar pool not found"):
+        stage.pool_for("color")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 
+from ..core.bundled import prompts_dir as bundled_prompts
 from ..core.plan import InstructionPlan
 from ..core.prompts import ExamplePool, Prompt, format_example, load_examples, with_examples
 from ..core.records import RejectReason
+from ..core.specs import RewriteSpec
 from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
 from ..method.branches import branch_mismatch, read_branches
 from ..method.edit_meaning import is_visible_edit, same_edit
@@ -31,6 +33,8 @@ from .schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+DEFAULT_EXAMPLES = RewriteSpec.model_fields["examples"].default
 
 
 def is_no_op(edit: str) -> bool:
@@ -132,10 +136,13 @@ class RewriteStage:
         template = self.spec.examples
         if not template or not self.spec.examples_per_record:
             return None
-        relative = template.format(category=category)
-        if not (self.ctx.prompts_dir / relative).is_file():
-            relative = template.format(category="generic")
-        return load_examples(self.ctx.prompts_dir, relative)
+        # an own prompts_dir without pools gets the shipped ones; a pool the pipeline names must be there
+        folders = (self.ctx.prompts_dir, *((bundled_prompts(),) if template == DEFAULT_EXAMPLES else ()))
+        for folder in folders:
+            for name in (category, "generic"):
+                if (folder / template.format(category=name)).is_file():
+                    return load_examples(folder, template.format(category=name))
+        return load_examples(self.ctx.prompts_dir, template.format(category=category))  # says what is missing
 
     def prompt_and_examples(self, item: WorkItem, category: str) -> tuple[Prompt, str]:
         """The rewrite prompt and this record's worked examples (seeded by seed + record id)."""
