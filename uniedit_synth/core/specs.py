@@ -118,6 +118,14 @@ class RewriteSpec(StageBase):
     #: (a `reasoning` field); a model's trace that contradicts the plan falls back to the template; `off`
     reasoning: Literal["off", "template", "model", "rewrite_call"] = "template"
     reasoning_prompt: str = "reason.txt"
+    #: send the source image with the rewrite request, so that branch edits name objects that are there (the
+    #: release sends text only: False); the cost is one input image per rewrite call (docs/guides/pipelines.md)
+    with_image: bool = False
+    #: the exemplar pool per category under prompts/ (a `{category}` template; a missing file falls back to
+    #: `generic`): `examples_per_record` worked examples drawn per record (seeded by seed + record id) go into
+    #: the rewrite prompt; None: no pool (the templates' own fixed examples only)
+    examples: str | None = "examples/{category}.jsonl"
+    examples_per_record: int = Field(default=2, ge=0, le=6)
 
     @field_validator("styles")
     @classmethod

@@ -1,9 +1,8 @@
 """The shard worker: runs one shard's records through the stages of config.STAGE_TABLE and writes the shard.
 
-With the built-in table that is validate → classify → (category caps) → rewrite → edit ⇄ judge. The same
-ShardProcessor runs inside a Ray async actor (engine/runtime.py) or in-process (`--engine inline`). Records of
-a shard run concurrently; each stage has its own semaphore (the stage's `concurrency`), shared by all shards
-this worker holds. Every record leaves exactly once, as a Sample that is accepted or rejected with a reason.
+Built in: validate → classify → (category caps) → rewrite → edit ⇄ judge, in a Ray async actor (engine/runtime.py)
+or in-process (`--engine inline`). Records of a shard run concurrently; each stage has its own semaphore (its
+`concurrency`), shared by the worker's shards. Every record leaves once, as a Sample accepted or rejected.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from ..run.cache import ResponseCache
 from ..run.resume import ids_digest, rows_digest
 from ..run.store import RunDir, ShardResult
 from ..sources import image_root_for
+from ..sources.grouping import group_items
 from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
@@ -238,11 +238,12 @@ class ShardProcessor:
             # with a dozen shards in flight those made most of the coordinator's RPCs)
             self._reporter = asyncio.create_task(self._report_loop())
         try:
-            if self._screening:
-                # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
+            if self._screening or self.config.source.group_by_image:
+                # phase 1: validate, group by image, dedup / decontaminate in shard order (no model call), classify
                 await gather_or_cancel((self._validate(i, item, outcomes, funnel) for i, item in enumerate(items)),
                                       self.drain)
-                screened = await self._screen(shard, items, outcomes)
+                self._group(items, outcomes)
+                screened = await self._screen(shard, items, outcomes) if self._screening else []
                 await self._in_waves(
                     shard, [i for i in range(len(items)) if outcomes[i] is None], items, funnel, batch,
                     lambda i, f: self._classify(i, items[i], outcomes, f, budget_exhausted),
@@ -317,6 +318,11 @@ class ShardProcessor:
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
         if await self._validate(i, item, outcomes, funnel):
             await self._classify(i, item, outcomes, funnel, exhausted)
+
+    def _group(self, items: list[WorkItem], outcomes: list) -> None:
+        """`source.group_by_image` (sources/grouping.py): valid records sharing an image become one sample."""
+        for i, detail in group_items(items, outcomes, self.config.source.group_by_image, self.config.seed):
+            self._finish(i, items[i], self._reject(items[i], Rejected(RejectReason.merged, detail)), outcomes)
 
     async def _screen(self, shard: int, items: list[WorkItem], outcomes: list) -> list[Any]:
         """Fingerprint the validated records and let the coordinator decide, in shard order, which are copies
