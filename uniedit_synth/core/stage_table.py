@@ -57,7 +57,7 @@ def model_stage_spec(name: str) -> type[StageBase]:
 
 STAGE_TABLE: tuple[StageDef, ...] = (
     StageDef("validate", None, "uniedit_synth.stages.validate:ValidateStage", RejectReason.invalid_input, None,
-             (RejectReason.duplicate_id,), before_screen=True),
+             (RejectReason.duplicate_id, RejectReason.merged), before_screen=True),
     StageDef("classify", "text", "uniedit_synth.stages.classify:ClassifyStage", RejectReason.classify_failed,
              ClassifySpec, (RejectReason.filtered_category, RejectReason.category_capped), role="classifier"),
     StageDef("rewrite", "text", "uniedit_synth.stages.rewrite:RewriteStage", RejectReason.rewrite_failed,
