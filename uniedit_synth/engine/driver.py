@@ -186,9 +186,8 @@ class Driver:
                 (batched if route is not None else online).append(
                     stage_name if route is not None else f"{stage_name} ({self.config.backends[stage.backend].type})"
                 )
-            check = getattr(backend, "preflight", None)
-            if callable(check):  # a local model: its files and class, checked without loading weights
-                await asyncio.to_thread(check, self.config.engine.kind)
+            # a local model: its files and class, checked without loading weights (a no-op for the others)
+            await asyncio.to_thread(backend.preflight, self.config.engine.kind)
             await backend.aclose()
         self._announce_jobs_in_flight(batched)
         if online:  # said once per run: these stages asked for batch mode and cannot have it
@@ -468,6 +467,8 @@ class Driver:
                 log.info("stopping: waited for %d call(s) on the wire; their replies are cached", awaited)
         for task in in_flight:
             task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # another shard that failed too (seen, not logged as never retrieved)
 
     def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries, verify=None) -> None:
         if self.log_format == "json":
@@ -561,7 +562,7 @@ def shards_per_worker(config: PipelineConfig) -> int:
     engine = config.engine
     if engine.shards_in_flight_per_worker is not None:
         return engine.shards_in_flight_per_worker
-    slots = sum(getattr(config.stages, d.name).concurrency for d in STAGES)
+    slots = sum(getattr(config.stages, d.name).concurrency for d in STAGES if d.spec)
     return max(2, math.ceil(2 * slots / engine.shard_size) + 1)
 
 

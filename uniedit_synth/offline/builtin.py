@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from ..backends.base import (
+    Backend,
     BadRequest,
     EditReply,
     EditRequest,
@@ -183,7 +184,7 @@ def heuristic_category(question: str, answer: str) -> str:
     return "others"
 
 
-class _Builtin:
+class _Builtin(Backend):
     name: ClassVar[str] = "builtin"
     #: the builtin models work from `request.context` (scene graph, edit program), so it is in their cache keys
     reads_context: ClassVar[bool] = True
@@ -233,6 +234,8 @@ class BuiltinText(_Builtin):
             "reason": self._reason,
         }
         handler = handlers.get(request.task)
+        if handler is None and request.response_schema:  # a stage added to the table: a reply of its schema
+            handler = self._generic
         if handler is None:
             raise BadRequest(
                 f"builtin text backend has no task {request.task!r} (known: {', '.join(handlers)})"
@@ -246,6 +249,26 @@ class BuiltinText(_Builtin):
         )
         log_call(request.task, request_key("text", request))  # logged as it returns: a call that returned
         return TextReply(data=data, text=text, usage=usage, model=self.spec.model)
+
+    @staticmethod
+    def _generic(request: TextRequest) -> dict[str, Any]:
+        """A reply that follows the request's JSON schema (strings name the task and the field), so that a stage
+        added to the table runs on the offline world without a handler here."""
+
+        def value(schema: dict[str, Any], label: str) -> Any:
+            kind = schema.get("type")
+            kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+            if schema.get("enum"):
+                return schema["enum"][0]
+            if kind == "object" or "properties" in schema:
+                return {key: value(sub, key) for key, sub in (schema.get("properties") or {}).items()}
+            if kind == "array":
+                return [value(schema.get("items") or {}, label)]
+            return {"string": f"builtin {request.task}: {label}", "integer": 0, "number": 0.0,
+                    "boolean": False}.get(kind)
+
+        data = value(request.response_schema or {}, request.task)
+        return data if isinstance(data, dict) else {"value": data}
 
     @staticmethod
     def _context(request: TextRequest, *keys: str) -> dict[str, Any]:
