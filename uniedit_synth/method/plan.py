@@ -13,6 +13,12 @@ seeded by (pipeline seed, record id) so resume and reruns get the same plan:
 The rewriter fills in `then_edit` / `else_edit`; the judge is told the expected branch's edit (never the
 answer) and the other one as the wrong outcome. The plan is a column of every row.
 
+The logic beyond "the answer is the candidate" is drawn from its own seeded stream (method/logic.py), so the
+draws above stay as they were: the operator (eq, ne, lt, gt, between, parity, one_of; `statement` for a
+yes/no question, `switch` with one case per option for a multiple-choice one), a second question joined
+with and / or, a condition nested in one branch (depth 2), and a count that sets a branch's amount. Other
+questions about the same image come from `record.siblings` (`source.group_by_image`).
+
 The plan also draws the instruction's closing sentence (`closing`, its own seeded draw so the other draws
 stay as they were): a preservation clause ("change nothing else"), worded in one of
 len(PRESERVE_CORES) x len(PRESERVE_TAILS) ways, so no wording ends more than a few per cent of the rows.
@@ -28,8 +34,21 @@ import random
 import re
 from collections.abc import Sequence
 
-from ..core.plan import InstructionPlan
+from typing import Any
+
+from ..core.plan import InstructionPlan, PlanCondition, PlanLeaf, PlanParameter
 from .answers import mentions_answer, normalise_answer, same_answer
+from .logic import (
+    NUMERIC_OPERATORS,
+    VALUE_OPERATORS,
+    as_number,
+    draw_condition,
+    draw_parameter,
+    join_truth,
+    numeric_space,
+    reaching,
+    switch_options,
+)
 
 #: The release's mix: a fair coin between a conditional branch and a synthesis for colour, shape and count
 #: (third_process.py: random.random() < 0.5); text-like answers are rendered on a medium; location questions
@@ -43,9 +62,17 @@ DEFAULT_STYLE_MIX: dict[str, dict[str, float]] = {
     "math": {"render": 1.0},
     "location": {"transform": 1.0},
     "knowledge": {"synthesis": 1.0},
+    # a yes/no question is a binary condition on its statement; a multiple-choice one a switch over its options
+    "yes_no": {"conditional": 1.0},
+    "multi-choice": {"conditional": 1.0},
     "default": {"conditional": 0.5, "synthesis": 0.5},
 }
 DEFAULT_CANDIDATE_P = 0.5
+#: shares of the logic draws: a condition on a sibling question joined with and / or; a nested condition in
+#: one branch (depth 2); a sibling's count setting a branch's amount
+JOIN_P = 0.5
+NEST_P = 0.35
+PARAMETER_P = 0.5
 
 #: same-kind distractors when the source gives no answer space
 COLOR_WORDS: tuple[str, ...] = (
@@ -131,6 +158,29 @@ def distractor(answer: str, rng: random.Random, answer_space: Sequence[str] | No
     return None
 
 
+def _sibling(sibling: Any) -> tuple[str, str, str | None, list[str] | None]:
+    """(question, answer, category, answer space) of a sibling (a records.SiblingQA or a dict like one)."""
+    get = sibling.get if isinstance(sibling, dict) else lambda k, d=None: getattr(sibling, k, d)
+    meta = get("meta") or {}
+    space = meta.get("answer_space") if isinstance(meta, dict) else None
+    return (
+        str(get("question") or ""),
+        str(get("answer") or ""),
+        get("category"),
+        [str(v) for v in space] if isinstance(space, list) else None,
+    )
+
+
+def _leaves(top_paths: list[str], nested: PlanCondition | None) -> list[PlanLeaf]:
+    out = []
+    for path in top_paths:
+        if nested is not None and nested.place == path:
+            out += [PlanLeaf(path=f"{path}/then"), PlanLeaf(path=f"{path}/else")]
+        else:
+            out.append(PlanLeaf(path=path))
+    return out
+
+
 def draw_plan(
     seed: int,
     record_id: str,
@@ -140,11 +190,15 @@ def draw_plan(
     candidate_is_answer_p: float = DEFAULT_CANDIDATE_P,
     answer_space: Sequence[str] | None = None,
     closing: str | None = None,
+    question: str = "",
+    siblings: Sequence[Any] = (),
 ) -> InstructionPlan:
     """The plan for one record; a pure function of its arguments. `closing`: a fixed closing sentence (the
-    pipeline's directive); None draws a preservation clause."""
+    pipeline's directive); None draws a preservation clause. `siblings`: other questions about the same
+    image (records.SiblingQA), which the logic may embed."""
     closing = closing or draw_closing(seed, record_id, answer)
     rng = plan_rng(seed, record_id)
+    logic = plan_rng(seed, f"{record_id}/logic")
     mix = {k: float(v) for k, v in style_mix(category, styles).items() if float(v) > 0}
     names = sorted(mix)
     style = rng.choices(names, weights=[mix[n] for n in names])[0] if names else "synthesis"
@@ -156,18 +210,114 @@ def draw_plan(
         # a condition on a question with one possible answer would be decided in advance
         others = [n for n in names if n != "conditional"]
         style = rng.choices(others, weights=[mix[n] for n in others])[0] if others else "synthesis"
+    questions, answers = [question], [answer]
     if style != "conditional":
-        return InstructionPlan(style=style, closing=closing)
+        parameter = None
+        if style == "synthesis" and category == "count":  # capped count arithmetic on the answer itself
+            parameter = draw_parameter(0, answer, "", logic)
+        return InstructionPlan(
+            style=style, closing=closing, questions=questions, answers=answers, parameter=parameter
+        )
     is_answer = rng.random() < candidate_is_answer_p
     other = distractor(answer, rng, answer_space)
     if is_answer:
         candidate: str | None = (answer or "").strip()
     else:
         candidate = other  # None: the rewriter proposes one, validated ≠ answer
+    pool = [s for s in map(_sibling, siblings) if s[0] and s[1]]
+    logic.shuffle(pool)
+    norm = normalise_answer(answer)
+    if category == "multi-choice":
+        options = switch_options(answer, answer_space, logic)
+        if options is not None:
+            path = [f"case:{norm}"]
+            return InstructionPlan(
+                style="conditional", candidate_is_answer=True, closing=closing, operator="switch",
+                operands=options, questions=questions, answers=answers, depth=1,
+                conditions=[PlanCondition(operator="switch", operands=options, holds=True)],
+                path=path, leaves=[PlanLeaf(path=f"case:{o}") for o in options],
+            )  # fmt: skip
+    top: PlanCondition | None = None
+    if category == "yes_no" or norm in ("yes", "no"):
+        top = draw_condition(0, answer, answer_space, "yes_no", logic)
+    elif candidate is not None:
+        eq_share = (NUMERIC_OPERATORS if as_number(norm) is not None else VALUE_OPERATORS)["eq"]
+        if logic.random() >= eq_share:
+            space = answer_space if answer_space else _vocabulary_space(answer)
+            top = draw_condition(0, answer, space, category, logic, exclude=("eq", "statement"))
+    if top is None:  # the release's test: "the answer is the candidate"
+        top = PlanCondition(operator="eq", operands=[candidate] if candidate else [], holds=is_answer)
+    conditions = [top]
+    join = None
+    second: PlanCondition | None = None
+    if pool and logic.random() < JOIN_P:
+        q, a, cat, space = pool.pop()
+        second = draw_condition(len(questions), a, space, cat, logic, place="join")
+        if second is not None:
+            questions.append(q)
+            answers.append(a)
+            join = logic.choice(("and", "or"))
+            conditions.append(second)
+    truth = join_truth(join, top.holds, second.holds if second else None)
+    nested: PlanCondition | None = None
+    if logic.random() < NEST_P and (top.operands or pool):
+        branch = logic.choice(("then", "else"))
+        if pool:
+            q, a, cat, space = pool.pop()
+            nested = draw_condition(len(questions), a, space, cat, logic, place=branch)
+            if nested is not None:
+                questions.append(q)
+                answers.append(a)
+        elif join is None:
+            space = numeric_space(norm, answer_space) if as_number(norm) is not None else answer_space
+            space = space or _vocabulary_space(answer) or []
+            # the branch whose reaching answers still differ (an eq's then-branch has only one)
+            reach = {b: set(reaching(top, space, b)) for b in ("then", "else")}
+            fits = [b for b in (branch, "else" if branch == "then" else "then") if len(reach[b]) >= 2]
+            if fits:
+                nested = draw_condition(
+                    0, answer, sorted(reach[fits[0]]), category, logic, place=fits[0], exclude=("statement",)
+                )
+        if nested is not None:
+            conditions.append(nested)
+    path = ["then" if truth else "else"]
+    if nested is not None and nested.place == path[0]:
+        path.append("then" if nested.holds else "else")
+    leaves = _leaves(["then", "else"], nested)
+    parameter: PlanParameter | None = None
+    numeric = [s for s in pool if as_number(s[1]) is not None and as_number(s[1]) >= 1]
+    if numeric and logic.random() < PARAMETER_P:
+        q, a, _cat, _space = numeric[0]
+        parameter = draw_parameter(len(questions), a, logic.choice(leaves).path, logic)
+        if parameter is not None:
+            questions.append(q)
+            answers.append(a)
+    in_condition = top.operator == "eq" and is_answer or any(
+        c.question == 0 and any(same_answer(o, answer) for o in c.operands) for c in conditions
+    )
     return InstructionPlan(
         style="conditional",
-        candidate=candidate,
-        candidate_is_answer=is_answer,
-        expected_branch="then" if is_answer else "else",
+        candidate=candidate if top.operator == "eq" else None,
+        candidate_is_answer=bool(in_condition),
+        expected_branch=path[0],  # type: ignore[arg-type]
         closing=closing,
+        operator=top.operator,
+        operands=top.operands,
+        questions=questions,
+        answers=answers,
+        depth=2 if nested is not None else 1,
+        join=join,
+        conditions=conditions,
+        path=path,
+        leaves=leaves,
+        parameter=parameter,
     )
+
+
+def _vocabulary_space(answer: str) -> list[str] | None:
+    """A same-kind answer space from the built-in vocabularies (colours, shapes, sides, yes/no)."""
+    norm = normalise_answer(answer)
+    for vocabulary in VOCABULARIES:
+        if any(same_answer(norm, word) for word in vocabulary):
+            return list(vocabulary)
+    return None
