@@ -13,8 +13,8 @@ import random
 import re
 from collections.abc import Sequence
 
-from ..core.plan import PlanCondition, PlanParameter
-from .answers import normalise_answer, same_answer
+from ..core.plan import InstructionPlan, PlanCondition, PlanParameter
+from .answers import leaks_answer, normalise_answer, same_answer
 
 #: operators of a condition on one answer; `statement` is a yes/no question's own statement ("the large sphere
 #: is red"), `switch` a multiple-choice question with one branch per option
@@ -193,3 +193,29 @@ def join_truth(join: str | None, first: bool, second: bool | None) -> bool:
     if join is None or second is None:
         return first
     return (first and second) if join == "and" else (first or second)
+
+
+def plan_leak(
+    instruction: str, plan: InstructionPlan, answer: str, process_answer: str | None = None, question: str = ""
+) -> str | None:
+    """The answer form an instruction gives away, for every question the plan embeds: the record's answer
+    (allowed in the condition when the plan tests it there), and each sibling's answer (allowed in a
+    condition only where it is one of that question's operands). The words of every embedded question are
+    allowed inside the instruction's copy of it."""
+    asked = [q.strip() for q in (plan.questions or [question]) if q and q.strip()]
+    questions = " ; ".join(asked) or None
+    for text in asked:  # a verbatim copy of a question says no more than the question (a choice's options)
+        instruction = re.sub(re.escape(text), " ", instruction, flags=re.IGNORECASE)
+    leaked = leaks_answer(
+        instruction, answer, process_answer, candidate_is_answer=bool(plan.candidate_is_answer), question=questions
+    )
+    if leaked:
+        return leaked
+    for index, other in enumerate(plan.answers[1:], 1):
+        allow = any(
+            c.question == index and any(same_answer(o, other) for o in c.operands) for c in plan.conditions
+        )
+        leaked = leaks_answer(instruction, other, candidate_is_answer=allow, question=questions)
+        if leaked:
+            return f"{leaked} (the answer to embedded question {index + 1})"
+    return None

@@ -33,7 +33,6 @@ import hashlib
 import random
 import re
 from collections.abc import Sequence
-
 from typing import Any
 
 from ..core.plan import InstructionPlan, PlanCondition, PlanLeaf, PlanParameter
@@ -114,13 +113,15 @@ def plan_rng(seed: int, record_id: str) -> random.Random:
     return random.Random(digest)
 
 
-def draw_closing(seed: int, record_id: str, answer: str = "") -> str:
+def draw_closing(seed: int, record_id: str, answer: str = "", *others: str) -> str:
     """The record's preservation clause, seeded by (pipeline seed, record id) apart from the plan's other
-    draws; never one that names the answer ("… the lighting …" for the answer lighting would be a leak)."""
+    draws; never one that names the answer ("… the lighting …" for the answer lighting would be a leak), nor
+    an embedded sibling question's answer (`others`: "make no other changes" for a sibling answered no)."""
     rng = plan_rng(seed, f"{record_id}/closing")
     options = [f"{core}{tail}" for core in PRESERVE_CORES for tail in PRESERVE_TAILS]
     rng.shuffle(options)
-    return next((o for o in options if not (answer and mentions_answer(o, answer))), options[0])
+    avoid = [a for a in (answer, *others) if a]
+    return next((o for o in options if not any(mentions_answer(o, a) for a in avoid)), options[0])
 
 
 def style_mix(category: str, styles: dict[str, dict[str, float]] | None) -> dict[str, float]:
@@ -196,6 +197,7 @@ def draw_plan(
     """The plan for one record; a pure function of its arguments. `closing`: a fixed closing sentence (the
     pipeline's directive); None draws a preservation clause. `siblings`: other questions about the same
     image (records.SiblingQA), which the logic may embed."""
+    fixed_closing = closing
     closing = closing or draw_closing(seed, record_id, answer)
     rng = plan_rng(seed, record_id)
     logic = plan_rng(seed, f"{record_id}/logic")
@@ -292,6 +294,8 @@ def draw_plan(
         if parameter is not None:
             questions.append(q)
             answers.append(a)
+    if fixed_closing is None and len(answers) > 1:
+        closing = draw_closing(seed, record_id, answer, *answers[1:])
     in_condition = top.operator == "eq" and is_answer or any(
         c.question == 0 and any(same_answer(o, answer) for o in c.operands) for c in conditions
     )

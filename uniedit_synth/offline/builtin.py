@@ -41,11 +41,15 @@ from ..backends.base import (
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
 from ..core.records import TASK_CATEGORIES
+from ..core.plan import InstructionPlan
 from ..method.answers import leaks_answer, normalise_answer
-from .choose import scene_program
+from ..method.logic import plan_leak
+from .choose import pick_distractor, scene_program
 from .flaws import FLAW_KINDS, FLAWS, expected_edited_png, flawed_edit
 from .generic import generic_program
 from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
+from .logic_program import plan_program, plan_queries
+from .logic_text import plan_instruction
 from .observe import observe
 from .program import ProgramError, scene_of
 from .questions import QueryError
@@ -279,15 +283,30 @@ class BuiltinText(_Builtin):
         drawn = {k: v for k, v in plan.items() if k != "closing"}
         key = (self.seed, question, answer, process_answer, category, meta, drawn, ctx.get("repair"))
         candidate_is_answer = bool(plan.get("candidate_is_answer"))
+        # a drawn plan: leaks are checked as the rewrite stage checks them (every embedded question's answer)
+        drawn_plan = InstructionPlan.model_validate(planned) if planned and "depth" in planned else None
         reply: dict[str, Any] | None = None
         problem = ""
         for attempt in range(REWRITE_TRIES):  # redraw until the text keeps the answer out
             rng = seeded_rng("rewrite", key, attempt)
             try:
-                if is_scene_record(meta):
+                branches: list[dict[str, str]] | None = None
+                if is_scene_record(meta) and follows_logic(plan):
                     scene = scene_of(meta)
+                    plan = with_candidate(plan, scene, meta["question_spec"], rng)
+                    siblings = [dict(s) for s in ctx.get("siblings") or []]
+                    avoid = (answer, *(str(s.get("answer") or "") for s in siblings))
+                    program = plan_program(scene, meta["question_spec"], plan, siblings, rng, avoid)
+                    queries = plan_queries(plan, meta["question_spec"], siblings)
+                    questions = [question, *plan.get("questions", [])[1:]]
+                    text, then_edit, else_edit, branches = plan_instruction(
+                        program, plan, questions, queries, category, scene, rng
+                    )
+                elif is_scene_record(meta):
+                    scene = scene_of(meta)
+                    nested = self.nested_rate if "depth" not in plan else 0.0  # a drawn plan decides nesting
                     program = scene_program(
-                        scene, meta["question_spec"], rng, avoid=answer, plan=plan, nested_rate=self.nested_rate
+                        scene, meta["question_spec"], rng, avoid=answer, plan=plan, nested_rate=nested
                     )
                     text, then_edit, else_edit = scene_instruction_parts(program, question, category, scene, rng)
                 else:
@@ -306,8 +325,13 @@ class BuiltinText(_Builtin):
                 "else_edit": else_edit,
                 "candidate": proposed,
                 "edit_program": program,
+                **({"branches": branches} if branches else {}),
             }
-            if not leaks_answer(text, answer, process_answer, candidate_is_answer=candidate_is_answer):
+            if drawn_plan is not None:
+                leaked = plan_leak(text, drawn_plan, answer, process_answer, question)
+            else:
+                leaked = leaks_answer(text, answer, process_answer, candidate_is_answer=candidate_is_answer)
+            if not leaked:
                 break
         if reply is None:
             raise BadRequest(f"builtin rewriter found no edit program for this record: {problem}")
@@ -379,6 +403,25 @@ class BuiltinText(_Builtin):
             return {"analysis": "The image cannot be decoded (builtin visual check).", "score": 1}
         analysis = f"A clean {size[0]}×{size[1]} render, no visual defects (builtin visual check)."
         return {"analysis": analysis, "score": 5}
+
+
+def follows_logic(plan: dict[str, Any]) -> bool:
+    """A drawn plan with a branch tree (or a count parameter) is followed exactly by logic_program.py."""
+    return bool(plan.get("leaves")) or bool(plan.get("parameter") and plan.get("style") == "synthesis")
+
+
+def with_candidate(plan: dict[str, Any], scene: Any, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A plan whose eq test has no candidate (the rewriter is asked for one) gets a distractor here."""
+    conditions = plan.get("conditions") or []
+    top = next((c for c in conditions if c.get("place") == "top"), None)
+    if top is None or top["operator"] != "eq" or top.get("operands"):
+        return plan
+    from .questions import answer_query
+
+    value = answer_query(scene, spec["query"])
+    candidate = str(pick_distractor(scene, spec["query"], value, rng))
+    fixed = [{**c, "operands": [candidate]} if c is top else c for c in conditions]
+    return {**plan, "conditions": fixed, "operands": [candidate]}
 
 
 def image_size(request: TextRequest, meta: dict[str, Any]) -> tuple[int, int] | None:
