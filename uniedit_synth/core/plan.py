@@ -51,7 +51,7 @@ class InstructionPlan(BaseModel):
 
     style: Style
     candidate: str | None = None
-    #: the answer appears in the condition legitimately (it is the candidate, or among the operands)
+    #: the top condition holds for the answer (for eq: the candidate is the answer; the release's coin)
     candidate_is_answer: bool | None = None
     expected_branch: Literal["then", "else"] | None = None
     then_edit: str | None = None
@@ -73,6 +73,9 @@ class InstructionPlan(BaseModel):
     path: list[str] = Field(default_factory=list)
     leaves: list[PlanLeaf] = Field(default_factory=list)
     parameter: PlanParameter | None = None
+    #: the answer may appear inside the conditions (it is the candidate or one of the operands); None: as
+    #: `candidate_is_answer` (plans drawn before operators)
+    answer_in_condition: bool | None = None
 
     @property
     def conditional(self) -> bool:

@@ -187,6 +187,7 @@ INSTRUCTION_PLAN_STRUCT = pa.struct(
                 [("question", pa.int8()), ("formula", pa.string()), ("value", pa.int32()), ("path", pa.string())]
             ),
         ),
+        ("answer_in_condition", pa.bool_()),
     ]
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..core.plan import InstructionPlan, PlanCondition, PlanParameter
 from .answers import leaks_answer, normalise_answer, same_answer
@@ -23,6 +24,20 @@ NUMERIC_OPERATORS: dict[str, float] = {
     "eq": 0.25, "ne": 0.1, "lt": 0.15, "gt": 0.15, "between": 0.15, "parity": 0.1, "one_of": 0.1,
 }  # fmt: skip
 VALUE_OPERATORS: dict[str, float] = {"eq": 0.45, "ne": 0.25, "one_of": 0.3}
+@dataclass(frozen=True)
+class LogicSettings:
+    """What the plan may draw (core/specs.py LogicSpec, `stages.rewrite.logic`)."""
+
+    operators: tuple[str, ...] = ("eq", "ne", "lt", "gt", "between", "parity", "one_of")
+    nest_p: float = 0.35
+    join_p: float = 0.5
+    parameter_p: float = 0.5
+    count_arithmetic: bool = True
+
+
+#: the release's logic: one equality test, no nesting, no second question, "add exactly that many"
+RELEASE_LOGIC = LogicSettings(operators=("eq",), nest_p=0.0, join_p=0.0, parameter_p=0.0, count_arithmetic=False)
+FULL_LOGIC = LogicSettings()
 #: most new objects a count may ask for ("add one more than there are cubes": at most this many)
 MAX_NEW_OBJECTS = 6
 #: a multiple-choice switch has at least this many cases and at most SWITCH_MAX
@@ -79,12 +94,12 @@ def numeric_space(answer: str, space: Sequence[str] | None) -> list[str]:
 
 
 def draw_operands(
-    operator: str, answer: str, space: Sequence[str], rng: random.Random, answer_p: float = 0.5
+    operator: str, answer: str, space: Sequence[str], rng: random.Random, want: bool | None = None
 ) -> list[str] | None:
     """Operands for `operator` such that its truth depends on the answer over `space` (None: none fits).
-    With probability `answer_p` the drawn operands make the condition hold for `answer` when that is
+    The operands make the condition hold for `answer` when `want` (a fair coin when None) and that is
     possible, so both branches come up about as often."""
-    want = rng.random() < answer_p
+    want = rng.random() < 0.5 if want is None else want
     options: list[list[str]] = []
     values = list(dict.fromkeys(normalise_answer(v) for v in space))
     if operator in ("eq", "ne"):
@@ -119,6 +134,7 @@ def draw_condition(
     rng: random.Random,
     place: str = "top",
     exclude: tuple[str, ...] = (),
+    want: bool | None = None,
 ) -> PlanCondition | None:
     """One condition on one question's answer: a statement for yes/no, else an operator drawn by the kind
     of answer (numbers: all seven; other values: eq, ne, one_of), with operands from its answer space."""
@@ -136,7 +152,7 @@ def draw_condition(
     names = [n for n in sorted(table) if n not in exclude]
     while names:
         operator = rng.choices(names, weights=[table[n] for n in names])[0]
-        operands = draw_operands(operator, norm, values, rng)
+        operands = draw_operands(operator, norm, values, rng, want)
         if operands is not None:
             return PlanCondition(
                 place=place, question=question, operator=operator, operands=operands,
@@ -207,8 +223,9 @@ def plan_leak(
     for text in asked:  # a verbatim copy of a question says no more than the question (a choice's options)
         instruction = re.sub(re.escape(text), " ", instruction, flags=re.IGNORECASE)
     leaked = leaks_answer(
-        instruction, answer, process_answer, candidate_is_answer=bool(plan.candidate_is_answer), question=questions
-    )
+        instruction, answer, process_answer, question=questions,
+        candidate_is_answer=bool(plan.candidate_is_answer if plan.answer_in_condition is None else plan.answer_in_condition),
+    )  # fmt: skip
     if leaked:
         return leaked
     for index, other in enumerate(plan.answers[1:], 1):

@@ -39,6 +39,8 @@ from ..core.plan import InstructionPlan, PlanCondition, PlanLeaf, PlanParameter
 from .answers import mentions_answer, normalise_answer, same_answer
 from .logic import (
     NUMERIC_OPERATORS,
+    RELEASE_LOGIC,
+    LogicSettings,
     VALUE_OPERATORS,
     as_number,
     draw_condition,
@@ -67,11 +69,6 @@ DEFAULT_STYLE_MIX: dict[str, dict[str, float]] = {
     "default": {"conditional": 0.5, "synthesis": 0.5},
 }
 DEFAULT_CANDIDATE_P = 0.5
-#: shares of the logic draws: a condition on a sibling question joined with and / or; a nested condition in
-#: one branch (depth 2); a sibling's count setting a branch's amount
-JOIN_P = 0.5
-NEST_P = 0.35
-PARAMETER_P = 0.5
 
 #: same-kind distractors when the source gives no answer space
 COLOR_WORDS: tuple[str, ...] = (
@@ -193,10 +190,14 @@ def draw_plan(
     closing: str | None = None,
     question: str = "",
     siblings: Sequence[Any] = (),
+    logic_settings: LogicSettings = RELEASE_LOGIC,
 ) -> InstructionPlan:
     """The plan for one record; a pure function of its arguments. `closing`: a fixed closing sentence (the
     pipeline's directive); None draws a preservation clause. `siblings`: other questions about the same
-    image (records.SiblingQA), which the logic may embed."""
+    image (records.SiblingQA), which the logic may embed. `logic_settings`: what the logic may draw (the rewrite
+    stage passes `stages.rewrite.logic`, every form by default); the default here is the release's single
+    equality test."""
+    settings = logic_settings
     fixed_closing = closing
     closing = closing or draw_closing(seed, record_id, answer)
     rng = plan_rng(seed, record_id)
@@ -215,7 +216,7 @@ def draw_plan(
     questions, answers = [question], [answer]
     if style != "conditional":
         parameter = None
-        if style == "synthesis" and category == "count":  # capped count arithmetic on the answer itself
+        if style == "synthesis" and category == "count" and settings.count_arithmetic:  # capped count arithmetic on the answer itself
             parameter = draw_parameter(0, answer, "", logic)
         return InstructionPlan(
             style=style, closing=closing, questions=questions, answers=answers, parameter=parameter
@@ -234,27 +235,28 @@ def draw_plan(
         if options is not None:
             path = [f"case:{norm}"]
             return InstructionPlan(
-                style="conditional", candidate_is_answer=True, closing=closing, operator="switch",
+                style="conditional", candidate_is_answer=True, answer_in_condition=True, closing=closing, operator="switch",
                 operands=options, questions=questions, answers=answers, depth=1,
                 conditions=[PlanCondition(operator="switch", operands=options, holds=True)],
                 path=path, leaves=[PlanLeaf(path=f"case:{o}") for o in options],
             )  # fmt: skip
     top: PlanCondition | None = None
+    excluded = ("eq", "statement", *(o for o in NUMERIC_OPERATORS if o not in settings.operators))
     if category == "yes_no" or norm in ("yes", "no"):
         top = draw_condition(0, answer, answer_space, "yes_no", logic)
     elif candidate is not None:
         eq_share = (NUMERIC_OPERATORS if as_number(norm) is not None else VALUE_OPERATORS)["eq"]
-        if logic.random() >= eq_share:
+        if logic.random() >= eq_share and len(settings.operators) > 1:
             space = answer_space if answer_space else _vocabulary_space(answer)
-            top = draw_condition(0, answer, space, category, logic, exclude=("eq", "statement"))
+            top = draw_condition(0, answer, space, category, logic, exclude=excluded, want=is_answer)
     if top is None:  # the release's test: "the answer is the candidate"
         top = PlanCondition(operator="eq", operands=[candidate] if candidate else [], holds=is_answer)
     conditions = [top]
     join = None
     second: PlanCondition | None = None
-    if pool and logic.random() < JOIN_P:
+    if pool and logic.random() < settings.join_p:
         q, a, cat, space = pool.pop()
-        second = draw_condition(len(questions), a, space, cat, logic, place="join")
+        second = draw_condition(len(questions), a, space, cat, logic, place="join", exclude=excluded[2:])
         if second is not None:
             questions.append(q)
             answers.append(a)
@@ -262,11 +264,11 @@ def draw_plan(
             conditions.append(second)
     truth = join_truth(join, top.holds, second.holds if second else None)
     nested: PlanCondition | None = None
-    if logic.random() < NEST_P and (top.operands or pool):
+    if logic.random() < settings.nest_p and (top.operands or pool):
         branch = logic.choice(("then", "else"))
         if pool:
             q, a, cat, space = pool.pop()
-            nested = draw_condition(len(questions), a, space, cat, logic, place=branch)
+            nested = draw_condition(len(questions), a, space, cat, logic, place=branch, exclude=excluded[2:])
             if nested is not None:
                 questions.append(q)
                 answers.append(a)
@@ -278,7 +280,7 @@ def draw_plan(
             fits = [b for b in (branch, "else" if branch == "then" else "then") if len(reach[b]) >= 2]
             if fits:
                 nested = draw_condition(
-                    0, answer, sorted(reach[fits[0]]), category, logic, place=fits[0], exclude=("statement",)
+                    0, answer, sorted(reach[fits[0]]), category, logic, place=fits[0], exclude=excluded[1:]
                 )
         if nested is not None:
             conditions.append(nested)
@@ -288,7 +290,7 @@ def draw_plan(
     leaves = _leaves(["then", "else"], nested)
     parameter: PlanParameter | None = None
     numeric = [s for s in pool if as_number(s[1]) is not None and as_number(s[1]) >= 1]
-    if numeric and logic.random() < PARAMETER_P:
+    if numeric and logic.random() < settings.parameter_p:
         q, a, _cat, _space = numeric[0]
         parameter = draw_parameter(len(questions), a, logic.choice(leaves).path, logic)
         if parameter is not None:
@@ -302,7 +304,8 @@ def draw_plan(
     return InstructionPlan(
         style="conditional",
         candidate=candidate if top.operator == "eq" else None,
-        candidate_is_answer=bool(in_condition),
+        candidate_is_answer=top.holds,
+        answer_in_condition=bool(in_condition),
         expected_branch=path[0],  # type: ignore[arg-type]
         closing=closing,
         operator=top.operator,

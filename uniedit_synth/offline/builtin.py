@@ -342,7 +342,11 @@ class BuiltinText(_Builtin):
         if directive:  # the pipeline's own aesthetics directive replaces the built-in one
             reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, directive)
         if ctx.get("reasoning_requested"):  # stages.rewrite.reasoning: rewrite_call
-            if plan.get("style") == "conditional":
+            key = "/".join(plan.get("path") or [])
+            leaf = next((b["edit"] for b in reply.get("branches") or [] if b["path"] == key), None)
+            if leaf is not None:  # a branch tree: the edit at the end of the path that holds
+                effect = leaf
+            elif plan.get("style") == "conditional":
                 effect = reply["then_edit"] if plan.get("expected_branch") == "then" else reply["else_edit"]
             else:
                 effect = reply["instruction"]

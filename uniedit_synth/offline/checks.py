@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..core.plan import InstructionPlan
 from ..method.answers import leaks_answer
+from ..method.logic import plan_leak
 from .flaws import FLAWS, apply_flaw, expected_edited_png
 from .observe import observe
 from .program import decided_conditions, scene_of
@@ -57,6 +59,14 @@ def _plan(row: dict[str, Any]) -> dict[str, Any]:
 def row_leak(row: dict[str, Any]) -> str | None:
     """The answer form an accepted row's instruction gives away (the plan's candidate-in-condition excepted)."""
     plan = _plan(row)
+    if "depth" in plan:  # a drawn plan: every embedded question's answer, as the rewrite stage checks it
+        return plan_leak(
+            row.get("edit_instruction") or "",
+            InstructionPlan.model_validate(plan),
+            row.get("original_answer") or "",
+            row.get("process_answer"),
+            row.get("original_question") or "",
+        )
     return leaks_answer(
         row.get("edit_instruction") or "",
         row.get("original_answer"),

@@ -18,7 +18,7 @@ from ..core.records import RejectReason
 from ..method.answers import candidate_in_condition, mentions_answer, normalise_text, same_answer
 from ..method.branches import branch_mismatch, read_branches
 from ..method.edit_meaning import is_visible_edit, same_edit
-from ..method.logic import plan_leak
+from ..method.logic import LogicSettings, plan_leak
 from ..method.plan import RELEASE_CLOSING, draw_plan
 from ..method.reasoning import check_trace, intended_effect, template_trace
 from .base import Rejected, StageContext, WorkItem
@@ -229,6 +229,10 @@ class RewriteStage:
         # None: each record's plan draws a preservation clause ("change nothing else", worded variously)
         release = ctx.config.stages.judge.preset == "release"
         self.fixed_closing = self.spec.aesthetics_directive or (RELEASE_CLOSING if release else None)
+        logic = self.spec.logic
+        self.logic = LogicSettings(
+            tuple(logic.operators), logic.nest_p, logic.join_p, logic.parameter_p, logic.count_arithmetic
+        )
 
     def prompt_for(self, category: str) -> Prompt:
         template = self.spec.prompt or "rewrite/{category}.txt"
@@ -251,6 +255,7 @@ class RewriteStage:
             closing=self.fixed_closing,
             question=record.question,
             siblings=record.siblings,
+            logic_settings=self.logic,
         )
 
     async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
