@@ -218,7 +218,7 @@ def plan_leak(
     (allowed in the condition when the plan tests it there), and each sibling's answer (allowed in a
     condition only where it is one of that question's operands). The words of every embedded question are
     allowed inside the instruction's copy of it."""
-    asked = [q.strip() for q in (plan.questions or [question]) if q and q.strip()]
+    asked = list(dict.fromkeys(q.strip() for q in (*plan.questions, question) if q and q.strip()))
     questions = " ; ".join(asked) or None
     for text in asked:  # a verbatim copy of a question says no more than the question (a choice's options)
         instruction = re.sub(re.escape(text), " ", instruction, flags=re.IGNORECASE)

@@ -281,6 +281,8 @@ class BuiltinText(_Builtin):
         plan = dict(planned or {"style": "conditional"})
         # the closing sentence is only appended: leaving it out of the draw keeps each record's program
         drawn = {k: v for k, v in plan.items() if k != "closing"}
+        if not follows_logic(plan):  # the release's forms keep the draws they always had
+            drawn = {k: v for k, v in drawn.items() if k in RELEASE_PLAN_KEYS}
         key = (self.seed, question, answer, process_answer, category, meta, drawn, ctx.get("repair"))
         candidate_is_answer = bool(plan.get("candidate_is_answer"))
         # a drawn plan: leaks are checked as the rewrite stage checks them (every embedded question's answer)
@@ -315,8 +317,9 @@ class BuiltinText(_Builtin):
                     text, then_edit, else_edit = generic_instruction_parts(program, question, rng)
             except (ProgramError, QueryError, KeyError, TypeError, ValueError) as exc:
                 problem = repr(exc)
-                if not planned and plan["style"] == "conditional":
-                    plan = {"style": "synthesis"}  # no plan given: a condition that cannot be posed is dropped
+                if not planned and plan["style"] == "conditional" and attempt >= 3:
+                    # no plan given: a condition that cannot be posed in four draws is dropped
+                    plan = {"style": "synthesis"}
                 continue
             proposed = program.get("candidate") if plan.get("style") == "conditional" and not plan.get("candidate") else None
             reply = {
@@ -409,9 +412,18 @@ class BuiltinText(_Builtin):
         return {"analysis": analysis, "score": 5}
 
 
+#: the plan fields of the release's forms (one equality test, or no condition)
+RELEASE_PLAN_KEYS = ("style", "candidate", "candidate_is_answer", "expected_branch", "then_edit", "else_edit")
+
+
 def follows_logic(plan: dict[str, Any]) -> bool:
-    """A drawn plan with a branch tree (or a count parameter) is followed exactly by logic_program.py."""
-    return bool(plan.get("leaves")) or bool(plan.get("parameter") and plan.get("style") == "synthesis")
+    """A drawn plan beyond the release's forms (an operator other than eq, a joined or nested condition, a
+    switch, a count parameter) is followed exactly by logic_program.py; the release's forms by choose.py."""
+    if plan.get("parameter"):
+        return True
+    if not plan.get("leaves"):
+        return False
+    return plan.get("operator") not in (None, "eq") or int(plan.get("depth") or 0) > 1 or bool(plan.get("join"))
 
 
 def with_candidate(plan: dict[str, Any], scene: Any, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:

@@ -205,6 +205,9 @@ def _answer_actions(
         ]
         for slot in slots:
             actions.append({"op": "write_text", "slot": slot, "text": ANSWER})
+        if not actions and query["type"] == "count" and int(value) >= 2:
+            # a crowded floor and a full wall: the count still decides the edit (remove all but one of them)
+            actions.append({"op": "keep_one", "target": query["filter"]})
     return actions
 
 
