@@ -21,8 +21,8 @@ from uniedit_synth.method.plan import draw_plan
 from uniedit_synth.offline.builtin import BuiltinText
 from uniedit_synth.offline.flaws import apply_flaw, expected_edited_png
 from uniedit_synth.offline.generic import generic_program
-from uniedit_synth.offline.regions import non_edit_consistency
 from uniedit_synth.offline.questions import SCENE_CATEGORIES
+from uniedit_synth.offline.regions import non_edit_consistency
 from uniedit_synth.offline.render import render_png
 from uniedit_synth.offline.world import Scene
 from uniedit_synth.sources.scenes import ScenesSource

@@ -40,8 +40,8 @@ from .answers import mentions_answer, normalise_answer, same_answer
 from .logic import (
     NUMERIC_OPERATORS,
     RELEASE_LOGIC,
-    LogicSettings,
     VALUE_OPERATORS,
+    LogicSettings,
     as_number,
     draw_condition,
     draw_parameter,

@@ -40,8 +40,8 @@ from ..backends.base import (
 )
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
-from ..core.records import TASK_CATEGORIES
 from ..core.plan import InstructionPlan
+from ..core.records import TASK_CATEGORIES
 from ..method.answers import leaks_answer, normalise_answer
 from ..method.logic import plan_leak
 from .choose import pick_distractor, scene_program
