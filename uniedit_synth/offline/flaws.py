@@ -76,7 +76,7 @@ def apply_flaw(
     right edit plus an extra object. A kind that cannot show on this program falls back to another one
     (wrong_branch → wrong_detail on a program without branches; digit and shade → wrong_detail; anything
     that would come out identical to the expected edit → unchanged)."""
-    if flaw not in FLAW_KINDS:
+    if flaw not in FLAW_KINDS and flaw not in LOGIC_PROBES:
         raise ProgramError(f"unknown flaw {flaw!r} (known: {', '.join(FLAW_KINDS)})")
     if flaw == "unchanged":
         return source_png, "unchanged"

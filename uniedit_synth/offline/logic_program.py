@@ -174,3 +174,17 @@ def _conditional(
     if top["operator"] == "eq":
         program["candidate"] = str(top["operands"][0])
     return program
+
+
+def program_for_plan(
+    scene: Any, spec: dict[str, Any], plan: dict[str, Any], siblings: list[dict[str, Any]], rng: random.Random,
+    avoid: tuple[str, ...],
+) -> dict[str, Any]:
+    """The program the builtin rewriter writes for a drawn plan: logic_program for the forms beyond the
+    release's (builtin.follows_logic), choose.scene_program for the release's own."""
+    from .builtin import follows_logic, with_candidate
+    from .choose import scene_program
+
+    if follows_logic(plan):
+        return plan_program(scene, spec, with_candidate(plan, scene, spec, rng), siblings, rng, avoid)
+    return scene_program(scene, spec, rng, avoid=avoid[0] if avoid else "", plan=plan)
