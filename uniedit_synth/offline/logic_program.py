@@ -68,7 +68,7 @@ def _parameter_action(
     if parameter["formula"] == "all_but_one":
         return {"op": "keep_one", "target": query["filter"], "question": parameter["question"]}
     free = scene.free_cells()
-    if int(parameter["value"]) + 1 > len(free):  # room for the count and one more (a wrong count shows)
+    if int(parameter["value"]) > len(free):  # a wrong count shows either way (one fewer always fits)
         raise ProgramError("not enough free cells for the count")
     cells = [list(c) for c in rng.sample(free, len(free))]
     count = {"query": query if parameter["question"] else None, "formula": parameter["formula"]}

@@ -21,7 +21,8 @@ from .instructions import (
 from .questions import noun_phrase
 from .world import Scene
 
-ORDINALS = ("first", "second", "third")
+#: questions are named by letter: a digit or an ordinal ("(2)", "the second") could state a count answer
+LETTERS = ("A", "B", "C")
 MULTI_INTROS = (
     "answer these questions about the picture: {qs}",
     "work out the answers to {qs}",
@@ -38,7 +39,7 @@ def _number(value: Any, rng: random.Random) -> str:
 def _noun(query: dict[str, Any], index: int, multi: bool) -> str:
     """How a condition names the answer it tests."""
     if multi:
-        return f"the answer to the {ORDINALS[index]} question"
+        return f"the answer to question {LETTERS[index]}"
     kind = query["type"]
     if kind == "choice":
         return "the answer"
@@ -98,7 +99,7 @@ def condition_words(
 def parameter_words(action: dict[str, Any], queries: list[dict[str, Any]], multi: bool, rng: random.Random) -> str:
     """A count parameter's edit: the amount said through the question, never as a number."""
     index = int(action.get("question", 0))
-    source = f"the answer to the {ORDINALS[index]} question" if multi else "that count"
+    source = f"the answer to question {LETTERS[index]}" if multi else "that count"
     if action["op"] == "keep_one":
         plural = noun_phrase(queries[index]["filter"], plural=True)
         return rng.choice((f"remove all the {plural} but one", f"take away every one of the {plural} except one"))
@@ -126,7 +127,7 @@ def leaf_words(
 def intro_words(questions: list[str], queries: list[dict[str, Any]], category: str, scene: Scene, rng: random.Random) -> str:
     if len(questions) == 1:
         return scene_intro(queries[0], questions[0], category, scene, rng)
-    quoted = [f"({i + 1}) {_quoted(q)}" for i, q in enumerate(questions)]
+    quoted = [f"({LETTERS[i]}) {_quoted(q)}" for i, q in enumerate(questions)]
     qs = ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
     return capitalise(f"{rng.choice(LEAD_INS)}{rng.choice(MULTI_INTROS).format(qs=qs)}").rstrip(".") + "."
 
