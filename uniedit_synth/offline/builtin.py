@@ -44,11 +44,11 @@ from ..core.plan import InstructionPlan
 from ..core.records import TASK_CATEGORIES
 from ..method.answers import leaks_answer, normalise_answer
 from ..method.logic import plan_leak
-from .choose import pick_distractor, scene_program
+from .choose import scene_program
 from .flaws import FLAW_KINDS, FLAWS, expected_edited_png, flawed_edit
 from .generic import generic_program
 from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
-from .logic_program import plan_program, plan_queries
+from .logic_program import RELEASE_PLAN_KEYS, follows_logic, plan_program, plan_queries, with_candidate
 from .logic_text import plan_instruction
 from .observe import observe
 from .program import ProgramError, scene_of
@@ -410,34 +410,6 @@ class BuiltinText(_Builtin):
             return {"analysis": "The image cannot be decoded (builtin visual check).", "score": 1}
         analysis = f"A clean {size[0]}×{size[1]} render, no visual defects (builtin visual check)."
         return {"analysis": analysis, "score": 5}
-
-
-#: the plan fields of the release's forms (one equality test, or no condition)
-RELEASE_PLAN_KEYS = ("style", "candidate", "candidate_is_answer", "expected_branch", "then_edit", "else_edit")
-
-
-def follows_logic(plan: dict[str, Any]) -> bool:
-    """A drawn plan beyond the release's forms (an operator other than eq, a joined or nested condition, a
-    switch, a count parameter) is followed exactly by logic_program.py; the release's forms by choose.py."""
-    if plan.get("parameter"):
-        return True
-    if not plan.get("leaves"):
-        return False
-    return plan.get("operator") not in (None, "eq") or int(plan.get("depth") or 0) > 1 or bool(plan.get("join"))
-
-
-def with_candidate(plan: dict[str, Any], scene: Any, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """A plan whose eq test has no candidate (the rewriter is asked for one) gets a distractor here."""
-    conditions = plan.get("conditions") or []
-    top = next((c for c in conditions if c.get("place") == "top"), None)
-    if top is None or top["operator"] != "eq" or top.get("operands"):
-        return plan
-    from .questions import answer_query
-
-    value = answer_query(scene, spec["query"])
-    candidate = str(pick_distractor(scene, spec["query"], value, rng))
-    fixed = [{**c, "operands": [candidate]} if c is top else c for c in conditions]
-    return {**plan, "conditions": fixed, "operands": [candidate]}
 
 
 def image_size(request: TextRequest, meta: dict[str, Any]) -> tuple[int, int] | None:

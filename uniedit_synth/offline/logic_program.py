@@ -16,7 +16,7 @@ import json
 import random
 from typing import Any
 
-from .choose import _leaf_scenes, _plain_actions, new_object, typed_candidate
+from .choose import _leaf_scenes, _plain_actions, new_object, pick_distractor, scene_program, typed_candidate
 from .program import LOGIC_OPS, ProgramError, decided_conditions
 from .questions import QueryError, answer_query, select
 
@@ -176,14 +176,38 @@ def _conditional(
     return program
 
 
+#: the plan fields of the release's forms (one equality test, or no condition)
+RELEASE_PLAN_KEYS = ("style", "candidate", "candidate_is_answer", "expected_branch", "then_edit", "else_edit")
+
+
+def follows_logic(plan: dict[str, Any]) -> bool:
+    """A drawn plan beyond the release's forms (an operator other than eq, a joined or nested condition, a
+    switch, a count parameter) is followed exactly by logic_program.py; the release's forms by choose.py."""
+    if plan.get("parameter"):
+        return True
+    if not plan.get("leaves"):
+        return False
+    return plan.get("operator") not in (None, "eq") or int(plan.get("depth") or 0) > 1 or bool(plan.get("join"))
+
+
+def with_candidate(plan: dict[str, Any], scene: Any, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A plan whose eq test has no candidate (the rewriter is asked for one) gets a distractor here."""
+    conditions = plan.get("conditions") or []
+    top = next((c for c in conditions if c.get("place") == "top"), None)
+    if top is None or top["operator"] != "eq" or top.get("operands"):
+        return plan
+    value = answer_query(scene, spec["query"])
+    candidate = str(pick_distractor(scene, spec["query"], value, rng))
+    fixed = [{**c, "operands": [candidate]} if c is top else c for c in conditions]
+    return {**plan, "conditions": fixed, "operands": [candidate]}
+
+
 def program_for_plan(
     scene: Any, spec: dict[str, Any], plan: dict[str, Any], siblings: list[dict[str, Any]], rng: random.Random,
     avoid: tuple[str, ...],
 ) -> dict[str, Any]:
     """The program the builtin rewriter writes for a drawn plan: logic_program for the forms beyond the
-    release's (builtin.follows_logic), choose.scene_program for the release's own."""
-    from .builtin import follows_logic, with_candidate
-    from .choose import scene_program
+    release's (follows_logic), choose.scene_program for the release's own."""
 
     if follows_logic(plan):
         return plan_program(scene, spec, with_candidate(plan, scene, spec, rng), siblings, rng, avoid)
