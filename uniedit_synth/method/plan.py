@@ -227,7 +227,12 @@ def draw_plan(
         candidate: str | None = (answer or "").strip()
     else:
         candidate = other  # None: the rewriter proposes one, validated ≠ answer
-    pool = [s for s in map(_sibling, siblings) if s[0] and s[1]]
+    # a sibling whose question names this record's answer (or whose answer this question names) would give
+    # one answer away in the other's words: it is not embedded
+    pool = [
+        s for s in map(_sibling, siblings)
+        if s[0] and s[1] and not mentions_answer(s[0], answer) and not (question and mentions_answer(question, s[1]))
+    ]  # fmt: skip
     logic.shuffle(pool)
     norm = normalise_answer(answer)
     if category == "multi-choice":
