@@ -189,3 +189,28 @@ def test_the_judge_oracle_rejects_wrong_paths_and_parameters(rows: list[dict]) -
     wrong, applied = apply_flaw(source, program, meta, "wrong_path", random.Random(0))
     assert applied == "wrong_path" and wrong != expected_edited_png(source, program, meta)
     assert verify(source, wrong, program, meta).scores["instruction_following"] <= 2
+
+
+def test_location_edits_act_at_the_answered_place() -> None:
+    """ "Which side is X on?": the object is added in that half; the other answer would put it in the other."""
+    from uniedit_synth.offline.choose import scene_program
+    from uniedit_synth.offline.questions import generate_vqa
+
+    rng = random.Random(5)
+    checked = 0
+    for _ in range(200):
+        scene, _question, answer, spec = generate_vqa(rng, "location", size=128)
+        if spec["query"]["type"] != "side":
+            continue
+        program = scene_program(scene, spec, rng, avoid=answer, plan={"style": "transform"})
+        action = program["if_true"]
+        if action["op"] != "add":
+            continue
+        after = prog.apply_program(scene, program)
+        added = next(o for o in after.objects if o.id not in {x.id for x in scene.objects})
+        assert added.side == answer
+        other = "left" if answer == "right" else "right"
+        elsewhere = prog.apply_action(scene, action, other)
+        assert next(o for o in elsewhere.objects if o.id == added.id).side == other
+        checked += 1
+    assert checked >= 10

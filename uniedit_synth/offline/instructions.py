@@ -253,6 +253,13 @@ def scene_action(
     if op == "keep_one":
         plural = noun_phrase(action["target"], plural=True)
         return rng.choice((f"remove all the {plural} but one", f"take away every one of the {plural} except one"))
+    if op == "add" and isinstance(action["cell"], dict):  # at the answered place: that half of the picture
+        thing = with_article(_object_phrase(action["object"]))
+        row = ROW_NAMES[action["cell"]["row"]]
+        return rng.choice(
+            (f"place {thing} in the {row} row on that same side of the picture, next to the middle",
+             f"add {thing} to the {row} row in that half of the image, as close to the centre as there is room")
+        )  # fmt: skip
     if op == "add":
         thing = with_article(_object_phrase(action["object"]))
         where = _cell_phrase(action["cell"])

@@ -142,6 +142,20 @@ def resolve_field(field: Any, value: int | str) -> Any:
     return str(value) if field == ANSWER else field
 
 
+def add_cell(scene: Scene, cell: Any, value: int | str) -> tuple[int, int]:
+    """Where an `add` puts its object: a [col, row], or {"side": left | right | "$answer", "row": r} (the
+    answered half of the picture: its first free cell in that row, nearest the middle first)."""
+    if not isinstance(cell, dict):
+        col, row = cell
+        return int(col), int(row)
+    side, row = str(resolve_field(cell["side"], value)), int(cell["row"])
+    columns = (1, 0) if side == "left" else (2, 3)
+    free = [c for c in columns if (c, row) not in scene.occupied_cells()]
+    if not free:
+        raise ProgramError(f"add: no free cell in the {side} half of row {row}")
+    return free[0], row
+
+
 #: formulas of a count parameter (method/logic.py draw_parameter)
 COUNT_FORMULAS = {"same": 0, "plus_one": 1}
 
@@ -175,7 +189,7 @@ def apply_action(scene: Scene, action: dict[str, Any], value: int | str) -> Scen
                     setattr(obj, key, resolve_field(new, value))
         return out
     if op == "add":
-        col, row = action["cell"]
+        col, row = add_cell(out, action["cell"], value)
         if (col, row) in out.occupied_cells():
             raise ProgramError(f"add: cell {col},{row} is taken")
         spec = {k: resolve_field(v, value) for k, v in action["object"].items()}
