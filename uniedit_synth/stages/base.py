@@ -71,6 +71,10 @@ class WorkItem:
     judge_region: list[float] | None = None
     #: the deciding judge's observations (observed_changes, branch_observed, changes_outside_target)
     judge_evidence: dict[str, Any] | None = None
+    #: multi-turn chains (engine/chains.py): this item's turn (1-based), its chain's id and the previous row's id
+    turn: int = 1
+    chain_id: str | None = None
+    parent_id: str | None = None
 
 
 @dataclass
