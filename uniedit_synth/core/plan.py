@@ -34,13 +34,14 @@ class PlanLeaf(BaseModel):
 
 
 class PlanParameter(BaseModel):
-    """A count that sets a branch's amount: `questions[question]`'s answer through `formula` (same, plus_one,
-    all_but_one), capped; `value` is the number the edit must show; `path` the leaf that uses it ("" for an
-    instruction without a condition)."""
+    """An answer that sets a branch's edit: a count through `formula` (same, plus_one, all_but_one), capped,
+    `value` being the number the edit must show; or (`answer`) the answer itself used by the edit (that
+    colour, that shape, that word) while another question decides the branch. `path`: the leaf that uses it
+    ("" for an instruction without a condition)."""
 
     question: int = 0
-    formula: Literal["same", "plus_one", "all_but_one"]
-    value: int
+    formula: Literal["same", "plus_one", "all_but_one", "answer"]
+    value: int | None = None
     path: str = ""
 
 

@@ -188,7 +188,9 @@ def switch_options(answer: str, space: Sequence[str] | None, rng: random.Random)
     return chosen
 
 
-def draw_parameter(question: int, answer: str, path: str, rng: random.Random) -> PlanParameter | None:
+def draw_parameter(
+    question: int, answer: str, path: str, rng: random.Random, adding_only: bool = False
+) -> PlanParameter | None:
     """Capped count arithmetic for a branch (or a synthesis): add as many as the answer, one more than the
     answer (never more than MAX_NEW_OBJECTS new objects), or remove all but one of the counted objects."""
     n = as_number(answer)
@@ -199,8 +201,10 @@ def draw_parameter(question: int, answer: str, path: str, rng: random.Random) ->
         formulas.append(("same", n))
     if n + 1 <= MAX_NEW_OBJECTS:
         formulas.append(("plus_one", n + 1))
-    if n >= 2:
+    if n >= 2 and not adding_only:
         formulas.append(("all_but_one", n - 1))
+    if not formulas:
+        return None
     formula, value = rng.choice(formulas)
     return PlanParameter(question=question, formula=formula, value=value, path=path)
 

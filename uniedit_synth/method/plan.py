@@ -214,10 +214,43 @@ def draw_plan(
         others = [n for n in names if n != "conditional"]
         style = rng.choices(others, weights=[mix[n] for n in others])[0] if others else "synthesis"
     questions, answers = [question], [answer]
+    # a sibling whose question names this record's answer (or whose answer this question names) would give
+    # one answer away in the other's words: it is not embedded
+    pool = [
+        s for s in map(_sibling, siblings)
+        if s[0] and s[1] and not mentions_answer(s[0], answer) and not (question and mentions_answer(question, s[1]))
+    ]  # fmt: skip
+    logic.shuffle(pool)
+    gated = style in ("synthesis", "render") and pool and logic.random() < settings.join_p
+    if gated:  # another question decides the branch; this record's answer drives the edit on the then-path
+        q, a, cat, space = pool[0]
+        excluded = ("eq", "statement", *(o for o in NUMERIC_OPERATORS if o not in settings.operators))
+        gate = draw_condition(1, a, space, cat, logic, exclude=excluded[2:])
+        if gate is not None:
+            path = ["then" if gate.holds else "else"]
+            if fixed_closing is None:
+                closing = draw_closing(seed, record_id, answer, a)
+            return InstructionPlan(
+                style="conditional", candidate_is_answer=gate.holds, answer_in_condition=False,
+                expected_branch=path[0], closing=closing, operator=gate.operator, operands=gate.operands,
+                questions=[question, q], answers=[answer, a], depth=1, conditions=[gate], path=path,
+                leaves=[PlanLeaf(path="then"), PlanLeaf(path="else")],
+                parameter=PlanParameter(question=0, formula="answer", path="then"),
+            )  # fmt: skip
     if style != "conditional":
         parameter = None
         if style == "synthesis" and category == "count" and settings.count_arithmetic:  # capped count arithmetic on the answer itself
             parameter = draw_parameter(0, answer, "", logic)
+        counting = [s for s in pool if (as_number(s[1]) or 0) >= 1]
+        if style == "synthesis" and category in ("color", "shape") and counting and logic.random() < settings.parameter_p:
+            # "add as many cubes of that colour as there are spheres": the sibling's count sets the amount
+            q, a, _cat, _space = counting[0]
+            parameter = draw_parameter(1, a, "", logic, adding_only=True)
+            if parameter is not None:
+                questions.append(q)
+                answers.append(a)
+        if fixed_closing is None and len(answers) > 1:
+            closing = draw_closing(seed, record_id, answer, *answers[1:])
         return InstructionPlan(
             style=style, closing=closing, questions=questions, answers=answers, parameter=parameter
         )
@@ -227,13 +260,6 @@ def draw_plan(
         candidate: str | None = (answer or "").strip()
     else:
         candidate = other  # None: the rewriter proposes one, validated ≠ answer
-    # a sibling whose question names this record's answer (or whose answer this question names) would give
-    # one answer away in the other's words: it is not embedded
-    pool = [
-        s for s in map(_sibling, siblings)
-        if s[0] and s[1] and not mentions_answer(s[0], answer) and not (question and mentions_answer(question, s[1]))
-    ]  # fmt: skip
-    logic.shuffle(pool)
     norm = normalise_answer(answer)
     if category == "multi-choice":
         options = switch_options(answer, answer_space, logic)

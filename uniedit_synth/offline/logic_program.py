@@ -16,8 +16,16 @@ import json
 import random
 from typing import Any
 
-from .choose import _leaf_scenes, _plain_actions, new_object, pick_distractor, scene_program, typed_candidate
-from .program import LOGIC_OPS, ProgramError, decided_conditions
+from .choose import (
+    _answer_actions,
+    _leaf_scenes,
+    _plain_actions,
+    new_object,
+    pick_distractor,
+    scene_program,
+    typed_candidate,
+)
+from .program import ANSWER, LOGIC_OPS, ProgramError, decided_conditions
 from .questions import QueryError, answer_query, select
 
 PROGRAM_VERSION = 3
@@ -60,9 +68,15 @@ def condition_test(condition: dict[str, Any], queries: list[dict[str, Any]], sce
 
 
 def _parameter_action(
-    parameter: dict[str, Any], queries: list[dict[str, Any]], scene: Any, rng: random.Random, avoid: tuple[str, ...]
+    parameter: dict[str, Any], queries: list[dict[str, Any]], scene: Any, rng: random.Random, avoid: tuple[str, ...],
+    category: str = "",
 ) -> dict[str, Any]:
     query = queries[parameter["question"]]
+    if parameter["formula"] == "answer":  # the record's answer used by the edit (that colour, that word…)
+        options = _answer_actions(scene, query, answer_query(scene, query), rng, avoid, set(), category)
+        if not options:
+            raise ProgramError("no edit that uses this answer fits the scene")
+        return rng.choice(options)
     if query["type"] != "count":
         raise ProgramError("a count parameter needs a counting question")
     if parameter["formula"] == "all_but_one":
@@ -72,7 +86,11 @@ def _parameter_action(
         raise ProgramError("not enough free cells for the count")
     cells = [list(c) for c in rng.sample(free, len(free))]
     count = {"query": query if parameter["question"] else None, "formula": parameter["formula"]}
-    return {"op": "add_count", "object": new_object(rng, avoid), "count": count, "cells": cells,
+    fixed = {}
+    own = queries[0]
+    if parameter["question"] and parameter["path"] == "" and own["type"] == "attr" and own["attr"] in ("color", "shape"):
+        fixed = {own["attr"]: ANSWER}  # a synthesis: the new objects take this record's answer
+    return {"op": "add_count", "object": new_object(rng, avoid, **fixed), "count": count, "cells": cells,
             "question": parameter["question"]}  # fmt: skip
 
 
@@ -104,7 +122,7 @@ def plan_program(
             program = {
                 "kind": "scene", "version": PROGRAM_VERSION,
                 "condition": {"query": query, "test": {"op": "always"}},
-                "if_true": _parameter_action(parameter, queries, scene, rng, avoids), "if_false": None,
+                "if_true": _parameter_action(parameter, queries, scene, rng, avoids, category), "if_false": None,
             }  # fmt: skip
         else:
             program = _conditional(plan, queries, scene, rng, avoids, ref, ref_ids, category)
@@ -136,7 +154,7 @@ def _conditional(
     parameter = plan.get("parameter")
     pinned: dict[str, dict[str, Any]] = {}
     if parameter:
-        pinned[parameter["path"]] = _parameter_action(parameter, queries, scene, rng, avoids)
+        pinned[parameter["path"]] = _parameter_action(parameter, queries, scene, rng, avoids, category)
     free = [p for p in leaves if p not in pinned]
     if len(plain) < len(free):
         return None

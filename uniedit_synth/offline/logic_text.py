@@ -103,8 +103,14 @@ def parameter_words(action: dict[str, Any], queries: list[dict[str, Any]], multi
     if action["op"] == "keep_one":
         plural = noun_phrase(queries[index]["filter"], plural=True)
         return rng.choice((f"remove all the {plural} but one", f"take away every one of the {plural} except one"))
-    things = noun_phrase(action["object"], plural=True)
-    thing = noun_phrase(action["object"])
+    obj = action["object"]
+    if "$answer" in obj.values():  # the record's own answer: "cubes of that same colour"
+        attr = next(k for k, v in obj.items() if v == "$answer")
+        rest = {k: v for k, v in obj.items() if v != "$answer"}
+        tail = "of that same colour" if attr == "color" else "of that same shape"
+        things, thing = f"{noun_phrase(rest, plural=True)} {tail}", f"{noun_phrase(rest)} {tail}"
+    else:
+        things, thing = noun_phrase(obj, plural=True), noun_phrase(obj)
     if action["count"]["formula"] == "plus_one":  # no number word: "one more" would state an answer of 1
         return rng.choice(
             (f"add as many {things} as {source} and then another {thing}, on free spots of the floor",

@@ -203,7 +203,8 @@ def apply_action(scene: Scene, action: dict[str, Any], value: int | str) -> Scen
         for col, row in cells[:count]:
             if (col, row) in out.occupied_cells():
                 raise ProgramError(f"add_count: cell {col},{row} is taken")
-            out.objects.append(SceneObject(id=out.next_object_id(), col=col, row=row, **action["object"]))
+            spec = {k: resolve_field(v, value) for k, v in action["object"].items()}  # "of that colour"
+            out.objects.append(SceneObject(id=out.next_object_id(), col=col, row=row, **spec))
         return out
     if op == "keep_one":  # remove all but one of the counted objects (the first one stays)
         found = sorted(o.id for o in select(out, action["target"]))

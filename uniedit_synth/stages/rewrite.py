@@ -105,7 +105,12 @@ def plan_brief(plan: InstructionPlan) -> str:
                 condition.place, f"nested condition inside the {condition.place} branch"
             )
             lines.append(f"{where}: {condition_brief(condition)}")
-        if parameter is not None:
+        if parameter is not None and parameter.formula == "answer":
+            lines.append(
+                f"the edit on path {parameter.path!r} uses the answer to question {parameter.question + 1} (that "
+                "colour, shape, number or word) without stating it"
+            )
+        elif parameter is not None:
             lines.append(
                 f"the edit on path {parameter.path!r}: {PARAMETER_WORDS[parameter.formula]} the answer to question "
                 f"{parameter.question + 1} (at most 6 new objects; say it through the question, never as a number)"
@@ -132,10 +137,14 @@ def plan_brief(plan: InstructionPlan) -> str:
             "else_edit: a different visible edit carried out otherwise (never 'leave it unchanged')"
         )
     extra = ""
+    if len(plan.questions) > 1:
+        extra += "\nquestions to embed, each quoted or faithfully reworded, in this order:"
+        extra += "".join(f"\n  {i + 1}. {q}" for i, q in enumerate(plan.questions))
     if parameter is not None:
-        extra = (
-            f"\namount: {PARAMETER_WORDS[parameter.formula]} the answer (at most 6 new objects; say it through "
-            "the question, never as a number)"
+        whose = f"question {parameter.question + 1}" if parameter.question else "the question"
+        extra += (
+            f"\namount: {PARAMETER_WORDS[parameter.formula]} the answer to {whose} (at most 6 new objects; say it "
+            "through the question, never as a number)"
         )
     return f"style: {plan.style}\nthen_edit: null\nelse_edit: null{extra}"
 
