@@ -143,13 +143,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--group-by-image", action="store_true",
-        help="merge questions about the same image into one record (needs `source.group_by_image`)",
+        help="three questions per scene, merged into one record by `source.group_by_image`",
     )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="uniedit-quality-") as tmp:
         out = Path(tmp) / "run"
-        extra = ["--set", "source.group_by_image=true"] if args.group_by_image else []
+        # CLEVR-like: three questions about each scene, grouped into one sample (sources/grouping.py)
+        extra = ["--set", "source.group_by_image={scenes_questions_per_image: 3}"] if args.group_by_image else []
         elapsed = synth(out, args.records, args.seed, extra)
         rows = read_rows(out)
     stats = quality_figures(rows)
