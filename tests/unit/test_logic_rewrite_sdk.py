@@ -180,3 +180,19 @@ def test_an_embedded_siblings_answer_outside_its_condition_is_a_leak(server: Fak
     with pytest.raises(Rejected) as caught:
         run(fresh(count_item("test/cubes-and-spheres", [sibling])))
     assert caught.value.reason == RejectReason.leaks_answer and "embedded question 2" in caught.value.detail
+
+
+def test_the_fakes_default_reply_follows_every_drawn_form(server: FakeOpenAI, tmp_path: Path) -> None:
+    """Other tests run the model pipelines against this fake unscripted: its reply follows any plan's tree."""
+    full = {"operators": ["eq", "ne", "lt", "gt", "between", "parity", "one_of"], "nest_p": 0.5, "join_p": 0.5,
+            "parameter_p": 0.5}  # fmt: skip
+    rewrite, _ = stages(server, tmp_path, full)
+    sibling = SiblingQA(id="s/q", question="Is the cube red?", answer="no", category="yes_no",
+                        meta={"answer_space": ["yes", "no"]})  # fmt: skip
+    forms = set()
+    for i in range(24):
+        item = count_item(f"test/fake-{i}", [sibling] if i % 2 else [])
+        done = run(rewrite(item))
+        forms.add((done.plan.operator, done.plan.depth, bool(done.plan.join)))
+        assert all(leaf.edit for leaf in done.plan.leaves), (done.plan.leaves, done.plan.depth, done.plan.parameter, done.plan.join)
+    assert len(forms) >= 4, forms

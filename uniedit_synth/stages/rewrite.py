@@ -150,11 +150,14 @@ def plan_brief(plan: InstructionPlan) -> str:
 
 
 def reply_leaves(plan: InstructionPlan, reply: RewriteReply) -> dict[str, str]:
-    """The reply's branch tree as {path: edit}: its `branches`, else then_edit / else_edit."""
-    if reply.branches:
-        return {b.path.strip(): (b.edit or "").strip() for b in reply.branches}
+    """The reply's branch tree as {path: edit}: for a plan with a tree its `branches`, for a plain if/else its
+    then_edit / else_edit (strict structured outputs make a model fill the other field with something)."""
+    given = {b.path.strip(): (b.edit or "").strip() for b in reply.branches or [] if b.path.strip()}
     pairs = (("then", (reply.then_edit or "").strip()), ("else", (reply.else_edit or "").strip()))
-    return {path: edit for path, edit in pairs if edit}
+    slots = {path: edit for path, edit in pairs if edit}
+    if _uses_tree(plan):  # the tree is the reply's word; a plain if/else is its two slots
+        return given or slots
+    return slots or given
 
 
 def check_tree(plan: InstructionPlan, reply: RewriteReply) -> str | None:
