@@ -154,6 +154,35 @@ INSTRUCTION_PLAN_STRUCT = pa.struct(
         ("then_edit", pa.string()),
         ("else_edit", pa.string()),
         ("closing", pa.string()),
+        ("operator", pa.string()),
+        ("operands", pa.list_(pa.string())),
+        ("questions", pa.list_(pa.string())),
+        ("answers", pa.list_(pa.string())),
+        ("depth", pa.int8()),
+        ("join", pa.string()),
+        (
+            "conditions",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("place", pa.string()),
+                        ("question", pa.int8()),
+                        ("operator", pa.string()),
+                        ("operands", pa.list_(pa.string())),
+                        ("holds", pa.bool_()),
+                    ]
+                )
+            ),
+        ),
+        ("path", pa.list_(pa.string())),
+        ("leaves", pa.list_(pa.struct([("path", pa.string()), ("edit", pa.string())]))),
+        (
+            "parameter",
+            pa.struct(
+                [("question", pa.int8()), ("formula", pa.string()), ("value", pa.int32()), ("path", pa.string())]
+            ),
+        ),
+        ("answer_in_condition", pa.bool_()),
     ]
 )
 
@@ -226,6 +255,7 @@ def hf_feature(arrow_type: pa.DataType, name: str = "", image_columns: tuple[str
         pa.binary(): "binary",
         pa.large_binary(): "large_binary",
         pa.bool_(): "bool",
+        pa.int8(): "int8",
         pa.int16(): "int16",
         pa.int32(): "int32",
         pa.int64(): "int64",
