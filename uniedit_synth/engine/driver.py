@@ -370,7 +370,9 @@ class Driver:
         if not gone:
             return
         records = sum(int(finished[shard].get("records", 0)) for shard in gone)
+        cache = ResponseCache(self.run_dir.cache_fs())
         for shard in gone:
+            cache.materialize(shard)  # its pack keeps the replies whose images were in the files deleted here
             for record in (finished[shard].get("files") or {}).values():
                 with contextlib.suppress(OSError):
                     self.run_dir.fs.delete(record["path"])

@@ -268,10 +268,20 @@ class ShardProcessor:
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
+        # an earlier pack of this shard may point into the files about to be replaced: its bytes go back in first
+        await asyncio.to_thread(self.cache.materialize, shard)
         entry = self._write(shard, items, samples, funnel, admitted, started, chains)
-        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
+        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run), an
+        # edited image as a reference to the shard's parquet (stored once)
         keys = [event.get("key", "") for item in items + chains.items for event in item.ledger.events]
-        await asyncio.to_thread(self.cache.pack, shard, keys)
+        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
+        calls = self._call_index(items + chains.items, chains.first_rows(samples) + chains.samples)
+        if self.cache.root is None:  # no packs on object storage: the call index is a file of its own
+            self.run_dir.write_call_index(shard, calls)
+        else:
+            await asyncio.to_thread(self.cache.pack, shard, keys, [f.path for f in entry.files.values()],
+                                    ("\n".join(calls) + "\n").encode())
+            self.run_dir.fs.delete(RunDir.call_index_path(shard))  # one an older release wrote
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
@@ -487,8 +497,6 @@ class ShardProcessor:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
-        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
-        self._write_call_index(shard, items + chains.items, chains.first_rows(samples) + chains.samples)
         rows = {"data": accepted + chains.data, "rejects": rejected, "attempts": attempts + chains.attempts}
         files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
@@ -533,13 +541,15 @@ class ShardProcessor:
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
 
-    def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
-        """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
+    @staticmethod
+    def _call_index(items: list[WorkItem], samples: list[Sample]) -> list[str]:
+        """The shard's call index (in its cache pack, else `cache/index/shard-NNNNN.jsonl`): which cache entries
+        each sample's calls used (for `uniedit inspect`)."""
         lines = []
         for item, sample in zip(items, samples, strict=True):
             for event in item.ledger.events:
                 lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        self.run_dir.write_call_index(shard, lines)
+        return lines
 
     REPORT_S = 1.0
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..core.config import STAGE_NAMES
 from ..core.errors import ConfigChangedError, OutputDirError
+from .cache import ResponseCache
 from .fs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error
 from .lock import RunLock
 
@@ -293,6 +294,9 @@ class RunDir:
             self.fs.move("manifest.jsonl", f"manifest.{stamp}.jsonl")
         for name in self.fs.list(MANIFEST_DIR, "shard-*.json"):
             self.fs.move(f"{MANIFEST_DIR}/{name}", f"{MANIFEST_DIR}.{stamp}/{name}")
+        # the cache packs reference the edited images in the shard files: their bytes go back in first, so every
+        # paid reply is still reused under the new config
+        ResponseCache(self.cache_fs()).materialize()
         for kind in self.KINDS:
             for name in self.fs.list(kind, "shard-*.parquet"):
                 self.fs.delete(f"{kind}/{name}")
