@@ -15,6 +15,7 @@ workers, raylet and coordinator are other processes):
     python benchmarks/scale.py                               # driver-io 240 rows; sizes 1000,3000
     python benchmarks/scale.py --skip driver-io --sizes 10000,50000
     python benchmarks/scale.py --skip driver-io --sizes 1000 --nodes 3   # 3 Ray nodes on 127.0.0.1
+    python benchmarks/scale.py --skip driver-io --skip sizes --rerun-at 10000,50000
 """
 
 from __future__ import annotations
@@ -185,6 +186,53 @@ def sizes(work: Path, counts: list[int], workers: int, shard_size: int, nodes: i
               f"per extra second of run: {1000 * rate:.1f} ms")
 
 
+def synthetic_finished_run(base: Path, target: int, shard_size: int) -> Path:
+    """A finished run of `target` records made from the whole shards of the finished run `base`: their files
+    hard-linked under new shard numbers, one manifest line each, source.json saying the source ended there (the
+    offline world's identity is its config). What a rerun of a finished `target`-record run reads, without
+    running `target` records on 2 shared cores."""
+    out = base.parent / f"synthetic-{target}"
+    out.mkdir()
+    entries = [json.loads(line) for line in (base / "manifest.jsonl").read_text().splitlines()]
+    whole = [e for e in entries if e["records"] == shard_size]
+    shards = target // shard_size
+    for name in ("run.json", "stats.json"):
+        (out / name).write_bytes((base / name).read_bytes())
+    with open(out / "manifest.jsonl", "w") as manifest:
+        for shard in range(shards):
+            entry = json.loads(json.dumps(whole[shard % len(whole)]))
+            old = f"shard-{entry['shard']:05d}"
+            for record in entry["files"].values():
+                new_path = record["path"].replace(old, f"shard-{shard:05d}")
+                (out / new_path).parent.mkdir(parents=True, exist_ok=True)
+                os.link(base / record["path"], out / new_path)
+                record["path"] = new_path
+            pack = base / "cache" / "packs" / f"{old}.pack"
+            (out / "cache" / "packs").mkdir(parents=True, exist_ok=True)
+            os.link(pack, out / "cache" / "packs" / f"shard-{shard:05d}.pack")
+            entry["shard"] = shard
+            manifest.write(json.dumps(entry) + "\n")
+    plan = json.loads((base / "source.json").read_text())
+    plan.update(limit=target, shards=shards, records=shards * shard_size)
+    (out / "source.json").write_text(json.dumps(plan))
+    return out
+
+
+def rerun_at(work: Path, targets: list[int], workers: int, shard_size: int) -> None:
+    base_n = 2 * shard_size
+    base = work / f"run-{base_n}"
+    if not base.exists():
+        measure("scenes", base, limit=base_n, workers=workers, shard_size=shard_size)
+    print(f"\nrerun of a finished run (synthetic: the {base_n}-record run's shards hard-linked under new numbers)")
+    print(" records  shards  files  rerun s  driver RSS MB  shards run/skipped")
+    for target in targets:
+        out = synthetic_finished_run(base, target, shard_size)
+        files, _ = disk(out)
+        rerun = measure("scenes", out, limit=target, workers=workers, shard_size=shard_size)
+        print(f"{target:>8} {target // shard_size:>7} {files:>6} {rerun['wall_s']:>8.2f} {rerun['peak_rss_mb']:>14.0f} "
+              f"{rerun['shards_done']:>10}/{rerun['shards_skipped']}", flush=True)
+
+
 @contextlib.contextmanager
 def loopback_cluster(work: Path, nodes: int):
     """`nodes` Ray nodes on 127.0.0.1 (a head and nodes joining it, each its own raylet), their temp dirs under
@@ -239,6 +287,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shard-size", type=int, default=250, help="of the sizes runs (files per record follow it)")
     parser.add_argument("--nodes", type=int, default=1, help="Ray nodes on 127.0.0.1 for the sizes runs (1: none)")
+    parser.add_argument("--rerun-at", default="", help="record counts of synthetic finished runs whose rerun is "
+                        "timed (e.g. 10000,50000)")
     parser.add_argument("--skip", choices=("driver-io", "sizes"), action="append", default=[])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="uniedit-scale-") as tmp:
@@ -248,6 +298,8 @@ def main() -> None:
         if "sizes" not in args.skip:
             with loopback_cluster(work, args.nodes):
                 sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size, args.nodes)
+        if args.rerun_at:
+            rerun_at(work, [int(x) for x in args.rerun_at.split(",") if x], args.workers, args.shard_size)
 
 
 if __name__ == "__main__":
