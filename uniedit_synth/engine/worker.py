@@ -274,14 +274,11 @@ class ShardProcessor:
         # the shard is final: its replies go into one pack file (the loose copies go at the end of the run), an
         # edited image as a reference to the shard's parquet (stored once)
         keys = [event.get("key", "") for item in items + chains.items for event in item.ledger.events]
-        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
-        calls = self._call_index(items + chains.items, chains.first_rows(samples) + chains.samples)
-        if self.cache.root is None:  # no packs on object storage: the call index is a file of its own
-            self.run_dir.write_call_index(shard, calls)
-        else:
-            await asyncio.to_thread(self.cache.pack, shard, keys, [f.path for f in entry.files.values()],
-                                    ("\n".join(calls) + "\n").encode())
-            self.run_dir.fs.delete(RunDir.call_index_path(shard))  # one an older release wrote
+        # the call index (which cache entries each sample's calls used, for `uniedit inspect`); a chain's later
+        # turns (engine/chains.py) are rows of their own, counted with their record
+        calls = [json.dumps({"id": sample.id, **event}, sort_keys=True) for item, sample in zip(
+            items + chains.items, chains.first_rows(samples) + chains.samples, strict=True) for event in item.ledger.events]
+        await asyncio.to_thread(self.run_dir.pack_shard, self.cache, shard, keys, entry, calls)
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
@@ -540,16 +537,6 @@ class ShardProcessor:
             elapsed_s=round(time.monotonic() - started, 3),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-
-    @staticmethod
-    def _call_index(items: list[WorkItem], samples: list[Sample]) -> list[str]:
-        """The shard's call index (in its cache pack, else `cache/index/shard-NNNNN.jsonl`): which cache entries
-        each sample's calls used (for `uniedit inspect`)."""
-        lines = []
-        for item, sample in zip(items, samples, strict=True):
-            for event in item.ledger.events:
-                lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        return lines
 
     REPORT_S = 1.0
 

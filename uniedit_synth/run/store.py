@@ -414,6 +414,16 @@ class RunDir:
     def write_call_index(self, shard: int, lines: list[str]) -> None:
         self.fs.write_bytes(self.call_index_path(shard), ("\n".join(lines) + "\n").encode(), fsync=False)
 
+    def pack_shard(self, cache: ResponseCache, shard: int, keys: list[str], entry: ShardResult,
+                   calls: list[str]) -> None:
+        """A final shard's replies into its cache pack, an edited image as a reference to the shard's files
+        (`entry`'s), with its call index; on object storage (no packs) the call index is a file of its own."""
+        if cache.root is None:
+            self.write_call_index(shard, calls)
+            return
+        cache.pack(shard, keys, [f.path for f in entry.files.values()], ("\n".join(calls) + "\n").encode())
+        self.fs.delete(self.call_index_path(shard))  # one an older release wrote
+
     @classmethod
     def screen_path(cls, shard: int) -> str:
         """`screen/shard-NNNNN.json`: the dedup/decontamination entries that passed in a finished shard."""
