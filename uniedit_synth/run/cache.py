@@ -341,8 +341,8 @@ class ResponseCache:
             self.misses += 1
             if blob is not None:  # left in its pack: the shard's next pack leaves it out
                 self.corrupt += 1
-                log.warning("cache entry %s in %s is corrupt; the call will be made again", key,
-                            self.locate(key)[0] if self.locate(key) else PACKS)
+                log.warning("cache entry %s in %s is corrupt (or the shard file holding its image changed); the "
+                            "call will be made again", key, self.locate(key)[0] if self.locate(key) else PACKS)
             return None
         entry = self._decode(blob)
         if entry is None:
