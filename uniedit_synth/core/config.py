@@ -191,7 +191,9 @@ else:
 class EngineSpec(Strict):
     kind: Literal["ray", "inline"] = "ray"
     workers: int = Field(default=2, ge=1, le=1024)
-    shard_size: int = Field(default=50, ge=1, le=1_000_000)
+    #: 250: a finished shard is 4 files (data, rejects, attempts, cache pack), so 16 files per 1,000 records
+    #: (docs/guides/scale.md); a redone shard replays its calls from the cache, so a big one costs little to redo
+    shard_size: int = Field(default=250, ge=1, le=1_000_000)
     #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
     shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None

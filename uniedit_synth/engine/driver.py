@@ -370,7 +370,9 @@ class Driver:
         if not gone:
             return
         records = sum(int(finished[shard].get("records", 0)) for shard in gone)
+        cache = ResponseCache(self.run_dir.cache_fs())
         for shard in gone:
+            cache.materialize(shard)  # its pack keeps the replies whose images were in the files deleted here
             for record in (finished[shard].get("files") or {}).values():
                 with contextlib.suppress(OSError):
                     self.run_dir.fs.delete(record["path"])
@@ -518,8 +520,13 @@ class Driver:
                     "calls", "cache_hits", "node", "worker", "elapsed_s"})})
 
     async def _poll_progress(self, runtime, bar, base) -> None:
+        """Refresh the bar from the coordinator (two RPCs): every 0.5 s for a live bar, once per status line in a
+        log (StatusLines writes one every `interval_s`: asked twice as often), never when there is no display."""
+        if bar.disable:
+            return
+        every = max(0.5, float(getattr(bar, "interval_s", 0.5)) / 2)
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(every)
             await self._refresh_bar(runtime, bar, base())
 
     async def _refresh_bar(self, runtime, bar, base_records: int) -> None:

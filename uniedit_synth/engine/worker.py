@@ -268,10 +268,17 @@ class ShardProcessor:
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
+        # an earlier pack of this shard may point into the files about to be replaced: its bytes go back in first
+        await asyncio.to_thread(self.cache.materialize, shard)
         entry = self._write(shard, items, samples, funnel, admitted, started, chains)
-        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
+        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run), an
+        # edited image as a reference to the shard's parquet (stored once)
         keys = [event.get("key", "") for item in items + chains.items for event in item.ledger.events]
-        await asyncio.to_thread(self.cache.pack, shard, keys)
+        # the call index (which cache entries each sample's calls used, for `uniedit inspect`); a chain's later
+        # turns (engine/chains.py) are rows of their own, counted with their record
+        calls = [json.dumps({"id": sample.id, **event}, sort_keys=True) for item, sample in zip(
+            items + chains.items, chains.first_rows(samples) + chains.samples, strict=True) for event in item.ledger.events]
+        await asyncio.to_thread(self.run_dir.pack_shard, self.cache, shard, keys, entry, calls)
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
@@ -487,8 +494,6 @@ class ShardProcessor:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
-        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
-        self._write_call_index(shard, items + chains.items, chains.first_rows(samples) + chains.samples)
         rows = {"data": accepted + chains.data, "rejects": rejected, "attempts": attempts + chains.attempts}
         files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
@@ -532,14 +537,6 @@ class ShardProcessor:
             elapsed_s=round(time.monotonic() - started, 3),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-
-    def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
-        """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
-        lines = []
-        for item, sample in zip(items, samples, strict=True):
-            for event in item.ledger.events:
-                lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        self.run_dir.write_call_index(shard, lines)
 
     REPORT_S = 1.0
 

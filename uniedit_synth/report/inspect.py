@@ -33,7 +33,7 @@ from ..stages.classify import ClassifyStage
 from ..stages.edit import EditStage
 from ..stages.judge import JudgeStage
 from ..stages.rewrite import RewriteStage
-from .call_index import has_call_index, index_path, read_call_index
+from .call_index import calls_location, has_call_index, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, open_shard, shard_error, shard_files
 from .summary import status_of
@@ -71,7 +71,7 @@ def inspect_sample(run_dir: str | Path, sample_id: str, *, scan_cache: bool = Fa
     cache = ResponseCache(run.child(RunDir.CACHE_DIR))
     calls = read_call_index(run, shard, sample_id)
     if calls:
-        info["calls_source"] = index_path(shard)
+        info["calls_source"] = calls_location(run, shard)
         for call in sorted(calls, key=lambda c: c.seq or 0):
             entry = call.model_dump()
             entry["reply"] = _read_entry(cache, call.key)
