@@ -19,6 +19,8 @@ from uniedit_synth.core.records import SAMPLE_SCHEMA, Sample, row_to_sample, sam
 from uniedit_synth.core.specs import ChainSpec
 from uniedit_synth.engine.driver import run_synth
 from uniedit_synth.export.bagel import chain_row
+from uniedit_synth.method.answers import candidate_in_condition, leaks_answer
+from uniedit_synth.method.branches import branch_mismatch, read_branches
 from uniedit_synth.method.chain import chain_totals, fact_question, format_chain_totals
 from uniedit_synth.offline.chain import NoNextTurn, next_scene_turn
 from uniedit_synth.offline.choose import scene_program
@@ -116,6 +118,65 @@ def test_fact_question_asks_what_the_verified_edit_established():
     assert fact_question(synthesis, whole, None, "q", seed=0, chain_id="c", turn=2) == (
         "Does the picture show this change: fill a panel in the corner with that colour?", "yes")
     assert fact_question(synthesis, "x" * 200, None, "q", seed=0, chain_id="c", turn=2) is None
+
+
+def test_fact_question_of_a_synthesis_instruction_asks_about_its_action_clause():
+    """A synthesis turn's intended effect is its whole instruction, too long to quote: the next turn asks
+    about the clause that made the visible change, and the chain goes on instead of breaking."""
+    synthesis = InstructionPlan(style="synthesis")
+    whole = ("Work out the colour of the object the question asks about in the original image, then add a small "
+             "ceramic mug painted in that same colour next to it. Refine the image with a visually appealing, "
+             "harmonious look.")
+    assert len(whole) > 160
+    expected = ("Does the picture show this change: add a small ceramic mug painted in that same colour next to it?",
+                "yes")
+    assert fact_question(synthesis, whole, whole, "q", seed=0, chain_id="c", turn=2) == expected
+    assert fact_question(None, None, whole, "q", seed=0, chain_id="c", turn=2) == expected
+    answered = ('Answer "How many cubes are in the scene?" and draw that many red stars on the back wall, evenly '
+                "spaced, each about as large as the smallest cube. Keep everything else exactly as it is, "
+                "same framing and lighting.")
+    assert fact_question(synthesis, answered, None, "q", seed=0, chain_id="c", turn=2) == (
+        "Does the picture show this change: draw that many red stars on the back wall, evenly spaced, each about as "
+        "large as the smallest cube?", "yes")
+    # nothing visible to ask about, and a conditional's own text (only one branch ran): still no fact
+    assert fact_question(synthesis, "Keep everything unchanged. " * 8, None, "q", seed=0, chain_id="c", turn=2) is None
+    conditional = InstructionPlan(style="conditional", candidate="red", expected_branch="else")
+    assert fact_question(conditional, None, "If it is red, " + whole, "q", seed=0, chain_id="c", turn=2) is None
+
+
+QUOTED = "Does the picture show this change: add a small ceramic mug beside the lamp?"
+GOLD, MUG = "paint the lamp bright gold", "add a small ceramic mug beside the lamp"
+
+
+@pytest.mark.parametrize("candidate", ["yes", "no"])
+@pytest.mark.parametrize("template", [
+    'If the answer to "{q}" is {c}, paint the lamp bright gold; otherwise, add a small ceramic mug beside the lamp.',
+    'If the answer is {c} to the question "{q}", paint the lamp bright gold; otherwise, add a small ceramic mug '
+    "beside the lamp.",
+    "Ask yourself \u201c{q}\u201d and if the answer is {c}, paint the lamp bright gold; otherwise, add a small "
+    "ceramic mug beside the lamp.",
+    'Add a small ceramic mug beside the lamp unless the answer to "{q}" is {c}, in which case paint the lamp '
+    "bright gold.",
+])
+def test_a_quoted_question_is_no_branch_clause_and_a_no_candidate_no_negation(template: str, candidate: str):
+    """A later turn's instruction quotes its question, whose text is the previous edit: that text is not a
+    branch, the condition around the quote stays one clause, and "if the answer is no" is not negated."""
+    instruction = template.format(q=QUOTED, c=candidate)
+    assert branch_mismatch(instruction, GOLD, MUG, candidate) is None
+    branches = read_branches(instruction, candidate)
+    assert "gold" in branches.then_text and "gold" not in branches.else_text
+    assert "mug" in branches.else_text and "mug" not in branches.then_text
+    assert candidate_in_condition(instruction, candidate)
+    # the swap is still caught
+    assert branch_mismatch(instruction, MUG, GOLD, candidate) is not None
+
+
+def test_leak_check_reads_the_emptied_quotes_of_a_verbatim_question_as_the_question():
+    """plan_leak takes the verbatim question out of the instruction; the quote marks left behind must not
+    end the condition clause, or the allowed candidate in it reads as a leak."""
+    inside = 'If the answer to "  " is not cylinder, paint it gold; otherwise, add a mug.'
+    assert leaks_answer(inside, "cylinder", candidate_is_answer=True) is None
+    assert leaks_answer('Paint it gold. "  " The answer is cylinder.', "cylinder", candidate_is_answer=True)
 
 
 # -- a run: min_turns, accounting, the chain dataset ------------------------------------------------------
