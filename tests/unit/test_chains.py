@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,66 @@ def test_min_turns_keeps_long_enough_prefixes_and_counts_every_record_once(chain
         assert len(aside) == 1 and aside[0]["edited_image"]["bytes"] == row["source_image"]["bytes"]
     text = "\n".join(format_chain_totals(totals))
     assert "chains (3 turns, min 2)" in text
+
+
+def test_manifest_categories_count_records_by_first_turn_and_every_turn_apart(chained_run: Path):
+    """`categories`: read / accepted / rejected per record under its first turn's category (read sums to the
+    records, a dropped chain is not filed under its breaking turn's category); `turns` / `turns_accepted`
+    count every turn's row under its own category."""
+    data, rejects, attempts = (_rows(chained_run, k) for k in ("data", "rejects", "attempts"))
+    manifest = [json.loads(line) for line in (chained_run / "manifest.jsonl").read_text().splitlines()]
+    categories: dict[str, dict[str, int]] = {}
+    for entry in manifest:
+        for cat, counts in entry["categories"].items():
+            for key, n in counts.items():
+                categories.setdefault(cat, {}).setdefault(key, 0)
+                categories[cat][key] += n
+    assert sum(c.get("read", 0) for c in categories.values()) == 24
+    first = {r["id"]: r for r in data + rejects + attempts if r["turn"] == 1}
+    exits = [r for r in data if r["turn"] == 1] + rejects  # one row per record
+    by_first = Counter(first[r["chain_id"]]["task_category"] for r in exits)
+    assert {k: v["read"] for k, v in categories.items() if v.get("read")} == dict(by_first)
+    # every turn once: kept turns, a dropped chain's breaking turn and its verified prefix, a kept chain's
+    # breaking turn (judged failures before a retry are not turns)
+    broke = [a for a in attempts if (a["reject_detail"] or "").startswith(("dropped", "chain broke"))]
+    every_turn = {(r["chain_id"], r["turn"]) for r in data + rejects + broke}
+    assert sum(c.get("turns", 0) for c in categories.values()) == len(every_turn)
+    assert sum(c.get("turns", 0) for c in categories.values()) > 24
+
+
+def test_non_edit_counts_and_live_progress_count_every_turn_and_each_record_once(monkeypatch, tmp_path: Path):
+    """The shard's `non_edit` figures count every turn's judged row once; the live progress counts a chain's
+    record once, when the chain ends, as the manifest does (a chain dropped as too short is a reject)."""
+    from uniedit_synth.engine import worker as worker_module
+    from uniedit_synth.engine.coordinator import Coordinator
+
+    seen: list[dict] = []
+    real_report = Coordinator.report
+
+    async def spy(self, delta):
+        seen.append(json.loads(json.dumps(delta, default=dict)))
+        return await real_report(self, delta)
+
+    monkeypatch.setattr(Coordinator, "report", spy)
+    counted: list[int] = []
+    real_counts = worker_module.non_edit_counts
+    monkeypatch.setattr(worker_module, "non_edit_counts",
+                        lambda samples, threshold: counted.append(len(samples)) or real_counts(samples, threshold))
+    out = tmp_path / "run"
+    config = load_pipeline("default", {
+        "limit": 12, "engine": {"kind": "inline", "shard_size": 12}, "source": {"group_by_image": False},
+        "stages": {"chain": {"turns": 3, "min_turns": 2}},
+    })
+    run_synth(config, str(out), progress=False)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    entry = manifest[0]
+    broke = [a for a in _rows(out, "attempts") if (a["reject_detail"] or "").startswith(("dropped", "chain broke"))]
+    later = sum(1 for r in _rows(out, "data") + _rows(out, "rejects") + broke if r["turn"] > 1)
+    assert counted == [12 + later] and later > 0
+    assert sum(d.get("records", 0) for d in seen) == 12 == entry["records"]
+    assert sum(d.get("accepted", 0) for d in seen) == entry["accepted"]
+    rejected = sum(sum(d.get("rejected", {}).values()) for d in seen)
+    assert rejected == entry["rejected"] and entry["chains"]["dropped"] > 0
 
 
 def test_chain_dataset_yields_whole_chains(chained_run: Path):
