@@ -353,12 +353,20 @@ class ShardProcessor:
             funnel["validate"]["in"] += 1
             if item.record.duplicate:
                 raise Rejected(RejectReason.duplicate_id, "an earlier record has the same id")
-            on_image = None
-            if self._screening:  # fingerprint the decoded image there: no second decode for the screen
-                from ..method.fingerprint import fingerprint_image
+            # the decoded image serves the screen's fingerprint and the pixel gates' view of the source: no
+            # second decode of the same bytes later
+            views: list[Any] = []
+            screening, gating = self._screening, self.config.stages.edit.gates.enabled
 
-                def on_image(image: Any) -> None:
+            def on_image(image: Any) -> None:
+                if screening:
+                    from ..method.fingerprint import fingerprint_image
+
                     self._fingerprints[id(item)] = fingerprint_image(image).to_hex()
+                if gating:
+                    from ..method.pixel_gates import source_view
+
+                    views.append(source_view(image))
 
             try:
                 async with self._validate_sem:
@@ -371,6 +379,7 @@ class ShardProcessor:
                 raise Rejected(RejectReason.invalid_input, f"unreadable record: {describe_exception(exc)}") from None
             item.record = clean
             item.image = clean.image or b""
+            item.source_view = (item.image, views[0]) if views and item.image else None
             funnel["validate"]["out"] += 1
             return True
         except Rejected as rej:

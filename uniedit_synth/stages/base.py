@@ -71,6 +71,9 @@ class WorkItem:
     judge_region: list[float] | None = None
     #: the deciding judge's observations (observed_changes, branch_observed, changes_outside_target)
     judge_evidence: dict[str, Any] | None = None
+    #: (the source bytes, the source as the pixel gates read them: method/pixel_gates.SourceView), decoded
+    #: once per record (validation decodes the image anyway); the bytes tell a stale view from a current one
+    source_view: tuple[bytes, Any] | None = None
 
 
 @dataclass
