@@ -30,6 +30,7 @@ from ..run.resume import ids_digest, rows_digest
 from ..run.store import RunDir, ShardResult
 from ..sources import image_root_for
 from ..stages.base import Rejected, StageContext, WorkItem
+from ..stages.edit import with_source_view
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
 from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
@@ -353,21 +354,13 @@ class ShardProcessor:
             funnel["validate"]["in"] += 1
             if item.record.duplicate:
                 raise Rejected(RejectReason.duplicate_id, "an earlier record has the same id")
-            # the decoded image serves the screen's fingerprint and the pixel gates' view of the source: no
-            # second decode of the same bytes later
-            views: list[Any] = []
-            screening, gating = self._screening, self.config.stages.edit.gates.enabled
+            on_image = None
+            if self._screening:  # fingerprint the decoded image there: no second decode for the screen
+                from ..method.fingerprint import fingerprint_image
 
-            def on_image(image: Any) -> None:
-                if screening:
-                    from ..method.fingerprint import fingerprint_image
-
+                def on_image(image: Any) -> None:
                     self._fingerprints[id(item)] = fingerprint_image(image).to_hex()
-                if gating:
-                    from ..method.pixel_gates import source_view
-
-                    views.append(source_view(image))
-
+            on_image, views = with_source_view(on_image, self.config.stages.edit.gates.enabled)
             try:
                 async with self._validate_sem:
                     clean = await asyncio.to_thread(
@@ -379,7 +372,7 @@ class ShardProcessor:
                 raise Rejected(RejectReason.invalid_input, f"unreadable record: {describe_exception(exc)}") from None
             item.record = clean
             item.image = clean.image or b""
-            item.source_view = (item.image, views[0]) if views and item.image else None
+            item.source_view = (item.image, views[0]) if views and item.image else None  # no 2nd decode
             funnel["validate"]["out"] += 1
             return True
         except Rejected as rej:
@@ -496,6 +489,7 @@ class ShardProcessor:
     def _finish(self, i: int, item: WorkItem, sample: Sample, outcomes: list[Sample | None]) -> None:
         """Record a record's single exit, and queue it for the live progress report."""
         outcomes[i] = sample
+        item.source_view = None  # the gates' copy of the source (0.2 MB) is not kept until the shard is written
         report = self._pending_report
         report["records"] = report.get("records", 0) + 1
         if sample.accepted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -43,6 +44,23 @@ def fit_to_size(data: bytes, size: tuple[int, int]) -> tuple[bytes, Image.Image 
     resized = pixel_gates.in_geometry(image, size)
     resized.save(buffer, format="PNG")
     return buffer.getvalue(), resized
+
+
+def with_source_view(
+    hook: Callable[[Image.Image], None] | None, enabled: bool
+) -> tuple[Callable[[Image.Image], None] | None, list[pixel_gates.SourceView]]:
+    """`hook` (validation's callback with the decoded source) extended to keep the pixel gates' view of that
+    image in the returned list: the edit stage then measures every attempt without decoding the source again."""
+    views: list[pixel_gates.SourceView] = []
+    if not enabled:
+        return hook, views
+
+    def both(image: Image.Image) -> None:
+        if hook is not None:
+            hook(image)
+        views.append(pixel_gates.source_view(image))
+
+    return both, views
 
 
 class EditStage:
