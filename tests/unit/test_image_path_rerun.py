@@ -5,6 +5,10 @@ again where it was used), with
 
     PYTHONPATH=<a checkout of that commit>:. python tests/unit/test_image_path_rerun.py --write
 
+A change that means to move rows or keys (a prompt's text, the plan, the pipelines) moves them here too: then
+write the fixture again from the commit *before* the image-path change being tested (for a merge: from the
+branch merged into, before the merge), never from the code under test, or the test proves nothing.
+
 Each case runs today's code on the same records and compares, row by row, the verdict, the scores and the
 sha256 of both stored images, and the sorted request keys of the response cache: equal keys are what lets a
 rerun of a run made by the older code hit every cached reply. The test then reruns its own run from the cache
