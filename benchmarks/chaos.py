@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 VOLATILE = {"latency_s"}
 
 
-def synth_args(records: int, engine: str) -> list[str]:
+def synth_args(records: int, engine: str, extra: list[str] | None = None) -> list[str]:
     return [
         "synth", "--engine", engine, "--limit", str(records), "--shard-size", "20", "--concurrency", "4",
         "--log-format", "json", "--set", "backends.editor.options.latency_s=0.04",
-        "--set", "backends.text.options.latency_s=0.004",
+        "--set", "backends.text.options.latency_s=0.004", *(extra or []),
     ]
 
 
@@ -51,12 +51,29 @@ def start(out: Path, args: list[str], call_log: Path, stdout: Path) -> subproces
 def rows(out: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for kind in ("data", "rejects"):
-        for path in sorted((out / kind).glob("shard-*.parquet")):
+        for path in sorted((out / kind).glob("shard-*.parquet")):  # a chain's turns are rows of their own ids
             for row in pq.read_table(path).to_pylist():
                 if row["id"] in found:
                     raise AssertionError(f"duplicate id {row['id']}")
                 found[row["id"]] = {k: v for k, v in row.items() if k not in VOLATILE}
     return found
+
+
+def accounting(out: Path) -> dict[str, Any]:
+    """Every record left exactly once: stats.json's read == accepted + its rejects by reason == the rows on disk,
+    and every `merged` reject (source.group_by_image) names a sample of its own shard that is not merged itself."""
+    stats = json.loads((out / "stats.json").read_text())
+    found = rows(out)
+    merged = {i: r for i, r in found.items() if r["reject_reason"] == "merged"}
+    orphans = []
+    for record_id, row in merged.items():
+        named = (row.get("reject_detail") or "").removeprefix("merged into sample ").split(" ", 1)[0]
+        primary = found.get(named)
+        if primary is None or primary["reject_reason"] == "merged" or primary["shard"] != row["shard"]:
+            orphans.append(record_id)
+    exact = stats["read"] == stats["accepted"] + sum(stats["reject_reasons"].values()) == len(found)
+    return {"read": stats["read"], "accepted": stats["accepted"], "rejected": stats["rejected"],
+            "merged": len(merged), "rows": len(found), "merged_orphans": orphans, "exact": exact and not orphans}
 
 
 def unreadable_shards(out: Path) -> list[str]:
@@ -110,12 +127,14 @@ def wait_for_work(proc: subprocess.Popen, stdout: Path, timeout_s: float = 300.0
 
 
 def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600, engine: str = "inline",
-              max_delay_s: float | None = None, startup_kill_p: float = 0.2) -> dict[str, Any]:
+              max_delay_s: float | None = None, startup_kill_p: float = 0.2,
+              extra_args: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """With probability `startup_kill_p` an invocation is killed during start-up (0.05–1 s after it starts:
     config, lock, run.json); otherwise at a moment drawn uniformly from [0, max_delay_s] after it dispatched
     its first shard (default: 10 % of the uninterrupted run's time), so most kills land mid-work however long
-    start-up takes on a loaded machine, and ten of them still leave work for the final run."""
-    args = synth_args(records, engine)
+    start-up takes on a loaded machine, and ten of them still leave work for the final run. `extra_args` go to
+    every invocation (e.g. `--turns 3`, `--set source.group_by_image=true`)."""
+    args = synth_args(records, engine, list(extra_args))
     reference, chaotic = work / "reference", work / "chaos"
     ref_log, chaos_log = work / "reference.calls", work / "chaos.calls"
 
@@ -181,6 +200,7 @@ def run_chaos(work: Path, *, kills: int = 10, seed: int = 0, records: int = 600,
     tally["calls_lost_in_flight"] = sum(extra.values()) - repeated
     tally["calls_missing"] = sum((ref_calls - chaos_calls).values())
     tally["same_output"] = rows(chaotic) == rows(reference)
+    tally["accounting"] = accounting(chaotic)
     tally["reference_s"] = round(reference_s, 2)
     return tally
 
@@ -191,6 +211,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--engine", choices=("inline", "ray"), default="inline")
+    parser.add_argument("--turns", type=int, default=1, help="multi-turn chains (uniedit synth --turns)")
     parser.add_argument("--max-delay", type=float, default=None,
                         help="latest kill moment after an invocation's first dispatched shard, seconds "
                              "(default: 10%% of the uninterrupted run)")
@@ -198,9 +219,10 @@ def main() -> None:
     max_delay = args.max_delay
     with tempfile.TemporaryDirectory(prefix="uniedit-chaos-") as tmp:
         tally = run_chaos(Path(tmp), kills=args.kills, seed=args.seed, records=args.records, engine=args.engine,
-                          max_delay_s=max_delay)
+                          max_delay_s=max_delay, extra_args=("--turns", str(args.turns)) if args.turns > 1 else ())
     print(json.dumps(tally, indent=2))
-    ok = tally["calls_repeated"] == 0 and tally["same_output"] and not tally["unreadable_shards"]
+    ok = tally["calls_repeated"] == 0 and tally["same_output"] and not tally["unreadable_shards"] \
+        and tally["accounting"]["exact"]
     print("chaos: " + ("PASS" if ok else "FAIL")
           + f" — {tally['kills']} kills, {tally['shards_redone']} shards redone, "
           f"{tally['calls_repeated']} calls repeated, output identical: {tally['same_output']}")

@@ -79,6 +79,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     put("engine.kind", flags.get("engine"))
     put("engine.ray_address", flags.get("ray_address"))
     put("limits.max_cost_usd", flags.get("max_cost"))
+    put("stages.chain.turns", flags.get("turns"))
     if flags.get("batch"):
         for stage in MODEL_STAGES:
             put(f"stages.{stage}.mode", "batch")
@@ -151,6 +152,10 @@ def synth(
         False, "--batch", help="Send every stage whose provider has a batch API (OpenAI Batch, Gemini Batch Mode) "
         "as batch jobs: half the price, up to 24 h per stage; resumable with jobs in flight.",
     ),
+    turns: int | None = typer.Option(
+        None, "--turns", min=1, max=16, metavar="N", help="Multi-turn chains: each accepted edit is edited again, N "
+        "turns in all, each asking a question about the previous turn's result (stages.chain.turns)."
+    ),
     force_new_config: bool = typer.Option(
         False, "--force-new-config", help="Allow a changed pipeline config on an existing output dir: its shards start over, cached replies are reused."
     ),
@@ -207,7 +212,7 @@ def synth(
     overrides = _overrides(
         source=source, image_root=str(image_root) if image_root else None, preset=preset, shuffle=shuffle, limit=limit,
         seed=seed, shard_size=shard_size, workers=workers, engine=engine, ray_address=ray_address,
-        max_cost=max_cost, concurrency=concurrency, settings=settings, batch=batch,
+        max_cost=max_cost, concurrency=concurrency, settings=settings, batch=batch, turns=turns,
     )
     config = load_pipeline(pipeline, overrides)
     location = out if out and is_uri(out) else str(Path(out) if out else Path("runs") / default_run_name(config.name))

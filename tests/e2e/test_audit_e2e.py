@@ -25,7 +25,10 @@ KEYS = ("no_op_edits", "answer_leaks", "duplicate_sources", "duplicate_pairs", "
 def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
     run = root / "run"
-    proc = run_cli("synth", "--out", str(run), "--limit", "200", "--engine", "inline", "--no-progress")
+    # one question a scene: grouping by image makes several samples of one scene on purpose, and the audit
+    # would list them beside the planted duplicate sources
+    proc = run_cli("synth", "--out", str(run), "--limit", "200", "--engine", "inline", "--no-progress",
+                   "--set", "source.group_by_image=false")
     assert proc.returncode == 0, proc.stderr
     pristine = root / "pristine"
     shutil.copytree(run, pristine)
@@ -103,7 +106,9 @@ def test_audit_of_an_export_and_drop_flagged(planted, tmp_path: Path):
     assert audit["no_op_edits"]["ids"] == expected.no_op_edits
 
 
-SYNTH = ["--limit", "200", "--no-progress", "--shard-size", "20", "--engine", "inline"]
+# the planted run's records (one question a scene)
+SYNTH = ["--limit", "200", "--no-progress", "--shard-size", "20", "--engine", "inline",
+         "--set", "source.group_by_image=false"]
 
 
 def test_synth_decontaminate_rejects_exactly_the_benchmark_copies_also_after_sigkill(planted, tmp_path: Path):

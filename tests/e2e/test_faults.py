@@ -35,6 +35,22 @@ def test_chaos_ten_kills_lose_nothing_and_pay_nothing_twice(tmp_path: Path):
     assert tally["calls_missing"] == 0
     assert tally["calls_lost_in_flight"] <= tally["kills"]  # only replies the kill itself interrupted
     assert tally["shards_redone"] >= 1
+    assert tally["accounting"]["exact"] is True  # the default pipeline groups by image: merged rejects included
+
+
+@pytest.mark.serial
+def test_chaos_with_grouping_on_keeps_every_record_accounted_for(tmp_path: Path):
+    """source.group_by_image under kills and resume: the same groups, rows and `merged` rejects as an
+    uninterrupted run, and accepted + rejected == read with each merged record naming a sample of its shard."""
+    tally = run_chaos(tmp_path, kills=4, seed=11, records=200,
+                      extra_args=["--set", "source.group_by_image={scenes_questions_per_image: 3, max_questions: 3}"])
+    print(json.dumps(tally, indent=2))
+    assert tally["kills"] == 4 and tally["unreadable_shards"] == []
+    assert tally["same_output"] is True and tally["calls_repeated"] == 0 and tally["calls_missing"] == 0
+    books = tally["accounting"]
+    assert books["exact"] is True and books["merged_orphans"] == []
+    assert books["read"] == 200 == books["rows"] == books["accepted"] + books["rejected"]
+    assert books["merged"] > 20  # three questions a scene: many records went into another's sample
 
 
 def _worker_pids(driver_pid: int) -> list[int]:

@@ -46,7 +46,10 @@ def test_synth_300_records_end_to_end(tmp_path: Path):
     accepted, rejected = read_rows(out, "data"), read_rows(out, "rejects")
     assert len(accepted) + len(rejected) == 300
     assert not set(accepted) & set(rejected)
-    assert len(accepted) > 200 and len(rejected) > 0  # the imperfect editor and leaky rewriter are caught
+    # the default pipeline groups questions by scene: `merged` records went into another record's sample
+    merged = sum(1 for row in rejected.values() if row["reject_reason"] == "merged")
+    assert merged > 50 and len(accepted) > 0.75 * (300 - merged)
+    assert len(rejected) > merged  # the imperfect editor and leaky rewriter are caught
     for row in accepted.values():
         assert row["accepted"] and row["reject_reason"] is None
         program, meta = json.loads(row["edit_program"]), json.loads(row["record_meta"])

@@ -296,6 +296,9 @@ def edited_png(image_bytes: bytes, index: int = 0, size: tuple[int, int] | None 
         max(width * 3 // 8 + 1, width * 5 // 8),
         max(height * 3 // 8 + 1, height * 5 // 8),
     )
+    # an image this fake already edited (a chain's next turn) gets the next colour: still a visible edit
+    if image.getpixel(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2)) == colours[index % len(colours)]:
+        index += 1
     draw.rectangle(box, fill=colours[index % len(colours)])
     out = io.BytesIO()
     image.save(out, format="PNG")

@@ -68,6 +68,9 @@ def test_uniedit_jsonl_rows_images_and_shards(run: Path, tmp_path: Path) -> None
         "instruction_plan",
         "reasoning",
         "intended_effect",
+        "chain_id",
+        "turn",
+        "parent_id",
     ]
     originals = {s.id: s for s in accepted_samples()}
     assert {row["id"] for row in rows} == set(originals)

@@ -89,3 +89,36 @@ def test_a_rendered_scene_is_validated_without_decoding_its_png_and_gives_the_sa
     small = validate_record(lazy, InputPolicy(max_side=128), None)
     with Image.open(io.BytesIO(small.image)) as decoded:
         assert decoded.size == (128, 128)
+
+
+def test_validation_leaves_the_gates_view_and_a_changed_image_is_decoded_again() -> None:
+    from uniedit_synth.core.records import VQARecord
+    from uniedit_synth.stages.base import WorkItem, with_source_view
+
+    lazy = ScenesSource(count=1, image_size=256, defer_render=True).record(0)
+    item = WorkItem(record=lazy, shard=0)
+    seen: list[Image.Image] = []
+    hook = with_source_view(seen.append, item, enabled=True)
+    clean = validate_record(lazy, InputPolicy(), None, hook)
+    assert len(seen) == 1 and item.source_view is not None and item.source_view[0] is None
+    view = item.source_view[1]
+    assert view.size == (256, 256) and np.array_equal(view.work, pixel_gates.source_view(clean.image).work)
+    assert with_source_view(None, item, enabled=False) is None  # gates off: nothing kept
+    # a view of other bytes (a chain's next turn reusing an item) is never measured against: the gate decodes
+    # the item's own image; an unchanged edit of it is a no-op, where the stale view would see a whole new scene
+    import yaml
+
+    from uniedit_synth.core.bundled import pipelines_dir
+    from uniedit_synth.core.config import parse_pipeline
+    from uniedit_synth.stages.base import StageContext
+    from uniedit_synth.stages.edit import EditStage
+
+    config = parse_pipeline(yaml.safe_load((pipelines_dir() / "default.yaml").read_text()))
+    stage = EditStage(StageContext(config=config, callers={}, models={}))
+    mine = ScenesSource(count=2, image_size=256).record(1).image
+    assert mine is not None and mine != clean.image
+    other = WorkItem(record=VQARecord(id="x", source="s", question="q", answer="a"), shard=0, image=mine,
+                     edited_image=mine, source_view=(clean.image, view))
+    failed = stage._gate(other)
+    assert failed is not None and failed.reason == "no_op_edit"
+    assert other.source_view is not None and other.source_view[0] is mine

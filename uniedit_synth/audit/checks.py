@@ -196,11 +196,15 @@ class Auditor:
         self.trigrams = HyperLogLogPlusPlus(p=14)
         self.trigram_total = 0
         self.instructions = 0
+        self._chain: list[str] = []  # each row's chain id (its own id for a single turn)
+        self.chain_turns: Counter = Counter()  # chain id -> accepted turns
 
     def add(
         self, row: AuditRow, source: ImageFingerprint | None, noop: bool | None, aspect: float | None = None
     ) -> None:
         self.ids.append(row.id)
+        self._chain.append(row.chain_id or row.id)
+        self.chain_turns[row.chain_id or row.id] += 1
         if aspect is not None and aspect > ASPECT_TOLERANCE:
             self.aspect.append((row.id, round(aspect, 4)))
         if source is None:
@@ -276,6 +280,8 @@ class Auditor:
             return x
 
         for i, j in near_duplicate_pairs(hashes, self.max_distance).tolist():
+            if self._chain[i] == self._chain[j]:
+                continue  # a chain's turn edits its previous turn's result: a near copy by design
             if has[i] and has[j] and same_image(self._fingerprint(i), self._fingerprint(j)):
                 parent[find(i)] = find(j)
         groups: dict[int, list[int]] = defaultdict(list)
@@ -387,6 +393,10 @@ class Auditor:
                 "share": round(len(self.decided) / self.decidable, 4) if self.decidable else None,
             },
             "unreadable_source_images": self.unreadable_sources,
+            "chains": {
+                "count": len(self.chain_turns), "ids": [],
+                "lengths": {str(k): v for k, v in sorted(Counter(self.chain_turns.values()).items())},
+            },
         }
 
 
@@ -477,6 +487,13 @@ def run_audit(
                 log.warning("cannot cache audit fingerprints in %s: %s", location, exc)
                 use_cache = False
     result = auditor.result()
+    if kind == "run":  # where chains broke: the run's manifest knows (accepted rows do not)
+        from ..method.chain import chain_totals
+        from ..run.store import RunDir
+
+        totals = chain_totals(list(RunDir(location).latest_by_shard().values())).get("chains")
+        if totals:
+            result["chains"].update(breaks=totals["breaks"], dropped=totals["dropped"], turns=totals["turns"])
     result["input"] = {"location": str(location), "kind": kind, "files": len(files), "fingerprint_cache_hits": cache_hits,
                        "run_status": activity.status if activity else None,
                        "in_progress": bool(activity and activity.in_progress),
@@ -547,6 +564,12 @@ def format_audit(result: dict[str, Any]) -> str:
                  f"{ratio if ratio is not None else '-'}, {pct(d['count'])} with a near-duplicate")
     lines.append("  categories           " + ", ".join(
         f"{c} {v['count']}" + (f"/{v['cap']}" if v["cap"] is not None else "") for c, v in r["category_mix"]["by_category"].items()))
+    chains = r.get("chains") or {}
+    if any(k != "1" for k in chains.get("lengths", {})) or chains.get("breaks"):
+        lengths = ", ".join(f"{k} turn{'s' if k != '1' else ''}: {v}" for k, v in chains["lengths"].items())
+        breaks = "; ".join(f"turn {t}: " + ", ".join(f"{why} {n}" for why, n in reasons.items())
+                           for t, reasons in (chains.get("breaks") or {}).items())
+        lines.append(f"  chains               {chains['count']} ({lengths})" + (f"; broke at {breaks}" if breaks else ""))
     hist = r["scores"]["histograms"].get("score")
     if hist:
         lines.append("  scores               " + ", ".join(f"{k}: {v}" for k, v in hist.items()))

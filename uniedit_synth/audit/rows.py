@@ -14,7 +14,8 @@ from ..run.fs import RunFS, open_run_fs
 
 #: columns read from parquet when the fingerprints of a file are cached (no image bytes at all)
 TEXT_COLUMNS = ["id", "task_category", "original_question", "original_answer", "process_answer",
-                "edit_instruction", "scores", "score", "edit_program", "record_meta", "instruction_plan"]
+                "edit_instruction", "scores", "score", "edit_program", "record_meta", "instruction_plan",
+                "chain_id", "turn"]
 IMAGE_COLUMNS = ["source_image", "edited_image"]
 
 
@@ -37,6 +38,9 @@ class AuditRow:
     edit_program: dict[str, Any] | None = None
     record_meta: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None
+    #: multi-turn chains: the chain's id (the first turn's row id) and this row's turn
+    chain_id: str | None = None
+    turn: int = 1
 
 
 def _json(value: Any) -> Any:
@@ -69,6 +73,8 @@ def row_from_sample_dict(row: dict[str, Any]) -> AuditRow:
         edit_program=_json(row.get("edit_program")),
         record_meta=_json(row.get("record_meta")),
         plan=_json(row.get("instruction_plan")),
+        chain_id=row.get("chain_id"),
+        turn=int(row.get("turn") or 1),
     )
 
 

@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .records import RejectReason
 from .specs import (
     ActorResources,
+    ChainSpec,
     ClassifySpec,
     EditSpec,
     JudgeSpec,
@@ -92,6 +93,22 @@ class DedupSpec(Strict):
     max_distance: int = Field(default=4, ge=0, le=16)
 
 
+class GroupSpec(Strict):
+    """`source.group_by_image`: records of one shard that share an image become samples of 1 to
+    `max_questions` questions (sources/grouping.py): a primary record carries the others as `siblings`, and
+    each other record leaves the run as a `merged` reject whose detail names the primary's sample.
+
+    `by`: `id` (the `key` column of the row, e.g. CLEVR's `image_index`), `path` (the image's path or URL),
+    `content` (sha256 of the image bytes), `auto` (the first of these the record has). On the offline world
+    (`scenes`), `scenes_questions_per_image` questions are asked about each scene (CLEVR asks ~10 a picture) unless
+    `source.options.questions_per_image` says; other sources ignore it."""
+
+    by: Literal["auto", "id", "path", "content"] = "auto"
+    key: str = "image_id"
+    max_questions: int = Field(default=3, ge=1, le=3)
+    scenes_questions_per_image: int = Field(default=1, ge=1, le=5)
+
+
 class SourceSpec(Strict):
     """Where VQA records come from. `spec` is `scenes`, `hf:<name>[:config][@split]`, or a path."""
 
@@ -110,6 +127,17 @@ class SourceSpec(Strict):
     dedup: DedupSpec | None = None
     #: benchmark specs (audit/benchmarks.py) whose images or texts a record must not match (`contaminated`)
     decontaminate: list[str] = Field(default_factory=list)
+    #: `true`, `id`/`path`/`content` or a GroupSpec mapping; None (the release's way) = one question a sample
+    group_by_image: GroupSpec | None = None
+
+    @field_validator("group_by_image", mode="before")
+    @classmethod
+    def _group_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"by": value}
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("dedup", mode="before")
     @classmethod
@@ -149,7 +177,7 @@ class StageDef:
 
 
 STAGE_TABLE: tuple[StageDef, ...] = (
-    StageDef("validate", None, None, RejectReason.invalid_input, None, (RejectReason.duplicate_id,)),
+    StageDef("validate", None, None, RejectReason.invalid_input, None, (RejectReason.duplicate_id, RejectReason.merged)),
     StageDef("classify", "text", "uniedit_synth.stages.classify:ClassifyStage", RejectReason.classify_failed,
              ClassifySpec, (RejectReason.filtered_category, RejectReason.category_capped)),
     StageDef("rewrite", "text", "uniedit_synth.stages.rewrite:RewriteStage", RejectReason.rewrite_failed,
@@ -199,6 +227,7 @@ if TYPE_CHECKING:
         rewrite: RewriteSpec
         edit: EditSpec
         judge: JudgeSpec
+        chain: ChainSpec
 
         def __getattr__(self, name: str) -> Any: ...
 
@@ -206,6 +235,8 @@ else:
     Stages = create_model(
         "Stages", __base__=Strict, __doc__="`stages:` of the YAML, one entry per configured stage (STAGE_TABLE).",
         **{d.name: _stage_field(d) for d in CONFIGURED_STAGES},
+        # not a stage: how many times a record goes through the stages (engine/chains.py)
+        chain=(ChainSpec, Field(default_factory=ChainSpec)),
     )
 
 
@@ -312,6 +343,8 @@ class PipelineConfig(Strict):
         for backend in view["backends"].values():
             for volatile in ("base_url", "api_key_env", "timeout_s", "resources", "serve"):
                 backend.pop(volatile, None)
+        if self.stages.chain.turns == 1:  # single-turn runs hash as before chains existed
+            view["stages"].pop("chain", None)
         for stage in view["stages"].values():
             for how in ("concurrency", "resources", "mode", "batch"):  # online or batch: the same replies, rows
                 stage.pop(how, None)

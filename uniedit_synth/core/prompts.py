@@ -9,6 +9,8 @@ instructions" in a question stays data: it can never close the field or reach th
 from __future__ import annotations
 
 import hashlib
+import json
+import random
 import re
 import string
 from dataclasses import dataclass
@@ -73,3 +75,63 @@ def load_prompt(prompts_dir: Path, relative: str) -> Prompt:
 
 def prompt_hashes(prompts_dir: Path, relatives: list[str]) -> dict[str, str]:
     return {rel: load_prompt(prompts_dir, rel).sha for rel in sorted(set(relatives))}
+
+
+# -- exemplar pools -----------------------------------------------------------------------------------------
+EXAMPLES_HEADER = (
+    "Worked examples for this record, drawn from this category's pool (they show how the answer decides the "
+    "edit; write your own wording, never copy their sentences or their closing):"
+)
+
+
+@dataclass(frozen=True)
+class ExamplePool:
+    """`prompts/<examples template>`: one worked example a JSONL line (question, answer, plan, instruction)."""
+
+    name: str
+    examples: tuple[dict, ...]
+    sha: str
+
+    def draw(self, seed: int, record_id: str, k: int) -> list[dict]:
+        """`k` distinct examples for a record, seeded by (pipeline seed, record id): the same on every run."""
+        rng = random.Random(f"uniedit-examples/{seed}/{record_id}")
+        return [self.examples[i] for i in sorted(rng.sample(range(len(self.examples)), min(k, len(self.examples))))]
+
+
+def format_example(example: dict) -> str:
+    return (f"question: {example['question']}  answer: {example['answer']}\n"
+            f"plan: {example['plan']}\n"
+            f"instruction: {example['instruction']}")
+
+
+def load_examples(prompts_dir: Path, relative: str) -> ExamplePool:
+    """The pool `prompts/<relative>`; a line that is not an object with question, answer, plan and instruction
+    is a ConfigError naming the file and line."""
+    path = (prompts_dir / relative).resolve()
+    if not path.is_file():
+        raise ConfigError(f"exemplar pool not found: {path} (set stages.rewrite.examples, or null for none)")
+    text = _read(path, path.stat().st_mtime)
+    examples = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+        except ValueError:
+            example = None
+        if not isinstance(example, dict) or not all(
+            isinstance(example.get(k), str) and example[k] for k in ("question", "answer", "plan", "instruction")
+        ):
+            raise ConfigError(f"{path}:{number}: an example is a JSON object with question, answer, plan and "
+                              "instruction (non-empty strings)")
+        examples.append(example)
+    if not examples:
+        raise ConfigError(f"exemplar pool {path} is empty")
+    return ExamplePool(relative, tuple(examples), hashlib.sha256(text.encode()).hexdigest())
+
+
+def with_examples(prompt: Prompt, pool: ExamplePool) -> Prompt:
+    """`prompt` with an `$examples` field after its user text; its version names the pool too, so a changed pool
+    is a new prompt version (the cache keys change with the rendered text in any case)."""
+    sha = hashlib.sha256(f"{prompt.sha}+{pool.sha}".encode()).hexdigest()
+    return Prompt(prompt.name, prompt.system, f"{prompt.user}\n{EXAMPLES_HEADER}\n$examples\n", sha)

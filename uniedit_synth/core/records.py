@@ -147,6 +147,11 @@ class Sample(BaseModel):
     intended_effect: str | None = None
     #: with a judge cascade: which judge decided and why (route cheap / band / audit), both judges' scores
     judge_cascade: dict[str, Any] | None = None
+    #: multi-turn chains (`stages.chain`): the chain's id (its first turn's row id), this row's turn (1-based)
+    #: and the previous turn's row id (None on turn 1); a single-turn run's rows are turn 1 of their own chain
+    chain_id: str | None = None
+    turn: int = 1
+    parent_id: str | None = None
 
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -212,6 +217,9 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("reasoning", pa.string()),
     pa.field("intended_effect", pa.string()),
     pa.field("judge_cascade", pa.string()),
+    pa.field("chain_id", pa.string()),
+    pa.field("turn", pa.int16()),
+    pa.field("parent_id", pa.string()),
 ]
 
 IMAGE_COLUMNS = ("source_image", "edited_image")
@@ -266,6 +274,7 @@ def sample_to_row(sample: Sample) -> dict[str, Any]:
         else None
     )
     row["reject_reason"] = sample.reject_reason.value if sample.reject_reason else None
+    row["chain_id"] = sample.chain_id or sample.id
     for col in JSON_COLUMNS:
         value = row[col]
         row[col] = None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
@@ -293,7 +302,7 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
     data["source_image"] = src.get("bytes")
     data["source_image_path"] = src.get("path")
     data["edited_image"] = edited.get("bytes")
-    for key in ("scores", "models", "instruction_plan"):
+    for key in ("scores", "models", "instruction_plan", "turn"):
         if data.get(key) is None:
             data.pop(key, None)
     return Sample.model_validate(data)

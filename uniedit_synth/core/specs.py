@@ -118,6 +118,14 @@ class RewriteSpec(StageBase):
     #: (a `reasoning` field); a model's trace that contradicts the plan falls back to the template; `off`
     reasoning: Literal["off", "template", "model", "rewrite_call"] = "template"
     reasoning_prompt: str = "reason.txt"
+    #: send the source image with the rewrite request, so that branch edits name objects that are there (the
+    #: release sends text only: False); the cost is one input image per rewrite call (docs/guides/pipelines.md)
+    with_image: bool = False
+    #: the exemplar pool per category under prompts/ (a `{category}` template; a missing file falls back to
+    #: `generic`): `examples_per_record` worked examples drawn per record (seeded by seed + record id) go into
+    #: the rewrite prompt; None: no pool (the templates' own fixed examples only)
+    examples: str | None = "examples/{category}.jsonl"
+    examples_per_record: int = Field(default=2, ge=0, le=6)
 
     @field_validator("styles")
     @classmethod
@@ -276,3 +284,18 @@ class JudgeSpec(StageBase):
         if unknown:
             raise ValueError(f"unknown score name(s) {sorted(unknown)}; known: {sorted(known)}")
         return {name: check_threshold(name, bar) for name, bar in value.items()}
+
+
+class ChainSpec(Strict):
+    """`stages.chain`: multi-turn reasoning chains (docs/guides/chains.md). Turn k edits turn k-1's accepted
+    image and embeds a question about it; a chain that breaks keeps its verified prefix when it has at least
+    `min_turns` turns. `turns: 1` (the default) is the single-turn run."""
+
+    turns: int = Field(default=1, ge=1, le=16)
+    min_turns: int = Field(default=1, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _min_within_turns(self) -> ChainSpec:
+        if self.min_turns > self.turns:
+            raise ValueError(f"min_turns ({self.min_turns}) must be at most turns ({self.turns})")
+        return self

@@ -25,6 +25,14 @@ def prompt_files(config: PipelineConfig) -> list[str]:
             names += [str(rel_folder / p.name) for p in sorted(folder.glob(pattern))]
         else:
             names.append(template)
+    rewrite = config.stages.rewrite
+    if rewrite.examples and rewrite.examples_per_record:  # the exemplar pools are part of the rewrite prompt
+        if "{category}" in rewrite.examples:
+            pattern = Path(rewrite.examples).name.replace("{category}", "*")
+            folder = (config.prompts_path() / rewrite.examples).parent
+            names += [str(Path(rewrite.examples).parent / p.name) for p in sorted(folder.glob(pattern))]
+        else:
+            names.append(rewrite.examples)
     if config.stages.rewrite.reasoning == "model":
         names.append(config.stages.rewrite.reasoning_prompt)
     return names

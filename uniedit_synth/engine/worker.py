@@ -1,9 +1,8 @@
 """The shard worker: runs one shard's records through the stages of config.STAGE_TABLE and writes the shard.
 
-With the built-in table that is validate → classify → (category caps) → rewrite → edit ⇄ judge. The same
-ShardProcessor runs inside a Ray async actor (engine/runtime.py) or in-process (`--engine inline`). Records of
-a shard run concurrently; each stage has its own semaphore (the stage's `concurrency`), shared by all shards
-this worker holds. Every record leaves exactly once, as a Sample that is accepted or rejected with a reason.
+Built in: validate → classify → (category caps) → rewrite → edit ⇄ judge, in a Ray async actor (engine/runtime.py)
+or in-process (`--engine inline`). Records of a shard run concurrently; each stage has its own semaphore (its
+`concurrency`), shared by the worker's shards. Every record leaves once, as a Sample accepted or rejected.
 """
 
 from __future__ import annotations
@@ -29,11 +28,12 @@ from ..run.cache import ResponseCache
 from ..run.resume import ids_digest, rows_digest
 from ..run.store import RunDir, ShardResult
 from ..sources import image_root_for
-from ..stages.base import Rejected, StageContext, WorkItem
-from ..stages.edit import with_source_view
+from ..sources.grouping import group_items
+from ..stages.base import Rejected, StageContext, WorkItem, with_source_view
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
 from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
+from .chains import ChainRows, run_chains
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +238,12 @@ class ShardProcessor:
             # with a dozen shards in flight those made most of the coordinator's RPCs)
             self._reporter = asyncio.create_task(self._report_loop())
         try:
-            if self._screening:
-                # phase 1: validate, then dedup / decontaminate in shard order (before any model call), classify
+            if self._screening or self.config.source.group_by_image:
+                # phase 1: validate, group by image, dedup / decontaminate in shard order (no model call), classify
                 await gather_or_cancel((self._validate(i, item, outcomes, funnel) for i, item in enumerate(items)),
                                       self.drain)
-                screened = await self._screen(shard, items, outcomes)
+                self._group(items, outcomes)
+                screened = await self._screen(shard, items, outcomes) if self._screening else []
                 await self._in_waves(
                     shard, [i for i in range(len(items)) if outcomes[i] is None], items, funnel, batch,
                     lambda i, f: self._classify(i, items[i], outcomes, f, budget_exhausted),
@@ -268,6 +269,8 @@ class ShardProcessor:
                 shard, [i for i, ok in zip(survivors, verdicts, strict=True) if ok], items, funnel, batch,
                 lambda i, f: self._back(i, items[i], outcomes, f),
             )
+            # turns 2..N of the shard's chains (engine/chains.py); nothing with `stages.chain.turns: 1`
+            chains = await run_chains(self, shard, items, outcomes, funnel, batch, budget_exhausted)
         except RunStopping:
             if self.drain.cause is not None:  # the error that stopped this worker, not the stop itself
                 raise self.drain.cause from None
@@ -279,9 +282,9 @@ class ShardProcessor:
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
-        entry = self._write(shard, items, samples, funnel, admitted, started)
+        entry = self._write(shard, items, samples, funnel, admitted, started, chains)
         # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
-        keys = [event.get("key", "") for item in items for event in item.ledger.events]
+        keys = [event.get("key", "") for item in items + chains.items for event in item.ledger.events]
         await asyncio.to_thread(self.cache.pack, shard, keys)
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
@@ -315,6 +318,11 @@ class ShardProcessor:
     async def _front(self, i: int, item: WorkItem, outcomes: list, funnel: dict, exhausted: bool) -> None:
         if await self._validate(i, item, outcomes, funnel):
             await self._classify(i, item, outcomes, funnel, exhausted)
+
+    def _group(self, items: list[WorkItem], outcomes: list) -> None:
+        """`source.group_by_image` (sources/grouping.py): valid records sharing an image become one sample."""
+        for i, detail in group_items(items, outcomes, self.config.source.group_by_image, self.config.seed):
+            self._finish(i, items[i], self._reject(items[i], Rejected(RejectReason.merged, detail)), outcomes)
 
     async def _screen(self, shard: int, items: list[WorkItem], outcomes: list) -> list[Any]:
         """Fingerprint the validated records and let the coordinator decide, in shard order, which are copies
@@ -360,7 +368,7 @@ class ShardProcessor:
 
                 def on_image(image: Any) -> None:
                     self._fingerprints[id(item)] = fingerprint_image(image).to_hex()
-            on_image, views = with_source_view(on_image, self.config.stages.edit.gates.enabled)
+            on_image = with_source_view(on_image, item, self.config.stages.edit.gates.enabled)  # no 2nd decode
             try:
                 async with self._validate_sem:
                     clean = await asyncio.to_thread(
@@ -372,7 +380,6 @@ class ShardProcessor:
                 raise Rejected(RejectReason.invalid_input, f"unreadable record: {describe_exception(exc)}") from None
             item.record = clean
             item.image = clean.image or b""
-            item.source_view = (item.image, views[0]) if views and item.image else None  # no 2nd decode
             funnel["validate"]["out"] += 1
             return True
         except Rejected as rej:
@@ -478,6 +485,9 @@ class ShardProcessor:
             intended_effect=item.intended_effect,
             judge_cascade=dict(item.judge_cascade) if item.judge_cascade else None,
             record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
+            chain_id=item.chain_id or sample_id,
+            turn=item.turn,
+            parent_id=item.parent_id,
         )
 
     def _reject(self, item: WorkItem, rej: Rejected) -> Sample:
@@ -489,14 +499,14 @@ class ShardProcessor:
     def _finish(self, i: int, item: WorkItem, sample: Sample, outcomes: list[Sample | None]) -> None:
         """Record a record's single exit, and queue it for the live progress report."""
         outcomes[i] = sample
-        item.source_view = None  # the gates' copy of the source (0.2 MB) is not kept until the shard is written
         report = self._pending_report
-        report["records"] = report.get("records", 0) + 1
-        if sample.accepted:
-            report["accepted"] = report.get("accepted", 0) + 1
-        elif sample.reject_reason:
-            rejected = report.setdefault("rejected", Counter())
-            rejected[sample.reject_reason.value] += 1
+        if item.turn == 1:  # a chain's later turns: their record was counted at turn 1
+            report["records"] = report.get("records", 0) + 1
+            if sample.accepted:
+                report["accepted"] = report.get("accepted", 0) + 1
+            elif sample.reject_reason:
+                rejected = report.setdefault("rejected", Counter())
+                rejected[sample.reject_reason.value] += 1
         report["cost_usd"] = report.get("cost_usd", 0.0) + item.ledger.spent_now_usd
         report.setdefault("calls", Counter()).update(item.ledger.calls)
         report.setdefault("cache_hits", Counter()).update(item.ledger.cache_hits)
@@ -509,12 +519,14 @@ class ShardProcessor:
         funnel: dict[str, Counter],
         admitted: Counter,
         started: float,
+        chains: ChainRows,
     ) -> ShardResult:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
-        self._write_call_index(shard, items, samples)
-        rows = {"data": accepted, "rejects": rejected, "attempts": attempts}
+        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
+        self._write_call_index(shard, items + chains.items, chains.first_rows(samples) + chains.samples)
+        rows = {"data": accepted + chains.data, "rejects": rejected, "attempts": attempts + chains.attempts}
         files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
         categories: dict[str, Counter] = {}
@@ -525,16 +537,18 @@ class ShardProcessor:
                 c["accepted" if s.accepted else "rejected"] += 1
         calls: Counter = Counter()
         hits: Counter = Counter()
-        for item in items:
+        for item in items + chains.items:
             calls.update(item.ledger.calls)
             hits.update(item.ledger.cache_hits)
-        spent = sum(item.ledger.spent_now_usd for item in items)
+        spent = sum(item.ledger.spent_now_usd for item in items + chains.items)
         records = [item.record for item in items]
-        cascade = cascade_counts(samples + attempts, items) if self.config.stages.judge.cascade else None
+        cascade = (cascade_counts(chains.judged_rows(samples, attempts), items + chains.items)
+                   if self.config.stages.judge.cascade else None)
         non_edit = non_edit_counts(samples, self.config.stages.judge.non_edit_threshold)
         return ShardResult(
             **({"cascade": cascade} if cascade else {}),
             **({"non_edit": non_edit} if non_edit else {}),
+            **({"chains": chains.counts} if chains.counts else {}),
             shard=shard,
             records=len(records),
             ids_sha256=ids_digest(records),
@@ -545,7 +559,7 @@ class ShardProcessor:
             categories={k: dict(v) for k, v in categories.items()},
             admitted=dict(admitted),
             funnel={k: dict(v) for k, v in funnel.items()},
-            cost_usd=round(sum(s.cost_usd for s in samples), 8),
+            cost_usd=round(sum(s.cost_usd for s in samples) + chains.cost_usd, 8),
             calls=dict(calls),
             cache_hits=dict(hits),
             spent_usd=round(spent, 8),

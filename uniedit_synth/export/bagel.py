@@ -6,6 +6,10 @@ Read against ByteDance-Seed/Bagel (commit 056b5fd):
   list of encoded images (``Image.open(io.BytesIO(...))`` then ``pil_img2rgb``), ``row["instruction_list"][i-1]``
   is the list of alternative instructions from image i-1 to image i (it ``random.choice``s one). With two
   images it always takes start 0, end 1: source (conditioning, no loss) → instruction → edited (loss).
+  With k+1 images (a multi-turn chain, ``--turns``) it draws ``start_idx`` from ``range(image_num - 1)`` and
+  ``end_idx`` within three images of it; for two transitions it may join their instructions (``". "``) into
+  one, so each chain is one row: ``image_list`` = [source, edit 1, ..., edit k], ``instruction_list`` = one
+  ``[instruction]`` per transition.
 * ``data/interleave_datasets/interleave_t2i_dataset.py`` ``ParquetStandardIterableDataset``: ``get_data_paths``
   keeps only files whose path is a key of ``parquet_info`` and expands each into ``num_row_groups`` units;
   ``__iter__`` reads one row group at a time (``pq.ParquetFile(f).read_row_group(i).to_pandas()``).
@@ -82,14 +86,23 @@ def think_text(reasoning: str) -> str:
 def bagel_row(sample: Sample, with_reasoning: bool = False) -> dict[str, Any]:
     """One BAGEL row: [source, edited] and one instruction list for the single transition; with reasoning,
     `think_list[i-1]` holds the thinking text that precedes image i."""
+    return chain_row([sample], with_reasoning)
+
+
+def chain_row(turns: list[Sample], with_reasoning: bool = False) -> dict[str, Any]:
+    """One BAGEL row for a chain of k consecutive turns: `image_list` = [source, edit 1, …, edit k] and
+    `instruction_list[i-1]` = [turn i's instruction], the transition from image i-1 to image i. Turn i's source
+    is turn i-1's edited image byte for byte, so the list holds each image once. `parse_row` picks a start and
+    an end within three images of it (one transition, or two with the instructions joined)."""
+    first = turns[0]
     row = {
-        "image_list": [sample.source_image, sample.edited_image],
-        "instruction_list": [[sample.edit_instruction]],
-        "id": sample.id,
-        "task_category": sample.task_category,
+        "image_list": [first.source_image, *(t.edited_image for t in turns)],
+        "instruction_list": [[t.edit_instruction] for t in turns],
+        "id": first.id,
+        "task_category": first.task_category,
     }
     if with_reasoning:
-        row["think_list"] = [[think_text(sample.reasoning)] if sample.reasoning else []]
+        row["think_list"] = [[think_text(t.reasoning)] if t.reasoning else [] for t in turns]
     return row
 
 
@@ -216,14 +229,30 @@ class BagelWriter(ExportWriter):
             )
             for split in SPLITS
         }
+        self._chain: list[Sample] = []  # the turns of the chain being read (multi-turn runs)
+        self._chain_split = "train"
 
     def add(self, sample: Sample, split: str, masked: tuple[np.ndarray, float] | None) -> None:
-        self.shards[split].write(bagel_row(sample, self.options.with_reasoning))
+        """Rows arrive in id order, so a chain's turns arrive together (one shard holds a whole chain): a row
+        is written when the next sample is not the next turn of the same chain."""
+        chain = self._chain
+        if chain and (sample.chain_id != chain[-1].chain_id or sample.turn != chain[-1].turn + 1
+                      or split != self._chain_split):
+            self._flush_chain()
+        if not self._chain:
+            self._chain_split = split
+        self._chain.append(sample)
+
+    def _flush_chain(self) -> None:
+        if self._chain:
+            self.shards[self._chain_split].write(chain_row(self._chain, self.options.with_reasoning))
+        self._chain = []
 
     def add_pair(self, pair: PreferencePair, split: str) -> None:
         raise NotImplementedError("BAGEL's unified_edit format has no preference pairs")
 
     def finish(self, stats: CardStats) -> list[Path]:
+        self._flush_chain()
         files = [path for shards in self.shards.values() for path in shards.close()]
         entries = write_registration(self.root, self.data_root, self.options.bagel_name)
         text = readme(entries, stats) + (THINK_README if self.options.with_reasoning else "")

@@ -96,7 +96,8 @@ class Selection:
                 continue
             if self.options.include_rejects:
                 self._chosen[sample.id] = (ref, sample.edit_instruction)
-            yield sample, split_of(sample.id, self.options.val_fraction)
+            # a chain's turns share its split (chain_id: the first turn's id; a single turn's own id)
+            yield sample, split_of(sample.chain_id or sample.id, self.options.val_fraction)
         self._samples_done = True
 
     def _skip_reason(self, sample: Sample) -> str | None:
@@ -143,4 +144,4 @@ class Selection:
     def _resolve(self, pending: list[tuple[RowRef, Sample]]) -> Iterator[tuple[PreferencePair, str]]:
         chosen = self.reader.read_samples([ref for ref, _ in pending])
         for accepted, (_, rejected) in zip(chosen, pending, strict=True):
-            yield PreferencePair(accepted, rejected), split_of(accepted.id, self.options.val_fraction)
+            yield PreferencePair(accepted, rejected), split_of(accepted.chain_id or accepted.id, self.options.val_fraction)

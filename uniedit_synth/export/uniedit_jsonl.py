@@ -13,8 +13,9 @@
 
 Each row has the Uni-Edit-148k keys ``task_category, original_question, original_answer, process_answer,
 image_path, edit_instruction, output_image_path, analysis, score`` plus ``id`` and ``instruction_plan`` (the
-plan the instruction follows; null for runs made before plans) (and ``mask_path`` and ``edit_weight`` with
-masks). Image paths are relative to the export dir, which is what the Uni-Edit BAGEL fork's
+plan the instruction follows; null for runs made before plans), ``chain_id``, ``turn`` and ``parent_id``
+(multi-turn chains, docs/guides/chains.md; a single-turn row is turn 1 of its own chain) (and ``mask_path`` and
+``edit_weight`` with masks). Image paths are relative to the export dir, which is what the Uni-Edit BAGEL fork's
 ``SftEditJSONLIterableDataset`` expects (``os.path.join(data_dir, row["image_path"])``).
 """
 
@@ -107,6 +108,8 @@ class UniEditJsonlWriter(ExportWriter):
         source_path = write_image(self.root, "images/source", stem, sample.source_image)
         edited_path = write_image(self.root, "images/edited", stem, sample.edited_image)
         row = sample_row(sample, source_path, edited_path)
+        # multi-turn chains: one row per turn; turn k's image_path is turn k-1's output image
+        row.update(chain_id=sample.chain_id or sample.id, turn=sample.turn, parent_id=sample.parent_id)
         if masked is not None:
             mask, weight = masked
             row["mask_path"] = write_image(self.root, "images/mask", stem, mask_to_png(mask))

@@ -108,6 +108,9 @@ details.config pre { margin: 0; padding: 12px 14px; border-top: 1px solid var(--
   display: flex; flex-direction: column; overflow: hidden; min-width: 0; }
 .sample.is-rejected { border-top: 3px solid #ee9a8a; }
 .sample.is-accepted { border-top: 3px solid #2f9e6b; }
+.strip { display: flex; gap: 6px; padding: 10px 10px 0; overflow-x: auto; }
+.strip .step { display: flex; flex-direction: column; align-items: center; font-size: 11px; color: var(--muted); }
+.strip .step img { height: 64px; width: auto; border-radius: 5px; background: #eef1f5; }
 .media { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; padding: 10px 10px 0; }
 .shot { margin: 0; min-width: 0; }
 .shot .thumb, .shot .noimg { display: flex; align-items: center; justify-content: center; aspect-ratio: 1 / 1; width: 100%;
@@ -452,6 +455,17 @@ REPORT_JS = r"""
     c.setAttribute("data-id", r.id);
     c.setAttribute("data-category", r.category);
     c.setAttribute("data-status", r.status);
+    if (r.strip && r.strip.length > 2) {  // a multi-turn chain: source -> edit 1 -> ... -> this turn's edit
+      var strip = el("div", "strip");
+      strip.title = "Chain " + r.chain_id + ", turn " + r.turn;
+      r.strip.forEach(function (img, i) {
+        var s = el("span", "step");
+        if (img && img.thumb) { var im = el("img"); im.loading = "lazy"; im.alt = (i ? "edit " + i : "source"); im.src = img.thumb; s.appendChild(im); }
+        s.appendChild(el("small", null, i ? "turn " + i : "source"));
+        strip.appendChild(s);
+      });
+      c.appendChild(strip);
+    }
     var media = el("div", "media");
     media.appendChild(figure("Source", r.src, r));
     media.appendChild(figure("Edited", r.edit, r));

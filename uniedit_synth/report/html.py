@@ -141,6 +141,7 @@ def _build(
     search = _ChunkWriter(root / "data", "search", SEARCH_CHUNK)
     render = partial(_write_images, root, thumb_px)
     rows = iter_run_rows(run, include_rejects, batch_rows=BATCH_ROWS)
+    chain = _ChainStrip()
     unreadable = 0
     with (
         ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool,
@@ -154,7 +155,11 @@ def _build(
                 status = status_of(row)
                 summary.add(row, scores)
                 index.add(category, status, scores)
-                pages.add(_card(shard, row, category, status, scores, images))
+                card = _card(shard, row, category, status, scores, images)
+                strip = chain.add(row, images)
+                if strip:
+                    card.update(chain_id=row.get("chain_id"), turn=row.get("turn"), strip=strip)
+                pages.add(card)
                 search.add(_search_text(row, category))
             bar.update(len(batch))
     pages.close()
@@ -315,6 +320,26 @@ def _card(
         "src": images.get("src"),
         "edit": images.get("edit"),
     }
+
+
+class _ChainStrip:
+    """The images of the chain being read (a shard's rows come in id order, so a chain's turns come together):
+    a later turn's card shows its chain so far as a strip, source → edit 1 → … → this turn's edit."""
+
+    def __init__(self) -> None:
+        self.chain: str | None = None
+        self.images: list[dict[str, Any] | None] = []
+
+    def add(self, row: dict[str, Any], images: dict[str, dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+        chain, turn = row.get("chain_id") or row["id"], int(row.get("turn") or 1)
+        if turn == 1:
+            self.chain, self.images = chain, [images.get("src"), images.get("edit")]
+            return []
+        if chain != self.chain or len(self.images) != turn:  # its previous turn is not in this gallery
+            self.chain, self.images = None, []
+            return []
+        self.images.append(images.get("edit"))
+        return list(self.images)
 
 
 def _search_text(row: dict[str, Any], category: str) -> str:

@@ -174,6 +174,7 @@ def _summary(ctx: PageContext) -> str:
         _scores_panel(s),
         _non_edit_panel(s),
         _cascade_panel(stats),
+        _chains_panel(stats),
     ]
     if ctx.audit:
         panels.append(_audit_panel(ctx.audit))
@@ -425,6 +426,24 @@ def _non_edit_panel(s: RunSummary) -> str:
         "Measured from pixels, not asked of the judge: the share of the image outside the known edit region "
         "that stayed unchanged, and 1 − its perceptual (pHash) distance, whichever is lower (1 = untouched).",
         _table(["samples", "measured", "mean", "min"], rows),
+    )
+
+
+def _chains_panel(stats: dict[str, Any]) -> str:
+    chains = stats.get("chains")
+    if not chains:
+        return ""
+    lengths = [[f"{k} turn{'s' if k != '1' else ''}", f"{v:,}"] for k, v in chains.get("lengths", {}).items()]
+    breaks = [[f"turn {t}", reason, f"{n:,}"] for t, reasons in chains.get("breaks", {}).items()
+              for reason, n in reasons.items()]
+    body = _table(["chain length kept", "chains"], lengths) + (
+        _table(["broke at", "reason", "chains"], breaks) if breaks else "")
+    return _panel(
+        "Multi-turn chains",
+        f"{chains.get('turns')} turns asked (min {chains.get('min_turns')}): {chains.get('full', 0):,} full, "
+        f"{chains.get('dropped', 0):,} dropped as too short. Each turn edits the previous turn's result; a later "
+        "turn's card shows its chain as a strip.",
+        body,
     )
 
 

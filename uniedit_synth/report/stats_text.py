@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..method.chain import format_chain_totals
+
 
 def format_stats(t: dict[str, Any]) -> str:
     lines = [
@@ -24,6 +26,7 @@ def format_stats(t: dict[str, Any]) -> str:
         lines.append("  (none)")
     for reason, n in sorted(t["reject_reasons"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {reason:<20}{n:>7}")
+    lines += format_chain_totals(t.get("chains") or {})
     if t.get("batch_jobs"):
         b = t["batch_jobs"]
         states = ", ".join(f"{k} {v}" for k, v in sorted(b["by_status"].items()))

@@ -11,9 +11,16 @@ from PIL import Image
 from ..core.config import SourceSpec
 from ..core.errors import SourceError
 from ..core.records import VQARecord
-from ..offline.questions import SCENE_CATEGORIES, generate_vqa, plausible_answers
+from ..offline.questions import (
+    SCENE_CATEGORIES,
+    SCENE_REQUIREMENTS,
+    QueryError,
+    generate_question,
+    generate_vqa,
+    plausible_answers,
+)
 from ..offline.render import encode_png, render_image, render_png
-from ..offline.world import Scene
+from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
 
@@ -43,6 +50,11 @@ class ScenesSource(Source):
     image is rendered by `validate_record` in the worker. Reading the source stays cheap (0.1 ms a record
     instead of 1.5), which matters when a resumed run re-reads finished shards to check their ids, and
     rendering runs in parallel on the workers instead of in the driver.
+
+    With `questions_per_image` k > 1 (like CLEVR's several questions per image), records k·j … k·j+k-1 ask k
+    questions (their categories still cycle) about one scene, image `j`, drawn from (`seed`, `j`, k); their
+    `meta.image_id` is the same, so `source.group_by_image` groups them. k = 1 keeps the one-scene-a-record
+    stream of earlier releases, record for record.
     """
 
     label = "scenes"
@@ -54,6 +66,7 @@ class ScenesSource(Source):
         image_size: int = 256,
         categories: list[str] | None = None,
         defer_render: bool = False,
+        questions_per_image: int = 1,
     ) -> None:
         if count < 0:
             raise SourceError(f"scenes: count must be >= 0, got {count}")
@@ -66,6 +79,11 @@ class ScenesSource(Source):
                 f"scenes: unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
                 f"(the offline world has: {', '.join(SCENE_CATEGORIES)})"
             )
+        if isinstance(questions_per_image, bool) or not isinstance(questions_per_image, int) \
+                or not 1 <= questions_per_image <= 5:
+            raise SourceError(f"scenes: questions_per_image must be an integer from 1 to 5, got {questions_per_image!r}")
+        self.questions_per_image = questions_per_image
+        self._last_image: tuple[int, tuple[Scene, list[tuple[str, str, dict]]]] | None = None
         self.count = count
         self.seed = seed
         self.image_size = image_size
@@ -79,6 +97,8 @@ class ScenesSource(Source):
     @classmethod
     def open(cls, spec: SourceSpec, *, seed: int, limit: int | None, subject_key: str | None) -> ScenesSource:
         options = {k: v for k, v in spec.options.items() if k not in COMMON_OPTIONS}
+        if spec.group_by_image is not None:  # grouping on: CLEVR-like, several questions about each scene
+            options.setdefault("questions_per_image", spec.group_by_image.scenes_questions_per_image)
         try:
             return cls(count=limit or 300, seed=seed, defer_render=True, **options)
         except TypeError as exc:
@@ -90,9 +110,16 @@ class ScenesSource(Source):
 
     def record(self, index: int) -> VQARecord:
         """Record `index`, built from its own rng (independent of every other record)."""
-        rng = random.Random(f"uniedit-scenes/{self.seed}/{index}")
         category = self.categories[index % len(self.categories)]
-        scene, question, answer, spec = generate_vqa(rng, category, size=self.image_size)
+        extra: dict = {}
+        if self.questions_per_image == 1:
+            rng = random.Random(f"uniedit-scenes/{self.seed}/{index}")
+            scene, question, answer, spec = generate_vqa(rng, category, size=self.image_size)
+        else:
+            image = index // self.questions_per_image
+            scene, drafts = self._image(image)
+            question, answer, spec = drafts[index % self.questions_per_image]
+            extra = {"image_id": f"{self.seed}-{image:06d}"}
         return VQARecord(
             id=self._id(index),
             source="scenes",
@@ -106,8 +133,32 @@ class ScenesSource(Source):
                 "question_spec": spec,
                 # what the question could have answered: the plan's distractors come from here
                 "answer_space": [str(v) for v in plausible_answers(scene, spec["query"])],
+                **extra,
             },
         )
+
+    def _image(self, image: int) -> tuple[Scene, list[tuple[str, str, dict]]]:
+        """Scene `image` and its k questions (one per record, categories as the records' own), drawn from their
+        own rng; the last one is kept, as records of an image come one after another."""
+        if self._last_image is not None and self._last_image[0] == image:
+            return self._last_image[1]
+        k = self.questions_per_image
+        rng = random.Random(f"uniedit-scenes/{self.seed}/image-{image}/{k}")
+        categories = [self.categories[(image * k + j) % len(self.categories)] for j in range(k)]
+        require = {need for c in categories for need in SCENE_REQUIREMENTS.get(c, ())}
+        attempts = 0
+        while True:  # new scenes until every question fits (and, within reason, no two ask the same)
+            attempts += 1
+            scene = generate_scene(rng, size=self.image_size, require=require)
+            try:
+                drafts = [generate_question(scene, c, rng) for c in categories]
+            except QueryError:
+                continue
+            # one category with few question forms (ocr: "what does the sign say") may repeat itself
+            if len({text for text, _, _ in drafts}) == k or attempts > 200:
+                break
+        self._last_image = (image, (scene, drafts))
+        return scene, drafts
 
     #: set by `lighten`: records are ids and positions only, and the workers generate them (`hydrate`)
     light = False

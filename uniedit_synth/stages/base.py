@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -71,9 +72,32 @@ class WorkItem:
     judge_region: list[float] | None = None
     #: the deciding judge's observations (observed_changes, branch_observed, changes_outside_target)
     judge_evidence: dict[str, Any] | None = None
+    #: multi-turn chains (engine/chains.py): this item's turn (1-based), its chain's id and the previous row's id
+    turn: int = 1
+    chain_id: str | None = None
+    parent_id: str | None = None
     #: (the source bytes, the source as the pixel gates read them: method/pixel_gates.SourceView), decoded
-    #: once per record (validation decodes the image anyway); the bytes tell a stale view from a current one
-    source_view: tuple[bytes, Any] | None = None
+    #: once per record (validation decodes the image anyway: with_source_view, bytes None until the edit stage
+    #: pairs it with item.image); the bytes tell a stale view from a current one
+    source_view: tuple[bytes | None, Any] | None = None
+
+
+def with_source_view(
+    hook: Callable[[Any], None] | None, item: WorkItem, enabled: bool
+) -> Callable[[Any], None] | None:
+    """`hook` (validation's callback with the decoded source image) extended to leave the pixel gates' view of
+    that image on `item`: the edit stage then measures every attempt without decoding the source again."""
+    if not enabled:
+        return hook
+
+    def both(image: Any) -> None:
+        from ..method.pixel_gates import source_view
+
+        if hook is not None:
+            hook(image)
+        item.source_view = (None, source_view(image))
+
+    return both
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -46,23 +45,6 @@ def fit_to_size(data: bytes, size: tuple[int, int]) -> tuple[bytes, Image.Image 
     return buffer.getvalue(), resized
 
 
-def with_source_view(
-    hook: Callable[[Image.Image], None] | None, enabled: bool
-) -> tuple[Callable[[Image.Image], None] | None, list[pixel_gates.SourceView]]:
-    """`hook` (validation's callback with the decoded source) extended to keep the pixel gates' view of that
-    image in the returned list: the edit stage then measures every attempt without decoding the source again."""
-    views: list[pixel_gates.SourceView] = []
-    if not enabled:
-        return hook, views
-
-    def both(image: Image.Image) -> None:
-        if hook is not None:
-            hook(image)
-        views.append(pixel_gates.source_view(image))
-
-    return both, views
-
-
 class EditStage:
     """Renders prompts/edit.txt as the Uni-Edit release's editor input (data_gen/forth_process.py: "Original
     Question / Reference Answer / Task Instruction"), its system half as the request's `system`, and asks
@@ -98,9 +80,12 @@ class EditStage:
             item.edited_image = edited
             item.attempts = attempt + 1
             failed = await asyncio.to_thread(self._gate, item, pixels) if self.spec.gates.enabled else None
+            last = attempt + 1 >= self.spec.max_attempts
+            if last:  # no later attempt will measure against the source: its view (0.2 MB) goes
+                item.source_view = None
             if failed is None:
                 return item
-            if attempt + 1 >= self.spec.max_attempts:
+            if last:
                 raise Rejected(RejectReason(failed.reason), f"edit: {failed.detail}")
             attempt += 1
 
@@ -141,6 +126,8 @@ class EditStage:
             return None
         try:
             cached = item.source_view
+            if cached is not None and cached[0] is None:  # validation's view of the image it just set
+                cached = item.source_view = (item.image, cached[1])
             if cached is None or cached[0] is not item.image:  # a view of these very bytes, or decode them
                 cached = item.source_view = (item.image, pixel_gates.source_view(item.image))
             region = None

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 
+from ..core.bundled import prompts_dir as bundled_prompts
 from ..core.plan import InstructionPlan
-from ..core.prompts import Prompt
+from ..core.prompts import ExamplePool, Prompt, format_example, load_examples, with_examples
 from ..core.records import RejectReason
+from ..core.specs import RewriteSpec
 from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
 from ..method.branches import branch_mismatch, read_branches
 from ..method.edit_meaning import is_visible_edit, same_edit
@@ -31,6 +33,8 @@ from .schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+DEFAULT_EXAMPLES = RewriteSpec.model_fields["examples"].default
 
 
 def is_no_op(edit: str) -> bool:
@@ -127,6 +131,27 @@ class RewriteStage:
             relative = template.format(category="generic")
         return self.ctx.prompt(relative)
 
+    def pool_for(self, category: str) -> ExamplePool | None:
+        """The category's exemplar pool (`stages.rewrite.examples`; `generic` for a category without one)."""
+        template = self.spec.examples
+        if not template or not self.spec.examples_per_record:
+            return None
+        # an own prompts_dir without pools gets the shipped ones; a pool the pipeline names must be there
+        folders = (self.ctx.prompts_dir, *((bundled_prompts(),) if template == DEFAULT_EXAMPLES else ()))
+        for folder in folders:
+            for name in (category, "generic"):
+                if (folder / template.format(category=name)).is_file():
+                    return load_examples(folder, template.format(category=name))
+        return load_examples(self.ctx.prompts_dir, template.format(category=category))  # says what is missing
+
+    def prompt_and_examples(self, item: WorkItem, category: str) -> tuple[Prompt, str]:
+        """The rewrite prompt and this record's worked examples (seeded by seed + record id)."""
+        prompt, pool = self.prompt_for(category), self.pool_for(category)
+        if pool is None:
+            return prompt, ""
+        drawn = pool.draw(self.ctx.config.seed, item.record.id, self.spec.examples_per_record)
+        return with_examples(prompt, pool), "\n\n".join(format_example(e) for e in drawn)
+
     def plan_for(self, item: WorkItem) -> InstructionPlan:
         record = item.record
         space = record.meta.get("answer_space") if isinstance(record.meta, dict) else None
@@ -145,11 +170,13 @@ class RewriteStage:
         same_call = self.spec.reasoning == "rewrite_call"
         record = item.record
         category = item.task_category or "others"
+        prompt, examples = self.prompt_and_examples(item, category)
         return await self.ctx.ask(
             self.name,
             item,
-            self.prompt_for(category),
+            prompt,
             {
+                "examples": examples,
                 "question": record.question,
                 "answer": record.answer,
                 "process_answer": item.process_answer or "",
@@ -172,6 +199,8 @@ class RewriteStage:
                 **({"reasoning_requested": True} if same_call else {}),
             },
             failure=RejectReason.rewrite_failed,
+            # grounding: branch edits can name objects that are in the picture (`with_image`)
+            images=[item.image] if self.spec.with_image and item.image else None,
             repair="\n".join(part for part in (REASONING_IN_REWRITE_REQUEST if same_call else "", repair) if part),
         )
 
