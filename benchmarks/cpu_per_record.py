@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import FAKE_KEY, REPO, fake_servers  # noqa: E402
 
 PIPELINES = ("offline", "openai", "uniedit")
+#: one measurement's limit (a 1024-px offline run of 60 records takes ~1 min of CPU)
+CHILD_TIMEOUT_S = 900
 IDLE_LEAVES = {"wait", "acquire", "select", "poll", "sleep", "get", "_worker", "_wait_for_tstate_lock"}
 
 #: (path fragment, function name or "", stage): a tick goes to the first rule any frame of its stack matches
@@ -186,8 +188,11 @@ def pipeline_config(name: str, size: int, records: int, openai_url: str, gemini_
 
 def child(args: argparse.Namespace) -> None:
     """Child mode: one run; prints one JSON line {records, cpu_s, wall_s, counts, profile}."""
+    import faulthandler
     import logging
 
+    # a run that stops making progress prints every thread's stack and exits, instead of holding the benchmark
+    faulthandler.dump_traceback_later(CHILD_TIMEOUT_S, exit=True)
     logging.basicConfig(level=logging.ERROR)
     sys.path.insert(0, args.checkout)  # before this repo: the checkout measured is the one imported
     import uniedit_synth
@@ -260,9 +265,10 @@ def measure(checkout: Path, pipeline: str, size: int, records: int, work: Path, 
     if profile:
         command.append("--profile")
     # the child runs from the checkout measured, so its bundled pipelines and prompts are that checkout's
-    proc = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S + 60)
     if proc.returncode != 0:
-        raise RuntimeError(f"{pipeline} at {size} px in {checkout} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{pipeline} at {size} px in {checkout} failed:\n{proc.stderr[-6000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
