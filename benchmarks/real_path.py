@@ -222,6 +222,11 @@ def pipeline_args(pipeline: str, openai_url: str, gemini_url: str) -> list[str]:
         args += ["--set", f"backends.{backend}.base_url={url}", "--set", f"backends.{backend}.api_key_env=UE_RP_KEY"]
     for bucket in MODELS[pipeline]:
         args += ["--set", f"limits.rate_limits.{bucket}.rpm=null", "--set", f"limits.rate_limits.{bucket}.tpm=null"]
+    # the realistic fakes write the release's forms (one equality test, if/else slots): the plan draws only those
+    # (the logic beyond them, through the real SDK: tests/unit/test_logic_rewrite_sdk.py)
+    args += ["--set", "stages.rewrite.logic.operators=[eq]", "--set", "stages.rewrite.logic.nest_p=0",
+             "--set", "stages.rewrite.logic.join_p=0", "--set", "stages.rewrite.logic.parameter_p=0",
+             "--set", "stages.rewrite.logic.count_arithmetic=false"]  # fmt: skip
     return args + ["--set", "retry.initial_s=0.05", "--set", "retry.max_s=0.2", "--set", "retry.jitter_s=0"]
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import run_synth  # noqa: E402
+from uniedit_synth.run import packs  # noqa: E402
 
 
 def undo_shards(out: Path, shards: set[int]) -> int:
@@ -46,13 +47,19 @@ def undo_shards(out: Path, shards: set[int]) -> int:
         for kind in ("data", "rejects", "attempts"):
             (out / kind / f"{name}.parquet").unlink(missing_ok=True)
         index = out / "cache" / "index" / f"{name}.jsonl"
-        for line in index.read_text().splitlines():
-            key = json.loads(line)["key"]
-            entry = out / "cache" / key[:2] / f"{key}.entry"
-            if entry.exists():
-                entry.unlink()
-                removed += 1
-        index.unlink()
+        if index.exists():  # a run left unpacked (object storage)
+            for line in index.read_text().splitlines():
+                key = json.loads(line)["key"]
+                entry = out / "cache" / key[:2] / f"{key}.entry"
+                if entry.exists():
+                    entry.unlink()
+                    removed += 1
+            index.unlink()
+        pack = out / "cache" / "packs" / f"{name}.pack"  # the shard's replies and call index (run/packs.py)
+        found = packs.read_index(pack)
+        if found is not None:
+            removed += len(found.entries)
+            pack.unlink()
     return removed
 
 

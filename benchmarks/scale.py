@@ -7,17 +7,21 @@ workers, raylet and coordinator are other processes):
              read() calls returned: files, and Ray's sockets too, so an over-estimate) on the run and on a rerun
              of the finished run, minus the same run on a 4-row copy of the source (start-up: imports, Ray
              start, one shard). Acceptance: < 20 % of the source's bytes on the run, < 5 % on the rerun.
-  sizes      the offline world with zero-latency builtin backends (`--engine ray`, 2 workers, one node) at each
-             --sizes N: driver peak RSS, driver CPU per record, files and bytes on disk per 1,000 records, and the
-             rerun time of the finished run (no Ray is started: manifest and source identity say it is done).
+  sizes      the offline world with zero-latency builtin backends (`--engine ray`, 2 workers, one node or
+             --nodes N on loopback) at each --sizes N: driver peak RSS, driver CPU per record and per second,
+             files and bytes on disk per 1,000 records (disk ÷ the images' own bytes plus the parquet overhead),
+             and the rerun time of the finished run (no Ray is started: manifest and source identity say it is done).
 
-    python benchmarks/scale.py                               # driver-io 240 rows; sizes 1000,4000
-    python benchmarks/scale.py --sizes 10000,50000 --rows 240 --image-side 400
+    python benchmarks/scale.py                               # driver-io 240 rows; sizes 1000,3000
+    python benchmarks/scale.py --skip driver-io --sizes 10000,50000
+    python benchmarks/scale.py --skip driver-io --sizes 1000 --nodes 3   # 3 Ray nodes on 127.0.0.1
+    python benchmarks/scale.py --skip driver-io --skip sizes --rerun-at 10000,50000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -109,6 +113,28 @@ def disk(out: Path) -> tuple[int, int]:
     return files, size
 
 
+def bytes_breakdown(out: Path) -> dict[str, int]:
+    """Where the bytes of a run directory are: the shard parquet files (and the image cells inside them: source
+    and edited images, their own bytes), the cache packs, the rest (run.json, manifest, stats, ...)."""
+    import pyarrow.parquet as pq
+
+    parts = {"parquet": 0, "images": 0, "packs": 0, "other": 0}
+    for root, _, names in os.walk(out):
+        for name in names:
+            path = Path(root) / name
+            size = path.stat().st_size
+            if name.endswith(".parquet") and path.parent.name in ("data", "rejects", "attempts"):
+                parts["parquet"] += size
+                table = pq.read_table(path, columns=["source_image", "edited_image"])
+                for column in ("source_image", "edited_image"):
+                    parts["images"] += sum(len((v or {}).get("bytes") or b"") for v in table.column(column).to_pylist())
+            elif name.endswith(".pack"):
+                parts["packs"] += size
+            else:
+                parts["other"] += size
+    return parts
+
+
 def driver_io(work: Path, rows: int, side: int) -> None:
     source = work / "embedded.parquet"
     write_source(source, rows, side)
@@ -129,24 +155,124 @@ def driver_io(work: Path, rows: int, side: int) -> None:
           f"{rerun_startup['rchar'] / 1e6:.1f} MB on its rerun")
 
 
-def sizes(work: Path, counts: list[int], workers: int, shard_size: int) -> None:
+def sizes(work: Path, counts: list[int], workers: int, shard_size: int, nodes: int) -> None:
+    where = "one node (2 cores)" if nodes == 1 else f"{nodes} Ray nodes on 127.0.0.1 (2 cores in all)"
     print(f"\nsizes: offline world, zero-latency builtins, --engine ray --workers {workers} --shard-size "
-          f"{shard_size}, one node (2 cores)")
-    print(" records  wall s  rec/s  driver RSS MB  driver CPU ms/rec  files/1k rec  MB/1k rec  rerun s")
+          f"{shard_size}, {where}")
+    print(" records  wall s  rec/s  driver RSS MB  driver CPU ms/rec  ms/s  files/1k rec  MB/1k rec  "
+          "disk÷(images+parquet)  rerun s")
     rows = []
     for n in counts:
         out = work / f"run-{n}"
         run = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
         files, size = disk(out)
+        parts = bytes_breakdown(out)
+        overhead = parts["parquet"] - parts["images"]  # the parquet files' own bytes beyond their image cells
         rerun = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
         rows.append((n, run, files, size, rerun))
         print(f"{n:>8} {run['wall_s']:>7.1f} {n / run['wall_s']:>6.1f} {run['peak_rss_mb']:>13.0f} "
-              f"{1000 * run['cpu_s'] / n:>18.3f} {1000 * files / n:>13.1f} {size / n / 1000:>10.2f} "
+              f"{1000 * run['cpu_s'] / n:>18.3f} {1000 * run['cpu_s'] / run['wall_s']:>5.1f} "
+              f"{1000 * files / n:>13.1f} {size / n / 1000:>10.2f} {size / (parts['images'] + max(0, overhead)):>22.3f} "
               f"{rerun['wall_s']:>8.2f}", flush=True)
+        print(f"         bytes: images {parts['images'] / 1e6:.1f} MB (their own bytes, in the shards' parquet), "
+              f"parquet overhead {overhead / 1e6:.2f} MB, cache packs {parts['packs'] / 1e6:.2f} MB, "
+              f"other {parts['other'] / 1e6:.2f} MB", flush=True)
     if len(rows) >= 2:
         (n0, r0, *_), (n1, r1, *_) = rows[0], rows[-1]
+        slope = (r1["cpu_s"] - r0["cpu_s"]) / (n1 - n0)
+        rate = (r1["cpu_s"] - r0["cpu_s"]) / max(1e-9, r1["wall_s"] - r0["wall_s"])
         print(f"driver peak RSS {n1} / {n0}: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}; driver CPU per extra "
-              f"record (slope {n0} -> {n1}, start-up out): {1000 * (r1['cpu_s'] - r0['cpu_s']) / (n1 - n0):.3f} ms")
+              f"record (slope {n0} -> {n1}, start-up out): {1000 * slope:.3f} ms, "
+              f"per extra second of run: {1000 * rate:.1f} ms")
+
+
+def synthetic_finished_run(base: Path, target: int, shard_size: int) -> Path:
+    """A finished run of `target` records made from the whole shards of the finished run `base`: their files
+    hard-linked under new shard numbers, one manifest line each, source.json saying the source ended there (the
+    offline world's identity is its config). What a rerun of a finished `target`-record run reads, without
+    running `target` records on 2 shared cores."""
+    out = base.parent / f"synthetic-{target}"
+    out.mkdir()
+    entries = [json.loads(line) for line in (base / "manifest.jsonl").read_text().splitlines()]
+    whole = [e for e in entries if e["records"] == shard_size]
+    shards = target // shard_size
+    for name in ("run.json", "stats.json"):
+        (out / name).write_bytes((base / name).read_bytes())
+    with open(out / "manifest.jsonl", "w") as manifest:
+        for shard in range(shards):
+            entry = json.loads(json.dumps(whole[shard % len(whole)]))
+            old = f"shard-{entry['shard']:05d}"
+            for record in entry["files"].values():
+                new_path = record["path"].replace(old, f"shard-{shard:05d}")
+                (out / new_path).parent.mkdir(parents=True, exist_ok=True)
+                os.link(base / record["path"], out / new_path)
+                record["path"] = new_path
+            pack = base / "cache" / "packs" / f"{old}.pack"
+            (out / "cache" / "packs").mkdir(parents=True, exist_ok=True)
+            os.link(pack, out / "cache" / "packs" / f"shard-{shard:05d}.pack")
+            entry["shard"] = shard
+            manifest.write(json.dumps(entry) + "\n")
+    plan = json.loads((base / "source.json").read_text())
+    plan.update(limit=target, shards=shards, records=shards * shard_size)
+    (out / "source.json").write_text(json.dumps(plan))
+    return out
+
+
+def rerun_at(work: Path, targets: list[int], workers: int, shard_size: int) -> None:
+    base_n = 2 * shard_size
+    base = work / f"run-{base_n}"
+    if not base.exists():
+        measure("scenes", base, limit=base_n, workers=workers, shard_size=shard_size)
+    print(f"\nrerun of a finished run (synthetic: the {base_n}-record run's shards hard-linked under new numbers)")
+    print(" records  shards  files  rerun s  driver RSS MB  shards run/skipped")
+    for target in targets:
+        out = synthetic_finished_run(base, target, shard_size)
+        files, _ = disk(out)
+        rerun = measure("scenes", out, limit=target, workers=workers, shard_size=shard_size)
+        print(f"{target:>8} {target // shard_size:>7} {files:>6} {rerun['wall_s']:>8.2f} {rerun['peak_rss_mb']:>14.0f} "
+              f"{rerun['shards_done']:>10}/{rerun['shards_skipped']}", flush=True)
+
+
+@contextlib.contextmanager
+def loopback_cluster(work: Path, nodes: int):
+    """`nodes` Ray nodes on 127.0.0.1 (a head and nodes joining it, each its own raylet), their temp dirs under
+    `work`; RAY_ADDRESS points the runs at it. Stopped by killing exactly its own processes (found by their temp
+    dir), never `ray stop` (that stops every Ray on the machine)."""
+    if nodes <= 1:
+        yield
+        return
+    import shutil
+    import socket
+    import time as _time
+
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    temp = work / "ray"
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", "150000000",
+              "--disable-usage-stats"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--include-dashboard=false",
+                        "--temp-dir", str(temp), *common], check=True, capture_output=True, env=env, timeout=300)
+        for _ in range(nodes - 1):
+            subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", *common], check=True,
+                           capture_output=True, env=env, timeout=300)
+        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        os.environ["UNIEDIT_WORKERS_READ_SOURCE"] = "1"  # every node is this machine: the workers read the rows
+        yield
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        mine = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines()
+        pids = [int(line.split()[0]) for line in mine if str(temp) in line and "ps -eo" not in line]
+        for signal_ in (15, 9):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal_)
+            _time.sleep(2)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def main() -> None:
@@ -157,9 +283,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240, help="rows of the embedded-image parquet source")
     parser.add_argument("--image-side", type=int, default=400, help="its images are side x side noise PNGs")
-    parser.add_argument("--sizes", default="1000,4000", help="record counts of the offline-world runs")
+    parser.add_argument("--sizes", default="1000,3000", help="record counts of the offline-world runs")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--shard-size", type=int, default=500, help="of the sizes runs (files per record follow it)")
+    parser.add_argument("--shard-size", type=int, default=250, help="of the sizes runs (files per record follow it)")
+    parser.add_argument("--nodes", type=int, default=1, help="Ray nodes on 127.0.0.1 for the sizes runs (1: none)")
+    parser.add_argument("--rerun-at", default="", help="record counts of synthetic finished runs whose rerun is "
+                        "timed (e.g. 10000,50000)")
     parser.add_argument("--skip", choices=("driver-io", "sizes"), action="append", default=[])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="uniedit-scale-") as tmp:
@@ -167,7 +296,10 @@ def main() -> None:
         if "driver-io" not in args.skip:
             driver_io(work, args.rows, args.image_side)
         if "sizes" not in args.skip:
-            sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size)
+            with loopback_cluster(work, args.nodes):
+                sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size, args.nodes)
+        if args.rerun_at:
+            rerun_at(work, [int(x) for x in args.rerun_at.split(",") if x], args.workers, args.shard_size)
 
 
 if __name__ == "__main__":

@@ -417,12 +417,11 @@ def audit(
 ) -> None:
     """What a run is worth before training: no-op edits, answer leaks, duplicates, benchmark contamination,
     branch balance, category mix, instruction diversity, scores, and edits decidable without the answer."""
-    from tqdm import tqdm
-
     from .audit.checks import format_audit, run_audit
+    from .engine.progress import open_progress
 
     _setup_logging(0, False)  # warnings (a skipped benchmark image) show even with -q
-    with tqdm(desc="audit", unit="row", disable=None if not quiet else True, file=sys.stderr) as bar:
+    with open_progress(None, enabled=not quiet, desc="audit", unit="row") as bar:
         result = run_audit(run, against or [], max_distance=max_distance, use_cache=not no_cache,
                            progress=bar.update)
     if as_json:

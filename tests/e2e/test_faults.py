@@ -14,7 +14,8 @@ import pytest
 
 from benchmarks.chaos import rows, run_chaos, unreadable_shards
 from tests.conftest import REPO, run_cli, uniedit_cmd
-from uniedit_synth.run.cache import ResponseCache
+from uniedit_synth.report.call_index import read_call_index
+from uniedit_synth.run import packs
 
 pytestmark = pytest.mark.e2e
 
@@ -126,6 +127,18 @@ def test_disk_full_stops_cleanly_and_resumes_once_space_is_back(tmp_path: Path):
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+def damage_packed_entry(pack: Path, key: str) -> None:
+    """Flip the last byte of one entry of a pack (its small entries share a zlib block: rebuilt around it)."""
+    index = packs.read_index(pack)
+    block = packs.read_block(pack, index)
+    entries = {}
+    for k, slot in index.entries.items():
+        blob = block[slot.offset: slot.offset + slot.length] if slot.in_block else packs.read_large(pack, slot)
+        entries[k] = (blob[:-1] + bytes([blob[-1] ^ 0xFF]) if k == key else blob, slot.whole)
+    calls = block[index.calls[0]: index.calls[0] + index.calls[1]] if index.calls else b""
+    pack.write_bytes(packs.build(entries, calls))
+
+
 def test_corrupt_state_is_detected_and_repaired(tmp_path: Path):
     out = tmp_path / "run"
     args = ["synth", "--engine", "inline", "--limit", "60", "--shard-size", "20", "--no-progress", "--out", str(out)]
@@ -136,16 +149,13 @@ def test_corrupt_state_is_detected_and_repaired(tmp_path: Path):
     # 1. forget shard 1 (its manifest line goes), and truncate one of its cache entries
     lines = (out / "manifest.jsonl").read_text().splitlines(keepends=True)
     kept = [line for line in lines if json.loads(line)["shard"] != 1]
-    index = [json.loads(line) for line in (out / "cache" / "index" / "shard-00001.jsonl").read_text().splitlines()]
+    index = [call.model_dump() for call in read_call_index(out, 1)]  # inside shard 1's cache pack
     key = next(e["key"] for e in index if e["stage"] == "rewrite" and not e["cached"])
     entry = out / "cache" / key[:2] / f"{key}.entry"
     if entry.exists():
         entry.write_bytes(entry.read_bytes()[:-7])
     else:  # packed once its shard was final (run/cache.py packs): damage its copy inside the pack
-        pack, offset, length = ResponseCache(out / "cache").locate(key)
-        data = bytearray(pack.read_bytes())
-        data[offset + length - 1] ^= 0xFF
-        pack.write_bytes(bytes(data))
+        damage_packed_entry(out / "cache" / "packs" / "shard-00001.pack", key)
     # 2. a torn manifest line, 3. a leftover temp shard, 4. a stale lock from a dead process
     (out / "manifest.jsonl").write_text("".join(kept) + '{"shard": 2, "records": 2')
     (out / "data" / ".shard-00001.parquet.999.tmp").write_bytes(b"PAR1 half a file")

@@ -15,6 +15,7 @@ from tests.e2e.test_backends_e2e import GEMINI_KEY, OPENAI_KEY, assert_no_key_an
 from tests.fakes import FakeGemini, FakeOpenAI
 from uniedit_synth.core.bundled import prompts_dir
 from uniedit_synth.core.prompts import load_prompt
+from uniedit_synth.report.call_index import iter_call_index
 from uniedit_synth.sources.scenes import ScenesSource
 
 pytestmark = pytest.mark.e2e
@@ -70,8 +71,7 @@ def test_text_only_replies_are_retried_charged_and_visible_in_inspect(tmp_path, 
     assert asked <= questions and len(asked) > 10  # each record's own question, as written
 
     # every no-image reply is in the call index with its cost, charged to its sample, and shown by inspect
-    calls = [json.loads(line) for path in (out / "cache/index").glob("shard-*.jsonl")
-             for line in path.read_text().splitlines() if line.strip()]
+    calls = [call.model_dump() for call in iter_call_index(out)]  # in the shards' cache packs
     retried = [c for c in calls if c["error"] == "no_image"]
     assert len(retried) == len(text_only)
     assert all(c["cost_usd"] > 0 and not c["cached"] for c in retried)

@@ -66,3 +66,26 @@ def test_a_terminal_gets_the_live_bar(tmp_path):
     assert proc.returncode == 0, shown
     assert "\r" in shown and "synth:" in shown and "12/12" in shown  # tqdm redraws its bar in place
     assert not re.search(r"^synth: 12/12 rec \(100 %\)", shown, re.M)  # not the log file's status line
+
+
+def test_report_export_and_audit_write_status_lines_into_a_log(tmp_path):
+    """The long commands on a finished run, their stderr redirected into a log: one plain status line each (a
+    command shorter than the interval writes only its last), never bar frames."""
+    run = tmp_path / "run"
+    assert run_cli(*SYNTH, "--out", str(run)).returncode == 0
+    commands = {
+        "report": (["report", str(run)], r"report: (\d+)/\1 sample \(100 %\), \d\d:\d\d elapsed"),
+        "export": (["export", str(run), "-f", "hf", "-o", str(tmp_path / "hf")],
+                   r"export hf: (\d+)/\1 row \(100 %\), \d\d:\d\d elapsed"),
+        "audit": (["audit", str(run)], r"audit: \d+ row, \d\d:\d\d elapsed"),
+    }
+    for name, (args, pattern) in commands.items():
+        log = tmp_path / f"{name}.log"
+        with log.open("w") as stderr:
+            proc = subprocess.run(uniedit_cmd(*args), stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300,
+                                  cwd=REPO, env={**os.environ, "UNIEDIT_PROGRESS_INTERVAL_S": "30"})
+        text = log.read_text()
+        assert proc.returncode == 0, text
+        assert "\r" not in text and "\x1b[" not in text, name  # no bar redrawn in place
+        status = [line for line in text.splitlines() if line.startswith(f"{name}")]
+        assert len(status) == 1 and re.match(pattern, status[0]), (name, text)

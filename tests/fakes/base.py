@@ -191,8 +191,51 @@ def detect_task(schema: Any, schema_name: str, texts: Iterable[str]) -> str:
 _PLAN_CANDIDATE = re.compile(r"<vqa_plan>style: conditional\ncandidate: (?:'([^'\n]*)'|\"([^\"\n]*)\"|(none given))")
 
 
+_PLAN_PATHS = re.compile(r"exactly these paths: ([^\n(]+?) \(")
+_PLAN_CONDITION = re.compile(r"operator \w+ on question \d+: ([^\n]+)")
+_PLAN_SWITCH = re.compile(r"in this order: ([^;\n]+);")
+#: visibly different edits, one per path of a branch tree
+TREE_EDITS = (
+    "paint the object the question asks about bright gold",
+    "add a small ceramic mug beside the object the question asks about",
+    "draw a thick red frame around the whole picture",
+    "put a tall green cone in the front left corner of the floor",
+    "hang a white sign with a black star on the back wall",
+)
+
+
+def tree_following_rewrite(text: str) -> dict[str, Any] | None:
+    """A default reply for a plan with a branch tree (issue 25): its conditions worded from the plan (operands
+    joined by "or", so each stays in its condition clause), one visible edit per listed path."""
+    paths = _PLAN_PATHS.search(text)
+    if paths is None or "<vqa_plan>style: conditional" not in text:
+        return None
+    names = [p.strip() for p in paths.group(1).split(",")]
+    edits = dict(zip(names, TREE_EDITS, strict=False))
+    switch = _PLAN_SWITCH.search(text)
+    if switch is not None:
+        options = [o.strip() for o in switch.group(1).split(",")]
+        body = "; ".join(f"if the answer is {o}, {edits[f'case:{o}']}" for o in options)
+    else:
+        conditions = [
+            "the statement of that question holds" if "statement" in c else c.replace(": ", " ").replace(", ", " or ")
+            for c in _PLAN_CONDITION.findall(text)
+        ]
+        conditions = conditions or ["the statement is true"]
+        leaves = list(edits.values())
+        body = f"if {' and '.join(conditions)}, {leaves[0]}; otherwise, " + "; otherwise, ".join(leaves[1:])
+    return {
+        "instruction": f"Answer the question about the original image. {body[0].upper()}{body[1:]}.",
+        "then_edit": None, "else_edit": None, "candidate": None,
+        "branches": [{"path": path, "edit": edit} for path, edit in edits.items()],
+    }  # fmt: skip
+
+
 def plan_following_rewrite(texts: Iterable[str]) -> dict[str, Any] | None:
     """A default rewrite reply for a conditional plan found in the prompt, else None."""
+    tree = tree_following_rewrite("\n".join(texts))
+    if tree is not None:
+        return tree
     match = _PLAN_CANDIDATE.search("\n".join(texts))
     if match is None:
         return None

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from uniedit_synth.backends.base import RetryableError, TextReply, TextRequest, Usage
+from uniedit_synth.backends.base import Backend, RetryableError, TextReply, TextRequest, Usage
 from uniedit_synth.core.config import Price, RetrySpec
 from uniedit_synth.core.specs import BatchSpec
 from uniedit_synth.engine.batch import (
@@ -189,7 +189,7 @@ def test_the_budget_is_reserved_before_a_job_is_submitted(tmp_path):
         caller.batch.defer(caller, "text", calls[2].key, calls[2].request, Ledger())
 
 
-class _Backend:
+class _Backend(Backend):
     provider = "openai"
 
     class spec:  # noqa: N801 - the attribute ModelCaller reads

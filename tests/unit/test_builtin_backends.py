@@ -204,14 +204,20 @@ def test_rewrite_never_leaks_over_1000_records_and_covers_every_category() -> No
         request.context["plan"] = plan.model_dump()
         reply = run(backend.complete(request))
         instruction = reply.data["instruction"]
-        if plan.candidate_is_answer:  # the answer may only appear as the candidate, inside the condition
+        if category == "multi-choice":  # the quoted question lists the options; the check is on the rest
+            instruction_rest = instruction.replace(question, "")
+            assert not states_answer(re.split(r"\b(?:If|When|if|when)\b", instruction_rest)[0], answer), instruction
+        elif plan.candidate_is_answer:  # the answer may only appear as the candidate, inside the condition
             assert not states_answer(re.split(r"\b(?:If|When|if|when)\b", instruction)[0], answer), instruction
         else:
             assert not states_answer(instruction, answer), (answer, instruction)
         assert instruction.endswith(DIRECTIVE)
-        has_else = re.search(r"\b(otherwise|if not|or else|in every other case)\b", instruction, re.I)
-        assert bool(has_else) == plan.conditional, (plan, instruction)
-        assert bool(reply.data["then_edit"]) == bool(reply.data["else_edit"]) == plan.conditional
+        if plan.operator == "switch":  # multiple choice: one clause per option instead of if / otherwise
+            assert len(reply.data["branches"]) == len(plan.operands) >= 3
+        else:
+            has_else = re.search(r"\b(otherwise|if not|or else|in every other case)\b", instruction, re.I)
+            assert bool(has_else) == plan.conditional, (plan, instruction)
+            assert bool(reply.data["then_edit"]) == bool(reply.data["else_edit"]) == plan.conditional
         assert reply.data["edit_program"]["kind"] == "scene"
         seen[category] += 1
         styles[plan.style] += 1

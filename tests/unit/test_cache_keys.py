@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from uniedit_synth.backends.base import TextReply, TextRequest, request_key
+from uniedit_synth.backends.base import Backend, TextReply, TextRequest, request_key
 from uniedit_synth.core.config import BackendSpec, RetrySpec
 from uniedit_synth.engine.calls import Ledger, ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
 from uniedit_synth.run.cache import ResponseCache
 
 
-class CountingText:
+class CountingText(Backend):
     provider = "fake"
 
     def __init__(self, reads_context: bool):

@@ -92,3 +92,184 @@ def test_a_scan_of_the_cache_sees_packed_entries(tmp_path: Path):
     cache.sweep()
     seen = dict(_cache_headers(ResponseCache(tmp_path)))
     assert set(seen) == {key(1), key(2)} and seen[key(1)]["data"] == {"key": key(1)}
+
+
+# -- an image stored once: pack entries referencing the shard's parquet -------------------------------------
+def png_bytes(i: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)  # noise: incompressible
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def shard_file(run: Path, rel: str, images: list[bytes]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from uniedit_synth.core.records import IMAGE_STRUCT
+
+    (run / rel).parent.mkdir(parents=True, exist_ok=True)
+    cells = pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(images)], IMAGE_STRUCT)
+    pq.write_table(pa.table({"id": [str(i) for i in range(len(images))], "edited_image": cells}), run / rel,
+                   row_group_size=4)
+
+
+def edit_reply(cache: ResponseCache, k: str, image: bytes) -> None:
+    cache.put(k, {"model": "m", "_call": {"cost_usd": 0.04, "latency_s": 2.0}}, image)
+
+
+def test_a_packed_image_that_the_shard_holds_is_stored_once(tmp_path: Path):
+    run = tmp_path
+    cache = ResponseCache(run / "cache")
+    images = [png_bytes(i) for i in range(10)]
+    shard_file(run, "data/shard-00002.parquet", images[:6])
+    shard_file(run, "attempts/shard-00002.parquet", images[6:9])
+    for i, image in enumerate(images):  # image 9: an edit no shard file holds (turned down by a gate)
+        edit_reply(cache, key(i), image)
+    fill(cache, [key(20)])  # a text reply
+    assert cache.pack(2, [key(i) for i in (*range(10), 20)],
+                      ["data/shard-00002.parquet", "rejects/shard-00002.parquet", "attempts/shard-00002.parquet"],
+                      b'{"id": "a", "stage": "edit", "key": "k"}\n') == 11
+    assert ResponseCache(run / "cache").sweep() == 11
+    pack = run / "cache" / PACKS / "shard-00002.pack"
+    # only the image no shard file holds is in the pack: 9 of 10 images are referenced, not copied
+    assert len(images[9]) < pack.stat().st_size < len(images[9]) + sum(map(len, images[:9])) / 4
+    reader = ResponseCache(run / "cache")
+    for i, image in enumerate(images):
+        entry = reader.get(key(i))
+        assert entry is not None and entry.payload == image and entry.meta["model"] == "m"
+    assert reader.get(key(20)).payload == key(20).encode() * 50
+    assert reader.pack_calls(2) == b'{"id": "a", "stage": "edit", "key": "k"}\n'
+
+
+def test_a_reference_whose_image_is_gone_is_a_miss_not_a_wrong_reply(tmp_path: Path):
+    cache = ResponseCache(tmp_path / "cache")
+    images = [png_bytes(i) for i in range(3)]
+    shard_file(tmp_path, "data/shard-00000.parquet", images)
+    for i, image in enumerate(images):
+        edit_reply(cache, key(i), image)
+    cache.pack(0, [key(i) for i in range(3)], ["data/shard-00000.parquet"])
+    cache.sweep()
+    shard_file(tmp_path, "data/shard-00000.parquet", [images[1], images[0], png_bytes(7)])  # rows moved, one new
+    reader = ResponseCache(tmp_path / "cache")
+    assert [reader.get(key(i)) for i in range(3)] == [None, None, None]
+    assert reader.corrupt == 3
+
+
+def test_materialize_puts_the_bytes_back_before_the_shard_files_go(tmp_path: Path):
+    cache = ResponseCache(tmp_path / "cache")
+    images = [png_bytes(i) for i in range(4)]
+    shard_file(tmp_path, "data/shard-00001.parquet", images)
+    for i, image in enumerate(images):
+        edit_reply(cache, key(i), image)
+    cache.pack(1, [key(i) for i in range(4)], ["data/shard-00001.parquet"], b"calls\n")
+    cache.sweep()
+    assert ResponseCache(tmp_path / "cache").materialize() == 4
+    (tmp_path / "data" / "shard-00001.parquet").unlink()
+    reader = ResponseCache(tmp_path / "cache")
+    assert [reader.get(key(i)).payload for i in range(4)] == images
+    assert reader.pack_calls(1) == b"calls\n"
+    assert ResponseCache(tmp_path / "cache").materialize() == 0  # nothing left to put back
+
+
+def test_a_pack_of_the_first_format_is_still_read(tmp_path: Path):
+    import json
+    import struct
+
+    cache = ResponseCache(tmp_path)
+    fill(cache, [key(1)])
+    blob = (tmp_path / key(1)[:2] / f"{key(1)}.entry").read_bytes()
+    (tmp_path / key(1)[:2] / f"{key(1)}.entry").unlink()
+    footer = json.dumps({key(1): [0, len(blob)]}).encode()
+    (tmp_path / PACKS).mkdir()
+    (tmp_path / PACKS / "shard-00000.pack").write_bytes(blob + footer + struct.pack("<Q", len(footer)) + b"UEPACK01")
+    assert ResponseCache(tmp_path).get(key(1)).meta["data"] == {"key": key(1)}
+
+
+# -- the same through runs ----------------------------------------------------------------------------------
+FAST = {"engine": {"kind": "inline", "shard_size": 5},
+        "backends": {"text": {"options": {"latency_s": 0}}, "editor": {"options": {"latency_s": 0}}}}
+
+
+def edited_images(out: Path) -> dict[str, bytes]:
+    import pyarrow.parquet as pq
+
+    found = {}
+    for kind in ("data", "rejects", "attempts"):
+        for path in sorted((out / kind).glob("shard-*.parquet")):
+            for row in pq.read_table(path, columns=["id", "attempts", "edited_image"]).to_pylist():
+                if row["edited_image"]:
+                    found[f"{kind}/{row['id']}/{row['attempts']}"] = row["edited_image"]["bytes"]
+    return found
+
+
+def test_a_run_stores_each_edited_image_once_and_a_config_change_reuses_every_reply(tmp_path: Path):
+    from uniedit_synth import synth
+    from uniedit_synth.run.cache import _split
+
+    out = tmp_path / "run"
+    first = synth("default", source="scenes", out=out, limit=15, overrides=FAST)
+    assert first.shards_done == 3 and sum(first.calls.values()) > 0
+    before = edited_images(out)
+    assert not list((out / "cache").glob("??/*.entry")) and not (out / "cache" / "index").exists()
+    stored_inline = set()
+    for pack in (out / "cache" / PACKS).glob("*.pack"):
+        from uniedit_synth.run import packs
+
+        index = packs.read_index(pack)
+        block = packs.read_block(pack, index)
+        for slot in index.entries.values():
+            blob = block[slot.offset: slot.offset + slot.length] if slot.in_block else packs.read_large(pack, slot)
+            stored_inline.add(_split(blob)[1])
+    assert before and not set(before.values()) & stored_inline  # no image of the shards is in a pack too
+    changed = {**FAST, "stages": {"judge": {"thresholds": {"coherence": 4}}}}
+    again = synth("default", source="scenes", out=out, limit=15, overrides=changed, force_new_config=True)
+    assert again.shards_done == 3 and sum(again.calls.values()) == 0  # every reply from the cache
+    assert sum(again.cache_hits.values()) == sum(first.calls.values()) + sum(first.cache_hits.values())
+    after = edited_images(out)
+    assert set(after.values()) <= set(before.values())  # the same pixels, read back from the packs
+
+
+def noisy_source(path: Path, n: int) -> Path:
+    """A parquet source whose images (and so edited images) are noise, too big to stay inside a pack."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from uniedit_synth.core.records import IMAGE_STRUCT
+
+    images = []
+    for i in range(n):
+        pixels = np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        pixels[16:40, 16:40] = (200, 40, 40) if i % 2 else (40, 40, 200)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": f"{i}.png"})
+    pq.write_table(pa.table({"id": [f"q{i}" for i in range(n)],
+                             "question": [f"What colour is the square in picture {i}?" for i in range(n)],
+                             "answer": ["red" if i % 2 else "blue" for i in range(n)],
+                             "image": pa.array(images, IMAGE_STRUCT)}), path, row_group_size=5)
+    return path
+
+
+def test_a_withdrawn_shard_keeps_its_replies_for_when_its_rows_come_back(tmp_path: Path):
+    from uniedit_synth import synth
+
+    source = noisy_source(tmp_path / "vqa.parquet", 15)
+    out = tmp_path / "run"
+    first = synth("default", source=str(source), out=out, overrides=FAST)
+    assert first.shards_done == 3 and first.calls.get("edit")
+    assert len(edited_images(out)) >= 5 and min(map(len, edited_images(out).values())) > 4096  # referenced
+    noisy_source(source, 5)  # shards 1 and 2 leave the output, their parquet files deleted
+    assert synth("default", source=str(source), out=out, overrides=FAST).read == 5
+    noisy_source(source, 15)
+    back = synth("default", source=str(source), out=out, overrides=FAST)
+    assert back.shards_done == 2 and sum(back.calls.values()) == 0

@@ -96,7 +96,7 @@ def test_scenes_questions_per_image_share_one_scene() -> None:
         assert len({r.meta["image_id"] for r in trio}) == 1
         assert all(r.meta["scene"] == trio[0].meta["scene"] for r in trio)
         assert len({r.question for r in trio}) == 3
-        assert [r.category for r in trio] == [source.categories[i % 7] for i in range(start, start + 3)]
+        assert [r.category for r in trio] == [source.categories[i % len(source.categories)] for i in range(start, start + 3)]
     assert records[0].meta["image_id"] != records[3].meta["image_id"]
     assert [r.model_dump() for r in ScenesSource(count=6, seed=5, questions_per_image=3)] == \
         [r.model_dump() for r in records[:6]]  # a larger count keeps the prefix

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uniedit_synth.backends.base import TextReply, TextRequest, Unreachable, request_key
+from uniedit_synth.backends.base import Backend, TextReply, TextRequest, Unreachable, request_key
 from uniedit_synth.core.config import BackendSpec, RetrySpec
 from uniedit_synth.core.errors import ProviderUnreachable
 from uniedit_synth.engine.calls import Drain, Ledger, ModelCaller, RunStopping
@@ -19,7 +19,7 @@ from uniedit_synth.engine.worker import gather_or_cancel
 from uniedit_synth.run.cache import ResponseCache
 
 
-class Scripted:
+class Scripted(Backend):
     """`down` prompts fail as unreachable at once; `slow` prompts answer after 0.3 s; others answer at once."""
 
     provider = "fake"

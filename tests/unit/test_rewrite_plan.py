@@ -152,6 +152,14 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
         yield fake
 
 
+#: what issue 25 added to the plan (operators, embedded questions, the branch tree)
+LOGIC_FIELDS = (
+    "operator", "operands", "questions", "answers", "depth", "join", "conditions", "path", "leaves", "parameter",
+    "answer_in_condition",
+)  # fmt: skip
+RELEASE_LOGIC_SETTING = {"operators": ["eq"], "nest_p": 0, "join_p": 0, "parameter_p": 0, "count_arithmetic": False}
+
+
 def stages(server: FakeOpenAI, tmp_path: Path, p: float) -> tuple[RewriteStage, JudgeStage]:
     config = load_pipeline(
         "uniedit",
@@ -159,7 +167,14 @@ def stages(server: FakeOpenAI, tmp_path: Path, p: float) -> tuple[RewriteStage, 
             "backends": {
                 "gpt4o": {"base_url": server.base_url, "api_key_env": "UE_PLAN_TEST_KEY", "timeout_s": 5}
             },
-            "stages": {"rewrite": {"styles": {"color": {"conditional": 1.0}}, "candidate_is_answer_p": p}},
+            # the release's single equality test (the logic beyond it: tests/unit/test_logic_*.py)
+            "stages": {
+                "rewrite": {
+                    "styles": {"color": {"conditional": 1.0}},
+                    "candidate_is_answer_p": p,
+                    "logic": RELEASE_LOGIC_SETTING,
+                }
+            },
         },
     )
     backend = OpenAIText(config.backends["gpt4o"])
@@ -228,7 +243,8 @@ def test_release_style_reply_with_the_answer_as_candidate_is_accepted(
     server.script([{"content": RELEASE_STYLE}])
     rewrite, _ = stages(server, tmp_path, p=1.0)
     item = run(rewrite(purple_item()))
-    assert item.plan == InstructionPlan(
+    release_fields = set(InstructionPlan.model_fields) - set(LOGIC_FIELDS)  # the plan as the release had it
+    assert item.plan.model_dump(include=release_fields) == InstructionPlan(
         style="conditional",
         candidate="purple",
         candidate_is_answer=True,
@@ -236,11 +252,13 @@ def test_release_style_reply_with_the_answer_as_candidate_is_accepted(
         then_edit=RELEASE_STYLE["then_edit"],
         else_edit=RELEASE_STYLE["else_edit"],
         closing=item.plan.closing,  # drawn per record (test_closing.py)
-    )
+    ).model_dump(include=release_fields)
+    assert item.plan.operator == "eq" and item.plan.depth == 1 and item.plan.path == ["then"]
+    assert [leaf.edit for leaf in item.plan.leaves] == [RELEASE_STYLE["then_edit"], RELEASE_STYLE["else_edit"]]
     assert item.instruction == RELEASE_STYLE["instruction"]
     [request] = rewrite_requests(server)
     sent = request.body["response_format"]["json_schema"]["schema"]
-    assert set(sent["properties"]) == {"instruction", "then_edit", "else_edit", "candidate"}
+    assert set(sent["properties"]) == {"instruction", "then_edit", "else_edit", "candidate", "branches"}
     assert sorted(sent["required"]) == sorted(sent["properties"])  # strict structured outputs: nullable, required
     assert "<vqa_plan>style: conditional\ncandidate: 'purple'" in prompt_text(request)
     assert "choose ONE" not in prompt_text(request)

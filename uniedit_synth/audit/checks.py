@@ -44,6 +44,7 @@ from ..method.index import minhash, near_duplicate_pairs
 from ..method.pixel_gates import aspect_error
 from ..method.screen import Decontaminator
 from ..sources.benchmarks import load_benchmark
+from ..stages.classify import ClassifyStage
 from .rows import AuditFile, AuditRow, open_audit_input
 
 log = logging.getLogger(__name__)
@@ -435,7 +436,7 @@ def run_audit(
         activity = run_activity(RunDir(location))
         try:
             config = json.loads(fs.read_bytes("run.json") or b"{}").get("config", {})
-            caps = config.get("stages", {}).get("classify", {}).get("category_caps") or {}
+            caps = config.get("stages", {}).get(ClassifyStage.name, {}).get("category_caps") or {}
             bound = config.get("input", {}).get("max_pixels")
             max_pixels = bound if isinstance(bound, int) and bound > 0 else max_pixels
         except (ValueError, AttributeError):

@@ -157,17 +157,46 @@ class AuthError(BackendError):
     """HTTP 401/403: the key is wrong; the run stops."""
 
 
+class Backend:
+    """A backend's optional members, with their defaults. The built-in backends subclass it, and a plugin's
+    PluginGuard (plugin_guard.py) gives the plugin's own members or these defaults, so the engine calls them
+    without checking what a backend has. `provider`, `complete` / `edit` and `aclose` are the protocol's
+    (TextBackend, EditBackend below)."""
+
+    provider: str
+    #: the BackendSpec the backend was built from (its `model` names the rate-limit bucket); None: built without
+    spec: Any = None
+    #: True if the backend reads `request.context`: only then is `context` part of the response-cache key
+    reads_context: bool = False
+    #: "module:Class" of the runner that serves this backend from Ray replicas (engine/replicas.py); None: none
+    replica_runner: str | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether calls wait on the cluster's rate limits: a provider's quota, but not the builtin models' (nor a
+        local model's, whose capacity is its replicas')."""
+        return self.provider != "builtin"
+
+    async def start(self) -> None:
+        """Load weights / open pools: once in each worker process before its first call, never in the driver."""
+
+    def preflight(self, engine_kind: str) -> None:
+        """Check in the driver, without loading weights, what `start()` will need (a local model's files)."""
+
+    def batch_route(self, capability: str) -> Any:
+        """The provider's batch API for `capability` (engine/batch.py), or None: the stage stays online."""
+        return None
+
+
 class TextBackend(Protocol):
     """What a text backend implements (built-in or a plugin named `package.module:ClassName` in the YAML).
 
     - `__init__(spec: BackendSpec, seed: int = 0)`: cheap, by contract. Check `spec.options`, read an API
       key from the environment (raise `BackendConfigError` with a one-line message). Never load model weights
       here: the driver builds each backend once to check the config before any worker starts.
-    - `async start()` (optional): load weights / open pools. Called once in each worker process before its
-      first call, never in the driver.
     - `provider`: a name for rate-limit buckets (`<provider>/<model>`); "builtin" skips the rate limiter.
-    - `reads_context` (optional, default False): True if the backend reads `request.context` (structured
-      facts the prompt text does not carry). Only then is `context` part of the response-cache key.
+    - the optional members of `Backend` above (`start()`, `reads_context`, `rate_limited`, `batch_route()`,
+      `preflight()`, `spec`): a class may subclass it, or define the ones it needs; the others take its defaults.
     - `complete(request)`: one call; raise the errors below (RetryableError/RateLimited for 429/5xx/timeouts,
       SafetyBlocked, BadRequest, MalformedReply, AuthError); caching, limits, retries and cost are the
       engine's.

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.config import BackendSpec, ServeSpec
 from ..core.errors import BackendConfigError
-from .base import BadRequest, EditReply, EditRequest, Unreachable, Usage, request_key
+from .base import Backend, BadRequest, EditReply, EditRequest, Unreachable, Usage, request_key
 from .geometry import DIFFUSERS_MULTIPLE, rounded_size
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def pool_name(spec: BackendSpec, run_token: str) -> str:
     return f"uniedit-replicas-{run_token}-{digest}"
 
 
-class DiffusersEditor:
+class DiffusersEditor(Backend):
     """EditBackend for `type: diffusers` (see the module docstring). `replica_runner` tells the Ray runtime to
     serve this backend from replicas; `rate_limited = False`: capacity is the replicas', not a quota."""
 

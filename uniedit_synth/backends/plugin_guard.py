@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..core.errors import BackendConfigError, UniEditError
-from .base import BackendError, EditReply, EditRequest, TextReply, TextRequest
+from .base import Backend, BackendError, EditReply, EditRequest, TextReply, TextRequest
 
 
 class PluginFailed(BackendError):
@@ -50,9 +50,14 @@ def construct(cls: type, name: str, type_name: str, *args: Any, **kwargs: Any) -
         ) from None
 
 
-class PluginGuard:
+def optional(plugin: Any, member: str) -> Any:
+    """A plugin's (class's or instance's) own optional `member`, else the default of backends/base.py Backend."""
+    return getattr(plugin, member, getattr(Backend, member))
+
+
+class PluginGuard(Backend):
     """A plugin backend with its calls fenced (see the module docstring); every other attribute is the
-    plugin's own (`provider`, `spec`, `reads_context`, `batch_route`, `aclose`, …)."""
+    plugin's own (`provider`, …), its optional members (Backend's) the plugin's or Backend's defaults."""
 
     def __init__(self, backend: Any, name: str, type_name: str):
         self._backend = backend
@@ -67,6 +72,35 @@ class PluginGuard:
     @property
     def wrapped(self) -> Any:
         return self._backend
+
+    @property
+    def spec(self) -> Any:  # type: ignore[override]
+        return optional(self._backend, "spec")
+
+    @property
+    def reads_context(self) -> bool:  # type: ignore[override]
+        return bool(optional(self._backend, "reads_context"))
+
+    @property
+    def replica_runner(self) -> str | None:  # type: ignore[override]
+        return optional(self._backend, "replica_runner")
+
+    @property
+    def rate_limited(self) -> bool:
+        own = getattr(self._backend, "rate_limited", None)
+        return super().rate_limited if own is None else bool(own)
+
+    def preflight(self, engine_kind: str) -> None:
+        check = getattr(self._backend, "preflight", None)
+        if callable(check):
+            check(engine_kind)
+
+    def batch_route(self, capability: str) -> Any:
+        route = getattr(self._backend, "batch_route", None)
+        return route(capability) if callable(route) else None
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
 
     async def start(self) -> None:
         start = getattr(self._backend, "start", None)

@@ -9,11 +9,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
 from ..core.redact import Redactor
+from .base import Backend
 
 ClientT = TypeVar("ClientT")
 
 
-class ProviderBackend(Generic[ClientT]):
+class ProviderBackend(Backend, Generic[ClientT]):
     """Base of the openai and gemini backends. Subclasses set `known_options`, resolve their key in
     `_resolve_key` and build / close their SDK client in `_make_client` / `_close_client`."""
 

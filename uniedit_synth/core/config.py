@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -19,7 +18,6 @@ from pydantic import (
 
 from . import bundled
 from .errors import ConfigError
-from .records import RejectReason
 from .specs import (
     ActorResources,
     ChainSpec,
@@ -27,8 +25,19 @@ from .specs import (
     EditSpec,
     JudgeSpec,
     RewriteSpec,
-    StageOptions,
     Strict,
+)
+from .stage_table import (  # noqa: F401 - re-exported: the table is part of the config's contract
+    ATTEMPT_STAGES,
+    CAPABILITY,
+    CONFIGURED_STAGES,
+    EXIT_STAGE,
+    MODEL_ROLES,
+    MODEL_STAGES,
+    STAGE_NAMES,
+    STAGE_TABLE,
+    StageDef,
+    stage_def,
 )
 from .values import check_backend_type, config_problem
 from .yaml_bounds import MAX_YAML_NODES, load_yaml_text, read_yaml_file  # noqa: F401 - load_yaml_text: the CLI's
@@ -151,67 +160,6 @@ class SourceSpec(Strict):
         return value
 
 
-@dataclass(frozen=True)
-class StageDef:
-    """One stage of the pipeline. STAGE_TABLE lists them in order, and everything stage-specific derives from
-    it: the worker's order, semaphores and backends, `stages.<name>` in the YAML, `--concurrency`, the prompt
-    files that are hashed, the funnel in stats.json and the report's charts. A new stage is one module (a class
-    built with the StageContext, whose `async __call__(item)` returns or raises `Rejected`) plus one line here.
-    """
-
-    name: str
-    #: the backend kind the stage calls ("text" or "edit"); None: the stage calls no model
-    capability: Literal["text", "edit"] | None
-    #: "module:Class" of the stage, imported by the worker; None: built into the worker (validate)
-    cls: str | None
-    #: the reject reason of a record whose call at this stage failed
-    failure_reason: RejectReason
-    #: the YAML model of `stages.<name>` (a stage with a capability needs a StageBase, for its `backend`)
-    spec: type[StageOptions] | None = StageOptions
-    #: the other reasons this stage rejects records with (where the report says a record left)
-    reasons: tuple[RejectReason, ...] = ()
-    #: runs after the category caps are decided in shard order (the cheap stages run before)
-    after_caps: bool = False
-    #: a False verdict sends the record back to this earlier stage, while that stage's `max_attempts` allow
-    retries: str | None = None
-
-
-STAGE_TABLE: tuple[StageDef, ...] = (
-    StageDef("validate", None, None, RejectReason.invalid_input, None, (RejectReason.duplicate_id, RejectReason.merged)),
-    StageDef("classify", "text", "uniedit_synth.stages.classify:ClassifyStage", RejectReason.classify_failed,
-             ClassifySpec, (RejectReason.filtered_category, RejectReason.category_capped)),
-    StageDef("rewrite", "text", "uniedit_synth.stages.rewrite:RewriteStage", RejectReason.rewrite_failed,
-             RewriteSpec, (RejectReason.leaks_answer,), after_caps=True),
-    StageDef("edit", "edit", "uniedit_synth.stages.edit:EditStage", RejectReason.edit_failed, EditSpec,
-             (RejectReason.safety_blocked, RejectReason.no_op_edit, RejectReason.over_edited), after_caps=True),
-    StageDef("judge", "text", "uniedit_synth.stages.judge:JudgeStage", RejectReason.judge_failed, JudgeSpec,
-             (RejectReason.low_score,), after_caps=True, retries="edit"),
-)
-
-#: every stage's name in order, including the worker's own validate step (the funnel's rows)
-STAGE_NAMES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE)
-#: the stages configured under `stages:` in the YAML
-CONFIGURED_STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.spec is not None)
-#: the stages that call a model (they can run in batch mode: `stages.<name>.mode`)
-MODEL_STAGES: tuple[str, ...] = tuple(d.name for d in STAGE_TABLE if d.capability is not None)
-#: the stages a judged failure repeats (edit … judge): their calls belong to an attempt
-ATTEMPT_STAGES: tuple[str, ...] = tuple(
-    name for d in STAGE_TABLE if d.retries
-    for name in STAGE_NAMES[STAGE_NAMES.index(d.retries):STAGE_NAMES.index(d.name) + 1]
-)
-#: reject reason -> the stage a record with it left at
-EXIT_STAGE: dict[str, str] = {
-    reason.value: d.name for d in STAGE_TABLE for reason in (d.failure_reason, *d.reasons)
-}
-
-
-def stage_def(name: str) -> StageDef:
-    for definition in STAGE_TABLE:
-        if definition.name == name:
-            return definition
-    raise KeyError(name)
-
-
 def _stage_field(definition: StageDef) -> tuple[Any, Any]:
     try:
         definition.spec()  # type: ignore[misc]
@@ -243,7 +191,9 @@ else:
 class EngineSpec(Strict):
     kind: Literal["ray", "inline"] = "ray"
     workers: int = Field(default=2, ge=1, le=1024)
-    shard_size: int = Field(default=50, ge=1, le=1_000_000)
+    #: 250: a finished shard is 4 files (data, rejects, attempts, cache pack), so 16 files per 1,000 records
+    #: (docs/guides/scale.md); a redone shard replays its calls from the cache, so a big one costs little to redo
+    shard_size: int = Field(default=250, ge=1, le=1_000_000)
     #: None = enough for every stage to keep its `concurrency` calls busy (engine/driver.py shards_per_worker)
     shards_in_flight_per_worker: int | None = Field(default=None, ge=1, le=1024)
     ray_address: str | None = None

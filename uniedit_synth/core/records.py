@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .plan import InstructionPlan
+from .reasons import RejectReason
+from .stage_table import MODEL_ROLES
 
 TASK_CATEGORIES = (
     "shape",
@@ -25,32 +26,6 @@ TASK_CATEGORIES = (
     "yes_no",
     "others",
 )
-
-
-class RejectReason(str, Enum):
-    """Why a record left the pipeline without becoming an accepted sample."""
-
-    invalid_input = "invalid_input"
-    duplicate_id = "duplicate_id"
-    duplicate_input = "duplicate_input"
-    contaminated = "contaminated"
-    filtered_category = "filtered_category"
-    category_capped = "category_capped"
-    classify_failed = "classify_failed"
-    rewrite_failed = "rewrite_failed"
-    leaks_answer = "leaks_answer"
-    edit_failed = "edit_failed"
-    safety_blocked = "safety_blocked"
-    #: pixel gates (method/pixel_gates.py), before the judge is paid: the edit returned the source, or changed
-    #: more than its style allows (or the whole image)
-    no_op_edit = "no_op_edit"
-    over_edited = "over_edited"
-    judge_failed = "judge_failed"
-    low_score = "low_score"
-    budget_exhausted = "budget_exhausted"
-    #: with `source.group_by_image`: this record's question was embedded in another record's sample (the
-    #: detail names that sample's id), so the record leaves the run through that sample
-    merged = "merged"
 
 
 class SiblingQA(BaseModel):
@@ -102,11 +77,24 @@ class Scores(BaseModel):
     non_edit_consistency: float | None = None
 
 
-class ModelNames(BaseModel):
-    classifier: str | None = None
-    rewriter: str | None = None
-    editor: str | None = None
-    judge: str | None = None
+if TYPE_CHECKING:
+
+    class ModelNames(BaseModel):
+        classifier: str | None
+        rewriter: str | None
+        editor: str | None
+        judge: str | None
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    # one field per model stage of the table (stage_table.MODEL_ROLES), in its order: the built-in table gives
+    # the four of every run so far (classifier, rewriter, editor, judge); a row of a run made before a stage
+    # was added reads with that field None
+    ModelNames = create_model(
+        "ModelNames", __doc__="The model each stage called, by role (the rows' `models` column).",
+        **{role: (str | None, None) for role in MODEL_ROLES.values()},
+    )
 
 
 class Sample(BaseModel):
@@ -152,6 +140,8 @@ class Sample(BaseModel):
     chain_id: str | None = None
     turn: int = 1
     parent_id: str | None = None
+    #: what stages without a column of their own produced, by stage name (WorkItem.outputs); None when none did
+    outputs: dict[str, Any] | None = None
 
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -164,6 +154,35 @@ INSTRUCTION_PLAN_STRUCT = pa.struct(
         ("then_edit", pa.string()),
         ("else_edit", pa.string()),
         ("closing", pa.string()),
+        ("operator", pa.string()),
+        ("operands", pa.list_(pa.string())),
+        ("questions", pa.list_(pa.string())),
+        ("answers", pa.list_(pa.string())),
+        ("depth", pa.int8()),
+        ("join", pa.string()),
+        (
+            "conditions",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("place", pa.string()),
+                        ("question", pa.int8()),
+                        ("operator", pa.string()),
+                        ("operands", pa.list_(pa.string())),
+                        ("holds", pa.bool_()),
+                    ]
+                )
+            ),
+        ),
+        ("path", pa.list_(pa.string())),
+        ("leaves", pa.list_(pa.struct([("path", pa.string()), ("edit", pa.string())]))),
+        (
+            "parameter",
+            pa.struct(
+                [("question", pa.int8()), ("formula", pa.string()), ("value", pa.int32()), ("path", pa.string())]
+            ),
+        ),
+        ("answer_in_condition", pa.bool_()),
     ]
 )
 
@@ -197,12 +216,7 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field(
         "models",
         pa.struct(
-            [
-                ("classifier", pa.string()),
-                ("rewriter", pa.string()),
-                ("editor", pa.string()),
-                ("judge", pa.string()),
-            ]
+            [(role, pa.string()) for role in MODEL_ROLES.values()]
         ),
     ),
     pa.field("prompt_versions", pa.string()),
@@ -220,10 +234,11 @@ SAMPLE_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("chain_id", pa.string()),
     pa.field("turn", pa.int16()),
     pa.field("parent_id", pa.string()),
+    pa.field("outputs", pa.string()),
 ]
 
 IMAGE_COLUMNS = ("source_image", "edited_image")
-JSON_COLUMNS = ("prompt_versions", "edit_program", "record_meta", "judge_cascade")
+JSON_COLUMNS = ("prompt_versions", "edit_program", "record_meta", "judge_cascade", "outputs")
 
 
 def hf_feature(arrow_type: pa.DataType, name: str = "", image_columns: tuple[str, ...] = IMAGE_COLUMNS) -> dict:
@@ -240,6 +255,7 @@ def hf_feature(arrow_type: pa.DataType, name: str = "", image_columns: tuple[str
         pa.binary(): "binary",
         pa.large_binary(): "large_binary",
         pa.bool_(): "bool",
+        pa.int8(): "int8",
         pa.int16(): "int16",
         pa.int32(): "int32",
         pa.int64(): "int64",

@@ -104,6 +104,34 @@ class ClassifySpec(StageBase):
     prompt: str | None = "classify.txt"
 
 
+#: the operators a plan may draw beyond the release's "the answer is the candidate" (method/logic.py)
+LOGIC_OPERATORS = ("eq", "ne", "lt", "gt", "between", "parity", "one_of")
+
+
+class LogicSpec(Strict):
+    """`stages.rewrite.logic`: the instruction plan's logic (docs/guides/logic.md). The defaults draw every
+    form; `operators: [eq]` with the three shares at 0 and `count_arithmetic: false` is the release's single
+    equality test."""
+
+    operators: list[str] = Field(default_factory=lambda: list(LOGIC_OPERATORS))
+    #: P(a condition nested in one branch: depth 2), when one can be posed without being decided in advance
+    nest_p: float = Field(default=0.35, ge=0.0, le=1.0)
+    #: P(a second question about the same image joined with and / or), for records with siblings
+    join_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: P(a sibling's count sets a branch's amount), for records with a counting sibling
+    parameter_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: count synthesis as capped arithmetic: as many as / one more than the answer (≤ 6 new), all but one
+    count_arithmetic: bool = True
+
+    @field_validator("operators")
+    @classmethod
+    def _known_operators(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(LOGIC_OPERATORS))
+        if unknown or "eq" not in value:
+            raise ValueError(f"operators: must include eq and only use {list(LOGIC_OPERATORS)}; got {value}")
+        return value
+
+
 class RewriteSpec(StageBase):
     prompt: str | None = "rewrite/{category}.txt"
     leak_check: bool = True
@@ -126,6 +154,7 @@ class RewriteSpec(StageBase):
     #: the rewrite prompt; None: no pool (the templates' own fixed examples only)
     examples: str | None = "examples/{category}.jsonl"
     examples_per_record: int = Field(default=2, ge=0, le=6)
+    logic: LogicSpec = Field(default_factory=LogicSpec)
 
     @field_validator("styles")
     @classmethod

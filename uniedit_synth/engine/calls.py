@@ -168,9 +168,9 @@ class ModelCaller:
         self.prices = prices
         self.retry = retry
         self.rate_limited = rate_limited
-        self.bucket = f"{backend.provider}/{backend.spec.model}" if hasattr(backend, "spec") else stage
+        self.bucket = f"{backend.provider}/{backend.spec.model}" if backend.spec is not None else stage
         #: only a backend that reads `request.context` has it in its cache keys (backends/base.py request_key)
-        self.reads_context = bool(getattr(backend, "reads_context", False))
+        self.reads_context = bool(backend.reads_context)
         self._sleep = sleep
         #: set by the worker when this stage runs in batch mode: a cache miss then waits for a batch job
         self.batch: Any = None
@@ -313,8 +313,8 @@ class ModelCaller:
 
     def where(self) -> str:
         """The backend as an error message names it: provider/model and the endpoint (without credentials)."""
-        spec = getattr(self.backend, "spec", None)
-        url = redact_url(getattr(spec, "base_url", None))
+        spec = self.backend.spec
+        url = redact_url(spec.base_url if spec is not None else None)
         name = f"'{self.backend_name}' ({self.bucket})" if self.backend_name else self.bucket
         return f"backend {name}" + (f" at {url}" if url else "")
 

@@ -186,9 +186,8 @@ class Driver:
                 (batched if route is not None else online).append(
                     stage_name if route is not None else f"{stage_name} ({self.config.backends[stage.backend].type})"
                 )
-            check = getattr(backend, "preflight", None)
-            if callable(check):  # a local model: its files and class, checked without loading weights
-                await asyncio.to_thread(check, self.config.engine.kind)
+            # a local model: its files and class, checked without loading weights (a no-op for the others)
+            await asyncio.to_thread(backend.preflight, self.config.engine.kind)
             await backend.aclose()
         self._announce_jobs_in_flight(batched)
         if online:  # said once per run: these stages asked for batch mode and cannot have it
@@ -371,7 +370,9 @@ class Driver:
         if not gone:
             return
         records = sum(int(finished[shard].get("records", 0)) for shard in gone)
+        cache = ResponseCache(self.run_dir.cache_fs())
         for shard in gone:
+            cache.materialize(shard)  # its pack keeps the replies whose images were in the files deleted here
             for record in (finished[shard].get("files") or {}).values():
                 with contextlib.suppress(OSError):
                     self.run_dir.fs.delete(record["path"])
@@ -468,6 +469,8 @@ class Driver:
                 log.info("stopping: waited for %d call(s) on the wire; their replies are cached", awaited)
         for task in in_flight:
             task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # another shard that failed too (seen, not logged as never retrieved)
 
     def _start(self, runtime, in_flight, load, worker, shard, records, exhausted, tries, verify=None) -> None:
         if self.log_format == "json":
@@ -517,8 +520,13 @@ class Driver:
                     "calls", "cache_hits", "node", "worker", "elapsed_s"})})
 
     async def _poll_progress(self, runtime, bar, base) -> None:
+        """Refresh the bar from the coordinator (two RPCs): every 0.5 s for a live bar, once per status line in a
+        log (StatusLines writes one every `interval_s`: asked twice as often), never when there is no display."""
+        if bar.disable:
+            return
+        every = max(0.5, float(getattr(bar, "interval_s", 0.5)) / 2)
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(every)
             await self._refresh_bar(runtime, bar, base())
 
     async def _refresh_bar(self, runtime, bar, base_records: int) -> None:
@@ -561,7 +569,7 @@ def shards_per_worker(config: PipelineConfig) -> int:
     engine = config.engine
     if engine.shards_in_flight_per_worker is not None:
         return engine.shards_in_flight_per_worker
-    slots = sum(getattr(config.stages, d.name).concurrency for d in STAGES)
+    slots = sum(getattr(config.stages, d.name).concurrency for d in STAGES if d.spec)
     return max(2, math.ceil(2 * slots / engine.shard_size) + 1)
 
 

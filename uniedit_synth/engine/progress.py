@@ -1,10 +1,11 @@
-"""The synth run's progress display: a live tqdm bar on a terminal, a plain status line every 30 s in a log.
+"""The progress display of the long commands (synth, report, export, audit): a live tqdm bar on a terminal, a
+plain status line every 30 s in a log.
 
 A tqdm bar written into a file (stderr redirected to a log, a batch scheduler's output) is not a bar: every
 refresh becomes another line, two a second, so a half-hour run leaves thousands of frames in its log. When
 stderr is not a terminal the driver gets `StatusLines` instead, which has the members the driver uses on a
-bar (`n`, `total`, `disable`, `set_postfix`, `refresh`, `close`) and writes one line per interval, plus a last
-one when the run ends. `UNIEDIT_PROGRESS_INTERVAL_S` sets the interval (seconds; tests use a small one).
+bar (`n`, `total`, `disable`, `update`, `set_postfix`, `refresh`, `close`, and `with`) and writes one line per
+interval, plus a last one when the run ends. `UNIEDIT_PROGRESS_INTERVAL_S` sets the interval (seconds; tests use a small one).
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ class StatusLines:
         self._last_line = self._started
         self._postfix: dict[str, Any] = {}
         self._closed = False
+
+    def __enter__(self) -> StatusLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, n: float = 1) -> None:
+        """`n` more done (tqdm's `update`): a status line if the interval has passed."""
+        self.n += int(n)
+        self.refresh()
 
     def set_postfix(self, postfix: Mapping[str, Any], refresh: bool = True) -> None:
         self._postfix = dict(postfix)

@@ -290,13 +290,14 @@ class ReplicaPool:
 # -- the driver's side ---------------------------------------------------------------------------------------
 def served_backends(config: Any) -> dict[str, str]:
     """backend name -> its replica runner, for the backends the stages use that are served by replicas."""
+    from ..backends.plugin_guard import optional
     from ..backends.registry import backend_class
     from .worker import CAPABILITY
 
     served: dict[str, str] = {}
     for stage_name, capability in CAPABILITY.items():
         name = getattr(config.stages, stage_name).backend
-        runner = getattr(backend_class(name, config.backends[name], capability), "replica_runner", None)
+        runner = optional(backend_class(name, config.backends[name], capability), "replica_runner")
         if isinstance(runner, str):
             served[name] = runner
     return served

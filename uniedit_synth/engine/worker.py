@@ -1,4 +1,4 @@
-"""The shard worker: runs one shard's records through the stages of config.STAGE_TABLE and writes the shard.
+"""The shard worker: runs one shard's records through the stages of core/stage_table.py and writes the shard.
 
 Built in: validate → classify → (category caps) → rewrite → edit ⇄ judge, in a Ray async actor (engine/runtime.py)
 or in-process (`--engine inline`). Records of a shard run concurrently; each stage has its own semaphore (its
@@ -17,19 +17,17 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable
-from pathlib import Path
 from typing import Any
 
 from ..backends.registry import create_backend
-from ..core.config import STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
+from ..core.config import CAPABILITY, MODEL_ROLES, STAGE_NAMES, STAGE_TABLE, PipelineConfig, StageDef
 from ..core.plugins import load_target
 from ..core.records import ModelNames, RejectReason, Sample, Scores, VQARecord, samples_to_table
 from ..run.cache import ResponseCache
 from ..run.resume import ids_digest, rows_digest
 from ..run.store import RunDir, ShardResult
-from ..sources import image_root_for
 from ..sources.grouping import group_items
-from ..stages.base import Rejected, StageContext, WorkItem, with_source_view
+from ..stages.base import Rejected, StageContext, WorkItem
 from ..stages.judge import EXPENSIVE_JUDGE, cascade_counts, non_edit_counts
 from .batch import BatchPending, BatchRunner, BatchState, JobStore, StageBatch, attach_keys
 from .calls import BudgetExhausted, CoordinatorLike, Drain, ModelCaller, RunStopping
@@ -39,14 +37,14 @@ log = logging.getLogger(__name__)
 
 EXHAUSTED = Rejected(RejectReason.budget_exhausted, "the run's --max-cost was reached before this record")
 
-#: the stages the worker runs as classes (validate is its own step)
-STAGES: tuple[StageDef, ...] = tuple(d for d in STAGE_TABLE if d.cls is not None)
-#: stage name -> the backend capability it calls, for the stages that call a model
-CAPABILITY: dict[str, str] = {d.name: d.capability for d in STAGES if d.capability is not None}
+#: the stages the worker runs (CAPABILITY, imported with them: stage name -> the backend capability it calls)
+STAGES: tuple[StageDef, ...] = STAGE_TABLE
+#: how many records a stage without a `stages:` entry (validate: CPU work in threads) runs at once
+CPU_BOUND = max(4, (os.cpu_count() or 2) * 2)
 
 
 def load_stage_class(definition: StageDef) -> type:
-    return load_target(definition.cls or "")
+    return load_target(definition.cls)
 
 
 def node_label() -> str:
@@ -86,15 +84,7 @@ async def gather_or_cancel(coros: Iterable[Awaitable[Any]], drain: Drain | None 
 
 def batch_route(backend: Any, capability: str) -> Any:
     """The backend's batch route for `capability`, or None when its provider has none (it stays online)."""
-    route = getattr(backend, "batch_route", None)
-    return route(capability) if callable(route) else None
-
-
-def describe_exception(exc: BaseException) -> str:
-    """An unexpected exception as a one-line reject detail: its type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return backend.batch_route(capability)
 
 
 class ShardProcessor:
@@ -128,7 +118,7 @@ class ShardProcessor:
                 prices=config.prices,
                 retry=config.retry,
                 # a local model's capacity is its replicas' (`rate_limited = False`), not a provider quota
-                rate_limited=bool(getattr(backend, "rate_limited", backend.provider != "builtin")),
+                rate_limited=backend.rate_limited,
                 backend_name=backend_name,
             )
 
@@ -161,20 +151,16 @@ class ShardProcessor:
             caller.drain = self.drain
         self.ctx = StageContext(config=config, callers=callers, models=models)
         self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
-        self._front_stages = [d for d in STAGES if not d.after_caps]
+        self._check_stages = [d for d in STAGES if d.before_screen]
+        self._front_stages = [d for d in STAGES if not d.after_caps and not d.before_screen]
         self._back_stages = [d for d in STAGES if d.after_caps]
-        self.model_names = ModelNames(
-            classifier=models.get("classify"), rewriter=models.get("rewrite"), editor=models.get("edit"),
-            judge=models.get("judge"),
-        )
-        self._sems = {d.name: asyncio.Semaphore(getattr(config.stages, d.name).concurrency) for d in STAGES}
-        self._validate_sem = asyncio.Semaphore(max(4, (os.cpu_count() or 2) * 2))
+        self.model_names = ModelNames(**{role: models.get(name) for name, role in MODEL_ROLES.items()})
+        self._sems = {d.name: asyncio.Semaphore(getattr(config.stages, d.name).concurrency if d.spec else CPU_BOUND)
+                      for d in STAGES}
         self._pending_report: dict[str, Any] = {}
         self._reporter: asyncio.Task | None = None
         self._started: asyncio.Task | None = None
-        self._root = image_root_for(config.source)
         self._screening = bool(config.source.dedup or config.source.decontaminate)
-        self._fingerprints: dict[int, str] = {}  # id(WorkItem) → fingerprint hex, set while validating
         self._source: Any = None  # opened on the first light shard (records tagged with positions)
         self._hydrate_lock = asyncio.Lock()
 
@@ -188,7 +174,7 @@ class ShardProcessor:
         """Each backend's optional `start()` (load a local model), once per worker process, before its first
         call; concurrent shards wait for the same start."""
         if self._started is None:
-            starts = [b.start() for b in self._backends.values() if callable(getattr(b, "start", None))]
+            starts = [b.start() for b in self._backends.values()]
             self._started = asyncio.ensure_future(asyncio.gather(*starts))
         await asyncio.shield(self._started)
 
@@ -282,10 +268,17 @@ class ShardProcessor:
             raise RuntimeError(f"shard {shard}: {len(records) - len(samples)} record(s) left no outcome")
         if self._screening:
             self.run_dir.write_screen(shard, [e.__dict__ for e in screened])
+        # an earlier pack of this shard may point into the files about to be replaced: its bytes go back in first
+        await asyncio.to_thread(self.cache.materialize, shard)
         entry = self._write(shard, items, samples, funnel, admitted, started, chains)
-        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run)
+        # the shard is final: its replies go into one pack file (the loose copies go at the end of the run), an
+        # edited image as a reference to the shard's parquet (stored once)
         keys = [event.get("key", "") for item in items + chains.items for event in item.ledger.events]
-        await asyncio.to_thread(self.cache.pack, shard, keys)
+        # the call index (which cache entries each sample's calls used, for `uniedit inspect`); a chain's later
+        # turns (engine/chains.py) are rows of their own, counted with their record
+        calls = [json.dumps({"id": sample.id, **event}, sort_keys=True) for item, sample in zip(
+            items + chains.items, chains.first_rows(samples) + chains.samples, strict=True) for event in item.ledger.events]
+        await asyncio.to_thread(self.run_dir.pack_shard, self.cache, shard, keys, entry, calls)
         entry.rows_sha256 = digest
         if batch:  # what this shard's batch jobs did and cost (the manifest's spent_usd counts both)
             entry.batch = {k: v for k, v in batch.items() if k != "spent_usd"}
@@ -332,7 +325,7 @@ class ShardProcessor:
         from ..method.screen import ScreenEntry
 
         def entry(item: WorkItem) -> ScreenEntry:
-            hex_fp = self._fingerprints.pop(id(item), None)
+            hex_fp = item.fingerprint
             if hex_fp is None and item.image:
                 try:
                     hex_fp = fingerprint_image(item.image).to_hex()
@@ -342,8 +335,6 @@ class ShardProcessor:
 
         alive = [i for i, outcome in enumerate(outcomes) if outcome is None]
         entries = [entry(items[i]) for i in alive]
-        for item in items:
-            self._fingerprints.pop(id(item), None)
         verdicts = await self.coordinator.screen(shard, entries)
         passed = []
         for i, screened, verdict in zip(alive, entries, verdicts, strict=True):
@@ -355,32 +346,10 @@ class ShardProcessor:
         return passed
 
     async def _validate(self, i: int, item: WorkItem, outcomes: list, funnel: dict) -> bool:
-        """Validate one record (its image decoded and normalised); False when it became a reject."""
-        from ..sources.validate import InvalidInput, validate_record
-
+        """The input check (the table's `before_screen` stages: validate); False when the record became a reject."""
         try:
-            funnel["validate"]["in"] += 1
-            if item.record.duplicate:
-                raise Rejected(RejectReason.duplicate_id, "an earlier record has the same id")
-            on_image = None
-            if self._screening:  # fingerprint the decoded image there: no second decode for the screen
-                from ..method.fingerprint import fingerprint_image
-
-                def on_image(image: Any) -> None:
-                    self._fingerprints[id(item)] = fingerprint_image(image).to_hex()
-            on_image = with_source_view(on_image, item, self.config.stages.edit.gates.enabled)  # no 2nd decode
-            try:
-                async with self._validate_sem:
-                    clean = await asyncio.to_thread(
-                        validate_record, item.record, self.config.input, self._image_root(), on_image
-                    )
-            except InvalidInput as exc:
-                raise Rejected(RejectReason.invalid_input, exc.detail) from None
-            except Exception as exc:  # noqa: BLE001 - whatever one record's bytes or text raise is its own reject
-                raise Rejected(RejectReason.invalid_input, f"unreadable record: {describe_exception(exc)}") from None
-            item.record = clean
-            item.image = clean.image or b""
-            funnel["validate"]["out"] += 1
+            for definition in self._check_stages:
+                await self._run_stage(definition, item, funnel)
             return True
         except Rejected as rej:
             self._finish(i, item, self._reject(item, rej), outcomes)
@@ -484,6 +453,7 @@ class ShardProcessor:
             reasoning=item.reasoning,
             intended_effect=item.intended_effect,
             judge_cascade=dict(item.judge_cascade) if item.judge_cascade else None,
+            outputs=dict(item.outputs) or None,
             record_meta={k: v for k, v in record.meta.items() if not k.startswith("_")},
             chain_id=item.chain_id or sample_id,
             turn=item.turn,
@@ -524,8 +494,6 @@ class ShardProcessor:
         accepted = [s for s in samples if s.accepted]
         rejected = [s for s in samples if not s.accepted]
         attempts = [failed for item in items for failed in item.failed_attempts]
-        # a chain's later turns (engine/chains.py) are rows of their own, counted with their record
-        self._write_call_index(shard, items + chains.items, chains.first_rows(samples) + chains.samples)
         rows = {"data": accepted + chains.data, "rejects": rejected, "attempts": attempts + chains.attempts}
         files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
@@ -569,17 +537,6 @@ class ShardProcessor:
             elapsed_s=round(time.monotonic() - started, 3),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-
-    def _write_call_index(self, shard: int, items: list[WorkItem], samples: list[Sample]) -> None:
-        """`cache/index/shard-NNNNN.jsonl`: which cache entries each sample's calls used (for `uniedit inspect`)."""
-        lines = []
-        for item, sample in zip(items, samples, strict=True):
-            for event in item.ledger.events:
-                lines.append(json.dumps({"id": sample.id, **event}, sort_keys=True))
-        self.run_dir.write_call_index(shard, lines)
-
-    def _image_root(self) -> Path | None:
-        return self._root
 
     REPORT_S = 1.0
 

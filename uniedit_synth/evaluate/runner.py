@@ -197,8 +197,7 @@ def run_eval(options: EvalOptions, editors: list[Editor] | None = None) -> dict[
                               coordinator)
     batch_runner = None
     if options.batch:
-        route = getattr(judge.caller.backend, "batch_route", None)
-        route = route("text") if callable(route) else None
+        route = judge.caller.backend.batch_route("text")
         if route is None:
             raise EvalConfigError(f"--batch: the judge backend ({judge.description.get('type')}) has no batch API; "
                                   "drop --batch or judge with an openai or gemini backend")

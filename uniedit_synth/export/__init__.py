@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from tqdm.auto import tqdm
 
 from ..core.errors import ExportError
+from ..engine.progress import open_progress
 from ..method.masks import DEFAULT_VAE_FACTOR
 from ..run.processes import process_alive
 from .base import ExportWriter
@@ -225,12 +225,9 @@ def _export_into(
     writer = format_class(options.format).create(staging, out, options, reader.run_info())
     selection = Selection(reader, options, drop)
     stats = CardStats()
-    with tqdm(
-        total=selection.candidate_count(),
-        desc=f"export {options.format}",
-        unit="row",
-        disable=None if progress else True,  # None: a bar on terminals only
-    ) as bar:
+    # a bar on a terminal, a status line every 30 s in a log (engine/progress.py)
+    with open_progress(selection.candidate_count(), enabled=progress, desc=f"export {options.format}",
+                       unit="row") as bar:
         for sample, split in selection.samples():
             masked = mask_and_weight(sample, options) if options.with_masks else None
             writer.add(sample, split, masked)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ..core.plan import InstructionPlan
+from ..core.plan import InstructionPlan, PlanCondition
 from .answers import normalise_answer, normalise_text, same_answer
 
 ReasoningMode = Literal["off", "template", "model"]
@@ -34,11 +34,62 @@ def intended_effect(
     return (branch_edit or "").strip() or (instruction or "").strip() or None
 
 
+#: conditions in the trace; never "answer is X" (that phrase states an answer, and check_trace reads it so)
+_OPERATOR_TEXT = {
+    "eq": "equals {0}",
+    "ne": "differs from {0}",
+    "lt": "is below {0}",
+    "gt": "is above {0}",
+    "between": "lies between {0} and {1}",
+    "parity": "is {0}",
+    "one_of": "is one of {all}",
+    "statement": "is yes (its statement is true)",
+}
+
+
+def _condition_text(condition: PlanCondition) -> str:
+    words = _OPERATOR_TEXT.get(condition.operator, condition.operator)
+    text = words.format(*condition.operands, "", "", all=", ".join(condition.operands))
+    return f"the value asked by question {condition.question + 1} {text}"
+
+
+def _walk(plan: InstructionPlan) -> str:
+    """Step 3 for a plan with a branch tree: every condition on the path, whether it holds, and where that
+    leads (a switch: the case of the answer)."""
+    if plan.operator == "switch":
+        case = plan.path[0].removeprefix("case:") if plan.path else ""
+        return f"3. Branch: the instruction switches on the answer over {', '.join(plan.operands)}; the case {case} applies."
+    top = next(c for c in plan.conditions if c.place == "top")
+    joined = next((c for c in plan.conditions if c.place == "join"), None)
+    parts = [f"the condition {_condition_text(top)} {'holds' if top.holds else 'does not hold'}"]
+    if joined is not None:
+        parts.append(f"{plan.join} {_condition_text(joined)} {'holds' if joined.holds else 'does not hold'}")
+    first = plan.path[0] if plan.path else "then"
+    parts.append(f"so the {'first (then)' if first == 'then' else 'second (else)'} branch applies")
+    inner = next((c for c in plan.conditions if c.place == first), None)
+    if inner is not None and len(plan.path) > 1:
+        parts.append(
+            f"inside it, {_condition_text(inner)} {'holds' if inner.holds else 'does not hold'}, so its "
+            f"{'then' if plan.path[1] == 'then' else 'else'} branch applies"
+        )
+    return "3. Branch: " + "; ".join(parts) + "."
+
+
 def template_trace(question: str, answer: str, plan: InstructionPlan | None, effect: str | None) -> str:
-    """The four steps as plain sentences; a pure function of the plan and the answer."""
+    """The four steps as plain sentences; a pure function of the plan and the answer. Several embedded
+    questions each get their answer in step 2; step 3 walks the whole path of the plan's branch tree."""
     answer = (answer or "").strip()
     steps = [f"1. Question: {question.strip()}", f"2. Answer: looking at the image, the answer is {answer}."]
-    if plan is not None and plan.conditional and plan.candidate is not None:
+    if plan is not None and len(plan.questions) > 1:
+        asked = "; ".join(f"({i + 1}) {q.strip()}" for i, q in enumerate(plan.questions))
+        answered = "; ".join(f"({i + 1}) {a.strip()}" for i, a in enumerate(plan.answers))
+        steps[0] = f"1. Questions: {asked}"
+        steps[1] = f"2. Answers: looking at the image, the answer is {answer}; all answers: {answered}."
+    if plan is not None and plan.conditional and plan.conditions and plan.path and (
+        plan.depth > 1 or plan.join or plan.operator not in (None, "eq")
+    ):
+        steps.append(_walk(plan))
+    elif plan is not None and plan.conditional and plan.candidate is not None:
         holds = plan.expected_branch == "then"
         steps.append(
             f"3. Branch: the instruction tests whether the answer is {plan.candidate}; "
@@ -65,9 +116,9 @@ def check_trace(trace: str, plan: InstructionPlan | None, answer: str, effect: s
     if expected and not _mentions(trace, expected):
         return f"expected edit: the trace does not name the expected branch's edit {expected!r}"
     if plan is not None and plan.conditional:
-        wrong = plan.wrong_edit
-        if wrong and _mentions(trace, wrong) and not _mentions(wrong, expected or ""):
-            return f"wrong branch: the trace names the other branch's edit {wrong!r}"
+        for wrong in plan.wrong_edits:
+            if _mentions(trace, wrong) and not _mentions(wrong, expected or "") and not _mentions(expected or "", wrong):
+                return f"wrong branch: the trace names another path's edit {wrong!r}"
     for match in _STATED_ANSWER.finditer(trace):
         before = trace[max(0, match.start() - 16) : match.start()].lower()
         stated = match.group(1).strip()

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from ..backends.base import (
+    Backend,
     BadRequest,
     EditReply,
     EditRequest,
@@ -40,12 +41,16 @@ from ..backends.base import (
 )
 from ..core.config import BackendSpec
 from ..core.errors import BackendConfigError
+from ..core.plan import InstructionPlan
 from ..core.records import TASK_CATEGORIES
 from ..method.answers import leaks_answer, normalise_answer
+from ..method.logic import plan_leak
 from .choose import scene_program
 from .flaws import FLAW_KINDS, FLAWS, expected_edited_png, flawed_edit
 from .generic import generic_program
 from .instructions import AESTHETICS_DIRECTIVE, generic_instruction_parts, scene_instruction_parts
+from .logic_program import RELEASE_PLAN_KEYS, follows_logic, plan_program, plan_queries, with_candidate
+from .logic_text import plan_instruction
 from .observe import observe
 from .program import ProgramError, scene_of
 from .questions import QueryError
@@ -183,7 +188,7 @@ def heuristic_category(question: str, answer: str) -> str:
     return "others"
 
 
-class _Builtin:
+class _Builtin(Backend):
     name: ClassVar[str] = "builtin"
     #: the builtin models work from `request.context` (scene graph, edit program), so it is in their cache keys
     reads_context: ClassVar[bool] = True
@@ -233,6 +238,8 @@ class BuiltinText(_Builtin):
             "reason": self._reason,
         }
         handler = handlers.get(request.task)
+        if handler is None and request.response_schema:  # a stage added to the table: a reply of its schema
+            handler = self._generic
         if handler is None:
             raise BadRequest(
                 f"builtin text backend has no task {request.task!r} (known: {', '.join(handlers)})"
@@ -246,6 +253,26 @@ class BuiltinText(_Builtin):
         )
         log_call(request.task, request_key("text", request))  # logged as it returns: a call that returned
         return TextReply(data=data, text=text, usage=usage, model=self.spec.model)
+
+    @staticmethod
+    def _generic(request: TextRequest) -> dict[str, Any]:
+        """A reply that follows the request's JSON schema (strings name the task and the field), so that a stage
+        added to the table runs on the offline world without a handler here."""
+
+        def value(schema: dict[str, Any], label: str) -> Any:
+            kind = schema.get("type")
+            kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+            if schema.get("enum"):
+                return schema["enum"][0]
+            if kind == "object" or "properties" in schema:
+                return {key: value(sub, key) for key, sub in (schema.get("properties") or {}).items()}
+            if kind == "array":
+                return [value(schema.get("items") or {}, label)]
+            return {"string": f"builtin {request.task}: {label}", "integer": 0, "number": 0.0,
+                    "boolean": False}.get(kind)
+
+        data = value(request.response_schema or {}, request.task)
+        return data if isinstance(data, dict) else {"value": data}
 
     @staticmethod
     def _context(request: TextRequest, *keys: str) -> dict[str, Any]:
@@ -277,17 +304,34 @@ class BuiltinText(_Builtin):
         plan = dict(planned or {"style": "conditional"})
         # the closing sentence is only appended: leaving it out of the draw keeps each record's program
         drawn = {k: v for k, v in plan.items() if k != "closing"}
+        if not follows_logic(plan):  # the release's forms keep the draws they always had
+            drawn = {k: v for k, v in drawn.items() if k in RELEASE_PLAN_KEYS}
         key = (self.seed, question, answer, process_answer, category, meta, drawn, ctx.get("repair"))
         candidate_is_answer = bool(plan.get("candidate_is_answer"))
+        # a drawn plan: leaks are checked as the rewrite stage checks them (every embedded question's answer)
+        drawn_plan = InstructionPlan.model_validate(planned) if planned and "depth" in planned else None
         reply: dict[str, Any] | None = None
         problem = ""
         for attempt in range(REWRITE_TRIES):  # redraw until the text keeps the answer out
             rng = seeded_rng("rewrite", key, attempt)
             try:
-                if is_scene_record(meta):
+                branches: list[dict[str, str]] | None = None
+                if is_scene_record(meta) and follows_logic(plan):
                     scene = scene_of(meta)
+                    plan = with_candidate(plan, scene, meta["question_spec"], rng)
+                    siblings = [dict(s) for s in ctx.get("siblings") or []]
+                    avoid = (answer, *(str(s.get("answer") or "") for s in siblings))
+                    program = plan_program(scene, meta["question_spec"], plan, siblings, rng, avoid)
+                    queries = plan_queries(plan, meta["question_spec"], siblings)
+                    questions = [question, *plan.get("questions", [])[1:]]
+                    text, then_edit, else_edit, branches = plan_instruction(
+                        program, plan, questions, queries, category, scene, rng
+                    )
+                elif is_scene_record(meta):
+                    scene = scene_of(meta)
+                    nested = self.nested_rate if "depth" not in plan else 0.0  # a drawn plan decides nesting
                     program = scene_program(
-                        scene, meta["question_spec"], rng, avoid=answer, plan=plan, nested_rate=self.nested_rate
+                        scene, meta["question_spec"], rng, avoid=answer, plan=plan, nested_rate=nested
                     )
                     text, then_edit, else_edit = scene_instruction_parts(program, question, category, scene, rng)
                 else:
@@ -296,8 +340,9 @@ class BuiltinText(_Builtin):
                     text, then_edit, else_edit = generic_instruction_parts(program, question, rng)
             except (ProgramError, QueryError, KeyError, TypeError, ValueError) as exc:
                 problem = repr(exc)
-                if not planned and plan["style"] == "conditional":
-                    plan = {"style": "synthesis"}  # no plan given: a condition that cannot be posed is dropped
+                if not planned and plan["style"] == "conditional" and attempt >= 3:
+                    # no plan given: a condition that cannot be posed in four draws is dropped
+                    plan = {"style": "synthesis"}
                 continue
             proposed = program.get("candidate") if plan.get("style") == "conditional" and not plan.get("candidate") else None
             reply = {
@@ -306,8 +351,13 @@ class BuiltinText(_Builtin):
                 "else_edit": else_edit,
                 "candidate": proposed,
                 "edit_program": program,
+                **({"branches": branches} if branches else {}),
             }
-            if not leaks_answer(text, answer, process_answer, candidate_is_answer=candidate_is_answer):
+            if drawn_plan is not None:
+                leaked = plan_leak(text, drawn_plan, answer, process_answer, question)
+            else:
+                leaked = leaks_answer(text, answer, process_answer, candidate_is_answer=candidate_is_answer)
+            if not leaked:
                 break
         if reply is None:
             raise BadRequest(f"builtin rewriter found no edit program for this record: {problem}")
@@ -318,7 +368,11 @@ class BuiltinText(_Builtin):
         if directive:  # the pipeline's own aesthetics directive replaces the built-in one
             reply["instruction"] = reply["instruction"].replace(AESTHETICS_DIRECTIVE, directive)
         if ctx.get("reasoning_requested"):  # stages.rewrite.reasoning: rewrite_call
-            if plan.get("style") == "conditional":
+            key = "/".join(plan.get("path") or [])
+            leaf = next((b["edit"] for b in reply.get("branches") or [] if b["path"] == key), None)
+            if leaf is not None:  # a branch tree: the edit at the end of the path that holds
+                effect = leaf
+            elif plan.get("style") == "conditional":
                 effect = reply["then_edit"] if plan.get("expected_branch") == "then" else reply["else_edit"]
             else:
                 effect = reply["instruction"]

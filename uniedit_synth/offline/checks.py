@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..core.plan import InstructionPlan
 from ..method.answers import leaks_answer
-from .flaws import FLAWS, apply_flaw, expected_edited_png
+from ..method.logic import plan_leak
+from .flaws import FLAWS, LOGIC_PROBES, apply_flaw, expected_edited_png
 from .observe import observe
 from .program import decided_conditions, scene_of
 from .verify import verify
+from .world import COLORS, MATERIALS, SHAPES, SIZES
 
 #: the judge's observations that reject an edit whatever the scores (as stages/judge.py decides)
 _REJECTED_BRANCHES = ("other", "both", "none")
@@ -57,6 +60,14 @@ def _plan(row: dict[str, Any]) -> dict[str, Any]:
 def row_leak(row: dict[str, Any]) -> str | None:
     """The answer form an accepted row's instruction gives away (the plan's candidate-in-condition excepted)."""
     plan = _plan(row)
+    if "depth" in plan:  # a drawn plan: every embedded question's answer, as the rewrite stage checks it
+        return plan_leak(
+            row.get("edit_instruction") or "",
+            InstructionPlan.model_validate(plan),
+            row.get("original_answer") or "",
+            row.get("process_answer"),
+            row.get("original_question") or "",
+        )
     return leaks_answer(
         row.get("edit_instruction") or "",
         row.get("original_answer"),
@@ -81,9 +92,11 @@ def quality_figures(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     answer_share = Counter()
     styles = Counter()
     openings: list[str] = []
+    accepted: list[dict[str, Any]] = []
     for row in rows:
         if not row.get("accepted"):
             continue
+        accepted.append(row)
         total += 1
         source = (row.get("source_image") or {}).get("bytes")
         edited = (row.get("edited_image") or {}).get("bytes")
@@ -97,9 +110,9 @@ def quality_figures(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
             category = row.get("task_category") or "others"
             balance.setdefault(category, Counter())[plan.get("expected_branch") or "?"] += 1
             answer_share[bool(plan.get("candidate_is_answer"))] += 1
-            program = row.get("edit_program") or {}
-            nested += isinstance(program.get("if_false"), dict) and "test" in program["if_false"]
+            nested += int(plan.get("depth") or 0) == 2
     conditional = sum(answer_share.values())
+    logic = logic_figures(accepted)
     per_thousand = len(set(openings)) * 1000 / total if total else 0.0
     return {
         "rows": total,
@@ -113,6 +126,67 @@ def quality_figures(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "branch_balance": {k: dict(v) for k, v in sorted(balance.items())},
         "distinct_openings": len(set(openings)),
         "distinct_openings_per_1000": round(per_thousand, 1),
+        **logic,
+    }
+
+
+#: what a sentence skeleton masks: the quoted question, numbers (digits and number words), colours, shapes,
+#: sizes / materials and sign words, so that only the sentence's own wording is compared
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
+_NUMBER_WORDS = (
+    "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+    "seventeen|eighteen|nineteen|twenty"
+)
+_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(rf"\b(\d+|{_NUMBER_WORDS})\b"), "<n>"),
+    (re.compile(r"\b(" + "|".join(sorted(COLORS, key=len, reverse=True)) + r")\b"), "<colour>"),
+    (re.compile(r"\b(" + "|".join(SHAPES) + r")s?\b"), "<shape>"),
+    (re.compile(r"\b(" + "|".join((*SIZES, *MATERIALS)) + r")\b"), "<attr>"),
+    (re.compile(r"\b[A-Z]{2,}\b"), "<word>"),
+)
+
+
+def skeletons(instruction: str) -> set[str]:
+    """An instruction's sentence skeletons: each sentence lowercased with the quoted question, numbers,
+    colours, shapes, sizes, materials and sign words masked."""
+    text = _QUOTED.sub("<question>", instruction)
+    text = _MASKS[-1][0].sub("<word>", text).lower()
+    for pattern, mask in _MASKS[:-1]:
+        text = pattern.sub(mask, text)
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    return {" ".join(s.split()) for s in sentences if s.strip()}
+
+
+def logic_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's logic over accepted rows: operators (share of conditional rows), embedded questions per row,
+    depth, category mix, and the share of rows holding the most common sentence skeleton."""
+    operators: Counter = Counter()
+    questions: Counter = Counter()
+    depth: Counter = Counter()
+    categories: Counter = Counter()
+    sentence_rows: Counter = Counter()
+    conditional = 0
+    for row in rows:
+        plan = _plan(row)
+        categories[row.get("task_category") or "others"] += 1
+        questions[max(1, len([q for q in plan.get("questions") or [] if q]))] += 1
+        depth[int(plan.get("depth") or 0)] += 1
+        if plan.get("style") == "conditional":
+            conditional += 1
+            operators[plan.get("operator") or "eq"] += 1
+        for skeleton in skeletons(row.get("edit_instruction") or ""):
+            sentence_rows[skeleton] += 1
+    total = len(rows) or 1
+    top, top_rows = sentence_rows.most_common(1)[0] if sentence_rows else ("", 0)
+    return {
+        "operators": {k: round(v / (conditional or 1), 4) for k, v in operators.most_common()},
+        "questions_per_row": dict(sorted(questions.items())),
+        "two_or_more_questions_share": round(sum(v for k, v in questions.items() if k >= 2) / total, 4),
+        "depth": dict(sorted(depth.items())),
+        "depth2_share_of_conditional": round(depth[2] / (conditional or 1), 4),
+        "category_mix": {k: round(v / total, 4) for k, v in categories.most_common()},
+        "top_skeleton": top,
+        "top_skeleton_share": round(top_rows / total, 4),
     }
 
 
@@ -125,13 +199,13 @@ def judge_probe(
 
     Per kind: `n` probes whose edit really is wrong, `rejected` share of them (recall of the rejection);
     `correct`: the expected edits, with precision / recall of acceptance over all probes."""
-    kinds: dict[str, Counter] = {kind: Counter() for kind in (*FLAWS, "correct")}
+    kinds: dict[str, Counter] = {kind: Counter() for kind in (*FLAWS, *LOGIC_PROBES, "correct")}
     accepted_right = accepted_wrong = right_total = 0
     rng = random.Random(seed)
     for source, program, meta in records:
         good = expected_edited_png(source, program, meta)
         probes = [("correct", good)]
-        for flaw in FLAWS:
+        for flaw in (*FLAWS, *LOGIC_PROBES):
             bad, applied = apply_flaw(source, program, meta, flaw, random.Random(rng.random()))
             probes.append((applied, bad))
         for kind, edited in probes:

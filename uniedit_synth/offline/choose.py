@@ -205,16 +205,27 @@ def _answer_actions(
         ]
         for slot in slots:
             actions.append({"op": "write_text", "slot": slot, "text": ANSWER})
+        if not actions and query["type"] == "count" and int(value) >= 2:
+            # a crowded floor and a full wall: the count still decides the edit (remove all but one of them)
+            actions.append({"op": "keep_one", "target": query["filter"]})
     return actions
 
 
 def _transform_action(
     scene: Scene, query: dict[str, Any], rng: random.Random, avoid: tuple[str, ...]
 ) -> dict[str, Any] | None:
-    """Turn the located object into a different one, keeping its place (the release's location style)."""
+    """Act at the answered place: for "which side is X on", add an object in that half of the picture (a
+    row with a free cell in both halves, so the other answer would put it elsewhere); otherwise turn the
+    located object into a different one, keeping its place (the release's location style)."""
     ref = query.get("ref")
     if ref is None:
         return None
+    if query["type"] == "side":
+        taken = scene.occupied_cells()
+        rows = [r for r in range(3) if any((c, r) not in taken for c in (0, 1)) and any((c, r) not in taken for c in (2, 3))]
+        if rows:
+            cell = {"side": ANSWER, "row": rng.choice(rows)}
+            return {"op": "add", "object": new_object(rng, avoid), "cell": cell}
     found = select(scene, ref)
     if len(found) != 1:
         return None

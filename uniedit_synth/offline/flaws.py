@@ -31,9 +31,11 @@ from .program import (
     decode_rgb,
     is_conditional,
     resolve,
+    resolve_count,
     resolve_field,
     scene_of,
 )
+from .questions import select as _select
 from .render import encode_png, render_png
 from .world import COLORS, Scene, SceneObject
 
@@ -41,6 +43,10 @@ FLAWS = ("wrong_branch", "wrong_detail", "unchanged", "wrong_digit", "near_miss_
 #: every flaw the editor can apply: FLAWS (the default draw) plus `collateral_change` (the right edit, and an
 #: unrelated object recoloured: what non-edit consistency measures), chosen with the editor's `flaw_kinds`
 FLAW_KINDS = (*FLAWS, "collateral_change")
+#: probes of the plan's logic (benchmarks/data_quality.py, tests): the wrong leaf of a nested branch or switch
+#: on the path's own first step (`wrong_path`), and the right edit with a count parameter off by one
+#: (`wrong_parameter`)
+LOGIC_PROBES = ("wrong_path", "wrong_parameter")
 
 
 # ================================================================ expected edits, flaws, verification
@@ -70,7 +76,7 @@ def apply_flaw(
     right edit plus an extra object. A kind that cannot show on this program falls back to another one
     (wrong_branch → wrong_detail on a program without branches; digit and shade → wrong_detail; anything
     that would come out identical to the expected edit → unchanged)."""
-    if flaw not in FLAW_KINDS:
+    if flaw not in FLAW_KINDS and flaw not in LOGIC_PROBES:
         raise ProgramError(f"unknown flaw {flaw!r} (known: {', '.join(FLAW_KINDS)})")
     if flaw == "unchanged":
         return source_png, "unchanged"
@@ -100,13 +106,25 @@ def _scene_flaw(
     applied = flaw
     if flaw == "wrong_branch" and is_conditional(program):
         wrong = apply_branch(scene, program, not taken)
+    elif flaw == "wrong_path" and is_conditional(program):
+        other = _other_leaf(program["if_true" if taken else "if_false"], action)
+        wrong = apply_action(scene, other, value) if other is not None else None
+    elif flaw == "wrong_parameter" and action["op"] in ("add_count", "keep_one"):
+        if action["op"] == "add_count":
+            count = resolve_count(action["count"], value, scene)
+            wrong = apply_action(scene, {**action, "count": count + 1 if count + 1 <= len(action["cells"]) else count - 1}, value)
+        else:  # two of the counted objects left instead of one
+            found = sorted(o.id for o in scene.objects if o.id in {x.id for x in _select(scene, action["target"])})
+            if len(found) >= 3:
+                wrong = scene.model_copy(deep=True)
+                wrong.objects = [o for o in wrong.objects if o.id not in found[2:]]
     elif flaw == "wrong_digit" and action["op"] in ("write_text", "add_count"):
         if action["op"] == "write_text":
             text = str(resolve_field(action["text"], value))
             if text.lstrip("-").isdigit():
                 wrong = apply_action(scene, {**action, "text": str(int(text) + rng.choice((-1, 1)))}, value)
         else:
-            count = int(resolve_field(action["count"], value))
+            count = resolve_count(action["count"], value, scene)
             other = count + 1 if count + 1 <= len(action["cells"]) else count - 1
             wrong = apply_action(scene, {**action, "count": other}, value)
     elif flaw == "near_miss_shade":
@@ -142,6 +160,22 @@ def _scene_flaw(
     return render_png(wrong), applied
 
 
+def _other_leaf(node: Any, taken: dict[str, Any]) -> dict[str, Any] | None:
+    """Another action inside the branch the path takes (a nested condition's other side), if any."""
+    leaves: list[dict[str, Any]] = []
+
+    def collect(n: Any) -> None:
+        if isinstance(n, dict) and "test" in n and "op" not in n:
+            collect(n["if_true"])
+            collect(n["if_false"])
+        elif isinstance(n, dict):
+            leaves.append(n)
+
+    collect(node)
+    others = [leaf for leaf in leaves if leaf != taken]
+    return others[0] if others else None
+
+
 def _changed_objects(before: Scene, after: Scene) -> set[int]:
     old = {o.id: o.model_dump() for o in before.objects}
     return {o.id for o in after.objects if old.get(o.id) != o.model_dump()}
@@ -162,7 +196,7 @@ def _wrong_detail(scene: Scene, program: dict[str, Any], taken: bool, rng: rando
         into["color"] = rng.choice([c for c in COLORS if c != into["color"]])
         action["into"] = into
     elif action["op"] == "add_count":
-        count = int(resolve_field(action["count"], value))
+        count = resolve_count(action["count"], value, scene)
         action["count"] = count + 1 if count + 1 <= len(action["cells"]) else count - 1
     elif action["op"] == "write_text":
         text = str(resolve_field(action["text"], value))

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..method.answers import normalise_answer, same_answer
+from ..method.logic import holds as logic_holds
 from .program import PROGRAM_VERSION, ProgramError, decode_rgb
 from .questions import (
     WARM_COLORS,
@@ -78,7 +79,11 @@ def generic_program(
         actions.append({"op": "tint", "corner": corner_false, "color": second})
     else:
         actions = [{"op": "panel", "corner": c, "text": shown} for c in (corner_true, corner_false)]
-    if style == "conditional":
+    conditions = (plan or {}).get("conditions") or []
+    if style == "conditional" and conditions and (plan or {}).get("operator") != "eq":
+        test = _plan_test(plan or {}, norm)
+        if_false = actions[1]
+    elif style == "conditional":
         candidate = (plan or {}).get("candidate")
         if not candidate:
             from ..method.plan import distractor
@@ -96,13 +101,44 @@ def generic_program(
         "condition": {"answer": norm, "test": test},
         "if_true": actions[0],
         "if_false": if_false,
-        **({"candidate": str(test["value"])} if test["op"] == "eq" else {}),
+        **({"candidate": str(test["value"])} if test["op"] == "eq" and "value" in test else {}),
     }
+
+
+def _plan_test(plan: dict[str, Any], answer: str) -> dict[str, Any]:
+    """The plan's first level as a generic test: its top condition (and a joined one), each on its own
+    answer. Generic mode shows the first level only (two corners); a nested level is resolved into the
+    branch's edit, and a switch tests its first case against the rest."""
+    answers = [answer, *(normalise_answer(str(a)) for a in (plan.get("answers") or [])[1:])]
+
+    def one(condition: dict[str, Any]) -> dict[str, Any]:
+        operator, operands = condition["operator"], [str(o) for o in condition.get("operands", [])]
+        if operator == "switch":
+            operator, operands = "eq", operands[:1]
+        return {"op": operator, "operands": operands, "answer": answers[condition["question"]]}
+
+    conditions = plan["conditions"]
+    top = one(next(c for c in conditions if c["place"] == "top"))
+    joined = next((c for c in conditions if c["place"] == "join"), None)
+    return {"op": plan["join"], "tests": [top, one(joined)]} if joined else top
+
+
+def _test_holds(test: dict[str, Any], answer: str) -> bool:
+    op = test["op"]
+    if op in ("and", "or"):
+        results = [_test_holds(t, answer) for t in test["tests"]]
+        return all(results) if op == "and" else any(results)
+    if "operands" in test:
+        return logic_holds(op, test["operands"], str(test.get("answer", answer)))
+    return _legacy_holds(test, answer)
 
 
 def generic_branch_taken(program: dict[str, Any]) -> bool:
     answer = str(program["condition"]["answer"])
-    test = program["condition"]["test"]
+    return _test_holds(program["condition"]["test"], answer)
+
+
+def _legacy_holds(test: dict[str, Any], answer: str) -> bool:
     op = test["op"]
     if op == "always":
         return True

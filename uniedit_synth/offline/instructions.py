@@ -34,7 +34,7 @@ LEAD_INS = (
     "Looking only at the original image, ",
     "Using the original picture, ",
     "As a first step, ",
-    "Step one: ",
+    "To start, ",
     "Carefully, ",
     "Without guessing, ",
     "In the original scene, ",
@@ -133,6 +133,11 @@ def _number(value: Any, rng: random.Random) -> str:
 def candidate_condition(query: dict[str, Any], candidate: Any, category: str, rng: random.Random) -> str:
     """The condition "the answer is <candidate>" in words; the candidate always follows an "if" / "when"."""
     kind = query["type"]
+    if kind == "choice":  # a multiple-choice question: the condition is on the value it asks for
+        return candidate_condition(query["query"], candidate, category, rng)
+    if kind == "verify":  # a yes/no question: its statement, or the statement denied
+        statement = str(query["statement"])
+        return statement if str(candidate).lower() == "yes" else f"it is not true that {statement}"
     subject = _subject(query, category)
     if kind in ("count", "count_arith", "board"):
         c = _number(candidate, rng)
@@ -245,6 +250,16 @@ def scene_action(
                 (f"paint {target} in that same colour", f"recolour {target} to match that colour")
             )
         return rng.choice((f"paint {target} {action['color']}", f"recolour {target} {action['color']}"))
+    if op == "keep_one":
+        plural = noun_phrase(action["target"], plural=True)
+        return rng.choice((f"remove all the {plural} but one", f"take away every one of the {plural} except one"))
+    if op == "add" and isinstance(action["cell"], dict):  # at the answered place: that half of the picture
+        thing = with_article(_object_phrase(action["object"]))
+        row = ROW_NAMES[action["cell"]["row"]]
+        return rng.choice(
+            (f"place {thing} in the {row} row on that same side of the picture, next to the middle",
+             f"add {thing} to the {row} row in that half of the image, as close to the centre as there is room")
+        )  # fmt: skip
     if op == "add":
         thing = with_article(_object_phrase(action["object"]))
         where = _cell_phrase(action["cell"])

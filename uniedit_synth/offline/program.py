@@ -29,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 from ..method.answers import same_answer
+from ..method.logic import holds as logic_holds
 from .questions import (
     FLAT_TOP_SHAPES,
     POINTED_SHAPES,
@@ -53,11 +54,24 @@ class ProgramError(ValueError):
 # ================================================================ scene programs: semantics
 
 
+#: the plan's operators (method/logic.py), written {"op": ..., "operands": [...]} in a program
+LOGIC_OPS = frozenset({"ne", "between", "parity", "one_of", "statement"})
+
+
 def condition_holds(test: dict[str, Any], value: int | str, scene: Scene) -> bool:
-    """Does the condition's `test` hold for the query `value`?"""
+    """Does the condition's `test` hold for the query `value`? A test with its own `query` (another question
+    about the scene) tests that question's value; `and` / `or` join the `tests` they hold."""
     op = test["op"]
     if op == "always":
         return True
+    if op in ("and", "or"):
+        results = [condition_holds(t, value, scene) for t in test["tests"]]
+        return all(results) if op == "and" else any(results)
+    if "query" in test:
+        value = answer_query(scene, test["query"])
+        test = {k: v for k, v in test.items() if k != "query"}
+    if op in LOGIC_OPS:
+        return logic_holds(op, [str(o) for o in test.get("operands", [])], str(value))
     if op == "eq":
         return same_answer(str(value), str(test["value"]))
     if op == "even":
@@ -128,6 +142,33 @@ def resolve_field(field: Any, value: int | str) -> Any:
     return str(value) if field == ANSWER else field
 
 
+def add_cell(scene: Scene, cell: Any, value: int | str) -> tuple[int, int]:
+    """Where an `add` puts its object: a [col, row], or {"side": left | right | "$answer", "row": r} (the
+    answered half of the picture: its first free cell in that row, nearest the middle first)."""
+    if not isinstance(cell, dict):
+        col, row = cell
+        return int(col), int(row)
+    side, row = str(resolve_field(cell["side"], value)), int(cell["row"])
+    columns = (1, 0) if side == "left" else (2, 3)
+    free = [c for c in columns if (c, row) not in scene.occupied_cells()]
+    if not free:
+        raise ProgramError(f"add: no free cell in the {side} half of row {row}")
+    return free[0], row
+
+
+#: formulas of a count parameter (method/logic.py draw_parameter)
+COUNT_FORMULAS = {"same": 0, "plus_one": 1}
+
+
+def resolve_count(field: Any, value: int | str, scene: Scene) -> int:
+    """How many objects an `add_count` adds: a number, `"$answer"` (the condition's value), or
+    {"query": <another question or null>, "formula": same | plus_one} (that question's count, plus one)."""
+    if isinstance(field, dict):
+        base = answer_query(scene, field["query"]) if field.get("query") else value
+        return int(base) + COUNT_FORMULAS[field.get("formula", "same")]
+    return int(resolve_field(field, value))
+
+
 def apply_action(scene: Scene, action: dict[str, Any], value: int | str) -> Scene:
     """A new scene with one action applied (`"$answer"` fields take the condition's value)."""
     out = scene.model_copy(deep=True)
@@ -148,21 +189,28 @@ def apply_action(scene: Scene, action: dict[str, Any], value: int | str) -> Scen
                     setattr(obj, key, resolve_field(new, value))
         return out
     if op == "add":
-        col, row = action["cell"]
+        col, row = add_cell(out, action["cell"], value)
         if (col, row) in out.occupied_cells():
             raise ProgramError(f"add: cell {col},{row} is taken")
         spec = {k: resolve_field(v, value) for k, v in action["object"].items()}
         out.objects.append(SceneObject(id=out.next_object_id(), col=col, row=row, **spec))
         return out
     if op == "add_count":  # as many copies of an object as the answer says, in the listed cells in order
-        count = int(resolve_field(action["count"], value))
+        count = resolve_count(action["count"], value, scene)
         cells = action["cells"]
         if not 0 <= count <= len(cells):
             raise ProgramError(f"add_count: {count} objects do not fit in {len(cells)} cells")
         for col, row in cells[:count]:
             if (col, row) in out.occupied_cells():
                 raise ProgramError(f"add_count: cell {col},{row} is taken")
-            out.objects.append(SceneObject(id=out.next_object_id(), col=col, row=row, **action["object"]))
+            spec = {k: resolve_field(v, value) for k, v in action["object"].items()}  # "of that colour"
+            out.objects.append(SceneObject(id=out.next_object_id(), col=col, row=row, **spec))
+        return out
+    if op == "keep_one":  # remove all but one of the counted objects (the first one stays)
+        found = sorted(o.id for o in select(out, action["target"]))
+        if len(found) < 2:
+            raise ProgramError(f"keep_one: target {action['target']} matches {len(found)} objects, needs 2 or more")
+        out.objects = [o for o in out.objects if o.id not in found[1:]]
         return out
     if op == "write_text":
         text = str(resolve_field(action["text"], value))
@@ -200,7 +248,26 @@ def decided_conditions(scene: Scene, program: dict[str, Any]) -> list[str]:
     space = possible_answers(scene, program["condition"]["query"])
     decided: list[str] = []
 
+    def own(test: dict[str, Any], reaching: list[int | str]) -> None:
+        """A joined test, or one on another question (decided over that question's own answers)."""
+        if test["op"] in ("and", "or"):
+            for part in test["tests"]:
+                own(part, reaching)
+            return
+        space, bare = reaching, test
+        if "query" in test:
+            space = possible_answers(scene, test["query"])
+            bare = {k: v for k, v in test.items() if k != "query"}
+        if len({_holds(bare, v, scene) for v in space}) < 2:
+            decided.append(f"{test} over {space}")
+
     def walk(test: dict[str, Any], if_true: Any, if_false: Any, reaching: list[int | str]) -> None:
+        if test["op"] in ("and", "or") or "query" in test:
+            own(test, reaching)
+            for node in (if_true, if_false):
+                if is_nested(node):
+                    walk(node["test"], node["if_true"], node["if_false"], reaching)
+            return
         outcomes = [_holds(test, v, scene) for v in reaching]
         if len(set(outcomes)) < 2:
             decided.append(f"{test} over {reaching}")

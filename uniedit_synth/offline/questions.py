@@ -15,7 +15,9 @@ from typing import Any
 from ..method.answers import mentions_answer, normalise_answer  # noqa: F401  (re-exported for the world's users)
 from .world import COLORS, GRID_COLS, GRID_ROWS, SHAPES, SIGN_WORDS, Scene, SceneObject, Sign, generate_scene
 
-SCENE_CATEGORIES: tuple[str, ...] = ("count", "color", "shape", "location", "ocr", "math", "knowledge")
+SCENE_CATEGORIES: tuple[str, ...] = (
+    "count", "color", "shape", "location", "ocr", "math", "knowledge", "yes_no", "multi-choice",
+)  # fmt: skip
 ATTRS: tuple[str, ...] = ("size", "color", "material", "shape")
 RELATIONS: dict[str, tuple[int, int]] = {  # direction -> (dcol, drow) of the step away from the anchor
     "left_of": (-1, 0),
@@ -105,6 +107,16 @@ def answer_query(scene: Scene, query: dict[str, Any]) -> int | str:
     if kind == "count_arith":
         first, second = (len(select(scene, f)) for f in query["filters"])
         return first + second if query["op"] == "+" else first - second
+    if kind == "verify":  # a yes/no question: is the inner query's value the stated one?
+        inner = answer_query(scene, query["query"])
+        if query.get("op") == "gt":
+            return "yes" if int(inner) > int(query["value"]) else "no"
+        return "yes" if str(inner) == str(query["value"]) else "no"
+    if kind == "choice":  # a multiple-choice question: the inner value, which is one of the options
+        value = answer_query(scene, query["query"])
+        if str(value) not in [str(o) for o in query["options"]]:
+            raise QueryError(f"the answer {value!r} is not among the options")
+        return value
     raise QueryError(f"unknown query type {kind!r}")
 
 
@@ -321,6 +333,77 @@ def _knowledge_question(scene: Scene, rng: random.Random) -> QuestionDraft | Non
     return text, {"type": "attr", "attr": "color", "ref": {"shape": "cone"}}
 
 
+def _yes_no_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    """A yes/no question whose statement (kept in the query) an instruction can test as a condition: about
+    an object's colour or shape (the stated value present in the scene), a count above a threshold, or a side."""
+    form = rng.randrange(3)
+    obj = rng.choice(scene.objects)
+    if form == 0:
+        attr = rng.choice(("color", "shape"))
+        where = unique_filter(scene, obj, rng, exclude=(attr,))
+        if where is None:
+            return None
+        values = sorted({str(getattr(o, attr)) for o in scene.objects})
+        value = getattr(obj, attr) if rng.random() < 0.5 or len(values) < 2 else rng.choice(values)
+        ref = describe(where)
+        stated = value if attr == "color" else f"{'an' if value[0] in 'aeiou' else 'a'} {value}"
+        text = rng.choice((f"Is {ref} {stated}?", f"Is it true that {ref} is {stated}?"))
+        inner = {"type": "attr", "attr": attr, "ref": where}
+        return text, {"type": "verify", "query": inner, "value": value, "statement": f"{ref} is {stated}"}
+    if form == 1:
+        keys = rng.choices(COUNT_FILTERS, weights=COUNT_FILTER_WEIGHTS)[0]
+        where = {k: getattr(obj, k) for k in keys}
+        n = len(select(scene, where))
+        threshold = max(1, n + rng.choice((-1, 0, 0, 1)))
+        plural = noun_phrase(where, plural=True)
+        text = rng.choice((f"Are there more than {threshold} {plural}?", f"Is the number of {plural} above {threshold}?"))
+        inner = {"type": "count", "filter": where}
+        statement = f"there are more than {threshold} {plural}"
+        return text, {"type": "verify", "query": inner, "op": "gt", "value": threshold, "statement": statement}
+    where = unique_filter(scene, obj, rng)
+    if where is None:
+        return None
+    side = obj.side if rng.random() < 0.5 else ("left" if obj.side == "right" else "right")
+    ref = describe(where)
+    text = rng.choice((f"Is {ref} on the {side} side of the picture?", f"Does {ref} stand in the {side} half?"))
+    inner = {"type": "side", "ref": where}
+    return text, {"type": "verify", "query": inner, "value": side, "statement": f"{ref} stands in the {side} half"}
+
+
+def _choice_question(scene: Scene, rng: random.Random) -> QuestionDraft | None:
+    """A multiple-choice question: a colour, shape or count question with three or four options listed."""
+    form = rng.randrange(3)
+    if form < 2:
+        attr = ("color", "shape")[form]
+        draft = _attr_question(attr)(scene, rng)
+        if draft is None:
+            return None
+        _, inner = draft
+        pool = list(COLORS) if attr == "color" else list(SHAPES)
+    else:
+        draft = _count_question(scene, rng)
+        if draft is None:
+            return None
+        _, inner = draft
+        pool = [str(v) for v in range(1, len(scene.objects) + 1)]
+    try:
+        value = str(answer_query(scene, inner))
+    except QueryError:
+        return None
+    others = [v for v in pool if v != value]
+    if len(others) < 2:
+        return None
+    options = [value, *rng.sample(others, min(len(others), rng.choice((2, 3))))]
+    rng.shuffle(options)
+    if form == 2:
+        options = sorted(options, key=int)
+    stem = draft[0].rstrip("?")
+    listed = ", ".join(options[:-1]) + f" or {options[-1]}"
+    text = rng.choice((f"{stem}? Choose one: {listed}.", f"{stem}: {listed}?"))
+    typed = [int(o) for o in options] if form == 2 else options
+    return text, {"type": "choice", "query": inner, "options": typed}
+
+
 GENERATORS: dict[str, Generator] = {
     "count": _count_question,
     "color": _attr_question("color"),
@@ -329,6 +412,8 @@ GENERATORS: dict[str, Generator] = {
     "ocr": _ocr_question,
     "math": _math_question,
     "knowledge": _knowledge_question,
+    "yes_no": _yes_no_question,
+    "multi-choice": _choice_question,
 }
 SCENE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "ocr": ("sign", "free_slot"),
@@ -345,7 +430,8 @@ def generate_question(
 ) -> tuple[str, str, dict]:
     """(question, answer, question_spec) for `category` on `scene`; raises QueryError if none fits the scene.
 
-    A question never states its own answer (a question like that would leak it into the instruction).
+    A question never states its own answer (a question like that would leak it into the instruction), except
+    a multiple-choice question, whose options list it among the others.
     """
     generator = GENERATORS[category]
     for _ in range(tries):
@@ -358,7 +444,7 @@ def generate_question(
         except QueryError:
             continue
         answer = format_answer(value)
-        if mentions_answer(text, answer):
+        if mentions_answer(text, answer) and query["type"] != "choice":  # options list the answer by design
             continue
         return text, answer, {"category": category, "query": query}
     raise QueryError(f"no {category} question fits this scene")
@@ -410,6 +496,10 @@ def possible_answers(scene: Scene, query: dict[str, Any]) -> list[int | str]:
     if kind == "board":
         value = int(answer_query(scene, query))
         return list(range(value - BOARD_WINDOW, value + BOARD_WINDOW + 1))
+    if kind == "verify":
+        return ["yes", "no"]
+    if kind == "choice":
+        return list(query["options"])
     raise QueryError(f"unknown query type {kind!r}")
 
 

@@ -4,9 +4,11 @@ The response cache is keyed by sha256 of the full request (backends/base.py `req
 recomputed from a finished sample. The engine (engine/worker.py) therefore writes, when it writes a shard,
 the calls its records made:
 
-    <run>/cache/index/shard-NNNNN.jsonl        (NNNNN = the shard number, as in data/shard-NNNNN.parquet)
+    <run>/cache/packs/shard-NNNNN.pack         (inside the shard's cache pack, run/packs.py: local runs)
+    <run>/cache/index/shard-NNNNN.jsonl        (object storage, and runs made before packs held it)
 
-written atomically, so a redone shard replaces its file and a resumed run never lists a call twice. One JSON
+(NNNNN = the shard number, as in data/shard-NNNNN.parquet), written atomically, so a redone shard replaces
+it and a resumed run never lists a call twice. The pack's copy wins over a file. One JSON
 object per line, a sample's calls in the order they were made; blank lines are allowed; readers ignore unknown
 keys and skip a torn or malformed line:
 
@@ -38,6 +40,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from ..run.cache import PACKS, ResponseCache, pack_name
 from ..run.fs import RunFS, as_run_fs
 from ..run.store import RunDir
 
@@ -71,6 +74,20 @@ def index_path(shard: int) -> str:
     return RunDir.call_index_path(shard)
 
 
+def _packed_shards(run: RunFS) -> list[int]:
+    """The shards whose cache pack holds their call index (a local run's)."""
+    return sorted(int(name[6:11]) for name in run.list(f"{RunDir.CACHE_DIR}/{PACKS}", "shard-*.pack")
+                  if name[6:11].isdigit())
+
+
+def _shard_lines(run: RunFS, shard: int) -> Iterator[CallRecord]:
+    packed = ResponseCache(run.child(RunDir.CACHE_DIR)).pack_calls(shard) if run.local_root is not None else None
+    if packed is not None:
+        yield from _parse(run, packed, f"{RunDir.CACHE_DIR}/{PACKS}/{pack_name(shard)}")
+    else:
+        yield from _read_lines(run, index_path(shard))
+
+
 def read_call_index(run_dir: Path | RunFS, shard: int, sample_id: str | None = None) -> list[CallRecord]:
     """The calls of one shard (of one sample when given), in order; [] when the shard has no index.
 
@@ -78,7 +95,7 @@ def read_call_index(run_dir: Path | RunFS, shard: int, sample_id: str | None = N
     """
     counters: dict[str, int] = {}
     calls = []
-    for call in _read_lines(as_run_fs(run_dir), index_path(shard)):
+    for call in _shard_lines(as_run_fs(run_dir), shard):
         position = counters.get(call.id, 0)
         counters[call.id] = position + 1
         if call.seq is None:
@@ -91,18 +108,32 @@ def read_call_index(run_dir: Path | RunFS, shard: int, sample_id: str | None = N
 def iter_call_index(run_dir: Path | RunFS) -> Iterator[CallRecord]:
     """Every call of every indexed shard, shard by shard (one shard's file in memory at a time)."""
     run = as_run_fs(run_dir)
-    for name in run.list(INDEX_DIR, "shard-*.jsonl"):
-        yield from _read_lines(run, f"{INDEX_DIR}/{name}")
+    shards = {int(name[6:11]) for name in run.list(INDEX_DIR, "shard-*.jsonl") if name[6:11].isdigit()}
+    for shard in sorted(shards | set(_packed_shards(run))):
+        yield from _shard_lines(run, shard)
 
 
 def has_call_index(run_dir: Path | RunFS) -> bool:
-    return bool(as_run_fs(run_dir).list(INDEX_DIR, "shard-*.jsonl"))
+    run = as_run_fs(run_dir)
+    return bool(run.list(INDEX_DIR, "shard-*.jsonl")) or bool(_packed_shards(run))
+
+
+def calls_location(run_dir: Path | RunFS, shard: int) -> str:
+    """Where a shard's call index is read from, relative to the run."""
+    run = as_run_fs(run_dir)
+    if run.local_root is not None and ResponseCache(run.child(RunDir.CACHE_DIR)).pack_calls(shard) is not None:
+        return f"{RunDir.CACHE_DIR}/{PACKS}/{pack_name(shard)}"
+    return index_path(shard)
 
 
 def _read_lines(run: RunFS, rel: str) -> Iterator[CallRecord]:
     raw = run.read_bytes(rel)
     if raw is None:
         return
+    yield from _parse(run, raw, rel)
+
+
+def _parse(run: RunFS, raw: bytes, rel: str) -> Iterator[CallRecord]:
     bad = 0
     for line in raw.decode("utf-8", errors="replace").split("\n"):
         if not line.strip():

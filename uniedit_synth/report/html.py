@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm import tqdm
 
 from .. import __version__
+from ..engine.progress import open_progress
 from ..export.files import safe_stem, write_image
 from ..run.fs import RunFS
 from ..run.store import RunDir
@@ -145,7 +145,7 @@ def _build(
     unreadable = 0
     with (
         ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool,
-        tqdm(total=total, unit="sample", desc="report", disable=not progress) as bar,
+        open_progress(total, enabled=progress, desc="report", unit="sample") as bar,
     ):
         for batch in _batches(rows, BATCH_ROWS):
             for (shard, row), images in zip(batch, pool.map(render, batch), strict=True):

@@ -29,7 +29,11 @@ from ..core.records import IMAGE_COLUMNS, JSON_COLUMNS, SAMPLE_SCHEMA
 from ..run.cache import ResponseCache
 from ..run.fs import RunFS
 from ..run.store import RunDir
-from .call_index import has_call_index, index_path, read_call_index
+from ..stages.classify import ClassifyStage
+from ..stages.edit import EditStage
+from ..stages.judge import JudgeStage
+from ..stages.rewrite import RewriteStage
+from .call_index import calls_location, has_call_index, read_call_index
 from .errors import SampleNotFoundError
 from .run_rows import open_run, open_shard, shard_error, shard_files
 from .summary import status_of
@@ -67,7 +71,7 @@ def inspect_sample(run_dir: str | Path, sample_id: str, *, scan_cache: bool = Fa
     cache = ResponseCache(run.child(RunDir.CACHE_DIR))
     calls = read_call_index(run, shard, sample_id)
     if calls:
-        info["calls_source"] = index_path(shard)
+        info["calls_source"] = calls_location(run, shard)
         for call in sorted(calls, key=lambda c: c.seq or 0):
             entry = call.model_dump()
             entry["reply"] = _read_entry(cache, call.key)
@@ -172,9 +176,9 @@ def _read_entry(cache: ResponseCache, key: str) -> dict[str, Any]:
 def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any]) -> list[dict[str, Any]]:
     edited = (images.get("edited_image") or {}).get("sha256")
     wanted = {
-        "rewrite": ("instruction", row.get("edit_instruction")),  # the rewriter's reply field
-        "judge": ("analysis", row.get("analysis")),
-        "classify": ("process_answer", row.get("process_answer")),
+        RewriteStage.name: ("instruction", row.get("edit_instruction")),  # the rewriter's reply field
+        JudgeStage.name: ("analysis", row.get("analysis")),
+        ClassifyStage.name: ("process_answer", row.get("process_answer")),
     }
     matches = []
     for key, header in _cache_headers(cache):
@@ -183,7 +187,7 @@ def _scan_cache(cache: ResponseCache, row: dict[str, Any], images: dict[str, Any
         data = header.get("data") if isinstance(header.get("data"), dict) else {}
         stage = None
         if edited and header.get("_payload_sha256") == edited:
-            stage = "edit"
+            stage = EditStage.name
         else:
             for name, (field, value) in wanted.items():
                 # runs made before instruction plans cached the rewrite reply as `edit_instruction`

@@ -15,6 +15,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from ..core.config import MODEL_STAGES
+from ..stages.judge import JudgeStage
 from .charts import Bar, Series, hbar_chart, histogram, legend, usd_format
 from .summary import EXIT_ORDER, SCORE_BINS, SCORE_FIELDS, SCORE_LABELS, STAGES, RunSummary
 
@@ -262,7 +264,7 @@ def _calls_panel(stats: dict[str, Any]) -> str:
             ],
         )
         for stage in STAGES
-        if stage != "validate" and stage in stages
+        if stage in MODEL_STAGES and stage in stages
     ]
     body = (
         hbar_chart(bars, series, title="Calls by stage")
@@ -326,7 +328,7 @@ def _facts_panel(ctx: PageContext) -> str:
     source = (config.get("source") or {}).get("spec")
     if source:
         facts.append(("source", str(source)))
-    thresholds = ((config.get("stages") or {}).get("judge") or {}).get("thresholds")
+    thresholds = ((config.get("stages") or {}).get(JudgeStage.name) or {}).get("thresholds")
     if isinstance(thresholds, dict):
         facts.append(
             ("thresholds", ", ".join(f"{k.replace('_', ' ')} ≥ {v}" for k, v in sorted(thresholds.items())))

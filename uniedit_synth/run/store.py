@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..core.config import STAGE_NAMES
 from ..core.errors import ConfigChangedError, OutputDirError
+from .cache import ResponseCache
 from .fs import DISK_ERRNOS, RunFS, as_run_fs, atomic_write_bytes, disk_error
 from .lock import RunLock
 
@@ -293,6 +294,9 @@ class RunDir:
             self.fs.move("manifest.jsonl", f"manifest.{stamp}.jsonl")
         for name in self.fs.list(MANIFEST_DIR, "shard-*.json"):
             self.fs.move(f"{MANIFEST_DIR}/{name}", f"{MANIFEST_DIR}.{stamp}/{name}")
+        # the cache packs reference the edited images in the shard files: their bytes go back in first, so every
+        # paid reply is still reused under the new config
+        ResponseCache(self.cache_fs()).materialize()
         for kind in self.KINDS:
             for name in self.fs.list(kind, "shard-*.parquet"):
                 self.fs.delete(f"{kind}/{name}")
@@ -409,6 +413,16 @@ class RunDir:
 
     def write_call_index(self, shard: int, lines: list[str]) -> None:
         self.fs.write_bytes(self.call_index_path(shard), ("\n".join(lines) + "\n").encode(), fsync=False)
+
+    def pack_shard(self, cache: ResponseCache, shard: int, keys: list[str], entry: ShardResult,
+                   calls: list[str]) -> None:
+        """A final shard's replies into its cache pack, an edited image as a reference to the shard's files
+        (`entry`'s), with its call index; on object storage (no packs) the call index is a file of its own."""
+        if cache.root is None:
+            self.write_call_index(shard, calls)
+            return
+        cache.pack(shard, keys, [f.path for f in entry.files.values()], ("\n".join(calls) + "\n").encode())
+        self.fs.delete(self.call_index_path(shard))  # one an older release wrote
 
     @classmethod
     def screen_path(cls, shard: int) -> str:

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from ..core.config import SourceSpec
 from ..core.errors import SourceError, UniEditError
 from ..method.fingerprint import Benchmark, ImageFingerprint, ImageUnreadable, fingerprint_image
+from .bench_layouts import BenchmarkLayout
 from .files import require_regular_file
 
 log = logging.getLogger(__name__)
@@ -124,14 +125,9 @@ def _items(preset: str, location: str) -> Iterator[BenchmarkItem]:
         yield from _hf_items(location, preset)
         return
     path = _local(location)
-    if preset == "imgedit-bench" or (not preset and path.is_dir() and (path / "basic_edit.json").is_file()):
-        yield from _imgedit_items(path)
-    elif preset == "risebench" or (
-        not preset and path.is_dir() and (path / "datav2_total_w_subtask.json").is_file()
-    ):
-        yield from _rise_items(path)
-    elif preset == "kris-bench" or (not preset and path.is_dir() and any(path.glob("*/annotation.json"))):
-        yield from _kris_items(path)
+    layout = _layout(preset, path)
+    if layout is not None:
+        yield from _layout_items(layout, path)
     elif preset == "gedit-bench" and path.is_dir() and any(path.glob("**/*.parquet")):
         for file in sorted(path.glob("**/*.parquet")):  # a snapshot of the hub repo
             yield from _table_items(file, preset)
@@ -143,60 +139,26 @@ def _items(preset: str, location: str) -> Iterator[BenchmarkItem]:
         yield from _table_items(path, preset)
 
 
-def _need(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise BenchmarkError(f"{path} not found: {what}")
-    return path
+def _layout(preset: str, path: Path) -> type[BenchmarkLayout] | None:
+    """The source class of a benchmark folder in its own layout (ImgEdit, KRIS, RISE: sources/bench_layouts.py,
+    through the source registry): the one the preset names, else the first registered layout that recognises
+    the folder; None for anything else."""
+    from .registry import source_classes
+
+    layouts = source_classes(BenchmarkLayout)
+    named = next((cls for name, cls in layouts if name == preset), None)
+    if named is not None or preset or not path.is_dir():
+        return named
+    return next((cls for _, cls in layouts if cls.recognises(path)), None)
 
 
-def _load_json(path: Path) -> Any:
-    require_regular_file(path, "benchmark file", BenchmarkError)
+def _layout_items(layout: type[BenchmarkLayout], path: Path) -> Iterator[BenchmarkItem]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BenchmarkError(f"cannot read {path}: {exc}") from None
-
-
-def _imgedit_items(root: Path) -> Iterator[BenchmarkItem]:
-    annotations = _load_json(_need(root / "basic_edit.json", "an ImgEdit-Bench copy has basic_edit.json"))
-    images = root / "singleturn" if (root / "singleturn").is_dir() else root
-    if not isinstance(annotations, dict):
-        raise BenchmarkError(f"{root}/basic_edit.json: expected an object keyed by item id")
-    for key, entry in annotations.items():
-        entry = entry if isinstance(entry, dict) else {}
-        rel = entry.get("id")
-        yield BenchmarkItem(str(key), image_path=images / str(rel) if rel else None, text=entry.get("prompt"))
-
-
-def _kris_items(root: Path) -> Iterator[BenchmarkItem]:
-    files = sorted(root.glob("*/annotation.json"))
-    if not files:
-        raise BenchmarkError(f"{root}: a KRIS-Bench copy has <category>/annotation.json files")
-    for file in files:
-        annotations = _load_json(file)
-        if not isinstance(annotations, dict):
-            raise BenchmarkError(f"{file}: expected an object keyed by image id")
-        for key, entry in annotations.items():
-            entry = entry if isinstance(entry, dict) else {}
-            names = entry.get("ori_img")
-            names = names if isinstance(names, list) else [names]
-            for n, name in enumerate(x for x in names if x):
-                suffix = f"#{n}" if n else ""
-                yield BenchmarkItem(f"{file.parent.name}/{key}{suffix}", image_path=file.parent / str(name),
-                                    text=entry.get("ins_en") if not n else None)
-
-
-def _rise_items(root: Path) -> Iterator[BenchmarkItem]:
-    rows = _load_json(_need(root / "datav2_total_w_subtask.json", "a RISEBench copy has this JSON"))
-    images = root / "data" if (root / "data").is_dir() else root
-    if not isinstance(rows, list):
-        raise BenchmarkError(f"{root}/datav2_total_w_subtask.json: expected a list of items")
-    for n, row in enumerate(rows):
-        row = row if isinstance(row, dict) else {}
-        rel = row.get("image")
-        rel = rel[0] if isinstance(rel, list) and rel else rel
-        yield BenchmarkItem(str(row.get("index", n)), image_path=images / str(rel) if rel else None,
-                            text=row.get("instruction"))
+        for row in layout.raw_rows(path):
+            image = row.get("image_path")
+            yield BenchmarkItem(str(row["key"]), image_path=Path(image) if image else None, text=row.get("instruction"))
+    except SourceError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 def _folder_items(root: Path) -> Iterator[BenchmarkItem]:

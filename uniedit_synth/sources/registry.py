@@ -20,6 +20,11 @@ _SOURCES: dict[str, str] = {
     "hf": "uniedit_synth.sources.hf:HFSource",  # before the folders: a saved data set is a folder too
     "rows": "uniedit_synth.sources.files:RowFileSource",
     "parquet": "uniedit_synth.sources.files:ParquetSource",
+    # editing benchmarks in their own folder layouts (sources/bench_layouts.py): read by --against and
+    # source.decontaminate; last, so they never take a spec another class opens
+    "imgedit-bench": "uniedit_synth.sources.bench_layouts:ImgEditBench",
+    "kris-bench": "uniedit_synth.sources.bench_layouts:KrisBench",
+    "risebench": "uniedit_synth.sources.bench_layouts:RiseBench",
 }
 
 
@@ -48,6 +53,12 @@ def load_source_class(type_name: str) -> type[Source]:
         raise SourceError(f"source.type '{type_name}' is not a Source class (subclass uniedit_synth.sources.base."
                           "Source and give it the classmethods opens, open and image_root_of)")
     return cls
+
+
+def source_classes(kind: type[Source] = Source) -> list[tuple[str, type[Source]]]:
+    """(name, class) of the registered classes that subclass `kind`, in the registry's order."""
+    classes = [(name, load_source_class(name)) for name in _SOURCES]
+    return [(name, cls) for name, cls in classes if issubclass(cls, kind)]
 
 
 def source_class(spec: SourceSpec) -> type[Source] | None:

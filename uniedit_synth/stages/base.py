@@ -76,6 +76,10 @@ class WorkItem:
     turn: int = 1
     chain_id: str | None = None
     parent_id: str | None = None
+    #: what a stage without a field of its own produced, by stage name (the rows' `outputs` column)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    #: the validated image's perceptual fingerprint (hex), set by the validate stage while screening is on
+    fingerprint: str | None = None
     #: (the source bytes, the source as the pixel gates read them: method/pixel_gates.SourceView), decoded
     #: once per record (validation decodes the image anyway: with_source_view, bytes None until the edit stage
     #: pairs it with item.image); the bytes tell a stale view from a current one

@@ -51,10 +51,19 @@ def judge_outcome(item: WorkItem) -> str:
     which the edit renders or uses."""
     plan = item.plan
     if plan is not None and plan.conditional and plan.expected_edit and plan.wrong_edit:
+        wrong = plan.wrong_edits
+        if len(wrong) == 1:
+            return (
+                f"Expected outcome (the branch that applies): {plan.expected_edit}\n"
+                f"Wrong outcome (the other branch; an edit showing it has instruction_following 1 or 2): "
+                f"{wrong[0]}"
+            )
+        # a nested condition or a switch: every other path is a wrong outcome
+        listed = "\n".join(f"- {edit}" for edit in wrong)
         return (
-            f"Expected outcome (the branch that applies): {plan.expected_edit}\n"
-            f"Wrong outcome (the other branch; an edit showing it has instruction_following 1 or 2): "
-            f"{plan.wrong_edit}"
+            f"Expected outcome (the path that applies): {plan.expected_edit}\n"
+            "Wrong outcomes (the other paths; an edit showing any of them has instruction_following 1 or 2):\n"
+            f"{listed}"
         )
     return f"Reference answer: {item.process_answer or ''}"
 

@@ -13,13 +13,19 @@ import json
 import logging
 
 from ..core.bundled import prompts_dir as bundled_prompts
-from ..core.plan import InstructionPlan
+from ..core.plan import InstructionPlan, PlanCondition, PlanLeaf
 from ..core.prompts import ExamplePool, Prompt, format_example, load_examples, with_examples
 from ..core.records import RejectReason
 from ..core.specs import RewriteSpec
-from ..method.answers import candidate_in_condition, leaks_answer, normalise_text, same_answer
+from ..method.answers import (
+    candidate_in_condition,
+    mentions_answer,
+    normalise_text,
+    same_answer,
+)
 from ..method.branches import branch_mismatch, read_branches
 from ..method.edit_meaning import is_visible_edit, same_edit
+from ..method.logic import LogicSettings, plan_leak
 from ..method.plan import RELEASE_CLOSING, draw_plan
 from ..method.reasoning import check_trace, intended_effect, template_trace
 from .base import Rejected, StageContext, WorkItem
@@ -47,8 +53,75 @@ def _without_directive(instruction: str, directive: str) -> str:
     return instruction.replace(directive, "").strip() if directive else instruction.strip()
 
 
+OPERATOR_WORDS = {
+    "eq": "the answer is {0}",
+    "ne": "the answer is not {0}",
+    "lt": "the answer is less than {0}",
+    "gt": "the answer is greater than {0}",
+    "between": "the answer is between {0} and {1} (inclusive)",
+    "parity": "the answer is an {0} number",
+    "one_of": "the answer is one of: {all}",
+    "statement": "the yes/no question's statement is true (pose that statement as the condition)",
+}
+PARAMETER_WORDS = {
+    "same": "add exactly as many new objects as",
+    "plus_one": "add one more new object than",
+    "all_but_one": "remove all but one of the objects counted by",
+}
+
+
+def condition_brief(condition: PlanCondition) -> str:
+    words = OPERATOR_WORDS.get(condition.operator, condition.operator)
+    text = words.format(*condition.operands, "", "", all=", ".join(condition.operands))
+    return f"operator {condition.operator} on question {condition.question + 1}: {text}"
+
+
+def _uses_tree(plan: InstructionPlan) -> bool:
+    """A plan beyond the release's single "the answer is the candidate" test: answered with `branches`."""
+    return bool(plan.leaves) and (
+        plan.depth > 1 or plan.join is not None or plan.parameter is not None or plan.operator not in (None, "eq")
+    )
+
+
 def plan_brief(plan: InstructionPlan) -> str:
-    """The plan as the rewrite prompt states it (the `$plan` field)."""
+    """The plan as the rewrite prompt states it (the `$plan` field): operators and operands, the questions to
+    embed, the branch tree's paths and any count parameter; never which path holds."""
+    parameter = plan.parameter
+    if plan.style == "conditional" and _uses_tree(plan):
+        lines = ["style: conditional"]
+        if len(plan.questions) > 1:
+            lines.append("questions to embed, each quoted or faithfully reworded, in this order:")
+            lines += [f"  {i + 1}. {q}" for i, q in enumerate(plan.questions)]
+        if plan.operator == "switch":
+            lines.append(
+                "switch on question 1: one clause per option, in this order: "
+                + ", ".join(plan.operands)
+                + "; each option gets its own visible edit"
+            )
+        for condition in plan.conditions:
+            if condition.operator == "switch":
+                continue
+            where = {"top": "condition", "join": f"joined with '{plan.join}' to the condition"}.get(
+                condition.place, f"nested condition inside the {condition.place} branch"
+            )
+            lines.append(f"{where}: {condition_brief(condition)}")
+        if parameter is not None and parameter.formula == "answer":
+            lines.append(
+                f"the edit on path {parameter.path!r} uses the answer to question {parameter.question + 1} (that "
+                "colour, shape, number or word) without stating it"
+            )
+        elif parameter is not None:
+            lines.append(
+                f"the edit on path {parameter.path!r}: {PARAMETER_WORDS[parameter.formula]} the answer to question "
+                f"{parameter.question + 1} (at most 6 new objects; say it through the question, never as a number)"
+            )
+        lines.append(
+            "branches: one {path, edit} per path, exactly these paths: "
+            + ", ".join(leaf.path for leaf in plan.leaves)
+            + " (then = the condition holds, else = it does not, a/b = path b inside branch a, case:X = the "
+            "option X); every edit a different visible change, never 'leave it unchanged'"
+        )
+        return "\n".join(lines)
     if plan.style == "conditional":
         if plan.candidate is None:
             candidate = (
@@ -63,13 +136,67 @@ def plan_brief(plan: InstructionPlan) -> str:
             "then_edit: a visible edit carried out when the answer is the candidate\n"
             "else_edit: a different visible edit carried out otherwise (never 'leave it unchanged')"
         )
-    return f"style: {plan.style}\nthen_edit: null\nelse_edit: null"
+    extra = ""
+    if len(plan.questions) > 1:
+        extra += "\nquestions to embed, each quoted or faithfully reworded, in this order:"
+        extra += "".join(f"\n  {i + 1}. {q}" for i, q in enumerate(plan.questions))
+    if parameter is not None:
+        whose = f"question {parameter.question + 1}" if parameter.question else "the question"
+        extra += (
+            f"\namount: {PARAMETER_WORDS[parameter.formula]} the answer to {whose} (at most 6 new objects; say it "
+            "through the question, never as a number)"
+        )
+    return f"style: {plan.style}\nthen_edit: null\nelse_edit: null{extra}"
+
+
+def reply_leaves(plan: InstructionPlan, reply: RewriteReply) -> dict[str, str]:
+    """The reply's branch tree as {path: edit}: for a plan with a tree its `branches`, for a plain if/else its
+    then_edit / else_edit (strict structured outputs make a model fill the other field with something)."""
+    given = {b.path.strip(): (b.edit or "").strip() for b in reply.branches or [] if b.path.strip()}
+    pairs = (("then", (reply.then_edit or "").strip()), ("else", (reply.else_edit or "").strip()))
+    slots = {path: edit for path, edit in pairs if edit}
+    if _uses_tree(plan):  # the tree is the reply's word; a plain if/else is its two slots
+        return given or slots
+    return slots or given
+
+
+def check_tree(plan: InstructionPlan, reply: RewriteReply) -> str | None:
+    """A branch tree against the plan: exactly the plan's paths, each a visible edit, all different, and
+    every operand of every condition named in the instruction."""
+    leaves = reply_leaves(plan, reply)
+    wanted = [leaf.path for leaf in plan.leaves]
+    if sorted(leaves) != sorted(wanted):
+        return (
+            f"branch tree: the reply's branches {sorted(leaves)} contradict the plan's paths {wanted}; give one "
+            "edit for each of the plan's paths and no other"
+        )
+    for path, edit in leaves.items():
+        if is_no_op(edit):
+            return f"visible edit: the edit on path {path!r} ({edit!r}) names no visible change"
+    paths = sorted(leaves)
+    for i, first in enumerate(paths):
+        for second in paths[i + 1 :]:
+            a, b = leaves[first], leaves[second]
+            if normalise_text(a) == normalise_text(b) or same_edit(a, b):
+                return f"distinct branches: the edits on paths {first!r} and {second!r} are the same edit"
+    for condition in plan.conditions:
+        for operand in condition.operands:
+            named = (
+                operand in reply.instruction.lower()
+                if operand in ("even", "odd")
+                else mentions_answer(reply.instruction, operand)
+            )
+            if not named:
+                return f"operands: the instruction's conditions must name {operand!r} ({condition_brief(condition)})"
+    return None
 
 
 def check_reply(plan: InstructionPlan, reply: RewriteReply, answer: str, process_answer: str) -> str | None:
     """Which plan rule the reply breaks ('rule: detail'), else None. Leaks are checked separately."""
     if not plan.conditional:
         return None
+    if _uses_tree(plan):
+        return check_tree(plan, reply)
     then_edit, else_edit = (reply.then_edit or "").strip(), (reply.else_edit or "").strip()
     if not then_edit or not else_edit:
         return "both branches: then_edit and else_edit must both be given for a conditional plan"
@@ -123,6 +250,10 @@ class RewriteStage:
         # None: each record's plan draws a preservation clause ("change nothing else", worded variously)
         release = ctx.config.stages.judge.preset == "release"
         self.fixed_closing = self.spec.aesthetics_directive or (RELEASE_CLOSING if release else None)
+        logic = self.spec.logic
+        self.logic = LogicSettings(
+            tuple(logic.operators), logic.nest_p, logic.join_p, logic.parameter_p, logic.count_arithmetic
+        )
 
     def prompt_for(self, category: str) -> Prompt:
         template = self.spec.prompt or "rewrite/{category}.txt"
@@ -164,6 +295,9 @@ class RewriteStage:
             self.spec.candidate_is_answer_p,
             [str(v) for v in space] if isinstance(space, list) else None,
             closing=self.fixed_closing,
+            question=record.question,
+            siblings=record.siblings,
+            logic_settings=self.logic,
         )
 
     async def _ask(self, item: WorkItem, plan: InstructionPlan, repair: str = "") -> RewriteReply:
@@ -195,6 +329,7 @@ class RewriteStage:
                 "meta": record.meta,
                 "aesthetics": plan.closing,
                 "plan": plan.model_dump(mode="json"),
+                **({"siblings": [s.model_dump(mode="json") for s in record.siblings]} if record.siblings else {}),
                 **({"repair": repair} if repair else {}),
                 **({"reasoning_requested": True} if same_call else {}),
             },
@@ -207,13 +342,8 @@ class RewriteStage:
     def _leak_check(self, item: WorkItem, plan: InstructionPlan, instruction: str) -> None:
         if not self.spec.leak_check:
             return
-        leaked = leaks_answer(
-            instruction,
-            item.record.answer,
-            item.process_answer,
-            candidate_is_answer=bool(plan.candidate_is_answer),
-            question=item.record.question,
-        )
+        # every embedded question's answer, each allowed only in its own condition (method/logic.py)
+        leaked = plan_leak(instruction, plan, item.record.answer, item.process_answer, item.record.question)
         if leaked:
             where = " outside the condition" if plan.candidate_is_answer else ""
             raise Rejected(RejectReason.leaks_answer, f"instruction contains the answer {leaked!r}{where}")
@@ -310,6 +440,25 @@ class RewriteStage:
                     else (parsed.candidate or "").strip() or None,
                     "then_edit": (parsed.then_edit or "").strip() or None,
                     "else_edit": (parsed.else_edit or "").strip() or None,
+                    "leaves": _filled(plan, parsed),
+                    **_with_proposed(plan, parsed),
                 }
             )
         self._leak_check(item, plan, item.instruction)
+
+
+def _filled(plan: InstructionPlan, parsed: RewriteReply) -> list[PlanLeaf]:
+    """The plan's leaves with the reply's edits (paths the reply left out stay empty)."""
+    edits = reply_leaves(plan, parsed)
+    return [leaf.model_copy(update={"edit": edits.get(leaf.path) or None}) for leaf in plan.leaves]
+
+
+def _with_proposed(plan: InstructionPlan, parsed: RewriteReply) -> dict:
+    """A candidate the rewriter proposed becomes the eq condition's operand."""
+    proposed = (parsed.candidate or "").strip()
+    if plan.candidate is not None or not proposed or plan.operator != "eq" or plan.operands:
+        return {}
+    conditions = [
+        c.model_copy(update={"operands": [proposed]}) if c.place == "top" else c for c in plan.conditions
+    ]
+    return {"operands": [proposed], "conditions": conditions}

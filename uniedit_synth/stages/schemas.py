@@ -23,14 +23,24 @@ class ClassifyReply(BaseModel):
         return value
 
 
+class BranchEdit(BaseModel):
+    """One outcome of the reply's branch tree: the plan's path ("then", "else/then", "case:red") and the
+    edit the instruction asks for on it."""
+
+    path: str
+    edit: str
+
+
 class RewriteReply(BaseModel):
-    """The rewriter's structured reply: the instruction and, for a conditional plan, both branch edits (and
-    the candidate, when the plan asked the rewriter for a distractor)."""
+    """The rewriter's structured reply: the instruction and, for a conditional plan, its branch tree: one
+    edit per outcome path of the plan in `branches` (for a plain if/else, `then_edit` / `else_edit` say the
+    same), and the candidate, when the plan asked the rewriter for a distractor."""
 
     instruction: str = Field(min_length=8)
     then_edit: str | None = None
     else_edit: str | None = None
     candidate: str | None = None
+    branches: list[BranchEdit] | None = None
     #: with `stages.rewrite.reasoning: rewrite_call`: the reasoning trace, written with the instruction
     reasoning: str | None = None
     edit_program: dict[str, Any] | None = None  # the builtin rewriter's machine-checkable program
@@ -106,6 +116,11 @@ REWRITE_SCHEMA = {
             "then_edit": _NULLABLE_STRING,
             "else_edit": _NULLABLE_STRING,
             "candidate": _NULLABLE_STRING,
+            # the branch tree: one {path, edit} per outcome path the plan lists (nested or switch plans)
+            "branches": {
+                "type": ["array", "null"],
+                "items": _strict({"path": {"type": "string"}, "edit": {"type": "string"}}),
+            },
         }
     ),
     "required": ["instruction"],
