@@ -1,6 +1,6 @@
 """A run's rows, stored images and cache keys do not move when the image byte path gets faster (issue 31).
 
-`fixtures/image_path_rerun.json` was written by the code before the CPU work (main at 573d136: every image decoded
+`fixtures/image_path_rerun.json` was written by the code before the CPU work (main at 793e3c1: every image decoded
 again where it was used), with
 
     PYTHONPATH=<a checkout of that commit>:. python tests/unit/test_image_path_rerun.py --write
