@@ -5,8 +5,9 @@ the configured limit that reaches the provider. Both tools run against the same 
 (tests/fakes, every reply after `--latency` s, default 0.25), with a limit of R calls/s on `gpt-4o`:
 
 - uniedit runs the whole `openai` pipeline (`uniedit synth --pipeline openai`, 2 Ray workers; rewrite and
-  judge on gpt-4o, edits on gpt-image-1 with no limit), with `limits.rate_limits.openai/gpt-4o.rpm = 60·R`
-  (no tpm, no --max-cost: a budget is checked per call, by design);
+  judge on gpt-4o, edits on gpt-image-1 with no limit) on the offline world's scenes at `--image-size` px
+  (default: the world's default, 256; both images go to every judge call, so the size is part of the
+  figure), with `limits.rate_limits.openai/gpt-4o.rpm = 60·R` (no tpm, no --max-cost: a budget is checked per call, by design);
 - curator 0.1.31 makes plain chat calls on gpt-4o with `max_requests_per_minute = 60·R`. It is installed by
   this script into a throwaway venv under /tmp (never a project dependency) and patched only where it needs
   the internet: tiktoken's BPE download (`get_token_encoding` → 4 characters a token) and its telemetry
@@ -26,11 +27,13 @@ start-up included.
     python benchmarks/peers.py                         # R = 50, 100, 200, 400 (~6 min)
     python benchmarks/peers.py --rates 50 100 200 --repeats 3   # medians and ranges (~12 min)
     python benchmarks/peers.py --rates 200 --seconds 8
+    python benchmarks/peers.py --rates 200 --image-size 64           # the figure before issue 31
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -43,8 +46,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import FAKE_KEY, fake_servers, run_synth  # noqa: E402
+from uniedit_synth.sources.scenes import ScenesSource  # noqa: E402
 
 CURATOR = "bespokelabs-curator==0.1.31"
+#: the offline world's default image side (sources/scenes.py ScenesSource): the figure is at ordinary images
+DEFAULT_IMAGE_SIZE = int(inspect.signature(ScenesSource).parameters["image_size"].default)
 VENV = Path(os.environ.get("UNIEDIT_PEERS_VENV", "/tmp/uniedit-peers-curator-venv"))
 
 CURATOR_RUNNER = '''
@@ -122,7 +128,8 @@ def gpt4o_starts(served: dict[str, Any]) -> list[float]:
     return [r["started"] for r in served["requests"] if r["model"] == "gpt-4o" and r["status"] == 200]
 
 
-def run_uniedit(work: Path, rate: float, seconds: float, latency: float, workers: int) -> dict[str, Any]:
+def run_uniedit(work: Path, rate: float, seconds: float, latency: float, workers: int,
+                image_size: int = DEFAULT_IMAGE_SIZE) -> dict[str, Any]:
     calls = int(rate * seconds)
     records = max(100, calls // 2)  # rewrite + judge on gpt-4o per record
     # enough calls in flight per stage and worker for the limit, with room for calls waiting for a slot
@@ -134,7 +141,7 @@ def run_uniedit(work: Path, rate: float, seconds: float, latency: float, workers
             "--pipeline", "openai", "--out", str(out), "--limit", str(records), "--workers", str(workers),
             "--concurrency", str(concurrency),
             "--set", f"backends.gpt4o.base_url={url}", "--set", f"backends.gpt-image.base_url={url}",
-            "--set", "source.options.image_size=64", "--set", "limits.max_cost_usd=null",
+            "--set", f"source.options.image_size={image_size}", "--set", "limits.max_cost_usd=null",
             "--set", f"limits.rate_limits.openai/gpt-4o.rpm={rate * 60:g}",
             "--set", "limits.rate_limits.openai/gpt-4o.tpm=null",
             "--set", "limits.rate_limits.openai/gpt-image-1.rpm=null",
@@ -191,6 +198,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="gpt-4o traffic per run at the limit (s)")
     parser.add_argument("--latency", type=float, default=0.25, help="the fake's reply latency (s)")
     parser.add_argument("--workers", type=int, default=2, help="uniedit's Ray workers")
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+                        help="side of uniedit's scene images in px (default: the offline world's default)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per tool and limit, alternating (the median share is printed, with the range)")
     parser.add_argument("--skip-curator", action="store_true", help="measure uniedit only")
@@ -208,7 +217,7 @@ def main() -> None:
                 work = Path(tmp) / f"repeat-{repeat}"
                 work.mkdir(exist_ok=True)
                 print(f"R={rate:g}/s: uniedit ...", file=sys.stderr, flush=True)
-                ours.append(run_uniedit(work, rate, args.seconds, args.latency, args.workers))
+                ours.append(run_uniedit(work, rate, args.seconds, args.latency, args.workers, args.image_size))
                 if python is not None:
                     print(f"R={rate:g}/s: curator ...", file=sys.stderr, flush=True)
                     theirs.append(run_curator(work, python, rate, args.seconds, args.latency))
@@ -217,7 +226,8 @@ def main() -> None:
 
     runs = f"median of {args.repeats} runs each" if args.repeats > 1 else "one run each"
     print(f"share of a gpt-4o limit reaching the fake OpenAI server (latency {args.latency:g} s; middle 80 % of "
-          f"calls; {runs}; uniedit: openai pipeline, {args.workers} Ray workers; {os.cpu_count()} cores, load "
+          f"calls; {runs}; uniedit: openai pipeline, {args.workers} Ray workers, {args.image_size}-px images; "
+          f"{os.cpu_count()} cores, load "
           f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after; a Python loop of 10M additions "
           f"{speed:.2f} s)")
     print(f"{'limit/s':>7} {'uniedit/s':>9} {'share':>6} {'curator/s':>9} {'share':>6} {'ratio':>6} {'capped':>6} "

@@ -20,6 +20,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from .masks import changed_beyond
+
 #: a pixel "changed" when some channel moved by more than this (absorbs mild re-encoding noise); the offline
 #: world's judge uses the same tolerance
 PIXEL_TOLERANCE = 24
@@ -27,7 +29,7 @@ PIXEL_TOLERANCE = 24
 
 def changed_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Where two RGB arrays of one shape differ by more than PIXEL_TOLERANCE on some channel."""
-    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > PIXEL_TOLERANCE
+    return changed_beyond(a, b, PIXEL_TOLERANCE)
 
 
 def consistency_score(

@@ -131,6 +131,21 @@ def in_geometry(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
+class SourceView(NamedTuple):
+    """What the gates read of a source image: its size and its pixels at the working resolution. A record's
+    source is the same for every edit attempt, so the edit stage decodes it once (source_view) and measures
+    each attempt against this (a 1024-px PNG takes ~4 ms to decode, its working copy 0.2 MB to keep)."""
+
+    size: tuple[int, int]
+    work: np.ndarray
+
+
+def source_view(image: bytes | Image.Image) -> SourceView:
+    """The gates' view of a source image (decoded from bytes, or an already decoded image)."""
+    rgb = decode_rgb(image)
+    return SourceView(rgb.size, _working(rgb))
+
+
 def _working(image: Image.Image) -> np.ndarray:
     import cv2
 
@@ -155,7 +170,7 @@ def _gradient(array: np.ndarray) -> np.ndarray:
 
     dx = cv2.Sobel(array, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     dy = cv2.Sobel(array, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return np.sqrt(dx * dx + dy * dy).max(axis=2)
+    return masks.channel_max(np.sqrt(dx * dx + dy * dy))
 
 
 def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +191,11 @@ def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np
     gradient = cv2.dilate(_gradient(low_src), kernel)
     # an edge both images have where they have it: a stroke drawn or removed is no edge of the other image
     shared = np.minimum(gradient, cv2.dilate(_gradient(low_out), kernel))
-    return np.abs(low_src - low_out).max(axis=2) - EDGE_ALLOWANCE * shared, gradient
+    return masks.channel_max(np.abs(low_src - low_out)) - EDGE_ALLOWANCE * shared, gradient
 
 
 def measure(
-    source: bytes | Image.Image,
+    source: bytes | Image.Image | SourceView,
     edited: bytes | Image.Image,
     region: np.ndarray | None = None,
     limits: GateLimits | None = None,
@@ -188,9 +203,9 @@ def measure(
     """The gates' measures of one pair; `edited` is first brought to the source's size, `region` is a boolean
     mask at the source's size of where the edit may change the image (or None). `spread` counts cells whose
     local change reaches the limits' `no_op_delta`."""
-    before = decode_rgb(source)
-    after = in_geometry(decode_rgb(edited), before.size)
-    src, out = _working(before), _working(after)
+    view = source if isinstance(source, SourceView) else source_view(source)
+    after = in_geometry(decode_rgb(edited), view.size)
+    src, out = view.work, _working(after)
     local, gradient = local_change(src, out)
     tone = np.abs(_blur(src.astype(np.float32), SHIFT_SIGMA) - _blur(out.astype(np.float32), SHIFT_SIGMA))
     uniworld = masks.remove_small_components(
@@ -201,7 +216,7 @@ def measure(
     return PixelMeasures(
         peak=float(local.max()),
         changed_share=float(uniworld.mean()),
-        shift=float(np.percentile(tone.max(axis=2), SHIFT_PERCENTILE)),
+        shift=float(np.percentile(masks.channel_max(tone), SHIFT_PERCENTILE)),
         spread=_cell_share(local, gradient, level),
         changed_px=int((local >= level).sum()),
         outside=_outside(local, region),
@@ -213,15 +228,25 @@ def _cell_share(local: np.ndarray, gradient: np.ndarray, level: float) -> float:
     a shift or re-render of the picture shows) whose local change reaches `level`; 0.0 with fewer than
     MIN_STRUCTURED_CELLS of them (a picture too flat to tell)."""
     height, width = local.shape
-    rows = np.array_split(np.arange(height), min(GRID, height))
-    cols = np.array_split(np.arange(width), min(GRID, width))
-    structured = changed = 0
-    for r in rows:
-        for c in cols:
-            if gradient[np.ix_(r, c)].max() >= level:
-                structured += 1
-                changed += bool(local[np.ix_(r, c)].max() >= level)
+    # the cells' maxima at once (np.maximum.reduceat over array_split's bounds): the same cells as a loop
+    # over np.ix_ blocks, 60x faster
+    row_starts = _split_starts(height, min(GRID, height))
+    col_starts = _split_starts(width, min(GRID, width))
+
+    def cell_max(values: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(np.maximum.reduceat(values, row_starts, axis=0), col_starts, axis=1)
+
+    structured_cells = cell_max(gradient) >= level
+    structured = int(structured_cells.sum())
+    changed = int((structured_cells & (cell_max(local) >= level)).sum())
     return changed / structured if structured >= MIN_STRUCTURED_CELLS else 0.0
+
+
+def _split_starts(length: int, parts: int) -> np.ndarray:
+    """Where np.array_split(range(length), parts) starts each part."""
+    size, extra = divmod(length, parts)
+    sizes = [size + 1] * extra + [size] * (parts - extra)
+    return np.cumsum([0, *sizes[:-1]])
 
 
 def _outside(local: np.ndarray, region: np.ndarray | None) -> float | None:

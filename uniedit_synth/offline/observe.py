@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageFilter
 
+from ..method.masks import changed_beyond
 from .generic import apply_generic, corner_box, generic_branch_taken
 from .program import (
     ProgramError,
@@ -40,14 +40,18 @@ UNCHANGED_SHARE = 0.0001
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > PIXEL_TOLERANCE
+    return changed_beyond(a, b, PIXEL_TOLERANCE)
 
 
 def _grow(mask: np.ndarray, px: int = TARGET_MARGIN_PX) -> np.ndarray:
+    """`mask` grown by `px` in every direction (a square max filter; Pillow's MaxFilter gave the same mask at
+    40x the time on 1024-px images)."""
     if not mask.any():
         return mask
-    image = Image.fromarray(mask.astype(np.uint8) * 255, "L").filter(ImageFilter.MaxFilter(2 * px + 1))
-    return np.asarray(image) > 0
+    import cv2
+
+    kernel = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
 
 
 def _box_text(mask: np.ndarray) -> str:

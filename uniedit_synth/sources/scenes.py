@@ -6,6 +6,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from PIL import Image
+
 from ..core.config import SourceSpec
 from ..core.errors import SourceError
 from ..core.records import VQARecord
@@ -17,7 +19,7 @@ from ..offline.questions import (
     generate_vqa,
     plausible_answers,
 )
-from ..offline.render import render_png
+from ..offline.render import encode_png, render_image, render_png
 from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
@@ -25,9 +27,17 @@ from .opening import COMMON_OPTIONS
 
 def render_record_image(meta: dict) -> bytes | None:
     """The PNG of a deferred offline-world record (None for any other record)."""
+    rendered = render_record(meta)
+    return None if rendered is None else rendered[0]
+
+
+def render_record(meta: dict) -> tuple[bytes, Image.Image] | None:
+    """The PNG of a deferred offline-world record and the image it encodes (None for any other record): the
+    worker validates the image it just drew without decoding the PNG again."""
     if meta.get("world") != "scenes" or "scene" not in meta:
         return None
-    return render_png(Scene.model_validate(meta["scene"]))
+    image = render_image(Scene.model_validate(meta["scene"]))
+    return encode_png(image), image
 
 
 class ScenesSource(Source):

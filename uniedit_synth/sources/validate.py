@@ -13,7 +13,7 @@ from PIL import Image
 from ..core.config import InputPolicy
 from ..core.records import VQARecord
 from .images import ImageRejected, load_image_bytes, normalise_image
-from .scenes import render_record_image
+from .scenes import render_record
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -49,8 +49,17 @@ def validate_record(
             raw = record.image
         elif record.image_path:
             raw = load_image_bytes(record.image_path, image_root=image_root, policy=policy)
-        elif (rendered := render_record_image(record.meta)) is not None:
-            raw = rendered  # the offline world renders in the worker (ScenesSource defer_render)
+        elif (rendered := render_record(record.meta)) is not None:
+            # the offline world renders in the worker (ScenesSource defer_render): an RGB PNG within the
+            # policy's limits is what normalise_image passes through unchanged, so the drawn image stands for
+            # its decode
+            raw, drawn = rendered
+            if drawn.mode == "RGB" and max(drawn.size) <= policy.max_side and (
+                drawn.width * drawn.height <= policy.max_pixels
+            ):
+                if on_image is not None:
+                    on_image(drawn)
+                return record.model_copy(update={"image": raw, "question": question, "answer": answer})
         else:
             raise InvalidInput("no image")
         image = normalise_image(raw, policy, on_image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -79,6 +80,28 @@ class WorkItem:
     outputs: dict[str, Any] = field(default_factory=dict)
     #: the validated image's perceptual fingerprint (hex), set by the validate stage while screening is on
     fingerprint: str | None = None
+    #: (the source bytes, the source as the pixel gates read them: method/pixel_gates.SourceView), decoded
+    #: once per record (validation decodes the image anyway: with_source_view, bytes None until the edit stage
+    #: pairs it with item.image); the bytes tell a stale view from a current one
+    source_view: tuple[bytes | None, Any] | None = None
+
+
+def with_source_view(
+    hook: Callable[[Any], None] | None, item: WorkItem, enabled: bool
+) -> Callable[[Any], None] | None:
+    """`hook` (validation's callback with the decoded source image) extended to leave the pixel gates' view of
+    that image on `item`: the edit stage then measures every attempt without decoding the source again."""
+    if not enabled:
+        return hook
+
+    def both(image: Any) -> None:
+        from ..method.pixel_gates import source_view
+
+        if hook is not None:
+            hook(image)
+        item.source_view = (None, source_view(image))
+
+    return both
 
 
 @dataclass

@@ -26,16 +26,23 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
 def to_size(data: bytes, size: tuple[int, int]) -> bytes:
     """The image at `size` (Lanczos), as PNG; unchanged bytes when it already is, or cannot be decoded."""
+    return fit_to_size(data, size)[0]
+
+
+def fit_to_size(data: bytes, size: tuple[int, int]) -> tuple[bytes, Image.Image | None]:
+    """to_size's bytes, and the resized image when it had to be decoded (the pixel gates measure that image
+    instead of decoding the PNG just written); None with unchanged bytes."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
             if opened.size == size:
-                return data
+                return data, None
             image = pixel_gates.decode_rgb(opened.copy())
     except Exception:  # noqa: BLE001 - an undecodable reply goes on as it came (the judge sees it)
-        return data
+        return data, None
     buffer = io.BytesIO()
-    pixel_gates.in_geometry(image, size).save(buffer, format="PNG")
-    return buffer.getvalue()
+    resized = pixel_gates.in_geometry(image, size)
+    resized.save(buffer, format="PNG")
+    return buffer.getvalue(), resized
 
 
 class EditStage:
@@ -67,15 +74,18 @@ class EditStage:
         while True:
             item.ledger.attempt = attempt
             reply = await self._edit_until_image(self._request(item, attempt, source_size), item)
-            edited = reply.image
+            edited, pixels = reply.image, None
             if self.spec.keep_geometry and source_size is not None:
-                edited = await asyncio.to_thread(to_size, edited, source_size)
+                edited, pixels = await asyncio.to_thread(fit_to_size, edited, source_size)
             item.edited_image = edited
             item.attempts = attempt + 1
-            failed = await asyncio.to_thread(self._gate, item) if self.spec.gates.enabled else None
+            failed = await asyncio.to_thread(self._gate, item, pixels) if self.spec.gates.enabled else None
+            last = attempt + 1 >= self.spec.max_attempts
+            if last:  # no later attempt will measure against the source: its view (0.2 MB) goes
+                item.source_view = None
             if failed is None:
                 return item
-            if attempt + 1 >= self.spec.max_attempts:
+            if last:
                 raise Rejected(RejectReason(failed.reason), f"edit: {failed.detail}")
             attempt += 1
 
@@ -107,16 +117,27 @@ class EditStage:
             source_size=source_size if self.spec.keep_geometry else None,
         )
 
-    def _gate(self, item: WorkItem) -> pixel_gates.GateFailure | None:
+    def _gate(self, item: WorkItem, edited: Image.Image | None = None) -> pixel_gates.GateFailure | None:
         """The pixel gate the current edit fails, or None (also when an image cannot be
-        decoded: that is the judge's to see)."""
+        decoded: that is the judge's to see). `edited`: the edit already decoded (fit_to_size), if it was.
+        The source's view is decoded once per record (validation leaves it on the item) and kept for
+        every attempt."""
         if not item.image or not item.edited_image:
             return None
         try:
-            source = pixel_gates.decode_rgb(item.image)
-            meta = item.record.meta if isinstance(item.record.meta, dict) else {}
-            region = edit_region(np.asarray(source), item.edit_program, meta)
-            measures = pixel_gates.measure(source, item.edited_image, region, self.limits)
+            cached = item.source_view
+            if cached is not None and cached[0] is None:  # validation's view of the image it just set
+                cached = item.source_view = (item.image, cached[1])
+            if cached is None or cached[0] is not item.image:  # a view of these very bytes, or decode them
+                cached = item.source_view = (item.image, pixel_gates.source_view(item.image))
+            region = None
+            if isinstance(item.edit_program, dict):  # only a program knows a region (full-size pixels)
+                meta = item.record.meta if isinstance(item.record.meta, dict) else {}
+                source = np.asarray(pixel_gates.decode_rgb(item.image))
+                region = edit_region(source, item.edit_program, meta)
+            measures = pixel_gates.measure(
+                cached[1], edited if edited is not None else item.edited_image, region, self.limits
+            )
         except Exception:  # noqa: BLE001 - an undecodable edit is not a pixel verdict
             return None
         style = item.plan.style if item.plan is not None else None

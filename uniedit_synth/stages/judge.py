@@ -9,6 +9,7 @@ edit showing the other branch, both, or neither, or changes outside the target i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..core.records import RejectReason, Sample
@@ -130,7 +131,10 @@ class JudgeStage:
             await self._cascade(item)
         else:
             await self._three_axes(item)
-        self._measure_non_edit(item)
+        if isinstance(item.edit_program, dict) or item.judge_region is not None:
+            # decodes both images and compares them at full size: off the event loop, where it would hold up
+            # every other record's calls
+            await asyncio.to_thread(self._measure_non_edit, item)
         return not self.failed_thresholds(item)
 
     def _measure_non_edit(self, item: WorkItem) -> None:

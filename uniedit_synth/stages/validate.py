@@ -2,7 +2,8 @@
 
 A repeated id becomes `duplicate_id`, a record that breaks `input:` (sources/validate.py) or whose bytes or text
 raise anything becomes `invalid_input`. With `source.dedup` or `source.decontaminate` on, the decoded image's
-fingerprint is kept on the item for the worker's screen, so the image is not decoded a second time.
+fingerprint is kept on the item for the worker's screen, and (pixel gates on) the gates' working view of the
+source for the edit stage, so the image is not decoded a second time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..backends.plugin_guard import describe as describe_exception
 from ..core.records import RejectReason
 from ..sources import image_root_for
 from ..sources.validate import InvalidInput, validate_record
-from .base import Rejected, StageContext, WorkItem
+from .base import Rejected, StageContext, WorkItem, with_source_view
 
 
 class ValidateStage:
@@ -36,6 +37,8 @@ class ValidateStage:
             def on_image(image: Any) -> None:
                 item.fingerprint = fingerprint_image(image).to_hex()
 
+        # the decoded image also gives the pixel gates' view of the source: the edit stage does not decode it again
+        on_image = with_source_view(on_image, item, self.ctx.config.stages.edit.gates.enabled)
         try:
             clean = await asyncio.to_thread(validate_record, item.record, self.policy, self.root, on_image)
         except InvalidInput as exc:

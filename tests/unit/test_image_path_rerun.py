@@ -1,0 +1,162 @@
+"""A run's rows, stored images and cache keys do not move when the image byte path gets faster (issue 31).
+
+`fixtures/image_path_rerun.json` was written by the code before the CPU work (main at 793e3c1: every image decoded
+again where it was used), with
+
+    PYTHONPATH=<a checkout of that commit>:. python tests/unit/test_image_path_rerun.py --write
+
+A change that means to move rows or keys (a prompt's text, the plan, the pipelines) moves them here too: then
+write the fixture again from the commit *before* the image-path change being tested (for a merge: from the
+branch merged into, before the merge), never from the code under test, or the test proves nothing.
+
+Each case runs today's code on the same records and compares, row by row, the verdict, the scores and the
+sha256 of both stored images, and the sorted request keys of the response cache: equal keys are what lets a
+rerun of a run made by the older code hit every cached reply. The test then reruns its own run from the cache
+(data and manifest removed) and checks that every call hit and every row came back the same.
+
+Cases: the offline pipeline (builtin models; the scene rendered in the worker, the pixel gates, the builtin
+judge's observations and non-edit consistency) and the `uniedit` pipeline against the fake OpenAI and Gemini
+servers with edits returned at Gemini's 1K geometry (keep_geometry brings them back to the source's size, the
+gates measure the resized image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+FIXTURE = Path(__file__).parent / "fixtures" / "image_path_rerun.json"
+KEY = "sk-image-path-rerun"
+CASES = ("offline", "uniedit")
+
+
+def config(case: str, openai_url: str = "", gemini_url: str = "") -> Any:
+    from uniedit_synth.core.bundled import pipelines_dir
+    from uniedit_synth.core.config import parse_pipeline
+
+    file = {"offline": "default.yaml", "uniedit": "uniedit.yaml"}[case]
+    raw = yaml.safe_load((pipelines_dir() / file).read_text())
+    for backend in raw["backends"].values():
+        if case == "offline":
+            backend.setdefault("options", {})["latency_s"] = 0
+        else:
+            backend["base_url"] = gemini_url if backend["type"] == "gemini" else openai_url
+    raw.setdefault("limits", {})["rate_limits"] = {}
+    overrides = {
+        "limit": 12 if case == "offline" else 6,
+        "source": {"options": {"image_size": 256 if case == "offline" else 128}},
+        "engine": {"kind": "inline", "workers": 1, "shard_size": 50},
+        "limits": {"max_cost_usd": None},
+    }
+    return parse_pipeline(raw, overrides=overrides)
+
+
+def run(case: str, out: Path) -> tuple[str, str]:
+    """One run of `case` into `out`; returns the fake servers' URLs (stopped by then: "" offline)."""
+    from uniedit_synth.engine.driver import run_synth
+
+    if case == "offline":
+        run_synth(config(case), str(out), progress=False)
+        return "", ""
+    from tests.fakes import FakeGemini, FakeOpenAI
+
+    with FakeOpenAI(api_key=KEY) as openai_fake, FakeGemini(api_key=KEY) as gemini_fake:
+        gemini_fake.edit_geometry = True  # 1024x1024 for 1:1, as the model does at 1K
+        urls = openai_fake.base_url, gemini_fake.base_url
+        run_synth(config(case, *urls), str(out), progress=False)
+    return urls
+
+
+def sha(value: Any) -> str | None:
+    data = value.get("bytes") if isinstance(value, dict) else value
+    return hashlib.sha256(data).hexdigest() if data else None
+
+
+def digest(out: Path) -> dict[str, Any]:
+    """What must not move: per row (accepted and rejected), the verdict, scores and both images' sha256; the
+    response cache's request keys."""
+    from uniedit_synth.run.cache import ResponseCache
+
+    rows = []
+    for folder in ("data", "rejects"):
+        for path in sorted((out / folder).glob("*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                rows.append({
+                    "id": row["id"], "accepted": row["accepted"], "reject_reason": row.get("reject_reason"),
+                    "score": row.get("score"), "scores": row.get("scores"), "attempts": row.get("attempts"),
+                    "edit_instruction": row.get("edit_instruction"),
+                    "source_image": sha(row.get("source_image")), "edited_image": sha(row.get("edited_image")),
+                })
+    rows.sort(key=lambda r: r["id"])
+    return {"rows": rows, "cache_keys": sorted(ResponseCache(out / "cache").packed_keys())}
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rows_images_and_cache_keys_match_the_run_before(case: str, tmp_path: Path, keys: None) -> None:
+    expected = json.loads(FIXTURE.read_text())[case]
+    out = tmp_path / case
+    run(case, out)
+    got = digest(out)
+    assert len(got["rows"]) == len(expected["rows"])
+    for mine, theirs in zip(got["rows"], expected["rows"], strict=True):
+        assert mine == theirs
+    assert got["cache_keys"] == expected["cache_keys"]
+    assert any(r["accepted"] for r in got["rows"]) and all(r["source_image"] for r in got["rows"] if r["accepted"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_rerun_from_the_cache_hits_every_call_and_changes_no_row(case: str, tmp_path: Path, keys: None) -> None:
+    out = tmp_path / case
+    urls = run(case, out)
+    before = digest(out)
+    shutil.rmtree(out / "data")
+    shutil.rmtree(out / "rejects", ignore_errors=True)
+    (out / "manifest.jsonl").unlink()
+    from uniedit_synth.engine.driver import run_synth
+
+    # the servers are gone: a single miss would be an unreachable provider and stop the run
+    summary = run_synth(config(case, *urls), str(out), progress=False)
+    assert digest(out) == before
+    assert summary.read == len(before["rows"])
+    if case != "offline":  # the builtin models' replies are not cached
+        assert sum(summary.cache_hits.values()) > 0
+
+
+def write_fixture() -> None:
+    import tempfile
+
+    os.environ.update(OPENAI_API_KEY=KEY, GEMINI_API_KEY=KEY)
+    os.environ.pop("GOOGLE_API_KEY", None)
+    import uniedit_synth
+
+    print(f"writing {FIXTURE} with {uniedit_synth.__file__}", file=sys.stderr)
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CASES:
+            run(case, Path(tmp) / case)
+            result[case] = digest(Path(tmp) / case)
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: PYTHONPATH=<checkout>:. python tests/unit/test_image_path_rerun.py --write")
+    write_fixture()
