@@ -111,14 +111,38 @@ def _render(scene: dict) -> np.ndarray:
 
 
 # -- against the Gemini / OpenAI fakes ------------------------------------------------------------------------
-def _fakes_run(tmp_path: Path, *extra: str, records: int = 4):
+def quoting_rewrite(request: Any) -> Any:
+    """A rewriter that quotes the record's question inside the condition, as real models word it
+    ('If the answer to "Does the picture show this change: …?" is no, …'): the fake's plan-following reply
+    with its condition reworded; None (a normal reply) for every other request."""
+    import re
+
+    from tests.e2e.test_backends_e2e import text_of
+    from tests.fakes.base import plan_following_rewrite
+
+    if request.task != "rewrite":
+        return None
+    text = text_of(request)
+    reply, question = plan_following_rewrite([text]), re.findall(r"^Question: (.+)$", text, re.MULTILINE)
+    if reply is None or not question:
+        return None
+    quoted = '"' + re.sub(r"</?vqa_question>", "", question[-1]).strip() + '"'
+    body = reply["instruction"].removeprefix("Answer the question about the original image. ")
+    body = body.replace("the statement of that question holds", f"the statement of the question {quoted} holds")
+    reply["instruction"] = re.sub(r"^If the answer is ", f"If the answer to {quoted} is ", body)
+    return {"content": reply}
+
+
+def _fakes_run(tmp_path: Path, *extra: str, records: int = 4, turns: int = 2, script: Any = None):
     from tests.e2e.test_backends_e2e import GEMINI_KEY, OPENAI_KEY, scripted_usage, synth
     from tests.fakes import FakeGemini, FakeOpenAI
 
     with FakeOpenAI(api_key=OPENAI_KEY) as openai_fake, FakeGemini(api_key=GEMINI_KEY) as gemini_fake:
         scripted_usage(openai_fake, gemini_fake)
-        proc = synth("uniedit", tmp_path / "run", openai_fake, gemini_fake, "--turns", "2", "--shard-size", "2",
-                     *extra, records=records)
+        if script is not None:
+            openai_fake.script(script)
+        proc = synth("uniedit", tmp_path / "run", openai_fake, gemini_fake, "--turns", str(turns), "--shard-size",
+                     "2", *extra, records=records)
         return proc, openai_fake, gemini_fake
 
 
@@ -161,6 +185,28 @@ def test_uniedit_pipeline_two_turns_against_the_fakes(tmp_path: Path):
     proc, _openai, gemini_fake = _fakes_run(tmp_path)
     assert proc.returncode == 0, proc.stderr
     _check_two_turns(tmp_path / "run", gemini_fake, 4)
+
+
+def test_chains_continue_when_the_rewriter_quotes_the_question_and_after_synthesis_turns(tmp_path: Path):
+    """Issue 26 follow-up: a later turn's instruction that quotes its question (the previous edit's text) is
+    not read as swapped branches, a yes/no candidate "no" does not negate its own condition, and a synthesis
+    turn (its intended effect a whole instruction) still gives the next turn a fact to ask about."""
+    proc, _openai, gemini_fake = _fakes_run(tmp_path, records=8, turns=3, script=quoting_rewrite)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "run"
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sum(e["accepted"] + e["rejected"] for e in manifest) == 8 == sum(e["records"] for e in manifest)
+    breaks = Counter()
+    for entry in manifest:
+        for reasons in entry["chains"]["breaks"].values():
+            breaks.update(reasons)
+    assert breaks["rewrite_failed"] == 0, breaks
+    chains = chains_of(shard_rows(out, "data"))
+    assert sum(len(c) == 3 for c in chains.values()) == len(chains) == 8
+    quoted = [r for c in chains.values() for r in c[1:] if '"Does the picture show this change:' in r["edit_instruction"]]
+    assert quoted and len({r["original_answer"] for r in quoted}) == 2  # both facts asked: "yes" and "no"
+    synthesis = [c for c in chains.values() if c[0]["instruction_plan"]["style"] == "synthesis"]
+    assert synthesis and all(c[1]["original_answer"] == "yes" for c in synthesis)
 
 
 def test_batch_mode_with_chains_waits_for_the_previous_turns_job(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from uniedit_synth.core.records import SAMPLE_SCHEMA, Sample, row_to_sample, sam
 from uniedit_synth.core.specs import ChainSpec
 from uniedit_synth.engine.driver import run_synth
 from uniedit_synth.export.bagel import chain_row
+from uniedit_synth.method.answers import candidate_in_condition, leaks_answer
+from uniedit_synth.method.branches import branch_mismatch, read_branches
 from uniedit_synth.method.chain import chain_totals, fact_question, format_chain_totals
 from uniedit_synth.offline.chain import NoNextTurn, next_scene_turn
 from uniedit_synth.offline.choose import scene_program
@@ -118,6 +121,65 @@ def test_fact_question_asks_what_the_verified_edit_established():
     assert fact_question(synthesis, "x" * 200, None, "q", seed=0, chain_id="c", turn=2) is None
 
 
+def test_fact_question_of_a_synthesis_instruction_asks_about_its_action_clause():
+    """A synthesis turn's intended effect is its whole instruction, too long to quote: the next turn asks
+    about the clause that made the visible change, and the chain goes on instead of breaking."""
+    synthesis = InstructionPlan(style="synthesis")
+    whole = ("Work out the colour of the object the question asks about in the original image, then add a small "
+             "ceramic mug painted in that same colour next to it. Refine the image with a visually appealing, "
+             "harmonious look.")
+    assert len(whole) > 160
+    expected = ("Does the picture show this change: add a small ceramic mug painted in that same colour next to it?",
+                "yes")
+    assert fact_question(synthesis, whole, whole, "q", seed=0, chain_id="c", turn=2) == expected
+    assert fact_question(None, None, whole, "q", seed=0, chain_id="c", turn=2) == expected
+    answered = ('Answer "How many cubes are in the scene?" and draw that many red stars on the back wall, evenly '
+                "spaced, each about as large as the smallest cube. Keep everything else exactly as it is, "
+                "same framing and lighting.")
+    assert fact_question(synthesis, answered, None, "q", seed=0, chain_id="c", turn=2) == (
+        "Does the picture show this change: draw that many red stars on the back wall, evenly spaced, each about as "
+        "large as the smallest cube?", "yes")
+    # nothing visible to ask about, and a conditional's own text (only one branch ran): still no fact
+    assert fact_question(synthesis, "Keep everything unchanged. " * 8, None, "q", seed=0, chain_id="c", turn=2) is None
+    conditional = InstructionPlan(style="conditional", candidate="red", expected_branch="else")
+    assert fact_question(conditional, None, "If it is red, " + whole, "q", seed=0, chain_id="c", turn=2) is None
+
+
+QUOTED = "Does the picture show this change: add a small ceramic mug beside the lamp?"
+GOLD, MUG = "paint the lamp bright gold", "add a small ceramic mug beside the lamp"
+
+
+@pytest.mark.parametrize("candidate", ["yes", "no"])
+@pytest.mark.parametrize("template", [
+    'If the answer to "{q}" is {c}, paint the lamp bright gold; otherwise, add a small ceramic mug beside the lamp.',
+    'If the answer is {c} to the question "{q}", paint the lamp bright gold; otherwise, add a small ceramic mug '
+    "beside the lamp.",
+    "Ask yourself \u201c{q}\u201d and if the answer is {c}, paint the lamp bright gold; otherwise, add a small "
+    "ceramic mug beside the lamp.",
+    'Add a small ceramic mug beside the lamp unless the answer to "{q}" is {c}, in which case paint the lamp '
+    "bright gold.",
+])
+def test_a_quoted_question_is_no_branch_clause_and_a_no_candidate_no_negation(template: str, candidate: str):
+    """A later turn's instruction quotes its question, whose text is the previous edit: that text is not a
+    branch, the condition around the quote stays one clause, and "if the answer is no" is not negated."""
+    instruction = template.format(q=QUOTED, c=candidate)
+    assert branch_mismatch(instruction, GOLD, MUG, candidate) is None
+    branches = read_branches(instruction, candidate)
+    assert "gold" in branches.then_text and "gold" not in branches.else_text
+    assert "mug" in branches.else_text and "mug" not in branches.then_text
+    assert candidate_in_condition(instruction, candidate)
+    # the swap is still caught
+    assert branch_mismatch(instruction, MUG, GOLD, candidate) is not None
+
+
+def test_leak_check_reads_the_emptied_quotes_of_a_verbatim_question_as_the_question():
+    """plan_leak takes the verbatim question out of the instruction; the quote marks left behind must not
+    end the condition clause, or the allowed candidate in it reads as a leak."""
+    inside = 'If the answer to "  " is not cylinder, paint it gold; otherwise, add a mug.'
+    assert leaks_answer(inside, "cylinder", candidate_is_answer=True) is None
+    assert leaks_answer('Paint it gold. "  " The answer is cylinder.', "cylinder", candidate_is_answer=True)
+
+
 # -- a run: min_turns, accounting, the chain dataset ------------------------------------------------------
 @pytest.fixture(scope="module")
 def chained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -155,6 +217,66 @@ def test_min_turns_keeps_long_enough_prefixes_and_counts_every_record_once(chain
         assert len(aside) == 1 and aside[0]["edited_image"]["bytes"] == row["source_image"]["bytes"]
     text = "\n".join(format_chain_totals(totals))
     assert "chains (3 turns, min 2)" in text
+
+
+def test_manifest_categories_count_records_by_first_turn_and_every_turn_apart(chained_run: Path):
+    """`categories`: read / accepted / rejected per record under its first turn's category (read sums to the
+    records, a dropped chain is not filed under its breaking turn's category); `turns` / `turns_accepted`
+    count every turn's row under its own category."""
+    data, rejects, attempts = (_rows(chained_run, k) for k in ("data", "rejects", "attempts"))
+    manifest = [json.loads(line) for line in (chained_run / "manifest.jsonl").read_text().splitlines()]
+    categories: dict[str, dict[str, int]] = {}
+    for entry in manifest:
+        for cat, counts in entry["categories"].items():
+            for key, n in counts.items():
+                categories.setdefault(cat, {}).setdefault(key, 0)
+                categories[cat][key] += n
+    assert sum(c.get("read", 0) for c in categories.values()) == 24
+    first = {r["id"]: r for r in data + rejects + attempts if r["turn"] == 1}
+    exits = [r for r in data if r["turn"] == 1] + rejects  # one row per record
+    by_first = Counter(first[r["chain_id"]]["task_category"] for r in exits)
+    assert {k: v["read"] for k, v in categories.items() if v.get("read")} == dict(by_first)
+    # every turn once: kept turns, a dropped chain's breaking turn and its verified prefix, a kept chain's
+    # breaking turn (judged failures before a retry are not turns)
+    broke = [a for a in attempts if (a["reject_detail"] or "").startswith(("dropped", "chain broke"))]
+    every_turn = {(r["chain_id"], r["turn"]) for r in data + rejects + broke}
+    assert sum(c.get("turns", 0) for c in categories.values()) == len(every_turn)
+    assert sum(c.get("turns", 0) for c in categories.values()) > 24
+
+
+def test_non_edit_counts_and_live_progress_count_every_turn_and_each_record_once(monkeypatch, tmp_path: Path):
+    """The shard's `non_edit` figures count every turn's judged row once; the live progress counts a chain's
+    record once, when the chain ends, as the manifest does (a chain dropped as too short is a reject)."""
+    from uniedit_synth.engine import worker as worker_module
+    from uniedit_synth.engine.coordinator import Coordinator
+
+    seen: list[dict] = []
+    real_report = Coordinator.report
+
+    async def spy(self, delta):
+        seen.append(json.loads(json.dumps(delta, default=dict)))
+        return await real_report(self, delta)
+
+    monkeypatch.setattr(Coordinator, "report", spy)
+    counted: list[int] = []
+    real_counts = worker_module.non_edit_counts
+    monkeypatch.setattr(worker_module, "non_edit_counts",
+                        lambda samples, threshold: counted.append(len(samples)) or real_counts(samples, threshold))
+    out = tmp_path / "run"
+    config = load_pipeline("default", {
+        "limit": 12, "engine": {"kind": "inline", "shard_size": 12}, "source": {"group_by_image": False},
+        "stages": {"chain": {"turns": 3, "min_turns": 2}},
+    })
+    run_synth(config, str(out), progress=False)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    entry = manifest[0]
+    broke = [a for a in _rows(out, "attempts") if (a["reject_detail"] or "").startswith(("dropped", "chain broke"))]
+    later = sum(1 for r in _rows(out, "data") + _rows(out, "rejects") + broke if r["turn"] > 1)
+    assert counted == [12 + later] and later > 0
+    assert sum(d.get("records", 0) for d in seen) == 12 == entry["records"]
+    assert sum(d.get("accepted", 0) for d in seen) == entry["accepted"]
+    rejected = sum(sum(d.get("rejected", {}).values()) for d in seen)
+    assert rejected == entry["rejected"] and entry["chains"]["dropped"] > 0
 
 
 def test_chain_dataset_yields_whole_chains(chained_run: Path):

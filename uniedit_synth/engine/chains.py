@@ -166,6 +166,8 @@ async def run_chains(proc: Any, shard: int, items: list[WorkItem], outcomes: lis
             out.attempts.append(row.model_copy(update={
                 "accepted": False, "reject_reason": failed.reject_reason,
                 "reject_detail": f"dropped with its chain (broke at turn {failed.turn})"}))
+    for i, rows_of in kept.items():  # the live progress counts a chain's record when the chain ends
+        proc.count_exit(outcomes[i] if i in out.replaced else rows_of[0])
     failed_first = sum(1 for s in outcomes if s is not None and not s.accepted and s.turn == 1)
     out.counts = {
         "turns": spec.turns,

@@ -470,16 +470,22 @@ class ShardProcessor:
         """Record a record's single exit, and queue it for the live progress report."""
         outcomes[i] = sample
         report = self._pending_report
-        if item.turn == 1:  # a chain's later turns: their record was counted at turn 1
-            report["records"] = report.get("records", 0) + 1
-            if sample.accepted:
-                report["accepted"] = report.get("accepted", 0) + 1
-            elif sample.reject_reason:
-                rejected = report.setdefault("rejected", Counter())
-                rejected[sample.reject_reason.value] += 1
+        # a record is counted when it leaves: at turn 1 unless it starts a chain, whose end counts it
+        # (engine/chains.py, `count_exit`), so a chain later dropped as too short is never counted accepted
+        if item.turn == 1 and not (sample.accepted and self.config.stages.chain.turns > 1):
+            self.count_exit(sample)
         report["cost_usd"] = report.get("cost_usd", 0.0) + item.ledger.spent_now_usd
         report.setdefault("calls", Counter()).update(item.ledger.calls)
         report.setdefault("cache_hits", Counter()).update(item.ledger.cache_hits)
+
+    def count_exit(self, sample: Sample) -> None:
+        """Queue one record's exit (its exit row) for the live progress report."""
+        report = self._pending_report
+        report["records"] = report.get("records", 0) + 1
+        if sample.accepted:
+            report["accepted"] = report.get("accepted", 0) + 1
+        elif sample.reject_reason:
+            report.setdefault("rejected", Counter())[sample.reject_reason.value] += 1
 
     def _write(
         self,
@@ -497,12 +503,21 @@ class ShardProcessor:
         rows = {"data": accepted + chains.data, "rejects": rejected, "attempts": attempts + chains.attempts}
         files = {kind: self.run_dir.write_shard(kind, shard, samples_to_table(rows[kind])) for kind in RunDir.KINDS}
         reasons = Counter(s.reject_reason.value for s in rejected if s.reject_reason)
+        # by record: its first turn's category, its exit's verdict (read sums to the shard's records); a chain
+        # run adds every turn's row under its own category, with that turn's verdict (`turns`, `turns_accepted`)
+        first_rows = chains.first_rows(samples)
         categories: dict[str, Counter] = {}
-        for s in samples:
-            if s.task_category:
-                c = categories.setdefault(s.task_category, Counter())
+        for first, s in zip(first_rows, samples, strict=True):
+            if first.task_category:
+                c = categories.setdefault(first.task_category, Counter())
                 c["read"] += 1
                 c["accepted" if s.accepted else "rejected"] += 1
+        if chains.counts:
+            for row in first_rows + chains.samples:
+                if row.task_category:
+                    c = categories.setdefault(row.task_category, Counter())
+                    c["turns"] += 1
+                    c["turns_accepted"] += int(row.accepted)
         calls: Counter = Counter()
         hits: Counter = Counter()
         for item in items + chains.items:
@@ -512,7 +527,8 @@ class ShardProcessor:
         records = [item.record for item in items]
         cascade = (cascade_counts(chains.judged_rows(samples, attempts), items + chains.items)
                    if self.config.stages.judge.cascade else None)
-        non_edit = non_edit_counts(samples, self.config.stages.judge.non_edit_threshold)
+        # every turn's own row once (a dropped chain's exit row is a later turn's), each with its turn's verdict
+        non_edit = non_edit_counts(first_rows + chains.samples, self.config.stages.judge.non_edit_threshold)
         return ShardResult(
             **({"cascade": cascade} if cascade else {}),
             **({"non_edit": non_edit} if non_edit else {}),

@@ -385,11 +385,27 @@ def _shown(form: tuple[str, ...], raw: list[str]) -> str:
     return " ".join(t[2:] if t[:2] in ("n:", "o:") else t for t in form)
 
 
+#: a quoted question ("Does the picture show this change: …?", curly quotes too, or single quotes that close
+#: right after its "?"): its quote marks would end the clause around it ('if the answer to "…" is red')
+QUOTED_QUESTION = re.compile(
+    r'"[^"]*\?\s*"|\u201c[^\u201d]*\?\s*\u201d|(?<!\w)[\'\u2018][^\'\u2018\u2019]*\?\s*[\'\u2019](?!\w)'
+)
+#: the quote marks left where a verbatim copy of the question was taken out
+_EMPTY_QUOTES = re.compile(r'"\s*"|\u201c\s*\u201d')
+
+
+def unquote_questions(text: str) -> str:
+    """`text` with each quoted question read as "the question", so the clause around it stays one clause."""
+    return QUOTED_QUESTION.sub("the question", text)
+
+
 def leaks_answer(
     instruction: str, *answers: str | None, candidate_is_answer: bool = False, question: str | None = None
 ) -> str | None:
     """The leak check of the rewrite stage: the answer form that gives the answer away, else None. Pass the
-    embedded `question` so that its own words are not leaks inside its copy in the instruction."""
+    embedded `question` so that its own words are not leaks inside its copy in the instruction (the quotes
+    left where that copy was taken out read as "the question": 'if the answer to "…" is red' is a condition)."""
+    instruction = _EMPTY_QUOTES.sub("the question", instruction)
     return find_answer(instruction, *answers, allow_in_condition=candidate_is_answer, question=question)
 
 
@@ -399,8 +415,9 @@ def mentions_answer(text: str, answer: str) -> bool:
 
 
 def candidate_in_condition(instruction: str, candidate: str) -> bool:
-    """Does the candidate appear (in any form) inside a condition clause of the instruction?"""
-    tokens = canonical_tokens(instruction)
+    """Does the candidate appear (in any form) inside a condition clause of the instruction? (A quoted question
+    is read as "the question": its words are not the condition's, its quote marks do not end the clause.)"""
+    tokens = canonical_tokens(unquote_questions(instruction))
     return any(
         in_condition(tokens, index)
         for form in answer_forms(candidate) or {tuple(canonical_tokens(candidate))}

@@ -19,6 +19,10 @@ The parser is a small clause grammar, not a model:
    "if it is", "in which case": +, relative to the main condition) or a second condition on the candidate
    with its own polarity. A condition without the candidate inside a branch opens a nested condition, which
    keeps its branch's polarity and takes the next else marker as its own.
+   A quoted question ("Does the picture show this change: add a mug?", as a chain's later turn asks) is read
+   as "the question", not as clauses: the edit it quotes is not a branch, and the condition around it
+   ('if the answer to "…" is yes') stays one clause. The candidate's own words do not negate its condition
+   (a yes/no candidate "no": "if the answer is no" holds when the answer is no).
 4. `then_edit` must fall in the + clauses and `else_edit` in the − clauses: the words that tell the two
    edits apart (edit_meaning.content_terms: lemmas, synonyms folded) are counted in each side; a swap scores
    higher crossed than straight.
@@ -29,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .answers import answer_forms, canonical_tokens
+from .answers import answer_forms, canonical_tokens, unquote_questions
 from .edit_meaning import _BRITISH, ACTION_VERBS, GENERIC_VERBS, content_terms, edit_meaning, verb_lemma
 
 #: connectives that open a condition clause (multi-word ones as tuples)
@@ -154,6 +158,15 @@ def _has_candidate(words: list[str], candidate: str) -> bool:
     )
 
 
+def _without_candidate(words: list[str], candidate: str) -> list[str]:
+    """`words` less the candidate's own words (its last occurrence), so a candidate "no" is not a negation."""
+    own = _words(candidate)
+    for i in range(len(words) - len(own), -1, -1):
+        if own and words[i : i + len(own)] == own:
+            return words[:i] + words[i + len(own) :]
+    return words
+
+
 def _negative(words: list[str]) -> bool:
     if words and words[0] == "unless":
         return not any(w in NEGATION_WORDS for w in words[1:])
@@ -199,7 +212,7 @@ def classify(instruction: str, candidate: str) -> list[Clause]:
             if _starts(head, CONDITION_OPENERS):
                 condition, action = _cut_condition(head, candidate)
                 has = _has_candidate(condition, candidate)
-                polarity = -1 if _negative(condition) else 1
+                polarity = -1 if _negative(_without_candidate(condition, candidate) if has else condition) else 1
                 if not has and any(w in OTHER_VALUE_WORDS for w in condition):
                     polarity = -1  # "if the answer is anything else"
                 clause = Clause(condition, "condition", polarity, candidate=has, sentence=sentence, lead=lead)
@@ -217,7 +230,7 @@ def read_branches(instruction: str, candidate: str, closing: str | None = None) 
     """The instruction's then- and else-clauses (see the module docstring)."""
     if closing:
         instruction = instruction.replace(closing, " ")
-    clauses = classify(instruction, candidate)
+    clauses = classify(unquote_questions(instruction), candidate)
     main = next((i for i, c in enumerate(clauses) if c.kind == "condition" and c.candidate), None)
     out = Branches(clauses=clauses)
     if main is None:

@@ -5,6 +5,11 @@ A turn's verified edit establishes facts the code knows without looking at the i
 expected branch's edit (the intended effect) carried out, and not the other branch's edit. The next turn asks
 about one of them ("Does the picture show this change: …?"), so its answer ("yes" / "no") is the plan's, not a
 model's; the rewriter only phrases the instruction around the question, as for any other record.
+
+A synthesis-style turn's intended effect is its whole instruction ("Work out the colour …, then add a mug painted
+in that colour next to it. Keep the rest."): too long to quote, so the question quotes its action clause, the
+first clause that asks for a visible change ("add a mug painted in that colour next to it"); the judge verified
+the instruction was carried out, so that change was made and the answer is "yes".
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from ..core.plan import InstructionPlan
 from .answers import normalise_text
+from .edit_meaning import is_visible_edit
 
 QUESTION_TEMPLATE = "Does the picture show this change: {edit}?"
 
@@ -30,12 +36,31 @@ def _edit_phrase(edit: str | None) -> str:
     nested inside questions)."""
     phrase = (edit or "").strip()
     if '"' in phrase:  # an instruction that quotes its question: the edit is what follows the question
-        phrase = re.sub(r"^[\s.,;:!?]*(then\b[\s,]*)?", "", phrase.rsplit('"', 1)[1], flags=re.IGNORECASE)
+        phrase = re.sub(r"^[\s.,;:!?]*(?:(?:and|then)\b[\s,]*)*", "", phrase.rsplit('"', 1)[1], flags=re.IGNORECASE)
         phrase = re.split(r"(?<=[.!])\s", phrase, maxsplit=1)[0]
     phrase = phrase.strip().rstrip(".!?").strip()
     if len(phrase) > MAX_EDIT_CHARS or any(mark in phrase for mark in ('"', "?", "\n")):
         return ""
     return phrase
+
+
+#: where a synthesis instruction's clauses part: sentence ends, commas, semicolons and "then"
+_CLAUSE_BREAK = re.compile(r"[.;:!?,\n]|\s(?:and\s+)?then\s", re.IGNORECASE)
+_CLAUSE_LEAD = re.compile(r"^(?:(?:and|then|so|also|finally|next)\b\s*)+", re.IGNORECASE)
+
+
+def _action_clause(instruction: str | None) -> str:
+    """Of a whole instruction (not a conditional), the first clause that asks for a visible change, as the
+    question quotes it; empty when none is short enough."""
+    text = re.sub(r'"[^"]*"|\u201c[^\u201d]*\u201d', " ", instruction or "")  # a quoted question is no action
+    for piece in _CLAUSE_BREAK.split(text):
+        clause = _CLAUSE_LEAD.sub("", " ".join(piece.split()))
+        head, _, rest = clause.partition(" and ")
+        if rest and not is_visible_edit(head) and is_visible_edit(rest):
+            clause = rest  # "answer it and draw that many stars": the action is the second half
+        if clause and is_visible_edit(clause):
+            return _edit_phrase(clause)
+    return ""
 
 
 def fact_question(
@@ -57,6 +82,10 @@ def fact_question(
     done = next((p for p in map(_edit_phrase, (
         intended_effect, plan.expected_edit if plan is not None else None, plan.then_edit if plan is not None else None,
         instruction)) if p), "")
+    if not done and (plan is None or not plan.conditional):
+        # a synthesis-style turn: its intended effect is the whole instruction; ask about its action clause
+        # (a conditional's clauses are not all carried out, so none is picked from its text)
+        done = next((p for p in map(_action_clause, (intended_effect, instruction)) if p), "")
     if done:
         facts.append((QUESTION_TEMPLATE.format(edit=done), "yes"))
     wrong = _edit_phrase(plan.wrong_edit) if plan is not None and plan.conditional else ""

@@ -20,7 +20,8 @@ def format_stats(t: dict[str, Any]) -> str:
         )
     lines += ["", "by category         read  accepted  rejected"]
     for cat, c in t["categories"].items():
-        lines.append(f"  {cat:<14}{c.get('read', 0):>7} {c.get('accepted', 0):>9} {c.get('rejected', 0):>9}")
+        turns = f"   turns {c['turns']} ({c.get('turns_accepted', 0)} accepted)" if c.get("turns") else ""  # chains
+        lines.append(f"  {cat:<14}{c.get('read', 0):>7} {c.get('accepted', 0):>9} {c.get('rejected', 0):>9}{turns}")
     lines += ["", "rejects by reason"]
     if not t["reject_reasons"]:
         lines.append("  (none)")
