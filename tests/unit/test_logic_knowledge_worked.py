@@ -85,3 +85,22 @@ def test_a_count_arithmetics_sign_shows_the_working_ending_in_the_answer() -> No
     edited = prog.apply_action(scene, writes[0], value)
     sign = next(s for s in edited.signs if s.slot == writes[0]["slot"])
     assert sign.text == f"{first} {query['op']} {second} = {value}"
+
+
+def test_a_siblings_condition_never_states_another_embedded_answer() -> None:
+    """"if there are fewer than 2 cubes" beside a question answered 2 would say that answer."""
+    from uniedit_synth.core.records import SiblingQA
+
+    sibling = SiblingQA(id="s/c", question="How many cubes are there?", answer="3", category="count",
+                        meta={"answer_space": ["1", "2", "3", "4", "5"]})  # fmt: skip
+    embedded = 0
+    for i in range(300):
+        plan = draw_plan(
+            0, f"m/{i}", "math", "2", answer_space=["0", "1", "2", "3", "4"], question="What is 1 + 1?",
+            siblings=[sibling], logic_settings=FULL_LOGIC,
+        )  # fmt: skip
+        for condition in plan.conditions:
+            if condition.question > 0:
+                embedded += 1
+                assert not any(same_answer(o, "2") for o in condition.operands), condition
+    assert embedded >= 20

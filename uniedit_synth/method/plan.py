@@ -62,7 +62,8 @@ DEFAULT_STYLE_MIX: dict[str, dict[str, float]] = {
     "count": {"conditional": 0.5, "synthesis": 0.5},
     "ocr": {"render": 1.0},
     "caption": {"render": 1.0},
-    "math": {"render": 1.0},
+    # math answers are numbers: half of them a condition on the result (lt, gt, between, parity …)
+    "math": {"conditional": 0.5, "render": 0.5},
     "location": {"transform": 1.0},
     # knowledge: a condition only on answers the question could have given (knowledge_space), else synthesis
     "knowledge": {"conditional": 0.5, "synthesis": 0.5},
@@ -175,6 +176,14 @@ def knowledge_space(question: str, answer: str, answer_space: Sequence[str] | No
     return kept
 
 
+def _own_operands(condition: PlanCondition | None, others: Sequence[str]) -> PlanCondition | None:
+    """A sibling's condition, or None when one of its operands is another embedded question's answer ("if
+    the count of cubes is below 2" beside a question answered 2 would state that answer)."""
+    if condition is None or any(same_answer(o, a) for o in condition.operands for a in others if a):
+        return None
+    return condition
+
+
 def _sibling(sibling: Any) -> tuple[str, str, str | None, list[str] | None]:
     """(question, answer, category, answer space) of a sibling (a records.SiblingQA or a dict like one)."""
     get = sibling.get if isinstance(sibling, dict) else lambda k, d=None: getattr(sibling, k, d)
@@ -251,7 +260,7 @@ def draw_plan(
     if gated:  # another question decides the branch; this record's answer drives the edit on the then-path
         q, a, cat, space = pool[0]
         excluded = ("eq", "statement", *(o for o in NUMERIC_OPERATORS if o not in settings.operators))
-        gate = draw_condition(1, a, space, cat, logic, exclude=excluded[2:])
+        gate = _own_operands(draw_condition(1, a, space, cat, logic, exclude=excluded[2:]), [answer])
         if gate is not None:
             path = ["then" if gate.holds else "else"]
             if fixed_closing is None:
@@ -314,6 +323,7 @@ def draw_plan(
     if pool and logic.random() < settings.join_p:
         q, a, cat, space = pool.pop()
         second = draw_condition(len(questions), a, space, cat, logic, place="join", exclude=excluded[2:])
+        second = _own_operands(second, answers)
         if second is not None:
             questions.append(q)
             answers.append(a)
@@ -326,6 +336,7 @@ def draw_plan(
         if pool:
             q, a, cat, space = pool.pop()
             nested = draw_condition(len(questions), a, space, cat, logic, place=branch, exclude=excluded[2:])
+            nested = _own_operands(nested, answers)
             if nested is not None:
                 questions.append(q)
                 answers.append(a)
