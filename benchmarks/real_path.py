@@ -172,9 +172,12 @@ def naming_cases(count: int) -> list[tuple[dict[str, Any], Case, bytes]]:
 def predicted_conditional(record_id: str, row: dict[str, Any]) -> bool:
     """Whether the pipeline's plan for this record will be a conditional (the plan is a pure function)."""
     try:
+        from uniedit_synth.method.logic import FULL_LOGIC
         from uniedit_synth.method.plan import draw_plan
 
-        return draw_plan(0, record_id, row["category"], row["answer"]).style == "conditional"
+        plan = draw_plan(0, record_id, row["category"], row["answer"], question=row["question"],
+                         logic_settings=FULL_LOGIC)  # fmt: skip
+        return plan.style == "conditional"
     except Exception:  # noqa: BLE001 - a changed plan API: the fake server stands in kinds per plan anyway
         return _stable(record_id) % 2 == 0
 
@@ -222,11 +225,6 @@ def pipeline_args(pipeline: str, openai_url: str, gemini_url: str) -> list[str]:
         args += ["--set", f"backends.{backend}.base_url={url}", "--set", f"backends.{backend}.api_key_env=UE_RP_KEY"]
     for bucket in MODELS[pipeline]:
         args += ["--set", f"limits.rate_limits.{bucket}.rpm=null", "--set", f"limits.rate_limits.{bucket}.tpm=null"]
-    # the realistic fakes write the release's forms (one equality test, if/else slots): the plan draws only those
-    # (the logic beyond them, through the real SDK: tests/unit/test_logic_rewrite_sdk.py)
-    args += ["--set", "stages.rewrite.logic.operators=[eq]", "--set", "stages.rewrite.logic.nest_p=0",
-             "--set", "stages.rewrite.logic.join_p=0", "--set", "stages.rewrite.logic.parameter_p=0",
-             "--set", "stages.rewrite.logic.count_arithmetic=false"]  # fmt: skip
     return args + ["--set", "retry.initial_s=0.05", "--set", "retry.max_s=0.2", "--set", "retry.jitter_s=0"]
 
 

@@ -217,13 +217,25 @@ def tree_following_rewrite(text: str) -> dict[str, Any] | None:
         options = [o.strip() for o in switch.group(1).split(",")]
         body = "; ".join(f"if the answer is {o}, {edits[f'case:{o}']}" for o in options)
     else:
-        conditions = [
-            "the statement of that question holds" if "statement" in c else c.replace(": ", " ").replace(", ", " or ")
-            for c in _PLAN_CONDITION.findall(text)
-        ]
-        conditions = conditions or ["the statement is true"]
-        leaves = list(edits.values())
-        body = f"if {' and '.join(conditions)}, {leaves[0]}; otherwise, " + "; otherwise, ".join(leaves[1:])
+        def worded(line: str) -> str:
+            found = _PLAN_CONDITION.search(line)
+            if found is None or "operator statement" in line:
+                return "the statement of that question holds"
+            return found.group(1).replace(": ", " ").replace(", ", " or ")
+
+        lines = [ln for ln in text.splitlines() if _PLAN_CONDITION.search(ln)]
+        top = [worded(ln) for ln in lines if ln.startswith(("condition:", "joined with"))]
+        nested = {b: worded(ln) for b in ("then", "else") for ln in lines if f"inside the {b} branch" in ln}
+        condition = " and ".join(top) or "the statement is true"
+        if "then" in nested:  # the tree's shape in the clauses: the nested condition inside its branch
+            body = (f"if {condition}: if {nested['then']}, {edits['then/then']}; otherwise, {edits['then/else']}. "
+                    f"In every other case, {edits['else']}")  # fmt: skip
+        elif "else" in nested:
+            body = (f"if {condition}, {edits['then']}. Otherwise, if {nested['else']}, {edits['else/then']}; "
+                    f"otherwise, {edits['else/else']}")  # fmt: skip
+        else:
+            leaves = list(edits.values())
+            body = f"if {condition}, {leaves[0]}; otherwise, " + "; otherwise, ".join(leaves[1:])
     return {
         "instruction": f"Answer the question about the original image. {body[0].upper()}{body[1:]}.",
         "then_edit": None, "else_edit": None, "candidate": None,

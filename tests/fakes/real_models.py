@@ -26,6 +26,7 @@ from .base import Fault, RecordedRequest, Reply, fill_schema, parse_fault
 from .gemini_server import FakeGemini, _get
 from .openai_server import FakeOpenAI, error_reply
 from .real_edits import Box, Stroke, gemini_size, openai_size, render_edit
+from .real_trees import Cond, leaf_edits, read_tree, tree_body
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ class Written:
     then_edit: str | None = None
     else_edit: str | None = None
     expected: str = ""  # "then" | "else" | "" (by the instruction's own clauses)
-    strokes: dict[str, list[Stroke]] = field(default_factory=dict)  # "then" | "else" | "edit" → pixels
+    strokes: dict[str, list[Stroke]] = field(default_factory=dict)  # "then" | "else" | path | "edit" → pixels
+    branches: dict[str, str] = field(default_factory=dict)  # a tree plan's reply: path → edit
 
 
 class Playbook:
@@ -193,13 +195,19 @@ class Playbook:
         first = colours[seed % len(colours)]
         second = colours[(seed % len(colours) + 1 + (seed // 7) % (len(colours) - 1)) % len(colours)]
         thing = THINGS[(seed // 36) % len(THINGS)]
-        if style == "conditional":
+        tree = read_tree(plan_text(text)) if style == "conditional" else None
+        if tree is not None:
+            written = self._tree(case, kind, tree, lead, closing, seed)
+        elif style == "conditional":
             written = self._conditional(case, kind, text, lead, closing, first, second, thing, seed)
         else:
-            written = self._synthesis(case, kind, style, lead, closing, second, thing)
+            written = self._synthesis(case, kind, style, lead, closing, second, thing, plan_text(text))
         with self._lock:
             self.written[case.question] = written
             self.played[case.question] = written.kind
+        if tree is not None:
+            return {"instruction": written.instruction, "then_edit": None, "else_edit": None, "candidate": None,
+                    "branches": [{"path": p, "edit": e} for p, e in written.branches.items()]}
         return {
             "instruction": written.instruction,
             "then_edit": written.then_edit if style == "conditional" else None,
@@ -269,8 +277,47 @@ class Playbook:
             body = f"If the answer is not {tested}, {else_edit}; otherwise, {then_edit}."
         return Written("conditional", kind, f"{lead} {body} {closing}", fields[0], fields[1], expected, strokes)
 
+    def _tree(self, case: Case, kind: str, tree: Any, lead: str, closing: str, seed: int) -> Written:
+        """A tree plan's instruction and `branches` (tests/fakes/real_trees.py), the kind applied to the tree."""
+        avoid = tree.operands() | {case.answer.lower()}
+        colours = [c for c in EDIT_COLOURS if c not in avoid]
+        made = leaf_edits(case.category, case.ref, case.target, colours, THINGS, seed, len(tree.paths))
+        edits = {path: text for path, (text, _) in zip(tree.paths, made, strict=True)}
+        strokes = {path: [stroke] for path, (_, stroke) in zip(tree.paths, made, strict=True)}
+        top = tree.top
+        if kind == "candidate_ignored" and top is not None and top.operands:  # tests another value
+            values = [distractor(case, avoid=tuple(avoid | {o.lower() for o in top.operands}))]
+            if top.operator == "parity":
+                values = ["odd" if top.operands[0] == "even" else "even"]
+            top = Cond(top.place, top.operator, values + top.operands[1:], top.question, top.join)
+        expected = tree.path_for(case.answer, top)
+        wrong = [p for p in tree.paths if p != expected]
+        said = dict(edits)  # what the instruction's clauses say; `edits` becomes the reply's tree
+        if kind == "noop_branch" and wrong:
+            said[wrong[0]] = edits[wrong[0]] = NO_OPS[_stable(case.question + "/no-op") % len(NO_OPS)]
+            strokes[wrong[0]] = []
+        elif kind == "same_edit_reworded" and wrong:
+            pairs = SAME_EDIT_FLOOR if case.category == "count" else SAME_EDIT
+            pair = pairs[_stable(case.question + "/same") % len(pairs)]
+            first, second = (w.format(d=case.ref, c=colours[0], t=THINGS[0]) for w in pair)
+            said[expected], said[wrong[0]] = edits[expected], edits[wrong[0]] = first, second
+            strokes[wrong[0]] = strokes[expected]
+        elif kind == "answer_form_outside" and wrong:
+            said[wrong[-1]] = edits[wrong[-1]] = f"{edits[wrong[-1]]} next to {answer_form(case)} marbles"
+        elif kind == "swapped_branches" and len(tree.paths) > 1:
+            # the reply's edits of the holding side and of the other side exchanged against the clauses
+            sides: dict[str, list[str]] = {}
+            for path in tree.paths:
+                sides.setdefault(path.split("/")[0], []).append(path)
+            groups = list(sides.values()) if len(sides) > 1 else [[p] for p in tree.paths]
+            x, y = groups[0][0], groups[1][0]
+            edits[x], edits[y] = said[y], said[x]
+        body = tree_body(tree, said, seed, top)
+        return Written("conditional", kind, f"{lead} {body} {closing}", expected=expected, strokes=strokes,
+                       branches=edits)
+
     def _synthesis(
-        self, case: Case, kind: str, style: str, lead: str, closing: str, colour: str, thing: str
+        self, case: Case, kind: str, style: str, lead: str, closing: str, colour: str, thing: str, plan: str = ""
     ) -> Written:
         x0, y0, x1, y1 = case.target
         w, h = (x1 - x0) * 0.6, (y1 - y0) * 0.6
@@ -284,8 +331,11 @@ class Playbook:
             edit = f"place a small {colour} object of that same shape {where}"
             stroke = Stroke(beside, colour)
         else:
+            many = ("a marble more than that many" if "add one more new object" in plan else
+                    "that many" if "add exactly as many" in plan or "remove all but one" not in plan else
+                    "a marble fewer than that many")  # the plan's count arithmetic
             edit = (f"line up {form} small {colour} marbles" if form else
-                    f"line up that many small {colour} marbles") + " along the front edge of the floor"
+                    f"line up {many} small {colour} marbles") + " along the front edge of the floor"
             stroke = Stroke((0.1, 0.88, 0.9, 0.95), colour)
         instruction = f"{lead} Then {edit}. {closing}"
         return Written(style, kind, instruction, strokes={"edit": [stroke]}, expected="")
@@ -299,7 +349,8 @@ class Playbook:
         if written.style == "conditional":
             branch = written.expected
             if kind == "judge_contradicts":
-                branch = "else" if branch == "then" else "then"
+                others = [p for p in written.strokes if p != branch] if written.branches else []
+                branch = others[0] if others else ("else" if branch == "then" else "then")
             strokes = written.strokes.get(branch, [])
         else:
             strokes = written.strokes.get("edit", [])

@@ -53,16 +53,20 @@ from .logic import (
 
 #: The release's mix: a fair coin between a conditional branch and a synthesis for colour, shape and count
 #: (third_process.py: random.random() < 0.5); text-like answers are rendered on a medium; location questions
-#: transform the located object; knowledge answers are generated (or written, for a person) into the scene.
+#: transform the located object; knowledge answers are generated (or written, for a person) into the scene —
+#: and here also a conditional on the answers the knowledge question could have given, where the source
+#: gives them (the `uniedit` pipeline keeps the release's synthesis only).
 DEFAULT_STYLE_MIX: dict[str, dict[str, float]] = {
     "color": {"conditional": 0.5, "synthesis": 0.5},
     "shape": {"conditional": 0.5, "synthesis": 0.5},
     "count": {"conditional": 0.5, "synthesis": 0.5},
     "ocr": {"render": 1.0},
     "caption": {"render": 1.0},
-    "math": {"render": 1.0},
+    # math answers are numbers: half of them a condition on the result (lt, gt, between, parity …)
+    "math": {"conditional": 0.5, "render": 0.5},
     "location": {"transform": 1.0},
-    "knowledge": {"synthesis": 1.0},
+    # knowledge: a condition only on answers the question could have given (knowledge_space), else synthesis
+    "knowledge": {"conditional": 0.5, "synthesis": 0.5},
     # a yes/no question is a binary condition on its statement; a multiple-choice one a switch over its options
     "yes_no": {"conditional": 1.0},
     "multi-choice": {"conditional": 1.0},
@@ -156,6 +160,30 @@ def distractor(answer: str, rng: random.Random, answer_space: Sequence[str] | No
     return None
 
 
+def knowledge_space(question: str, answer: str, answer_space: Sequence[str] | None) -> list[str] | None:
+    """The values a knowledge condition may test: the answer space less the values the question's own words
+    name (a named value is settled by reading the question: "the one object that is not red"), the answer
+    kept; None when fewer than two remain or there is no answer space (a generic vocabulary, or a test on the
+    kind of answer such as "if it is a person", would be decided by the wording, not by answering)."""
+    if not answer_space:
+        return None
+    kept = [
+        str(v) for v in answer_space
+        if same_answer(str(v), answer) or not (question and mentions_answer(question, str(v)))
+    ]  # fmt: skip
+    if len({normalise_answer(v) for v in kept}) < 2:
+        return None
+    return kept
+
+
+def _own_operands(condition: PlanCondition | None, others: Sequence[str]) -> PlanCondition | None:
+    """A sibling's condition, or None when one of its operands is another embedded question's answer ("if
+    the count of cubes is below 2" beside a question answered 2 would state that answer)."""
+    if condition is None or any(same_answer(o, a) for o in condition.operands for a in others if a):
+        return None
+    return condition
+
+
 def _sibling(sibling: Any) -> tuple[str, str, str | None, list[str] | None]:
     """(question, answer, category, answer space) of a sibling (a records.SiblingQA or a dict like one)."""
     get = sibling.get if isinstance(sibling, dict) else lambda k, d=None: getattr(sibling, k, d)
@@ -213,6 +241,13 @@ def draw_plan(
         # a condition on a question with one possible answer would be decided in advance
         others = [n for n in names if n != "conditional"]
         style = rng.choices(others, weights=[mix[n] for n in others])[0] if others else "synthesis"
+    if style == "conditional" and category == "knowledge":
+        # both branches plausible for the question: a knowledge condition tests answers it could have given
+        # (its answer space), never a value its own words name, nor a kind of answer its wording settles
+        answer_space = knowledge_space(question, answer, answer_space)
+        if answer_space is None:
+            others = [n for n in names if n != "conditional"]
+            style = rng.choices(others, weights=[mix[n] for n in others])[0] if others else "synthesis"
     questions, answers = [question], [answer]
     # a sibling whose question names this record's answer (or whose answer this question names) would give
     # one answer away in the other's words: it is not embedded
@@ -225,7 +260,7 @@ def draw_plan(
     if gated:  # another question decides the branch; this record's answer drives the edit on the then-path
         q, a, cat, space = pool[0]
         excluded = ("eq", "statement", *(o for o in NUMERIC_OPERATORS if o not in settings.operators))
-        gate = draw_condition(1, a, space, cat, logic, exclude=excluded[2:])
+        gate = _own_operands(draw_condition(1, a, space, cat, logic, exclude=excluded[2:]), [answer])
         if gate is not None:
             path = ["then" if gate.holds else "else"]
             if fixed_closing is None:
@@ -288,6 +323,7 @@ def draw_plan(
     if pool and logic.random() < settings.join_p:
         q, a, cat, space = pool.pop()
         second = draw_condition(len(questions), a, space, cat, logic, place="join", exclude=excluded[2:])
+        second = _own_operands(second, answers)
         if second is not None:
             questions.append(q)
             answers.append(a)
@@ -300,6 +336,7 @@ def draw_plan(
         if pool:
             q, a, cat, space = pool.pop()
             nested = draw_condition(len(questions), a, space, cat, logic, place=branch, exclude=excluded[2:])
+            nested = _own_operands(nested, answers)
             if nested is not None:
                 questions.append(q)
                 answers.append(a)

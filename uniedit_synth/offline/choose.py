@@ -164,6 +164,17 @@ def _plain_actions(
     return actions
 
 
+def _worked(scene: Scene, query: dict[str, Any], value: int | str) -> dict[str, str]:
+    """A count arithmetic question's worked solution for a sign ("3 + 4", then "= 7" when written): the
+    sign shows the working ending in the answer, as a math board does, not the result alone."""
+    if query["type"] != "count_arith":
+        return {}
+    first, second = (len(select(scene, f)) for f in query["filters"])
+    if (first + second if query["op"] == "+" else first - second) != int(value):
+        return {}
+    return {"worked": f"{first} {query['op']} {second}"}
+
+
 def _answer_actions(
     scene: Scene,
     query: dict[str, Any],
@@ -204,7 +215,7 @@ def _answer_actions(
             sign.slot for sign in scene.signs if sign.slot != query.get("slot")
         ]
         for slot in slots:
-            actions.append({"op": "write_text", "slot": slot, "text": ANSWER})
+            actions.append({"op": "write_text", "slot": slot, "text": ANSWER, **_worked(scene, query, value)})
         if not actions and query["type"] == "count" and int(value) >= 2:
             # a crowded floor and a full wall: the count still decides the edit (remove all but one of them)
             actions.append({"op": "keep_one", "target": query["filter"]})

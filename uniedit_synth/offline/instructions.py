@@ -274,6 +274,8 @@ def scene_action(
         )
     if op == "write_text":
         what = _answer_noun(query) if action["text"] == "$answer" else f'the word "{action["text"]}"'
+        if action.get("worked"):
+            what = rng.choice(("the calculation worked out, ending in the result", "the working and the result"))
         item = scene.wall_item(action["slot"])
         if isinstance(item, Board):
             board = slot_phrase(scene, action["slot"], "board")

@@ -214,6 +214,8 @@ def apply_action(scene: Scene, action: dict[str, Any], value: int | str) -> Scen
         return out
     if op == "write_text":
         text = str(resolve_field(action["text"], value))
+        if action.get("worked"):  # a count arithmetic's working, ending in the answer: "3 + 4 = 7"
+            text = f"{action['worked']} = {text}"
         item = out.wall_item(action["slot"])
         if isinstance(item, Board):
             item.result = text

@@ -188,6 +188,34 @@ def check_tree(plan: InstructionPlan, reply: RewriteReply) -> str | None:
             )
             if not named:
                 return f"operands: the instruction's conditions must name {operand!r} ({condition_brief(condition)})"
+    return tree_sides_swapped(plan, reply.instruction, leaves)
+
+
+def tree_sides_swapped(plan: InstructionPlan, instruction: str, leaves: dict[str, str]) -> str | None:
+    """The top condition's two sides against the instruction's own clauses (method/branches.py): the edits
+    of the paths under `then` must sit in the clauses that run when it holds, those under `else` in the
+    others. Only an outright swap is reported: a wording the clause grammar cannot read passes (the judge,
+    told the expected path, stays the check of those). Switches and joined conditions are not read."""
+    top = next((c for c in plan.conditions if c.place == "top"), None)
+    if top is None or plan.join is not None or top.operator in ("switch", "statement"):
+        return None
+    nested = {normalise_text(o) for c in plan.conditions if c.place != "top" for o in c.operands}
+    # the clause grammar finds the main condition by a word of it that no nested condition also names
+    candidate = next((o for o in top.operands if normalise_text(o) not in nested), None)
+    if candidate is None:
+        return None
+    sides = {
+        side: " and ".join(e for p, e in sorted(leaves.items()) if p.split("/")[0] == side)
+        for side in ("then", "else")
+    }
+    holds, fails = sides["then"], sides["else"]
+    if top.operator == "ne":  # "is not X" reads as the negative side of a test on X
+        holds, fails = fails, holds
+    mismatch = branch_mismatch(instruction, holds, fails, candidate, plan.closing)
+    if mismatch and "swapped" in mismatch:
+        return (
+            f"branches match the text: the edits under 'then' and 'else' are {mismatch.split(' are ', 1)[1]}"
+        )
     return None
 
 
