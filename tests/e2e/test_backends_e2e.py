@@ -24,6 +24,7 @@ import yaml
 from tests.conftest import REPO, run_cli
 from tests.fakes import FakeGemini, FakeOpenAI
 from tests.fakes.base import RecordedRequest, b64decode_any
+from uniedit_synth.offline.questions import SCENE_CATEGORIES
 from uniedit_synth.sources.scenes import ScenesSource
 
 pytestmark = pytest.mark.e2e
@@ -420,7 +421,8 @@ IMAGE_INDEX = {record.image: i for i, record in enumerate(RECORDS)}
 CATEGORY_OF = {record.question: record.category for record in RECORDS}
 assert len(CATEGORY_OF) == len({(r.question, r.category) for r in RECORDS})  # a question names one category
 CAPS = ["--set", "stages.classify.category_caps.count=1", "--set", "stages.classify.category_caps.color=1"]
-CAPPED = [rid(7), rid(14), rid(8), rid(15)]  # the later `count` (0, 7, 14) and `color` (1, 8, 15) records
+# the later `count` and `color` records of 16: the offline world's categories cycle in SCENE_CATEGORIES order
+CAPPED = [rid(i) for i in range(16) if i >= len(SCENE_CATEGORIES) and i % len(SCENE_CATEGORIES) in (0, 1)]
 
 
 def classify_as_source(request: RecordedRequest) -> Any:

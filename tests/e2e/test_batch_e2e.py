@@ -240,8 +240,9 @@ def test_a_cached_reply_shared_by_records_is_paid_once_in_the_run_cost(tmp_path,
         + "\n" for i in range(6)))
     out = tmp_path / "run"
     # one call at a time, so a later record finds an earlier one's reply in the cache
+    # one sample a record: grouping by image would merge the six (they share scene.png)
     proc = synth("uniedit", out, openai_fake, gemini_fake, *GPT_CLASSIFY, "--source", str(tmp_path / "vqa.jsonl"),
-                 "--concurrency", "1", records=6)
+                 "--concurrency", "1", "--set", "source.group_by_image=false", records=6)
     assert proc.returncode == 0, proc.stderr
     edits = sum(1 for r in gemini_fake.requests if r.task == "edit")
     chats = Counter(r.task for r in openai_fake.requests)

@@ -182,7 +182,9 @@ def test_run_to_export_to_loader_to_finetune(tmp_path: Path):
     import datasets
 
     run = tmp_path / "run"
-    assert run_cli("synth", "--out", str(run), "--engine", "inline", "-n", "40", "--no-progress").returncode == 0
+    # one question a scene (no grouping): 40 records, 40 samples
+    assert run_cli("synth", "--out", str(run), "--engine", "inline", "-n", "40", "--no-progress",
+                   "--set", "source.group_by_image=false").returncode == 0
     for fmt in ("hf", "bagel", "uniedit-jsonl"):
         proc = run_cli("export", str(run), "--format", fmt, "--out", str(tmp_path / fmt), "-q")
         assert proc.returncode == 0, proc.stderr

@@ -38,7 +38,9 @@ def scene_edits() -> list[tuple[bytes, dict, dict]]:
         out = []
         # the seven categories this threshold was tuned on (yes/no and multiple choice came later)
         for record in ScenesSource(count=60, seed=3, defer_render=True, categories=list(SCENE_CATEGORIES[:7])):
-            plan = draw_plan(0, record.id, record.category, record.answer, answer_space=record.meta["answer_space"])
+            # and the style mix it was tuned on (math rendered, knowledge synthesised: the release's)
+            plan = draw_plan(0, record.id, record.category, record.answer, answer_space=record.meta["answer_space"],
+                             styles={"math": {"render": 1.0}, "knowledge": {"synthesis": 1.0}})
             request = TextRequest(
                 task="rewrite", model="builtin-text", prompt="rewrite",
                 context={"question": record.question, "answer": record.answer, "process_answer": record.answer,

@@ -24,8 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasketch import HyperLogLogPlusPlus
 from PIL import Image
+from pydantic import ValidationError
 
 from ..core.config import InputPolicy
+from ..core.plan import InstructionPlan
 from ..method.answers import leaks_answer, normalise_text  # the rewrite stage's own (plan-aware) leak check
 from ..method.fingerprint import (
     DEFAULT_MAX_DISTANCE,
@@ -41,6 +43,7 @@ from ..method.fingerprint import (
     word_shingles,
 )
 from ..method.index import minhash, near_duplicate_pairs
+from ..method.logic import plan_leak
 from ..method.pixel_gates import aspect_error
 from ..method.screen import Decontaminator
 from ..sources.benchmarks import load_benchmark
@@ -102,6 +105,13 @@ def answer_leak(row: AuditRow) -> str | None:
     if not row.instruction:
         return None
     plan = row.plan if isinstance(row.plan, dict) else {}
+    if plan.get("style"):  # the rewrite stage's check itself: every embedded question and its operands
+        try:
+            parsed = InstructionPlan.model_validate({k: v for k, v in plan.items() if v is not None})
+        except ValidationError:
+            parsed = None  # a plan this version cannot read: the answer-only check below
+        if parsed is not None:
+            return plan_leak(row.instruction, parsed, row.answer, row.process_answer, row.question or "")
     if plan.get("candidate_is_answer") is not None:
         return leaks_answer(row.instruction, row.answer, row.process_answer,
                             candidate_is_answer=bool(plan["candidate_is_answer"]), question=row.question)
@@ -197,14 +207,14 @@ class Auditor:
         self.trigrams = HyperLogLogPlusPlus(p=14)
         self.trigram_total = 0
         self.instructions = 0
-        self._chain: list[str] = []  # each row's chain id (its own id for a single turn)
+        self._chain: list[tuple[str, int]] = []  # each row's chain id (its own id for a single turn) and turn
         self.chain_turns: Counter = Counter()  # chain id -> accepted turns
 
     def add(
         self, row: AuditRow, source: ImageFingerprint | None, noop: bool | None, aspect: float | None = None
     ) -> None:
         self.ids.append(row.id)
-        self._chain.append(row.chain_id or row.id)
+        self._chain.append((row.chain_id or row.id, row.turn))
         self.chain_turns[row.chain_id or row.id] += 1
         if aspect is not None and aspect > ASPECT_TOLERANCE:
             self.aspect.append((row.id, round(aspect, 4)))
@@ -281,7 +291,8 @@ class Auditor:
             return x
 
         for i, j in near_duplicate_pairs(hashes, self.max_distance).tolist():
-            if self._chain[i] == self._chain[j]:
+            (chain_i, turn_i), (chain_j, turn_j) = self._chain[i], self._chain[j]
+            if chain_i == chain_j and turn_i != turn_j:
                 continue  # a chain's turn edits its previous turn's result: a near copy by design
             if has[i] and has[j] and same_image(self._fingerprint(i), self._fingerprint(j)):
                 parent[find(i)] = find(j)
