@@ -24,6 +24,10 @@ class PlanCondition(BaseModel):
     operands: list[str] = Field(default_factory=list)
     holds: bool
 
+    def worded(self, table: dict[str, str]) -> str:
+        """The operator in one of its callers' wordings: `{0}`, `{1}` the operands, `{all}` all of them."""
+        return table.get(self.operator, self.operator).format(*self.operands, "", "", all=", ".join(self.operands))
+
 
 class PlanLeaf(BaseModel):
     """One outcome of the branch tree: its path ("then", "else/then", "case:red") and, once the rewriter has

@@ -48,9 +48,7 @@ _OPERATOR_TEXT = {
 
 
 def _condition_text(condition: PlanCondition) -> str:
-    words = _OPERATOR_TEXT.get(condition.operator, condition.operator)
-    text = words.format(*condition.operands, "", "", all=", ".join(condition.operands))
-    return f"the value asked by question {condition.question + 1} {text}"
+    return f"the value asked by question {condition.question + 1} {condition.worded(_OPERATOR_TEXT)}"
 
 
 def _walk(plan: InstructionPlan) -> str:

@@ -376,15 +376,11 @@ class ResponseCache:
 
     @staticmethod
     def _decode(blob: bytes) -> CacheEntry | None:
-        newline = blob.find(b"\n")
-        if newline < 0:
+        split = _split(blob)
+        if split is None:
             return None
-        try:
-            header = json.loads(blob[:newline])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        payload = blob[newline + 1 :]
-        if not isinstance(header, dict) or header.pop("_payload_len", None) != len(payload):
+        header, payload = split
+        if header.pop("_payload_len", None) != len(payload):
             return None
         if header.pop("_payload_sha256", None) != hashlib.sha256(payload).hexdigest():
             return None

@@ -71,9 +71,7 @@ PARAMETER_WORDS = {
 
 
 def condition_brief(condition: PlanCondition) -> str:
-    words = OPERATOR_WORDS.get(condition.operator, condition.operator)
-    text = words.format(*condition.operands, "", "", all=", ".join(condition.operands))
-    return f"operator {condition.operator} on question {condition.question + 1}: {text}"
+    return f"operator {condition.operator} on question {condition.question + 1}: {condition.worded(OPERATOR_WORDS)}"
 
 
 def _uses_tree(plan: InstructionPlan) -> bool:
