@@ -22,6 +22,9 @@ from ..core.ledger import Ledger
 from ..engine.calls import ModelCaller
 from ..engine.coordinator import Coordinator
 from ..run.cache import ResponseCache
+from ..stages.base import StageContext
+from ..stages.edit import EditStage
+from ..stages.judge import JudgeStage
 from .items import EvalItem
 from .presets import JudgeReplyError, Protocol
 
@@ -86,7 +89,7 @@ class BackendEditor:
                  coordinator: Coordinator) -> None:
         name, spec = backend_spec(model, config)
         self.label = label
-        self.caller = _caller("edit", name, spec, "edit", config, cache, coordinator)
+        self.caller = _caller(EditStage.name, name, spec, "edit", config, cache, coordinator)
         self.model = spec.model
         self.description = {"kind": "backend", "backend": name, "type": spec.type, "model": spec.model}
         self._started = False
@@ -125,7 +128,7 @@ class ProtocolJudge:
                 "judge (--pipeline openai, uniedit or local-vllm) or --judge <backend>"
             )
         self.protocol = protocol
-        self.caller = _caller("judge", backend, spec, "text", config, cache, coordinator)
+        self.caller = _caller(JudgeStage.name, backend, spec, "text", config, cache, coordinator)
         self.model = spec.model
         self.description = {"backend": backend, "type": spec.type, "model": spec.model, **protocol.describe()}
 
@@ -167,16 +170,14 @@ class PipelineJudge:
     axes = ("instruction_following", "visual_quality", "coherence", "score", "passed")
 
     def __init__(self, config: PipelineConfig, cache: ResponseCache, coordinator: Coordinator) -> None:
-        from ..stages.base import StageContext
-        from ..stages.judge import JudgeStage
-
         spec = config.stages.judge
         if spec.backend not in config.backends:
             raise ConfigError(f"stages.judge.backend {spec.backend!r} is not a backend of the pipeline")
-        self.caller = _caller("judge", spec.backend, config.backends[spec.backend], "text", config, cache,
+        self.caller = _caller(JudgeStage.name, spec.backend, config.backends[spec.backend], "text", config, cache,
                               coordinator)
         model = config.backends[spec.backend].model
-        self.stage = JudgeStage(StageContext(config=config, callers={"judge": self.caller}, models={"judge": model}))
+        self.stage = JudgeStage(StageContext(config=config, callers={JudgeStage.name: self.caller},
+                                                models={JudgeStage.name: model}))
         self.description = {
             "preset": "pipeline", "title": f"the judge stage of pipeline {config.name!r}",
             "backend": spec.backend, "type": config.backends[spec.backend].type, "model": model,

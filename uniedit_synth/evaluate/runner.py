@@ -24,6 +24,7 @@ from ..engine.batch import BatchPending, BatchRunner, BatchState, StageBatch
 from ..engine.calls import BudgetExhausted
 from ..run.cache import ResponseCache
 from ..run.fs import as_run_fs
+from ..stages.judge import JudgeStage
 from .calls import (
     BackendEditor,
     Editor,
@@ -202,7 +203,7 @@ def run_eval(options: EvalOptions, editors: list[Editor] | None = None) -> dict[
             raise EvalConfigError(f"--batch: the judge backend ({judge.description.get('type')}) has no batch API; "
                                   "drop --batch or judge with an openai or gemini backend")
         state = BatchState()
-        judge.caller.batch = StageBatch("judge", route, config.stages.judge.batch, state)
+        judge.caller.batch = StageBatch(JudgeStage.name, route, config.stages.judge.batch, state)
         batch_runner = BatchRunner(as_run_fs(out), cache, coordinator, config.prices, state)
     if editors is None:
         if not options.model:
