@@ -139,18 +139,10 @@ class SourceSpec(Strict):
     #: `true`, `id`/`path`/`content` or a GroupSpec mapping; None (the release's way) = one question a sample
     group_by_image: GroupSpec | None = None
 
-    @field_validator("group_by_image", mode="before")
+    @field_validator("dedup", "group_by_image", mode="before")
     @classmethod
-    def _group_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"by": value}
-        if value is True:
-            return {}
-        return None if value is False else value
-
-    @field_validator("dedup", mode="before")
-    @classmethod
-    def _dedup_shorthand(cls, value: Any) -> Any:
+    def _by_shorthand(cls, value: Any) -> Any:
+        """Shorthands for the mapping: `true` (its defaults), `false` (off) or a string (its `by`)."""
         if isinstance(value, str):
             return {"by": value}
         if value is True:

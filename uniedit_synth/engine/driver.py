@@ -47,7 +47,7 @@ from .out_guard import check_out
 from .progress import open_progress
 from .run_info import prompt_files, versions
 from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
-from .worker import CAPABILITY, STAGES, batch_route
+from .worker import CAPABILITY, STAGES
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Driver:
             backend = create_backend(stage.backend, self.config.backends[stage.backend], capability,
                                      seed=self.config.seed)
             if stage.mode == "batch":
-                route = batch_route(backend, capability)
+                route = backend.batch_route(capability)
                 (batched if route is not None else online).append(
                     stage_name if route is not None else f"{stage_name} ({self.config.backends[stage.backend].type})"
                 )

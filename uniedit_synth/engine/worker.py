@@ -43,10 +43,6 @@ STAGES: tuple[StageDef, ...] = STAGE_TABLE
 CPU_BOUND = max(4, (os.cpu_count() or 2) * 2)
 
 
-def load_stage_class(definition: StageDef) -> type:
-    return load_target(definition.cls)
-
-
 def node_label() -> str:
     """Where this worker runs, for the manifest: $UNIEDIT_NODE_LABEL, else the host name, plus the Ray node id
     inside a Ray worker (several Ray nodes can share a host, and the host name alone would merge them)."""
@@ -80,11 +76,6 @@ async def gather_or_cancel(coros: Iterable[Awaitable[Any]], drain: Drain | None 
         for task in tasks:
             task.cancel()
         raise
-
-
-def batch_route(backend: Any, capability: str) -> Any:
-    """The backend's batch route for `capability`, or None when its provider has none (it stays online)."""
-    return backend.batch_route(capability)
 
 
 class ShardProcessor:
@@ -130,7 +121,7 @@ class ShardProcessor:
         jobs: list[dict[str, Any]] | None = None
         for stage_name, caller in callers.items():
             stage_spec = getattr(config.stages, stage_name)
-            route = batch_route(caller.backend, CAPABILITY[stage_name])
+            route = caller.backend.batch_route(CAPABILITY[stage_name])  # None: its provider has no batch API
             if route is not None and stage_spec.mode == "batch":
                 caller.batch = StageBatch(stage_name, route, stage_spec.batch, self.batch_state)
                 self.batch_stages.append(stage_name)
@@ -150,7 +141,7 @@ class ShardProcessor:
         for caller in callers.values():
             caller.drain = self.drain
         self.ctx = StageContext(config=config, callers=callers, models=models)
-        self.stages = {d.name: load_stage_class(d)(self.ctx) for d in STAGES}
+        self.stages = {d.name: load_target(d.cls)(self.ctx) for d in STAGES}
         self._check_stages = [d for d in STAGES if d.before_screen]
         self._front_stages = [d for d in STAGES if not d.after_caps and not d.before_screen]
         self._back_stages = [d for d in STAGES if d.after_caps]
