@@ -120,20 +120,32 @@ def _inflect():
 
 
 def _fold(text: str) -> str:
+    if text.isascii():  # NFKD leaves ASCII as it is and it has no combining marks or curly quotes
+        return text.lower()
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     return text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
 
 
 def _raw_tokens(text: str) -> list[str]:
-    out = []
+    return list(_raw_token_tuple(text))
+
+
+#: the token streams are pure functions of the text, asked for again and again of the same few texts (a record's
+#: instruction, its answers and candidates, once per check): kept, as tuples no caller can change
+_TOKEN_CACHE = 4096
+
+
+@lru_cache(maxsize=_TOKEN_CACHE)
+def _raw_token_tuple(text: str) -> tuple[str, ...]:
+    out: list[str] = []
     for token in _TOKEN.findall(_fold(text)):
         if token in '.;:!?,()"':
             if out and out[-1] != BOUNDARY:
                 out.append(BOUNDARY)
             continue
         out.append(token)
-    return out
+    return tuple(out)
 
 
 def _number_token(value: float, ordinal: bool) -> str:
@@ -190,7 +202,12 @@ def _parse_number_run(words: list[str], start: int) -> tuple[int, bool, int] | N
 
 def canonical_tokens(text: str) -> list[str]:
     """The token stream both sides of the leak check are matched in (see the module docstring)."""
-    words = _raw_tokens(text)
+    return list(_canonical_tuple(text))
+
+
+@lru_cache(maxsize=_TOKEN_CACHE)
+def _canonical_tuple(text: str) -> tuple[str, ...]:
+    words = _raw_token_tuple(text)
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -225,14 +242,15 @@ def canonical_tokens(text: str) -> list[str]:
                 continue
         out.append(SPELLING_VARIANTS.get(word, word))
         i += 1
-    return out
+    return tuple(out)
 
 
 def normalise_text(text: str) -> str:
     """Lowercase, strip accents and punctuation, collapse whitespace (no other rewriting)."""
-    return " ".join(t for t in _raw_tokens(text) if t != BOUNDARY)
+    return " ".join(t for t in _raw_token_tuple(text) if t != BOUNDARY)
 
 
+@lru_cache(maxsize=_TOKEN_CACHE)
 def normalise_answer(answer: str) -> str:
     """The VQA-style reference form of an answer, the one used everywhere in the package: lowercase, no
     accents, punctuation or leading article, American spelling, numbers as digits (ordinals as "21st"),

