@@ -109,12 +109,13 @@ def to_rgb(image: ImageInput) -> Image.Image:
 _PIL_GREY = np.array([19595, 38470, 7471], dtype=np.float32)
 
 
-def channel_max(array: np.ndarray) -> np.ndarray:
+def channel_max(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``array.max(axis=2)`` of an HxWxC array, the same values: numpy's reduction over a short last axis walks
-    it element by element (2.4 ms for 256x256x3 float32, 30x this), and the pixel checks take several per pair."""
+    it element by element (2.4 ms for 256x256x3 float32, 30x this), and the pixel checks take several per pair.
+    `out`: an HxW array of the same dtype to write the result in (the pixel gates' reused planes)."""
     if array.ndim != 3 or array.shape[2] == 1:
-        return array.max(axis=2)
-    out = np.maximum(array[..., 0], array[..., 1])
+        return array.max(axis=2, out=out)
+    out = np.maximum(array[..., 0], array[..., 1], out=out)
     for channel in range(2, array.shape[2]):
         np.maximum(out, array[..., channel], out=out)
     return out

@@ -33,6 +33,9 @@ unrelated object changed beside the right edit.
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -158,53 +161,94 @@ def _working(image: Image.Image) -> np.ndarray:
     return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
 
 
-def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
+class _Scratch:
+    """The float32 planes one pair's measures are computed in, at one working shape: reused from pair to pair.
+    Fresh ones for every pair (a dozen 0.8-MB arrays at 256 px) went back to the kernel when freed and were
+    faulted in again page by page, which cost as much CPU as the arithmetic itself."""
+
+    COLOUR, GREY = 8, 4
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.colour = [np.empty(shape, np.float32) for _ in range(self.COLOUR)]
+        self.grey = [np.empty(shape[:2], np.float32) for _ in range(self.GREY)]
+
+
+#: scratch sets not in use (one per pair measured at a time, by any thread), the most recent last
+_SCRATCH: list[_Scratch] = []
+_SCRATCH_LOCK = threading.Lock()
+#: at most this many kept (other working shapes are dropped first): 10 MB each at 256 px
+_SCRATCH_KEPT = 4
+
+
+@contextmanager
+def _scratch(shape: tuple[int, ...]) -> Iterator[_Scratch]:
+    with _SCRATCH_LOCK:
+        found = next((i for i in range(len(_SCRATCH) - 1, -1, -1) if _SCRATCH[i].shape == shape), None)
+        scratch = _SCRATCH.pop(found) if found is not None else None
+    scratch = scratch or _Scratch(shape)
+    try:
+        yield scratch
+    finally:
+        with _SCRATCH_LOCK:
+            _SCRATCH.append(scratch)
+            del _SCRATCH[: max(0, len(_SCRATCH) - _SCRATCH_KEPT)]
+
+
+def _blur(array: np.ndarray, sigma: float, into: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.GaussianBlur(array, (0, 0), sigma) if sigma > 0 else array
+    return cv2.GaussianBlur(array, (0, 0), sigma, dst=into) if sigma > 0 else array
 
 
-def _gradient(array: np.ndarray) -> np.ndarray:
-    """Per-pixel gradient magnitude (grey levels per pixel), the largest over the channels."""
+def _gradient(array: np.ndarray, scratch: _Scratch, into: np.ndarray) -> np.ndarray:
+    """Per-pixel gradient magnitude (grey levels per pixel), the largest over the channels, written `into`."""
     import cv2
 
-    # Sobel's own scale (1/8, a power of two: exact) and squares in place; the channel maximum before the root
-    # (a root is monotonic: the same values), so one root per pixel instead of three: 6x faster than
-    # sqrt(dx*dx + dy*dy) of the scaled copies, the same float32 values
-    dx = cv2.Sobel(array, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-    dy = cv2.Sobel(array, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    # Sobel's own scale (1/8, a power of two: exact), squares in place and the channel maximum before the root
+    # (a root is monotonic): one root per pixel instead of three, the same float32 values as
+    # sqrt((Sobel/8)**2 + ...) and 6x faster
+    dx = cv2.Sobel(array, cv2.CV_32F, 1, 0, ksize=3, scale=0.125, dst=scratch.colour[6])
+    dy = cv2.Sobel(array, cv2.CV_32F, 0, 1, ksize=3, scale=0.125, dst=scratch.colour[7])
     np.multiply(dx, dx, out=dx)
     np.multiply(dy, dy, out=dy)
     np.add(dx, dy, out=dx)
-    squared = masks.channel_max(dx)
+    squared = masks.channel_max(dx, out=into)
     return np.sqrt(squared, out=squared)
 
 
-def local_change(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def local_change(source: np.ndarray, edited: np.ndarray, scratch: _Scratch) -> tuple[np.ndarray, np.ndarray]:
     """The map of how much each place changed, with what re-encoding and resampling do explained away: the
     source blurred as much as the edited image looks blurred (the best of MATCH_BLURS by mean difference),
     both low-passed (SIGMA), their per-channel difference less EDGE_ALLOWANCE x the local gradient of the edges
     both images have there (resampling moves values only along edges it keeps; an edit changes flat places, or
-    draws or removes an edge). Also returns the source's gradient map (where the source has structure)."""
+    draws or removes an edge). Also returns the source's gradient map (where the source has structure). Both
+    maps live in `scratch` (read them before it is used again)."""
     import cv2
 
-    src = source.astype(np.float32)
-    out = edited.astype(np.float32)
+    colour, grey = scratch.colour, scratch.grey
+    src, out = colour[0], colour[1]
+    src[...] = source
+    out[...] = edited
+    spare, kept = colour[2], colour[3]
     matched, best = src, None
     for sigma in MATCH_BLURS:
-        candidate = _blur(src, sigma)
+        candidate = _blur(src, sigma, spare)
         # the L1 norm (a float64 sum) orders the candidates as their mean difference does (the first of equals
         # kept), without np.abs(candidate - out).mean()'s two full-size temporaries
         error = cv2.norm(candidate, out, cv2.NORM_L1)
         if best is None or error < best:
             matched, best = candidate, error
-    low_src, low_out = _blur(matched, SIGMA), _blur(out, SIGMA)
+            if candidate is spare:
+                spare, kept = kept, spare
+    low_src, low_out = _blur(matched, SIGMA, colour[4]), _blur(out, SIGMA, colour[5])
     kernel = np.ones((3, 3), np.uint8)
-    gradient = cv2.dilate(_gradient(low_src), kernel)
+    gradient = cv2.dilate(_gradient(low_src, scratch, grey[0]), kernel, dst=grey[1])
     # an edge both images have where they have it: a stroke drawn or removed is no edge of the other image
-    shared = np.minimum(gradient, cv2.dilate(_gradient(low_out), kernel))
+    shared = cv2.dilate(_gradient(low_out, scratch, grey[0]), kernel, dst=grey[2])
+    np.minimum(gradient, shared, out=shared)
     # absdiff: np.abs of the difference in one pass (the same float32 values); the allowance taken in place
-    local = masks.channel_max(cv2.absdiff(low_src, low_out))
+    local = masks.channel_max(cv2.absdiff(low_src, low_out, dst=colour[6]), out=grey[3])
     shared *= EDGE_ALLOWANCE
     local -= shared
     return local, gradient
@@ -224,22 +268,30 @@ def measure(
     view = source if isinstance(source, SourceView) else source_view(source)
     after = in_geometry(decode_rgb(edited), view.size)
     src, out = view.work, _working(after)
-    local, gradient = local_change(src, out)
-    # the low-pass is linear: one blur of the difference instead of the difference of two blurs (the same
-    # figure up to float rounding, 1e-4 of a grey level)
-    tone = np.abs(_blur(cv2.subtract(src, out, dtype=cv2.CV_32F), SHIFT_SIGMA))
+    level = (limits or GateLimits()).no_op_delta
+    with _scratch(src.shape) as scratch:
+        local, gradient = local_change(src, out, scratch)
+        # the low-pass is linear: one blur of the difference instead of the difference of two blurs (the same
+        # figure up to float rounding, 1e-4 of a grey level)
+        difference = cv2.subtract(src, out, dst=scratch.colour[7], dtype=cv2.CV_32F)
+        tone = _blur(difference, SHIFT_SIGMA, scratch.colour[6])
+        np.abs(tone, out=tone)
+        shift = float(np.percentile(masks.channel_max(tone, out=scratch.grey[0]), SHIFT_PERCENTILE))
+        peak = float(local.max())
+        spread = _cell_share(local, gradient, level)
+        changed_px = int((local >= level).sum())
+        outside = _outside(local, region)
     uniworld = masks.remove_small_components(
         masks.close(masks.difference_mask(src, out, masks.UNIWORLD.threshold), masks.UNIWORLD.close_kernel),
         masks.UNIWORLD.min_component_frac,
     )
-    level = (limits or GateLimits()).no_op_delta
     return PixelMeasures(
-        peak=float(local.max()),
+        peak=peak,
         changed_share=float(uniworld.mean()),
-        shift=float(np.percentile(masks.channel_max(tone), SHIFT_PERCENTILE)),
-        spread=_cell_share(local, gradient, level),
-        changed_px=int((local >= level).sum()),
-        outside=_outside(local, region),
+        shift=shift,
+        spread=spread,
+        changed_px=changed_px,
+        outside=outside,
     )
 
 
