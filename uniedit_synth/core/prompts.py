@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import re
+import stat
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,12 +60,30 @@ def _read(path: Path, mtime: float) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def _modified(path: Path) -> float | None:
+    """The file's mtime, None when it is not a file: one stat, where resolve() + is_file() + stat() took a dozen
+    system calls per call (the stages load their prompt for every record)."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return info.st_mtime if stat.S_ISREG(info.st_mode) else None
+
+
 def load_prompt(prompts_dir: Path, relative: str) -> Prompt:
     """Load `prompts/<relative>`; the text before a line `=== USER ===` is the system prompt."""
-    path = (prompts_dir / relative).resolve()
-    if not path.is_file():
-        raise ConfigError(f"prompt template not found: {path} (set prompts_dir or fix the stage's `prompt`)")
-    text = _read(path, path.stat().st_mtime)
+    path = prompts_dir / relative
+    mtime = _modified(path)
+    if mtime is None:
+        raise ConfigError(
+            f"prompt template not found: {path.resolve()} (set prompts_dir or fix the stage's `prompt`)"
+        )
+    return _parse_prompt(path, mtime, relative)
+
+
+@lru_cache(maxsize=256)
+def _parse_prompt(path: Path, mtime: float, relative: str) -> Prompt:
+    text = _read(path, mtime)
     if SYSTEM_MARKER in text:
         system, user = text.split(SYSTEM_MARKER, 1)
     else:
@@ -107,10 +126,19 @@ def format_example(example: dict) -> str:
 def load_examples(prompts_dir: Path, relative: str) -> ExamplePool:
     """The pool `prompts/<relative>`; a line that is not an object with question, answer, plan and instruction
     is a ConfigError naming the file and line."""
-    path = (prompts_dir / relative).resolve()
-    if not path.is_file():
-        raise ConfigError(f"exemplar pool not found: {path} (set stages.rewrite.examples, or null for none)")
-    text = _read(path, path.stat().st_mtime)
+    path = prompts_dir / relative
+    mtime = _modified(path)
+    if mtime is None:
+        raise ConfigError(
+            f"exemplar pool not found: {path.resolve()} (set stages.rewrite.examples, or null for none)"
+        )
+    return _parse_examples(path, mtime, relative)
+
+
+@lru_cache(maxsize=64)
+def _parse_examples(path: Path, mtime: float, relative: str) -> ExamplePool:
+    """A pool parsed once per file version (the rewrite stage asks for it for every record)."""
+    text = _read(path, mtime)
     examples = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -122,7 +150,7 @@ def load_examples(prompts_dir: Path, relative: str) -> ExamplePool:
         if not isinstance(example, dict) or not all(
             isinstance(example.get(k), str) and example[k] for k in ("question", "answer", "plan", "instruction")
         ):
-            raise ConfigError(f"{path}:{number}: an example is a JSON object with question, answer, plan and "
+            raise ConfigError(f"{path.resolve()}:{number}: an example is a JSON object with question, answer, plan and "
                               "instruction (non-empty strings)")
         examples.append(example)
     if not examples:

@@ -145,11 +145,53 @@ class SourceView(NamedTuple):
 
 def source_view(image: bytes | Image.Image) -> SourceView:
     """The gates' view of a source image (decoded from bytes, or an already decoded image)."""
+    array = plain_png_pixels(image) if isinstance(image, bytes) else None
+    if array is not None:
+        return SourceView((array.shape[1], array.shape[0]), _working(array))
     rgb = decode_rgb(image)
     return SourceView(rgb.size, _working(rgb))
 
 
-def _working(image: Image.Image) -> np.ndarray:
+#: PNG chunks that say nothing about pixel values (anything else before the image data: Pillow decodes it)
+_PLAIN_PNG_CHUNKS = frozenset({b"pHYs", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def plain_png_pixels(data: bytes) -> np.ndarray | None:
+    """The HxWx3 RGB pixels of an 8-bit RGB PNG with nothing that changes how its pixels read (no transparency,
+    palette, gamma or colour profile), decoded by OpenCV straight into an array: the same values as Pillow's
+    (PNG is lossless), without Pillow's 4-byte-per-pixel buffer and the copy out of it (2 ms of the 10 of a
+    1024-px edit). None for any other image (Pillow's decoding then)."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24:26] != b"\x08\x02":
+        return None
+    pixel_count = int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+    if Image.MAX_IMAGE_PIXELS and pixel_count > Image.MAX_IMAGE_PIXELS:
+        return None  # Pillow's decompression-bomb check decides
+    position = 33  # after the signature and IHDR's 25 bytes (length, type, 13 bytes of data, CRC)
+    while position + 8 <= len(data):
+        kind = data[position + 4 : position + 8]
+        if kind == b"IDAT":
+            break
+        if kind not in _PLAIN_PNG_CHUNKS:
+            return None
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+    else:
+        return None
+    import cv2
+
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV 4.10 and later: no BGR pass
+    try:
+        pixels = cv2.imdecode(
+            np.frombuffer(data, np.uint8), (rgb or cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+        )
+    except cv2.error:
+        return None
+    if pixels is None or pixels.ndim != 3:
+        return None
+    return pixels if rgb is not None else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def _working(image: Image.Image | np.ndarray) -> np.ndarray:
     import cv2
 
     array = np.asarray(image, dtype=np.uint8)
@@ -266,8 +308,12 @@ def measure(
     import cv2
 
     view = source if isinstance(source, SourceView) else source_view(source)
-    after = in_geometry(decode_rgb(edited), view.size)
-    src, out = view.work, _working(after)
+    pixels = plain_png_pixels(edited) if isinstance(edited, bytes) else None
+    if pixels is not None and (pixels.shape[1], pixels.shape[0]) == view.size:
+        out = _working(pixels)
+    else:
+        out = _working(in_geometry(decode_rgb(edited), view.size))
+    src = view.work
     level = (limits or GateLimits()).no_op_delta
     with _scratch(src.shape) as scratch:
         local, gradient = local_change(src, out, scratch)
