@@ -25,6 +25,10 @@ the event loop) and prints its top functions by own time.
     git worktree add /tmp/base main                                    # the checkout to compare with
     python benchmarks/cpu_per_record.py --baseline-path /tmp/base --profile
     python benchmarks/cpu_per_record.py --sizes 1024 --pipelines openai --records 40
+    python benchmarks/cpu_per_record.py --baseline-path /tmp/base --repeat 3   # a loaded machine: median of 3
+
+CPU time still moves with heavy load on a shared machine (cache and core contention: 10-20 % at a load
+average of 20 on 2 cores); `--repeat` runs before and after in turns and shows the median run.
 """
 
 from __future__ import annotations
@@ -272,6 +276,14 @@ def measure(checkout: Path, pipeline: str, size: int, records: int, work: Path, 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median CPU per record (the lower middle of an even count), its spread noted on it."""
+    ordered = sorted(results, key=ms)
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["spread"] = (ms(ordered[0]), ms(ordered[-1])) if len(ordered) > 1 else None
+    return chosen
+
+
 def breakdown(result: dict[str, Any], axis: int) -> dict[str, float]:
     """ms per record by stage (axis 0) or kind (axis 1): the ticks shared out in proportion to the CPU."""
     ticks = sum(n for *_, n in result["counts"]) or 1
@@ -288,14 +300,21 @@ def ms(result: dict[str, Any]) -> float:
 
 def report(rows: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]], has_base: bool) -> list[str]:
     lines = []
+    spread = any(after.get("spread") for _, _, after, _ in rows)
     head = f"{'pipeline':<8} {'px':>5} {'records':>7} {'ms/record':>9}"
     if has_base:
         head += f" {'before':>9} {'after÷before':>12}"
+    if spread:
+        head += f" {'after min-max':>14}" + (f" {'before min-max':>15}" if has_base else "")
     lines.append(head)
     for pipeline, size, after, before in rows:
         line = f"{pipeline:<8} {size:>5} {after['records']:>7} {ms(after):>9.1f}"
         if before is not None:
             line += f" {ms(before):>9.1f} {ms(after) / ms(before):>12.2f}"
+        if spread:
+            for result in (after, before) if has_base else (after,):
+                low, high = result.get("spread") or (ms(result), ms(result))
+                line += f" {f'{low:.1f}-{high:.1f}':>{14 if result is after else 15}}"
         lines.append(line)
     for axis, names, title in ((0, STAGES, "by stage"), (1, KINDS, "by kind of work")):
         lines.append("")
@@ -317,6 +336,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="scene image sides (px)")
     parser.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     parser.add_argument("--records", type=int, default=60, help="records per run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each (before and after in turns); the median is shown, min-max beside it")
     parser.add_argument("--baseline-path", type=Path, default=None,
                         help="another checkout (e.g. a worktree of the previous commit) measured the same way")
     parser.add_argument("--profile", action="store_true",
@@ -346,20 +367,26 @@ def main() -> None:
             urls = (fakes.openai_url, fakes.gemini_url)
             for pipeline in args.pipelines:
                 for size in args.sizes:
-                    before = None
-                    if args.baseline_path is not None:
-                        print(f"{pipeline} {size} px: before ...", file=sys.stderr, flush=True)
-                        before = measure(args.baseline_path.resolve(), pipeline, size, args.records, work, urls)
-                    print(f"{pipeline} {size} px: after ...", file=sys.stderr, flush=True)
-                    after = measure(REPO, pipeline, size, args.records, work, urls)
-                    rows.append((pipeline, size, after, before))
+                    befores, afters = [], []
+                    # before and after in turns: a burst of load on a shared machine then touches both
+                    for turn in range(args.repeat):
+                        if args.baseline_path is not None:
+                            print(f"{pipeline} {size} px: before ({turn + 1}/{args.repeat}) ...", file=sys.stderr,
+                                  flush=True)
+                            befores.append(measure(args.baseline_path.resolve(), pipeline, size, args.records,
+                                                   work, urls))
+                        print(f"{pipeline} {size} px: after ({turn + 1}/{args.repeat}) ...", file=sys.stderr,
+                              flush=True)
+                        afters.append(measure(REPO, pipeline, size, args.records, work, urls))
+                    rows.append((pipeline, size, median_run(afters), median_run(befores) if befores else None))
                 if args.profile:
                     print(f"{pipeline} {max(args.sizes)} px: cProfile ...", file=sys.stderr, flush=True)
                     profiles.append((pipeline, measure(REPO, pipeline, max(args.sizes), args.records, work, urls,
                                                        profile=True, top=args.profile_top)))
             served = fakes.stop()
     lines = [f"CPU ms per record, --engine inline (1 worker, the child process's CPU, every thread), "
-             f"{args.records} records a run, fake servers latency 0 ({os.cpu_count()} cores, load average "
+             f"{args.records} records a run" + (f", median of {args.repeat} runs" if args.repeat > 1 else "") +
+             f", fake servers latency 0 ({os.cpu_count()} cores, load average "
              f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after; the fakes' own CPU "
              f"{served.get('cpu_s', 0):.1f} s in all, not counted)"]
     if args.baseline_path is not None:
