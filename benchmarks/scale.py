@@ -10,10 +10,13 @@ workers, raylet and coordinator are other processes):
   sizes      the offline world with zero-latency builtin backends (`--engine ray`, 2 workers, one node or
              --nodes N on loopback) at each --sizes N: driver peak RSS, driver CPU per record and per second,
              files and bytes on disk per 1,000 records (disk ÷ the images' own bytes plus the parquet overhead),
-             and the rerun time of the finished run (no Ray is started: manifest and source identity say it is done).
+             and the rerun time of the finished run (no Ray is started: manifest and source identity say it is done);
+             the driver's CPU by thread (its own: MainThread and asyncio's worker threads; Ray's: `native`).
+             --image-size 64 (64-px scenes, ~5x the records/s of the default 256 px) is what makes 50k
+             records feasible on 2 shared cores: bytes per record then follow the smaller images.
 
     python benchmarks/scale.py                               # driver-io 240 rows; sizes 1000,3000
-    python benchmarks/scale.py --skip driver-io --sizes 10000,50000
+    python benchmarks/scale.py --skip driver-io --sizes 10000,50000 --image-size 64   # real 10k and 50k runs
     python benchmarks/scale.py --skip driver-io --sizes 1000 --nodes 3   # 3 Ray nodes on 127.0.0.1
     python benchmarks/scale.py --skip driver-io --skip sizes --rerun-at 10000,50000
 """
