@@ -301,18 +301,20 @@ class ResponseCache:
         if self.root is None or not (self.root / PACKS).is_dir():
             return 0
         removed = 0
+        root = str(self.root)  # plain strings and os calls: ~2.4 entries a record, pathlib was half the cost
         for path in sorted((self.root / PACKS).glob("shard-*.pack")):
             index = packs.read_index(path)
             size = path.stat().st_size if index else 0
             for key, slot in (index.entries if index else {}).items():
-                loose = self.root / key[:2] / f"{key}.entry"
+                loose = f"{root}/{key[:2]}/{key}.entry"
                 inside = slot.in_block or slot.offset + slot.length <= size
                 try:
-                    same = loose.stat().st_size == slot.whole and inside
+                    same = os.stat(loose).st_size == slot.whole and inside
                 except OSError:
                     continue
                 if same:
-                    loose.unlink(missing_ok=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(loose)
                     removed += 1
         for folder in self.root.glob("??"):  # empty fan-out folders left by the sweep
             with contextlib.suppress(OSError):
