@@ -280,8 +280,7 @@ class ResponseCache:
         miss). Returns the references replaced."""
         if self.root is None or not (self.root / PACKS).is_dir():
             return 0
-        names = [pack_name(shard)] if shard is not None else \
-            sorted(p.name for p in (self.root / PACKS).glob("shard-*.pack"))
+        names = [pack_name(shard)] if shard is not None else self.pack_names()
         replaced = 0
         for name in names:
             found = self._pack_blobs(name) if self._pack_path(name).exists() else None
@@ -293,16 +292,26 @@ class ResponseCache:
             replaced += refs
         return replaced
 
-    def sweep(self) -> int:
-        """Delete the loose entries that a pack holds (run by the driver at the end of a run, when no worker
-        reads them any more). Returns how many were deleted. The packed copy was checked when it was written
-        (fsynced, renamed into place); here only the loose entry's size is compared with what the pack
-        recorded of it, so the driver reads indexes, not replies."""
+    def pack_names(self) -> list[str]:
+        """The packs on disk (`shard-00001.pack`, …), sorted."""
+        if self.root is None or not (self.root / PACKS).is_dir():
+            return []
+        return sorted(p.name for p in (self.root / PACKS).glob("shard-*.pack"))
+
+    def sweep(self, names: Iterable[str] | None = None, prune: bool = True) -> int:
+        """Delete the loose entries that the packs `names` (None: every pack) hold, at the end of a run, when
+        no worker reads them any more; the engine spreads the packs over its workers (about 2.4 entries a
+        record, most of a driver's CPU per record otherwise). `prune` then removes the empty fan-out folders.
+        Returns how many were deleted. The packed copy was checked when it was written (fsynced, renamed
+        into place); here only the loose entry's size is compared with what the pack recorded of it, so the
+        sweep reads indexes, not replies."""
         if self.root is None or not (self.root / PACKS).is_dir():
             return 0
         removed = 0
         root = str(self.root)  # plain strings and os calls: ~2.4 entries a record, pathlib was half the cost
-        for path in sorted((self.root / PACKS).glob("shard-*.pack")):
+        for path in [self._pack_path(n) for n in (self.pack_names() if names is None else names)]:
+            if not path.exists():
+                continue
             index = packs.read_index(path)
             size = path.stat().st_size if index else 0
             for key, slot in (index.entries if index else {}).items():
@@ -316,7 +325,7 @@ class ResponseCache:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(loose)
                     removed += 1
-        for folder in self.root.glob("??"):  # empty fan-out folders left by the sweep
+        for folder in self.root.glob("??") if prune else ():  # empty fan-out folders left by the sweep
             with contextlib.suppress(OSError):
                 folder.rmdir()
         return removed
