@@ -8,8 +8,8 @@ dropped with a warning and treated as a miss.
 
 Packs keep a big run's directory small: once a shard is final, the worker copies the entries its calls used
 into one file, `cache/packs/shard-NNNNN.pack` (format: run/packs.py; it also holds the shard's call index),
-and the loose copies are deleted at the end of the run (`sweep`, by the driver, when no worker can be reading
-them). A packed entry is found by its request key like a loose one, by every later run, whatever its config:
+and the loose copies are deleted at the end of the run, when no call can be reading them (`sweep`: by the Ray
+workers, a share of the packs each, or by the driver). A packed entry is found by its request key like a loose one, by every later run, whatever its config:
 a pack is read at a process's first miss. Local run directories only.
 
 An image is stored once: a packed reply whose payload (an edited image) is also a cell of the shard's own
