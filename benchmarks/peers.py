@@ -22,7 +22,9 @@ may refuse, not extra throughput (where both tools sit at the limit, "ratio" is 
 coordinator RPCs (every call a worker or the driver made to the coordinator actor, counted by the actor) are
 printed per model call (gpt-4o and gpt-image-1), with the leases taken and the leased slots that lapsed
 unused. uniedit's CPU is the whole process tree's (driver, Ray workers, coordinator, Ray's own processes), Ray
-start-up included.
+start-up included. "fake cpu s" is the fake servers' own process CPU during each tool's run (uniedit/curator):
+on this machine it shares the cores with the tool measured, which a real provider does not (uniedit's edits
+and image-bearing judge calls cost the fake far more than curator's plain chat calls).
 
     python benchmarks/peers.py                         # R = 50, 100, 200, 400 (~6 min)
     python benchmarks/peers.py --rates 50 100 200 --repeats 3   # medians and ranges (~12 min)
@@ -232,7 +234,7 @@ def main() -> None:
           f"{speed:.2f} s)")
     print(f"{'limit/s':>7} {'uniedit/s':>9} {'share':>6} {'curator/s':>9} {'share':>6} {'ratio':>6} {'capped':>6} "
           f"{'1s peak/R':>9} {'RPCs/call':>9} {'1 RPC per':>9} {'calls':>6} {'RPCs':>5} {'leases':>6} "
-          f"{'lapsed':>6} {'uniedit cpu s':>13}")
+          f"{'lapsed':>6} {'uniedit cpu s':>13} {'fake cpu s':>11}")
     nan = float("nan")
     for rate, all_ours, all_theirs in rows:
         ours = median_run(all_ours)
@@ -242,17 +244,20 @@ def main() -> None:
         peaks = f"{max(r['burst'] for r in all_ours) / rate:.2f}/" + (
             f"{max(r['burst'] for r in all_theirs) / rate:.2f}" if all_theirs else "-")
         per_call = ours["rpcs"] / ours["model_calls"] if ours["model_calls"] else nan
+        fake_cpu = f"{ours['fake_cpu_s']:.1f}/" + (f"{theirs['fake_cpu_s']:.1f}" if theirs else "-")
         print(f"{rate:>7g} {ours['rate']:>9.1f} {share:>6.2f} "
               f"{(theirs['rate'] if theirs else nan):>9.1f} {their_share:>6.2f} "
               f"{share / their_share:>6.2f} {min(share, 1) / min(their_share, 1):>6.2f} {peaks:>9} "
               f"{per_call:>9.3f} {1 / per_call:>9.1f} "
               f"{ours['model_calls']:>6} {ours['rpcs']:>5} {ours['leases']:>6} "
-              f"{ours['granted'] - ours['gpt4o_calls']:>6} {ours['cpu_s']:>13.1f}")
+              f"{ours['granted'] - ours['gpt4o_calls']:>6} {ours['cpu_s']:>13.1f} {fake_cpu:>11}")
     if args.repeats > 1:
         for rate, all_ours, all_theirs in rows:
             print(f"  R={rate:g}: share range uniedit {spread(all_ours, rate)}"
                   + (f", curator {spread(all_theirs, rate)}" if all_theirs else ""))
     print("  1s peak/R: the most gpt-4o calls that arrived within any 1 s, ÷ R (uniedit/curator; max over runs)")
+    print("  fake cpu s: CPU seconds of the fake servers' process during each tool's run (uniedit/curator): "
+          "the same 2 cores, a cost a real provider does not put on the client")
     for rate, all_ours, _ in rows:
         ours = median_run(all_ours)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(ours["rpc_detail"].items(), key=lambda kv: -kv[1]))

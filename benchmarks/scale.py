@@ -10,10 +10,13 @@ workers, raylet and coordinator are other processes):
   sizes      the offline world with zero-latency builtin backends (`--engine ray`, 2 workers, one node or
              --nodes N on loopback) at each --sizes N: driver peak RSS, driver CPU per record and per second,
              files and bytes on disk per 1,000 records (disk ÷ the images' own bytes plus the parquet overhead),
-             and the rerun time of the finished run (no Ray is started: manifest and source identity say it is done).
+             and the rerun time of the finished run (no Ray is started: manifest and source identity say it is done);
+             the driver's CPU by thread (its own: MainThread and asyncio's worker threads; Ray's: `native`).
+             --image-size 64 (64-px scenes, ~5x the records/s of the default 256 px) is what makes 50k
+             records feasible on 2 shared cores: bytes per record then follow the smaller images.
 
     python benchmarks/scale.py                               # driver-io 240 rows; sizes 1000,3000
-    python benchmarks/scale.py --skip driver-io --sizes 10000,50000
+    python benchmarks/scale.py --skip driver-io --sizes 10000,50000 --image-size 64   # real 10k and 50k runs
     python benchmarks/scale.py --skip driver-io --sizes 1000 --nodes 3   # 3 Ray nodes on 127.0.0.1
     python benchmarks/scale.py --skip driver-io --skip sizes --rerun-at 10000,50000
 """
@@ -45,7 +48,61 @@ def proc_io() -> dict[str, int]:
     return out
 
 
-def child(source: str, out: str, engine: str, limit: int | None, workers: int, shard_size: int) -> None:
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads: Python threads by their name (the driver's own work is MainThread
+    and the threads it hands work to; Ray's are ray_print_logs, ray_listen_error_messages), the others (Ray's
+    C++ core worker: gRPC, its event loops) as `native`. Where the driver's CPU goes."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    python = {t.native_id: t.name.split(" ")[0] for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = python.get(int(task.name), "native")
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[f"{task.name}:{name}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class ThreadSampler:
+    """The last CPU figure seen of every thread, sampled every 5 s: Ray's threads end with ray.shutdown()
+    inside synth(), before the run's last reading."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="thread_sampler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(5.0):
+            self.seen.update(thread_cpu())
+
+    def __enter__(self) -> ThreadSampler:
+        self.before = thread_cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.seen.update(thread_cpu())
+
+
+def by_name(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for key, cpu in after.items():
+        name = key.split(":", 1)[1]
+        totals[name] = totals.get(name, 0.0) + cpu - before.get(key, 0.0)
+    return {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def child(source: str, out: str, engine: str, limit: int | None, workers: int, shard_size: int,
+          image_size: int = 0) -> None:
     """One synth in this process; prints what the driver read, held and spent."""
     import pyarrow  # noqa: F401 - imported before the measurement: start-up, not the run
     import ray  # noqa: F401
@@ -53,25 +110,29 @@ def child(source: str, out: str, engine: str, limit: int | None, workers: int, s
     from uniedit_synth import synth
 
     overrides = {**FAST, "engine": {"kind": engine, "workers": workers, "shard_size": shard_size}}
+    if image_size:  # the scenes' side in pixels (default 256): smaller scenes make the 50k run feasible here
+        overrides["source"] = {"options": {"image_size": image_size}}
     before = proc_io()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
-    summary = synth("default", source=source, out=out, limit=limit, overrides=overrides)
+    with ThreadSampler() as sampler:  # its own CPU (a /proc read a second) is in cpu_s too: ~0.1 ms/s
+        summary = synth("default", source=source, out=out, limit=limit, overrides=overrides)
     wall = time.monotonic() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    threads = by_name(sampler.before, sampler.seen)  # up to 5 s of an ended thread is missed
     after = proc_io()
     print(json.dumps({
         "rchar": after["rchar"] - before["rchar"], "read_bytes": after["read_bytes"] - before["read_bytes"],
         "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
         "peak_rss_mb": cpu1.ru_maxrss / 1024, "wall_s": wall, "records": summary.read,
-        "shards_done": summary.shards_done, "shards_skipped": summary.shards_skipped,
+        "shards_done": summary.shards_done, "shards_skipped": summary.shards_skipped, "threads_cpu_s": threads,
     }))
 
 
 def measure(source: str, out: Path, engine: str = "ray", limit: int | None = None, workers: int = 2,
-            shard_size: int = 50) -> dict:
+            shard_size: int = 50, image_size: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--child", source, str(out), engine, str(limit or 0), str(workers),
-           str(shard_size)]
+           str(shard_size), str(image_size)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
@@ -102,6 +163,11 @@ def write_source(path: Path, rows: int, side: int) -> None:
         "image": pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(images)], IMAGE_STRUCT),
     })
     pq.write_table(table, path, row_group_size=50)
+
+
+def load_average() -> str:
+    """The machine's 1/5/15-minute load: wall figures on shared cores depend on it (CPU time and RSS less so)."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def disk(out: Path) -> tuple[int, int]:
@@ -155,20 +221,21 @@ def driver_io(work: Path, rows: int, side: int) -> None:
           f"{rerun_startup['rchar'] / 1e6:.1f} MB on its rerun")
 
 
-def sizes(work: Path, counts: list[int], workers: int, shard_size: int, nodes: int) -> None:
+def sizes(work: Path, counts: list[int], workers: int, shard_size: int, nodes: int, image_size: int = 0) -> None:
     where = "one node (2 cores)" if nodes == 1 else f"{nodes} Ray nodes on 127.0.0.1 (2 cores in all)"
-    print(f"\nsizes: offline world, zero-latency builtins, --engine ray --workers {workers} --shard-size "
-          f"{shard_size}, {where}")
+    scenes = f"source.options.image_size={image_size}" if image_size else "256 px scenes (the default)"
+    print(f"\nsizes: offline world, zero-latency builtins, {scenes}, --engine ray --workers {workers} --shard-size "
+          f"{shard_size}, {where}; load average before: {load_average()}")
     print(" records  wall s  rec/s  driver RSS MB  driver CPU ms/rec  ms/s  files/1k rec  MB/1k rec  "
           "disk÷(images+parquet)  rerun s")
     rows = []
     for n in counts:
         out = work / f"run-{n}"
-        run = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
+        run = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size, image_size=image_size)
         files, size = disk(out)
         parts = bytes_breakdown(out)
         overhead = parts["parquet"] - parts["images"]  # the parquet files' own bytes beyond their image cells
-        rerun = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size)
+        rerun = measure("scenes", out, limit=n, workers=workers, shard_size=shard_size, image_size=image_size)
         rows.append((n, run, files, size, rerun))
         print(f"{n:>8} {run['wall_s']:>7.1f} {n / run['wall_s']:>6.1f} {run['peak_rss_mb']:>13.0f} "
               f"{1000 * run['cpu_s'] / n:>18.3f} {1000 * run['cpu_s'] / run['wall_s']:>5.1f} "
@@ -176,7 +243,9 @@ def sizes(work: Path, counts: list[int], workers: int, shard_size: int, nodes: i
               f"{rerun['wall_s']:>8.2f}", flush=True)
         print(f"         bytes: images {parts['images'] / 1e6:.1f} MB (their own bytes, in the shards' parquet), "
               f"parquet overhead {overhead / 1e6:.2f} MB, cache packs {parts['packs'] / 1e6:.2f} MB, "
-              f"other {parts['other'] / 1e6:.2f} MB", flush=True)
+              f"other {parts['other'] / 1e6:.2f} MB; load average after: {load_average()}", flush=True)
+        threads = ", ".join(f"{k} {1000 * v / run['wall_s']:.1f}" for k, v in run["threads_cpu_s"].items())
+        print(f"         driver CPU by thread, ms per second of run: {threads}", flush=True)
     if len(rows) >= 2:
         (n0, r0, *_), (n1, r1, *_) = rows[0], rows[-1]
         slope = (r1["cpu_s"] - r0["cpu_s"]) / (n1 - n0)
@@ -277,8 +346,8 @@ def loopback_cluster(work: Path, nodes: int):
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        source, out, engine, limit, workers, shard_size = sys.argv[2:8]
-        child(source, out, engine, int(limit) or None, int(workers), int(shard_size))
+        source, out, engine, limit, workers, shard_size, image_size = sys.argv[2:9]
+        child(source, out, engine, int(limit) or None, int(workers), int(shard_size), int(image_size))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=240, help="rows of the embedded-image parquet source")
@@ -287,6 +356,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shard-size", type=int, default=250, help="of the sizes runs (files per record follow it)")
     parser.add_argument("--nodes", type=int, default=1, help="Ray nodes on 127.0.0.1 for the sizes runs (1: none)")
+    parser.add_argument("--image-size", type=int, default=0, help="the scenes' side in pixels for the sizes runs "
+                        "(0: the source's default, 256); 64 makes 10k-50k runs feasible on 2 shared cores")
     parser.add_argument("--rerun-at", default="", help="record counts of synthetic finished runs whose rerun is "
                         "timed (e.g. 10000,50000)")
     parser.add_argument("--skip", choices=("driver-io", "sizes"), action="append", default=[])
@@ -297,7 +368,8 @@ def main() -> None:
             driver_io(work, args.rows, args.image_side)
         if "sizes" not in args.skip:
             with loopback_cluster(work, args.nodes):
-                sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size, args.nodes)
+                sizes(work, [int(x) for x in args.sizes.split(",") if x], args.workers, args.shard_size, args.nodes,
+                      args.image_size)
         if args.rerun_at:
             rerun_at(work, [int(x) for x in args.rerun_at.split(",") if x], args.workers, args.shard_size)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from uniedit_synth.run.cache import PACKS, ResponseCache
 
 
@@ -273,3 +275,37 @@ def test_a_withdrawn_shard_keeps_its_replies_for_when_its_rows_come_back(tmp_pat
     noisy_source(source, 15)
     back = synth("default", source=str(source), out=out, overrides=FAST)
     assert back.shards_done == 2 and sum(back.calls.values()) == 0
+
+
+def test_a_sweep_of_some_packs_leaves_the_others_loose_entries(tmp_path: Path):
+    cache = ResponseCache(tmp_path)
+    keys = [key(i) for i in range(12)]
+    fill(cache, keys)
+    cache.pack(1, keys[:6])
+    cache.pack(2, keys[6:])
+    assert cache.pack_names() == ["shard-00001.pack", "shard-00002.pack"]
+    assert cache.sweep(["shard-00002.pack", "shard-00009.pack"], prune=False) == 6  # a missing pack is skipped
+    assert sorted(p.stem for p in loose_files(tmp_path)) == sorted(keys[:6])
+    assert cache.sweep([], prune=True) == 0 and len(loose_files(tmp_path)) == 6
+    assert cache.sweep() == 6 and loose_files(tmp_path) == [] and not list(tmp_path.glob("??"))
+
+
+@pytest.mark.ray
+def test_a_ray_run_sweeps_the_cache_on_its_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The end-of-run sweep (~2.4 file deletions a record) runs on the Ray workers: the driver, whose CPU bounds a
+    cluster's size, is left only the emptied folders; every reply is still found by the next run."""
+    from uniedit_synth import synth
+
+    driver_sweeps: list[tuple] = []
+    original = ResponseCache.sweep
+    monkeypatch.setattr(ResponseCache, "sweep",
+                        lambda self, *args, **kw: driver_sweeps.append(args) or original(self, *args, **kw))
+    out = tmp_path / "run"
+    ray_fast = {**FAST, "engine": {"kind": "ray", "workers": 2, "shard_size": 5}}
+    first = synth("default", source="scenes", out=out, limit=15, overrides=ray_fast)
+    assert first.shards_done == 3 and sum(first.calls.values()) > 0
+    assert driver_sweeps == [([], True)]  # every pack's share was done by a worker
+    assert not list((out / "cache").glob("??/*.entry")) and len(ResponseCache(out / "cache").pack_names()) == 3
+    changed = {**FAST, "stages": {"judge": {"thresholds": {"coherence": 4}}}}
+    again = synth("default", source="scenes", out=out, limit=15, overrides=changed, force_new_config=True)
+    assert again.shards_done == 3 and sum(again.calls.values()) == 0  # every reply from the packs

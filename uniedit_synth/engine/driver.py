@@ -292,9 +292,11 @@ class Driver:
                 rpcs = await runtime.coordinator.rpc_counts()
             with contextlib.suppress(Exception):
                 replicas = await runtime.replica_stats()
+            swept = status in ("finished", "budget_exhausted") and await runtime.sweep_cache()  # nothing in flight
             await runtime.close()
-            with contextlib.suppress(Exception):  # no worker reads the cache now: drop what the packs hold
-                await asyncio.to_thread(ResponseCache(self.run_dir.cache_fs()).sweep)
+            if not swept:
+                with contextlib.suppress(Exception):  # no worker reads the cache now
+                    await asyncio.to_thread(ResponseCache(self.run_dir.cache_fs()).sweep)
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             run_json["status"] = status
             run_json["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -21,8 +21,9 @@ from ..backends.diffusers_backend import RUN_TOKEN_ENV
 from ..core.config import CONFIGURED_STAGES, ActorResources, PipelineConfig
 from ..core.errors import RuntimeBusy, UniEditError, handle_sigterm
 from ..core.records import VQARecord
+from ..run.cache import ResponseCache
 from ..run.processes import process_alive
-from ..run.store import ShardResult
+from ..run.store import RunDir, ShardResult
 from .coordinator import Coordinator, LeaseHolder
 from .replicas import start_pools
 from .worker import CAPABILITY, ShardProcessor
@@ -38,6 +39,18 @@ FORWARDED_ENV_PREFIXES = ("UNIEDIT_",)
 _RAY_RUN = threading.Lock()
 RAY_BUSY = ("another Ray run is going on in this process (one Ray run per process at a time); wait for it to "
             "finish, run this one with engine kind inline, or in another process")
+
+
+#: Ray's bookkeeping that nothing here reads, off in the Ray a run starts itself (every process of it: driver,
+#: raylet, workers): metrics export to the metrics agent (there is no dashboard), the per-handler event-loop
+#: stats (debug_state.txt) and task events (`ray list tasks`, the timeline). Measured on 2 shared cores, Ray
+#: 2.60: an idle driver spends 1.5 ms of CPU a second with these off against 2.2-2.5 ms with them on
+#: (benchmarks/README.md, scale.py). A joined cluster keeps its own settings (Ray refuses them there).
+QUIET_SYSTEM_CONFIG: dict[str, Any] = {
+    "enable_metrics_collection": False,
+    "event_stats": False,
+    "task_events_report_interval_ms": 0,
+}
 
 
 def ray_run_in_progress() -> bool:
@@ -107,6 +120,10 @@ class InlineRuntime:
 
     async def replica_stats(self) -> dict[str, Any]:
         return {}
+
+    async def sweep_cache(self) -> bool:
+        """One process: the driver sweeps the cache itself after close (RayRuntime.sweep_cache)."""
+        return False
 
     async def close(self) -> None:
         await self.processor.aclose()
@@ -227,6 +244,11 @@ class _ShardWorkerActor:
     async def stop(self, timeout_s: float) -> int:
         return 0 if self._processor is None else await self._processor.stop(timeout_s)
 
+    async def sweep(self, names: list[str]) -> int:
+        """This worker's share of the end-of-run cache sweep (RayRuntime.sweep_cache)."""
+        out_dir = self._args[1]
+        return await asyncio.to_thread(ResponseCache(RunDir(out_dir).cache_fs()).sweep, names, False)
+
 
 async def _awaited(ref: Any) -> Any:
     return await ref
@@ -279,7 +301,8 @@ class RayRuntime:
                         include_dashboard=False,
                         _temp_dir=self._temp_dir,
                         logging_level=logging.WARNING,
-                        log_to_driver=True,
+                        log_to_driver=True,  # the workers' warnings reach the user's terminal
+                        _system_config=QUIET_SYSTEM_CONFIG,
                     )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
@@ -383,6 +406,25 @@ class RayRuntime:
         refs = [actor.stop.remote(timeout_s) for actor in actors]
         done, _ = await asyncio.wait([asyncio.ensure_future(_awaited(r)) for r in refs], timeout=timeout_s + 5)
         return sum(task.result() for task in done if not task.exception() and isinstance(task.result(), int))
+
+    async def sweep_cache(self) -> bool:
+        """The end-of-run cache sweep, its packs spread over the live workers so the driver, whose CPU bounds a
+        cluster's size, does not delete ~2.4 files a record itself. A worker's share that fails (gone, or
+        another filesystem) is swept here, as are the emptied fan-out folders. Whether it is done."""
+        try:
+            cache = ResponseCache(RunDir(self._out_dir).cache_fs())
+            names = cache.pack_names()
+            actors = [a for a in self._actors if a is not None] if names else []
+            shares = [names[i::len(actors)] for i in range(len(actors))]
+            results = await asyncio.gather(*(_awaited(actor.sweep.remote(share))
+                                             for actor, share in zip(actors, shares, strict=True)),
+                                           return_exceptions=True)
+            left = [name for share, result in zip(shares, results, strict=True)
+                    if not isinstance(result, int) for name in share]
+            await asyncio.to_thread(cache.sweep, left if actors else None, True)
+            return True
+        except Exception:  # noqa: BLE001 - the driver sweeps after close
+            return False
 
     async def replica_stats(self) -> dict[str, Any]:
         """Each served backend's replica figures (engine/replicas.py ReplicaPool.stats)."""

@@ -1,0 +1,173 @@
+"""CPU per request of the fake provider servers (tests/fakes), by kind of request, and whether two checkouts'
+fakes give the same replies.
+
+The fakes run on the same cores as the tool they serve (benchmarks/peers.py: a 2-core machine), so their CPU
+per request is part of every throughput figure measured against them, a cost a real provider does not put
+on the client. This script records the requests the `openai` and `uniedit` pipelines really send (one small
+inline run each against in-process fakes, at `--size` px), then replays them, byte for byte over HTTP, to a
+fake server process started from each checkout, `--rounds` times per request and one kind of request at a
+time, and prints that process's CPU (user + system, /proc via psutil) per request. Edits are replayed with
+the fakes' memo of edited images off (every edit input of a real run is new). The replies are compared
+across checkouts with their volatile fields (ids, timestamps, the Date header) left out.
+
+    python benchmarks/fake_cpu.py                                   # this checkout
+    git worktree add /tmp/base main
+    python benchmarks/fake_cpu.py --baseline-path /tmp/base         # main beside this code
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil  # noqa: E402
+
+from benchmarks.harness import FAKE_KEY, REPO  # noqa: E402
+
+SERVE = """
+import json, signal, sys, threading
+sys.path.insert(0, {checkout!r})
+import tests.fakes.base as base
+from tests.fakes import FakeGemini, FakeOpenAI
+assert base.__file__.startswith({checkout!r}), base.__file__
+if hasattr(base, "_EDITED_MAX_BYTES"):
+    base._EDITED_MAX_BYTES = 0  # every edit of a real run has a new input: no memo hits
+servers = [FakeOpenAI().start(), FakeGemini().start()]
+print(json.dumps([s.port for s in servers]), flush=True)
+done = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: done.set())
+done.wait()
+"""
+
+
+def kind_of(path: str) -> str:
+    if path.endswith("/images/edits"):
+        return "openai edit (multipart)"
+    if path.endswith("/chat/completions"):
+        return "openai chat (JSON)"
+    return "gemini edit (JSON)" if "-image" in path else "gemini text (JSON)"
+
+
+def capture(size: int, records: int) -> list[tuple[str, str, list[tuple[str, str]], bytes]]:
+    """The raw requests (method, path, headers, body) of one inline `openai` and one `uniedit` run."""
+    from benchmarks.cpu_per_record import pipeline_config
+    from tests.fakes import FakeGemini, FakeOpenAI, base
+    from uniedit_synth.engine.driver import run_synth
+
+    os.environ.setdefault("OPENAI_API_KEY", FAKE_KEY)
+    os.environ.setdefault("GEMINI_API_KEY", FAKE_KEY)
+    seen: list[tuple[str, str, list[tuple[str, str]], bytes]] = []
+    read_body = base._Handler._read_body
+
+    def recording(handler: Any) -> bytes:
+        raw = read_body(handler)
+        seen.append((handler.command, handler.path, list(handler.headers.items()), raw))
+        return raw
+
+    base._Handler._read_body = recording
+    try:
+        with FakeOpenAI() as openai, FakeGemini() as gemini, tempfile.TemporaryDirectory() as tmp:
+            for pipeline in ("openai", "uniedit"):
+                config = pipeline_config(pipeline, size, records, openai.base_url, gemini.base_url)
+                run_synth(config, str(Path(tmp) / pipeline), progress=False)
+    finally:
+        base._Handler._read_body = read_body
+    return seen
+
+
+def normalised(status: int, body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return f"{status}:{hashlib.sha256(body).hexdigest()}"
+    if isinstance(data, dict):
+        for key in ("id", "created", "responseId"):
+            data.pop(key, None)
+    return f"{status}:{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()}"
+
+
+def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float], str]:
+    """CPU ms per request by kind of the fake process of `checkout`, and a digest of all its replies."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVE.format(checkout=str(checkout))], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        openai_port, gemini_port = json.loads(proc.stdout.readline())
+        server = psutil.Process(proc.pid)
+        connections: dict[int, http.client.HTTPConnection] = {}
+        replies: list[str] = []
+
+        def send(method: str, path: str, headers: list[tuple[str, str]], raw: bytes) -> None:
+            port = openai_port if path.startswith("/v1/") else gemini_port
+            conn = connections.setdefault(port, http.client.HTTPConnection("127.0.0.1", port))
+            sent = {k: v for k, v in headers if k.lower() not in ("content-length", "transfer-encoding", "host")}
+            conn.request(method, path, body=raw, headers=sent)
+            reply = conn.getresponse()
+            replies.append(normalised(reply.status, reply.read()))
+
+        for request in requests[:4]:  # warm-up: imports, first connections
+            send(*request)
+        replies.clear()
+        by_kind: dict[str, list[tuple]] = {}
+        for request in requests:
+            by_kind.setdefault(kind_of(request[1]), []).append(request)
+        cpu_ms: dict[str, float] = {}
+        for kind, batch in sorted(by_kind.items()):
+            times = server.cpu_times()
+            before = times.user + times.system
+            for request in batch:
+                for _ in range(rounds):
+                    send(*request)
+            times = server.cpu_times()
+            cpu_ms[kind] = 1000 * (times.user + times.system - before) / (len(batch) * rounds)
+        return cpu_ms, hashlib.sha256("".join(replies).encode()).hexdigest()[:16]
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help="scene image side (px)")
+    parser.add_argument("--records", type=int, default=12, help="records per captured pipeline run")
+    parser.add_argument("--rounds", type=int, default=10, help="times each captured request is replayed")
+    parser.add_argument("--baseline-path", type=Path, default=None, help="another checkout, replayed the same way")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    load = os.getloadavg()
+    requests = capture(args.size, args.records)
+    counts: dict[str, int] = {}
+    for request in requests:
+        counts[kind_of(request[1])] = counts.get(kind_of(request[1]), 0) + 1
+    checkouts = ([("before", args.baseline_path.resolve())] if args.baseline_path else []) + [("after", REPO)]
+    results = {name: replay(path, requests, args.rounds) for name, path in checkouts}
+    print(f"fake servers' CPU ms per request (their process, user + system), {len(requests)} requests of an "
+          f"`openai` and a `uniedit` run at {args.size} px, each replayed {args.rounds}× (load average "
+          f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after; {time.strftime('%H:%M UTC', time.gmtime())})")
+    head = f"{'request':<26} {'n':>3}" + "".join(f" {name:>8}" for name, _ in checkouts)
+    print(head + (f" {'after÷before':>12}" if len(checkouts) == 2 else ""))
+    for kind in sorted(counts):
+        cells = [results[name][0][kind] for name, _ in checkouts]
+        line = f"{kind:<26} {counts[kind]:>3}" + "".join(f" {c:>8.2f}" for c in cells)
+        print(line + (f" {cells[1] / cells[0]:>12.2f}" if len(cells) == 2 and cells[0] else ""))
+    if len(checkouts) == 2:
+        same = results["before"][1] == results["after"][1]
+        print(f"same replies before and after: {'yes' if same else 'NO'} ({results['after'][1]})")
+    for name, path in checkouts:
+        print(f"  {name} = {path}")
+
+
+if __name__ == "__main__":
+    main()
