@@ -109,7 +109,8 @@ def test_disk_full_stops_cleanly_and_resumes_once_space_is_back(tmp_path: Path):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         out = disk / "run"
-        args = ["synth", "--engine", "inline", "--limit", "200", "--shard-size", "20", "--no-progress"]
+        # ~30 KB a record: the 1 MB disk fills in the second of 5 shards
+        args = ["synth", "--engine", "inline", "--limit", "100", "--shard-size", "20", "--no-progress"]
         full = run_cli(*args, "--out", str(out))
         assert full.returncode != 0
         lines = [line for line in full.stderr.splitlines() if line.strip()]
