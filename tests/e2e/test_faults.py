@@ -19,8 +19,8 @@ from uniedit_synth.run import packs
 
 pytestmark = pytest.mark.e2e
 
-SLOW = [  # 6 shards: a worker killed after the first lands still has one in flight
-    "--limit", "120", "--shard-size", "20", "--concurrency", "4", "--no-progress",
+SLOW = [
+    "--limit", "160", "--shard-size", "20", "--concurrency", "4", "--no-progress",
     "--set", "backends.editor.options.latency_s=0.08", "--set", "backends.text.options.latency_s=0.005",
 ]
 

@@ -87,8 +87,8 @@ def _same_pixels(a: bytes, b: bytes) -> bool:
                           np.asarray(Image.open(io.BytesIO(b)).convert("RGB")))
 
 
-SLOW = [  # 6 shards: the kill lands after the first, with others in flight
-    "--limit", "120", "--shard-size", "20", "--concurrency", "4", "--no-progress",
+SLOW = [
+    "--limit", "200", "--shard-size", "20", "--concurrency", "4", "--no-progress",
     "--set", "backends.editor.options.latency_s=0.08",
     "--set", "backends.text.options.latency_s=0.01",
 ]
@@ -116,7 +116,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path):
     os.killpg(victim.pid, signal.SIGKILL)  # the whole job, Ray workers included, like a preempted machine
     victim.wait()
     landed = manifest.read_text().count("\n")
-    assert 1 <= landed < 6, landed
+    assert 1 <= landed < 10, landed
     calls_before = call_count(int_log)
 
     resumed = run_cli("synth", "--out", str(interrupted), *SLOW, env={"UNIEDIT_CALL_LOG": str(int_log)})
