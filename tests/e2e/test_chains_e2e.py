@@ -231,7 +231,7 @@ def test_batch_mode_with_chains_waits_for_the_previous_turns_job(tmp_path: Path)
 def test_chaos_with_three_turn_chains_loses_nothing_and_pays_nothing_twice(tmp_path: Path):
     from benchmarks.chaos import rows, run_chaos
 
-    tally = run_chaos(tmp_path, kills=6, seed=11, records=120, extra_args=("--turns", "3"))
+    tally = run_chaos(tmp_path, kills=6, seed=11, records=60, extra_args=("--turns", "3"))  # 3 shards
     print(json.dumps(tally, indent=2))
     assert tally["kills"] == 6
     assert tally["unreadable_shards"] == []

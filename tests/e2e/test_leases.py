@@ -13,7 +13,7 @@ from tests.e2e.test_backends_e2e import CHAT_USAGE, CHAT_USD, reasons, rows, sta
 from tests.fakes import FakeOpenAI
 from tests.fakes.base import RecordedRequest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.serial]
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
 RATE = 40.0  # calls/s on gpt-4o: 60 records x 3 chat calls take ~4.5 s
 
@@ -42,6 +42,7 @@ class ThrottleOnce:
         return None
 
 
+@pytest.mark.serial  # bounds call rates and a pause window on the fake's clock
 def test_leased_limit_holds_cluster_wide_and_a_retry_after_stops_every_worker(tmp_path: Path):
     with FakeOpenAI(latency=0.05) as openai_fake:
         throttle = ThrottleOnce(90)
@@ -73,6 +74,7 @@ def test_leased_limit_holds_cluster_wide_and_a_retry_after_stops_every_worker(tm
     assert any(t > hit.finished + 2.0 for t in chat)
 
 
+# not serial: one record at a time makes the count a property of the run, not of timing under load
 def test_max_cost_stops_at_the_same_record_count_with_and_without_leases(tmp_path: Path):
     budget = 5.5 * 2 * CHAT_USD  # rewrite and judge on gpt-4o: spent during the 6th of 8 records
     counts = []
