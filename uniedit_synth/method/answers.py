@@ -113,9 +113,17 @@ _ORDINAL_DIGITS = re.compile(r"(\d+)(st|nd|rd|th)")
 def _inflect():
     """inflect's engine, made on first use: importing inflect instruments its functions with typeguard, which
     costs about a second of CPU (several on a busy machine) in every CLI process and Ray worker that never
-    checks a leak."""
-    import inflect
+    checks a leak. Its type checks are switched off while it imports: typeguard re-parses and recompiles
+    inflect's module once per decorated function (about 2 s of CPU in every process that checks a leak, the
+    CLI and each Ray worker); without them the same calls give the same words."""
+    import typeguard
 
+    instrument = typeguard.typechecked
+    typeguard.typechecked = lambda target=None, **_: target if target is not None else (lambda f: f)
+    try:
+        import inflect
+    finally:
+        typeguard.typechecked = instrument
     return inflect.engine()
 
 
