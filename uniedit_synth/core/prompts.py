@@ -73,12 +73,16 @@ def _modified(path: Path) -> float | None:
 def load_prompt(prompts_dir: Path, relative: str) -> Prompt:
     """Load `prompts/<relative>`; the text before a line `=== USER ===` is the system prompt."""
     path = prompts_dir / relative
+    mtime = _existing(path, "prompt template", "set prompts_dir or fix the stage's `prompt`")
+    return _parse_prompt(path, mtime, relative)
+
+
+def _existing(path: Path, what: str, hint: str) -> float:
+    """The file's mtime (what a parsed copy is cached by); a ConfigError saying `hint` when it is missing."""
     mtime = _modified(path)
     if mtime is None:
-        raise ConfigError(
-            f"prompt template not found: {path.resolve()} (set prompts_dir or fix the stage's `prompt`)"
-        )
-    return _parse_prompt(path, mtime, relative)
+        raise ConfigError(f"{what} not found: {path.resolve()} ({hint})")
+    return mtime
 
 
 @lru_cache(maxsize=256)
@@ -127,11 +131,7 @@ def load_examples(prompts_dir: Path, relative: str) -> ExamplePool:
     """The pool `prompts/<relative>`; a line that is not an object with question, answer, plan and instruction
     is a ConfigError naming the file and line."""
     path = prompts_dir / relative
-    mtime = _modified(path)
-    if mtime is None:
-        raise ConfigError(
-            f"exemplar pool not found: {path.resolve()} (set stages.rewrite.examples, or null for none)"
-        )
+    mtime = _existing(path, "exemplar pool", "set stages.rewrite.examples, or null for none")
     return _parse_examples(path, mtime, relative)
 
 
