@@ -667,6 +667,7 @@ def test_400_is_not_retried_and_rejects_with_the_stage_reason(tmp_path, openai_f
     assert source_image(gemini_fake.requests[0]) == edit_failed["source_image"]["bytes"]
 
 
+@pytest.mark.serial  # "nothing starts 0.25 s after the 401" assumes the client hears of it within 0.25 s
 def test_401_aborts_the_run_with_a_one_line_error(tmp_path, openai_fake, gemini_fake):
     openai_fake.latency = gemini_fake.latency = 0.03
     seen = Counter()

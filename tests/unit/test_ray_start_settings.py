@@ -39,6 +39,9 @@ def test_ray_bookkeeping_is_off_only_in_a_ray_the_run_starts(tmp_path: Path, mon
         assert kwargs["address"] == "local"
         assert kwargs["_system_config"] == {"enable_metrics_collection": False, "event_stats": False,
                                             "task_events_report_interval_ms": 0}
+        # a copy: ray.init adds the session's spilling directory to the dict it gets, which must not reach
+        # the next run of this process through the module's constant
+        assert kwargs["_system_config"] is not runtime.QUIET_SYSTEM_CONFIG
         assert kwargs["log_to_driver"] is True  # the workers' warnings still reach the terminal
     else:
         assert kwargs["address"] == address

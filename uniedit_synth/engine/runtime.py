@@ -302,7 +302,7 @@ class RayRuntime:
                         _temp_dir=self._temp_dir,
                         logging_level=logging.WARNING,
                         log_to_driver=True,  # the workers' warnings reach the user's terminal
-                        _system_config=QUIET_SYSTEM_CONFIG,
+                        _system_config=dict(QUIET_SYSTEM_CONFIG),  # ray.init adds its spilling paths to it
                     )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
