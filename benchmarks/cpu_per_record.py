@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,12 +47,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import FAKE_KEY, REPO, fake_servers  # noqa: E402
+from benchmarks.harness import FAKE_KEY, REPO, CpuSampler, fake_servers  # noqa: E402
 
 PIPELINES = ("offline", "openai", "uniedit")
 #: one measurement's limit (a 1024-px offline run of 60 records takes ~1 min of CPU)
 CHILD_TIMEOUT_S = 900
-IDLE_LEAVES = {"wait", "acquire", "select", "poll", "sleep", "get", "_worker", "_wait_for_tstate_lock"}
 
 #: (path fragment, function name or "", stage): a tick goes to the first rule any frame of its stack matches
 STAGE_RULES: list[tuple[str, str, str]] = [
@@ -119,34 +117,6 @@ STAGES = ["validate", "classify", "rewrite", "edit", "judge", "cache", "write", 
 
 
 # -- child: one inline run under the sampler ----------------------------------------------------------------
-class Sampler:
-    """SIGPROF every `interval` s of the process's CPU (all threads); each tick shared among busy threads and
-    charged to (stage, kind)."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.counts: Counter[tuple[str, str]] = Counter()
-
-    def __enter__(self) -> Sampler:
-        signal.signal(signal.SIGPROF, self._tick)
-        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_PROF, 0, 0)
-        signal.signal(signal.SIGPROF, signal.SIG_DFL)
-
-    def _tick(self, signum: int, frame: Any) -> None:
-        main = threading.main_thread().ident
-        stacks = [f for ident, f in sys._current_frames().items() if ident != main]
-        busy = [f for f in [frame, *stacks] if f is not None and f.f_code.co_name not in IDLE_LEAVES]
-        if not busy:
-            self.counts[("other", "other")] += 1
-            return
-        for f in busy:
-            self.counts[classify(f)] += 1 / len(busy)
-
-
 def classify(frame: Any) -> tuple[str, str]:
     stack = []  # innermost first
     while frame is not None:
@@ -246,7 +216,7 @@ def child(args: argparse.Namespace) -> None:
         profile_lines = [line for line in stream.getvalue().splitlines() if line.strip()]
         counts: Counter[tuple[str, str]] = Counter()
     else:
-        with Sampler() as sampler:
+        with CpuSampler(classify, idle=("other", "other")) as sampler:
             summary = engine_run(config, args.out, progress=False)
         counts = sampler.counts
     cpu, wall = time.process_time() - cpu0, time.monotonic() - t0

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,41 @@ def fake_servers(workdir: Path, latency: float, openai_port: int = 0, gemini_por
         yield fakes
     finally:
         fakes.stop()
+
+
+# -- CPU sampling of this process ---------------------------------------------------------------------------
+#: innermost frames of a thread that waits (a tick there is no thread's CPU)
+IDLE_LEAVES = {"wait", "acquire", "select", "poll", "sleep", "get", "_worker", "_wait_for_tstate_lock"}
+
+
+class CpuSampler:
+    """A CPU-time sampler of this process: SIGPROF fires every `interval` s of its CPU time (user + system, all
+    threads); each tick is shared among the threads that are not idle and charged to `classify(frame)`, or to
+    `idle` when every thread waits. Ticks are proportional to CPU, unlike wall-clock sampling from a thread,
+    which only sees the GIL's hand-over points and so over-counts code that blocks in system calls."""
+
+    def __init__(self, classify: Any, idle: Any, interval: float = 0.002) -> None:
+        self.classify, self.idle, self.interval = classify, idle, interval
+        self.counts: Counter[Any] = Counter()
+
+    def __enter__(self) -> CpuSampler:
+        signal.signal(signal.SIGPROF, self._tick)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+
+    def _tick(self, signum: int, frame: Any) -> None:
+        main = threading.main_thread().ident
+        stacks = [f for ident, f in sys._current_frames().items() if ident != main]
+        busy = [f for f in [frame, *stacks] if f is not None and f.f_code.co_name not in IDLE_LEAVES]
+        if not busy:
+            self.counts[self.idle] += 1
+            return
+        for f in busy:
+            self.counts[self.classify(f)] += 1 / len(busy)
 
 
 # -- process-tree sampling -----------------------------------------------------------------------------------

@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import FAKE_KEY, fake_servers, run_synth  # noqa: E402
+from benchmarks.harness import FAKE_KEY, CpuSampler, fake_servers, run_synth  # noqa: E402
 
 PKG = str(Path(__file__).resolve().parent.parent / "uniedit_synth") + os.sep
 
@@ -59,50 +57,21 @@ BUCKETS: list[tuple[str, str]] = [
 NOT_FRAMEWORK = {"model: builtin models (render, edit, judge)", "source: read/generate records"}
 CLIENT_LIBRARIES = {"openai SDK + HTTP client", "gemini SDK + HTTP client"}
 IMAGE_BUCKETS = {"image encode/decode (images.py)", "validate input (decode + check image)"}
-IDLE_LEAVES = {"wait", "acquire", "select", "poll", "sleep", "get", "_worker", "_wait_for_tstate_lock"}
+IDLE = "other (asyncio, interpreter, threads)"
 
 
-class StackSampler:
-    """A CPU-time sampler: SIGPROF fires every `interval` s of this process's CPU time (user + system, all
-    threads); each tick is shared among the threads that are not idle and charged to a bucket (BUCKETS).
-    Ticks are proportional to CPU, unlike wall-clock sampling from a thread, which only sees the GIL's
-    hand-over points and so over-counts code that blocks in system calls."""
-
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.counts: Counter[str] = Counter()
-
-    def __enter__(self) -> StackSampler:
-        signal.signal(signal.SIGPROF, self._tick)
-        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_PROF, 0, 0)
-        signal.signal(signal.SIGPROF, signal.SIG_DFL)
-
-    def _tick(self, signum, frame) -> None:
-        main = threading.main_thread().ident
-        stacks = [f for ident, f in sys._current_frames().items() if ident != main]
-        busy = [f for f in [frame, *stacks] if f is not None and f.f_code.co_name not in IDLE_LEAVES]
-        if not busy:
-            self.counts["other (asyncio, interpreter, threads)"] += 1
-            return
-        for f in busy:
-            self.counts[self.classify(f)] += 1 / len(busy)
-
-    @staticmethod
-    def classify(frame) -> str:
-        repo: list[str] = []
-        while frame is not None:
-            path = frame.f_code.co_filename
-            if path.startswith(PKG):
-                repo.append(path[len(PKG):])
-            frame = frame.f_back
-        for fragment, bucket in BUCKETS:
-            if any(rel.startswith(fragment) for rel in repo):
-                return bucket
-        return "other repo code" if repo else "other (asyncio, interpreter, threads)"
+def classify(frame) -> str:
+    """The bucket (BUCKETS) of the outermost repo module on the stack that names one."""
+    repo: list[str] = []
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(PKG):
+            repo.append(path[len(PKG):])
+        frame = frame.f_back
+    for fragment, bucket in BUCKETS:
+        if any(rel.startswith(fragment) for rel in repo):
+            return bucket
+    return "other repo code" if repo else IDLE
 
 
 def run_inline(config_overrides: dict, out: Path, records: int) -> tuple[float, float, Counter[str]]:
@@ -117,7 +86,7 @@ def run_inline(config_overrides: dict, out: Path, records: int) -> tuple[float, 
     raw["backends"] = config_overrides.pop("backends", raw["backends"])  # replaced, not merged
     config = parse_pipeline(raw, overrides={**config_overrides, "limit": records})
     cpu0, t0 = time.process_time(), time.monotonic()
-    with StackSampler() as sampler:
+    with CpuSampler(classify, idle=IDLE) as sampler:
         summary = engine_run(config, str(out), progress=False)
     assert summary.read == records, summary
     return time.monotonic() - t0, time.process_time() - cpu0, sampler.counts
