@@ -149,14 +149,20 @@ def test_a_packed_image_that_the_shard_holds_is_stored_once(tmp_path: Path):
     assert reader.pack_calls(2) == b'{"id": "a", "stage": "edit", "key": "k"}\n'
 
 
-def test_a_reference_whose_image_is_gone_is_a_miss_not_a_wrong_reply(tmp_path: Path):
-    cache = ResponseCache(tmp_path / "cache")
-    images = [png_bytes(i) for i in range(3)]
-    shard_file(tmp_path, "data/shard-00000.parquet", images)
+def packed_edits(run: Path, shard: int, n: int, calls: bytes = b"") -> tuple[ResponseCache, list[bytes]]:
+    """`n` edit replies whose images shard `shard`'s data file holds, packed (as references) and swept."""
+    cache = ResponseCache(run / "cache")
+    images = [png_bytes(i) for i in range(n)]
+    shard_file(run, f"data/shard-{shard:05d}.parquet", images)
     for i, image in enumerate(images):
         edit_reply(cache, key(i), image)
-    cache.pack(0, [key(i) for i in range(3)], ["data/shard-00000.parquet"])
+    cache.pack(shard, [key(i) for i in range(n)], [f"data/shard-{shard:05d}.parquet"], calls)
     cache.sweep()
+    return cache, images
+
+
+def test_a_reference_whose_image_is_gone_is_a_miss_not_a_wrong_reply(tmp_path: Path):
+    _, images = packed_edits(tmp_path, 0, 3)
     shard_file(tmp_path, "data/shard-00000.parquet", [images[1], images[0], png_bytes(7)])  # rows moved, one new
     reader = ResponseCache(tmp_path / "cache")
     assert [reader.get(key(i)) for i in range(3)] == [None, None, None]
@@ -164,13 +170,7 @@ def test_a_reference_whose_image_is_gone_is_a_miss_not_a_wrong_reply(tmp_path: P
 
 
 def test_materialize_puts_the_bytes_back_before_the_shard_files_go(tmp_path: Path):
-    cache = ResponseCache(tmp_path / "cache")
-    images = [png_bytes(i) for i in range(4)]
-    shard_file(tmp_path, "data/shard-00001.parquet", images)
-    for i, image in enumerate(images):
-        edit_reply(cache, key(i), image)
-    cache.pack(1, [key(i) for i in range(4)], ["data/shard-00001.parquet"], b"calls\n")
-    cache.sweep()
+    _, images = packed_edits(tmp_path, 1, 4, b"calls\n")
     assert ResponseCache(tmp_path / "cache").materialize() == 4
     (tmp_path / "data" / "shard-00001.parquet").unlink()
     reader = ResponseCache(tmp_path / "cache")
