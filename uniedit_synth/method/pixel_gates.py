@@ -146,11 +146,14 @@ class SourceView(NamedTuple):
 
 def source_view(image: bytes | Image.Image) -> SourceView:
     """The gates' view of a source image (decoded from bytes, or an already decoded image)."""
+    array = rgb_pixels(image)
+    return SourceView((array.shape[1], array.shape[0]), _working(array))
+
+
+def rgb_pixels(image: bytes | Image.Image) -> np.ndarray:
+    """An image's HxWx3 uint8 RGB pixels, decoded once: by OpenCV for a plain PNG, else by Pillow (decode_rgb)."""
     array = plain_png_pixels(image) if isinstance(image, bytes) else None
-    if array is not None:
-        return SourceView((array.shape[1], array.shape[0]), _working(array))
-    rgb = decode_rgb(image)
-    return SourceView(rgb.size, _working(rgb))
+    return array if array is not None else np.asarray(decode_rgb(image), dtype=np.uint8)
 
 
 #: PNG chunks that say nothing about pixel values (anything else before the image data: Pillow decodes it)
@@ -309,11 +312,10 @@ def measure(
     import cv2
 
     view = source if isinstance(source, SourceView) else source_view(source)
-    pixels = plain_png_pixels(edited) if isinstance(edited, bytes) else None
-    if pixels is not None and (pixels.shape[1], pixels.shape[0]) == view.size:
-        out = _working(pixels)
-    else:
-        out = _working(in_geometry(decode_rgb(edited), view.size))
+    pixels = rgb_pixels(edited)
+    if (pixels.shape[1], pixels.shape[0]) != view.size:  # resized from the one decode, not decoded again
+        pixels = np.asarray(in_geometry(Image.fromarray(pixels), view.size))
+    out = _working(pixels)
     src = view.work
     level = (limits or GateLimits()).no_op_delta
     with _scratch(src.shape) as scratch:
