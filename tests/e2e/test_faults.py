@@ -136,10 +136,9 @@ def damage_packed_entry(pack: Path, key: str) -> None:
     block = packs.read_block(pack, index)
     entries = {}
     for k, slot in index.entries.items():
-        blob = block[slot.offset: slot.offset + slot.length] if slot.in_block else packs.read_large(pack, slot)
+        blob = packs.read_entry(pack, slot, block)
         entries[k] = (blob[:-1] + bytes([blob[-1] ^ 0xFF]) if k == key else blob, slot.whole)
-    calls = block[index.calls[0]: index.calls[0] + index.calls[1]] if index.calls else b""
-    pack.write_bytes(packs.build(entries, calls))
+    pack.write_bytes(packs.build(entries, packs.calls_of(index, block)))
 
 
 def test_corrupt_state_is_detected_and_repaired(tmp_path: Path):

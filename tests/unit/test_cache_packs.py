@@ -226,7 +226,7 @@ def test_a_run_stores_each_edited_image_once_and_a_config_change_reuses_every_re
         index = packs.read_index(pack)
         block = packs.read_block(pack, index)
         for slot in index.entries.values():
-            blob = block[slot.offset: slot.offset + slot.length] if slot.in_block else packs.read_large(pack, slot)
+            blob = packs.read_entry(pack, slot, block)
             stored_inline.add(_split(blob)[1])
     assert before and not set(before.values()) & stored_inline  # no image of the shards is in a pack too
     changed = {**FAST, "stages": {"judge": {"thresholds": {"coherence": 4}}}}

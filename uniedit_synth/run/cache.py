@@ -9,8 +9,9 @@ dropped with a warning and treated as a miss.
 Packs keep a big run's directory small: once a shard is final, the worker copies the entries its calls used
 into one file, `cache/packs/shard-NNNNN.pack` (format: run/packs.py; it also holds the shard's call index),
 and the loose copies are deleted at the end of the run, when no call can be reading them (`sweep`: by the Ray
-workers, a share of the packs each, or by the driver). A packed entry is found by its request key like a loose one, by every later run, whatever its config:
-a pack is read at a process's first miss. Local run directories only.
+workers, a share of the packs each, or by the driver). A packed entry is found by its request key like a loose
+one, by every later run, whatever its config: a pack is read at a process's first miss. Local run directories
+only.
 
 An image is stored once: a packed reply whose payload (an edited image) is also a cell of the shard's own
 parquet files holds a reference instead of the bytes, `_payload_ref: [file, row, column]` (the file relative to
@@ -157,7 +158,7 @@ class ResponseCache:
         if index is None or index.calls is None:
             return None
         block = packs.read_block(path, index)
-        return None if block is None else block[index.calls[0]: index.calls[0] + index.calls[1]]
+        return None if block is None else packs.calls_of(index, block)
 
     def _pack_blobs(self, name: str) -> tuple[dict[str, bytes], int, bytes] | None:
         """Every entry of a pack as stored, how many are references, and its call index; None: unreadable."""
@@ -169,13 +170,12 @@ class ResponseCache:
         blobs: dict[str, bytes] = {}
         refs = 0
         for key, slot in index.entries.items():
-            blob = block[slot.offset: slot.offset + slot.length] if slot.in_block else packs.read_large(path, slot)
+            blob = packs.read_entry(path, slot, block)
             parts = _split(blob or b"")
             if parts is not None:
                 blobs[key] = blob or b""
                 refs += "_payload_ref" in parts[0]
-        calls = block[index.calls[0]: index.calls[0] + index.calls[1]] if index.calls else b""
-        return blobs, refs, calls
+        return blobs, refs, packs.calls_of(index, block)
 
     # -- references into the shard's parquet -----------------------------------------------------------------
     def _cell(self, ref: list[Any]) -> bytes | None:
@@ -315,7 +315,7 @@ class ResponseCache:
             index = packs.read_index(path)
             size = path.stat().st_size if index else 0
             for key, slot in (index.entries if index else {}).items():
-                loose = f"{root}/{key[:2]}/{key}.entry"
+                loose = f"{root}/{self.rel_path(key)}"
                 inside = slot.in_block or slot.offset + slot.length <= size
                 try:
                     same = os.stat(loose).st_size == slot.whole and inside

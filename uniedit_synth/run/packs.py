@@ -103,6 +103,16 @@ def read_large(path: Path, slot: Slot) -> bytes | None:
         return None
 
 
+def read_entry(path: Path, slot: Slot, block: bytes) -> bytes | None:
+    """One entry as stored: a slice of the inflated `block` (read_block), or read from the file."""
+    return block[slot.offset: slot.offset + slot.length] if slot.in_block else read_large(path, slot)
+
+
+def calls_of(index: PackIndex, block: bytes) -> bytes:
+    """The call index lines the inflated `block` holds (b"" when the pack has none)."""
+    return block[index.calls[0]: index.calls[0] + index.calls[1]] if index.calls else b""
+
+
 def build(entries: dict[str, tuple[bytes, int]], calls: bytes = b"", small_below: int = 4096) -> bytes:
     """A pack's bytes from key → (stored blob, whole length), with the call index lines `calls`."""
     large: list[bytes] = []
