@@ -42,8 +42,6 @@ sys.path.insert(0, {checkout!r})
 import tests.fakes.base as base
 from tests.fakes import FakeGemini, FakeOpenAI
 assert base.__file__.startswith({checkout!r}), base.__file__
-if hasattr(base, "_EDITED_MAX_BYTES"):
-    base._EDITED_MAX_BYTES = 0  # every edit of a real run has a new input: no memo hits
 servers = [FakeOpenAI().start(), FakeGemini().start()]
 print(json.dumps([s.port for s in servers]), flush=True)
 done = threading.Event()

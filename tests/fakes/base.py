@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import http.client
 import io
 import json
@@ -25,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -337,35 +336,9 @@ GEMINI_1K_SIZES: dict[str, tuple[int, int]] = {
 }  # fmt: skip
 
 
-#: edited_png's recent results by (sha256 of the input, index, size): a retried or repeated edit (tests,
-#: chains, resumed runs) costs a hash, not a decode + draw + PNG encode; bounded by the bytes it holds
-_EDITED: OrderedDict[tuple[bytes, int, tuple[int, int] | None], bytes] = OrderedDict()
-_EDITED_MAX_BYTES = 64 * 2**20
-_edited_lock = threading.Lock()
-_edited_bytes = 0
-
-
 def edited_png(image_bytes: bytes, index: int = 0, size: tuple[int, int] | None = None) -> bytes:
     """The input image with a coloured rectangle drawn on it, as PNG: a real, visibly edited image; at `size`
-    (stretched, as an image model re-renders to its output canvas) when given. A pure function of its
-    arguments, so recent results are reused (`_EDITED`)."""
-    global _edited_bytes
-    key = (hashlib.sha256(image_bytes).digest(), index, tuple(size) if size is not None else None)
-    with _edited_lock:
-        if key in _EDITED:
-            _EDITED.move_to_end(key)
-            return _EDITED[key]
-    png = _draw_edit(image_bytes, index, size)
-    with _edited_lock:
-        if key not in _EDITED and len(png) <= _EDITED_MAX_BYTES:
-            _EDITED[key] = png
-            _edited_bytes += len(png)
-            while _edited_bytes > _EDITED_MAX_BYTES:
-                _edited_bytes -= len(_EDITED.popitem(last=False)[1])
-    return png
-
-
-def _draw_edit(image_bytes: bytes, index: int, size: tuple[int, int] | None) -> bytes:
+    (stretched, as an image model re-renders to its output canvas) when given."""
     with Image.open(io.BytesIO(image_bytes)) as source:
         image = source.convert("RGB")
     if size is not None and image.size != size:

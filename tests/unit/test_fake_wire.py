@@ -132,26 +132,6 @@ def test_header_lines_read_as_the_stdlib_reads_them(block: bytes) -> None:
         assert isinstance(ours, http.client.HTTPMessage)  # not one-line headers: the stdlib parses them
 
 
-def test_edited_png_reuses_a_result_and_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    image = _png(7, side=40)
-    expected = base._draw_edit(image, 1, (48, 40))
-    assert base.edited_png(image, 1, (48, 40)) == expected
-    monkeypatch.setattr(base, "_draw_edit", lambda *_: pytest.fail("drawn again"))
-    assert base.edited_png(image, 1, [48, 40]) == expected  # a list size is the same edit
-    with pytest.raises(pytest.fail.Exception):
-        base.edited_png(image, 2, (48, 40))  # another index is another edit
-
-
-def test_edited_png_memo_stays_within_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "_EDITED", base.OrderedDict())
-    monkeypatch.setattr(base, "_edited_bytes", 0)
-    first = _png(8)
-    monkeypatch.setattr(base, "_EDITED_MAX_BYTES", len(base._draw_edit(first, 0, None)) + 10)
-    base.edited_png(first, 0, None)
-    base.edited_png(_png(9), 0, None)
-    assert len(base._EDITED) == 1 and base._edited_bytes <= base._EDITED_MAX_BYTES
-
-
 def _exchange(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request)
