@@ -6,9 +6,9 @@ per request is part of every throughput figure measured against them, a cost a r
 on the client. This script records the requests the `openai` and `uniedit` pipelines really send (one small
 inline run each against in-process fakes, at `--size` px), then replays them, byte for byte over HTTP, to a
 fake server process started from each checkout, `--rounds` times per request and one kind of request at a
-time, and prints that process's CPU (user + system, /proc via psutil) per request. Edits are replayed with
-the fakes' memo of edited images off (every edit input of a real run is new). The replies are compared
-across checkouts with their volatile fields (ids, timestamps, the Date header) left out.
+time, and prints that process's CPU (user + system, /proc via psutil) per request. The replies are compared
+across checkouts with their volatile fields (ids, timestamps, the Date header) left out, and each edited
+image as its size and pixels (its PNG bytes may differ: how the fake encodes them is its own choice).
 
     python benchmarks/fake_cpu.py                                   # this checkout
     git worktree add /tmp/base main
@@ -18,8 +18,10 @@ across checkouts with their volatile fields (ids, timestamps, the Date header) l
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from benchmarks.harness import FAKE_KEY, REPO  # noqa: E402
 
@@ -93,7 +96,22 @@ def normalised(status: int, body: bytes) -> str:
     if isinstance(data, dict):
         for key in ("id", "created", "responseId"):
             data.pop(key, None)
+    data = pixels_of_images(data)
     return f"{status}:{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()}"
+
+
+def pixels_of_images(data: Any) -> Any:
+    """`data` with every base64 PNG in it replaced by a digest of its size and RGB pixels: the fakes' edited
+    images must keep their pixels, not their PNG bytes (the encoder's settings may change)."""
+    if isinstance(data, dict):
+        return {key: pixels_of_images(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [pixels_of_images(value) for value in data]
+    if isinstance(data, str) and data.startswith("iVBORw0KGgo"):  # base64 of the PNG signature
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            rgb = image.convert("RGB")
+        return f"png {rgb.size} {hashlib.sha256(rgb.tobytes()).hexdigest()}"
+    return data
 
 
 def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float], str]:
