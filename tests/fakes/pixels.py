@@ -21,6 +21,7 @@ import io
 import struct
 import zlib
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -174,8 +175,6 @@ def _plain_png(data: bytes) -> bool:
 
 def _opencv_pixels(png: bytes) -> np.ndarray | None:
     """A plain PNG's HxWx3 RGB pixels (writable), decoded by OpenCV; None where it cannot."""
-    import cv2  # only here: a fake that never sees a PNG does not pay for the import
-
     try:
         pixels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error:
