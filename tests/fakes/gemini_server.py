@@ -21,6 +21,8 @@ Fault kinds (spec syntax in `tests/fakes/base.py`):
   `FakeGemini(noimage_every=N)`: every N-th image (edit) call that has no other fault gets `noimage`
   (held-out lost edits: the Uni-Edit release retries such replies)
   invalid_json | truncated (finishReason MAX_TOKENS) | fenced     for text (JSON) replies
+  continuation      the first hop of a continued generation: a text part ("Working on it. "), finishReason
+                    CONTINUATION and a continuationToken (the SDK resumes with the token; script the next reply)
 
 CLI: `python -m tests.fakes.gemini_server --port 0 --latency 0.05` prints the base URL and serves until Ctrl-C.
 """
@@ -285,6 +287,15 @@ class FakeGemini(BatchJobs, FakeServer):
             return self._envelope(record, None, self._usage(record, texts, images, 0), feedback)
         if kind == "no_candidates":
             return self._envelope(record, [], self._usage(record, texts, images, 0))
+        if kind == "continuation":
+            text = fault.text or "Working on it. "
+            candidate = {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "CONTINUATION",
+                "continuationToken": b64(b"\xfb\xff-fake-continuation"),  # '+' and '/' in standard base64
+                "index": 0,
+            }
+            return self._envelope(record, [candidate], self._usage(record, texts, images, tok(text)))
         if kind == "noimage":
             text = fault.text or "I can't edit this image."
             candidate = {
