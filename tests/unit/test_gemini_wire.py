@@ -271,3 +271,23 @@ def test_a_continued_generation_is_resumed_and_merged_as_the_sdk_does(server: Fa
     same_request(ours[1], sent[1])
     assert reply == sdk_reply and reply.text == "Working on it. Here is the edited image."
     assert reply.usage.output_tokens == sum(int(r.usage["candidatesTokenCount"]) for r in server.requests[:2])
+
+
+# -- the fake server's own shortcuts ------------------------------------------------------------------------
+def test_the_fakes_image_reply_writes_the_bytes_json_dumps_writes(server: FakeGemini) -> None:
+    from tests.fakes.gemini_server import ImageReply
+
+    blob = {"mimeType": "image/png", "data": base64.b64encode(png((7, 7, 7))).decode()}
+    body = {"candidates": [{"content": {"parts": [{"text": "é \"q\""}, {"inlineData": blob}]}}], "x": [1.5, None]}
+    assert ImageReply(body, blob).payload() == json.dumps(body).encode()
+    assert blob["data"] != "" and body["candidates"][0]["content"]["parts"][1]["inlineData"] is blob
+
+
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode,
+                                    lambda b: base64.urlsafe_b64encode(b).rstrip(b"="),
+                                    lambda b: base64.b64encode(b)[:8] + b"\n" + base64.b64encode(b)[8:]])
+def test_the_fake_reads_input_images_in_any_base64(encode: Any) -> None:
+    from tests.fakes.gemini_server import _image_bytes
+
+    image = bytes(range(256)) + b"\xfb\xff\xfe"
+    assert _image_bytes(encode(image).decode()) == image
