@@ -176,8 +176,8 @@ def _merged(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]
     firsts, thens = first.get("candidates") or [], then.get("candidates") or []
     if firsts and thens and isinstance(firsts[0], Mapping) and isinstance(thens[0], Mapping):
         a, b = firsts[0], thens[0]
-        parts = list((a.get("content") or {}).get("parts") or []) + list((b.get("content") or {}).get("parts") or [])
-        content = {**(a.get("content") or {}), **(b.get("content") or {}), "parts": parts}
+        before, after = a.get("content") or {}, b.get("content") or {}
+        content = {**before, **after, "parts": [*(before.get("parts") or []), *(after.get("parts") or [])]}
         candidate = {**a, **b, "content": content}
         for key in ("finishReason", "continuationToken"):
             candidate.pop(key, None)
@@ -186,8 +186,10 @@ def _merged(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]
         merged["candidates"] = [candidate, *thens[1:]]
     usage = {**(first.get("usageMetadata") or {})}
     for key, value in (then.get("usageMetadata") or {}).items():
-        both = isinstance(value, int) and isinstance(usage.get(key), int) and key.endswith("Count")
-        usage[key] = usage[key] + value if both else value
+        try:  # counts are summed (int64 counts may come as strings); anything else is the last hop's
+            usage[key] = int(usage[key]) + int(value) if key.endswith("Count") and key in usage else value
+        except (TypeError, ValueError):
+            usage[key] = value
     if usage:
         merged["usageMetadata"] = usage
     return merged
@@ -253,7 +255,8 @@ class _GeminiBase(ProviderBackend[genai.Client]):
     def _config_json(self, params: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
         """The request's keys besides `contents` (systemInstruction, generationConfig, …) as the SDK's own
         converter writes them for the config of `params` and `fixed`. Memoised: a stage sends the same config
-        with every record, and the converter looks up each of the config's ~100 fields by a linear walk."""
+        with every record, and the converter looks up each of the config's 39 fields by `key in model`, a walk
+        over all of them (~3,000 steps a call)."""
         try:
             key: str | None = json.dumps([params, fixed])
         except (TypeError, ValueError):  # a parameter JSON cannot write: converted every time
@@ -283,6 +286,7 @@ class _GeminiBase(ProviderBackend[genai.Client]):
         already written, then the reply's JSON."""
         api = self._client().aio._api_client
         path = f"{_transformers.t_model(api, model)}:generateContent"
+        # no per-request http_options and none with an extra_body on the client: the body is complete as written
         http_request = api._build_request("post", path, {}, None)
         http_request.data = data
         response = await api._async_request(http_request=http_request, http_options=None, stream=False)
@@ -290,7 +294,8 @@ class _GeminiBase(ProviderBackend[genai.Client]):
         try:
             reply = json.loads(text) if text else {}
         except ValueError:
-            raise MalformedReply(f"gemini {self.model}: reply is not JSON", raw=truncate(str(text))) from None
+            raw = self._redact(truncate(text))
+            raise MalformedReply(f"gemini {self.model}: reply is not JSON", raw=raw) from None
         if not isinstance(reply, dict):
             raise self._schema_error()
         return reply
@@ -306,7 +311,8 @@ class _GeminiBase(ProviderBackend[genai.Client]):
             head = {k: v for k, v in body.items() if k != "generationConfig"}
             # the converter sets continuationToken with the config's other top-level keys, before generationConfig
             hop = {**head, "continuationToken": token, "generationConfig": body.get("generationConfig", {})}
-            reply = _merged(reply, await self._call(functools.partial(self._post, request_json(hop, images), model)))
+            post = functools.partial(self._post, request_json(hop, images), model)
+            reply = _merged(reply, await self._call(post))
         return reply
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
