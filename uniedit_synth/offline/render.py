@@ -7,7 +7,9 @@ Two lossless encodings give those pixels (`encode_png`): `PNG_PILLOW`, Pillow at
 run made before `PNG_OPENCV` existed used; and `PNG_OPENCV` (OpenCV's libpng, no row filter, zlib level 3),
 2.3x faster at 1024 px and twice as fast to decode, at about 8 % more bytes: Pillow spends most of its time
 choosing a filter for every row. The bytes differ, and cache keys hash the source image's bytes, so a run
-pins one encoding for life (run.json `scene_png`, engine/run_info.py): a run made before keeps Pillow's.
+pins one encoding for life (run.json `scene_png`, engine/run_info.py): a run made before keeps Pillow's, and
+so does a run with the builtin editor, which draws its flaws from the source's bytes. The builtin judge compares
+pixels, never bytes; the edits the builtin editor draws are always Pillow's.
 """
 
 from __future__ import annotations
@@ -233,7 +235,8 @@ def render_image(scene: Scene) -> Image.Image:
 
 
 def encode_png(image: Image.Image, encoding: str = PNG_PILLOW) -> bytes:
-    """`image` as PNG bytes in `encoding` (PNG_ENCODINGS); both are lossless, only the bytes differ."""
+    """`image` as PNG bytes in `encoding` (PNG_ENCODINGS); both are lossless, only the bytes differ (an image that
+    is not RGB, which no scene is, is always Pillow's)."""
     if encoding == PNG_OPENCV and image.mode == "RGB":
         import cv2
 

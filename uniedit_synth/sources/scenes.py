@@ -54,7 +54,7 @@ def pin_scene_png(source: Source, encoding: str) -> Source:
                           "version that made it, or use another --out")
     inner = getattr(source, "inner", source)
     if isinstance(inner, ScenesSource):
-        inner.png = encoding
+        inner.png_encoding = encoding
     return source
 
 
@@ -108,7 +108,7 @@ class ScenesSource(Source):
         self.categories = chosen
         self.defer_render = defer_render
         #: the PNG encoding of this source's images (pin_scene_png); PNG_PILLOW unless a run pinned another
-        self.png = PNG_PILLOW
+        self.png_encoding = PNG_PILLOW
 
     @classmethod
     def opens(cls, spec: str) -> bool:
@@ -143,7 +143,7 @@ class ScenesSource(Source):
         return VQARecord(
             id=self._id(index),
             source="scenes",
-            image=None if self.defer_render else render_png(scene, self.png),
+            image=None if self.defer_render else render_png(scene, self.png_encoding),
             question=question,
             answer=answer,
             category=category,
@@ -202,7 +202,7 @@ class ScenesSource(Source):
         return out
 
     def _png_meta(self) -> dict[str, str]:
-        return {} if self.png == PNG_PILLOW else {PNG_META_KEY: self.png}
+        return {} if self.png_encoding == PNG_PILLOW else {PNG_META_KEY: self.png_encoding}
 
     def __iter__(self) -> Iterator[VQARecord]:
         for index in range(self.count):
