@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
@@ -28,6 +29,7 @@ from .opening import COMMON_OPTIONS
 #: not PNG_PILLOW: a run's records travel to its workers with it, and the records of a run made before it existed
 #: are, to the byte, what they were (validate_record drops it with the rendering done)
 PNG_META_KEY = "_png"
+_S = TypeVar("_S", bound=Source)
 
 
 def render_record_image(meta: dict) -> bytes | None:
@@ -45,7 +47,7 @@ def render_record(meta: dict) -> tuple[bytes, Image.Image] | None:
     return encode_png(image, meta.get(PNG_META_KEY, PNG_PILLOW)), image
 
 
-def pin_scene_png(source: Source, encoding: str) -> Source:
+def pin_scene_png(source: _S, encoding: str) -> _S:
     """`source`, whose offline-world records (if it is the scenes source) render in `encoding`: the run's pinned
     encoding (run.json `scene_png`, engine/run_info.py), as the run's cache keys hash the images' bytes."""
     if encoding not in PNG_ENCODINGS:
