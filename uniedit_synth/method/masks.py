@@ -193,6 +193,31 @@ def remove_small_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
     return keep[labels]
 
 
+def changed_area(source: np.ndarray, edited: np.ndarray, params: MaskParams = UNIWORLD) -> int:
+    """How many pixels steps 1-3 mark (``remove_small_components(close(difference_mask(...)))``'s sum, before the
+    area check) for two HxWx3 uint8 arrays of one shape, without building that mask: the pixel gates want only
+    its area. The same count: the grey levels are the same integers (cv2.transform's weighted sum is exact below
+    2**24, as in _grey_difference_at_least), and the components are labelled within the closed mask's bounding
+    box (where all of its foreground is), their kept areas summed instead of painted back. A third of the time."""
+    import cv2
+
+    weighted = cv2.transform(cv2.absdiff(source, edited).astype(np.float32), _PIL_GREY.reshape(1, 3))
+    mask = cv2.compare(weighted, float(params.threshold * 65536 - 0x8000), cv2.CMP_GE)
+    if params.close_kernel > 0:
+        element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.close_kernel, params.close_kernel))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, element)
+    left, top, width, height = cv2.boundingRect(mask)
+    if width == 0 or height == 0:
+        return 0
+    mask = mask[top : top + height, left : left + width]
+    if params.min_component_frac <= 0:
+        return int(cv2.countNonZero(mask))
+    ltype = cv2.CV_16U if ((height + 1) // 2) * ((width + 1) // 2) < 2**16 - 1 else cv2.CV_32S
+    areas = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)[2][1:, cv2.CC_STAT_AREA]
+    total = int(areas.sum())
+    return int(areas[areas >= params.min_component_frac * total].sum())
+
+
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected component labels (0 = background, 1..n) of a boolean HxW mask, and n."""
     import cv2
