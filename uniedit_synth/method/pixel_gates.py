@@ -329,18 +329,44 @@ def local_change(source: np.ndarray, edited: np.ndarray, scratch: _Scratch) -> t
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
-    """np.percentile(values, q) (its default, linear method), the same float: one partition at the lower rank
-    and the least value above it for the next, with numpy's own interpolation in the values' dtype (numpy
-    partitions at both ranks and at the end: a third of the time again)."""
+    """np.percentile(values, q) (its default, linear method), the same float: the two values at the ranks it
+    interpolates between (_neighbours), then numpy's own interpolation in the values' dtype."""
     flat = values.ravel()
     index = q / 100 * (flat.size - 1)
     lower = int(index)
     fraction = index - lower
-    part = np.partition(flat, lower)
-    below = part[lower]
-    above = part[lower + 1 :].min() if lower + 1 < flat.size else below
+    below, above = _neighbours(flat, lower)
     step = above - below  # numpy's _lerp, step for step (the same rounding)
     return float(above - step * (1 - fraction) if fraction >= 0.5 else below + step * fraction)
+
+
+#: _neighbours brackets the ranks from a sample of about this many values, this many sample ranks either side
+_SAMPLE, _SAMPLE_MARGIN = 1024, 48
+
+
+def _neighbours(flat: np.ndarray, rank: int) -> tuple[Any, Any]:
+    """The values of rank `rank` and `rank` + 1 (the same one at the last rank) in ascending order of `flat`.
+    A regular sample's values about that rank bracket them: counting what lies below the bracket and
+    partitioning only what lies within it gives the very same values as partitioning all of `flat` (4x faster
+    at 256 px; a bracket that misses them, as in a map of many equal values, falls back to the whole)."""
+    size = flat.size
+    if size >= 8 * _SAMPLE and rank + 1 < size:
+        sample = np.sort(flat[:: size // _SAMPLE])
+        centre = rank * sample.size // size
+        low = sample[max(0, centre - _SAMPLE_MARGIN)]
+        high = sample[min(sample.size - 1, centre + _SAMPLE_MARGIN)]
+        below = int(np.count_nonzero(flat < low))
+        if below <= rank:
+            if low == high:
+                if below + int(np.count_nonzero(flat == low)) >= rank + 2:
+                    return low, low
+            else:
+                inside = flat[(flat >= low) & (flat <= high)]
+                if below + inside.size >= rank + 2:
+                    part = np.partition(inside, rank - below)
+                    return part[rank - below], part[rank - below + 1 :].min()
+    part = np.partition(flat, rank)
+    return part[rank], (part[rank + 1 :].min() if rank + 1 < size else part[rank])
 
 
 def measure(
