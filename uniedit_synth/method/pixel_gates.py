@@ -277,14 +277,19 @@ def _gradient(array: np.ndarray, scratch: _Scratch, into: np.ndarray) -> np.ndar
     return np.sqrt(squared, out=squared)
 
 
+#: match_blur stops at the first blur whose difference exceeds the best so far by more than this share of it
+MATCH_RISE = 0.01
+
+
 def match_blur(source: np.ndarray, edited: np.ndarray, spare: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """The source (float32) blurred as much as the edited image (float32) looks blurred: the first of MATCH_BLURS
-    (in order) whose L1 difference to the edited image is the least. The search stops at the first blur that is
-    no closer than the best before it: the difference falls while the source is blurred towards the edit's
-    softness and rises past it (one minimum: it picked the full search's blur on every pair of
-    benchmarks/pixel_gates.py and the fake editors' plays, tests/unit/test_cpu_per_record_paths.py), and an
-    unblurred edit, the most common, costs one blur instead of four. Returns `source` itself, or one of
-    `spare` and `kept`."""
+    (in order) whose L1 difference to the edited image is the least. The difference falls while the source is
+    blurred towards the edit's softness and rises past it, so the search stops at the first clear rise (more
+    than MATCH_RISE over the best): an unblurred edit, the most common, costs one blur instead of four. Where
+    the differences are all but equal (a colour cast much larger than what a blur moves, a flat picture) they
+    wander up and down by rounding, and the search goes on through them. It picked the full search's blur on
+    every pair of benchmarks/pixel_gates.py, the fake editors' plays and tests/unit/test_pixel_gates_shortcuts.py.
+    Returns `source` itself, or one of `spare` and `kept`."""
     import cv2
 
     matched, best = source, None
@@ -293,11 +298,12 @@ def match_blur(source: np.ndarray, edited: np.ndarray, spare: np.ndarray, kept: 
         # the L1 norm (a float64 sum) orders the candidates as their mean difference does (the first of equals
         # kept), without np.abs(candidate - out).mean()'s two full-size temporaries
         error = cv2.norm(candidate, edited, cv2.NORM_L1)
-        if best is not None and error >= best:
+        if best is None or error < best:
+            matched, best = candidate, error
+            if candidate is spare:
+                spare, kept = kept, spare
+        elif error > best * (1 + MATCH_RISE):
             break
-        matched, best = candidate, error
-        if candidate is spare:
-            spare, kept = kept, spare
     return matched
 
 
