@@ -123,13 +123,19 @@ def test_the_percentile_is_numpys(q: float) -> None:
 
 
 def test_the_percentile_falls_back_when_the_sample_misses() -> None:
-    """A map whose regular sample sees none of its low values (they sit between the sampled positions): the
-    bracket misses the rank and the whole map is partitioned, with the same result."""
+    """A map whose sample sees none of its low values (they sit between the sampled positions): the bracket
+    misses the rank and the whole map is partitioned, with the same result."""
     values = np.full(65536, 50.0, np.float32)
-    step = values.size // pixel_gates._SAMPLE
-    hidden = np.setdiff1d(np.arange(values.size), np.arange(0, values.size, step))[:20000]
+    sampled = np.arange(0, values.size, pixel_gates._stride(values.size, 256))
+    hidden = np.setdiff1d(np.arange(values.size), sampled)[:20000]
     values[hidden] = RNG.random(hidden.size).astype(np.float32)
     assert pixel_gates._percentile(values.reshape(256, 256), 25) == float(np.percentile(values, 25))
+
+
+def test_the_sample_strides_across_the_columns() -> None:
+    """Every column of a 256-wide map is sampled (a stride of 64 would see four of them: a biased bracket)."""
+    stride = pixel_gates._stride(256 * 256, 256)
+    assert len({(i * stride) % 256 for i in range(256 * 256 // stride)}) == 256
 
 
 def reference_area(source: np.ndarray, edited: np.ndarray, params: masks.MaskParams) -> int:

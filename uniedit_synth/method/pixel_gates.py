@@ -33,6 +33,7 @@ unrelated object changed beside the right edit.
 from __future__ import annotations
 
 import io
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -341,7 +342,7 @@ def _percentile(values: np.ndarray, q: float) -> float:
     index = q / 100 * (flat.size - 1)
     lower = int(index)
     fraction = index - lower
-    below, above = _neighbours(flat, lower)
+    below, above = _neighbours(flat, lower, values.shape[-1] if values.ndim else 1)
     step = above - below  # numpy's _lerp, step for step (the same rounding)
     return float(above - step * (1 - fraction) if fraction >= 0.5 else below + step * fraction)
 
@@ -350,29 +351,41 @@ def _percentile(values: np.ndarray, q: float) -> float:
 _SAMPLE, _SAMPLE_MARGIN = 1024, 48
 
 
-def _neighbours(flat: np.ndarray, rank: int) -> tuple[Any, Any]:
-    """The values of rank `rank` and `rank` + 1 (the same one at the last rank) in ascending order of `flat`.
-    A regular sample's values about that rank bracket them: counting what lies below the bracket and
+def _stride(size: int, width: int) -> int:
+    """_neighbours' sampling stride: about size / _SAMPLE, prime to the width."""
+    stride = max(1, size // _SAMPLE)
+    while math.gcd(stride, width) != 1:
+        stride += 1
+    return stride
+
+
+def _neighbours(flat: np.ndarray, rank: int, width: int) -> tuple[Any, Any]:
+    """The values of rank `rank` and `rank` + 1 (the same one at the last rank) in ascending order of `flat`, a
+    map `width` values wide. A sample of every so many values (a stride prime to the width: each column is
+    sampled, not the same few) about that rank brackets them: counting what lies below the bracket and
     partitioning only what lies within it gives the very same values as partitioning all of `flat` (4x faster
-    at 256 px; a bracket that misses them, as in a map of many equal values, falls back to the whole)."""
+    at 256 px). A bracket that misses them falls back to the whole."""
     size = flat.size
-    if size >= 8 * _SAMPLE and rank + 1 < size:
-        sample = np.sort(flat[:: size // _SAMPLE])
+    upper = min(rank + 1, size - 1)
+    if size >= 8 * _SAMPLE and upper > rank:
+        sample = np.sort(flat[:: _stride(size, width)])
         centre = rank * sample.size // size
         low = sample[max(0, centre - _SAMPLE_MARGIN)]
         high = sample[min(sample.size - 1, centre + _SAMPLE_MARGIN)]
         below = int(np.count_nonzero(flat < low))
         if below <= rank:
             if low == high:
-                if below + int(np.count_nonzero(flat == low)) >= rank + 2:
+                if below + int(np.count_nonzero(flat == low)) > upper:
                     return low, low
             else:
                 inside = flat[(flat >= low) & (flat <= high)]
-                if below + inside.size >= rank + 2:
-                    part = np.partition(inside, rank - below)
-                    return part[rank - below], part[rank - below + 1 :].min()
-    part = np.partition(flat, rank)
-    return part[rank], (part[rank + 1 :].min() if rank + 1 < size else part[rank])
+                if below + inside.size > upper:
+                    # both ranks at once, as numpy's percentile partitions (one rank alone can be several
+                    # times slower on a map of many near-equal values)
+                    part = np.partition(inside, [rank - below, upper - below])
+                    return part[rank - below], part[upper - below]
+    part = np.partition(flat, [rank, upper] if upper > rank else rank)
+    return part[rank], part[upper]
 
 
 def measure(
