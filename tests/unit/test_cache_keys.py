@@ -13,10 +13,10 @@ from uniedit_synth.backends.base import (
     EditRequest,
     TextReply,
     TextRequest,
-    image_digest,
     request_key,
 )
 from uniedit_synth.core.config import BackendSpec, RetrySpec
+from uniedit_synth.core.digests import image_digest
 from uniedit_synth.engine.calls import Ledger, ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
 from uniedit_synth.run.cache import KEYS_MARKER, ResponseCache
@@ -142,3 +142,13 @@ def test_a_cache_with_only_packs_is_not_marked(tmp_path: Path):
     assert not ResponseCache(tmp_path / "cache").mark_new()
     assert ResponseCache(tmp_path / "cache").legacy_keys
     assert ResponseCache(tmp_path / "empty").mark_new() and not ResponseCache(tmp_path / "empty").legacy_keys
+
+
+def test_remembered_digests_hold_at_most_the_budget(monkeypatch):
+    from uniedit_synth.core import digests
+
+    monkeypatch.setattr(digests, "DIGEST_BUDGET", 4000)
+    images = [bytes([n]) * 900 for n in range(10)]
+    assert [image_digest(b) for b in images] == [hashlib.sha256(b).hexdigest() for b in images]
+    assert digests._held <= 4000 and digests._digests[id(images[-1])][0] is images[-1]
+    assert id(images[0]) not in digests._digests  # the oldest went first

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
+
+from ..core.digests import image_digest
 
 
 class Usage(BaseModel):
@@ -77,38 +77,6 @@ class EditReply(BaseModel):
     text: str = ""
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
-
-
-#: sha256 of the image bytes hashed last, by object: a record's source image is in most of its calls (classify,
-#: rewrite, every judge axis) as the same bytes object. An entry holds its bytes, so its id is not reused
-#: while it is here; at most DIGEST_BUDGET bytes are held (a few records' images beyond those in flight).
-DIGEST_BUDGET = 32 << 20
-_digests: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
-_digest_bytes = 0
-_digest_lock = threading.Lock()
-
-
-def image_digest(data: bytes) -> str:
-    """hashlib.sha256(data).hexdigest(), remembered for the same bytes object."""
-    global _digest_bytes
-    with _digest_lock:
-        hit = _digests.get(id(data))
-        if hit is not None and hit[0] is data:
-            _digests.move_to_end(id(data))
-            return hit[1]
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) > DIGEST_BUDGET // 4 or not isinstance(data, bytes):  # bytearray/memoryview can change
-        return digest
-    with _digest_lock:
-        old = _digests.pop(id(data), None)
-        if old is not None:
-            _digest_bytes -= len(old[0])
-        _digests[id(data)] = (data, digest)
-        _digest_bytes += len(data)
-        while _digest_bytes > DIGEST_BUDGET:
-            _, (gone, _) = _digests.popitem(last=False)
-            _digest_bytes -= len(gone)
-    return digest
 
 
 def request_key(kind: str, request: BaseModel, *, with_context: bool = True) -> str:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.digests import image_digest
 from . import packs
 from .fs import RunFS, as_run_fs
 
@@ -418,7 +419,7 @@ class ResponseCache:
     def put(self, key: str, meta: dict[str, Any], payload: bytes = b"") -> None:
         header = dict(meta)
         header["_payload_len"] = len(payload)
-        header["_payload_sha256"] = hashlib.sha256(payload).hexdigest()
+        header["_payload_sha256"] = image_digest(payload)  # an edited image: its judge call's key hashes it too
         line = json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n"
         self.fs.write_bytes(self.rel_path(key), line + payload, what=f"the response cache ({self.fs.display})")
 
@@ -430,7 +431,7 @@ class ResponseCache:
         header, payload = split
         if header.pop("_payload_len", None) != len(payload):
             return None
-        if header.pop("_payload_sha256", None) != hashlib.sha256(payload).hexdigest():
+        if header.pop("_payload_sha256", None) != image_digest(payload):  # a hit's image goes on to its judge call
             return None
         return CacheEntry(meta=header, payload=payload)
 
