@@ -87,6 +87,7 @@ KIND_RULES: list[tuple[str, frozenset[str], str]] = [
     ("PIL/PngImagePlugin.py", frozenset(), "decode"),
     ("PIL/ImageDraw.py", frozenset(), "render"),
     ("PIL/ImageFont.py", frozenset(), "render"),
+    ("uniedit_synth/offline/render.py", frozenset({"encode_png"}), "encode"),  # OpenCV's encoder (C, no frame)
     ("uniedit_synth/offline/render.py", frozenset(), "render"),
     ("base64.py", frozenset(), "base64/JSON"),
     ("json/", frozenset(), "base64/JSON"),

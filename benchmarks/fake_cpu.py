@@ -6,9 +6,9 @@ per request is part of every throughput figure measured against them, a cost a r
 on the client. This script records the requests the `openai` and `uniedit` pipelines really send (one small
 inline run each against in-process fakes, at `--size` px), then replays them, byte for byte over HTTP, to a
 fake server process started from each checkout, `--rounds` times per request and one kind of request at a
-time, and prints that process's CPU (user + system, /proc via psutil) per request. Edits are replayed with
-the fakes' memo of edited images off (every edit input of a real run is new). The replies are compared
-across checkouts with their volatile fields (ids, timestamps, the Date header) left out.
+time, and prints that process's CPU (user + system, /proc via psutil) per request. The replies are compared
+across checkouts with their volatile fields (ids, timestamps, the Date header) left out, and each edited
+image as its size and pixels (its PNG bytes may differ: how the fake encodes them is its own choice).
 
     python benchmarks/fake_cpu.py                                   # this checkout
     git worktree add /tmp/base main
@@ -18,8 +18,10 @@ across checkouts with their volatile fields (ids, timestamps, the Date header) l
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from benchmarks.harness import FAKE_KEY, REPO  # noqa: E402
 
@@ -85,7 +88,7 @@ def capture(size: int, records: int) -> list[tuple[str, str, list[tuple[str, str
     return seen
 
 
-def normalised(status: int, body: bytes) -> str:
+def normalised(status: int, body: bytes, images: list[bytes] | None = None) -> str:
     try:
         data = json.loads(body)
     except ValueError:
@@ -93,11 +96,48 @@ def normalised(status: int, body: bytes) -> str:
     if isinstance(data, dict):
         for key in ("id", "created", "responseId"):
             data.pop(key, None)
+    data = pixels_of_images(data, images)
     return f"{status}:{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()}"
 
 
-def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float], str]:
-    """CPU ms per request by kind of the fake process of `checkout`, and a digest of all its replies."""
+def pixels_of_images(data: Any, images: list[bytes] | None = None) -> Any:
+    """`data` with every base64 PNG in it replaced by a digest of its size and RGB pixels: the fakes' edited
+    images must keep their pixels, not their PNG bytes (the encoder's settings may change); the PNGs are
+    appended to `images`."""
+    if isinstance(data, dict):
+        return {key: pixels_of_images(value, images) for key, value in data.items()}
+    if isinstance(data, list):
+        return [pixels_of_images(value, images) for value in data]
+    if isinstance(data, str) and data.startswith("iVBORw0KGgo"):  # base64 of the PNG signature
+        png = base64.b64decode(data)
+        if images is not None:
+            images.append(png)
+        with Image.open(io.BytesIO(png)) as image:
+            rgb = image.convert("RGB")
+        return f"png {rgb.size} {hashlib.sha256(rgb.tobytes()).hexdigest()}"
+    return data
+
+
+def decode_ms(image_sets: list[list[bytes]]) -> list[float]:
+    """CPU ms per image of uniedit's decode of a plain PNG (method/pixel_gates.py: cv2.imdecode to RGB), for each
+    set of images, the sets in turn, best of 7 passes: what the fake's choice of PNG encoding costs the client."""
+    import cv2
+    import numpy as np
+
+    arrays = [[np.frombuffer(png, np.uint8) for png in images] for images in image_sets]
+    best = [float("inf")] * len(arrays)
+    for _ in range(7):
+        for i, batch in enumerate(arrays):
+            start = time.process_time()
+            for array in batch:
+                cv2.imdecode(array, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+            best[i] = min(best[i], time.process_time() - start)
+    return [1000 * b / max(1, len(batch)) for b, batch in zip(best, arrays, strict=True)]
+
+
+def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float], str, list[bytes]]:
+    """CPU ms per request by kind of the fake process of `checkout`, a digest of all its replies, and the
+    edited images it replied (PNG, each once)."""
     proc = subprocess.Popen([sys.executable, "-c", SERVE.format(checkout=str(checkout))], stdout=subprocess.PIPE,
                             text=True)
     try:
@@ -106,6 +146,7 @@ def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float
         server = psutil.Process(proc.pid)
         connections: dict[int, http.client.HTTPConnection] = {}
         replies: list[str] = []
+        images: list[bytes] = []
 
         def send(method: str, path: str, headers: list[tuple[str, str]], raw: bytes) -> None:
             port = openai_port if path.startswith("/v1/") else gemini_port
@@ -113,9 +154,10 @@ def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float
             sent = {k: v for k, v in headers if k.lower() not in ("content-length", "transfer-encoding", "host")}
             conn.request(method, path, body=raw, headers=sent)
             reply = conn.getresponse()
-            replies.append(normalised(reply.status, reply.read()))
+            replies.append(normalised(reply.status, reply.read(), images))
 
-        for request in requests[:4]:  # warm-up: imports, first connections
+        # warm-up: first connections, and one request of each kind (the imports its handling needs)
+        for request in {kind_of(request[1]): request for request in reversed(requests)}.values():
             send(*request)
         replies.clear()
         by_kind: dict[str, list[tuple]] = {}
@@ -130,7 +172,7 @@ def replay(checkout: Path, requests: list, rounds: int) -> tuple[dict[str, float
                     send(*request)
             times = server.cpu_times()
             cpu_ms[kind] = 1000 * (times.user + times.system - before) / (len(batch) * rounds)
-        return cpu_ms, hashlib.sha256("".join(replies).encode()).hexdigest()[:16]
+        return cpu_ms, hashlib.sha256("".join(replies).encode()).hexdigest()[:16], list(dict.fromkeys(images))
     finally:
         proc.terminate()
         proc.wait()
@@ -163,6 +205,11 @@ def main() -> None:
     if len(checkouts) == 2:
         same = results["before"][1] == results["after"][1]
         print(f"same replies before and after: {'yes' if same else 'NO'} ({results['after'][1]})")
+    decodes = decode_ms([results[name][2] for name, _ in checkouts])
+    sizes = [sum(map(len, results[name][2])) / max(1, len(results[name][2])) for name, _ in checkouts]
+    print(f"{'client decode of an edit':<26} {len(results['after'][2]):>3}" + "".join(f" {d:>8.2f}" for d in decodes)
+          + (f" {decodes[1] / decodes[0]:>12.2f}" if len(decodes) == 2 and decodes[0] else "")
+          + "  (cv2.imdecode CPU ms per edited PNG; mean bytes " + " / ".join(f"{b:.0f}" for b in sizes) + ")")
     for name, path in checkouts:
         print(f"  {name} = {path}")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
-import io
 import json
 import math
 import random
@@ -31,9 +30,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from PIL import Image, ImageDraw
-
 from . import wire
+from .pixels import edited_png  # noqa: F401 - the servers' and tests' import of it
 
 REDACTED = "<redacted>"
 AUTH_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
@@ -334,32 +332,6 @@ GEMINI_1K_SIZES: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
     "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672),
 }  # fmt: skip
-
-
-def edited_png(image_bytes: bytes, index: int = 0, size: tuple[int, int] | None = None) -> bytes:
-    """The input image with a coloured rectangle drawn on it, as PNG: a real, visibly edited image; at `size`
-    (stretched, as an image model re-renders to its output canvas) when given."""
-    with Image.open(io.BytesIO(image_bytes)) as source:
-        image = source.convert("RGB")
-    if size is not None and image.size != size:
-        image = image.resize(size, Image.Resampling.BICUBIC)
-    width, height = image.size
-    colours = [(230, 57, 70), (42, 157, 143), (233, 196, 106), (69, 123, 157)]
-    draw = ImageDraw.Draw(image)
-    # the middle quarter of each side: a local edit (1/16 of the picture), as the pixel gates expect of an honest one
-    box = (
-        width * 3 // 8,
-        height * 3 // 8,
-        max(width * 3 // 8 + 1, width * 5 // 8),
-        max(height * 3 // 8 + 1, height * 5 // 8),
-    )
-    # an image this fake already edited (a chain's next turn) gets the next colour: still a visible edit
-    if image.getpixel(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2)) == colours[index % len(colours)]:
-        index += 1
-    draw.rectangle(box, fill=colours[index % len(colours)])
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def b64(data: bytes) -> str:

@@ -9,10 +9,13 @@ A change that means to move rows or keys (a prompt's text, the plan, the pipelin
 write the fixture again from the commit *before* the image-path change being tested (for a merge: from the
 branch merged into, before the merge), never from the code under test, or the test proves nothing.
 
-Each case runs today's code on the same records and compares, row by row, the verdict, the scores and the
-sha256 of both stored images, and the sorted request keys of the response cache: equal keys are what lets a
-rerun of a run made by the older code hit every cached reply. The test then reruns its own run from the cache
-(data and manifest removed) and checks that every call hit and every row came back the same.
+Each case runs today's code on the same records, in a run made before (its run.json from before `scene_png`:
+such a run keeps Pillow's scene PNGs for life, offline/render.py), and compares, row by row, the verdict, the
+scores and the sha256 of both stored images, and the sorted request keys of the response cache: equal keys are
+what lets a rerun of a run made by the older code hit every cached reply. A new run encodes its scenes faster:
+its rows differ from the fixture in the source images' bytes alone, which decode to the same pixels. The test then
+reruns a new run and a run made before from the cache (data and manifest removed) and checks that every call
+hit and every row came back the same.
 
 Cases: the offline pipeline (builtin models; the scene rendered in the worker, the pixel gates, the builtin
 judge's observations and non-edit consistency) and the `uniedit` pipeline against the fake OpenAI and Gemini
@@ -23,6 +26,7 @@ gates measure the resized image).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -30,9 +34,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
 
 FIXTURE = Path(__file__).parent / "fixtures" / "image_path_rerun.json"
 KEY = "sk-image-path-rerun"
@@ -60,10 +66,24 @@ def config(case: str, openai_url: str = "", gemini_url: str = "") -> Any:
     return parse_pipeline(raw, overrides=overrides)
 
 
-def run(case: str, out: Path) -> tuple[str, str]:
-    """One run of `case` into `out`; returns the fake servers' URLs (stopped by then: "" offline)."""
+def made_before(case: str, out: Path) -> None:
+    """`out` as a run started by the code before run.json's `scene_png` (a run.json of this config without it, no
+    shard finished: a run stopped early), which today's code resumes."""
+    from uniedit_synth.engine.driver import Driver
+
+    info = Driver(config(case), str(out))._run_json("2026-01-01T00:00:00", "interrupted", None)
+    info.pop("scene_png", None)
+    out.mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps(info))
+
+
+def run(case: str, out: Path, before: bool = False) -> tuple[str, str]:
+    """One run of `case` into `out` (`before`: a run made before `scene_png`); returns the fake servers' URLs
+    (stopped by then: "" offline)."""
     from uniedit_synth.engine.driver import run_synth
 
+    if before and not out.exists():
+        made_before(case, out)
     if case == "offline":
         run_synth(config(case), str(out), progress=False)
         return "", ""
@@ -112,7 +132,8 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rows_images_and_cache_keys_match_the_run_before(case: str, tmp_path: Path, keys: None) -> None:
     expected = json.loads(FIXTURE.read_text())[case]
     out = tmp_path / case
-    run(case, out)
+    run(case, out, before=True)
+    assert json.loads((out / "run.json").read_text())["scene_png"] == "pillow-3"
     got = digest(out)
     assert len(got["rows"]) == len(expected["rows"])
     for mine, theirs in zip(got["rows"], expected["rows"], strict=True):
@@ -121,11 +142,49 @@ def test_rows_images_and_cache_keys_match_the_run_before(case: str, tmp_path: Pa
     assert any(r["accepted"] for r in got["rows"]) and all(r["source_image"] for r in got["rows"] if r["accepted"])
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_a_rerun_from_the_cache_hits_every_call_and_changes_no_row(case: str, tmp_path: Path, keys: None) -> None:
+def test_a_new_offline_world_run_keeps_pillows_bytes(tmp_path: Path, keys: None) -> None:
+    """The builtin editor draws its flaws from the source's bytes: the offline world's new runs stay as they were."""
+    out = tmp_path / "offline"
+    run("offline", out)
+    assert json.loads((out / "run.json").read_text())["scene_png"] == "pillow-3"
+    assert digest(out) == json.loads(FIXTURE.read_text())["offline"]
+
+
+def test_a_new_run_differs_from_the_run_before_in_its_source_bytes_alone(tmp_path: Path, keys: None) -> None:
+    from uniedit_synth.offline.render import PNG_OPENCV, PNG_PILLOW, render_image, render_png
+    from uniedit_synth.offline.world import Scene
+
+    case = "uniedit"  # real models' pipeline (fakes): the scenes are encoded the fast way
+    expected = json.loads(FIXTURE.read_text())[case]
     out = tmp_path / case
-    urls = run(case, out)
+    run(case, out)
+    assert json.loads((out / "run.json").read_text())["scene_png"] == PNG_OPENCV
+    got = digest(out)
+    assert len(got["rows"]) == len(expected["rows"])
+    for mine, theirs in zip(got["rows"], expected["rows"], strict=True):
+        assert {**mine, "source_image": None} == {**theirs, "source_image": None}
+        assert mine["source_image"] != theirs["source_image"]
+    images = 0
+    for folder in ("data", "rejects"):
+        for path in sorted((out / folder).glob("*.parquet")):
+            for row in pq.read_table(path, columns=["source_image", "record_meta"]).to_pylist():
+                scene = Scene.model_validate(json.loads(row["record_meta"])["scene"])
+                stored = row["source_image"]["bytes"]
+                assert stored == render_png(scene, PNG_OPENCV) != render_png(scene, PNG_PILLOW)
+                assert (np.asarray(Image.open(io.BytesIO(stored))) == np.asarray(render_image(scene))).all()
+                images += 1
+    assert images == len(got["rows"])
+
+
+@pytest.mark.parametrize("made", ["new", "before"])
+@pytest.mark.parametrize("case", CASES)
+def test_a_rerun_from_the_cache_hits_every_call_and_changes_no_row(case: str, made: str, tmp_path: Path,
+                                                                   keys: None) -> None:
+    out = tmp_path / case
+    urls = run(case, out, before=made == "before")
     before = digest(out)
+    if made == "before":
+        assert before == json.loads(FIXTURE.read_text())[case]
     shutil.rmtree(out / "data")
     shutil.rmtree(out / "rejects", ignore_errors=True)
     (out / "manifest.jsonl").unlink()
@@ -136,7 +195,7 @@ def test_a_rerun_from_the_cache_hits_every_call_and_changes_no_row(case: str, tm
     assert digest(out) == before
     assert summary.read == len(before["rows"])
     if case != "offline":  # the builtin models' replies are not cached
-        assert sum(summary.cache_hits.values()) > 0
+        assert sum(summary.cache_hits.values()) > 0 and sum(summary.calls.values()) == 0
 
 
 def write_fixture() -> None:
@@ -150,7 +209,7 @@ def write_fixture() -> None:
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in CASES:
-            run(case, Path(tmp) / case)
+            run(case, Path(tmp) / case, before=True)
             result[case] = digest(Path(tmp) / case)
     FIXTURE.parent.mkdir(exist_ok=True)
     FIXTURE.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

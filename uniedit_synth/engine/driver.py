@@ -45,7 +45,7 @@ from ..stages.totals import run_totals
 from .batch import JobStore, attach_keys, summarise_jobs
 from .out_guard import check_out
 from .progress import open_progress
-from .run_info import prompt_files, versions
+from .run_info import pin_scene_png, prompt_files, scene_png, versions
 from .runtime import RAY_BUSY, InlineRuntime, RayRuntime, WorkerLost, ray_run_in_progress
 from .worker import CAPABILITY, STAGES
 
@@ -148,7 +148,7 @@ class Driver:
             "prompt_hashes": self.prompt_hashes,
             "config_view": self.config.hashed_view(),
             "config": config,
-            "versions": versions(),
+            "versions": versions(), "scene_png": scene_png(self.run_dir, previous, self.config),
             "created_at": (previous or {}).get("created_at", started),
             "started_at": started,
             "finished_at": None if status == "running" else time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -262,8 +262,8 @@ class Driver:
             "category_caps": self.config.stages.classify.category_caps,
             "screen": screen,
         }
-        source = open_source(
-            self.config.source, seed=self.config.seed, limit=self.config.limit)
+        source = pin_scene_png(open_source(self.config.source, seed=self.config.seed, limit=self.config.limit),
+                               run_json["scene_png"])
         self.identity = await asyncio.to_thread(source_identity, source)
         if self._nothing_to_do(finished):
             return self._finished_already(finished, run_json, t0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
@@ -19,10 +20,16 @@ from ..offline.questions import (
     generate_vqa,
     plausible_answers,
 )
-from ..offline.render import encode_png, render_image, render_png
+from ..offline.render import PNG_ENCODINGS, PNG_PILLOW, encode_png, render_image, render_png
 from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
+
+#: a record's `meta` key naming the PNG encoding its scene is rendered in (offline/render.py), set only when it is
+#: not PNG_PILLOW: a run's records travel to its workers with it, and the records of a run made before it existed
+#: are, to the byte, what they were (validate_record drops it with the rendering done)
+PNG_META_KEY = "_png"
+_S = TypeVar("_S", bound=Source)
 
 
 def render_record_image(meta: dict) -> bytes | None:
@@ -37,7 +44,20 @@ def render_record(meta: dict) -> tuple[bytes, Image.Image] | None:
     if meta.get("world") != "scenes" or "scene" not in meta:
         return None
     image = render_image(Scene.model_validate(meta["scene"]))
-    return encode_png(image), image
+    return encode_png(image, meta.get(PNG_META_KEY, PNG_PILLOW)), image
+
+
+def pin_scene_png(source: _S, encoding: str) -> _S:
+    """`source`, whose offline-world records (if it is the scenes source) render in `encoding`: the run's pinned
+    encoding (run.json `scene_png`, engine/run_info.py), as the run's cache keys hash the images' bytes."""
+    if encoding not in PNG_ENCODINGS:
+        raise SourceError(f"this run's scenes are PNGs encoded as {encoding!r} (run.json scene_png), which this "
+                          f"version cannot write (it knows {', '.join(PNG_ENCODINGS)}): resume it with the "
+                          "version that made it, or use another --out")
+    inner = getattr(source, "inner", source)
+    if isinstance(inner, ScenesSource):
+        inner.png_encoding = encoding
+    return source
 
 
 class ScenesSource(Source):
@@ -89,6 +109,8 @@ class ScenesSource(Source):
         self.image_size = image_size
         self.categories = chosen
         self.defer_render = defer_render
+        #: the PNG encoding of this source's images (pin_scene_png); PNG_PILLOW unless a run pinned another
+        self.png_encoding = PNG_PILLOW
 
     @classmethod
     def opens(cls, spec: str) -> bool:
@@ -123,7 +145,7 @@ class ScenesSource(Source):
         return VQARecord(
             id=self._id(index),
             source="scenes",
-            image=None if self.defer_render else render_png(scene),
+            image=None if self.defer_render else render_png(scene, self.png_encoding),
             question=question,
             answer=answer,
             category=category,
@@ -134,6 +156,7 @@ class ScenesSource(Source):
                 # what the question could have answered: the plan's distractors come from here
                 "answer_space": [str(v) for v in plausible_answers(scene, spec["query"])],
                 **extra,
+                **self._png_meta(),
             },
         )
 
@@ -174,16 +197,21 @@ class ScenesSource(Source):
         for record in records:
             if "_pos" in record.meta:
                 whole = self.record(int(record.meta["_pos"]))
+                if PNG_META_KEY in record.meta:  # the driver's pin: this source (the worker's) has none
+                    whole.meta[PNG_META_KEY] = record.meta[PNG_META_KEY]
                 record = whole.model_copy(update={"id": record.id, "duplicate": record.duplicate})
             out.append(record)
         return out
+
+    def _png_meta(self) -> dict[str, str]:
+        return {} if self.png_encoding == PNG_PILLOW else {PNG_META_KEY: self.png_encoding}
 
     def __iter__(self) -> Iterator[VQARecord]:
         for index in range(self.count):
             if self.light:
                 yield VQARecord(id=self._id(index), source="scenes",
                                 category=self.categories[index % len(self.categories)],
-                                meta={"_pos": index, "_turn": 0})
+                                meta={"_pos": index, "_turn": 0, **self._png_meta()})
             else:
                 yield self.record(index)
 

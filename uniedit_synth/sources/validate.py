@@ -13,7 +13,7 @@ from PIL import Image
 from ..core.config import InputPolicy
 from ..core.records import VQARecord
 from .images import ImageRejected, load_image_bytes, normalise_image
-from .scenes import render_record
+from .scenes import PNG_META_KEY, render_record
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -44,6 +44,9 @@ def validate_record(
         raise InvalidInput(record.invalid)
     question = clean_text(record.question, "question", policy)
     answer = clean_text(record.answer, "answer", policy)
+    clean = {"question": question, "answer": answer}
+    if PNG_META_KEY in record.meta:  # the run's scene encoding, used here: the stages see the record as before it
+        clean["meta"] = {k: v for k, v in record.meta.items() if k != PNG_META_KEY}
     try:
         if record.image is not None:
             raw = record.image
@@ -59,13 +62,13 @@ def validate_record(
             ):
                 if on_image is not None:
                     on_image(drawn)
-                return record.model_copy(update={"image": raw, "question": question, "answer": answer})
+                return record.model_copy(update={"image": raw, **clean})
         else:
             raise InvalidInput("no image")
         image = normalise_image(raw, policy, on_image)
     except ImageRejected as exc:
         raise InvalidInput(exc.detail) from None
-    return record.model_copy(update={"image": image, "question": question, "answer": answer})
+    return record.model_copy(update={"image": image, **clean})
 
 
 def clean_text(value: object, field: str, policy: InputPolicy) -> str:

@@ -1,0 +1,136 @@
+"""The offline world's scene PNG encoding, pinned per run (issue 31): a new run encodes its scenes the fast way, a
+run made before keeps Pillow's bytes for every record it renders, and both give the same pixels.
+
+The run-level checks (a run made before resumed by today's code gives the bytes, rows and cache keys of the code
+before; a new run's rows differ in the source images' bytes alone; reruns hit every cached call) are in
+test_image_path_rerun.py; the CLI on Ray workers in tests/e2e/test_scene_png_e2e.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from uniedit_synth.core.config import InputPolicy, SourceSpec, parse_pipeline
+from uniedit_synth.core.errors import SourceError
+from uniedit_synth.engine.run_info import scene_png
+from uniedit_synth.offline.render import PNG_OPENCV, PNG_PILLOW, encode_png, render_image, render_png
+from uniedit_synth.offline.world import Scene
+from uniedit_synth.run.store import RunDir
+from uniedit_synth.sources import open_source
+from uniedit_synth.sources.scenes import PNG_META_KEY, ScenesSource, pin_scene_png
+from uniedit_synth.sources.validate import validate_record
+
+
+def pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "RGB"
+        return np.asarray(image)
+
+
+def scenes(n: int = 4, size: int = 256) -> list[Scene]:
+    source = ScenesSource(count=n, seed=11, image_size=size, defer_render=True)
+    return [Scene.model_validate(source.record(i).meta["scene"]) for i in range(n)]
+
+
+def config(pipeline: str):
+    from uniedit_synth.core.bundled import pipelines_dir
+
+    return parse_pipeline(yaml.safe_load((pipelines_dir() / f"{pipeline}.yaml").read_text()))
+
+
+# -- the encodings -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [64, 256, 1024])
+def test_both_encodings_give_the_pixels_pillow_drew(size: int):
+    for scene in scenes(2, size):
+        drawn = np.asarray(render_image(scene))
+        pillow, fast = render_png(scene, PNG_PILLOW), render_png(scene, PNG_OPENCV)
+        assert pillow != fast  # the bytes differ: that is why a run pins one
+        assert (pixels(pillow) == drawn).all() and (pixels(fast) == drawn).all()
+        assert render_png(scene, PNG_OPENCV) == fast  # deterministic
+
+
+def test_pillow_stays_the_default_and_an_unknown_encoding_is_refused():
+    scene = scenes(1)[0]
+    assert render_png(scene) == render_png(scene, PNG_PILLOW)
+    buffer = io.BytesIO()
+    render_image(scene).save(buffer, format="PNG", compress_level=3)
+    assert render_png(scene) == buffer.getvalue()  # the bytes of every run before the pin
+    with pytest.raises(ValueError, match="unknown scene PNG encoding"):
+        encode_png(render_image(scene), "webp")
+
+
+# -- what a run pins -----------------------------------------------------------------------------------------
+def test_a_new_run_gets_the_fast_encoding_unless_its_editor_is_the_builtin_one(tmp_path: Path):
+    fresh = RunDir(tmp_path / "new")
+    assert scene_png(fresh, None, config("openai")) == PNG_OPENCV
+    assert scene_png(fresh, None, config("uniedit")) == PNG_OPENCV
+    # the builtin editor draws its flaws from the source's bytes: the offline world keeps Pillow's
+    assert scene_png(fresh, None, config("default")) == PNG_PILLOW
+
+
+def test_a_run_made_before_the_pin_keeps_pillow(tmp_path: Path):
+    openai = config("openai")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"pipeline_hash": "abc"}))
+    previous, _ = RunDir(old).load_run_json()
+    assert previous is not None and scene_png(RunDir(old), previous, openai) == PNG_PILLOW
+    broken = tmp_path / "broken"  # an unreadable run.json: what made the run is unknown, so the old bytes
+    broken.mkdir()
+    (broken / "run.json").write_text("{not json")
+    assert scene_png(RunDir(broken), None, openai) == PNG_PILLOW
+    manifest_only = tmp_path / "manifest"
+    manifest_only.mkdir()
+    (manifest_only / "manifest.jsonl").write_text("")
+    assert scene_png(RunDir(manifest_only), None, openai) == PNG_PILLOW
+
+
+def test_the_pin_is_carried_from_run_json(tmp_path: Path):
+    run_dir = RunDir(tmp_path)
+    assert scene_png(run_dir, {"pipeline_hash": "x", "scene_png": PNG_OPENCV}, config("default")) == PNG_OPENCV
+    assert scene_png(run_dir, {"pipeline_hash": "x", "scene_png": PNG_PILLOW}, config("openai")) == PNG_PILLOW
+
+
+def test_an_encoding_this_version_cannot_write_is_a_clear_error():
+    with pytest.raises(SourceError, match="resume it with the version that made it"):
+        pin_scene_png(open_source(SourceSpec(spec="scenes"), seed=0, limit=4), "future-9")
+
+
+# -- how the pin reaches the worker's rendering --------------------------------------------------------------
+@pytest.mark.parametrize("light", [True, False])
+def test_records_carry_the_pin_to_the_worker_and_validation_renders_with_it(light: bool):
+    spec = SourceSpec(spec="scenes", options={"image_size": 128})
+    driver_side = pin_scene_png(open_source(spec, seed=2, limit=6), PNG_OPENCV)
+    if light:
+        assert driver_side.lighten() is None
+    records = list(driver_side)
+    assert all(r.meta[PNG_META_KEY] == PNG_OPENCV for r in records)
+    # the worker opens its own source, unpinned: the records it reads back keep the driver's pin
+    whole = open_source(spec, seed=2, limit=6).hydrate(records)
+    policy = InputPolicy()
+    for record in whole:
+        assert record.image is None and record.meta[PNG_META_KEY] == PNG_OPENCV
+        clean = validate_record(record, policy)
+        scene = Scene.model_validate(record.meta["scene"])
+        assert clean.image == render_png(scene, PNG_OPENCV)
+        # the stages see the record as before the pin: the meta without it
+        assert PNG_META_KEY not in clean.meta and clean.meta == {
+            k: v for k, v in record.meta.items() if k != PNG_META_KEY}
+
+
+def test_a_pillow_run_reads_the_records_of_every_run_before():
+    spec = SourceSpec(spec="scenes", options={"image_size": 128})
+    unpinned = list(open_source(spec, seed=2, limit=6))
+    pinned = pin_scene_png(open_source(spec, seed=2, limit=6), PNG_PILLOW)
+    records = list(pinned)
+    assert [r.model_dump() for r in records] == [r.model_dump() for r in unpinned]
+    assert all(PNG_META_KEY not in r.meta for r in records)
+    clean = validate_record(records[0], InputPolicy())
+    assert clean.image == render_png(Scene.model_validate(records[0].meta["scene"]), PNG_PILLOW)
