@@ -80,22 +80,3 @@ def test_config_change_refused_then_forced(tmp_path: Path):
     run.check_config({"seed": 1}, {}, "bbb", force_new_config=True)
     assert not run.manifest.exists()
     assert list(tmp_path.glob("manifest.*.jsonl"))
-
-
-def test_shard_images_are_stored_as_they_are_and_every_other_column_is_zstd(tmp_path):
-    """PNG bytes are compressed already: zstd over them cost most of a shard's write and saved nothing."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from uniedit_synth.run.store import write_shard_table
-
-    table = pa.table({"id": ["a", "b"], "source_image": [{"bytes": b"\x89PNG" * 50, "path": "a.png"}, None],
-                      "edited_image": [None, {"bytes": b"\x89PNG" * 60, "path": "b.png"}],
-                      "scores": [{"ok": 1.0}, {"ok": 2.0}]})
-    record = write_shard_table(tmp_path, "data", 0, table)
-    shard = pq.ParquetFile(tmp_path / record["path"])
-    group = shard.metadata.row_group(0)
-    codecs = {group.column(i).path_in_schema: group.column(i).compression for i in range(group.num_columns)}
-    assert codecs.pop("source_image.bytes") == codecs.pop("edited_image.bytes") == "UNCOMPRESSED"
-    assert set(codecs.values()) == {"ZSTD"} and "scores.ok" in codecs
-    assert shard.read().to_pylist() == table.to_pylist()

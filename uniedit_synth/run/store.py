@@ -130,30 +130,10 @@ def shard_name(index: int) -> str:
 SHARD_ROW_GROUP_ROWS = 16
 
 
-#: image bytes (PNG, JPEG: compressed already) are stored as they are; zstd found nothing to take out of them
-#: and was most of a shard's write time. Every other column is zstd. The rows read back the same either way.
-_STORED_AS_IS = ("source_image.bytes", "edited_image.bytes")
-_CODECS: dict[pa.Schema, dict[str, str]] = {}
-
-
-def _codecs(schema: pa.Schema) -> dict[str, str]:
-    """The codec of each parquet column (leaf path) of `schema`: zstd, none for the image bytes."""
-    codecs = _CODECS.get(schema)
-    if codecs is None:
-        sink = pa.BufferOutputStream()
-        pq.write_table(schema.empty_table(), sink)  # the leaf paths as parquet names them (structs, lists, maps)
-        leaves = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
-        codecs = {leaves.column(i).path: "zstd" for i in range(len(leaves))}
-        codecs.update({path: "none" for path in _STORED_AS_IS if path in codecs})
-        _CODECS[schema] = codecs
-    return codecs
-
-
 def write_shard_table(run_dir: Path | RunFS, kind: str, index: int, table: pa.Table) -> dict[str, Any]:
     """Write one shard file atomically; returns its manifest record (path, rows, sha256)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=max(1, min(table.num_rows, SHARD_ROW_GROUP_ROWS)),
-                   compression=_codecs(table.schema))
+    pq.write_table(table, sink, row_group_size=max(1, min(table.num_rows, SHARD_ROW_GROUP_ROWS)), compression="zstd")
     data = sink.getvalue().to_pybytes()
     rel = f"{kind}/{shard_name(index)}"
     as_run_fs(run_dir).write_bytes(rel, data, fsync=True)
