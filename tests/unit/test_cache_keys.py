@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
-from uniedit_synth.backends.base import Backend, TextReply, TextRequest, request_key
+import pytest
+
+from uniedit_synth.backends.base import (
+    Backend,
+    EditRequest,
+    TextReply,
+    TextRequest,
+    request_key,
+)
 from uniedit_synth.core.config import BackendSpec, RetrySpec
+from uniedit_synth.core.digests import image_digest
 from uniedit_synth.engine.calls import Ledger, ModelCaller
 from uniedit_synth.engine.coordinator import Coordinator
-from uniedit_synth.run.cache import ResponseCache
+from uniedit_synth.run.cache import KEYS_MARKER, ResponseCache
+from uniedit_synth.run.store import RunDir
 
 
 class CountingText(Backend):
@@ -63,3 +74,81 @@ def test_entries_cached_under_the_old_key_are_still_found(tmp_path: Path):
     assert backend.calls == 0
     new = request_key("text", request({"program": 1}), with_context=False)
     assert cache.peek(new)[0] is not None  # copied under the new key
+
+
+# -- keys stay what they were; a new run's cache skips the second (old-key) lookup ----------------------------
+FIXED_TEXT = TextRequest(task="judge", model="gpt-4o", system="sys", prompt="is it red?",
+                         images=[b"\x89PNG-source", b"edited"],
+                         response_schema={"type": "object", "properties": {"ok": {"type": "boolean"}}},
+                         schema_name="verdict", params={"temperature": 0}, context={"scene": [1, 2]})
+FIXED_EDIT = EditRequest(model="gpt-image-1", instruction="make the cube blue", image=b"\x89PNG-source",
+                         context={"program": "x"}, source_size=(256, 256))
+FIXED_EDIT_PLAIN = EditRequest(model="gpt-image-1", instruction="make the cube blue", image=b"\x89PNG-source")
+#: (kind, request) -> (key with context, key without), as main computed them before the CPU-per-record work
+FIXED_KEYS = [
+    ("text", FIXED_TEXT, "0f578657d8b8e8edffc3efe3d94e7f7020e62dab06790de26e7a34e55e8f90f3",
+     "5b378a3643d4bbc666199742d03c0d175f38206e8a0f0597e6ec4f0b5e16123f"),
+    ("edit", FIXED_EDIT, "f4af3dcae3273c2cfdcf57a496e7f9ed87f4557822c6ec2cf14dc6dc75dd01d0",
+     "5172bc532225fbcc53820b560923e851304fda18fea9e08f5397f8d20a5aac6d"),
+    ("edit", FIXED_EDIT_PLAIN, "7eea9cabfa76eff4b8d4daccdfca8a29c0aa3de1576456dc4549a0777db39e50",
+     "2cf32a68f456da99cff1f2b52bc30be963b0540004dd3f3c96e02ce0921c674e"),
+]
+
+
+@pytest.mark.parametrize("kind,req,with_context,without", FIXED_KEYS)
+def test_keys_of_a_fixed_request_are_unchanged(kind, req, with_context, without):
+    for _ in range(2):  # the second time the image digests are remembered ones
+        assert request_key(kind, req) == with_context
+        assert request_key(kind, req, with_context=False) == without
+
+
+def test_a_remembered_image_digest_belongs_to_the_same_bytes_only():
+    first = bytes(range(256)) * 8
+    assert image_digest(first) == hashlib.sha256(first).hexdigest()
+    other = bytes(reversed(first))
+    assert image_digest(other) == hashlib.sha256(other).hexdigest()
+    grown = bytearray(first)
+    assert image_digest(grown) == hashlib.sha256(grown).hexdigest()
+    grown.extend(b"more")  # a mutable buffer is never remembered
+    assert image_digest(grown) == hashlib.sha256(grown).hexdigest()
+
+
+def test_a_new_runs_cache_is_marked_and_misses_look_up_one_key(tmp_path: Path):
+    run = RunDir(tmp_path / "run")
+    run.create_dirs()
+    cache = ResponseCache(run.cache_fs())
+    assert not cache.legacy_keys and (run.cache_dir / KEYS_MARKER).is_file()
+    # an entry under the old key cannot be in such a cache: planted by hand, it is not looked up
+    old = request_key("text", request({"program": 1}))
+    cache.put(old, {"data": {"n": 41}, "model": "m", "_call": {"cost_usd": 0.5, "latency_s": 1.0}})
+    backend = CountingText(reads_context=False)
+    assert ask(caller(backend, run.cache_dir), request({"program": 1})) == [{"n": 1}] and backend.calls == 1
+
+
+def test_an_existing_runs_cache_is_not_marked_and_keeps_its_old_entries(tmp_path: Path):
+    run = RunDir(tmp_path / "run")
+    old = request_key("text", request({"program": 1}))  # a cache written before the keys changed
+    ResponseCache(tmp_path / "run" / "cache").put(
+        old, {"data": {"n": 41}, "model": "m", "_call": {"cost_usd": 0.5, "latency_s": 1.0}})
+    run.create_dirs()  # the rerun
+    assert not (run.cache_dir / KEYS_MARKER).exists() and ResponseCache(run.cache_fs()).legacy_keys
+    backend = CountingText(reads_context=False)
+    assert ask(caller(backend, run.cache_dir), request({"program": 1})) == [{"n": 41}] and backend.calls == 0
+
+
+def test_a_cache_with_only_packs_is_not_marked(tmp_path: Path):
+    (tmp_path / "cache" / "packs").mkdir(parents=True)
+    (tmp_path / "cache" / "packs" / "shard-00000.pack").write_bytes(b"x")
+    assert not ResponseCache(tmp_path / "cache").mark_new()
+    assert ResponseCache(tmp_path / "cache").legacy_keys
+    assert ResponseCache(tmp_path / "empty").mark_new() and not ResponseCache(tmp_path / "empty").legacy_keys
+
+
+def test_remembered_digests_hold_at_most_the_budget(monkeypatch):
+    from uniedit_synth.core import digests
+
+    monkeypatch.setattr(digests, "DIGEST_BUDGET", 4000)
+    images = [bytes([n]) * 900 for n in range(10)]
+    assert [image_digest(b) for b in images] == [hashlib.sha256(b).hexdigest() for b in images]
+    assert digests._held <= 4000 and digests._digests[id(images[-1])][0] is images[-1]
+    assert id(images[0]) not in digests._digests  # the oldest went first

@@ -190,3 +190,36 @@ def test_local_layout_is_unchanged(tmp_path: Path):
     write_shard_table(tmp_path, "data", 0, pa.table({"id": ["a"]}))
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["shard-00000.parquet"]
     assert pq.read_table(tmp_path / "data" / "shard-00000.parquet").num_rows == 1
+
+
+def test_a_local_write_skips_a_stale_temp_name_and_leaves_no_temp_file(tmp_path: Path):
+    from uniedit_synth.run import fs as runfs
+
+    fs = LocalRunFS(tmp_path / "run")
+    fs.write_bytes("ab/first.entry", b"one")  # creates the folder on the way
+    # a killed process with this pid left the temp name the next write would use: it is not written into
+    upcoming = next(runfs._TMP_SEQ) + 1
+    stale = tmp_path / "run" / "ab" / f".second.entry.{os.getpid()}-{upcoming}.tmp"
+    stale.write_bytes(b"someone else's half")
+    fs.write_bytes("ab/second.entry", b"two" * 100_000)
+    assert fs.read_bytes("ab/second.entry") == b"two" * 100_000 and fs.read_bytes("ab/first.entry") == b"one"
+    assert stale.read_bytes() == b"someone else's half"
+    assert sorted(p.name for p in (tmp_path / "run" / "ab").iterdir()) == [stale.name, "first.entry", "second.entry"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "run" / "ab" / "first.entry").stat().st_mode & 0o777 == 0o666 & ~umask  # as open() made it
+
+
+def test_a_failed_local_write_is_a_user_error_and_leaves_no_temp_file(tmp_path: Path, monkeypatch):
+    from uniedit_synth.core.errors import DiskFullError
+    from uniedit_synth.run import fs as runfs
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runfs.os, "write", full)
+    fs = LocalRunFS(tmp_path / "run")
+    with pytest.raises(DiskFullError, match="Free some space"):
+        fs.write_bytes("ab/x.entry", b"data")
+    monkeypatch.undo()
+    assert list((tmp_path / "run" / "ab").iterdir()) == [] and fs.read_bytes("ab/x.entry") is None

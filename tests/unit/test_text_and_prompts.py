@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from uniedit_synth.core.prompts import Prompt, load_prompt
@@ -36,3 +37,19 @@ def test_repo_prompts_load_and_have_system_text():
         p = load_prompt(prompts, rel)
         assert p.user.strip(), rel
         assert len(p.sha) == 64
+
+
+def test_a_stage_context_reads_each_template_once_for_the_run(tmp_path: Path):
+    """The stages ask for their prompt for every record; a worker reads it once, as the run's start hashed it."""
+    from uniedit_synth.core.config import load_pipeline
+    from uniedit_synth.stages.base import StageContext
+
+    (tmp_path / "judge.txt").write_text("system\n=== USER ===\nfirst $question\n")
+    config = load_pipeline("default").model_copy(update={"prompts_dir": str(tmp_path)})
+    ctx = StageContext(config=config, callers={}, models={})
+    first = ctx.prompt("judge.txt")
+    (tmp_path / "judge.txt").write_text("system\n=== USER ===\nchanged mid-run $question\n")
+    os.utime(tmp_path / "judge.txt", (1e9, 1e9))  # a new mtime even on a coarse clock
+    assert ctx.prompt("judge.txt") is first and "first" in first.user
+    fresh = StageContext(config=config, callers={}, models={})  # the next run reads the file as it is then
+    assert "changed mid-run" in fresh.prompt("judge.txt").user

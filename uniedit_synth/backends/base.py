@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from ..core.digests import image_digest
+
 
 class Usage(BaseModel):
     """What a call consumed, as the provider reported it; priced by the engine's cost ledger."""
@@ -92,7 +94,7 @@ def request_key(kind: str, request: BaseModel, *, with_context: bool = True) -> 
         images = payload.pop("images")
     if "image" in payload:
         images = [payload.pop("image")]
-    payload["image_sha256"] = [hashlib.sha256(b).hexdigest() for b in images]
+    payload["image_sha256"] = [image_digest(b) for b in images]
     blob = json.dumps({"kind": kind, **payload}, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

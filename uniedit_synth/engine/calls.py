@@ -191,7 +191,7 @@ class ModelCaller:
     async def _call(self, kind: str, request: TextRequest | EditRequest, ledger: Ledger) -> tuple[dict, bytes]:
         key = request_key(kind, request, with_context=self.reads_context)
         hit = self.cache.get(key)
-        if hit is None and not self.reads_context:
+        if hit is None and not self.reads_context and self.cache.legacy_keys:
             hit = self._legacy_hit(kind, request, key)
         if hit is not None:
             info = hit.meta.pop("_call")

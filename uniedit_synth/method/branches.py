@@ -97,9 +97,24 @@ def _words(text: str) -> list[str]:
     return [_BRITISH.get(w, w) for w in re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.replace("-", " "))]
 
 
+#: id(phrases) -> (phrases, their phrases by first word, in their order): `_starts` runs for every word of
+#: every rewrite reply, against every phrase list, so it only compares the phrases that begin with the word
+_BY_FIRST: dict[int, tuple[tuple[tuple[str, ...], ...], dict[str, list[tuple[str, ...]]]]] = {}
+
+
 def _starts(words: list[str], phrases: tuple[tuple[str, ...], ...]) -> int:
-    """Length of the phrase `words` starts with (0: none)."""
-    for phrase in phrases:
+    """Length of the first phrase of `phrases` that `words` starts with (0: none)."""
+    known = _BY_FIRST.get(id(phrases))
+    if known is None or known[0] is not phrases:
+        if not isinstance(phrases, tuple) or not all(phrases):  # an empty phrase matches anything: scan in order
+            return next((len(p) for p in phrases if tuple(words[: len(p)]) == p), 0)
+        index: dict[str, list[tuple[str, ...]]] = {}
+        for phrase in phrases:
+            index.setdefault(phrase[0], []).append(phrase)
+        known = _BY_FIRST[id(phrases)] = (phrases, index)
+    if not words:
+        return 0
+    for phrase in known[1].get(words[0], ()):
         if tuple(words[: len(phrase)]) == phrase:
             return len(phrase)
     return 0

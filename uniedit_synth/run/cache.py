@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.digests import image_digest
 from . import packs
 from .fs import RunFS, as_run_fs
 
@@ -51,6 +52,12 @@ PACKS = "packs"
 MIN_REF_BYTES = 1024
 #: the parquet columns a reply's payload can be found in (the edited image of a sample or of a failed attempt)
 REF_COLUMNS = ("edited_image",)
+
+
+#: written into a cache folder created empty by a version whose keys leave `context` out for backends that do
+#: not read it (backends/base.py request_key): no entry under an older key can be in it, so a miss there is
+#: not looked up again under the older key (engine/calls.py `_legacy_hit`: a second key and a second read)
+KEYS_MARKER = "keys-v2"
 
 
 def pack_name(shard: int) -> str:
@@ -73,6 +80,37 @@ class ResponseCache:
         self._block: tuple[tuple[str, int, int], bytes] | None = None
         #: the last parquet row group a reference was read from: (file, size, mtime, group) -> its cells
         self._group: tuple[tuple[Any, ...], dict[str, list[bytes | None]]] | None = None
+        #: whether entries under the keys of before `context` left them can be here (None: not looked yet)
+        self._legacy: bool | None = None
+
+    # -- which keys the entries use ------------------------------------------------------------------------
+    @property
+    def legacy_keys(self) -> bool:
+        """Whether this cache can hold entries written under the old keys (context included for every
+        backend): True unless its folder carries the marker `mark_new` writes into a cache created empty."""
+        if self._legacy is None:
+            self._legacy = not self.fs.exists(KEYS_MARKER)
+        return self._legacy
+
+    def mark_new(self) -> bool:
+        """Write the marker when the cache holds no entry yet (no fan-out folder, no pack): a new run's cache.
+        A cache with entries keeps looking misses up under the old keys too. Local caches only (a remote one
+        cannot list its folders cheaply; it keeps the second lookup). Returns whether the marker is there."""
+        if self.root is None:
+            return False
+        marker = self.root / KEYS_MARKER
+        if marker.is_file():
+            return True
+        try:
+            children = list(self.root.iterdir())
+        except FileNotFoundError:
+            children = []
+        if any(len(p.name) == 2 or p.name == PACKS for p in children):
+            return False
+        self.fs.write_bytes(KEYS_MARKER, b"request keys without context for backends that do not read it\n",
+                            fsync=True, what=f"the response cache ({self.fs.display})")
+        self._legacy = False
+        return True
 
     # -- packs ---------------------------------------------------------------------------------------------
     def _pack_path(self, name: str) -> Path:
@@ -381,7 +419,7 @@ class ResponseCache:
     def put(self, key: str, meta: dict[str, Any], payload: bytes = b"") -> None:
         header = dict(meta)
         header["_payload_len"] = len(payload)
-        header["_payload_sha256"] = hashlib.sha256(payload).hexdigest()
+        header["_payload_sha256"] = image_digest(payload)  # an edited image: its judge call's key hashes it too
         line = json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n"
         self.fs.write_bytes(self.rel_path(key), line + payload, what=f"the response cache ({self.fs.display})")
 
@@ -393,7 +431,7 @@ class ResponseCache:
         header, payload = split
         if header.pop("_payload_len", None) != len(payload):
             return None
-        if header.pop("_payload_sha256", None) != hashlib.sha256(payload).hexdigest():
+        if header.pop("_payload_sha256", None) != image_digest(payload):  # a hit's image goes on to its judge call
             return None
         return CacheEntry(meta=header, payload=payload)
 

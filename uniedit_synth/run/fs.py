@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import itertools
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,25 +70,67 @@ def disk_error(exc: OSError, what: str) -> OutputDirError:
     return OutputDirError(f"cannot write {what}: {exc.strerror or str(exc).splitlines()[0]}")
 
 
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True, what: str | None = None) -> None:
-    """Write to a hidden temp name next to `path` (fsynced if asked) and rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+#: temp-name suffixes of this process: a counter, not uuid4 (an os.urandom call per write); O_EXCL below makes
+#: a stale temp file of an earlier process with the same pid a retry, never a shared file
+_TMP_SEQ = itertools.count()
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, fsync: bool = True, what: str | None = None) -> None:
+    """Write to a hidden temp name next to `path` (fsynced if asked) and rename it into place.
+
+    Plain os calls on a str path (no Path, no Python file object): the cache writes about three entries a
+    record, and the file-object machinery was most of their CPU."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = ""
     try:
+        for _ in range(100):
+            tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_TMP_SEQ)}.tmp")
+            try:
+                fd = os.open(tmp, _CREATE, 0o666)
+            except FileNotFoundError:
+                os.makedirs(folder or ".", exist_ok=True)
+                fd = os.open(tmp, _CREATE, 0o666)
+            except FileExistsError:  # left by a killed process that had this pid
+                continue
+            break
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temp name", tmp)
         try:
-            fh = open(tmp, "wb")
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(tmp, "wb")
-        with fh:
-            fh.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise disk_error(exc, what or str(path)) from None
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise disk_error(exc, what or path) from None
+
+
+def read_file_bytes(path: str) -> bytes | None:
+    """A whole local file, None when it does not exist: os calls, no Path or file object (a cache miss is one
+    failed open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1) if size else b""
+        if len(data) <= size:  # short read, or a file that grew: read to the end
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
 
 
 class RunFS:
@@ -148,6 +190,7 @@ class LocalRunFS(RunFS):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.location = str(self.root)
+        self._prefix = os.path.join(self.location, "")  # `root/`: the hot paths join strings, not Paths
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (LocalRunFS, (self.root,))
@@ -163,13 +206,10 @@ class LocalRunFS(RunFS):
         return LocalRunFS(self.root / rel)
 
     def read_bytes(self, rel: str) -> bytes | None:
-        try:
-            return (self.root / rel).read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_file_bytes(self._prefix + rel)
 
     def write_bytes(self, rel: str, data: bytes, fsync: bool = False, what: str | None = None) -> None:
-        atomic_write_bytes(self.root / rel, data, fsync=fsync, what=what)
+        atomic_write_bytes(self._prefix + rel, data, fsync=fsync, what=what)
 
     def list(self, rel_dir: str, pattern: str = "*") -> list[str]:
         return sorted(p.name for p in (self.root / rel_dir).glob(pattern) if p.is_file())

@@ -186,6 +186,7 @@ class RunDir:
         try:
             for d in (self.path, self.data_dir, self.rejects_dir, self.attempts_dir, self.cache_dir):
                 d.mkdir(parents=True, exist_ok=True)
+            ResponseCache(self.cache_fs()).mark_new()  # a new run's cache: no entry under the old keys
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_bytes(b"ok")
             probe.unlink()

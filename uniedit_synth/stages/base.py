@@ -111,13 +111,19 @@ class StageContext:
     config: PipelineConfig
     callers: dict[str, Caller]
     models: dict[str, str]
+    #: the templates loaded so far: read once per worker, as the run's pipeline hash saw them at its start
+    #: (the stages ask for their prompt for every record; a stat each)
+    _prompts: dict[str, Prompt] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def prompts_dir(self) -> Path:
         return self.config.prompts_path()
 
     def prompt(self, relative: str) -> Prompt:
-        return load_prompt(self.prompts_dir, relative)
+        prompt = self._prompts.get(relative)
+        if prompt is None:
+            prompt = self._prompts[relative] = load_prompt(self.prompts_dir, relative)
+        return prompt
 
     async def ask(
         self,

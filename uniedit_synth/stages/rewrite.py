@@ -280,6 +280,8 @@ class RewriteStage:
         self.logic = LogicSettings(
             tuple(logic.operators), logic.nest_p, logic.join_p, logic.parameter_p, logic.count_arithmetic
         )
+        #: category -> (its prompt, with its exemplar pool's field; the pool)
+        self._templates: dict[str, tuple[Prompt, ExamplePool | None]] = {}
 
     def prompt_for(self, category: str) -> Prompt:
         template = self.spec.prompt or "rewrite/{category}.txt"
@@ -303,11 +305,15 @@ class RewriteStage:
 
     def prompt_and_examples(self, item: WorkItem, category: str) -> tuple[Prompt, str]:
         """The rewrite prompt and this record's worked examples (seeded by seed + record id)."""
-        prompt, pool = self.prompt_for(category), self.pool_for(category)
+        found = self._templates.get(category)
+        if found is None:  # once per category and worker: a few stats and a hash, every record otherwise
+            prompt, pool = self.prompt_for(category), self.pool_for(category)
+            found = self._templates[category] = (prompt if pool is None else with_examples(prompt, pool), pool)
+        prompt, pool = found
         if pool is None:
             return prompt, ""
         drawn = pool.draw(self.ctx.config.seed, item.record.id, self.spec.examples_per_record)
-        return with_examples(prompt, pool), "\n\n".join(format_example(e) for e in drawn)
+        return prompt, "\n\n".join(format_example(e) for e in drawn)
 
     def plan_for(self, item: WorkItem) -> InstructionPlan:
         record = item.record
