@@ -133,6 +133,8 @@ class CpuSampler:
     def __init__(self, classify: Any, idle: Any, interval: float = 0.002) -> None:
         self.classify, self.idle, self.interval = classify, idle, interval
         self.counts: Counter[Any] = Counter()
+        self._last: list[tuple[Any, float]] = []
+        self._last_end = 0.0
 
     def __enter__(self) -> CpuSampler:
         signal.signal(signal.SIGPROF, self._tick)
@@ -144,14 +146,23 @@ class CpuSampler:
         signal.signal(signal.SIGPROF, signal.SIG_DFL)
 
     def _tick(self, signum: int, frame: Any) -> None:
+        # Ticks that come faster than the handler returns (a busy process on a loaded machine: its threads' CPU
+        # runs on while the main thread walks the stacks) are charged as the last one was, without walking the
+        # stacks again: otherwise the main thread could spend all its time here, and the threads waiting for
+        # the GIL with it (seen twice: a benchmark child stuck for its 900 s limit, every image thread parked
+        # at the end of an OpenCV call, the main thread in this handler).
+        if time.monotonic() - self._last_end < self.interval / 4:
+            for key, share in self._last:
+                self.counts[key] += share
+            self._last_end = time.monotonic()
+            return
         main = threading.main_thread().ident
         stacks = [f for ident, f in sys._current_frames().items() if ident != main]
         busy = [f for f in [frame, *stacks] if f is not None and f.f_code.co_name not in IDLE_LEAVES]
-        if not busy:
-            self.counts[self.idle] += 1
-            return
-        for f in busy:
-            self.counts[self.classify(f)] += 1 / len(busy)
+        self._last = [(self.classify(f), 1 / len(busy)) for f in busy] if busy else [(self.idle, 1.0)]
+        for key, share in self._last:
+            self.counts[key] += share
+        self._last_end = time.monotonic()
 
 
 # -- process-tree sampling -----------------------------------------------------------------------------------
