@@ -17,21 +17,14 @@ from google.genai import types
 from PIL import Image
 
 from tests.fakes import FakeGemini
+from tests.unit.test_gemini_backend import JUDGE_SCHEMA
+from tests.unit.test_geometry import run_edit as run_edit_request
 from uniedit_synth.backends.base import EditRequest, MalformedReply, NoImageReply, TextRequest, Usage
 from uniedit_synth.backends.gemini_backend import GeminiEditor, GeminiText, request_json
 from uniedit_synth.core.config import BackendSpec
 
 KEY = "gm-wire-key-0c1d2e3f"
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "instruction_following": {"type": "integer", "minimum": 1, "maximum": 5},
-        "visual_quality": {"type": "integer", "minimum": 1, "maximum": 5},
-        "coherence": {"type": "integer", "minimum": 1, "maximum": 5},
-        "analysis": {"type": "string"},
-    },
-    "required": ["instruction_following", "visual_quality", "coherence", "analysis"],
-}
+SCHEMA: dict[str, Any] = JUDGE_SCHEMA
 
 
 def png(color: tuple[int, int, int], size: int = 48) -> bytes:
@@ -189,15 +182,9 @@ def editor(server: FakeGemini) -> GeminiEditor:
 
 
 def run_edit(backend: GeminiEditor) -> Any:
-    request = EditRequest(model="gemini-3-pro-image-preview", instruction="Edit.", image=png((1, 2, 3)))
-
-    async def go() -> Any:
-        try:
-            return await backend.edit(request)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
+    return run_edit_request(
+        backend, EditRequest(model="gemini-3-pro-image-preview", instruction="Edit.", image=png((1, 2, 3)))
+    )
 
 
 def reply_with(parts: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
