@@ -177,3 +177,25 @@ def test_channel_max_through_planes_is_numpys() -> None:
     into = np.empty(array.shape[:2], np.float32)
     assert pixel_gates._channel_max(array, scratch, into) is into
     assert np.array_equal(into, array.max(axis=2))
+
+
+def test_png_size_reads_the_header_and_refuses_what_it_cannot_read() -> None:
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from uniedit_synth.method.pixel_gates import png_size
+    from uniedit_synth.stages.edit import image_size
+
+    def encoded(fmt: str) -> bytes:
+        out = _io.BytesIO()
+        _Image.new("RGB", (37, 21), (9, 8, 7)).save(out, format=fmt)
+        return out.getvalue()
+
+    png, jpeg = encoded("PNG"), encoded("JPEG")
+    assert png_size(png) == (37, 21) == image_size(png)
+    assert png_size(jpeg) is None and image_size(jpeg) == (37, 21)  # Pillow reads what is not a PNG
+    cut = png[:20]  # signature and IHDR's type, the sides cut off
+    assert png_size(cut) is None and image_size(cut) is None  # was struct.error in the edit stage
+    zero = png[:16] + (0).to_bytes(4, "big") + png[20:]
+    assert png_size(zero) is None

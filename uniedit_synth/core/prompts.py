@@ -55,11 +55,6 @@ def data_field(name: str, value: str | None) -> str:
 SYSTEM_MARKER = "\n=== USER ===\n"
 
 
-@lru_cache(maxsize=256)
-def _read(path: Path, mtime: float) -> str:
-    return path.read_text(encoding="utf-8")
-
-
 def _modified(path: Path) -> float | None:
     """The file's mtime, None when it is not a file: one stat, where resolve() + is_file() + stat() took a dozen
     system calls per call (the stages load their prompt for every record)."""
@@ -87,7 +82,8 @@ def _existing(path: Path, what: str, hint: str) -> float:
 
 @lru_cache(maxsize=256)
 def _parse_prompt(path: Path, mtime: float, relative: str) -> Prompt:
-    text = _read(path, mtime)
+    """A template parsed once per file version (`mtime` is part of the cache key)."""
+    text = path.read_text(encoding="utf-8")
     if SYSTEM_MARKER in text:
         system, user = text.split(SYSTEM_MARKER, 1)
     else:
@@ -138,7 +134,7 @@ def load_examples(prompts_dir: Path, relative: str) -> ExamplePool:
 @lru_cache(maxsize=64)
 def _parse_examples(path: Path, mtime: float, relative: str) -> ExamplePool:
     """A pool parsed once per file version (the rewrite stage asks for it for every record)."""
-    text = _read(path, mtime)
+    text = path.read_text(encoding="utf-8")
     examples = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 
 import numpy as np
 from PIL import Image
@@ -15,15 +14,12 @@ from ..method import pixel_gates
 from ..offline.regions import edit_region
 from .base import Rejected, StageContext, WorkItem
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an image's header, or None when it cannot be read."""
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":  # what PIL reads too, without opening the image
-        width, height = struct.unpack(">II", data[16:24])
-        if width and height:
-            return width, height
+    size = pixel_gates.png_size(data)
+    if size is not None:
+        return size
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
