@@ -144,7 +144,28 @@ def _grey_difference_at_least(source: np.ndarray, edited: np.ndarray, threshold:
 
     diff = cv2.absdiff(source, edited)
     weighted = diff.reshape(-1, 3).astype(np.float32) @ _PIL_GREY
-    return (weighted >= threshold * 65536 - 0x8000).reshape(diff.shape[:2])
+    return (weighted >= _grey_bound(threshold)).reshape(diff.shape[:2])
+
+
+def _grey_bound(threshold: int) -> float:
+    """The weighted sum (PIL's L weights, x65536) from which the grey level rounds to `threshold` or more."""
+    return threshold * 65536 - 0x8000
+
+
+def _ellipse(kernel: int) -> np.ndarray:
+    """The closing's structuring element: a `kernel`-pixel ellipse."""
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+
+
+def _label_type(height: int, width: int) -> int:
+    """16-bit component labels when they cannot overflow (8-connected components are at most one per 2x2 block):
+    OpenCV's stats pass is about 3x faster with them than with 32-bit ones, and this step led the loader's mask
+    time."""
+    import cv2
+
+    return cv2.CV_16U if ((height + 1) // 2) * ((width + 1) // 2) < 2**16 - 1 else cv2.CV_32S
 
 
 def difference_mask(source: ImageInput, edited: ImageInput, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -168,9 +189,8 @@ def close(mask: np.ndarray, kernel: int = DEFAULT_CLOSE_KERNEL) -> np.ndarray:
         return np.asarray(mask, dtype=bool).copy()
     import cv2
 
-    element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
     binary = np.asarray(mask, dtype=np.uint8) * 255
-    return cv2.morphologyEx(binary, cv2.MORPH_CLOSE, element) > 127
+    return cv2.morphologyEx(binary, cv2.MORPH_CLOSE, _ellipse(kernel)) > 127
 
 
 def remove_small_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
@@ -181,11 +201,8 @@ def remove_small_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
         return mask.copy()
     import cv2
 
-    # 16-bit labels when they cannot overflow (8-connected components are at most one per 2x2 block): OpenCV's
-    # stats pass is about 3x faster with them than with 32-bit ones, and this step led the loader's mask time
-    height, width = mask.shape
-    ltype = cv2.CV_16U if ((height + 1) // 2) * ((width + 1) // 2) < 2**16 - 1 else cv2.CV_32S
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8, ltype=ltype)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8,
+                                                               ltype=_label_type(*mask.shape))
     keep = stats[:, cv2.CC_STAT_AREA] >= min_frac * total
     keep[0] = False  # label 0 is the background
     if keep[1:].all():  # nothing to drop (the common single-region edit): skip the per-pixel lookup
@@ -202,18 +219,18 @@ def changed_area(source: np.ndarray, edited: np.ndarray, params: MaskParams = UN
     import cv2
 
     weighted = cv2.transform(cv2.absdiff(source, edited).astype(np.float32), _PIL_GREY.reshape(1, 3))
-    mask = cv2.compare(weighted, float(params.threshold * 65536 - 0x8000), cv2.CMP_GE)
+    mask = cv2.compare(weighted, float(_grey_bound(params.threshold)), cv2.CMP_GE)
     if params.close_kernel > 0:
-        element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.close_kernel, params.close_kernel))
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, element)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _ellipse(params.close_kernel))
     left, top, width, height = cv2.boundingRect(mask)
     if width == 0 or height == 0:
         return 0
     mask = mask[top : top + height, left : left + width]
     if params.min_component_frac <= 0:
         return int(cv2.countNonZero(mask))
-    ltype = cv2.CV_16U if ((height + 1) // 2) * ((width + 1) // 2) < 2**16 - 1 else cv2.CV_32S
-    areas = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)[2][1:, cv2.CC_STAT_AREA]
+    areas = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=_label_type(height, width))[2][
+        1:, cv2.CC_STAT_AREA
+    ]
     total = int(areas.sum())
     return int(areas[areas >= params.min_component_frac * total].sum())
 
