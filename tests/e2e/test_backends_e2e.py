@@ -25,7 +25,7 @@ from tests.conftest import REPO, run_cli
 from tests.fakes import FakeGemini, FakeOpenAI
 from tests.fakes.base import RecordedRequest, b64decode_any
 from uniedit_synth.offline.questions import SCENE_CATEGORIES
-from uniedit_synth.offline.render import PNG_OPENCV
+from uniedit_synth.offline.render import PNG_NEW
 from uniedit_synth.sources.scenes import ScenesSource, pin_scene_png
 
 pytestmark = pytest.mark.e2e
@@ -38,8 +38,8 @@ KEY_ENV = {"UE_E2E_OPENAI_KEY": OPENAI_KEY, "UE_E2E_GEMINI_KEY": GEMINI_KEY}
 GPT4O = "gpt-4o-2024-11-20"
 NANO_PRO = "gemini-3-pro-image-preview"
 # what `--source scenes` reads, in order, its images encoded as a new run of these real-model pipelines pins them
-# (run.json scene_png: OpenCV's bytes; engine/run_info.py)
-RECORDS = [pin_scene_png(ScenesSource(count=16), PNG_OPENCV).record(i) for i in range(16)]
+# (run.json scene_png: PNG_NEW's bytes; engine/run_info.py)
+RECORDS = [pin_scene_png(ScenesSource(count=16), PNG_NEW).record(i) for i in range(16)]
 
 # retries fast enough for tests; the back-off itself stays (jitter off, so it is predictable)
 FAST_RETRY = ["--set", "retry.initial_s=0.05", "--set", "retry.max_s=0.2", "--set", "retry.jitter_s=0"]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.e2e.test_backends_e2e import OPENAI_KEY, synth
 from tests.fakes import FakeOpenAI
-from uniedit_synth.offline.render import PNG_OPENCV, PNG_PILLOW, render_image, render_png
+from uniedit_synth.offline.render import PNG_NEW, PNG_PILLOW, render_image, render_png
 from uniedit_synth.offline.world import Scene
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
@@ -67,10 +67,10 @@ def test_new_and_earlier_runs_keep_their_own_scene_bytes_on_ray(tmp_path: Path):
         proc = synth("openai", new, fake, None, *RAY, records=RECORDS, engine="ray")
         assert proc.returncode == 0, proc.stderr
         info = json.loads((new / "run.json").read_text())
-        assert info["scene_png"] == PNG_OPENCV
+        assert info["scene_png"] == PNG_NEW
         made_new = rows(new)
         assert len(made_new) == RECORDS
-        check_sources(made_new, PNG_OPENCV)
+        check_sources(made_new, PNG_NEW)
         reruns_change_nothing(new, fake)
 
         # a run the code before the pin started: the same config, its run.json without `scene_png`

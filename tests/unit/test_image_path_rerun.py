@@ -151,14 +151,14 @@ def test_a_new_offline_world_run_keeps_pillows_bytes(tmp_path: Path, keys: None)
 
 
 def test_a_new_run_differs_from_the_run_before_in_its_source_bytes_alone(tmp_path: Path, keys: None) -> None:
-    from uniedit_synth.offline.render import PNG_OPENCV, PNG_PILLOW, render_image, render_png
+    from uniedit_synth.offline.render import PNG_NEW, PNG_PILLOW, render_image, render_png
     from uniedit_synth.offline.world import Scene
 
     case = "uniedit"  # real models' pipeline (fakes): the scenes are encoded the fast way
     expected = json.loads(FIXTURE.read_text())[case]
     out = tmp_path / case
     run(case, out)
-    assert json.loads((out / "run.json").read_text())["scene_png"] == PNG_OPENCV
+    assert json.loads((out / "run.json").read_text())["scene_png"] == PNG_NEW
     got = digest(out)
     assert len(got["rows"]) == len(expected["rows"])
     for mine, theirs in zip(got["rows"], expected["rows"], strict=True):
@@ -170,7 +170,7 @@ def test_a_new_run_differs_from_the_run_before_in_its_source_bytes_alone(tmp_pat
             for row in pq.read_table(path, columns=["source_image", "record_meta"]).to_pylist():
                 scene = Scene.model_validate(json.loads(row["record_meta"])["scene"])
                 stored = row["source_image"]["bytes"]
-                assert stored == render_png(scene, PNG_OPENCV) != render_png(scene, PNG_PILLOW)
+                assert stored == render_png(scene, PNG_NEW) != render_png(scene, PNG_PILLOW)
                 assert (np.asarray(Image.open(io.BytesIO(stored))) == np.asarray(render_image(scene))).all()
                 images += 1
     assert images == len(got["rows"])

@@ -19,8 +19,17 @@ from PIL import Image
 
 from uniedit_synth.core.config import InputPolicy, SourceSpec, parse_pipeline
 from uniedit_synth.core.errors import SourceError
+from uniedit_synth.core.png import SIGNATURE
 from uniedit_synth.engine.run_info import scene_png
-from uniedit_synth.offline.render import PNG_OPENCV, PNG_PILLOW, encode_png, render_image, render_png
+from uniedit_synth.offline.render import (
+    PNG_ISAL,
+    PNG_NEW,
+    PNG_OPENCV,
+    PNG_PILLOW,
+    encode_png,
+    render_image,
+    render_png,
+)
 from uniedit_synth.offline.world import Scene
 from uniedit_synth.run.store import RunDir
 from uniedit_synth.sources import open_source
@@ -47,13 +56,37 @@ def config(pipeline: str):
 
 # -- the encodings -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [64, 256, 1024])
-def test_both_encodings_give_the_pixels_pillow_drew(size: int):
+@pytest.mark.parametrize("encoding", [PNG_OPENCV, PNG_ISAL])
+def test_every_encoding_gives_the_pixels_pillow_drew(size: int, encoding: str):
+    import cv2
+
     for scene in scenes(2, size):
         drawn = np.asarray(render_image(scene))
-        pillow, fast = render_png(scene, PNG_PILLOW), render_png(scene, PNG_OPENCV)
+        pillow, fast = render_png(scene, PNG_PILLOW), render_png(scene, encoding)
         assert pillow != fast  # the bytes differ: that is why a run pins one
         assert (pixels(pillow) == drawn).all() and (pixels(fast) == drawn).all()
-        assert render_png(scene, PNG_OPENCV) == fast  # deterministic
+        assert (cv2.imdecode(np.frombuffer(fast, np.uint8), cv2.IMREAD_COLOR_RGB) == drawn).all()
+        assert render_png(scene, encoding) == fast  # deterministic
+
+
+def test_the_isal_encoding_is_a_plain_png_with_unfiltered_rows():
+    """What PNG_ISAL writes: one IDAT of scanlines with filter type None, an ordinary zlib stream; so any decoder
+    reads it, and the pixel gates' OpenCV path (plain 8-bit RGB) takes it."""
+    import struct
+    import zlib
+
+    from uniedit_synth.method.pixel_gates import plain_png_pixels
+
+    scene = scenes(1, 96)[0]
+    drawn = np.asarray(render_image(scene))
+    png = render_png(scene, PNG_ISAL)
+    assert png[:8] == SIGNATURE and png[12:16] == b"IHDR"
+    assert struct.unpack(">IIBBBBB", png[16:29]) == (96, 96, 8, 2, 0, 0, 0)
+    length = int.from_bytes(png[33:37], "big")
+    assert png[37:41] == b"IDAT" and png[41 + length + 4 :] == b"\0\0\0\0IEND\xaeB`\x82"
+    rows = np.frombuffer(zlib.decompress(png[41 : 41 + length]), np.uint8).reshape(96, 1 + 96 * 3)
+    assert (rows[:, 0] == 0).all() and (rows[:, 1:].reshape(96, 96, 3) == drawn).all()
+    assert (plain_png_pixels(png) == drawn).all()
 
 
 def test_pillow_stays_the_default_and_an_unknown_encoding_is_refused():
@@ -69,8 +102,8 @@ def test_pillow_stays_the_default_and_an_unknown_encoding_is_refused():
 # -- what a run pins -----------------------------------------------------------------------------------------
 def test_a_new_run_gets_the_fast_encoding_unless_its_editor_is_the_builtin_one(tmp_path: Path):
     fresh = RunDir(tmp_path / "new")
-    assert scene_png(fresh, None, config("openai")) == PNG_OPENCV
-    assert scene_png(fresh, None, config("uniedit")) == PNG_OPENCV
+    assert scene_png(fresh, None, config("openai")) == PNG_NEW == PNG_ISAL
+    assert scene_png(fresh, None, config("uniedit")) == PNG_NEW
     # the builtin editor draws its flaws from the source's bytes: the offline world keeps Pillow's
     assert scene_png(fresh, None, config("default")) == PNG_PILLOW
 
@@ -96,6 +129,8 @@ def test_the_pin_is_carried_from_run_json(tmp_path: Path):
     run_dir = RunDir(tmp_path)
     assert scene_png(run_dir, {"pipeline_hash": "x", "scene_png": PNG_OPENCV}, config("default")) == PNG_OPENCV
     assert scene_png(run_dir, {"pipeline_hash": "x", "scene_png": PNG_PILLOW}, config("openai")) == PNG_PILLOW
+    # a run made with OpenCV's encoding (the new runs' one before PNG_ISAL) keeps it
+    assert scene_png(run_dir, {"pipeline_hash": "x", "scene_png": PNG_OPENCV}, config("openai")) == PNG_OPENCV
 
 
 def test_an_encoding_this_version_cannot_write_is_a_clear_error():
@@ -107,19 +142,19 @@ def test_an_encoding_this_version_cannot_write_is_a_clear_error():
 @pytest.mark.parametrize("light", [True, False])
 def test_records_carry_the_pin_to_the_worker_and_validation_renders_with_it(light: bool):
     spec = SourceSpec(spec="scenes", options={"image_size": 128})
-    driver_side = pin_scene_png(open_source(spec, seed=2, limit=6), PNG_OPENCV)
+    driver_side = pin_scene_png(open_source(spec, seed=2, limit=6), PNG_NEW)
     if light:
         assert driver_side.lighten() is None
     records = list(driver_side)
-    assert all(r.meta[PNG_META_KEY] == PNG_OPENCV for r in records)
+    assert all(r.meta[PNG_META_KEY] == PNG_NEW for r in records)
     # the worker opens its own source, unpinned: the records it reads back keep the driver's pin
     whole = open_source(spec, seed=2, limit=6).hydrate(records)
     policy = InputPolicy()
     for record in whole:
-        assert record.image is None and record.meta[PNG_META_KEY] == PNG_OPENCV
+        assert record.image is None and record.meta[PNG_META_KEY] == PNG_NEW
         clean = validate_record(record, policy)
         scene = Scene.model_validate(record.meta["scene"])
-        assert clean.image == render_png(scene, PNG_OPENCV)
+        assert clean.image == render_png(scene, PNG_NEW)
         # the stages see the record as before the pin: the meta without it
         assert PNG_META_KEY not in clean.meta and clean.meta == {
             k: v for k, v in record.meta.items() if k != PNG_META_KEY}

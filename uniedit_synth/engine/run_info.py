@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..core.config import CONFIGURED_STAGES, PipelineConfig
-from ..offline.render import PNG_OPENCV, PNG_PILLOW
+from ..offline.render import PNG_NEW, PNG_PILLOW
 from ..run.store import RunDir
 from ..sources.scenes import pin_scene_png
 
@@ -68,4 +68,4 @@ def scene_png(run_dir: RunDir, previous: dict[str, Any] | None, config: Pipeline
     editor = config.backends.get(config.stages.edit.backend)
     if run_dir.is_run() or (editor is not None and editor.type == "builtin"):
         return PNG_PILLOW
-    return PNG_OPENCV
+    return PNG_NEW

@@ -3,13 +3,17 @@
 Rendering is a pure function of the scene (no randomness, no clock, no downloaded font: PIL's built-in
 FreeType font), so the same scene always gives the same pixels, and with one encoding the same PNG bytes.
 
-Two lossless encodings give those pixels (`encode_png`): `PNG_PILLOW`, Pillow at compress level 3, which every
-run made before `PNG_OPENCV` existed used; and `PNG_OPENCV` (OpenCV's libpng, no row filter, zlib level 3),
-2.3x faster at 1024 px and twice as fast to decode, at about 8 % more bytes: Pillow spends most of its time
-choosing a filter for every row. The bytes differ, and cache keys hash the source image's bytes, so a run
-pins one encoding for life (run.json `scene_png`, engine/run_info.py): a run made before keeps Pillow's, and
-so does a run with the builtin editor, which draws its flaws from the source's bytes. The builtin judge compares
-pixels, never bytes; the edits the builtin editor draws are always Pillow's.
+Three lossless encodings give those pixels (`encode_png`):
+- `PNG_PILLOW`, Pillow at compress level 3, which every run made before `PNG_OPENCV` existed used;
+- `PNG_OPENCV`, OpenCV's libpng, no row filter, zlib level 3: 2.3x faster than Pillow at 1024 px and twice as
+  fast to decode, at about 8 % more bytes (Pillow spends most of its time choosing a filter for every row);
+- `PNG_ISAL`, what a new run gets (`PNG_NEW`): no row filter, deflated by ISA-L at level 1 (python-isal), the
+  container written here (core/png.py). zlib's deflate was most of OpenCV's time: 1.0 ms instead of 5.8 at
+  1024 px (rows 0.6, deflate 0.4), at about 12 % more bytes than `PNG_OPENCV`; the same decode cost.
+The bytes differ, and cache keys hash the source image's bytes, so a run pins one encoding for life (run.json
+`scene_png`, engine/run_info.py): a run made before keeps the one it has, and a run with the builtin editor
+keeps Pillow's, as that editor draws its flaws from the source's bytes. The builtin judge compares pixels, never
+bytes; the edits the builtin editor draws are always Pillow's.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.png import rgb_png
 from .world import COLORS, GRID_COLS, Board, Scene, SceneObject, Sign
 
 PNG_COMPRESS_LEVEL = 3
 #: the two encodings of a scene (values of run.json `scene_png`): runs made before `scene_png` existed are Pillow's
 PNG_PILLOW = "pillow-3"
 PNG_OPENCV = "opencv-none-3"
-PNG_ENCODINGS = (PNG_PILLOW, PNG_OPENCV)
+PNG_ISAL = "isal-none-1"
+PNG_ENCODINGS = (PNG_PILLOW, PNG_OPENCV, PNG_ISAL)
+#: the encoding a new run with a model editor pins (engine/run_info.scene_png)
+PNG_NEW = PNG_ISAL
 WALL_FRACTION = 0.36
 SLOT_CENTERS = {"left": 1 / 6, "middle": 1 / 2, "right": 5 / 6}
 SIGN_WIDTH = 0.29
@@ -235,8 +243,15 @@ def render_image(scene: Scene) -> Image.Image:
 
 
 def encode_png(image: Image.Image, encoding: str = PNG_PILLOW) -> bytes:
-    """`image` as PNG bytes in `encoding` (PNG_ENCODINGS); both are lossless, only the bytes differ (an image that
+    """`image` as PNG bytes in `encoding` (PNG_ENCODINGS); all are lossless, only the bytes differ (an image that
     is not RGB, which no scene is, is always Pillow's)."""
+    if encoding == PNG_ISAL and image.mode == "RGB":
+        from isal import isal_zlib
+
+        rows = np.empty((image.height, 1 + 3 * image.width), np.uint8)
+        rows[:, 0] = 0  # each scanline's filter type: None
+        rows[:, 1:] = np.asarray(image).reshape(image.height, -1)
+        return rgb_png(image.width, image.height, isal_zlib.compress(rows, 1))
     if encoding == PNG_OPENCV and image.mode == "RGB":
         import cv2
 
