@@ -18,19 +18,20 @@ Where the CPU went, and what replaces it:
 from __future__ import annotations
 
 import io
-import struct
 import zlib
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from uniedit_synth.core.png import SIGNATURE as _SIGNATURE
+from uniedit_synth.core.png import rgb_png
+
 #: the rectangle's colours; an input whose box centre already has the turn's colour gets the next one
 COLOURS = ((230, 57, 70), (42, 157, 143), (233, 196, 106), (69, 123, 157))
 
 #: PNG chunks before the image data that say nothing about pixel values (anything else: Pillow decodes it)
 _PLAIN_CHUNKS = frozenset({b"pHYs", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def edited_png(image_bytes: bytes, index: int = 0, size: tuple[int, int] | None = None) -> bytes:
@@ -122,14 +123,8 @@ def _png(width: int, height: int, rows: list[memoryview], level: int = 6) -> byt
     level 0: stored, for a decode of the band only."""
     packer = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     data = b"".join([packer.compress(piece) for piece in rows] + [packer.flush()])
-    step = max(65536, width * 4)  # Pillow's ImageFile buffer: one IDAT chunk per buffer it writes
-    view = memoryview(data)
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))]
-    chunks += [(b"IDAT", view[i : i + step]) for i in range(0, len(data), step)] + [(b"IEND", b"")]
-    out = [_SIGNATURE]
-    for kind, body in chunks:
-        out += (struct.pack(">I", len(body)), kind, body, struct.pack(">I", zlib.crc32(body, zlib.crc32(kind))))
-    return b"".join(out)
+    # Pillow's ImageFile buffer: one IDAT chunk per buffer it writes
+    return rgb_png(width, height, data, chunk_size=max(65536, width * 4))
 
 
 def _scanlines(png: bytes, width: int, height: int) -> bytes | None:
