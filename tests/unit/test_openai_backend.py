@@ -252,6 +252,39 @@ def test_edit_success_returns_png_and_usage(server: FakeOpenAI) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"size": "1536x1024", "quality": "low", "n": 2, "input_fidelity": "high"}, {"size": "auto", "seed": 7}],
+)
+def test_edit_request_is_what_the_sdks_images_edit_sends(server: FakeOpenAI, params: dict[str, Any]) -> None:
+    """The edit goes by the SDK's own POST without `images.edit`'s param transform: the same form fields and
+    upload (unknown params in extra_body: form fields too), the same path, auth and multipart content type."""
+    import openai
+
+    request = edit_request(params=params)
+    edit(OpenAIEditor(make_spec(server, model="gpt-image-1")), request)
+    mine = server.requests[0]
+
+    async def through_the_sdk() -> None:
+        client = openai.AsyncOpenAI(api_key=CANARY, base_url=server.base_url, max_retries=0)
+        known = {k: v for k, v in params.items() if k != "seed"}
+        extra = {"seed": params["seed"]} if "seed" in params else None
+        try:
+            await client.images.edit(
+                model="gpt-image-1", image=("image.png", request.image, "image/png"),
+                prompt=mine.body["fields"]["prompt"], extra_body=extra, **known,
+            )
+        finally:
+            await client.close()
+
+    asyncio.run(through_the_sdk())
+    sdk = server.requests[1]
+    assert (mine.method, mine.path) == (sdk.method, sdk.path) == ("POST", "/v1/images/edits")
+    assert mine.body == sdk.body and mine.auth_present and sdk.auth_present
+    assert mine.headers["content-type"].split(";")[0] == sdk.headers["content-type"].split(";")[0]
+    assert mine.headers["content-type"].startswith("multipart/form-data; boundary=")
+
+
 def test_edit_hint_is_not_added_twice(server: FakeOpenAI) -> None:
     instruction = "Do the edit.\n\nReference answer (private hint): red"
     edit(OpenAIEditor(make_spec(server, model="gpt-image-1")), edit_request(instruction=instruction))

@@ -54,7 +54,7 @@ from .base import (
     Usage,
 )
 from .geometry import gemini_aspect_ratio
-from .provider import ProviderBackend
+from .provider import ProviderBackend, shared_ssl_context
 from .replies import (
     duration_seconds,
     image_mime,
@@ -224,10 +224,13 @@ class _GeminiBase(ProviderBackend[genai.Client]):
             timeout=int(self.spec.timeout_s * 1000),  # milliseconds
             retry_options=None,  # no SDK retries: the engine's retry layer decides
         )
+        # the process's one TLS context (provider.shared_ssl_context): the SDK would load the CA bundle for each
+        # client (the same context for its sync and async clients)
+        options.async_client_args = {"verify": shared_ssl_context()}
         pool = self.spec.options.get("max_connections")
         if pool:
             limits = httpx2.Limits(max_connections=int(pool), max_keepalive_connections=int(pool))
-            options.async_client_args = {"limits": limits}
+            options.async_client_args["limits"] = limits
         return genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
 
     async def _close_client(self, client: genai.Client) -> None:

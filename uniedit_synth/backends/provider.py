@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import weakref
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -12,6 +14,16 @@ from ..core.redact import Redactor
 from .base import Backend
 
 ClientT = TypeVar("ClientT")
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The TLS context every SDK client of this process verifies servers with: what each SDK would build for
+    itself (httpx2.create_ssl_context: SSL_CERT_FILE / SSL_CERT_DIR if set, else the system's CA bundle), made
+    once. Loading the CA bundle is ~30 ms of CPU, and every client of every event loop made its own."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
 
 
 class ProviderBackend(Backend, Generic[ClientT]):
