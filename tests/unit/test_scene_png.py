@@ -89,6 +89,21 @@ def test_the_isal_encoding_is_a_plain_png_with_unfiltered_rows():
     assert (plain_png_pixels(png) == drawn).all()
 
 
+def test_the_isal_encoding_writes_the_bytes_it_always_wrote():
+    """A run pinned to isal-none-1 hashes these bytes into its cache keys: a deflater that writes other bytes
+    (an ISA-L release that changed its level-1 output) would make a resumed run miss the cached calls of the
+    shards it had in flight. Should this fail after an upgrade, give the new output an encoding name of its
+    own (PNG_ENCODINGS) and keep the old one writable, as pillow-3 and opencv-none-3 are."""
+    import hashlib
+
+    expected = {
+        64: "37f88ed1d97284d759ebd0c87b4ffa666f9e825d45427dd875b9e5a2e3302b5a",
+        256: "a51f73a1f7e001491f0260ec63c8768cefecc93b493756396b9b85b9e4771eaa",
+    }
+    for size, digest in expected.items():
+        assert hashlib.sha256(render_png(scenes(1, size)[0], PNG_ISAL)).hexdigest() == digest
+
+
 def test_pillow_stays_the_default_and_an_unknown_encoding_is_refused():
     scene = scenes(1)[0]
     assert render_png(scene) == render_png(scene, PNG_PILLOW)
