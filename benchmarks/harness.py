@@ -12,6 +12,7 @@ clock) and writes it as JSON when it gets SIGTERM.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -157,7 +158,18 @@ class CpuSampler:
             self._last_end = time.monotonic()
             return
         main = threading.main_thread().ident
-        stacks = [f for ident, f in sys._current_frames().items() if ident != main]
+        # no garbage collection inside sys._current_frames(): it holds the interpreter's thread-list lock while it
+        # builds its dict, and a collection started there by that allocation waits for the same lock (CPython
+        # 3.11; seen: a benchmark child idle at 0 % CPU until its limit, the main thread in gc_collect_main under
+        # _PyThread_CurrentFrames)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            current = sys._current_frames()
+        finally:
+            if collecting:
+                gc.enable()
+        stacks = [f for ident, f in current.items() if ident != main]
         busy = [f for f in [frame, *stacks] if f is not None and f.f_code.co_name not in IDLE_LEAVES]
         self._last = [(self.classify(f), 1 / len(busy)) for f in busy] if busy else [(self.idle, 1.0)]
         for key, share in self._last:
