@@ -77,12 +77,14 @@ class EditStage:
         while True:
             item.ledger.attempt = attempt
             reply = await self._edit_until_image(self._request(item, attempt, source_size), item)
-            edited, pixels = reply.image, None
-            if self.spec.keep_geometry and source_size is not None:
-                edited, pixels = await asyncio.to_thread(fit_to_size, edited, source_size)
-            item.edited_image = edited
             item.attempts = attempt + 1
-            failed = await asyncio.to_thread(self._gate, item, pixels) if self.spec.gates.enabled else None
+            # the resize (when the reply's header says the model changed the size) and the gates in one trip to
+            # a thread: each trip wakes the event loop through its self-pipe, a system call
+            fit = self.spec.keep_geometry and source_size is not None and image_size(reply.image) != source_size
+            if fit or self.spec.gates.enabled:
+                failed = await asyncio.to_thread(self._fit_and_gate, item, reply.image, source_size if fit else None)
+            else:
+                item.edited_image, failed = reply.image, None
             last = attempt + 1 >= self.spec.max_attempts
             if last:  # no later attempt will measure against the source: its view (0.2 MB) goes
                 item.source_view = None
@@ -119,6 +121,17 @@ class EditStage:
             },
             source_size=source_size if self.spec.keep_geometry else None,
         )
+
+    def _fit_and_gate(
+        self, item: WorkItem, image: bytes, size: tuple[int, int] | None
+    ) -> pixel_gates.GateFailure | None:
+        """Sets the edit on `item`, brought to `size` first when given (fit_to_size), and returns the pixel gate
+        it fails (None: none, or the gates are off)."""
+        pixels = None
+        if size is not None:
+            image, pixels = fit_to_size(image, size)
+        item.edited_image = image
+        return self._gate(item, pixels) if self.spec.gates.enabled else None
 
     def _gate(self, item: WorkItem, edited: Image.Image | None = None) -> pixel_gates.GateFailure | None:
         """The pixel gate the current edit fails, or None (also when an image cannot be
