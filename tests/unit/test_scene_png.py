@@ -184,3 +184,26 @@ def test_a_pillow_run_reads_the_records_of_every_run_before():
     assert all(PNG_META_KEY not in r.meta for r in records)
     clean = validate_record(records[0], InputPolicy())
     assert clean.image == render_png(Scene.model_validate(records[0].meta["scene"]), PNG_PILLOW)
+
+
+def test_validation_hands_an_isal_scene_s_pixels_to_the_hook_once_converted():
+    """PNG_ISAL reads the drawing's pixels to write the PNG: validation gives those very pixels to its hook (the
+    pixel gates' source view, the screen's fingerprint), which see what they saw of the image before."""
+    from uniedit_synth.method.fingerprint import fingerprint_image
+    from uniedit_synth.method.pixel_gates import source_view
+
+    spec = SourceSpec(spec="scenes", options={"image_size": 128})
+    seen: list = []
+    for encoding in (PNG_ISAL, PNG_PILLOW):
+        seen.clear()
+        [record] = open_source(spec, seed=3, limit=1).hydrate(list(pin_scene_png(open_source(spec, seed=3, limit=1),
+                                                                               encoding)))
+        validate_record(record, InputPolicy(), on_image=seen.append)
+        [given] = seen
+        drawn = render_image(Scene.model_validate(record.meta["scene"]))
+        if encoding == PNG_ISAL:
+            assert isinstance(given, np.ndarray) and (given == np.asarray(drawn)).all()
+        else:
+            assert isinstance(given, Image.Image) and given.tobytes() == drawn.tobytes()
+        assert (source_view(given).work == source_view(drawn).work).all()
+        assert fingerprint_image(given) == fingerprint_image(drawn)

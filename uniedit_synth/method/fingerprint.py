@@ -57,10 +57,14 @@ def _bits(hash_: imagehash.ImageHash) -> bytes:
     return np.packbits(hash_.hash.flatten()).tobytes()
 
 
-def fingerprint_image(image: bytes | Image.Image, max_pixels: int | None = None) -> ImageFingerprint:
-    """The fingerprint of an image given as encoded bytes or a PIL image; ImageUnreadable if undecodable, or
-    (read from its header, before it is decoded) larger than `max_pixels`."""
+def fingerprint_image(
+    image: bytes | Image.Image | np.ndarray, max_pixels: int | None = None
+) -> ImageFingerprint:
+    """The fingerprint of an image given as encoded bytes, a PIL image or its HxWx3 uint8 RGB pixels;
+    ImageUnreadable if undecodable, or (read from its header, before it is decoded) larger than `max_pixels`."""
     try:
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
         if isinstance(image, (bytes, bytearray, memoryview)):
             opened = Image.open(io.BytesIO(bytes(image)))
             _within(opened.size, max_pixels)

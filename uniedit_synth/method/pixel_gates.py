@@ -145,14 +145,17 @@ class SourceView(NamedTuple):
     work: np.ndarray
 
 
-def source_view(image: bytes | Image.Image) -> SourceView:
-    """The gates' view of a source image (decoded from bytes, or an already decoded image)."""
+def source_view(image: bytes | Image.Image | np.ndarray) -> SourceView:
+    """The gates' view of a source image (decoded from bytes, or an already decoded image or its RGB pixels)."""
     array = rgb_pixels(image)
     return SourceView((array.shape[1], array.shape[0]), _working(array))
 
 
-def rgb_pixels(image: bytes | Image.Image) -> np.ndarray:
-    """An image's HxWx3 uint8 RGB pixels, decoded once: by OpenCV for a plain PNG, else by Pillow (decode_rgb)."""
+def rgb_pixels(image: bytes | Image.Image | np.ndarray) -> np.ndarray:
+    """An image's HxWx3 uint8 RGB pixels, decoded once: by OpenCV for a plain PNG, else by Pillow (decode_rgb);
+    an HxWx3 uint8 array is taken as those pixels."""
+    if isinstance(image, np.ndarray):
+        return image
     array = plain_png_pixels(image) if isinstance(image, bytes) else None
     return array if array is not None else np.asarray(decode_rgb(image), dtype=np.uint8)
 

@@ -242,15 +242,15 @@ def render_image(scene: Scene) -> Image.Image:
     return image
 
 
-def encode_png(image: Image.Image, encoding: str = PNG_PILLOW) -> bytes:
+def encode_png(image: Image.Image, encoding: str = PNG_PILLOW, pixels: np.ndarray | None = None) -> bytes:
     """`image` as PNG bytes in `encoding` (PNG_ENCODINGS); all are lossless, only the bytes differ (an image that
-    is not RGB, which no scene is, is always Pillow's)."""
+    is not RGB, which no scene is, is always Pillow's). `pixels`: np.asarray(image), when the caller has it."""
     if encoding == PNG_ISAL and image.mode == "RGB":
         from isal import isal_zlib
 
         rows = np.empty((image.height, 1 + 3 * image.width), np.uint8)
         rows[:, 0] = 0  # each scanline's filter type: None
-        rows[:, 1:] = np.asarray(image).reshape(image.height, -1)
+        rows[:, 1:] = (np.asarray(image) if pixels is None else pixels).reshape(image.height, -1)
         return rgb_png(image.width, image.height, isal_zlib.compress(rows, 1))
     if encoding == PNG_OPENCV and image.mode == "RGB":
         import cv2

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from PIL import Image
 
 from ..core.config import SourceSpec
@@ -20,7 +21,7 @@ from ..offline.questions import (
     generate_vqa,
     plausible_answers,
 )
-from ..offline.render import PNG_ENCODINGS, PNG_PILLOW, encode_png, render_image, render_png
+from ..offline.render import PNG_ENCODINGS, PNG_ISAL, PNG_PILLOW, encode_png, render_image, render_png
 from ..offline.world import Scene, generate_scene
 from .base import Source
 from .opening import COMMON_OPTIONS
@@ -38,13 +39,16 @@ def render_record_image(meta: dict) -> bytes | None:
     return None if rendered is None else rendered[0]
 
 
-def render_record(meta: dict) -> tuple[bytes, Image.Image] | None:
-    """The PNG of a deferred offline-world record and the image it encodes (None for any other record): the
-    worker validates the image it just drew without decoding the PNG again."""
+def render_record(meta: dict) -> tuple[bytes, Image.Image, np.ndarray | None] | None:
+    """The PNG of a deferred offline-world record, the image it encodes and, where the encoding read them
+    (PNG_ISAL), its RGB pixels (None for any other record): the worker validates the image it just drew without
+    decoding the PNG again, and the pixel gates take those pixels without converting the image again."""
     if meta.get("world") != "scenes" or "scene" not in meta:
         return None
     image = render_image(Scene.model_validate(meta["scene"]))
-    return encode_png(image, meta.get(PNG_META_KEY, PNG_PILLOW)), image
+    encoding = meta.get(PNG_META_KEY, PNG_PILLOW)
+    pixels = np.asarray(image) if encoding == PNG_ISAL and image.mode == "RGB" else None
+    return encode_png(image, encoding, pixels), image, pixels
 
 
 def pin_scene_png(source: _S, encoding: str) -> _S:

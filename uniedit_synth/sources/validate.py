@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..core.config import InputPolicy
@@ -33,7 +34,7 @@ def validate_record(
     record: VQARecord,
     policy: InputPolicy,
     image_root: Path | str | None = None,
-    on_image: Callable[[Image.Image], None] | None = None,
+    on_image: Callable[[Image.Image | np.ndarray], None] | None = None,
 ) -> VQARecord:
     """A cleaned copy of `record` (normalised image bytes, cleaned text) or InvalidInput.
 
@@ -56,12 +57,12 @@ def validate_record(
             # the offline world renders in the worker (ScenesSource defer_render): an RGB PNG within the
             # policy's limits is what normalise_image passes through unchanged, so the drawn image stands for
             # its decode
-            raw, drawn = rendered
+            raw, drawn, pixels = rendered
             if drawn.mode == "RGB" and max(drawn.size) <= policy.max_side and (
                 drawn.width * drawn.height <= policy.max_pixels
             ):
                 if on_image is not None:
-                    on_image(drawn)
+                    on_image(drawn if pixels is None else pixels)
                 return record.model_copy(update={"image": raw, **clean})
         else:
             raise InvalidInput("no image")
