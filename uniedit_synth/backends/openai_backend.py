@@ -384,7 +384,7 @@ class OpenAIEditor(_OpenAIBase):
         extra_body = kwargs.pop("extra_body", None)
         # what `images.edit` sends (its file fields as files, the rest as form fields), by the SDK's own POST
         # without the param transform: for call params from a pipeline file it changes nothing, yet its typing
-        # walk was a third of an edit call's CPU (0.6 of 2 ms; benchmarks/cpu_per_record.py)
+        # walk was a quarter of an edit call's CPU (~0.5 of 2 ms; benchmarks/README.md, fifth round)
         files = [("image", (filename, request.image, mime))]
         files += [(name, kwargs.pop(name)) for name in _EDIT_FILES if name in kwargs]
         body = {"prompt": prompt, "model": request.model or self.model, **kwargs}

@@ -9,7 +9,7 @@ Three lossless encodings give those pixels (`encode_png`):
   fast to decode, at about 8 % more bytes (Pillow spends most of its time choosing a filter for every row);
 - `PNG_ISAL`, what a new run gets (`PNG_NEW`): no row filter, deflated by ISA-L at level 1 (python-isal), the
   container written here (core/png.py). zlib's deflate was most of OpenCV's time: 1.0 ms instead of 5.8 at
-  1024 px (rows 0.6, deflate 0.4), at about 12 % more bytes than `PNG_OPENCV`; the same decode cost.
+  1024 px (rows 0.6, deflate 0.4), at about 13 % more bytes than `PNG_OPENCV`; about the same decode cost.
 The bytes differ, and cache keys hash the source image's bytes, so a run pins one encoding for life (run.json
 `scene_png`, engine/run_info.py): a run made before keeps the one it has, and a run with the builtin editor
 keeps Pillow's, as that editor draws its flaws from the source's bytes. The builtin judge compares pixels, never
@@ -28,7 +28,7 @@ from ..core.png import rgb_png
 from .world import COLORS, GRID_COLS, Board, Scene, SceneObject, Sign
 
 PNG_COMPRESS_LEVEL = 3
-#: the two encodings of a scene (values of run.json `scene_png`): runs made before `scene_png` existed are Pillow's
+#: the encodings of a scene (values of run.json `scene_png`): runs made before `scene_png` existed are Pillow's
 PNG_PILLOW = "pillow-3"
 PNG_OPENCV = "opencv-none-3"
 PNG_ISAL = "isal-none-1"
