@@ -14,8 +14,9 @@ such a run keeps Pillow's scene PNGs for life, offline/render.py), and compares,
 scores and the sha256 of both stored images, and the sorted request keys of the response cache: equal keys are
 what lets a rerun of a run made by the older code hit every cached reply. A new run encodes its scenes faster:
 its rows differ from the fixture in the source images' bytes alone, which decode to the same pixels. The test then
-reruns a new run and a run made before from the cache (data and manifest removed) and checks that every call
-hit and every row came back the same.
+reruns a new run, a run made before and a run a version pinned to OpenCV's encoding (`opencv-none-3`, the new
+runs' one before ISA-L's) from the cache (data and manifest removed) and checks that each kept its encoding,
+every call hit and every row came back the same.
 
 Cases: the offline pipeline (builtin models; the scene rendered in the worker, the pixel gates, the builtin
 judge's observations and non-edit consistency) and the `uniedit` pipeline against the fake OpenAI and Gemini
@@ -66,24 +67,27 @@ def config(case: str, openai_url: str = "", gemini_url: str = "") -> Any:
     return parse_pipeline(raw, overrides=overrides)
 
 
-def made_before(case: str, out: Path) -> None:
+def made_before(case: str, out: Path, scene_png: str | None = None) -> None:
     """`out` as a run started by the code before run.json's `scene_png` (a run.json of this config without it, no
-    shard finished: a run stopped early), which today's code resumes."""
+    shard finished: a run stopped early), which today's code resumes; with `scene_png`, a run started by a version
+    whose new runs pinned that encoding."""
     from uniedit_synth.engine.driver import Driver
 
     info = Driver(config(case), str(out))._run_json("2026-01-01T00:00:00", "interrupted", None)
     info.pop("scene_png", None)
+    if scene_png is not None:
+        info["scene_png"] = scene_png
     out.mkdir(parents=True)
     (out / "run.json").write_text(json.dumps(info))
 
 
-def run(case: str, out: Path, before: bool = False) -> tuple[str, str]:
-    """One run of `case` into `out` (`before`: a run made before `scene_png`); returns the fake servers' URLs
-    (stopped by then: "" offline)."""
+def run(case: str, out: Path, before: bool = False, pinned: str | None = None) -> tuple[str, str]:
+    """One run of `case` into `out` (`before`: a run made before `scene_png`, or, with `pinned`, by a version that
+    pinned that encoding); returns the fake servers' URLs (stopped by then: "" offline)."""
     from uniedit_synth.engine.driver import run_synth
 
     if before and not out.exists():
-        made_before(case, out)
+        made_before(case, out, pinned)
     if case == "offline":
         run_synth(config(case), str(out), progress=False)
         return "", ""
@@ -151,8 +155,7 @@ def test_a_new_offline_world_run_keeps_pillows_bytes(tmp_path: Path, keys: None)
 
 
 def test_a_new_run_differs_from_the_run_before_in_its_source_bytes_alone(tmp_path: Path, keys: None) -> None:
-    from uniedit_synth.offline.render import PNG_NEW, PNG_PILLOW, render_image, render_png
-    from uniedit_synth.offline.world import Scene
+    from uniedit_synth.offline.render import PNG_NEW
 
     case = "uniedit"  # real models' pipeline (fakes): the scenes are encoded the fast way
     expected = json.loads(FIXTURE.read_text())[case]
@@ -164,27 +167,45 @@ def test_a_new_run_differs_from_the_run_before_in_its_source_bytes_alone(tmp_pat
     for mine, theirs in zip(got["rows"], expected["rows"], strict=True):
         assert {**mine, "source_image": None} == {**theirs, "source_image": None}
         assert mine["source_image"] != theirs["source_image"]
+    assert stored_sources(out, PNG_NEW) == len(got["rows"])
+
+
+def stored_sources(out: Path, encoding: str) -> int:
+    """How many source images the rows of `out` store; each checked to be its scene's PNG in `encoding` (not
+    Pillow's, unless that is the encoding), decoding to the scene's pixels."""
+    from uniedit_synth.offline.render import PNG_PILLOW, render_image, render_png
+    from uniedit_synth.offline.world import Scene
+
     images = 0
     for folder in ("data", "rejects"):
         for path in sorted((out / folder).glob("*.parquet")):
             for row in pq.read_table(path, columns=["source_image", "record_meta"]).to_pylist():
+                if not row["source_image"]:  # a reject stored without its image
+                    continue
                 scene = Scene.model_validate(json.loads(row["record_meta"])["scene"])
                 stored = row["source_image"]["bytes"]
-                assert stored == render_png(scene, PNG_NEW) != render_png(scene, PNG_PILLOW)
+                assert stored == render_png(scene, encoding)
+                assert encoding == PNG_PILLOW or stored != render_png(scene, PNG_PILLOW)
                 assert (np.asarray(Image.open(io.BytesIO(stored))) == np.asarray(render_image(scene))).all()
                 images += 1
-    assert images == len(got["rows"])
+    return images
 
 
-@pytest.mark.parametrize("made", ["new", "before"])
+@pytest.mark.parametrize("made", ["new", "before", "opencv"])
 @pytest.mark.parametrize("case", CASES)
 def test_a_rerun_from_the_cache_hits_every_call_and_changes_no_row(case: str, made: str, tmp_path: Path,
                                                                    keys: None) -> None:
+    from uniedit_synth.offline.render import PNG_OPENCV
+
     out = tmp_path / case
-    urls = run(case, out, before=made == "before")
+    # "opencv": a run started by the version whose new runs pinned OpenCV's encoding keeps it
+    urls = run(case, out, before=made != "new", pinned=PNG_OPENCV if made == "opencv" else None)
     before = digest(out)
     if made == "before":
         assert before == json.loads(FIXTURE.read_text())[case]
+    if made == "opencv":
+        assert json.loads((out / "run.json").read_text())["scene_png"] == PNG_OPENCV
+        assert stored_sources(out, PNG_OPENCV) == sum(1 for row in before["rows"] if row["source_image"]) > 0
     shutil.rmtree(out / "data")
     shutil.rmtree(out / "rejects", ignore_errors=True)
     (out / "manifest.jsonl").unlink()
