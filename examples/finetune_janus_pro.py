@@ -682,7 +682,11 @@ def train(args: argparse.Namespace, dist: Dist | None = None) -> list[dict[str, 
     if not args.und_weight:
         model.lm_head.requires_grad_(False)  # only the understanding loss reaches the text head
     if args.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing = getattr(model, "activation_checkpointing_enable", None)
+        if checkpointing is not None:  # transformers 5.x's name; gradient_checkpointing_enable warns, goes in v6
+            checkpointing(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     if args.fsdp:
         setup.vq_cache = None  # under FSDP the VQ weights are gathered only inside forward
