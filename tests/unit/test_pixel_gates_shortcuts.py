@@ -184,7 +184,7 @@ def test_png_size_reads_the_header_and_refuses_what_it_cannot_read() -> None:
 
     from PIL import Image as _Image
 
-    from uniedit_synth.method.pixel_gates import png_size
+    from uniedit_synth.core.png import png_size
     from uniedit_synth.stages.edit import image_size
 
     def encoded(fmt: str) -> bytes:

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from ..core.png import png_size
 from . import masks
 
 #: the long side both images are compared at (a 1024-px source and a 256-px one give the same figures)
@@ -162,16 +163,6 @@ def rgb_pixels(image: bytes | Image.Image | np.ndarray) -> np.ndarray:
 
 #: PNG chunks that say nothing about pixel values (anything else before the image data: Pillow decodes it)
 _PLAIN_PNG_CHUNKS = frozenset({b"pHYs", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR, what Pillow reads too, without opening the image; None for anything
-    else (another format, a header cut short, a zero side)."""
-    if len(data) < 24 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return (width, height) if width and height else None
 
 
 def plain_png_pixels(data: bytes) -> np.ndarray | None:

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..backends.base import BackendError, EditReply, EditRequest, NoImageReply, SafetyBlocked
+from ..core.png import png_size
 from ..core.records import RejectReason
 from ..method import pixel_gates
 from ..offline.regions import edit_region
@@ -17,7 +18,7 @@ from .base import Rejected, StageContext, WorkItem
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an image's header, or None when it cannot be read."""
-    size = pixel_gates.png_size(data)
+    size = png_size(data)
     if size is not None:
         return size
     try:

@@ -51,6 +51,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from ..core.png import SIGNATURE
 from ..method.masks import (
     DEFAULT_CLOSE_KERNEL,
     DEFAULT_MIN_COMPONENT_FRAC,
@@ -91,14 +92,11 @@ def shard_files(path: str | Path, split: str = "train") -> list[Path]:
     )
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 def decode_rgb(data: bytes) -> np.ndarray:
     """HxWx3 uint8 RGB pixels of encoded image bytes, as ``masks.to_rgb`` gives them. An 8-bit RGB PNG (what
     runs and exports hold) is decoded by OpenCV, a fifth faster than PIL; anything else (alpha, palette with
     transparency, grey, 16-bit, JPEG with its EXIF and colour-space rules) goes through ``to_rgb``."""
-    if data[:8] == PNG_SIGNATURE:
+    if data[:8] == SIGNATURE:
         pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         # a colour-keyed (tRNS) RGB or palette PNG comes back with 4 channels and takes the to_rgb path
         if pixels is not None and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
